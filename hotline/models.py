@@ -1,0 +1,7 @@
+"""Every table, imported in one place for Alembic and create_all."""
+from sqlmodel import SQLModel
+
+import dispatch.models  # noqa: F401
+import tickets.models  # noqa: F401
+
+metadata = SQLModel.metadata

@@ -1,0 +1,348 @@
+"""Ticket operations. Every change to a ticket goes through `record`, which checks the
+lifecycle, applies the change and appends exactly one TicketEvent — so the audit log can
+always rebuild the ticket."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic_core import to_jsonable_python
+from sqlalchemy import ColumnElement, and_, or_, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from hotline.errors import Conflict, InvalidInput, NotFound
+from tickets.lifecycle import Action, next_status
+from tickets.models import (
+    IdempotencyKey,
+    Status,
+    Ticket,
+    TicketCounter,
+    TicketCreate,
+    TicketEvent,
+    TicketUpdate,
+)
+
+DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
+# Fields the audit log carries; rebuild_state() reproduces exactly these.
+AUDITED_FIELDS = tuple(
+    f for f in Ticket.model_fields if f not in {"id", "event_seq", "created_at", "updated_at"}
+)
+
+
+# ---------------------------------------------------------------- numbering
+
+
+def next_ticket_number(session: Session, *, now: datetime, tz: ZoneInfo = DEFAULT_TZ,
+                       width: int = 6) -> str:
+    """`YYYYMMDD-NNNNNN` in the centre's local day; an atomic upsert keeps it unique when
+    many intakes run at once (the counter row is locked until the transaction ends)."""
+    day = now.astimezone(tz).strftime("%Y%m%d")
+    table = TicketCounter.__tablename__
+    last = session.execute(
+        text(
+            f"INSERT INTO {table} (day, last) VALUES (:day, 1) "
+            f"ON CONFLICT (day) DO UPDATE SET last = {table}.last + 1 RETURNING last"
+        ),
+        {"day": day},
+    ).scalar_one()
+    return f"{day}-{last:0{width}d}"
+
+
+# ---------------------------------------------------------------- the one mutation path
+
+
+def _jsonable(value: Any) -> Any:
+    return to_jsonable_python(value)
+
+
+def record(
+    session: Session,
+    *,
+    ticket: Ticket,
+    action: Action,
+    actor: str,
+    now: datetime,
+    target: Status | None = None,
+    changes: dict[str, Any] | None = None,
+    reason: str | None = None,
+    rule: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> TicketEvent:
+    """Apply one lifecycle step to `ticket` and append its audit event."""
+    before = ticket.status
+    after = next_status(before, action, target)
+    changes = dict(changes or {})
+    if after != before:
+        if after == Status.closed:
+            changes.setdefault("closed_at", now)
+        elif before == Status.closed:
+            changes.setdefault("closed_at", None)
+    unknown = set(changes) - set(AUDITED_FIELDS)
+    if unknown:
+        raise InvalidInput(f"not ticket fields: {sorted(unknown)}")
+    for field, value in changes.items():
+        setattr(ticket, field, value)
+    ticket.status = after
+    ticket.updated_at = now
+    ticket.event_seq += 1
+    payload = dict(data or {})
+    if changes:
+        payload["set"] = _jsonable(changes)
+    event = TicketEvent(
+        ticket_id=ticket.id, seq=ticket.event_seq, at=now, actor=actor, action=action.value,
+        from_status=before, to_status=after, reason=reason, rule=rule, data=payload,
+    )
+    session.add(ticket)
+    session.add(event)
+    return event
+
+
+# ---------------------------------------------------------------- intake
+
+
+@dataclass(frozen=True)
+class Intake:
+    ticket: Ticket
+    created: bool  # False when an idempotent retry returned the earlier ticket
+
+
+def _fingerprint(data: TicketCreate) -> str:
+    raw = json.dumps(data.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def create_ticket(
+    session: Session,
+    *,
+    data: TicketCreate,
+    actor: str,
+    now: datetime,
+    idempotency_key: str | None = None,
+    idempotency_scope: str = "api",
+    tz: ZoneInfo = DEFAULT_TZ,
+) -> Intake:
+    """Create a ticket in status intake. With an idempotency key a repeated submission
+    returns the first ticket; the same key with a different payload is a Conflict."""
+    fingerprint = _fingerprint(data)
+    if idempotency_key:
+        existing = _idempotent_hit(session, idempotency_scope, idempotency_key, fingerprint)
+        if existing:
+            return Intake(existing, created=False)
+
+    fields = data.model_dump()
+    ticket = Ticket.model_validate(
+        fields,
+        update={"number": next_ticket_number(session, now=now, tz=tz), "status": Status.intake,
+                "created_at": now, "updated_at": now, "created_by": actor, "event_seq": 0},
+    )
+    session.add(ticket)
+    session.flush()
+    if idempotency_key:
+        try:
+            with session.begin_nested():
+                session.add(IdempotencyKey(scope=idempotency_scope, key=idempotency_key,
+                                           fingerprint=fingerprint, ticket_id=ticket.id,
+                                           created_at=now))
+        except IntegrityError:
+            # A concurrent twin won the race; give up ours and return theirs.
+            session.delete(ticket)
+            session.flush()
+            existing = _idempotent_hit(session, idempotency_scope, idempotency_key, fingerprint)
+            if existing is None:
+                raise
+            return Intake(existing, created=False)
+    snapshot = {f: getattr(ticket, f) for f in AUDITED_FIELDS if f not in {"status"}}
+    ticket.status = Status.intake
+    ticket.event_seq = 1
+    session.add(TicketEvent(
+        ticket_id=ticket.id, seq=1, at=now, actor=actor, action=Action.create.value,
+        from_status=None, to_status=Status.intake, data={"set": _jsonable(snapshot)},
+    ))
+    return Intake(ticket, created=True)
+
+
+def _idempotent_hit(session: Session, scope: str, key: str, fingerprint: str) -> Ticket | None:
+    hit = session.scalars(
+        select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
+    ).first()
+    if hit is None:
+        return None
+    if hit.fingerprint != fingerprint:
+        raise Conflict("Idempotency-Key was already used for a different request",
+                       key=key, ticket_id=hit.ticket_id)
+    return session.get(Ticket, hit.ticket_id)
+
+
+# ---------------------------------------------------------------- reads and edits
+
+
+def get_ticket(session: Session, ticket_id: int, *, for_update: bool = False) -> Ticket:
+    if for_update:
+        stmt = select(Ticket).where(Ticket.id == ticket_id).with_for_update()
+        ticket = session.scalars(stmt).first()
+    else:
+        ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"ticket {ticket_id} does not exist", ticket_id=ticket_id)
+    return ticket
+
+
+def get_ticket_by_number(session: Session, number: str) -> Ticket:
+    ticket = session.scalars(select(Ticket).where(Ticket.number == number)).first()
+    if ticket is None:
+        raise NotFound(f"ticket {number} does not exist", number=number)
+    return ticket
+
+
+def update_ticket(session: Session, *, ticket: Ticket, data: TicketUpdate, actor: str,
+                  now: datetime, reason: str | None = None) -> TicketEvent | None:
+    changes = {k: v for k, v in data.model_dump(exclude_unset=True).items()
+               if getattr(ticket, k) != v}
+    if not changes:
+        return None
+    return record(session, ticket=ticket, action=Action.update, actor=actor, now=now,
+                  changes=changes, reason=reason)
+
+
+def add_note(session: Session, *, ticket: Ticket, actor: str, now: datetime, kind: str,
+             reason: str | None = None, data: dict[str, Any] | None = None,
+             rule: str | None = None) -> TicketEvent:
+    """An in-place event (extension asked, escalation fired, co-unit reply...)."""
+    return record(session, ticket=ticket, action=Action.note, actor=actor, now=now,
+                  reason=reason, rule=rule, data={"kind": kind, **(data or {})})
+
+
+def events_of(session: Session, ticket_id: int) -> list[TicketEvent]:
+    return list(session.scalars(
+        select(TicketEvent).where(TicketEvent.ticket_id == ticket_id).order_by(TicketEvent.seq)
+    ))
+
+
+def merged_children(session: Session, parent_id: int) -> list[Ticket]:
+    return list(session.scalars(
+        select(Ticket).where(Ticket.parent_id == parent_id, Ticket.status == Status.merged)
+        .order_by(Ticket.id)
+    ))
+
+
+def merge(session: Session, *, child: Ticket, parent: Ticket, actor: str, now: datetime,
+          reason: str | None = None) -> TicketEvent:
+    """并单: the child follows the parent from now on; one reply will reach both callers."""
+    if child.id == parent.id:
+        raise InvalidInput("a ticket cannot be merged into itself")
+    if parent.status in (Status.merged, Status.closed, Status.archived):
+        raise Conflict(f"cannot merge into ticket {parent.number}: it is {parent.status.value}")
+    if merged_children(session, child.id):
+        raise Conflict(f"ticket {child.number} has merged tickets of its own; merge them first")
+    add_note(session, ticket=parent, actor=actor, now=now, kind="merged_in",
+             reason=reason, data={"child": child.number, "child_id": child.id})
+    return record(session, ticket=child, action=Action.merge, actor=actor, now=now,
+                  changes={"parent_id": parent.id}, reason=reason,
+                  data={"parent": parent.number})
+
+
+def close_merged_children(session: Session, *, parent: Ticket, actor: str,
+                          now: datetime) -> list[Ticket]:
+    """When the parent closes, every merged caller gets the same reply and is closed."""
+    children = merged_children(session, parent.id)
+    for child in children:
+        record(session, ticket=child, action=Action.close_merged, actor=actor, now=now,
+               changes={"reply": parent.reply, "satisfaction": parent.satisfaction},
+               data={"parent": parent.number})
+    return children
+
+
+# ---------------------------------------------------------------- audit rebuild
+
+
+def snapshot(ticket: Ticket) -> dict[str, Any]:
+    return _jsonable({f: getattr(ticket, f) for f in AUDITED_FIELDS})
+
+
+def rebuild_state(events: list[TicketEvent]) -> dict[str, Any]:
+    """Replay the audit log: the result equals `snapshot(ticket)` for a consistent ticket."""
+    state: dict[str, Any] = {}
+    for event in sorted(events, key=lambda e: e.seq):
+        state.update(event.data.get("set", {}))
+        if event.to_status is not None:
+            state["status"] = Status(event.to_status).value
+    return state
+
+
+# ---------------------------------------------------------------- listing
+
+
+@dataclass
+class TicketFilters:
+    status: list[Status] | None = None
+    channel: str | None = None
+    request_type: str | None = None
+    urgency: str | None = None
+    district: str | None = None
+    category_prefix: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    caller_phone: str | None = None
+    q: str | None = None
+
+
+def encode_cursor(ticket: Ticket) -> str:
+    raw = f"{ticket.created_at.isoformat()}|{ticket.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, ident = raw.rsplit("|", 1)
+        return datetime.fromisoformat(at), int(ident)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("cursor is not one this API issued", cursor=cursor) from exc
+
+
+def list_tickets(
+    session: Session,
+    *,
+    filters: TicketFilters,
+    limit: int = 50,
+    cursor: str | None = None,
+    restrict: ColumnElement[bool] | None = None,
+) -> tuple[list[Ticket], str | None]:
+    """Newest first, keyset-paginated on (created_at, id). `restrict` narrows visibility
+    (a handler sees only their unit's tickets)."""
+    stmt = select(Ticket)
+    conds: list[ColumnElement[bool]] = []
+    f = filters
+    if f.status:
+        conds.append(col(Ticket.status).in_(list(f.status)))
+    for name in ("channel", "request_type", "urgency", "district", "caller_phone"):
+        value = getattr(f, name)
+        if value:
+            conds.append(getattr(Ticket, name) == value)
+    if f.category_prefix:
+        conds.append(col(Ticket.category_code).startswith(f.category_prefix))
+    if f.created_from:
+        conds.append(Ticket.created_at >= f.created_from)
+    if f.created_to:
+        conds.append(Ticket.created_at < f.created_to)
+    if f.q:
+        like = f"%{f.q}%"
+        conds.append(or_(col(Ticket.description).like(like), col(Ticket.title).like(like),
+                         col(Ticket.address).like(like), Ticket.number == f.q))
+    if restrict is not None:
+        conds.append(restrict)
+    if cursor:
+        at, ident = decode_cursor(cursor)
+        conds.append(or_(Ticket.created_at < at, and_(Ticket.created_at == at, Ticket.id < ident)))
+    if conds:
+        stmt = stmt.where(and_(*conds))
+    stmt = stmt.order_by(col(Ticket.created_at).desc(), col(Ticket.id).desc()).limit(limit + 1)
+    rows = list(session.scalars(stmt))
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
