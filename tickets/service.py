@@ -81,7 +81,7 @@ def record(
     if after != before:
         if after == Status.closed:
             changes.setdefault("closed_at", now)
-        elif before == Status.closed:
+        elif before == Status.closed and after != Status.archived:
             changes.setdefault("closed_at", None)
     unknown = set(changes) - set(AUDITED_FIELDS)
     if unknown:
@@ -346,3 +346,13 @@ def list_tickets(
     rows = list(session.scalars(stmt))
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+def close_at_intake(session: Session, *, ticket: Ticket, answer: str, actor: str,
+                    now: datetime) -> TicketEvent:
+    """直接办结: the operator answered the caller from the knowledge base."""
+    answer = answer.strip()
+    if not answer:
+        raise InvalidInput("a direct answer needs the answer given to the caller")
+    return record(session, ticket=ticket, action=Action.close_at_intake, actor=actor, now=now,
+                  changes={"answer": answer})
