@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from dispatch import accounts, policies, rulebook
-from dispatch.models import Role, UnitLevel, User
+from dispatch.models import Role, Unit, UnitLevel
 
 CENTRE_STAFF = [
     ("admin", "系统管理员", Role.admin),
@@ -20,32 +20,34 @@ CENTRE_STAFF = [
 
 
 def seed_demo(*, session: Session, now: datetime) -> dict[str, Any]:
-    """Load units, policies and rules (idempotent), and create the demo users once.
-    Tokens are only known when the users are created, so they are returned then."""
+    """Load units, policies, rules and users into an empty database; a database that already
+    has units is left alone, so an administrator's edits survive restarts. Tokens are only
+    known when the users are created, so they are returned then (and only then)."""
+    if session.scalar(select(func.count()).select_from(Unit)):
+        return {"seeded": False, "users": []}
     units = rulebook.load_units(session, text=rulebook.DEFAULT_UNITS_PATH.read_text("utf-8"))
     policies.ensure_default_policies(session)
     rulebook.import_pack(session, text=rulebook.DEFAULT_RULES_PATH.read_text("utf-8"),
                          fmt="yaml", now=now, replace=True)
     session.flush()
     users: list[dict[str, Any]] = []
-    if not session.scalar(select(func.count()).select_from(User)):
-        for username, name, role in CENTRE_STAFF:
-            user, token = accounts.create_user(session, username=username, display_name=name,
-                                               role=role, unit_code="CENTRE", now=now)
-            users.append({"username": username, "role": role.value, "unit": "CENTRE",
+    for username, name, role in CENTRE_STAFF:
+        user, token = accounts.create_user(session, username=username, display_name=name,
+                                           role=role, unit_code="CENTRE", now=now)
+        users.append({"username": username, "role": role.value, "unit": "CENTRE",
+                      "token": token})
+    for unit in units:
+        if unit.level == UnitLevel.centre:
+            continue
+        base = unit.code.lower()
+        for suffix, is_head in (("handler", False), ("head", True)):
+            user, token = accounts.create_user(
+                session, username=f"{base}.{suffix}",
+                display_name=f"{unit.name}{'负责人' if is_head else '联络员'}",
+                role=Role.handler, unit_code=unit.code, email=unit.email if not is_head
+                else unit.head_email, is_head=is_head, now=now)
+            users.append({"username": user.username, "role": "handler", "unit": unit.code,
                           "token": token})
-        for unit in units:
-            if unit.level == UnitLevel.centre:
-                continue
-            base = unit.code.lower()
-            for suffix, is_head in (("handler", False), ("head", True)):
-                user, token = accounts.create_user(
-                    session, username=f"{base}.{suffix}",
-                    display_name=f"{unit.name}{'负责人' if is_head else '联络员'}",
-                    role=Role.handler, unit_code=unit.code, email=unit.email if not is_head
-                    else unit.head_email, is_head=is_head, now=now)
-                users.append({"username": user.username, "role": "handler", "unit": unit.code,
-                              "token": token})
-    return {"units": len(units), "users": users,
+    return {"seeded": True, "units": len(units), "users": users,
             "rules": len(rulebook.list_rules(session))}
 
