@@ -1,0 +1,136 @@
+"""Delivery of escalation notifications over e-mail and webhooks.
+
+In-app notifications are delivered by being stored; the others are stored pending and
+delivered after commit, by a Celery task that calls `deliver` and retries with backoff
+while it returns `pending`.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import smtplib
+import ssl
+from collections.abc import Mapping
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Protocol
+
+import httpx
+from sqlalchemy import select
+from sqlmodel import Session
+
+from dispatch.models import Notification, NotificationStatus
+from hotline.config import Settings
+from hotline.errors import NotFound
+
+MAX_ATTEMPTS = 5
+SIGNATURE_HEADER = "X-Hotline-Signature"
+
+
+class DeliveryError(Exception):
+    """A channel could not deliver. `permanent` failures (a refused address, a 4xx answer)
+    are not worth another try."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class DeliveryPending(Exception):
+    """Raised by the Celery task when `deliver` left a notification pending, to retry."""
+
+
+class Channel(Protocol):
+    def send(self, notification: Notification, *, settings: Settings) -> None: ...
+
+
+class EmailChannel:
+    def send(self, notification: Notification, *, settings: Settings) -> None:
+        smtp = settings.smtp
+        if not smtp.host:
+            raise DeliveryError("SMTP is not configured (HOTLINE_SMTP__HOST)", permanent=True)
+        if not notification.address:
+            raise DeliveryError("the notification has no e-mail address", permanent=True)
+        message = EmailMessage()
+        message["Subject"] = notification.subject
+        message["From"] = smtp.sender
+        message["To"] = notification.address
+        message.set_content(notification.body)
+        try:
+            with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_s) as client:
+                if smtp.starttls:
+                    client.starttls(context=ssl.create_default_context())
+                if smtp.username:
+                    client.login(smtp.username, smtp.password or "")
+                client.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            raise DeliveryError(f"recipient refused: {exc.recipients}",
+                                permanent=all(code >= 500 for code in codes)) from exc
+        except smtplib.SMTPResponseException as exc:
+            raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}",
+                                permanent=exc.smtp_code >= 500) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(f"SMTP {smtp.host}:{smtp.port}: {exc!r}") from exc
+
+
+def sign(body: bytes, secret: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookChannel:
+    """POSTs the JSON fixed when the step fired; the receiver checks the HMAC signature."""
+
+    def send(self, notification: Notification, *, settings: Settings) -> None:
+        url = notification.address or settings.webhook.url
+        if not url:
+            raise DeliveryError("no webhook URL is configured (HOTLINE_WEBHOOK__URL)",
+                                permanent=True)
+        body = notification.body.encode()
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        if settings.webhook.secret:
+            headers[SIGNATURE_HEADER] = sign(body, settings.webhook.secret)
+        try:
+            response = httpx.post(url, content=body, headers=headers,
+                                  timeout=settings.webhook.timeout_s)
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"webhook {url}: {exc!r}") from exc
+        if not response.is_success:
+            status = response.status_code
+            raise DeliveryError(f"webhook {url} answered {status}",
+                                permanent=400 <= status < 500 and status not in (408, 429))
+
+
+def default_channels() -> dict[str, Channel]:
+    return {"email": EmailChannel(), "webhook": WebhookChannel()}
+
+
+def deliver(session: Session, *, notification_id: int, now: datetime, settings: Settings,
+            channels: Mapping[str, Channel] | None = None) -> NotificationStatus:
+    """One delivery attempt. Returns `sent`, `failed` (permanently, or after MAX_ATTEMPTS),
+    or `pending` when another attempt is due later. A notification no longer pending is
+    left alone, so a redelivered task never sends twice."""
+    notification = session.scalars(
+        select(Notification).where(Notification.id == notification_id).with_for_update()
+        .execution_options(populate_existing=True)).first()
+    if notification is None:
+        raise NotFound(f"notification {notification_id} does not exist",
+                       notification_id=notification_id)
+    if notification.status != NotificationStatus.pending:
+        return notification.status
+    channel = (channels or default_channels()).get(notification.channel)
+    notification.attempts += 1
+    try:
+        if channel is None:
+            raise DeliveryError(f"no channel delivers {notification.channel!r}",
+                                permanent=True)
+        channel.send(notification, settings=settings)
+    except DeliveryError as exc:
+        notification.last_error = str(exc)[:1000]
+        if exc.permanent or notification.attempts >= MAX_ATTEMPTS:
+            notification.status = NotificationStatus.failed
+    else:
+        notification.status = NotificationStatus.sent
+        notification.sent_at = now
+    session.add(notification)
+    return notification.status

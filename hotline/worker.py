@@ -1,0 +1,66 @@
+"""The Celery app and its beat schedule.
+
+Run a worker with `celery -A hotline.worker worker` and the scheduler with
+`celery -A hotline.worker beat`. Without HOTLINE_BROKER_URL the broker is kombu's
+filesystem transport under the data directory, so the embedded install needs no Redis.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.schedules import crontab
+
+from hotline.config import Settings, get_settings
+
+TASK_MODULES = ["dispatch.tasks"]
+
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    "sla-sweep": {
+        "task": "dispatch.sweep_sla",
+        "schedule": crontab(minute="*"),
+        # A sweep still queued when the next one is due is redundant: drop it.
+        "options": {"expires": 55},
+    },
+}
+
+
+def _filesystem_transport(settings: Settings) -> dict[str, str]:
+    root = settings.broker_folder
+    # Producers write where consumers read: one queue folder serves both directions.
+    folders = {"queue": root / "queue", "processed": root / "processed",
+               "control": root / "control"}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(folders["queue"]),
+        "data_folder_out": str(folders["queue"]),
+        "processed_folder": str(folders["processed"]),
+        "control_folder": str(folders["control"]),
+    }
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = Celery("hotline", broker=settings.broker, include=TASK_MODULES)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        timezone=settings.timezone,
+        enable_utc=True,
+        broker_connection_retry_on_startup=True,
+        beat_schedule=BEAT_SCHEDULE,
+        # beat's state belongs with the rest of the data, not in whatever directory it ran in
+        beat_schedule_filename=str(data_dir / "celerybeat-schedule"),
+    )
+    if settings.broker.startswith("filesystem://"):
+        app.conf.broker_transport_options = _filesystem_transport(settings)
+    return app
+
+
+app = make_app()
