@@ -1,0 +1,640 @@
+"""Dispatch rules as data: validation, rule packs, and one-pass matching.
+
+A rule says "when these conditions hold, classify the ticket so and route it there". Rules
+are tried in priority order (lower first, ties by name) and the first whose conditions all
+hold wins. Pure: no database and no I/O beyond the text it is given.
+
+Text conditions are compared on normalised text: NFKC (full-width letters and digits become
+half-width) and lower-cased, on both the keyword and the ticket side. Regular expressions
+run on the NFKC text with IGNORECASE, so write them with half-width characters.
+"""
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import time
+from typing import Annotated, Any, Literal, NoReturn, TypedDict
+
+import ahocorasick
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from hotline.errors import InvalidInput
+from tickets.models import Channel, RequestType, Urgency
+
+PackFormat = Literal["yaml", "json"]
+PACK_VERSION = 1
+EXPLAIN_CANDIDATES_CAP = 20
+
+
+def normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+# ---------------------------------------------------------------- field types
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value, re.IGNORECASE)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+    return value
+
+
+def _hh_mm(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 22:00 as the sexagesimal number 1320.
+        raise ValueError('write times as quoted strings, e.g. "22:00" '
+                         "(YAML reads an unquoted 22:00 as a number)")
+    if not isinstance(value, str) or not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value.strip()):
+        raise ValueError(f"expected a time as HH:MM between 00:00 and 23:59, got {value!r}")
+    hours, minutes = value.strip().split(":")
+    return f"{int(hours):02d}:{minutes}"
+
+
+def _unit_code(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", value):
+        raise ValueError(f"unit codes are 1-32 ASCII letters, digits, '_', '-' or '.'; "
+                         f"got {value!r}")
+    return value
+
+
+def _category_code(value: str) -> str:
+    if not re.fullmatch(r"[0-9]{2,12}", value):
+        raise ValueError(f"category codes are 2-12 digits (GB/T 39666), got {value!r}")
+    return value
+
+
+Keyword = Annotated[str, Field(min_length=1, max_length=64)]
+Pattern = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_regex)]
+HhMm = Annotated[str, BeforeValidator(_hh_mm)]
+UnitCode = Annotated[str, AfterValidator(_unit_code)]
+CategoryCode = Annotated[str, AfterValidator(_category_code)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class TimeWindow(_Strict):
+    """Local time of day, start included, end excluded; wraps midnight when start > end."""
+
+    start: HhMm
+    end: HhMm
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TimeWindow:
+        if self.start == self.end:
+            raise ValueError("start and end must differ (an empty window never matches)")
+        return self
+
+    def contains(self, moment: time) -> bool:
+        start, end = time.fromisoformat(self.start), time.fromisoformat(self.end)
+        if start < end:
+            return start <= moment < end
+        return moment >= start or moment < end
+
+
+class Conditions(_Strict):
+    text_any: list[Keyword] = []
+    text_all: list[Keyword] = []
+    text_none: list[Keyword] = []
+    regex: list[Pattern] = []
+    request_types: list[RequestType] = []
+    urgencies: list[Urgency] = []
+    districts: list[Keyword] = []
+    channels: list[Channel] = []
+    time_of_day: TimeWindow | None = None
+    catch_all: bool = False
+
+    @model_validator(mode="after")
+    def _something_to_test(self) -> Conditions:
+        if not self.catch_all and self.is_empty():
+            raise ValueError("a rule without conditions would match every ticket; "
+                             "set catch_all: true if that is what you mean")
+        return self
+
+    def is_empty(self) -> bool:
+        return not (self.text_any or self.text_all or self.text_none or self.regex
+                    or self.request_types or self.urgencies or self.districts
+                    or self.channels or self.time_of_day)
+
+
+_UNSET = object()
+
+
+class Actions(_Strict):
+    category_code: CategoryCode | None = None
+    category_name: str | None = Field(default=None, min_length=1, max_length=100)
+    urgency: Urgency | None = None
+    request_type: RequestType | None = None
+    lead_unit: UnitCode | None = None
+    co_units: list[UnitCode] = []
+    sla_policy: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @field_validator("co_units")
+    @classmethod
+    def _co_units(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        lead = info.data.get("lead_unit", _UNSET)
+        if value and lead is None:
+            raise ValueError("co-handling units need a lead_unit")
+        duplicates = sorted({c for c in value if value.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
+        if lead in value:
+            raise ValueError(f"the lead unit {lead} cannot also co-handle")
+        return value
+
+    @model_validator(mode="after")
+    def _does_something(self) -> Actions:
+        if all(getattr(self, f) in (None, []) for f in type(self).model_fields):
+            raise ValueError("a rule needs at least one action")
+        return self
+
+
+class RuleSpec(_Strict):
+    name: str = Field(min_length=1, max_length=120)
+    priority: int = Field(default=100, ge=-1_000_000, le=1_000_000)
+    enabled: bool = True
+    description: str | None = Field(default=None, max_length=1000)
+    conditions: Conditions
+    actions: Actions
+
+    def to_data(self) -> dict[str, Any]:
+        """The smallest mapping that validates back to this spec (what packs and rows hold)."""
+        data: dict[str, Any] = {"name": self.name, "priority": self.priority}
+        if not self.enabled:
+            data["enabled"] = False
+        if self.description is not None:
+            data["description"] = self.description
+        data["conditions"] = self.conditions.model_dump(mode="json", exclude_defaults=True)
+        data["actions"] = self.actions.model_dump(mode="json", exclude_defaults=True)
+        return data
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _field_path(loc: Sequence[str | int]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "rule"
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    return error["msg"].removeprefix("Value error, ")
+
+
+def _label(data: Any, where: str) -> str:
+    name = data.get("name") if isinstance(data, dict) else None
+    label = f'rule "{name.strip()}"' if isinstance(name, str) and name.strip() else "rule"
+    return f"{label} ({where})" if where else label
+
+
+def _problems(data: Any, where: str) -> tuple[RuleSpec | None, list[dict[str, str]]]:
+    label = _label(data, where)
+    if not isinstance(data, dict):
+        return None, [{"rule": label, "field": "rule", "message": "expected a mapping"}]
+    try:
+        return RuleSpec.model_validate(data), []
+    except ValidationError as exc:
+        return None, [{"rule": label, "field": _field_path(e["loc"]), "message": _message(e)}
+                      for e in exc.errors()]
+
+
+def _raise(problems: list[dict[str, str]], heading: str = "") -> NoReturn:
+    lines = [f'{p["rule"]}: {p["field"]}: {p["message"]}' for p in problems]
+    message = "\n".join([heading, *lines]) if heading else "; ".join(lines)
+    raise InvalidInput(message, errors=problems)
+
+
+def validate_rule(data: dict[str, Any], *, where: str = "") -> RuleSpec:
+    """A RuleSpec, or InvalidInput naming the rule and every offending field path."""
+    spec, problems = _problems(data, where)
+    if spec is None:
+        _raise(problems)
+    return spec
+
+
+# ---------------------------------------------------------------- packs
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str
+    rules: list[RuleSpec]
+
+
+def _parse(text: str, fmt: PackFormat) -> Any:
+    try:
+        if fmt == "yaml":
+            return yaml.safe_load(text)
+        if fmt == "json":
+            return json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"pack: not valid {fmt.upper()}: {exc}") from None
+    raise InvalidInput(f"pack: unknown format {fmt!r} (yaml or json)")
+
+
+def parse_pack(text: str, fmt: PackFormat) -> Pack:
+    """The pack's name and rules; every problem in the pack is reported in one InvalidInput."""
+    doc = _parse(text, fmt)
+    if not isinstance(doc, dict):
+        raise InvalidInput("pack: expected a mapping with pack, version and rules")
+    unknown = sorted(set(doc) - {"pack", "version", "rules"})
+    name, version, rules = doc.get("pack"), doc.get("version"), doc.get("rules")
+    if unknown:
+        raise InvalidInput(f"pack: unknown field(s) {', '.join(map(str, unknown))}")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 64:
+        raise InvalidInput("pack: pack must be a name of 1-64 characters")
+    if version != PACK_VERSION:
+        raise InvalidInput(f"pack {name!r}: version must be {PACK_VERSION}, got {version!r}")
+    if not isinstance(rules, list):
+        raise InvalidInput(f"pack {name!r}: rules must be a list")
+
+    specs: list[RuleSpec] = []
+    problems: list[dict[str, str]] = []
+    first_seen: dict[str, int] = {}
+    for index, data in enumerate(rules):
+        where = f"rules[{index}]"
+        spec, found = _problems(data, where)
+        problems += found
+        if spec is None:
+            continue
+        if spec.name in first_seen:
+            first = first_seen[spec.name]
+            problems.append({"rule": _label(data, where), "field": "name",
+                             "message": f"duplicate name (first at rules[{first}])"})
+            continue
+        first_seen[spec.name] = index
+        specs.append(spec)
+    if problems:
+        _raise(problems, heading=f"pack {name.strip()!r}: {len(problems)} problem(s)")
+    return Pack(name=name.strip(), rules=specs)
+
+
+def load_pack(text: str, fmt: PackFormat) -> list[RuleSpec]:
+    return parse_pack(text, fmt).rules
+
+
+def dump_pack(name: str, specs: Iterable[RuleSpec], fmt: PackFormat) -> str:
+    doc = {"pack": name, "version": PACK_VERSION, "rules": [s.to_data() for s in specs]}
+    if fmt == "yaml":
+        return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=100)
+    if fmt == "json":
+        return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+    raise InvalidInput(f"pack: unknown format {fmt!r} (yaml or json)")
+
+
+# ---------------------------------------------------------------- matching
+
+
+@dataclass(frozen=True, slots=True)
+class TicketFacts:
+    """What rules look at. `text` is title, description and request joined by the caller;
+    `local_time` is the intake time in the centre's time zone."""
+
+    text: str
+    request_type: RequestType | None = None
+    urgency: Urgency | None = None
+    district: str | None = None
+    channel: Channel | None = None
+    local_time: time | None = None
+
+
+class ConditionOutcome(TypedDict):
+    condition: str
+    passed: bool
+    detail: dict[str, Any]
+
+
+class RuleTrace(TypedDict):
+    rule: str
+    priority: int
+    matched_terms: list[str]
+    conditions: list[ConditionOutcome]
+
+
+class CandidateTrace(TypedDict):
+    rule: str
+    priority: int
+    failed: ConditionOutcome
+
+
+class Explanation(TypedDict):
+    """Why a ticket was (or was not) routed; plain JSON for the ticket's audit event.
+    `checked` lists the candidates tried before the winner, in order, with the first
+    condition each failed (at most EXPLAIN_CANDIDATES_CAP; `checked_total` counts all)."""
+
+    fired: RuleTrace | None
+    actions: dict[str, Any] | None
+    checked: list[CandidateTrace]
+    checked_total: int
+    rules_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    rule: RuleSpec
+    matched_terms: tuple[str, ...]
+    explanation: RuleTrace
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    text: str  # NFKC + lower, for keywords
+    nfkc: str  # NFKC only, for regular expressions
+    hits: frozenset[int]  # ids of the keywords found in the text
+    facts: TicketFacts
+
+
+class _Terms:
+    """One keyword condition over ids in the shared automaton; `terms` keeps the author's
+    spelling for explanations."""
+
+    __slots__ = ("ids", "terms")
+    condition = ""
+
+    def __init__(self, ids: frozenset[int], terms: dict[int, list[str]]) -> None:
+        self.ids = ids
+        self.terms = terms
+
+    def passes(self, ctx: _Context) -> bool:
+        raise NotImplementedError
+
+    def spelled(self, ids: frozenset[int]) -> list[str]:
+        return [term for i, terms in self.terms.items() if i in ids for term in terms]
+
+    def outcome(self, ctx: _Context) -> ConditionOutcome:
+        return {"condition": self.condition, "passed": self.passes(ctx),
+                "detail": {"hit": self.spelled(ctx.hits)}}
+
+
+class _AnyTerms(_Terms):
+    __slots__ = ()
+    condition = "text_any"
+
+    def passes(self, ctx: _Context) -> bool:
+        return not self.ids.isdisjoint(ctx.hits)
+
+
+class _AllTerms(_Terms):
+    __slots__ = ()
+    condition = "text_all"
+
+    def passes(self, ctx: _Context) -> bool:
+        return self.ids <= ctx.hits
+
+    def outcome(self, ctx: _Context) -> ConditionOutcome:
+        outcome = super().outcome(ctx)
+        outcome["detail"]["missing"] = self.spelled(self.ids - ctx.hits)
+        return outcome
+
+
+class _NoTerms(_Terms):
+    __slots__ = ()
+    condition = "text_none"
+
+    def passes(self, ctx: _Context) -> bool:
+        return self.ids.isdisjoint(ctx.hits)
+
+
+class _Regex:
+    __slots__ = ("patterns",)
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns = [re.compile(p, re.IGNORECASE) for p in patterns]
+
+    def first(self, ctx: _Context) -> re.Match[str] | None:
+        for pattern in self.patterns:
+            found = pattern.search(ctx.nfkc)
+            if found:
+                return found
+        return None
+
+    def passes(self, ctx: _Context) -> bool:
+        return self.first(ctx) is not None
+
+    def outcome(self, ctx: _Context) -> ConditionOutcome:
+        found = self.first(ctx)
+        detail = {"pattern": found.re.pattern, "matched": found.group(0)} if found else {
+            "pattern": None, "matched": None}
+        return {"condition": "regex", "passed": found is not None, "detail": detail}
+
+
+class _OneOf:
+    __slots__ = ("condition", "attribute", "allowed", "listed")
+
+    def __init__(self, condition: str, attribute: str, listed: Sequence[Any]) -> None:
+        self.condition = condition
+        self.attribute = attribute
+        self.listed = [str(v) for v in listed]
+        self.allowed = frozenset(self.listed)
+
+    def _actual(self, ctx: _Context) -> str | None:
+        value = getattr(ctx.facts, self.attribute)
+        return None if value is None else str(value).strip()
+
+    def passes(self, ctx: _Context) -> bool:
+        return self._actual(ctx) in self.allowed
+
+    def outcome(self, ctx: _Context) -> ConditionOutcome:
+        return {"condition": self.condition, "passed": self.passes(ctx),
+                "detail": {"expected": self.listed, "actual": self._actual(ctx)}}
+
+
+class _Window:
+    __slots__ = ("window",)
+
+    def __init__(self, window: TimeWindow) -> None:
+        self.window = window
+
+    def passes(self, ctx: _Context) -> bool:
+        moment = ctx.facts.local_time
+        return moment is not None and self.window.contains(moment)
+
+    def outcome(self, ctx: _Context) -> ConditionOutcome:
+        moment = ctx.facts.local_time
+        return {"condition": "time_of_day", "passed": self.passes(ctx),
+                "detail": {"expected": self.window.model_dump(),
+                           "actual": None if moment is None else moment.isoformat()}}
+
+
+class _CatchAll:
+    __slots__ = ()
+
+    def passes(self, ctx: _Context) -> bool:
+        return True
+
+    def outcome(self, ctx: _Context) -> ConditionOutcome:
+        return {"condition": "catch_all", "passed": True, "detail": {}}
+
+
+_Test = _Terms | _Regex | _OneOf | _Window | _CatchAll
+
+
+class _Compiled:
+    __slots__ = ("spec", "tests", "positive")
+
+    def __init__(self, spec: RuleSpec, tests: list[_Test], positive: list[_Terms]) -> None:
+        self.spec = spec
+        self.tests = tests
+        self.positive = positive
+
+    def holds(self, ctx: _Context) -> bool:
+        for test in self.tests:
+            if not test.passes(ctx):
+                return False
+        return True
+
+    def first_failure(self, ctx: _Context) -> ConditionOutcome | None:
+        for test in self.tests:
+            if not test.passes(ctx):
+                return test.outcome(ctx)
+        return None
+
+    def matched_terms(self, ctx: _Context) -> tuple[str, ...]:
+        found: list[str] = []
+        for terms in self.positive:
+            found += [t for t in terms.spelled(ctx.hits) if t not in found]
+        return tuple(found)
+
+    def trace(self, ctx: _Context) -> RuleTrace:
+        return {"rule": self.spec.name, "priority": self.spec.priority,
+                "matched_terms": list(self.matched_terms(ctx)),
+                "conditions": [t.outcome(ctx) for t in self.tests]}
+
+
+class CompiledRules:
+    """Every enabled rule, ready to match. Keywords of all rules live in one Aho-Corasick
+    automaton, so one pass over the text finds every hit; only rules with a hit, plus the
+    rules that test no keywords, are then evaluated, in priority order."""
+
+    def __init__(self, rules: list[_Compiled], automaton: Any, term_rules: list[tuple[int, ...]],
+                 always: tuple[int, ...]) -> None:
+        self._rules = rules
+        self._automaton = automaton
+        self._term_rules = term_rules
+        self._always = always
+
+    @classmethod
+    def build(cls, specs: Iterable[RuleSpec]) -> CompiledRules:
+        enabled = sorted((s for s in specs if s.enabled), key=lambda s: (s.priority, s.name))
+        duplicates = sorted(n for n, count in Counter(s.name for s in enabled).items()
+                            if count > 1)
+        if duplicates:
+            raise InvalidInput(f"duplicate rule names: {', '.join(duplicates)}")
+
+        term_ids: dict[str, int] = {}
+        term_rules: list[list[int]] = []
+
+        def intern(kind: type[_Terms], keywords: list[str], index: int) -> _Terms:
+            spelled: dict[int, list[str]] = {}
+            for keyword in keywords:
+                key = normalise(keyword)
+                if key not in term_ids:
+                    term_ids[key] = len(term_rules)
+                    term_rules.append([])
+                tid = term_ids[key]
+                spelled.setdefault(tid, [])
+                if keyword not in spelled[tid]:
+                    spelled[tid].append(keyword)
+                if kind is not _NoTerms and index not in term_rules[tid][-1:]:
+                    term_rules[tid].append(index)
+            return kind(frozenset(spelled), spelled)
+
+        rules: list[_Compiled] = []
+        always: list[int] = []
+        for index, spec in enumerate(enabled):
+            c = spec.conditions
+            tests: list[_Test] = []
+            positive = [intern(kind, words, index) for kind, words in
+                        ((_AnyTerms, c.text_any), (_AllTerms, c.text_all)) if words]
+            tests += positive
+            if c.text_none:
+                tests.append(intern(_NoTerms, c.text_none, index))
+            tests += [_OneOf(name, attribute, listed) for name, attribute, listed in (
+                ("request_types", "request_type", c.request_types),
+                ("urgencies", "urgency", c.urgencies),
+                ("districts", "district", c.districts),
+                ("channels", "channel", c.channels)) if listed]
+            if c.time_of_day is not None:
+                tests.append(_Window(c.time_of_day))
+            if c.regex:
+                tests.append(_Regex(c.regex))
+            if not tests:
+                tests.append(_CatchAll())
+            if not positive:
+                always.append(index)
+            rules.append(_Compiled(spec, tests, positive))
+
+        automaton = None
+        if term_ids:
+            automaton = ahocorasick.Automaton()
+            for key, tid in term_ids.items():
+                automaton.add_word(key, tid)
+            automaton.make_automaton()
+        return cls(rules, automaton, [tuple(r) for r in term_rules], tuple(always))
+
+    @property
+    def specs(self) -> list[RuleSpec]:
+        """The enabled rules in evaluation order."""
+        return [r.spec for r in self._rules]
+
+    def _context(self, facts: TicketFacts) -> _Context:
+        nfkc = unicodedata.normalize("NFKC", facts.text)
+        text = nfkc.lower()
+        hits = frozenset(tid for _, tid in self._automaton.iter(text)) \
+            if self._automaton is not None else frozenset()
+        return _Context(text=text, nfkc=nfkc, hits=hits, facts=facts)
+
+    def _candidates(self, ctx: _Context) -> list[int]:
+        found = set(self._always)
+        for tid in ctx.hits:
+            found.update(self._term_rules[tid])
+        return sorted(found)
+
+    def match(self, facts: TicketFacts) -> Match | None:
+        ctx = self._context(facts)
+        for index in self._candidates(ctx):
+            rule = self._rules[index]
+            if rule.holds(ctx):
+                return Match(rule.spec, rule.matched_terms(ctx), rule.trace(ctx))
+        return None
+
+    def explain(self, facts: TicketFacts) -> Explanation:
+        ctx = self._context(facts)
+        checked: list[CandidateTrace] = []
+        checked_total = 0
+        for index in self._candidates(ctx):
+            rule = self._rules[index]
+            failure = rule.first_failure(ctx)
+            if failure is None:
+                return {"fired": rule.trace(ctx),
+                        "actions": rule.spec.actions.model_dump(mode="json", exclude_defaults=True),
+                        "checked": checked, "checked_total": checked_total,
+                        "rules_total": len(self._rules)}
+            checked_total += 1
+            if len(checked) < EXPLAIN_CANDIDATES_CAP:
+                checked.append({"rule": rule.spec.name, "priority": rule.spec.priority,
+                                "failed": failure})
+        return {"fired": None, "actions": None, "checked": checked,
+                "checked_total": checked_total, "rules_total": len(self._rules)}

@@ -1,0 +1,85 @@
+"""Alembic, driven from code: the migrations live inside the package (hotline/migrations),
+so an installed platform can migrate its database without an alembic.ini anywhere."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.autogenerate import compare_metadata
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
+
+from hotline.db import make_engine
+from hotline.errors import Conflict
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Passed as an attribute, not an option: ConfigParser would choke on a '%' in a password.
+    cfg.attributes["url"] = url
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def current(url: str) -> str | None:
+    """The revision the database is at; None for a database never migrated."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).exists():
+            return None  # asking must not create an empty database file
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def differences(url: str) -> list:
+    """What autogenerate would write: the differences between the database and the models."""
+    from hotline.models import metadata
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            return compare_metadata(ctx, metadata)
+    finally:
+        engine.dispose()
+
+
+def script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config(""))
+
+
+def head() -> str | None:
+    return script_directory().get_current_head()
+
+
+def revision(message: str, url: str | None = None) -> Path:
+    """Autogenerate the next migration from the difference between the migrations so far and
+    hotline.models.metadata. Without `url`, a throwaway SQLite database is brought to head
+    and compared. Revisions are numbered 0001, 0002, … in order. Returns the new file."""
+    with tempfile.TemporaryDirectory(prefix="hotline-revision-") as tmp:
+        if url is None:
+            url = f"sqlite:///{Path(tmp) / 'head.db'}"
+            upgrade(url)
+        if not differences(url):
+            raise Conflict("the models match the migrations: there is nothing to generate")
+        rev_id = f"{len(list(script_directory().walk_revisions())) + 1:04d}"
+        script = command.revision(alembic_config(url), message=message, autogenerate=True,
+                                  rev_id=rev_id)
+    return Path(script.path)
