@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from hotline.db import JSONType, UTCDateTime
+from hotline.db import JSONType, UTCDateTime, enum_type
 
 
 class UnitLevel(StrEnum):
@@ -32,7 +32,7 @@ class Unit(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     code: str = Field(max_length=32, unique=True, index=True)
     name: str = Field(max_length=100)
-    level: UnitLevel = Field(max_length=16)
+    level: UnitLevel = Field(sa_type=enum_type(UnitLevel))
     parent_id: int | None = Field(default=None, foreign_key="unit.id", index=True)
     district: str | None = Field(default=None, max_length=64)  # locality it serves
     email: str | None = Field(default=None, max_length=200)
@@ -45,7 +45,7 @@ class User(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     username: str = Field(max_length=64, unique=True, index=True)
     display_name: str = Field(max_length=100)
-    role: Role = Field(max_length=16)
+    role: Role = Field(sa_type=enum_type(Role))
     unit_id: int | None = Field(default=None, foreign_key="unit.id", index=True)
     is_head: bool = False  # receives supervision orders for the unit
     email: str | None = Field(default=None, max_length=200)
@@ -94,11 +94,11 @@ class SlaPolicy(SQLModel, table=True):
     urgency: str | None = Field(default=None, max_length=16)
     category_prefix: str | None = Field(default=None, max_length=12)
     sign_limit: float = 24
-    sign_unit: ClockUnit = Field(default=ClockUnit.hours, max_length=16)
+    sign_unit: ClockUnit = Field(default=ClockUnit.hours, sa_type=enum_type(ClockUnit))
     reply_limit: float = 7
-    reply_unit: ClockUnit = Field(default=ClockUnit.workdays, max_length=16)
+    reply_unit: ClockUnit = Field(default=ClockUnit.workdays, sa_type=enum_type(ClockUnit))
     close_limit: float = 15
-    close_unit: ClockUnit = Field(default=ClockUnit.workdays, max_length=16)
+    close_unit: ClockUnit = Field(default=ClockUnit.workdays, sa_type=enum_type(ClockUnit))
     warn_ratio: float = 0.75
     # escalation chain: list of {"kind", "after_breach_hours"}; validated by dispatch.sla
     chain: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
@@ -148,8 +148,10 @@ class Assignment(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="ticket.id", index=True)
     unit_id: int = Field(foreign_key="unit.id")
-    role: AssignmentRole = Field(max_length=8)
-    status: AssignmentStatus = Field(default=AssignmentStatus.dispatched, max_length=16)
+    role: AssignmentRole = Field(sa_type=enum_type(AssignmentRole))
+    status: AssignmentStatus = Field(
+        default=AssignmentStatus.dispatched, sa_type=enum_type(AssignmentStatus)
+    )
     policy_id: int = Field(foreign_key="sla_policy.id")
     rule_name: str | None = Field(default=None, max_length=120)
     dispatched_by: str = Field(max_length=64)
@@ -166,7 +168,7 @@ class Assignment(SQLModel, table=True):
     extension_count: int = 0
     # escalation state: which clock is being watched, the last level fired, and when the
     # next level is due (NULL when nothing more can fire) — the sweep's indexed range query
-    escalation_clock: Clock | None = Field(default=Clock.sign, max_length=8)
+    escalation_clock: Clock | None = Field(default=Clock.sign, sa_type=enum_type(Clock))
     escalation_level: int = 0
     next_escalation_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
@@ -188,9 +190,9 @@ class Escalation(SQLModel, table=True):
     ticket_id: int = Field(foreign_key="ticket.id", index=True)
     assignment_id: int = Field(foreign_key="assignment.id", index=True)
     unit_id: int = Field(foreign_key="unit.id", index=True)
-    clock: Clock = Field(max_length=8)
+    clock: Clock = Field(sa_type=enum_type(Clock))
     level: int
-    kind: EscalationKind = Field(max_length=16)
+    kind: EscalationKind = Field(sa_type=enum_type(EscalationKind))
     deadline: datetime = Field(sa_type=UTCDateTime)
     scheduled_at: datetime = Field(sa_type=UTCDateTime)  # when it was due to fire
     fired_at: datetime = Field(sa_type=UTCDateTime)  # when a sweep fired it
@@ -215,7 +217,9 @@ class Notification(SQLModel, table=True):
     address: str | None = Field(default=None, max_length=300)
     subject: str = Field(max_length=300)
     body: str = Field(max_length=5000)
-    status: NotificationStatus = Field(default=NotificationStatus.pending, max_length=16)
+    status: NotificationStatus = Field(
+        default=NotificationStatus.pending, sa_type=enum_type(NotificationStatus)
+    )
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=1000)
     created_at: datetime = Field(sa_type=UTCDateTime)
@@ -238,9 +242,11 @@ class ExtensionRequest(SQLModel, table=True):
     requested_by: str = Field(max_length=64)
     requested_at: datetime = Field(sa_type=UTCDateTime)
     extend_by: float
-    extend_unit: ClockUnit = Field(max_length=16)
+    extend_unit: ClockUnit = Field(sa_type=enum_type(ClockUnit))
     reason: str = Field(max_length=2000)
-    status: ExtensionStatus = Field(default=ExtensionStatus.pending, max_length=16)
+    status: ExtensionStatus = Field(
+        default=ExtensionStatus.pending, sa_type=enum_type(ExtensionStatus)
+    )
     old_due_at: datetime = Field(sa_type=UTCDateTime)
     new_due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     decided_by: str | None = Field(default=None, max_length=64)

@@ -621,6 +621,11 @@ class CompiledRules:
         return None
 
     def explain(self, facts: TicketFacts) -> Explanation:
+        return self.decide(facts)[1]
+
+    def decide(self, facts: TicketFacts) -> tuple[Match | None, Explanation]:
+        """One pass that both picks the rule and explains the choice, for dispatch, which
+        stores the explanation on the ticket's audit event."""
         ctx = self._context(facts)
         checked: list[CandidateTrace] = []
         checked_total = 0
@@ -628,13 +633,15 @@ class CompiledRules:
             rule = self._rules[index]
             failure = rule.first_failure(ctx)
             if failure is None:
-                return {"fired": rule.trace(ctx),
-                        "actions": rule.spec.actions.model_dump(mode="json", exclude_defaults=True),
-                        "checked": checked, "checked_total": checked_total,
-                        "rules_total": len(self._rules)}
+                trace = rule.trace(ctx)
+                return Match(rule.spec, rule.matched_terms(ctx), trace), {
+                    "fired": trace,
+                    "actions": rule.spec.actions.model_dump(mode="json", exclude_defaults=True),
+                    "checked": checked, "checked_total": checked_total,
+                    "rules_total": len(self._rules)}
             checked_total += 1
             if len(checked) < EXPLAIN_CANDIDATES_CAP:
                 checked.append({"rule": rule.spec.name, "priority": rule.spec.priority,
                                 "failed": failure})
-        return {"fired": None, "actions": None, "checked": checked,
-                "checked_total": checked_total, "rules_total": len(self._rules)}
+        return None, {"fired": None, "actions": None, "checked": checked,
+                      "checked_total": checked_total, "rules_total": len(self._rules)}

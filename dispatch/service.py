@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic_core import to_jsonable_python
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
@@ -34,7 +33,7 @@ from dispatch.models import (
     User,
 )
 from dispatch.rules import TicketFacts
-from hotline.errors import Conflict, Forbidden, InvalidInput, NotFound
+from hotline.errors import Conflict, InvalidInput, NotFound
 from tickets import service as tickets
 from tickets.lifecycle import Action, next_status
 from tickets.models import Satisfaction, Status, Ticket
@@ -237,8 +236,7 @@ def dispatch_ticket(
 
     compiled = rulebook.compiled_rules(session)
     facts = facts_of(ticket, tz)
-    explanation = to_jsonable_python(compiled.explain(facts))
-    match = compiled.match(facts)
+    match, explanation = compiled.decide(facts)
     changes: dict[str, Any] = {}
     rule_name = None
     if match is not None:

@@ -1,6 +1,7 @@
 """Engine, sessions, column types and after-commit side effects. Imports no domain."""
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, event
+from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -37,6 +39,14 @@ class UTCDateTime(TypeDecorator):
 
 
 JSONType = JSON().with_variant(JSON(), "postgresql")
+
+
+def enum_type(enum_cls: type[enum.Enum], length: int = 32) -> SAEnum:
+    """Enums stored as their values in a VARCHAR, not as PostgreSQL enum types: a new
+    status or channel is then a code change, not an ALTER TYPE migration."""
+    return SAEnum(enum_cls, native_enum=False, create_constraint=False, length=length,
+                  values_callable=lambda members: [m.value for m in members],
+                  validate_strings=True)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field as PField, field_validator
 from sqlalchemy import Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from hotline.db import JSONType, UTCDateTime
+from hotline.db import JSONType, UTCDateTime, enum_type
 
 
 class Channel(StrEnum):
@@ -64,8 +64,8 @@ class Ticket(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     number: str = Field(max_length=32, unique=True, index=True)
-    channel: Channel = Field(max_length=16)
-    status: Status = Field(default=Status.intake, max_length=24)
+    channel: Channel = Field(sa_type=enum_type(Channel))
+    status: Status = Field(default=Status.intake, sa_type=enum_type(Status))
     # who
     caller_name: str | None = Field(default=None, max_length=100)
     caller_phone: str | None = Field(default=None, max_length=32, index=True)
@@ -80,14 +80,14 @@ class Ticket(SQLModel, table=True):
     title: str | None = Field(default=None, max_length=200)
     description: str = Field(default="", max_length=20000)
     request: str | None = Field(default=None, max_length=2000)
-    request_type: RequestType = Field(default=RequestType.help, max_length=16)
-    urgency: Urgency = Field(default=Urgency.normal, max_length=16)
+    request_type: RequestType = Field(default=RequestType.help, sa_type=enum_type(RequestType))
+    urgency: Urgency = Field(default=Urgency.normal, sa_type=enum_type(Urgency))
     category_code: str | None = Field(default=None, max_length=12, index=True)
     category_name: str | None = Field(default=None, max_length=100)
     # outcome
     answer: str | None = Field(default=None, max_length=5000)  # direct answer at intake
     reply: str | None = Field(default=None, max_length=5000)  # the reply sent to the caller
-    satisfaction: Satisfaction | None = Field(default=None, max_length=24)
+    satisfaction: Satisfaction | None = Field(default=None, sa_type=enum_type(Satisfaction))
     parent_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
     return_count: int = 0
     reopen_count: int = 0
@@ -110,8 +110,8 @@ class TicketEvent(SQLModel, table=True):
     at: datetime = Field(sa_type=UTCDateTime)
     actor: str = Field(max_length=64)
     action: str = Field(max_length=32)
-    from_status: Status | None = Field(default=None, max_length=24)
-    to_status: Status | None = Field(default=None, max_length=24)
+    from_status: Status | None = Field(default=None, sa_type=enum_type(Status))
+    to_status: Status | None = Field(default=None, sa_type=enum_type(Status))
     reason: str | None = Field(default=None, max_length=2000)
     rule: str | None = Field(default=None, max_length=120)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
