@@ -21,6 +21,7 @@ from tickets.models import Ticket
 
 # Roles of the 12345 centre itself; only a handler belongs to a department.
 CENTRE_ROLES = frozenset({Role.operator, Role.dispatcher, Role.supervisor, Role.admin})
+EMAIL = r"^[^@\s]+@[^@\s]+$"
 
 
 # ---------------------------------------------------------------- schemas
@@ -34,9 +35,9 @@ class UnitCreate(BaseModel):
     level: UnitLevel
     parent_code: str | None = None
     district: str | None = Field(default=None, max_length=64)
-    email: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=200, pattern=EMAIL)
     head_name: str | None = Field(default=None, max_length=100)
-    head_email: str | None = Field(default=None, max_length=200)
+    head_email: str | None = Field(default=None, max_length=200, pattern=EMAIL)
     active: bool = True
 
 
@@ -49,9 +50,9 @@ class UnitUpdate(BaseModel):
     level: UnitLevel | None = None
     parent_code: str | None = None
     district: str | None = Field(default=None, max_length=64)
-    email: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=200, pattern=EMAIL)
     head_name: str | None = Field(default=None, max_length=100)
-    head_email: str | None = Field(default=None, max_length=200)
+    head_email: str | None = Field(default=None, max_length=200, pattern=EMAIL)
     active: bool | None = None
 
 
@@ -62,7 +63,7 @@ class UserCreate(BaseModel):
     display_name: str = Field(min_length=1, max_length=100)
     role: Role
     unit_code: str | None = None
-    email: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=200, pattern=EMAIL)
     is_head: bool = False
 
 
@@ -105,12 +106,13 @@ def create_unit(session: Session, *, data: UnitCreate) -> Unit:
 def update_unit(session: Session, *, code: str, changes: UnitUpdate) -> Unit:
     unit = get_unit(session, code=code)
     delta = changes.model_dump(exclude_unset=True)
+    emptied = sorted(f for f in ("name", "level", "active") if f in delta and delta[f] is None)
+    if emptied:
+        raise InvalidInput(f"{', '.join(emptied)} cannot be emptied", fields=emptied)
     if "parent_code" in delta:
         parent_code = delta.pop("parent_code")
         unit.parent_id = _new_parent(session, unit, parent_code).id if parent_code else None
     for field, value in delta.items():
-        if value is None and field in ("name", "level", "active"):
-            raise InvalidInput(f"{field} cannot be emptied", field=field)
         setattr(unit, field, value)
     session.add(unit)
     session.flush()

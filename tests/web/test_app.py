@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from dispatch.models import Unit, UnitLevel
+from hotline.config import Settings
+from hotline.db import make_engine
+from hotline.errors import Conflict
+from hotline.models import metadata
+from web.app import create_app
+from web.deps import SessionDep
+
+
+@pytest.fixture
+def probe(app, client):
+    """Two extra routes that write a unit, one of them failing afterwards."""
+
+    @app.post("/probe/{code}")
+    def write(code: str, session: SessionDep, fail: bool = False) -> dict:
+        session.add(Unit(code=code, name=code, level=UnitLevel.city))
+        session.flush()
+        if fail:
+            raise Conflict("changed my mind", code=code)
+        return {"code": code}
+
+    return client
+
+
+def _unit_codes(session) -> set[str]:
+    return set(session.scalars(select(Unit.code)))
+
+
+def test_given_route_that_returns_when_request_ends_then_its_writes_are_committed(probe,
+                                                                                  session):
+    assert probe.post("/probe/KEPT").status_code == 200
+    assert "KEPT" in _unit_codes(session)
+
+
+def test_given_route_that_raises_after_writing_when_request_ends_then_nothing_is_kept(probe,
+                                                                                     session):
+    response = probe.post("/probe/GONE", params={"fail": True})
+    assert response.status_code == 409
+    assert response.json() == {"error": {"code": "conflict", "message": "changed my mind",
+                                         "details": {"code": "GONE"}}}
+    assert "GONE" not in _unit_codes(session)
+
+
+@pytest.mark.parametrize(("method", "path", "status", "code"), [
+    ("get", "/api/v1/nowhere", 404, "not_found"),
+    ("delete", "/api/v1/tickets", 405, "method_not_allowed"),
+])
+def test_given_unknown_route_or_method_then_the_same_error_envelope(client, method, path,
+                                                                   status, code):
+    response = client.request(method, path)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+def test_given_no_session_factory_when_app_created_then_no_database_until_first_request(
+        tmp_path):
+    url = f"sqlite:///{tmp_path / 'lazy' / 'hotline.db'}"
+    app = create_app(settings=Settings(environment="test", database_url=url))
+    client = TestClient(app)
+    assert client.get("/openapi.json").status_code == 200
+    assert not (tmp_path / "lazy").exists()
+    engine = make_engine(url)
+    metadata.create_all(engine)
+    engine.dispose()
+    response = client.get("/api/v1/users/me", headers={"Authorization": "Bearer unknown"})
+    assert response.status_code == 401
+
+
+def test_given_the_app_when_openapi_requested_then_bearer_auth_is_declared(client):
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert "/api/v1/tickets/{ticket_id}/dispatch" in spec["paths"]

@@ -1,0 +1,49 @@
+"""The working-day calendar's overrides: holidays and make-up working days (调休)."""
+from __future__ import annotations
+
+from datetime import date
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from dispatch import policies
+from dispatch.models import CalendarDay
+from web.deps import Admin, CurrentUser, SessionDep
+
+router = APIRouter(prefix="/calendar", tags=["calendar"])
+
+
+class CalendarDayBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    is_workday: bool
+    name: str | None = Field(default=None, max_length=64)
+
+
+class CalendarImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=100_000, description=policies.IMPORT_FORMATS)
+
+
+@router.get("/days", response_model=list[CalendarDay])
+def list_days(session: SessionDep, _: CurrentUser, year: int | None = None) -> list[CalendarDay]:
+    return policies.list_calendar_days(session, year=year)
+
+
+@router.put("/days/{day}", response_model=CalendarDay)
+def set_day(day: date, body: CalendarDayBody, session: SessionDep, _: Admin) -> CalendarDay:
+    return policies.set_calendar_day(session, day=day, is_workday=body.is_workday,
+                                     name=body.name)
+
+
+@router.delete("/days/{day}", status_code=204)
+def delete_day(day: date, session: SessionDep, _: Admin) -> Response:
+    policies.delete_calendar_day(session, day=day)
+    return Response(status_code=204)
+
+
+@router.post("/days/import", response_model=list[CalendarDay])
+def import_days(body: CalendarImport, session: SessionDep, _: Admin) -> list[CalendarDay]:
+    """All or nothing: one bad line rejects the whole import."""
+    return policies.import_calendar_days(session, text=body.text)

@@ -1,0 +1,112 @@
+"""Dispatch rules (派单目录 as data): read and try them out; the administrator edits them,
+one by one or as packs."""
+from __future__ import annotations
+
+from datetime import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from dispatch import rulebook
+from dispatch.models import Rule
+from dispatch.rules import Actions, Conditions, RuleSpec, TicketFacts
+from tickets.models import Channel, RequestType, Urgency
+from web.deps import Admin, ClockDep, IntakeStaff, SessionDep
+
+router = APIRouter(prefix="/rules", tags=["rules"])
+
+PackFormat = Literal["yaml", "json"]
+PACK_MEDIA_TYPES = {"yaml": "application/yaml", "json": "application/json"}
+
+
+class RuleCreate(RuleSpec):
+    pack: str = Field(default="custom", min_length=1, max_length=64)
+
+
+class RuleUpdate(BaseModel):
+    """The top-level fields to replace; `conditions` and `actions` are replaced whole."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str | None = Field(default=None, min_length=1, max_length=120)
+    priority: int | None = None
+    enabled: bool | None = None
+    description: str | None = Field(default=None, max_length=1000)
+    conditions: Conditions | None = None
+    actions: Actions | None = None
+
+
+class DryRunBody(BaseModel):
+    """The facts a rule looks at, as a ticket would present them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=20000,
+                      description="title, description and request, as the caller put them")
+    request_type: RequestType | None = None
+    urgency: Urgency | None = None
+    district: str | None = Field(default=None, max_length=64)
+    channel: Channel | None = None
+    local_time: time | None = Field(default=None, description="intake time, centre's zone")
+
+
+class PackImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=2_000_000)
+    format: PackFormat = "yaml"
+    replace: bool = Field(default=False, description="delete the pack's rules missing from "
+                                                     "the text")
+
+
+@router.get("", response_model=list[Rule])
+def list_rules(session: SessionDep, _: IntakeStaff, pack: str | None = None) -> list[Rule]:
+    """In evaluation order (priority, then name), disabled rules included."""
+    return rulebook.list_rules(session, pack=pack)
+
+
+@router.post("/dry-run")
+def dry_run(body: DryRunBody, session: SessionDep, _: IntakeStaff) -> dict[str, Any]:
+    """Which rule would fire for such a ticket, and why; nothing is created."""
+    return rulebook.dry_run(session, facts=TicketFacts(**body.model_dump()))
+
+
+@router.get("/export", response_class=Response,
+            responses={200: {"content": {t: {} for t in PACK_MEDIA_TYPES.values()}}})
+def export_pack(session: SessionDep, _: IntakeStaff, pack: str | None = None,
+                fmt: Annotated[PackFormat, Query(alias="format")] = "yaml") -> Response:
+    """A pack that POST /rules/import reads back; every rule when no pack is named."""
+    return Response(rulebook.export_pack(session, pack=pack, fmt=fmt),
+                    media_type=PACK_MEDIA_TYPES[fmt])
+
+
+@router.post("/import")
+def import_pack(body: PackImport, session: SessionDep, _: Admin,
+                clock: ClockDep) -> dict[str, int]:
+    """All or nothing: every problem in the pack is reported and nothing is written."""
+    return rulebook.import_pack(session, text=body.text, fmt=body.format, now=clock.now(),
+                                replace=body.replace)
+
+
+@router.get("/{rule_id}", response_model=Rule)
+def get_rule(rule_id: int, session: SessionDep, _: IntakeStaff) -> Rule:
+    return rulebook.get_rule(session, rule_id=rule_id)
+
+
+@router.post("", status_code=201, response_model=Rule)
+def create_rule(body: RuleCreate, session: SessionDep, _: Admin, clock: ClockDep) -> Rule:
+    return rulebook.create_rule(session, data=body.to_data(), pack=body.pack, now=clock.now())
+
+
+@router.patch("/{rule_id}", response_model=Rule)
+def update_rule(rule_id: int, body: RuleUpdate, session: SessionDep, _: Admin,
+                clock: ClockDep) -> Rule:
+    return rulebook.update_rule(session, rule_id=rule_id, now=clock.now(),
+                                data=body.model_dump(mode="json", exclude_unset=True))
+
+
+@router.delete("/{rule_id}", status_code=204)
+def delete_rule(rule_id: int, session: SessionDep, _: Admin) -> Response:
+    rulebook.delete_rule(session, rule_id=rule_id)
+    return Response(status_code=204)

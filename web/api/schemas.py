@@ -1,0 +1,329 @@
+"""Request bodies and response shapes of the JSON API that are not a model's own schema,
+and the presenters that turn rows into them for a given user (masking what they may not
+see)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from sqlmodel import Session
+
+from dispatch import accounts
+from dispatch.models import (
+    Assignment,
+    AssignmentRole,
+    AssignmentStatus,
+    Clock,
+    ClockUnit,
+    EscalationKind,
+    ExtensionStatus,
+    Role,
+    Unit,
+    UnitLevel,
+    User,
+)
+from dispatch.service import RETURN_REASONS, DispatchResult, assignments_of
+from tickets.models import (
+    Channel,
+    RequestType,
+    Satisfaction,
+    Status,
+    Ticket,
+    TicketEvent,
+    TicketEventRead,
+    TicketRead,
+    Urgency,
+)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# ---------------------------------------------------------------- tickets
+
+
+class TicketQuery(BaseModel):
+    status: list[Status] = []
+    channel: Channel | None = None
+    request_type: RequestType | None = None
+    urgency: Urgency | None = None
+    district: str | None = Field(default=None, max_length=64)
+    category: str | None = Field(default=None, pattern=r"^[0-9]{2,12}$",
+                                 description="category code or a prefix of it")
+    created_from: AwareDatetime | None = None
+    created_to: AwareDatetime | None = Field(default=None, description="exclusive")
+    q: str | None = Field(default=None, min_length=1, max_length=200)
+    caller_phone: str | None = Field(default=None, max_length=32)
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+class TicketPage(BaseModel):
+    items: list[TicketRead]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on "
+                                                "the last page")
+
+
+class CloseAtIntakeBody(_Body):
+    answer: str = Field(min_length=1, max_length=5000)
+
+
+class MergeBody(_Body):
+    parent_id: int
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class AssignmentRead(BaseModel):
+    id: int
+    ticket_id: int
+    unit_id: int
+    unit_code: str
+    unit_name: str
+    role: AssignmentRole
+    status: AssignmentStatus
+    policy_id: int
+    rule_name: str | None
+    dispatched_by: str
+    started_at: datetime
+    sign_due_at: datetime
+    reply_due_at: datetime
+    close_due_at: datetime
+    signed_at: datetime | None
+    replied_at: datetime | None
+    ended_at: datetime | None
+    reply: str | None
+    return_reason_code: str | None
+    return_reason: str | None
+    extension_count: int
+    escalation_clock: Clock | None
+    escalation_level: int
+    next_escalation_at: datetime | None
+
+
+class TicketWithAssignments(BaseModel):
+    ticket: TicketRead
+    assignments: list[AssignmentRead] = Field(description="every unit's share, withdrawn "
+                                                          "ones included, oldest first")
+
+
+def ticket_read(ticket: Ticket, user: User) -> TicketRead:
+    read = TicketRead.model_validate(ticket)
+    if not ticket.confidential or accounts.sees_caller_identity(user):
+        return read
+    return read.model_copy(update=_masked_caller({"caller_name": read.caller_name,
+                                                  "caller_phone": read.caller_phone}))
+
+
+def _masked_caller(fields: dict[str, Any]) -> dict[str, Any]:
+    masked = dict(fields)
+    if masked.get("caller_name"):
+        masked["caller_name"] = accounts.mask_name(masked["caller_name"])
+    if masked.get("caller_phone"):
+        masked["caller_phone"] = accounts.mask_phone(masked["caller_phone"])
+    return masked
+
+
+def event_reads(events: list[TicketEvent], ticket: Ticket, user: User) -> list[TicketEventRead]:
+    """The audit carries every value a field ever had, the caller's identity included."""
+    reads = [TicketEventRead.model_validate(e) for e in events]
+    if not ticket.confidential or accounts.sees_caller_identity(user):
+        return reads
+    return [r.model_copy(update={"data": {**r.data, "set": _masked_caller(r.data["set"])}})
+            if "set" in r.data else r for r in reads]
+
+
+def assignment_reads(session: Session, assignments: list[Assignment]) -> list[AssignmentRead]:
+    units = accounts.units_by_id(session, [a.unit_id for a in assignments])
+    return [AssignmentRead(**a.model_dump(), unit_code=units[a.unit_id].code,
+                           unit_name=units[a.unit_id].name) for a in assignments]
+
+
+def assignment_read(session: Session, assignment: Assignment) -> AssignmentRead:
+    return assignment_reads(session, [assignment])[0]
+
+
+def ticket_with_assignments(session: Session, ticket: Ticket,
+                            user: User) -> TicketWithAssignments:
+    return TicketWithAssignments(
+        ticket=ticket_read(ticket, user),
+        assignments=assignment_reads(session, assignments_of(session, ticket_id=ticket.id)))
+
+
+# ---------------------------------------------------------------- the workflow
+
+
+class DispatchBody(_Body):
+    lead_unit_code: str | None = Field(default=None, description="omit to let the rules decide")
+    co_unit_codes: list[str] = []
+    policy_name: str | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _manual_needs_lead(self) -> DispatchBody:
+        if self.lead_unit_code is None and (self.co_unit_codes or self.policy_name):
+            raise ValueError("co_unit_codes and policy_name need a lead_unit_code")
+        return self
+
+
+class DispatchRead(TicketWithAssignments):
+    rule: str | None = Field(description="the rule that routed the ticket")
+    queued: bool = Field(description="no rule routed it: it waits in the manual queue")
+    explanation: dict[str, Any] = Field(description="how each rule judged the ticket")
+
+
+def dispatch_read(session: Session, result: DispatchResult, user: User) -> DispatchRead:
+    return DispatchRead(**ticket_with_assignments(session, result.ticket, user).model_dump(),
+                        rule=result.rule, queued=result.queued, explanation=result.explanation)
+
+
+class ReasonBody(_Body):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ReviewReplyBody(_Body):
+    approve: bool
+    reason: str | None = Field(default=None, max_length=2000,
+                               description="required when sending the reply back")
+
+
+class CallbackBody(_Body):
+    satisfaction: Satisfaction
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class ReviewReturnBody(_Body):
+    uphold: bool = Field(description="true: the unit keeps the ticket; false: 改派 to "
+                                     "lead_unit_code")
+    reason: str | None = Field(default=None, max_length=2000)
+    lead_unit_code: str | None = None
+    co_unit_codes: list[str] = []
+    policy_name: str | None = None
+
+
+class ReplyBody(_Body):
+    text: str = Field(min_length=1, max_length=5000)
+
+
+class ReturnBody(_Body):
+    reason_code: str = Field(description="one of " + ", ".join(
+        f"{code} ({label})" for code, label in RETURN_REASONS.items()))
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ExtensionRequestBody(_Body):
+    extend_by: float = Field(gt=0, le=1000, allow_inf_nan=False)
+    extend_unit: ClockUnit
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ExtensionDecisionBody(_Body):
+    approve: bool
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ExtensionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    ticket_id: int
+    assignment_id: int
+    requested_by: str
+    requested_at: datetime
+    extend_by: float
+    extend_unit: ClockUnit
+    reason: str
+    status: ExtensionStatus
+    old_due_at: datetime
+    new_due_at: datetime | None
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reason: str | None
+
+
+class EscalationRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    ticket_id: int
+    assignment_id: int
+    unit_id: int
+    clock: Clock
+    level: int
+    kind: EscalationKind
+    deadline: datetime
+    scheduled_at: datetime
+    fired_at: datetime
+    addressee: str
+    message: str
+    acknowledged_at: datetime | None
+    acknowledged_by_id: int | None
+
+
+# ---------------------------------------------------------------- units and users
+
+
+class UnitRead(BaseModel):
+    id: int
+    code: str
+    name: str
+    level: UnitLevel
+    parent_code: str | None
+    district: str | None
+    email: str | None
+    head_name: str | None
+    head_email: str | None
+    active: bool
+
+
+class UnitNode(UnitRead):
+    children: list[UnitNode] = []
+
+
+def unit_read(unit: Unit, units: dict[int, Unit]) -> UnitRead:
+    parent = units.get(unit.parent_id) if unit.parent_id else None
+    return UnitRead(**unit.model_dump(exclude={"parent_id"}),
+                    parent_code=parent.code if parent else None)
+
+
+def unit_tree(units: list[Unit]) -> list[UnitNode]:
+    by_id = {u.id: u for u in units}
+    nodes = {u.id: UnitNode(**unit_read(u, by_id).model_dump()) for u in units}
+    roots = []
+    for unit in units:
+        if unit.parent_id in nodes:
+            nodes[unit.parent_id].children.append(nodes[unit.id])
+        else:
+            roots.append(nodes[unit.id])
+    return roots
+
+
+class UserRead(BaseModel):
+    id: int
+    username: str
+    display_name: str
+    role: Role
+    unit_code: str | None
+    is_head: bool
+    email: str | None
+    active: bool
+    created_at: datetime
+
+
+class UserWithToken(UserRead):
+    token: str = Field(description="shown this once; only its hash is stored")
+
+
+def user_reads(session: Session, users: list[User]) -> list[UserRead]:
+    units = accounts.units_by_id(session, [u.unit_id for u in users])
+    return [UserRead(**u.model_dump(exclude={"unit_id", "token_hash"}),
+                     unit_code=units[u.unit_id].code if u.unit_id else None) for u in users]
+
+
+def user_read(session: Session, user: User) -> UserRead:
+    return user_reads(session, [user])[0]
+
+
+def user_with_token(session: Session, user: User, token: str) -> UserWithToken:
+    return UserWithToken(**user_read(session, user).model_dump(), token=token)

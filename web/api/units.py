@@ -1,0 +1,42 @@
+"""Units (承办单位): the centre, city departments, districts, streets and utilities."""
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+
+from dispatch import accounts
+from dispatch.accounts import UnitCreate, UnitUpdate
+from web.api.schemas import UnitNode, UnitRead, unit_read, unit_tree
+from web.deps import Admin, CurrentUser, SessionDep
+
+router = APIRouter(prefix="/units", tags=["units"])
+
+
+@router.get("", response_model=list[UnitNode] | list[UnitRead])
+def list_units(session: SessionDep, _: CurrentUser, view: Literal["flat", "tree"] = "flat",
+               active_only: bool = False) -> list[UnitNode] | list[UnitRead]:
+    """`view=tree` nests each unit under its parent; `flat` lists them by code."""
+    units = accounts.list_units(session, active_only=active_only)
+    if view == "tree":
+        return unit_tree(units)
+    by_id = {u.id: u for u in units}
+    return [unit_read(u, by_id) for u in units]
+
+
+@router.get("/{code}", response_model=UnitRead)
+def get_unit(code: str, session: SessionDep, _: CurrentUser) -> UnitRead:
+    unit = accounts.get_unit(session, code=code)
+    return unit_read(unit, accounts.units_by_id(session, [unit.parent_id]))
+
+
+@router.post("", status_code=201, response_model=UnitRead)
+def create_unit(data: UnitCreate, session: SessionDep, _: Admin) -> UnitRead:
+    unit = accounts.create_unit(session, data=data)
+    return unit_read(unit, accounts.units_by_id(session, [unit.parent_id]))
+
+
+@router.patch("/{code}", response_model=UnitRead)
+def update_unit(code: str, data: UnitUpdate, session: SessionDep, _: Admin) -> UnitRead:
+    unit = accounts.update_unit(session, code=code, changes=data)
+    return unit_read(unit, accounts.units_by_id(session, [unit.parent_id]))

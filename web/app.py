@@ -1,0 +1,56 @@
+"""The web application factory. Run it with `uvicorn --factory web.app:create_app`.
+
+Everything the routes depend on sits on `app.state` — settings, the clock and the session
+factory — so tests hand in a frozen clock and a session factory bound to their own
+transaction, and nothing here touches the database until the first request needs it.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
+
+from hotline.clock import Clock, SystemClock
+from hotline.config import Settings, get_settings
+from hotline.db import make_engine, make_session_factory
+from web import errors
+from web.api import router as api_router
+
+
+class LazySessionFactory:
+    """Creates the engine on the first session asked for."""
+
+    def __init__(self, db_url: str) -> None:
+        self._db_url = db_url
+        self._factory: sessionmaker[Session] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Session:
+        if self._factory is None:
+            with self._lock:
+                if self._factory is None:
+                    self._factory = make_session_factory(make_engine(self._db_url))
+        return self._factory()
+
+
+def create_app(
+    *,
+    settings: Settings | None = None,
+    session_factory: Callable[[], Session] | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="12345 government service hotline",
+        version="1",
+        description="Intake, dispatch and supervision of 12345 hotline tickets.",
+    )
+    app.state.settings = settings
+    app.state.clock = clock or SystemClock()
+    app.state.session_factory = session_factory or LazySessionFactory(settings.db_url)
+    errors.install(app)
+    app.include_router(api_router, prefix="/api/v1")
+    return app
