@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from dispatch.models import Assignment, Role, Unit, UnitLevel, User
-from hotline.errors import Conflict, InvalidInput, NotFound
+from hotline.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tickets.models import Ticket
 
 # Roles of the 12345 centre itself; only a handler belongs to a department.
@@ -249,6 +249,13 @@ def visible_ticket_clause(user: User) -> ColumnElement[bool] | None:
     if user.role in CENTRE_ROLES:
         return None
     return exists().where(Assignment.ticket_id == Ticket.id, Assignment.unit_id == user.unit_id)
+
+
+def check_ticket_search(user: User, *, caller_phone: str | None) -> None:
+    """Handlers see confidential callers masked; searching by phone number would let them
+    confirm a guessed number, so that search is for centre staff only."""
+    if caller_phone and user.role not in CENTRE_ROLES:
+        raise Forbidden("searching by caller phone is for centre staff only")
 
 
 def visible_ticket(session: Session, *, user: User, ticket_id: int | None = None,

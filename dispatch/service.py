@@ -680,6 +680,18 @@ def decide_extension(session: Session, *, extension_id: int, approve: bool, acto
     return request
 
 
+def extensions(session: Session, *, ticket_id: int | None = None,
+               status: ExtensionStatus | None = None, limit: int = 200) -> list[ExtensionRequest]:
+    """Extension requests of one ticket, or the centre's queue (e.g. every pending one),
+    oldest first."""
+    stmt = select(ExtensionRequest)
+    if ticket_id is not None:
+        stmt = stmt.where(ExtensionRequest.ticket_id == ticket_id)
+    if status is not None:
+        stmt = stmt.where(ExtensionRequest.status == status)
+    return list(session.scalars(stmt.order_by(ExtensionRequest.id).limit(limit)))
+
+
 # ---------------------------------------------------------------- 并单 merge
 
 

@@ -21,10 +21,11 @@ from web.app import create_app
 
 
 @pytest.fixture
-def committing(backend, clock) -> Iterator[tuple]:
-    if backend != "postgres":
-        pytest.skip("SQLite serialises writers up front; the race needs PostgreSQL")
-    url, drop = services.create_database("hotline_web_race")
+def committing(backend, clock, tmp_path) -> Iterator[tuple]:
+    if backend == "postgres":
+        url, drop = services.create_database("hotline_web_race")
+    else:
+        url, drop = f"sqlite:///{tmp_path / 'race.db'}", (lambda: None)
     engine = make_engine(url)
     metadata.create_all(engine)
     factory = make_session_factory(engine)

@@ -245,6 +245,15 @@ def test_given_confidential_caller_when_centre_staff_reads_then_in_clear(client,
     assert (ticket["caller_name"], ticket["caller_phone"]) == ("张三", "13812345678")
 
 
+def test_given_handler_when_searching_by_caller_phone_then_403(client, auth, confidential):
+    response = client.get(TICKETS, params={"caller_phone": "13812345678"},
+                          headers=auth("water.handler"))
+    assert response.status_code == 403
+    found = client.get(TICKETS, params={"caller_phone": "13812345678"},
+                       headers=auth("operator")).json()["items"]
+    assert [t["id"] for t in found] == [confidential["id"]]
+
+
 def test_given_ordinary_caller_when_handler_reads_then_in_clear(client, auth):
     created = post(client, auth("operator"), description=WATER_CUT, caller_name="李四",
                    caller_phone="13900000000").json()["ticket"]

@@ -124,6 +124,9 @@ def test_given_extension_asked_in_time_when_approved_then_deadline_moves(client,
     asked = act(client, auth, "hrss.handler", f"/assignments/{lead}/extensions",
                 {"extend_by": 3, "extend_unit": "workdays", "reason": "需要调查取证"}, status=201)
     assert asked["status"] == "pending"
+    queue = client.get(f"{API}/extensions", headers=auth("dispatcher")).json()
+    assert [e["id"] for e in queue] == [asked["id"]]
+    assert client.get(f"{API}/extensions", headers=auth("hrss.handler")).status_code == 403
     act(client, auth, "hrss.handler", f"/assignments/{lead}/extensions",
         {"extend_by": 0, "extend_unit": "workdays", "reason": "x"}, status=422)
     act(client, auth, "hrss.handler", f"/extensions/{asked['id']}/decision", {"approve": True},
@@ -135,6 +138,10 @@ def test_given_extension_asked_in_time_when_approved_then_deadline_moves(client,
         datetime.fromisoformat(decided["old_due_at"])
     act(client, auth, "dispatcher", f"/extensions/{asked['id']}/decision", {"approve": False},
         status=409)
+    assert client.get(f"{API}/extensions", headers=auth("dispatcher")).json() == []
+    history = client.get(f"{API}/tickets/{asked['ticket_id']}/extensions",
+                         headers=auth("hrss.handler")).json()
+    assert [(e["id"], e["status"]) for e in history] == [(asked["id"], "approved")]
 
 
 def test_given_unrouted_ticket_when_dispatched_by_hand_then_named_units_get_it(client, auth):

@@ -49,6 +49,7 @@ def create_ticket(data: TicketCreate, session: SessionDep, user: IntakeStaff, cl
 def list_tickets(session: SessionDep, user: CurrentUser,
                  query: Annotated[TicketQuery, Query()]) -> TicketPage:
     """Newest first. A handler sees only the tickets their unit was ever assigned."""
+    accounts.check_ticket_search(user, caller_phone=query.caller_phone)
     filters = tickets.TicketFilters(**query.model_dump(exclude={"limit", "cursor", "category"}),
                                     category_prefix=query.category)
     rows, next_cursor = tickets.list_tickets(session, filters=filters, limit=query.limit,

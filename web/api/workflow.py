@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body
 
 from dispatch import accounts
 from dispatch import service as dispatching
+from dispatch.models import ExtensionStatus
 from web.api.schemas import (
     AssignmentRead,
     CallbackBody,
@@ -107,6 +108,22 @@ def review_return(ticket_id: int, body: ReviewReturnBody, session: SessionDep,
         lead_unit_code=body.lead_unit_code, co_unit_codes=body.co_unit_codes,
         policy_name=body.policy_name, actor=user, now=clock.now())
     return ticket_with_assignments(session, result.ticket, user)
+
+
+@router.get("/extensions", response_model=list[ExtensionRead])
+def extension_queue(session: SessionDep, user: Dispatcher,
+                    status: ExtensionStatus | None = ExtensionStatus.pending) -> list[ExtensionRead]:
+    """The centre's queue of extension requests (pending ones by default)."""
+    return [ExtensionRead.model_validate(r, from_attributes=True)
+            for r in dispatching.extensions(session, status=status)]
+
+
+@router.get("/tickets/{ticket_id}/extensions", response_model=list[ExtensionRead])
+def ticket_extensions(ticket_id: int, session: SessionDep,
+                      user: CurrentUser) -> list[ExtensionRead]:
+    ticket = accounts.visible_ticket(session, user=user, ticket_id=ticket_id)
+    return [ExtensionRead.model_validate(r, from_attributes=True)
+            for r in dispatching.extensions(session, ticket_id=ticket.id)]
 
 
 @router.post("/extensions/{extension_id}/decision", response_model=ExtensionRead)
