@@ -41,7 +41,7 @@ def test_given_valid_token_when_asking_who_am_i_then_own_account_without_secrets
     ("operator", "get", "/api/v1/users"),
     ("dispatcher", "post", "/api/v1/units"),
     ("supervisor", "post", "/api/v1/sla-policies"),
-    ("operator", "post", "/api/v1/tickets/1/dispatch"),
+    ("operator", "post", "/api/v1/tickets/1/review-return"),
     ("dispatcher", "post", "/api/v1/tickets/1/archive"),
     ("operator", "post", "/api/v1/assignments/1/sign"),
     ("water.handler", "post", "/api/v1/tickets/1/review-reply"),

@@ -33,6 +33,7 @@ from web.deps import (
     ClockDep,
     CurrentUser,
     Dispatcher,
+    IntakeStaff,
     SessionDep,
     SettingsDep,
     Supervisor,
@@ -46,7 +47,7 @@ router = APIRouter(tags=["workflow"])
 
 
 @router.post("/tickets/{ticket_id}/dispatch", response_model=DispatchRead)
-def dispatch_ticket(ticket_id: int, session: SessionDep, user: Dispatcher, clock: ClockDep,
+def dispatch_ticket(ticket_id: int, session: SessionDep, user: IntakeStaff, clock: ClockDep,
                     settings: SettingsDep,
                     body: DispatchBody | None = Body(default=None)) -> DispatchRead:
     """Without a body (or without `lead_unit_code`) the rules decide; with one, the named
@@ -72,7 +73,7 @@ def ticket_assignments(ticket_id: int, session: SessionDep,
 
 
 @router.post("/tickets/{ticket_id}/review-reply", response_model=TicketWithAssignments)
-def review_reply(ticket_id: int, body: ReviewReplyBody, session: SessionDep, user: Dispatcher,
+def review_reply(ticket_id: int, body: ReviewReplyBody, session: SessionDep, user: IntakeStaff,
                  clock: ClockDep) -> TicketWithAssignments:
     """审核: approve the lead unit's reply, or send it back with a reason."""
     ticket = dispatching.review_reply(session, ticket_id=ticket_id, approve=body.approve,
@@ -81,7 +82,7 @@ def review_reply(ticket_id: int, body: ReviewReplyBody, session: SessionDep, use
 
 
 @router.post("/tickets/{ticket_id}/callback", response_model=TicketWithAssignments)
-def callback(ticket_id: int, body: CallbackBody, session: SessionDep, user: Dispatcher,
+def callback(ticket_id: int, body: CallbackBody, session: SessionDep, user: IntakeStaff,
              clock: ClockDep) -> TicketWithAssignments:
     """回访: a satisfied caller closes the ticket; a dissatisfied one reopens it (重办)."""
     result = dispatching.callback(session, ticket_id=ticket_id, satisfaction=body.satisfaction,
