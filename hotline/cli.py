@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import pkgutil
 import signal
 import socket
 import subprocess
@@ -179,35 +178,24 @@ def _browser_urls(settings: Settings) -> list[str]:
 
 
 def _softphone_line() -> str:
-    import telephony
+    return f"sip:12345@{_lan_ip()}:5060 (the SIP listener arrives with issue #3)"
 
-    if not list(pkgutil.iter_modules(telephony.__path__)):
-        return f"sip:12345@{_lan_ip()}:5060 (SIP listener arrives with issue #3)"
-    return "none yet: `hotline run` does not start the SIP listener in this version"
+
+def _demo_users_path(settings: Settings) -> Path:
+    return settings.data_dir / "demo-users.json"
 
 
 def _seed_once(settings: Settings, clock: Clock) -> list[dict[str, Any]]:
     """Seed the demo city on first start. Tokens exist only when users are created (only
     hashes are stored), so they are kept in the data dir for later starts to show again."""
-    tokens_file = settings.data_dir / "demo-users.json"
-    from sqlalchemy import func, select
+    from hotline.seed import seed_demo
 
-    from dispatch.models import User
-
-    with _session(settings) as session:
-        seeded = bool(session.scalar(select(func.count()).select_from(User)))
-    if seeded:
-        if tokens_file.exists():
-            return json.loads(tokens_file.read_text("utf-8"))
-        return []
-    try:
-        from hotline.seed import seed_demo
-    except ImportError as exc:  # while the platform is assembled piece by piece
-        typer.secho(f"no demo data: {exc}", fg=typer.colors.YELLOW, err=True)
-        return []
+    tokens_file = _demo_users_path(settings)
     with _session(settings) as session:
         result = seed_demo(session=session, now=clock.now())
-    users = result.get("users", [])
+    if not result["seeded"]:
+        return json.loads(tokens_file.read_text("utf-8")) if tokens_file.exists() else []
+    users = result["users"]
     tokens_file.write_text(json.dumps(users, ensure_ascii=False, indent=1), "utf-8")
     tokens_file.chmod(0o600)
     return users
@@ -297,8 +285,12 @@ def run() -> None:
     typer.echo(f"  softphone: {_softphone_line()}")
     if users:
         typer.echo("  demo users (send `Authorization: Bearer <token>`):")
+        centre = [u for u in users if u["role"] != "handler"]
         _print_table([("   ", u["username"], u["role"], u.get("unit") or "", u["token"])
-                      for u in users])
+                      for u in centre + [u for u in users if u["username"] == "water.handler"]])
+        units = len({u.get("unit") for u in users if u["role"] == "handler"})
+        typer.echo(f"  every unit ({units}) has <unit>.handler and <unit>.head users; all tokens "
+                   f"are in {_demo_users_path(settings)}")
     else:
         typer.echo("  demo users: none recorded; mint one with `hotline users add`")
     typer.echo("  Ctrl-C stops everything.")

@@ -5,7 +5,6 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
