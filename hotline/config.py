@@ -29,9 +29,7 @@ class WebhookSettings(BaseModel):
 
 
 class SlaSettings(BaseModel):
-    sweep_interval_s: int = 60
     sweep_batch: int = 500
-    default_policy: str = "general"
 
 
 class DispatchSettings(BaseModel):
@@ -56,7 +54,6 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     timezone: str = "Asia/Shanghai"
     secret_key: str = DEFAULT_SECRET
-    ticket_number_width: int = 6
 
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
