@@ -63,9 +63,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> "Settings":
-        if self.environment == "production" and self.secret_key == DEFAULT_SECRET:
+        if self.environment != "development" and self.secret_key == DEFAULT_SECRET:
             raise ValueError(
-                "HOTLINE_SECRET_KEY is still the default; set a long random secret in production"
+                f"HOTLINE_SECRET_KEY is still the default; set a long random secret "
+                f"(environment {self.environment!r})"
             )
         if self.environment == "production" and len(self.secret_key) < 32:
             raise ValueError("HOTLINE_SECRET_KEY must be at least 32 characters in production")

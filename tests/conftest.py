@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -12,6 +14,9 @@ from hotline.clock import FrozenClock
 from hotline.db import make_engine
 from hotline.models import metadata
 from tests import services
+
+# Settings refuse the default secret outside development; the test run has its own.
+os.environ.setdefault("HOTLINE_SECRET_KEY", f"test-run-{secrets.token_urlsafe(32)}")
 
 # 10:00 Beijing time on Friday 27 November 2026
 START = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)

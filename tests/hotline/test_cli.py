@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from hotline import migrate
 from hotline.cli import Child, app, supervise
-from hotline.config import Settings, get_settings
+from hotline.config import DEFAULT_SECRET, Settings, get_settings
 from tests.conftest import wait_until
 from tests.services import free_port
 
@@ -98,11 +98,19 @@ def test_given_bad_database_url_when_run_as_a_process_then_stderr_has_no_traceba
     assert "Traceback" not in proc.stderr
 
 
-def test_given_production_with_default_secret_then_settings_refuse(env, monkeypatch):
-    monkeypatch.setenv("HOTLINE_ENVIRONMENT", "production")
+@pytest.mark.parametrize("environment", ["test", "production"])
+def test_given_default_secret_outside_development_then_settings_refuse(env, monkeypatch,
+                                                                        environment):
+    monkeypatch.setenv("HOTLINE_ENVIRONMENT", environment)
 
     with pytest.raises(ValueError, match="HOTLINE_SECRET_KEY is still the default"):
         Settings()
+
+
+def test_given_development_then_the_default_secret_is_accepted(env, monkeypatch):
+    monkeypatch.setenv("HOTLINE_ENVIRONMENT", "development")
+
+    assert Settings().secret_key == DEFAULT_SECRET
 
 
 def test_given_production_with_default_secret_when_any_command_then_exit_1_naming_the_fix(

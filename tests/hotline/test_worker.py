@@ -5,6 +5,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,7 @@ def worker(deployment, smtp, tmp_path) -> Iterator[Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
     env |= {
         "HOTLINE_ENVIRONMENT": "test",
+        "HOTLINE_SECRET_KEY": os.environ["HOTLINE_SECRET_KEY"],
         "HOTLINE_DATA_DIR": str(settings.data_dir),
         "HOTLINE_DATABASE_URL": settings.db_url,
         "HOTLINE_SMTP__HOST": "127.0.0.1",
@@ -229,5 +231,50 @@ def test_given_overdue_assignment_when_beat_sends_the_sweep_then_a_real_worker_m
             return set(statuses) == {NotificationStatus.sent}
 
         wait_until(emails_sent, message="e-mail notifications marked sent")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.celery_worker
+def test_given_ticket_created_and_dispatched_when_clock_passes_sign_deadline_then_worker_mails_chase(
+        deployment, worker, smtp: Mailbox):
+    """The whole path on real components: intake through the pipeline, rules dispatch it to
+    HR & social security with a 24 h sign-for clock, time moves 25 h on, beat's sweep runs
+    on the real worker, and the chase reaches the unit's handler by e-mail."""
+    from dispatch.models import Assignment
+    from hotline.pipeline import submit
+    from tests.factories import build_world
+    from tickets.models import TicketCreate
+
+    settings, _ = deployment
+    engine = make_engine(settings.db_url)
+    metadata.create_all(engine)
+    factory = make_session_factory(engine)
+    clock = FrozenClock(START)
+    try:
+        with factory() as session:
+            build_world(session, clock.now())
+            sub = submit(session, data=TicketCreate(description="公司拖欠工资三个月，老板失联"),
+                         actor=None, now=clock.now())
+            session.commit()
+            number = sub.ticket.number
+            [lead] = sub.dispatch.assignments
+            assert lead.sign_due_at == START + timedelta(hours=24)
+        clock.advance(hours=25)
+        make_app(settings).send_task("dispatch.sweep_sla", kwargs={"now": clock.now().isoformat()})
+
+        def chase_mail():
+            return [m for m in smtp.messages if m["Subject"].startswith("【催办】")
+                    and number in m["Subject"] and "hrss@units.example.org" in m["To"]]
+
+        try:
+            wait_until(chase_mail, timeout=60, message="the chase e-mail")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- worker log ---\n{worker.read_text()[-4000:]}")
+        with factory() as session:
+            kinds = sorted(session.scalars(select(Escalation.kind)).all())
+            assert kinds == ["chase", "warning"]
+            assignment = session.get(Assignment, lead.id)
+            assert assignment.escalation_level == 2
     finally:
         engine.dispose()
