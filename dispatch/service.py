@@ -98,6 +98,12 @@ def _require_own_unit(actor: Actor, assignment: Assignment) -> None:
         raise NotFound(f"assignment {assignment.id} does not exist", assignment_id=assignment.id)
 
 
+def _required(text: str | None, message: str) -> str:
+    if not text or not text.strip():
+        raise InvalidInput(message)
+    return text.strip()
+
+
 def _lock(session: Session, ticket_id: int) -> Ticket:
     return tickets.get_ticket(session, ticket_id, for_update=True)
 
@@ -378,9 +384,7 @@ def reply(session: Session, *, assignment_id: int, text: str, actor: Actor,
           now: datetime) -> Assignment:
     """回复. The lead unit's reply goes to the centre for review; a co-handling unit's
     reply is its contribution, recorded on the ticket for the lead and the centre."""
-    text = text.strip()
-    if not text:
-        raise InvalidInput("a reply needs text")
+    text = _required(text, "a reply needs text")
     assignment = _assignment(session, assignment_id)
     _require_own_unit(actor, assignment)
     if assignment.status != AssignmentStatus.signed:
@@ -415,8 +419,7 @@ def review_reply(session: Session, *, ticket_id: int, approve: bool, actor: Acto
         tickets.record(session, ticket=ticket, action=Action.approve_reply, actor=who(actor),
                        now=now, reason=reason)
         return ticket
-    if not reason:
-        raise InvalidInput("sending a reply back needs a reason for the unit")
+    _required(reason, "sending a reply back needs a reason for the unit")
     tickets.record(session, ticket=ticket, action=Action.send_back, actor=who(actor), now=now,
                    reason=reason)
     lead = _lead(session, ticket.id)
@@ -442,6 +445,12 @@ def _finish(session: Session, *, ticket: Ticket, now: datetime) -> None:
     _withdraw(session, ticket_id=ticket.id, now=now, status=AssignmentStatus.completed)
 
 
+def _close_out(session: Session, *, ticket: Ticket, actor: Actor, now: datetime) -> None:
+    """A closed ticket's assignments are complete, and its merged tickets close with it."""
+    _finish(session, ticket=ticket, now=now)
+    tickets.close_merged_children(session, parent=ticket, actor=who(actor), now=now)
+
+
 def callback(session: Session, *, ticket_id: int, satisfaction: Satisfaction, actor: Actor,
              now: datetime, comment: str | None = None) -> DispatchResult:
     """回访: satisfied or basically satisfied closes the ticket (and every ticket merged into
@@ -458,29 +467,25 @@ def callback(session: Session, *, ticket_id: int, satisfaction: Satisfaction, ac
         return _redispatch_reopened(session, ticket=ticket, actor=actor, now=now)
     tickets.record(session, ticket=ticket, action=Action.callback, actor=who(actor), now=now,
                    target=Status.closed, reason=comment, changes={"satisfaction": satisfaction})
-    _finish(session, ticket=ticket, now=now)
-    tickets.close_merged_children(session, parent=ticket, actor=who(actor), now=now)
+    _close_out(session, ticket=ticket, actor=actor, now=now)
     return DispatchResult(ticket)
 
 
 def close(session: Session, *, ticket_id: int, actor: Actor, now: datetime,
           reason: str) -> Ticket:
     """办结 without a callback (the caller could not be reached, or was anonymous)."""
-    if not reason or not reason.strip():
-        raise InvalidInput("closing without a callback needs a reason")
+    _required(reason, "closing without a callback needs a reason")
     ticket = _lock(session, ticket_id)
     tickets.record(session, ticket=ticket, action=Action.close, actor=who(actor), now=now,
                    reason=reason)
-    _finish(session, ticket=ticket, now=now)
-    tickets.close_merged_children(session, parent=ticket, actor=who(actor), now=now)
+    _close_out(session, ticket=ticket, actor=actor, now=now)
     return ticket
 
 
 def reopen(session: Session, *, ticket_id: int, actor: Actor, now: datetime,
            reason: str) -> DispatchResult:
     """重办 of a closed ticket by the centre (a complaint about the outcome)."""
-    if not reason or not reason.strip():
-        raise InvalidInput("reopening needs a reason")
+    _required(reason, "reopening needs a reason")
     ticket = _lock(session, ticket_id)
     tickets.record(session, ticket=ticket, action=Action.reopen, actor=who(actor), now=now,
                    reason=reason, changes={"reopen_count": ticket.reopen_count + 1})
@@ -503,8 +508,7 @@ def return_ticket(session: Session, *, assignment_id: int, reason_code: str, rea
     if reason_code not in RETURN_REASONS:
         raise InvalidInput(f"reason_code must be one of {sorted(RETURN_REASONS)}",
                            reason_code=reason_code)
-    if not reason or not reason.strip():
-        raise InvalidInput("a return needs a reason the centre can review")
+    _required(reason, "a return needs a reason the centre can review")
     assignment = _assignment(session, assignment_id)
     _require_own_unit(actor, assignment)
     if assignment.status not in (AssignmentStatus.dispatched, AssignmentStatus.signed):
@@ -556,8 +560,7 @@ def review_return(
     if returned is None:
         raise Conflict(f"ticket {ticket.number} has no returned assignment")
     if uphold:
-        if not reason:
-            raise InvalidInput("upholding a dispatch needs a reason for the unit")
+        _required(reason, "upholding a dispatch needs a reason for the unit")
         back_to = Status.signed if returned.signed_at else Status.dispatched
         if back_to == Status.signed and _was_in_progress(session, ticket.id):
             back_to = Status.in_progress
@@ -603,8 +606,7 @@ def request_extension(
     """延期 must be asked before the reply deadline; one open request at a time."""
     if extend_by <= 0:
         raise InvalidInput("extend_by must be positive")
-    if not reason or not reason.strip():
-        raise InvalidInput("an extension request needs a reason")
+    _required(reason, "an extension request needs a reason")
     assignment = _assignment(session, assignment_id)
     _require_own_unit(actor, assignment)
     if assignment.status not in (AssignmentStatus.dispatched, AssignmentStatus.signed):
