@@ -143,8 +143,10 @@ def _assign(
             rule_name=rule_name, dispatched_by=who(actor), started_at=now, **deadlines,
         )
         escalation.arm(assignment, clock=Clock.sign, policy=policy, calendar=calendar)
-        session.add(assignment)
         made.append(assignment)
+    # Everything that can refuse the dispatch has run by now; only then is anything written,
+    # so a refused dispatch leaves the intake untouched.
+    session.add_all(made)
     session.flush()
     return made
 
@@ -229,11 +231,17 @@ def dispatch_ticket(
     actor: Actor = None,
     fallback_unit_code: str | None = None,
     tz: ZoneInfo = DEFAULT_TZ,
+    ticket: Ticket | None = None,
 ) -> DispatchResult:
     """派单 by rules. The first rule that fires sets category/urgency and names the units;
     when none routes the ticket it goes to the fallback unit, or else to the manual
-    dispatch queue — never nowhere. A reopened ticket goes back to the units that had it."""
-    ticket = _lock(session, ticket_id)
+    dispatch queue — never nowhere. A reopened ticket goes back to the units that had it.
+
+    Every refusal (a rule naming an inactive unit, an unknown policy) is raised before the
+    first write. `ticket` is for a caller that created the ticket in this very transaction,
+    and so already holds its row."""
+    if ticket is None or ticket.id != ticket_id:
+        ticket = _lock(session, ticket_id)
     if ticket.status == Status.reopened:
         return _redispatch_reopened(session, ticket=ticket, actor=actor, now=now)
     if ticket.status not in (Status.intake, Status.pending_dispatch):

@@ -1,6 +1,6 @@
 """Wiring: a request that reaches the platform becomes a ticket, then is classified and
-dispatched. The intake is never lost to a dispatch failure: dispatch runs in a savepoint,
-and if it fails the ticket waits in the manual dispatch queue with the reason."""
+dispatched. The intake is never lost to a dispatch failure: dispatch refuses before it
+writes anything, and a refused ticket waits in the manual dispatch queue with the reason."""
 from __future__ import annotations
 
 import logging
@@ -15,7 +15,7 @@ from dispatch.models import User
 from hotline.errors import DomainError
 from tickets import service as tickets
 from tickets.lifecycle import Action
-from tickets.models import Status, Ticket, TicketCreate
+from tickets.models import Ticket, TicketCreate
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,15 @@ def submit(
     submission = Submission(intake.ticket, intake.created)
     if not intake.created or not auto_dispatch:
         return submission
+    ticket = intake.ticket
     try:
-        with session.begin_nested():
-            submission.dispatch = dispatching.dispatch_ticket(
-                session, ticket_id=intake.ticket.id, now=now, actor=None,
-                fallback_unit_code=fallback_unit_code, tz=tz,
-            )
+        submission.dispatch = dispatching.dispatch_ticket(
+            session, ticket_id=ticket.id, ticket=ticket, now=now, actor=None,
+            fallback_unit_code=fallback_unit_code, tz=tz,
+        )
     except DomainError as exc:
-        log.warning("dispatch of ticket %s failed: %s", intake.ticket.number, exc.message)
+        log.warning("dispatch of ticket %s failed: %s", ticket.number, exc.message)
         submission.dispatch_error = exc.message
-        ticket = tickets.get_ticket(session, intake.ticket.id)
-        if ticket.status == Status.intake:
-            tickets.record(session, ticket=ticket, action=Action.queue, actor="system", now=now,
-                           reason=f"automatic dispatch failed: {exc.message}")
-        submission.ticket = ticket
+        tickets.record(session, ticket=ticket, action=Action.queue, actor="system", now=now,
+                       reason=f"automatic dispatch failed: {exc.message}")
     return submission

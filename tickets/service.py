@@ -139,7 +139,7 @@ def create_ticket(
     ticket = Ticket.model_validate(
         fields,
         update={"number": next_ticket_number(session, now=now, tz=tz), "status": Status.intake,
-                "created_at": now, "updated_at": now, "created_by": actor, "event_seq": 0},
+                "created_at": now, "updated_at": now, "created_by": actor, "event_seq": 1},
     )
     session.add(ticket)
     session.flush()
@@ -158,8 +158,6 @@ def create_ticket(
                 raise
             return Intake(existing, created=False)
     snapshot = {f: getattr(ticket, f) for f in AUDITED_FIELDS if f not in {"status"}}
-    ticket.status = Status.intake
-    ticket.event_seq = 1
     session.add(TicketEvent(
         ticket_id=ticket.id, seq=1, at=now, actor=actor, action=Action.create.value,
         from_status=None, to_status=Status.intake, data={"set": _jsonable(snapshot)},

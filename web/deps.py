@@ -29,11 +29,13 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_clock(request: Request) -> Clock:
+# Dependencies that do no I/O are `async` so that FastAPI runs them on the event loop
+# instead of sending each one to the thread pool.
+async def get_clock(request: Request) -> Clock:
     return request.app.state.clock
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -59,7 +61,7 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 def require_roles(*roles: Role) -> Callable[[User], User]:
     allowed = frozenset(roles)
 
-    def guard(user: CurrentUser) -> User:
+    async def guard(user: CurrentUser) -> User:
         if user.role not in allowed:
             raise Forbidden(f"role {user.role.value} may not do this",
                             role=user.role.value, allowed=sorted(r.value for r in allowed))

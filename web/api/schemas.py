@@ -144,11 +144,13 @@ def assignment_read(session: Session, assignment: Assignment) -> AssignmentRead:
     return assignment_reads(session, [assignment])[0]
 
 
-def ticket_with_assignments(session: Session, ticket: Ticket,
-                            user: User) -> TicketWithAssignments:
-    return TicketWithAssignments(
-        ticket=ticket_read(ticket, user),
-        assignments=assignment_reads(session, assignments_of(session, ticket_id=ticket.id)))
+def ticket_with_assignments(session: Session, ticket: Ticket, user: User,
+                            assignments: list[Assignment] | None = None) -> TicketWithAssignments:
+    """`assignments` saves a query when the caller already has the ticket's assignments."""
+    if assignments is None:
+        assignments = assignments_of(session, ticket_id=ticket.id)
+    return TicketWithAssignments(ticket=ticket_read(ticket, user),
+                                 assignments=assignment_reads(session, assignments))
 
 
 # ---------------------------------------------------------------- the workflow

@@ -42,7 +42,9 @@ def create_ticket(data: TicketCreate, session: SessionDep, user: IntakeStaff, cl
     )
     if not submission.created:
         response.status_code = 200
-    return ticket_with_assignments(session, submission.ticket, user)
+        return ticket_with_assignments(session, submission.ticket, user)
+    made = submission.dispatch.assignments if submission.dispatch else []
+    return ticket_with_assignments(session, submission.ticket, user, assignments=made)
 
 
 @router.get("", response_model=TicketPage)
