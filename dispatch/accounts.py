@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
+from dispatch import reference
 from dispatch.models import Assignment, Role, Unit, UnitLevel, User
 from hotline.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tickets.models import Ticket
@@ -100,6 +101,7 @@ def create_unit(session: Session, *, data: UnitCreate) -> Unit:
                                update={"parent_id": parent_id})
     session.add(unit)
     session.flush()
+    reference.bump(session)
     return unit
 
 
@@ -116,6 +118,7 @@ def update_unit(session: Session, *, code: str, changes: UnitUpdate) -> Unit:
         setattr(unit, field, value)
     session.add(unit)
     session.flush()
+    reference.bump(session)
     return unit
 
 

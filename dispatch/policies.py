@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlmodel import Session, col, select
 
-from dispatch import sla
+from dispatch import reference, sla
 from dispatch.calendar import DEFAULT_TZ, WorkCalendar
 from dispatch.models import CalendarDay, ClockUnit, SlaPolicy
 from hotline.errors import Conflict, InvalidInput, NotFound
@@ -47,6 +47,7 @@ def set_calendar_day(session: Session, *, day: date, is_workday: bool,
         row.is_workday, row.name = is_workday, name
     session.add(row)
     session.flush()
+    reference.bump(session)
     return row
 
 
@@ -56,6 +57,7 @@ def delete_calendar_day(session: Session, *, day: date) -> None:
         raise NotFound(f"no calendar override for {day.isoformat()}", day=day.isoformat())
     session.delete(row)
     session.flush()
+    reference.bump(session)
 
 
 def list_calendar_days(session: Session, *, year: int | None = None) -> list[CalendarDay]:
@@ -271,6 +273,7 @@ def create_policy(session: Session, *,
     policy = SlaPolicy.model_validate(valid.model_dump())
     session.add(policy)
     session.flush()
+    reference.bump(session)
     return policy
 
 
@@ -292,6 +295,7 @@ def update_policy(session: Session, *, policy_id: int,
     _apply(policy, valid)
     session.add(policy)
     session.flush()
+    reference.bump(session)
     return policy
 
 
@@ -332,16 +336,17 @@ def ensure_default_policies(session: Session, *,
         session.add(policy)
         result.append(policy)
     session.flush()
+    reference.bump(session)
     return result
 
 
 def policy_for(session: Session, *, request_type: str | None, urgency: str | None,
                category_code: str | None, name: str | None = None) -> SlaPolicy:
-    query = select(SlaPolicy).where(col(SlaPolicy.active).is_(True))
-    if name is not None:
-        query = query.where(SlaPolicy.name == name)
-    return sla.select_policy(session.exec(query).all(), request_type=request_type,
-                             urgency=urgency, category_code=category_code, name=name)
+    """The policy for a ticket (see sla.select_policy), from the per-process reference
+    snapshot: a detached copy, to read and never to change."""
+    active = [p for p in reference.snapshot(session).policies if p.active]
+    return sla.select_policy(active, request_type=request_type, urgency=urgency,
+                             category_code=category_code, name=name)
 
 
 def _validated(model: type[_Schema], data: _Schema | Mapping[str, Any]) -> _Schema:

@@ -2,24 +2,24 @@
 loader, and the compiled matcher each process keeps.
 
 Every function takes an explicit session and never commits: the caller owns the unit of
-work. Every rule change bumps RuleRevision so other processes recompile on their next call.
+work. Every rule change bumps the reference-data revision (dispatch.reference) so every
+process recompiles on its next call.
 """
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Connection, update
 from sqlmodel import Session, col, select
 
-from dispatch.models import Rule, RuleRevision, SlaPolicy, Unit, UnitLevel
+from dispatch import reference
+from dispatch.models import Rule, SlaPolicy, Unit, UnitLevel
+from dispatch.reference import rule_spec
 from dispatch.rules import (
     CompiledRules,
     Explanation,
@@ -38,23 +38,7 @@ DEFAULT_RULES_PATH = DATA_DIR / "rules-zh.yaml"
 
 log = logging.getLogger(__name__)
 
-# A session that changed rules sees a revision not yet committed, which a rollback may undo
-# and a later change reuse for other rules; such a session compiles afresh and skips the cache.
-_CHANGED_RULES = "dispatch.rulebook.changed"
-
-_Cached = tuple[int, CompiledRules]
-_by_database: dict[str, _Cached] = {}
-_by_connection: weakref.WeakKeyDictionary[Connection, _Cached] = weakref.WeakKeyDictionary()
-_cache_lock = threading.Lock()
-
-
 # ---------------------------------------------------------------- rules
-
-
-def rule_spec(rule: Rule) -> RuleSpec:
-    return validate_rule({"name": rule.name, "priority": rule.priority, "enabled": rule.enabled,
-                          "description": rule.description, "conditions": rule.conditions,
-                          "actions": rule.actions})
 
 
 def _columns(spec: RuleSpec) -> dict[str, Any]:
@@ -98,16 +82,6 @@ def _check_references(session: Session, specs: Iterable[RuleSpec]) -> None:
         raise InvalidInput("; ".join(lines), errors=problems)
 
 
-def _bump_revision(session: Session) -> None:
-    # One atomic UPDATE, so two writers never produce the same revision number.
-    bumped = session.exec(update(RuleRevision).where(col(RuleRevision.id) == 1)
-                          .values(revision=RuleRevision.revision + 1))
-    if bumped.rowcount == 0:
-        session.add(RuleRevision(id=1, revision=1))
-        session.flush()
-    session.info[_CHANGED_RULES] = True
-
-
 def _name_taken(session: Session, name: str, *, other_than: int | None = None) -> bool:
     query = select(Rule.id).where(Rule.name == name)
     if other_than is not None:
@@ -125,7 +99,7 @@ def create_rule(session: Session, *, data: Mapping[str, Any], now: datetime,
                                update={"pack": pack, "created_at": now, "updated_at": now})
     session.add(rule)
     session.flush()
-    _bump_revision(session)
+    reference.bump(session)
     return rule
 
 
@@ -158,14 +132,14 @@ def update_rule(session: Session, *, rule_id: int, data: Mapping[str, Any],
     rule.updated_at = now
     session.add(rule)
     session.flush()
-    _bump_revision(session)
+    reference.bump(session)
     return rule
 
 
 def delete_rule(session: Session, *, rule_id: int) -> None:
     session.delete(get_rule(session, rule_id=rule_id))
     session.flush()
-    _bump_revision(session)
+    reference.bump(session)
 
 
 # ---------------------------------------------------------------- packs
@@ -210,7 +184,7 @@ def import_pack(session: Session, *, text: str, fmt: PackFormat, now: datetime,
             counts["updated"] += 1
     session.flush()
     if counts["created"] or counts["updated"] or counts["deleted"]:
-        _bump_revision(session)
+        reference.bump(session)
     return counts
 
 
@@ -222,48 +196,10 @@ def export_pack(session: Session, *, pack: str | None, fmt: PackFormat) -> str:
 # ---------------------------------------------------------------- compiled rules
 
 
-def _revision(session: Session) -> int:
-    revision = session.exec(select(RuleRevision.revision).where(RuleRevision.id == 1)).first()
-    return revision or 0
-
-
-def _compile(session: Session) -> CompiledRules:
-    specs = []
-    for rule in session.exec(select(Rule).where(col(Rule.enabled).is_(True))).all():
-        try:
-            specs.append(rule_spec(rule))
-        except InvalidInput as exc:
-            # Only a row written around this module can be invalid; one bad rule must not
-            # stop every ticket from being dispatched.
-            log.error("skipping invalid stored rule %s: %s", rule.id, exc.message)
-    return CompiledRules.build(specs)
-
-
 def compiled_rules(session: Session) -> CompiledRules:
-    """The enabled rules, compiled. Cached per process and database; one SELECT of the
-    revision per call notices changes made by any process."""
-    if session.info.get(_CHANGED_RULES):
-        return _compile(session)
-    # Read before the rules: an entry may then hold rules newer than its key, never older.
-    revision = _revision(session)
-    cache, key = _cache_slot(session)
-    with _cache_lock:
-        cached = cache.get(key)
-    if cached is not None and cached[0] == revision:
-        return cached[1]
-    compiled = _compile(session)
-    with _cache_lock:
-        cache[key] = (revision, compiled)
-    return compiled
-
-
-def _cache_slot(session: Session) -> tuple[MutableMapping[Any, _Cached], Any]:
-    bind = session.get_bind()
-    if isinstance(bind, Connection):
-        # Joined to an outer transaction that its owner may roll back (tests do): the
-        # revisions seen here can recur later with other rules, so cache per connection.
-        return _by_connection, bind
-    return _by_database, bind.url.render_as_string(hide_password=True)
+    """The enabled rules, compiled; cached per process with the rest of the reference data
+    (dispatch.reference), so a change made by any process is seen on the next call."""
+    return reference.snapshot(session).rules
 
 
 def dry_run(session: Session, *, facts: TicketFacts) -> Explanation:
@@ -355,4 +291,5 @@ def load_units(session: Session, *, text: str) -> list[Unit]:
         unit.parent_id = stored[spec.parent].id if spec.parent else None
         session.add(unit)
     session.flush()
+    reference.bump(session)
     return units

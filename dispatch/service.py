@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from dispatch import escalation, policies, rulebook, sla
+from dispatch import escalation, policies, reference, sla
 from dispatch.calendar import WorkCalendar
 from dispatch.models import (
     Assignment,
@@ -70,7 +70,7 @@ def assignments_of(session: Session, *, ticket_id: int, live_only: bool = False)
 
 
 def _unit(session: Session, code: str) -> Unit:
-    unit = session.scalars(select(Unit).where(Unit.code == code)).first()
+    unit = reference.snapshot(session).units.get(code)
     if unit is None or not unit.active:
         raise InvalidInput(f"unit {code!r} does not exist or is inactive", unit=code)
     return unit
@@ -191,7 +191,7 @@ def _route(
     reason: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> list[Assignment]:
-    calendar = policies.load_calendar(session)
+    calendar = reference.snapshot(session).calendar
     made = _assign(session, ticket=ticket, lead=lead, co_units=co_units, policy=policy,
                    calendar=calendar, rule_name=rule_name, actor=actor, now=now)
     units = {u.id: u for u in (lead, *co_units)}
@@ -248,7 +248,7 @@ def dispatch_ticket(
         raise Conflict(f"ticket {ticket.number} is {ticket.status.value}; only new or queued "
                        f"tickets are dispatched by rules", status=ticket.status.value)
 
-    compiled = rulebook.compiled_rules(session)
+    compiled = reference.snapshot(session).rules
     facts = facts_of(ticket, tz)
     match, explanation = compiled.decide(facts)
     changes: dict[str, Any] = {}
@@ -368,7 +368,7 @@ def sign(session: Session, *, assignment_id: int, actor: Actor, now: datetime) -
     assignment.signed_at = now
     policy = session.get(SlaPolicy, assignment.policy_id)
     escalation.arm(assignment, clock=Clock.reply, policy=policy,
-                   calendar=policies.load_calendar(session))
+                   calendar=reference.snapshot(session).calendar)
     session.add(assignment)
     return assignment
 
@@ -435,7 +435,7 @@ def review_reply(session: Session, *, ticket_id: int, approve: bool, actor: Acto
         lead.status = AssignmentStatus.signed
         policy = session.get(SlaPolicy, lead.policy_id)
         escalation.arm(lead, clock=Clock.reply, policy=policy,
-                       calendar=policies.load_calendar(session),
+                       calendar=reference.snapshot(session).calendar,
                        level=_fired_levels(session, lead, Clock.reply))
         session.add(lead)
     return ticket
@@ -579,7 +579,7 @@ def review_return(
             else AssignmentStatus.dispatched
         clock = Clock.reply if returned.signed_at else Clock.sign
         escalation.arm(returned, clock=clock, policy=session.get(SlaPolicy, returned.policy_id),
-                       calendar=policies.load_calendar(session),
+                       calendar=reference.snapshot(session).calendar,
                        level=_fired_levels(session, returned, clock))
         session.add(returned)
         return DispatchResult(ticket, [returned])
@@ -665,7 +665,7 @@ def decide_extension(session: Session, *, extension_id: int, approve: bool, acto
         if assignment.status not in (AssignmentStatus.dispatched, AssignmentStatus.signed):
             raise Conflict(f"assignment {assignment.id} is {assignment.status.value}; the "
                            f"extension no longer applies")
-        calendar = policies.load_calendar(session)
+        calendar = reference.snapshot(session).calendar
         new_due = sla.add_time(assignment.reply_due_at, request.extend_by, request.extend_unit,
                                calendar)
         assignment.close_due_at = sla.add_time(assignment.close_due_at, request.extend_by,
