@@ -11,7 +11,7 @@ import hmac
 import smtplib
 import ssl
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Protocol
 
@@ -24,6 +24,9 @@ from hotline.config import Settings
 from hotline.errors import NotFound
 
 MAX_ATTEMPTS = 5
+# A notification never attempted this long after it was made was never queued (the broker
+# was down when its transaction committed); well past any normal queueing delay.
+UNQUEUED_AFTER = timedelta(minutes=5)
 SIGNATURE_HEADER = "X-Hotline-Signature"
 
 
@@ -134,3 +137,15 @@ def deliver(session: Session, *, notification_id: int, now: datetime, settings: 
         notification.sent_at = now
     session.add(notification)
     return notification.status
+
+
+def unqueued(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
+    """Deliverable notifications that no task ever picked up, oldest first, so that a broker
+    outage at commit time delays an e-mail or webhook but never loses it."""
+    return list(session.scalars(
+        select(Notification.id)
+        .where(Notification.status == NotificationStatus.pending,
+               Notification.attempts == 0,
+               Notification.channel != "inapp",
+               Notification.created_at <= now - UNQUEUED_AFTER)
+        .order_by(Notification.id).limit(limit)))

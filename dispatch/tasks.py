@@ -42,3 +42,14 @@ def deliver_notification(notification_id: int) -> str:
     if status is NotificationStatus.pending:
         raise notify.DeliveryPending(f"notification {notification_id} will be retried")
     return status.value
+
+
+@shared_task(name="dispatch.requeue_notifications", ignore_result=True)
+def requeue_notifications() -> int:
+    """Queue again what a broker outage kept from being queued; `deliver` is idempotent,
+    so a notification queued twice is still sent once."""
+    with session_scope(runtime.get_session_factory()) as session:
+        ids = notify.unqueued(session, now=runtime.get_clock().now())
+    for notification_id in ids:
+        deliver_notification.delay(notification_id)
+    return len(ids)

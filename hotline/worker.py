@@ -22,6 +22,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         # A sweep still queued when the next one is due is redundant: drop it.
         "options": {"expires": 55},
     },
+    "requeue-notifications": {
+        "task": "dispatch.requeue_notifications",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 240},
+    },
 }
 
 

@@ -122,6 +122,33 @@ def test_given_injected_runtime_when_sweep_task_runs_then_deliveries_are_queued(
     assert sorted(queued) == sorted(("dispatch.deliver_notification", f"({i},)") for i in emails)
 
 
+def test_given_notifications_never_queued_when_requeue_runs_then_only_those_are_queued(
+        session, clock, in_process):
+    """A broker outage at commit time: the notification stays pending with no attempt. The
+    five-minute beat task queues it again; in-app, fresh and already tried ones are left."""
+    _, app = in_process
+    now = clock.now()
+
+    def note(channel: str, age_min: int, attempts: int = 0) -> Notification:
+        row = Notification(channel=channel, address="hrss@units.example.org", subject="催办",
+                           body="…", attempts=attempts,
+                           created_at=now - timedelta(minutes=age_min))
+        session.add(row)
+        return row
+
+    lost = note("email", 6)
+    note("inapp", 30)
+    note("email", 2)
+    note("webhook", 30, attempts=1)
+    session.flush()
+    assert tasks.requeue_notifications.run() == 1
+    with app.connection_for_read() as conn:
+        message = conn.SimpleQueue("celery").get(timeout=5)
+        assert (message.headers["task"], message.headers["argsrepr"]) == (
+            "dispatch.deliver_notification", f"({lost.id},)")
+        message.ack()
+
+
 def test_given_injected_runtime_when_delivery_task_runs_then_mail_is_sent_or_retried(
         session, clock, smtp, in_process):
     settings, _ = in_process
