@@ -24,6 +24,7 @@ from hotline.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 _CHANGED = "dispatch.reference.changed"
+_SEEN = "dispatch.reference.seen"
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,21 @@ def _build(session: Session, revision: int) -> Snapshot:
 
 
 def snapshot(session: Session) -> Snapshot:
+    """The reference data as this transaction sees it: one revision check per transaction,
+    so a dispatch works from one consistent view."""
     if session.info.get(_CHANGED):
         # This transaction changed reference data others cannot see yet: read it fresh.
         return _build(session, -1)
+    transaction = session.get_transaction()
+    seen = session.info.get(_SEEN)
+    if seen is not None and transaction is not None and seen[0] is transaction:
+        return seen[1]
+    current = _current(session)
+    session.info[_SEEN] = (transaction, current)
+    return current
+
+
+def _current(session: Session) -> Snapshot:
     # Read the revision before the data: an entry may then hold data newer than its key,
     # never older.
     revision = _revision(session)

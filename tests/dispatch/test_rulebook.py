@@ -286,10 +286,12 @@ def test_given_revision_bump_when_compiled_again_then_change_is_picked_up(catalo
     assert first.match(facts).rule.actions.lead_unit == "HR_SOCIAL"
 
     catalogue.exec(update(Rule).values(enabled=False))  # written around the rule book
+    other.commit()  # ends its unit of work; the next one looks again
     assert rulebook.compiled_rules(other) is first
 
     rulebook.update_rule(catalogue, rule_id=rule.id, now=clock.now(),
                          data={"enabled": True, "actions": {"lead_unit": "CIVIL_AFFAIRS"}})
+    other.commit()
     second = rulebook.compiled_rules(other)
     assert second is not first
     assert second.match(facts).rule.actions.lead_unit == "CIVIL_AFFAIRS"
