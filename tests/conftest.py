@@ -46,6 +46,18 @@ def db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     drop()
 
 
+@pytest.fixture
+def fresh_db_url(backend: str, tmp_path) -> Iterator[str]:
+    """A database of this test's own, for code that must really commit (races, several
+    processes): a SQLite file, or a PostgreSQL database dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    url, drop = services.create_database("hotline_fresh")
+    yield url
+    drop()
+
+
 @pytest.fixture(scope="session")
 def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)

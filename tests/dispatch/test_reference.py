@@ -9,16 +9,11 @@ from dispatch import accounts, policies, reference, rulebook
 from dispatch.accounts import UnitUpdate
 from hotline.db import make_engine, make_session_factory, session_scope
 from hotline.models import metadata
-from tests import services
 
 
 @pytest.fixture
-def factory(backend, tmp_path, clock) -> Iterator:
-    if backend == "postgres":
-        url, drop = services.create_database("hotline_reference")
-    else:
-        url, drop = f"sqlite:///{tmp_path / 'reference.db'}", (lambda: None)
-    engine = make_engine(url)
+def factory(fresh_db_url, clock) -> Iterator:
+    engine = make_engine(fresh_db_url)
     metadata.create_all(engine)
     sessions = make_session_factory(engine)
     with session_scope(sessions) as session:
@@ -28,7 +23,6 @@ def factory(backend, tmp_path, clock) -> Iterator:
                              fmt="yaml", now=clock.now(), replace=True)
     yield sessions
     engine.dispose()
-    drop()
 
 
 def snap(sessions):

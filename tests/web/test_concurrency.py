@@ -15,18 +15,13 @@ from dispatch.models import Role
 from hotline.config import Settings
 from hotline.db import make_engine, make_session_factory, session_scope
 from hotline.models import metadata
-from tests import services
 from tickets.models import IdempotencyKey, Ticket
 from web.app import create_app
 
 
 @pytest.fixture
-def committing(backend, clock, tmp_path) -> Iterator[tuple]:
-    if backend == "postgres":
-        url, drop = services.create_database("hotline_web_race")
-    else:
-        url, drop = f"sqlite:///{tmp_path / 'race.db'}", (lambda: None)
-    engine = make_engine(url)
+def committing(fresh_db_url, clock) -> Iterator[tuple]:
+    engine = make_engine(fresh_db_url)
     metadata.create_all(engine)
     factory = make_session_factory(engine)
     with session_scope(factory) as session:
@@ -38,7 +33,6 @@ def committing(backend, clock, tmp_path) -> Iterator[tuple]:
         yield app, factory, {"Authorization": f"Bearer {token}"}
     finally:
         engine.dispose()
-        drop()
 
 
 def test_given_concurrent_posts_with_one_idempotency_key_then_one_ticket(committing):
