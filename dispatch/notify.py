@@ -10,23 +10,26 @@ import hashlib
 import hmac
 import smtplib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Protocol
 
 import httpx
-from sqlalchemy import select
-from sqlmodel import Session
+from sqlalchemy import or_, select, update
+from sqlmodel import Session, col
 
 from dispatch.models import Notification, NotificationStatus
 from hotline.config import Settings
+from hotline.db import session_scope
 from hotline.errors import NotFound
 
 MAX_ATTEMPTS = 5
 # A notification never attempted this long after it was made was never queued (the broker
 # was down when its transaction committed); well past any normal queueing delay.
 UNQUEUED_AFTER = timedelta(minutes=5)
+# Longer than any channel's timeout: a claim this old was left by a worker that died.
+CLAIM_TTL = timedelta(minutes=2)
 SIGNATURE_HEADER = "X-Hotline-Signature"
 
 
@@ -108,19 +111,69 @@ def default_channels() -> dict[str, Channel]:
     return {"email": EmailChannel(), "webhook": WebhookChannel()}
 
 
-def deliver(session: Session, *, notification_id: int, now: datetime, settings: Settings,
-            channels: Mapping[str, Channel] | None = None) -> NotificationStatus:
-    """One delivery attempt. Returns `sent`, `failed` (permanently, or after MAX_ATTEMPTS),
-    or `pending` when another attempt is due later. A notification no longer pending is
-    left alone, so a redelivered task never sends twice."""
+def deliver(session_factory: Callable[[], Session], *, notification_id: int, now: datetime,
+            settings: Settings, channels: Mapping[str, Channel] | None = None
+            ) -> NotificationStatus:
+    """One delivery attempt: claim, send, settle — each database step its own short unit of
+    work, so no transaction (on SQLite: no write lock on the whole database) is held while
+    an SMTP server or a webhook takes its time to answer.
+
+    Returns `sent`, `failed` (permanently, or after MAX_ATTEMPTS), or `pending` when another
+    attempt is due later or another worker holds the claim. A notification no longer
+    pending is left alone, so a redelivered task never sends twice."""
+    with session_scope(session_factory) as session:
+        claimed = _claim(session, notification_id=notification_id, now=now)
+        if isinstance(claimed, NotificationStatus):
+            return claimed
+        # a copy that outlives the session; the network call runs outside any transaction
+        message = Notification.model_validate(claimed.model_dump())
+    channel = (channels or default_channels()).get(message.channel)
+    error: DeliveryError | None = None
+    try:
+        if channel is None:
+            raise DeliveryError(f"no channel delivers {message.channel!r}", permanent=True)
+        channel.send(message, settings=settings)
+    except DeliveryError as exc:
+        error = exc
+    with session_scope(session_factory) as session:
+        return _settle(session, notification_id=notification_id, now=now, error=error)
+
+
+def _claim(session: Session, *, notification_id: int,
+           now: datetime) -> Notification | NotificationStatus:
+    """Take the notification for one attempt with a conditional update; a claim older than
+    CLAIM_TTL belonged to a worker that died mid-send and may be taken over."""
+    taken = session.execute(
+        update(Notification)
+        .where(Notification.id == notification_id,
+               Notification.status == NotificationStatus.pending,
+               or_(col(Notification.claimed_at).is_(None),
+                   col(Notification.claimed_at) < now - CLAIM_TTL))
+        .values(claimed_at=now, attempts=Notification.attempts + 1))
     notification = session.scalars(
-        select(Notification).where(Notification.id == notification_id).with_for_update()
+        select(Notification).where(Notification.id == notification_id)
         .execution_options(populate_existing=True)).first()
     if notification is None:
         raise NotFound(f"notification {notification_id} does not exist",
                        notification_id=notification_id)
-    if notification.status != NotificationStatus.pending:
+    if taken.rowcount == 0:
         return notification.status
+    return notification
+
+
+def _settle(session: Session, *, notification_id: int, now: datetime,
+            error: DeliveryError | None) -> NotificationStatus:
+    notification = session.get(Notification, notification_id, populate_existing=True)
+    notification.claimed_at = None
+    if error is None:
+        notification.status = NotificationStatus.sent
+        notification.sent_at = now
+    else:
+        notification.last_error = str(error)[:1000]
+        if error.permanent or notification.attempts >= MAX_ATTEMPTS:
+            notification.status = NotificationStatus.failed
+    session.add(notification)
+    return notification.status
     channel = (channels or default_channels()).get(notification.channel)
     notification.attempts += 1
     try:

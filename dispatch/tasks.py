@@ -36,9 +36,8 @@ def sweep_sla(now: str | None = None) -> dict[str, int]:
     retry_jitter=True,
 )
 def deliver_notification(notification_id: int) -> str:
-    with session_scope(runtime.get_session_factory()) as session:
-        status = notify.deliver(session, notification_id=notification_id,
-                                now=runtime.get_clock().now(), settings=runtime.get_settings())
+    status = notify.deliver(runtime.get_session_factory(), notification_id=notification_id,
+                            now=runtime.get_clock().now(), settings=runtime.get_settings())
     if status is NotificationStatus.pending:
         raise notify.DeliveryPending(f"notification {notification_id} will be retried")
     return status.value

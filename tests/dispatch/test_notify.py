@@ -6,12 +6,14 @@ import hmac
 import json
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlmodel import Session
 
 from dispatch.models import Clock, EscalationKind, Notification, NotificationStatus
 from dispatch.notify import (
@@ -23,6 +25,8 @@ from dispatch.notify import (
     deliver,
     sign,
 )
+from hotline.db import make_engine, make_session_factory, session_scope
+from hotline.models import metadata
 from tests.conftest import START, wait_until
 from tests.dispatch.test_escalation import (
     SUPERVISE,
@@ -122,11 +126,19 @@ def pending(session, channel: str, address: str, *, subject: str = "【催办】
 # ---------------------------------------------------------------- e-mail
 
 
+def attempt(session: Session, **kwargs) -> NotificationStatus:
+    """One delivery attempt the way a worker makes it — its own units of work, here on the
+    test's connection — after which the test's session reads the outcome afresh."""
+    status = deliver(savepoint_factory(session), **kwargs)
+    session.expire_all()
+    return status
+
+
 def test_given_pending_email_when_delivered_then_utf8_mail_arrives_and_it_is_sent_once(
         session, mailbox, clock, tmp_path):
     settings = settings_for(tmp_path, smtp_port=mailbox.port)
     note = pending(session, "email", "urban@units.example.org")
-    assert deliver(session, notification_id=note.id, now=clock.now(),
+    assert attempt(session, notification_id=note.id, now=clock.now(),
                    settings=settings) == NotificationStatus.sent
     [mail] = mailbox.messages
     assert mail["Subject"] == "【催办】工单 20261127-000001"
@@ -138,7 +150,7 @@ def test_given_pending_email_when_delivered_then_utf8_mail_arrives_and_it_is_sen
         NotificationStatus.sent, 1, clock.now(), None)
 
     clock.advance(minutes=1)
-    assert deliver(session, notification_id=note.id, now=clock.now(),
+    assert attempt(session, notification_id=note.id, now=clock.now(),
                    settings=settings) == NotificationStatus.sent
     assert len(mailbox.messages) == 1 and note.attempts == 1
 
@@ -147,7 +159,7 @@ def test_given_smtp_down_when_delivered_then_retried_until_max_attempts_then_fai
         session, clock, tmp_path):
     settings = settings_for(tmp_path, smtp_port=free_port())  # nothing listens there
     note = pending(session, "email", "urban@units.example.org")
-    statuses = [deliver(session, notification_id=note.id, now=clock.now(), settings=settings)
+    statuses = [attempt(session, notification_id=note.id, now=clock.now(), settings=settings)
                 for _ in range(MAX_ATTEMPTS)]
     assert statuses == [NotificationStatus.pending] * (MAX_ATTEMPTS - 1) + [
         NotificationStatus.failed]
@@ -159,12 +171,12 @@ def test_given_smtp_back_when_retried_then_the_pending_mail_is_sent(
         session, mailbox, clock, tmp_path):
     note = pending(session, "email", "urban@units.example.org")
     down = settings_for(tmp_path, smtp_port=free_port())
-    assert deliver(session, notification_id=note.id, now=clock.now(),
+    assert attempt(session, notification_id=note.id, now=clock.now(),
                    settings=down) == NotificationStatus.pending
     assert note.last_error
     clock.advance(minutes=2)
     up = settings_for(tmp_path, smtp_port=mailbox.port)
-    assert deliver(session, notification_id=note.id, now=clock.now(),
+    assert attempt(session, notification_id=note.id, now=clock.now(),
                    settings=up) == NotificationStatus.sent
     assert (note.attempts, note.sent_at, len(mailbox.messages)) == (2, clock.now(), 1)
 
@@ -173,7 +185,7 @@ def test_given_refused_address_when_delivered_then_failed_at_once(
         session, mailbox, clock, tmp_path):
     mailbox.refuse.add("nobody@units.example.org")
     note = pending(session, "email", "nobody@units.example.org")
-    assert deliver(session, notification_id=note.id, now=clock.now(),
+    assert attempt(session, notification_id=note.id, now=clock.now(),
                    settings=settings_for(tmp_path, smtp_port=mailbox.port)) == \
         NotificationStatus.failed
     assert note.attempts == 1 and "550" in note.last_error
@@ -196,7 +208,7 @@ def test_given_pending_webhook_when_delivered_then_signed_json_is_posted(
     body = json.dumps({"ticket_number": "20261127-000001", "message": "催办"},
                       ensure_ascii=False)
     note = pending(session, "webhook", receiver.url, body=body)
-    assert deliver(session, notification_id=note.id, now=clock.now(),
+    assert attempt(session, notification_id=note.id, now=clock.now(),
                    settings=settings) == NotificationStatus.sent
     [(headers, raw)] = receiver.requests
     assert json.loads(raw) == {"ticket_number": "20261127-000001", "message": "催办"}
@@ -213,7 +225,7 @@ def test_given_receiver_error_when_delivered_then_server_errors_retry_and_client
         session, receiver, clock, tmp_path, status, outcome):
     receiver.status = status
     note = pending(session, "webhook", receiver.url, body="{}")
-    assert deliver(session, notification_id=note.id, now=clock.now(),
+    assert attempt(session, notification_id=note.id, now=clock.now(),
                    settings=settings_for(tmp_path, webhook_url=receiver.url)) == outcome
     assert str(status) in note.last_error and note.attempts == 1
 
@@ -228,7 +240,7 @@ def test_given_receiver_down_when_webhook_sent_then_retryable_error(session, tmp
 
 def test_given_unknown_channel_when_delivered_then_failed(session, clock, tmp_path):
     note = pending(session, "carrier-pigeon", "loft 3")
-    assert deliver(session, notification_id=note.id, now=clock.now(),
+    assert attempt(session, notification_id=note.id, now=clock.now(),
                    settings=settings_for(tmp_path)) == NotificationStatus.failed
     assert "carrier-pigeon" in note.last_error
 
@@ -247,10 +259,7 @@ def test_given_supervision_fires_when_outbox_is_drained_then_mail_and_webhook_ar
     swept(session, factory, now=clock.now(), enqueue=outbox.append, settings=settings)
     assert len(outbox) == 3 * 2 + 3  # warning and chase to 2 handlers, the head twice; 3 hooks
     for notification_id in outbox:
-        with factory() as worker_session:
-            deliver(worker_session, notification_id=notification_id, now=clock.now(),
-                    settings=settings)
-            worker_session.commit()
+        deliver(factory, notification_id=notification_id, now=clock.now(), settings=settings)
     session.expire_all()
     statuses = session.scalars(select(Notification.status)
                                .where(Notification.id.in_(outbox))).all()
@@ -272,3 +281,64 @@ def test_given_supervision_fires_when_outbox_is_drained_then_mail_and_webhook_ar
     assert hooks[2]["message"].startswith("【督办】")
     for headers, body in receiver.requests:
         assert headers[SIGNATURE_HEADER] == sign(body, "s3cret")
+
+
+# ---------------------------------------------------------------- claims
+
+
+def test_given_another_worker_holds_a_fresh_claim_then_nothing_is_sent(
+        session, mailbox, clock, tmp_path):
+    note = pending(session, "email", "urban@units.example.org")
+    note.claimed_at = clock.now()
+    session.flush()
+    assert attempt(session, notification_id=note.id, now=clock.now(),
+                   settings=settings_for(tmp_path, smtp_port=mailbox.port)) == \
+        NotificationStatus.pending
+    assert mailbox.messages == [] and note.attempts == 0
+
+
+def test_given_a_claim_left_by_a_dead_worker_then_it_is_taken_over_and_sent(
+        session, mailbox, clock, tmp_path):
+    note = pending(session, "email", "urban@units.example.org")
+    note.claimed_at, note.attempts = clock.now() - timedelta(minutes=3), 1
+    session.flush()
+    assert attempt(session, notification_id=note.id, now=clock.now(),
+                   settings=settings_for(tmp_path, smtp_port=mailbox.port)) == \
+        NotificationStatus.sent
+    assert note.claimed_at is None and note.attempts == 2
+    wait_until(lambda: len(mailbox.messages) == 1, message="the e-mail")
+
+
+class _WritesWhileSending:
+    """A channel that, mid-send, writes to the database through another connection with a
+    short lock timeout — as the web server would while an SMTP server is slow."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    def send(self, notification, *, settings) -> None:
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA busy_timeout=1000")
+            else:
+                conn.exec_driver_sql("SET lock_timeout = '1s'")
+            conn.execute(update(Notification).where(Notification.id == notification.id)
+                         .values(read_at=START))
+            conn.commit()
+
+
+def test_given_a_slow_channel_then_no_lock_is_held_while_it_sends(fresh_db_url, clock, tmp_path):
+    engine = make_engine(fresh_db_url)
+    metadata.create_all(engine)
+    factory = make_session_factory(engine)
+    try:
+        with session_scope(factory) as session:
+            note_id = pending(session, "email", "urban@units.example.org").id
+        status = deliver(factory, notification_id=note_id, now=clock.now(),
+                         settings=settings_for(tmp_path),
+                         channels={"email": _WritesWhileSending(engine)})
+        assert status == NotificationStatus.sent
+        with session_scope(factory) as session:
+            assert session.get(Notification, note_id).read_at == START
+    finally:
+        engine.dispose()
