@@ -102,7 +102,8 @@ def snapshot(session: Session) -> Snapshot:
     if seen is not None and transaction is not None and seen[0] is transaction:
         return seen[1]
     current = _current(session)
-    session.info[_SEEN] = (transaction, current)
+    # the read itself may have begun the transaction
+    session.info[_SEEN] = (session.get_transaction(), current)
     return current
 
 

@@ -147,7 +147,6 @@ def _assign(
     # Everything that can refuse the dispatch has run by now; only then is anything written,
     # so a refused dispatch leaves the intake untouched.
     session.add_all(made)
-    session.flush()
     return made
 
 
@@ -169,7 +168,6 @@ def _assignment_summary(assignments: Sequence[Assignment], units: dict[int, Unit
         "lead_unit": units[lead.unit_id].code,
         "co_units": [units[a.unit_id].code for a in assignments if a.role == AssignmentRole.co],
         "policy": policy.name,
-        "assignment_ids": [a.id for a in assignments],
         "sign_due_at": lead.sign_due_at.isoformat(),
         "reply_due_at": lead.reply_due_at.isoformat(),
         "close_due_at": lead.close_due_at.isoformat(),
@@ -198,6 +196,7 @@ def _route(
     tickets.record(session, ticket=ticket, action=action, actor=who(actor), now=now,
                    changes=changes, reason=reason, rule=rule_name,
                    data={**_assignment_summary(made, units, policy), **(extra or {})})
+    session.flush()  # one flush for the assignments, the ticket and its event; callers need ids
     return made
 
 

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
+from dispatch import reference
 from dispatch import service as dispatching
 from dispatch.models import User
 from hotline.errors import DomainError
@@ -40,6 +41,9 @@ def submit(
     fallback_unit_code: str | None = None,
     tz: ZoneInfo = ZoneInfo("Asia/Shanghai"),
 ) -> Submission:
+    # Take the reference data before anything is pending, so that reading it does not flush
+    # half an intake; the intake and its dispatch then reach the database in two flushes.
+    reference.snapshot(session)
     intake = tickets.create_ticket(
         session, data=data, actor=dispatching.who(actor), now=now,
         idempotency_key=idempotency_key, idempotency_scope=idempotency_scope, tz=tz,
