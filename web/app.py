@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
@@ -53,4 +54,10 @@ def create_app(
     app.state.session_factory = session_factory or LazySessionFactory(settings.db_url)
     errors.install(app)
     app.include_router(api_router, prefix="/api/v1")
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        # No pages yet: a person who opens the site lands on the interactive API docs.
+        return RedirectResponse("/docs")
+
     return app

@@ -76,3 +76,9 @@ def test_given_the_app_when_openapi_requested_then_bearer_auth_is_declared(clien
     spec = client.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert "/api/v1/tickets/{ticket_id}/dispatch" in spec["paths"]
+
+
+def test_given_a_browser_at_the_root_then_it_lands_on_the_api_docs(client):
+    response = client.get("/", follow_redirects=False)
+    assert response.status_code == 307 and response.headers["location"] == "/docs"
+    assert "swagger" in client.get("/").text.lower()
