@@ -7,7 +7,8 @@ years it does not know; outside both, Monday–Friday is a guess the UI must fla
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
@@ -16,6 +17,20 @@ from chinese_calendar.constants import Holiday
 DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
 
 _HOLIDAY_ZH = {holiday.value: holiday.chinese for holiday in Holiday}
+
+
+@dataclass(frozen=True)
+class CalendarEntry:
+    day: date
+    name: str | None
+
+
+@dataclass(frozen=True)
+class YearSummary:
+    year: int
+    known: bool  # False: nobody has entered this year's holidays; weekends only are assumed
+    holidays: list[CalendarEntry]  # weekdays off
+    makeup_workdays: list[CalendarEntry]  # weekend days worked (调休)
 
 
 class WorkCalendar:
@@ -56,6 +71,21 @@ class WorkCalendar:
             return None
         chinese = _HOLIDAY_ZH.get(english, english)
         return chinese if on_holiday else f"{chinese}调休"
+
+    def year(self, year: int) -> YearSummary:
+        """What the calendar believes about a year: whether its holidays are known at all,
+        the weekdays off and the weekend days worked (调休)."""
+        day, end = date(year, 1, 1), date(year + 1, 1, 1)
+        holidays: list[CalendarEntry] = []
+        makeup: list[CalendarEntry] = []
+        while day < end:
+            weekend = day.weekday() >= 5
+            if self.is_workday(day) == weekend:  # the exceptions to a plain Mon–Fri week
+                (makeup if weekend else holidays).append(
+                    CalendarEntry(day=day, name=self.holiday_name(day)))
+            day += timedelta(days=1)
+        return YearSummary(year=year, known=self.is_known(date(year, 1, 1)),
+                           holidays=holidays, makeup_workdays=makeup)
 
     def _compute_workday(self, d: date) -> bool:
         if d in self._overrides:

@@ -185,6 +185,20 @@ def _demo_users_path(settings: Settings) -> Path:
     return settings.data_dir / "demo-users.json"
 
 
+def _calendar_warnings(settings: Settings, clock: Clock) -> list[str]:
+    """Working-day deadlines are counted wrongly for a year whose holidays nobody loaded:
+    say so at start-up, for this year and the next."""
+    from dispatch.policies import load_calendar
+
+    this_year = clock.now().astimezone(settings.tz).year
+    with _session(settings) as session:
+        calendar = load_calendar(session, tz=settings.tz)
+    return [f"the holidays of {year} are not loaded: working-day deadlines in {year} count "
+            f"Monday to Friday only. Enter them with PUT /api/v1/calendar/days/{{day}} or "
+            f"POST /api/v1/calendar/days/import"
+            for year in (this_year, this_year + 1) if not calendar.year(year).known]
+
+
 def _seed_once(settings: Settings, clock: Clock) -> list[dict[str, Any]]:
     """Seed the demo city on first start. Tokens exist only when users are created (only
     hashes are stored), so they are kept in the data dir for later starts to show again."""
@@ -293,6 +307,8 @@ def run() -> None:
                    f"are in {_demo_users_path(settings)}")
     else:
         typer.echo("  demo users: none recorded; mint one with `hotline users add`")
+    for warning in _calendar_warnings(settings, SystemClock()):
+        typer.secho(f"  warning: {warning}", fg=typer.colors.YELLOW)
     typer.echo("  Ctrl-C stops everything.")
     typer.echo("")
     children: list[Child] = []

@@ -286,3 +286,21 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_given_next_years_holidays_not_loaded_when_run_starts_then_it_warns_until_entered(
+        env, runner):
+    from datetime import date, datetime, timezone
+
+    from dispatch.policies import set_calendar_day
+    from hotline.cli import _calendar_warnings, _session
+    from hotline.clock import FrozenClock
+
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    settings = get_settings()
+    late_2026 = FrozenClock(datetime(2026, 12, 1, tzinfo=timezone.utc))
+    [warning] = _calendar_warnings(settings, late_2026)
+    assert "holidays of 2027 are not loaded" in warning
+    with _session(settings) as session:
+        set_calendar_day(session, day=date(2027, 1, 1), is_workday=False, name="元旦")
+    assert _calendar_warnings(settings, late_2026) == []

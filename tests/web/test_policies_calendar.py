@@ -70,3 +70,25 @@ def test_given_naive_or_bad_day_when_put_then_422(client, auth):
     response = client.put(f"{DAYS}/2027-13-01", headers=auth("admin"), json={"is_workday": True})
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["in"] == "path"
+
+
+def test_given_a_year_chinese_calendar_knows_then_holidays_and_makeup_days_are_listed(
+        client, auth):
+    body = client.get("/api/v1/calendar/years/2026", headers=auth("operator")).json()
+    assert body["known"] is True
+    holidays = {h["day"]: h["name"] for h in body["holidays"]}
+    assert holidays["2026-10-01"] == "国庆节"
+    assert any(m["name"] and m["name"].endswith("调休") for m in body["makeup_workdays"])
+
+
+def test_given_a_year_not_loaded_when_admin_enters_its_holidays_then_it_becomes_known(
+        client, auth):
+    before = client.get("/api/v1/calendar/years/2027", headers=auth("operator")).json()
+    assert before == {"year": 2027, "known": False, "holidays": [], "makeup_workdays": []}
+    put = client.put("/api/v1/calendar/days/2027-01-01", headers=auth("admin"),
+                     json={"is_workday": False, "name": "元旦"})
+    assert put.status_code == 200
+    after = client.get("/api/v1/calendar/years/2027", headers=auth("operator")).json()
+    assert after["known"] is True
+    assert after["holidays"] == [{"day": "2027-01-01", "name": "元旦"}]
+    assert client.get("/api/v1/calendar/years/1999", headers=auth("operator")).status_code == 422

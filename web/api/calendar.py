@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch import policies
@@ -24,6 +26,27 @@ class CalendarImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, max_length=100_000, description=policies.IMPORT_FORMATS)
+
+
+class CalendarEntryRead(BaseModel):
+    day: date
+    name: str | None
+
+
+class YearRead(BaseModel):
+    year: int
+    known: bool = Field(description="false: this year's holidays are not loaded, so working "
+                        "days are counted as Monday to Friday until an administrator enters them")
+    holidays: list[CalendarEntryRead]
+    makeup_workdays: list[CalendarEntryRead]
+
+
+@router.get("/years/{year}", response_model=YearRead)
+def year(year: Annotated[int, Path(ge=2000, le=2100)], session: SessionDep,
+         _: CurrentUser) -> YearRead:
+    """The working-day calendar of one year, as deadlines will count it."""
+    return YearRead.model_validate(policies.load_calendar(session).year(year),
+                                   from_attributes=True)
 
 
 @router.get("/days", response_model=list[CalendarDay])
