@@ -1,8 +1,6 @@
 """The migrations build exactly the schema hotline.models declares, on both backends."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
@@ -10,19 +8,12 @@ from sqlalchemy import inspect
 from hotline import migrate
 from hotline.db import make_engine
 from hotline.errors import Conflict
-from tests import services
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param not in (request.config.getoption("--backend") or ["sqlite", "postgres"]):
-        pytest.skip(f"--backend excludes {request.param}")
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrated.db'}"
-        return
-    url, drop = services.create_database("hotline_migrate")
-    yield url
-    drop()
+@pytest.fixture
+def fresh_url(fresh_db_url: str) -> str:
+    """An empty database on each backend (the --backend option chooses which)."""
+    return fresh_db_url
 
 
 def test_given_fresh_database_when_upgraded_to_head_then_schema_matches_models(fresh_url):
