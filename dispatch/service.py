@@ -62,7 +62,8 @@ class DispatchResult:
 # ---------------------------------------------------------------- lookups
 
 
-def assignments_of(session: Session, *, ticket_id: int, live_only: bool = False) -> list[Assignment]:
+def assignments_of(session: Session, *, ticket_id: int,
+                   live_only: bool = False) -> list[Assignment]:
     stmt = select(Assignment).where(Assignment.ticket_id == ticket_id)
     if live_only:
         stmt = stmt.where(col(Assignment.status).in_(LIVE))
@@ -119,7 +120,7 @@ def _deadlines(start: datetime, policy: SlaPolicy, calendar: WorkCalendar) -> di
     }
 
 
-def _assign(
+def _new_assignments(
     session: Session,
     *,
     ticket: Ticket,
@@ -131,6 +132,7 @@ def _assign(
     actor: Actor,
     now: datetime,
 ) -> list[Assignment]:
+    """The assignments of one dispatch, clocks armed, not yet added to the session."""
     if any(u.id == lead.id for u in co_units):
         raise InvalidInput(f"unit {lead.code} cannot be both lead and co-handling unit")
     if len({u.id for u in co_units}) != len(co_units):
@@ -144,9 +146,6 @@ def _assign(
         )
         escalation.arm(assignment, clock=Clock.sign, policy=policy, calendar=calendar)
         made.append(assignment)
-    # Everything that can refuse the dispatch has run by now; only then is anything written,
-    # so a refused dispatch leaves the intake untouched.
-    session.add_all(made)
     return made
 
 
@@ -190,12 +189,16 @@ def _route(
     extra: dict[str, Any] | None = None,
 ) -> list[Assignment]:
     calendar = reference.snapshot(session).calendar
-    made = _assign(session, ticket=ticket, lead=lead, co_units=co_units, policy=policy,
-                   calendar=calendar, rule_name=rule_name, actor=actor, now=now)
+    made = _new_assignments(session, ticket=ticket, lead=lead, co_units=co_units,
+                            policy=policy, calendar=calendar, rule_name=rule_name, actor=actor,
+                            now=now)
     units = {u.id: u for u in (lead, *co_units)}
     tickets.record(session, ticket=ticket, action=action, actor=who(actor), now=now,
                    changes=changes, reason=reason, rule=rule_name,
                    data={**_assignment_summary(made, units, policy), **(extra or {})})
+    # Everything that can refuse the dispatch (units, policy, deadlines, the lifecycle) has
+    # run by now; only then are the assignments written, so a refusal leaves no trace.
+    session.add_all(made)
     session.flush()  # one flush for the assignments, the ticket and its event; callers need ids
     return made
 
