@@ -70,7 +70,9 @@ class Rule(SQLModel, table=True):
 
 
 class RuleRevision(SQLModel, table=True):
-    """One row; bumped on every rule change so each process knows when to recompile."""
+    """One row: the revision of all reference data a dispatch reads — rules, units, SLA
+    policies, calendar days. Every writer of those bumps it (dispatch.reference.bump), so
+    each process knows when its cached snapshot is stale."""
 
     __tablename__ = "rule_revision"
 

@@ -208,12 +208,12 @@ def test_given_unmigrated_database_when_users_list_then_hint_to_upgrade(env, run
     assert "hotline db upgrade" in result.output
 
 
-def _sleeper(name: str) -> Child:
-    return Child(name, subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+def _until_signalled(name: str) -> Child:
+    return Child(name, subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"]))
 
 
 def test_given_a_child_dies_when_supervised_then_the_rest_are_stopped_and_status_is_1(capsys):
-    survivor = _sleeper("web server")
+    survivor = _until_signalled("web server")
     dying = Child("worker", subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]))
 
     assert supervise([survivor, dying], poll=0.05) == 1
@@ -223,7 +223,7 @@ def test_given_a_child_dies_when_supervised_then_the_rest_are_stopped_and_status
 
 
 def test_given_sigterm_when_supervised_then_every_child_is_stopped_and_status_is_0():
-    children = [_sleeper("web server"), _sleeper("worker")]
+    children = [_until_signalled("web server"), _until_signalled("worker")]
     handler_before = signal.getsignal(signal.SIGTERM)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
