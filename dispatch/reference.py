@@ -53,8 +53,12 @@ def bump(session: Session) -> None:
     session.info[_CHANGED] = True
 
 
+_REVISION = select(RuleRevision.revision).where(RuleRevision.id == 1)
+
+
 def _revision(session: Session) -> int:
-    return session.exec(select(RuleRevision.revision).where(RuleRevision.id == 1)).first() or 0
+    # Core, not the ORM: this runs once per transaction, on every intake.
+    return session.connection().execute(_REVISION).scalar() or 0
 
 
 def _detached(row: Any) -> Any:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlmodel import Session, col
 
 from dispatch import escalation, policies, reference, sla
@@ -33,6 +33,7 @@ from dispatch.models import (
     User,
 )
 from dispatch.rules import TicketFacts
+from hotline.db import build_row
 from hotline.errors import Conflict, InvalidInput, NotFound
 from tickets import service as tickets
 from tickets.lifecycle import Action, next_status
@@ -140,10 +141,11 @@ def _new_assignments(
     deadlines = _deadlines(now, policy, calendar)
     made = []
     for unit, role in [(lead, AssignmentRole.lead), *((u, AssignmentRole.co) for u in co_units)]:
-        assignment = Assignment(
-            ticket_id=ticket.id, unit_id=unit.id, role=role, policy_id=policy.id,
-            rule_name=rule_name, dispatched_by=who(actor), started_at=now, **deadlines,
-        )
+        # Every value is ours or comes from validated reference data.
+        assignment = build_row(Assignment, {
+            "ticket_id": ticket.id, "unit_id": unit.id, "role": role, "policy_id": policy.id,
+            "rule_name": rule_name, "dispatched_by": who(actor), "started_at": now,
+            **deadlines})
         escalation.arm(assignment, clock=Clock.sign, policy=policy, calendar=calendar)
         made.append(assignment)
     return made
@@ -225,6 +227,60 @@ def _classification(actions: Any, ticket: Ticket) -> dict[str, Any]:
     return {k: v for k, v in wanted.items() if v is not None and getattr(ticket, k) != v}
 
 
+@dataclass
+class _Decision:
+    """What the rules (or the fallback) say about a ticket; no lead unit means the queue."""
+
+    rule_name: str | None
+    changes: dict[str, Any]
+    explanation: dict[str, Any]
+    lead: Unit | None = None
+    co_units: list[Unit] = field(default_factory=list)
+    policy: SlaPolicy | None = None
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _decide(session: Session, ticket: Ticket, *, fallback_unit_code: str | None,
+            tz: ZoneInfo) -> _Decision:
+    """Every refusal (a rule naming an inactive unit, an unknown policy) is raised here,
+    before anything is written or changed."""
+    match, explanation = reference.snapshot(session).rules.decide(facts_of(ticket, tz))
+    changes: dict[str, Any] = {}
+    rule_name = None
+    if match is not None:
+        rule_name = match.rule.name
+        changes = _classification(match.rule.actions, ticket)
+        if match.rule.actions.lead_unit:
+            return _Decision(
+                rule_name, changes, explanation,
+                lead=_unit(session, match.rule.actions.lead_unit),
+                co_units=[_unit(session, c) for c in match.rule.actions.co_units or []],
+                policy=policies.policy_for(
+                    session, request_type=changes.get("request_type", ticket.request_type),
+                    urgency=changes.get("urgency", ticket.urgency),
+                    category_code=changes.get("category_code", ticket.category_code),
+                    name=match.rule.actions.sla_policy,
+                ),
+                extra={"explanation": explanation},
+            )
+    if fallback_unit_code:
+        return _Decision(
+            rule_name, changes, explanation,
+            lead=_unit(session, fallback_unit_code),
+            policy=policies.policy_for(
+                session, request_type=ticket.request_type,
+                urgency=changes.get("urgency", ticket.urgency),
+                category_code=changes.get("category_code", ticket.category_code)),
+            reason="no rule routed the ticket: fallback unit",
+            extra={"explanation": explanation, "fallback": True},
+        )
+    return _Decision(rule_name, changes, explanation)
+
+
+_QUEUED = "no rule routed the ticket: manual dispatch queue"
+
+
 def dispatch_ticket(
     session: Session,
     *,
@@ -239,9 +295,9 @@ def dispatch_ticket(
     when none routes the ticket it goes to the fallback unit, or else to the manual
     dispatch queue — never nowhere. A reopened ticket goes back to the units that had it.
 
-    Every refusal (a rule naming an inactive unit, an unknown policy) is raised before the
-    first write. `ticket` is for a caller that created the ticket in this very transaction,
-    and so already holds its row."""
+    Every refusal is raised before the first write. `ticket` is for a caller that already
+    holds the ticket's row lock. A ticket still being created is dispatched by
+    `plan_new_dispatch` instead."""
     if ticket is None or ticket.id != ticket_id:
         ticket = _lock(session, ticket_id)
     if ticket.status == Status.reopened:
@@ -250,51 +306,79 @@ def dispatch_ticket(
         raise Conflict(f"ticket {ticket.number} is {ticket.status.value}; only new or queued "
                        f"tickets are dispatched by rules", status=ticket.status.value)
 
-    compiled = reference.snapshot(session).rules
-    facts = facts_of(ticket, tz)
-    match, explanation = compiled.decide(facts)
-    changes: dict[str, Any] = {}
-    rule_name = None
-    if match is not None:
-        rule_name = match.rule.name
-        changes = _classification(match.rule.actions, ticket)
-        if match.rule.actions.lead_unit:
-            lead = _unit(session, match.rule.actions.lead_unit)
-            co = [_unit(session, c) for c in match.rule.actions.co_units or []]
-            policy = policies.policy_for(
-                session, request_type=changes.get("request_type", ticket.request_type),
-                urgency=changes.get("urgency", ticket.urgency),
-                category_code=changes.get("category_code", ticket.category_code),
-                name=match.rule.actions.sla_policy,
-            )
-            made = _route(session, ticket=ticket, action=Action.dispatch, lead=lead,
-                          co_units=co, policy=policy, rule_name=rule_name, actor=actor,
-                          now=now, changes=changes, extra={"explanation": explanation})
-            return DispatchResult(ticket, made, rule_name, explanation=explanation)
-
-    if fallback_unit_code:
-        lead = _unit(session, fallback_unit_code)
-        policy = policies.policy_for(session, request_type=ticket.request_type,
-                                     urgency=changes.get("urgency", ticket.urgency),
-                                     category_code=changes.get("category_code",
-                                                               ticket.category_code))
-        made = _route(session, ticket=ticket, action=Action.dispatch, lead=lead, co_units=[],
-                      policy=policy, rule_name=rule_name, actor=actor, now=now,
-                      changes=changes, reason="no rule routed the ticket: fallback unit",
-                      extra={"explanation": explanation, "fallback": True})
-        return DispatchResult(ticket, made, rule_name, explanation=explanation)
-
+    decision = _decide(session, ticket, fallback_unit_code=fallback_unit_code, tz=tz)
+    if decision.lead is not None:
+        assert decision.policy is not None
+        made = _route(session, ticket=ticket, action=Action.dispatch, lead=decision.lead,
+                      co_units=decision.co_units, policy=decision.policy,
+                      rule_name=decision.rule_name, actor=actor, now=now,
+                      changes=decision.changes, reason=decision.reason, extra=decision.extra)
+        return DispatchResult(ticket, made, decision.rule_name,
+                              explanation=decision.explanation)
+    queued = DispatchResult(ticket, [], decision.rule_name, queued=True,
+                            explanation=decision.explanation)
     if ticket.status == Status.pending_dispatch:
-        if changes:
+        if decision.changes:
             tickets.record(session, ticket=ticket, action=Action.update, actor=who(actor),
-                           now=now, changes=changes, rule=rule_name,
-                           data={"explanation": explanation})
-        return DispatchResult(ticket, [], rule_name, queued=True, explanation=explanation)
+                           now=now, changes=decision.changes, rule=decision.rule_name,
+                           data={"explanation": decision.explanation})
+        return queued
     tickets.record(session, ticket=ticket, action=Action.queue, actor=who(actor), now=now,
-                   changes=changes, rule=rule_name,
-                   reason="no rule routed the ticket: manual dispatch queue",
-                   data={"explanation": explanation})
-    return DispatchResult(ticket, [], rule_name, queued=True, explanation=explanation)
+                   changes=decision.changes, rule=decision.rule_name, reason=_QUEUED,
+                   data={"explanation": decision.explanation})
+    return queued
+
+
+_ASSIGNMENT_COLUMNS = tuple(c.key for c in Assignment.__table__.columns if c.key != "id")
+
+
+def plan_new_dispatch(
+    session: Session,
+    *,
+    ticket: Ticket,
+    events: list[dict[str, Any]],
+    now: datetime,
+    actor: Actor = None,
+    fallback_unit_code: str | None = None,
+    tz: ZoneInfo = DEFAULT_TZ,
+) -> tuple[DispatchResult, tickets.Writer | None]:
+    """`dispatch_ticket` for a ticket that `tickets.create_ticket` still holds in memory
+    (its `then`): decide, arm the clocks, apply the step to the ticket and append its
+    event to `events`. The returned writer inserts the assignments, in one statement,
+    once the ticket has its id. A refusal raises before the ticket is touched."""
+    decision = _decide(session, ticket, fallback_unit_code=fallback_unit_code, tz=tz)
+    if decision.lead is None:
+        events.append(tickets.apply(
+            ticket, action=Action.queue, actor=who(actor), now=now, changes=decision.changes,
+            rule=decision.rule_name, reason=_QUEUED, data={"explanation": decision.explanation}))
+        return DispatchResult(ticket, [], decision.rule_name, queued=True,
+                              explanation=decision.explanation), None
+    assert decision.policy is not None
+    made = _new_assignments(session, ticket=ticket, lead=decision.lead,
+                            co_units=decision.co_units, policy=decision.policy,
+                            calendar=reference.snapshot(session).calendar,
+                            rule_name=decision.rule_name, actor=actor, now=now)
+    units = {u.id: u for u in (decision.lead, *decision.co_units)}
+    events.append(tickets.apply(
+        ticket, action=Action.dispatch, actor=who(actor), now=now, changes=decision.changes,
+        reason=decision.reason, rule=decision.rule_name,
+        data={**_assignment_summary(made, units, decision.policy), **decision.extra}))
+
+    def write(written: Ticket) -> list[Assignment]:
+        table = Assignment.__table__
+        rows = []
+        for assignment in made:
+            assignment.ticket_id = written.id
+            rows.append({k: getattr(assignment, k) for k in _ASSIGNMENT_COLUMNS})
+        ids = session.connection().execute(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
+        ).scalars().all()
+        for assignment, ident in zip(made, ids, strict=True):
+            assignment.id = ident
+        return made
+
+    return DispatchResult(ticket, made, decision.rule_name,
+                          explanation=decision.explanation), write
 
 
 def manual_dispatch(

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, DateTime, event
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import class_mapper, sessionmaker
+from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
 
 class UTCDateTime(TypeDecorator):
@@ -121,3 +122,32 @@ def _run_after_commit(session: Session) -> None:
 def _drop_after_commit(session: Session, previous_transaction: Any) -> None:
     if previous_transaction.parent is None:  # only the outermost rollback discards work
         session.info.pop(_AFTER_COMMIT_KEY, None)
+
+
+_Row = TypeVar("_Row", bound=SQLModel)
+
+
+def build_row(model: type[_Row], values: Mapping[str, Any]) -> _Row:
+    """A table-model instance from values that are already valid — a validated create
+    schema plus what the code itself sets — with the model's defaults for the rest.
+
+    `Model(...)` and `Model.model_validate` set every field through both pydantic's and
+    SQLAlchemy's attribute machinery; on the intake path that is a fifth of the CPU per
+    ticket. Here the values go into the instance dict at once; SQLAlchemy reads them from
+    there when it writes the row, and instrumented changes made later are tracked as usual.
+    Anything not yet validated belongs in `model_validate`, not here."""
+    full: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if name in values:
+            full[name] = values[name]
+        elif info.is_required():
+            raise TypeError(f"{model.__name__}.{name} is required")
+        else:
+            full[name] = info.get_default(call_default_factory=True)
+    class_mapper(model)  # configures the mappers on first use, as __init__ would
+    row = manager_of_class(model).new_instance()
+    row.__dict__.update(full)
+    object.__setattr__(row, "__pydantic_fields_set__", set(values))
+    object.__setattr__(row, "__pydantic_extra__", None)
+    object.__setattr__(row, "__pydantic_private__", None)
+    return row

@@ -6,16 +6,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import ColumnElement, and_, or_, select, text
+from sqlalchemy import ColumnElement, and_, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col
 
+from hotline.db import build_row
 from hotline.errors import Conflict, InvalidInput, NotFound
 from tickets.lifecycle import Action, next_status
 from tickets.models import (
@@ -44,7 +47,7 @@ def next_ticket_number(session: Session, *, now: datetime, tz: ZoneInfo = DEFAUL
     many intakes run at once (the counter row is locked until the transaction ends)."""
     day = now.astimezone(tz).strftime("%Y%m%d")
     table = TicketCounter.__tablename__
-    last = session.execute(
+    last = session.connection().execute(
         text(
             f"INSERT INTO {table} (day, last) VALUES (:day, 1) "
             f"ON CONFLICT (day) DO UPDATE SET last = {table}.last + 1 RETURNING last"
@@ -61,10 +64,9 @@ def _jsonable(value: Any) -> Any:
     return to_jsonable_python(value)
 
 
-def record(
-    session: Session,
-    *,
+def apply(
     ticket: Ticket,
+    *,
     action: Action,
     actor: str,
     now: datetime,
@@ -73,8 +75,9 @@ def record(
     reason: str | None = None,
     rule: str | None = None,
     data: dict[str, Any] | None = None,
-) -> TicketEvent:
-    """Apply one lifecycle step to `ticket` and append its audit event."""
+) -> dict[str, Any]:
+    """Apply one lifecycle step to `ticket` in memory and return its audit event's column
+    values. `record` is the usual caller; the intake fast path writes the values itself."""
     before = ticket.status
     after = next_status(before, action, target)
     changes = dict(changes or {})
@@ -94,10 +97,14 @@ def record(
     payload = dict(data or {})
     if changes:
         payload["set"] = _jsonable(changes)
-    event = TicketEvent(
-        ticket_id=ticket.id, seq=ticket.event_seq, at=now, actor=actor, action=action.value,
-        from_status=before, to_status=after, reason=reason, rule=rule, data=payload,
-    )
+    return {"ticket_id": ticket.id, "seq": ticket.event_seq, "at": now, "actor": actor,
+            "action": action.value, "from_status": before, "to_status": after,
+            "reason": reason, "rule": rule, "data": payload}
+
+
+def record(session: Session, *, ticket: Ticket, **step: Any) -> TicketEvent:
+    """Apply one lifecycle step to `ticket` and append its audit event (see `apply`)."""
+    event = TicketEvent(**apply(ticket, **step))
     session.add(ticket)
     session.add(event)
     return event
@@ -106,10 +113,15 @@ def record(
 # ---------------------------------------------------------------- intake
 
 
+Writer = Callable[[Ticket], Sequence[Any]]
+Planner = Callable[[Ticket, list[dict[str, Any]]], Writer | None]
+
+
 @dataclass(frozen=True)
 class Intake:
     ticket: Ticket
     created: bool  # False when an idempotent retry returned the earlier ticket
+    written: list[Any] = field(default_factory=list)  # rows `then` wrote with the ticket
 
 
 def _fingerprint(data: TicketCreate) -> str:
@@ -126,43 +138,93 @@ def create_ticket(
     idempotency_key: str | None = None,
     idempotency_scope: str = "api",
     tz: ZoneInfo = DEFAULT_TZ,
+    then: Planner | None = None,
 ) -> Intake:
     """Create a ticket in status intake. With an idempotency key a repeated submission
-    returns the first ticket; the same key with a different payload is a Conflict."""
-    fingerprint = _fingerprint(data)
+    returns the first ticket; the same key with a different payload is a Conflict.
+
+    `then(ticket, events)` runs on the ticket in memory before anything is written: it may
+    `apply` further steps (dispatch does), appending their events, and may return a writer
+    that is called with the ticket once it has its id, inside the same all-or-nothing
+    write. What the writer returns is attached to the session with the ticket and handed
+    back in `Intake.written`."""
+    fingerprint = _fingerprint(data) if idempotency_key else ""
     if idempotency_key:
         existing = _idempotent_hit(session, idempotency_scope, idempotency_key, fingerprint)
         if existing:
             return Intake(existing, created=False)
+    ticket, created = new_ticket(data, actor=actor, now=now)
+    events = [created]
+    writer = then(ticket, events) if then else None
 
-    fields = data.model_dump()
-    ticket = Ticket.model_validate(
-        fields,
-        update={"number": next_ticket_number(session, now=now, tz=tz), "status": Status.intake,
-                "created_at": now, "updated_at": now, "created_by": actor, "event_seq": 1},
-    )
-    session.add(ticket)
-    session.flush()
-    if idempotency_key:
+    def write() -> list[Any]:
+        insert_new(session, ticket=ticket, events=events, now=now, tz=tz)
+        written = list(writer(ticket)) if writer else []
+        if idempotency_key:
+            session.execute(insert(IdempotencyKey.__table__), {
+                "scope": idempotency_scope, "key": idempotency_key, "fingerprint": fingerprint,
+                "ticket_id": ticket.id, "created_at": now})
+        return written
+
+    if not idempotency_key:
+        written = write()
+    else:
         try:
             with session.begin_nested():
-                session.add(IdempotencyKey(scope=idempotency_scope, key=idempotency_key,
-                                           fingerprint=fingerprint, ticket_id=ticket.id,
-                                           created_at=now))
+                written = write()
         except IntegrityError:
-            # A concurrent twin won the race; give up ours and return theirs.
-            session.delete(ticket)
-            session.flush()
+            # A concurrent twin won the race: the savepoint took back our ticket, its
+            # events and what `then` wrote; return theirs.
             existing = _idempotent_hit(session, idempotency_scope, idempotency_key, fingerprint)
             if existing is None:
                 raise
             return Intake(existing, created=False)
-    snapshot = {f: getattr(ticket, f) for f in AUDITED_FIELDS if f not in {"status"}}
-    session.add(TicketEvent(
-        ticket_id=ticket.id, seq=1, at=now, actor=actor, action=Action.create.value,
-        from_status=None, to_status=Status.intake, data={"set": _jsonable(snapshot)},
-    ))
-    return Intake(ticket, created=True)
+    attach(session, ticket, *written)
+    return Intake(ticket, created=True, written=written)
+
+
+def new_ticket(data: TicketCreate, *, actor: str, now: datetime) -> tuple[Ticket, dict[str, Any]]:
+    """A ticket in status intake held in memory — no id or number yet — and the values of
+    its creation event. Further steps may be `apply`-ed before `insert_new` writes it."""
+    # TicketCreate has validated every field it carries, under the same constraints.
+    ticket = build_row(Ticket, {
+        **data.model_dump(), "number": "", "status": Status.intake, "created_at": now,
+        "updated_at": now, "created_by": actor, "event_seq": 1})
+    snapshot = {f: getattr(ticket, f) for f in AUDITED_FIELDS if f != "status"}
+    created = {"ticket_id": None, "seq": 1, "at": now, "actor": actor,
+               "action": Action.create.value, "from_status": None, "to_status": Status.intake,
+               "reason": None, "rule": None, "data": {"set": _jsonable(snapshot)}}
+    return ticket, created
+
+
+_TICKET_COLUMNS = tuple(c.key for c in Ticket.__table__.columns if c.key != "id")
+_INSERT_TICKET = insert(Ticket.__table__).returning(Ticket.__table__.c.id)
+_INSERT_EVENT = insert(TicketEvent.__table__)
+
+
+def insert_new(session: Session, *, ticket: Ticket, events: list[dict[str, Any]],
+               now: datetime, tz: ZoneInfo = DEFAULT_TZ) -> Ticket:
+    """Write a ticket made by `new_ticket` (its first event the creation) with its events:
+    three statements and no unit-of-work flush, the path every intake takes. The number is
+    drawn last, just before the row is written, so the day's counter row stays locked for
+    as short a time as this transaction allows. Call `attach` once the ticket is final."""
+    ticket.number = next_ticket_number(session, now=now, tz=tz)
+    events[0]["data"]["set"]["number"] = ticket.number
+    table = Ticket.__table__
+    connection = session.connection()
+    ticket.id = connection.execute(
+        _INSERT_TICKET, {k: getattr(ticket, k) for k in _TICKET_COLUMNS}).scalar_one()
+    for event in events:
+        event["ticket_id"] = ticket.id
+    connection.execute(_INSERT_EVENT, events)
+    return ticket
+
+
+def attach(session: Session, *rows: Any) -> None:
+    """Make rows written with plain INSERTs persistent in `session`, as if loaded."""
+    for row in rows:
+        make_transient_to_detached(row)
+        session.add(row)
 
 
 def _idempotent_hit(session: Session, scope: str, key: str, fingerprint: str) -> Ticket | None:

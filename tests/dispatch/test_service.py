@@ -281,3 +281,31 @@ def test_given_idempotency_key_when_submitted_twice_then_one_ticket(session, clo
     with pytest.raises(Conflict):
         submit(session, data=TicketCreate(description="别的事"), actor=None, now=clock.now(),
                idempotency_key="k1")
+
+
+def test_given_submitted_ticket_when_read_back_then_it_equals_its_rebuilt_audit_and_rows(
+        session, clock, world):
+    sub = submit(session, data=TicketCreate(description="我们公司老板拖欠工资三个月了"),
+                 actor=None, now=clock.now())
+    [lead] = sub.dispatch.assignments
+    session.expire_all()  # what the database holds, not what the submission built
+    ticket = get_ticket(session, sub.ticket.id)
+    assert ticket.status == Status.dispatched and ticket.number == sub.ticket.number
+    assert [e.seq for e in events_of(session, ticket.id)] == [1, 2]
+    assert rebuild_state(events_of(session, ticket.id)) == snapshot(ticket)
+    [stored] = service.assignments_of(session, ticket_id=ticket.id)
+    assert stored.id == lead.id and stored.unit_id == world.units["HRSS"].id
+    assert stored.next_escalation_at is not None and stored.sign_due_at == lead.sign_due_at
+
+
+def test_given_submitted_ticket_when_changed_in_the_same_session_then_changes_are_written(
+        session, clock, world):
+    sub = submit(session, data=TicketCreate(description="我们公司老板拖欠工资三个月了"),
+                 actor=None, now=clock.now())
+    [lead] = sub.dispatch.assignments
+    service.sign(session, assignment_id=lead.id, actor=world.handlers["HRSS"],
+                 now=clock.now() + timedelta(hours=1))
+    session.flush()
+    session.expire_all()
+    assert get_ticket(session, sub.ticket.id).status == Status.signed
+    assert service.assignments_of(session, ticket_id=sub.ticket.id)[0].signed_at is not None

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from dispatch import accounts
-from dispatch.models import Role
+from dispatch.models import Assignment, Role
 from hotline.config import Settings
 from hotline.db import make_engine, make_session_factory, session_scope
 from hotline.models import metadata
-from tickets.models import IdempotencyKey, Ticket
+from tickets.models import IdempotencyKey, Ticket, TicketEvent
 from web.app import create_app
 
 
@@ -50,7 +50,10 @@ def test_given_concurrent_posts_with_one_idempotency_key_then_one_ticket(committ
         responses = list(pool.map(submit, range(racers)))
 
     assert sorted(r.status_code for r in responses) == [200] * (racers - 1) + [201]
-    assert len({r.json()["ticket"]["id"] for r in responses}) == 1
+    [ticket_id] = {r.json()["ticket"]["id"] for r in responses}
     with session_scope(factory) as session:
         assert session.scalar(select(func.count()).select_from(Ticket)) == 1
         assert session.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
+        # the losers' savepoints took back their events and assignments with their tickets
+        assert set(session.scalars(select(TicketEvent.ticket_id))) == {ticket_id}
+        assert set(session.scalars(select(Assignment.ticket_id))) <= {ticket_id}
