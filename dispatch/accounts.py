@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, exists, func, select
+from sqlalchemy import ColumnElement, bindparam, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from dispatch import reference
 from dispatch.models import Assignment, Role, Unit, UnitLevel, User
+from hotline.db import loaded
 from hotline.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tickets.models import Ticket
 
@@ -177,15 +178,20 @@ def create_user(
     return user, token
 
 
+_BY_TOKEN = select(User.__table__).where(User.__table__.c.token_hash == bindparam("token_hash"))
+
+
 def authenticate(session: Session, *, token: str) -> User | None:
     """The active user holding `token`. Only the SHA-256 is looked up, so timing reveals
     nothing about the token itself."""
     if not token:
         return None
-    user = session.scalars(select(User).where(User.token_hash == hash_token(token))).first()
-    if user is None or not user.active:
+    # A plain SELECT rather than an ORM query: this runs on every request.
+    row = session.connection().execute(
+        _BY_TOKEN, {"token_hash": hash_token(token)}).mappings().first()
+    if row is None or not row["active"]:
         return None
-    return user
+    return loaded(session, User, row)
 
 
 def get_user(session: Session, *, user_id: int) -> User:
@@ -237,10 +243,18 @@ def list_users(
 
 
 def units_by_id(session: Session, ids: Sequence[int | None]) -> dict[int, Unit]:
+    """Units to read (names and codes for responses), from the reference snapshot: its
+    revision check is one query per transaction however many lookups follow."""
     wanted = {i for i in ids if i is not None}
     if not wanted:
         return {}
-    return {u.id: u for u in session.scalars(select(Unit).where(col(Unit.id).in_(wanted)))}
+    known = reference.snapshot(session).units_by_id
+    found = {i: known[i] for i in wanted if i in known}
+    missing = wanted - found.keys()
+    if missing:
+        rows = session.scalars(select(Unit).where(col(Unit.id).in_(missing)))
+        found.update((u.id, u) for u in rows)
+    return found
 
 
 # ---------------------------------------------------------------- what a user may see

@@ -32,6 +32,7 @@ class Snapshot:
     revision: int
     rules: CompiledRules
     units: Mapping[str, Unit]  # by code; detached copies, never to be added to a session
+    units_by_id: Mapping[int, Unit]  # the same copies by id
     policies: tuple[SlaPolicy, ...]  # detached copies, inactive ones included
     calendar: WorkCalendar
 
@@ -85,10 +86,12 @@ def _compile(session: Session) -> CompiledRules:
 
 def _build(session: Session, revision: int) -> Snapshot:
     days = session.exec(select(CalendarDay)).all()
+    units = [_detached(u) for u in session.exec(select(Unit)).all()]
     return Snapshot(
         revision=revision,
         rules=_compile(session),
-        units={u.code: _detached(u) for u in session.exec(select(Unit)).all()},
+        units={u.code: u for u in units},
+        units_by_id={u.id: u for u in units},
         policies=tuple(_detached(p) for p in session.exec(select(SlaPolicy)).all()),
         calendar=WorkCalendar({d.day: d.is_workday for d in days},
                               names={d.day: d.name for d in days if d.name}),

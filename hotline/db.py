@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from sqlalchemy import JSON, DateTime, event
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import class_mapper, sessionmaker
+from sqlalchemy.orm import class_mapper, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel, create_engine
@@ -150,4 +150,23 @@ def build_row(model: type[_Row], values: Mapping[str, Any]) -> _Row:
     object.__setattr__(row, "__pydantic_fields_set__", set(values))
     object.__setattr__(row, "__pydantic_extra__", None)
     object.__setattr__(row, "__pydantic_private__", None)
+    return row
+
+
+def attach(session: Session, *rows: Any) -> None:
+    """Make rows written with plain INSERTs, or read with plain SELECTs, persistent in
+    `session` as if the ORM had loaded them."""
+    for row in rows:
+        make_transient_to_detached(row)
+        session.add(row)
+
+
+def loaded(session: Session, model: type[_Row], values: Mapping[str, Any]) -> _Row:
+    """The row `values` (a plain SELECT's mapping, every column) as a persistent instance:
+    the one already in the session's identity map, else a new one attached."""
+    existing = session.identity_map.get(session.identity_key(model, values["id"]))
+    if existing is not None:
+        return existing  # type: ignore[return-value]
+    row = build_row(model, values)
+    attach(session, row)
     return row

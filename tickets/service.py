@@ -15,10 +15,9 @@ from zoneinfo import ZoneInfo
 from pydantic_core import to_jsonable_python
 from sqlalchemy import ColumnElement, and_, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col
 
-from hotline.db import build_row
+from hotline.db import attach, build_row
 from hotline.errors import Conflict, InvalidInput, NotFound
 from tickets.lifecycle import Action, next_status
 from tickets.models import (
@@ -218,13 +217,6 @@ def insert_new(session: Session, *, ticket: Ticket, events: list[dict[str, Any]]
         event["ticket_id"] = ticket.id
     connection.execute(_INSERT_EVENT, events)
     return ticket
-
-
-def attach(session: Session, *rows: Any) -> None:
-    """Make rows written with plain INSERTs persistent in `session`, as if loaded."""
-    for row in rows:
-        make_transient_to_detached(row)
-        session.add(row)
 
 
 def _idempotent_hit(session: Session, scope: str, key: str, fingerprint: str) -> Ticket | None:

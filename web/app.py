@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from pydantic.json_schema import models_json_schema
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
@@ -19,6 +21,7 @@ from hotline.config import Settings, get_settings
 from hotline.db import make_engine, make_session_factory
 from web import errors
 from web.api import router as api_router
+from web.deps import OPENAPI_MODELS
 
 
 class LazySessionFactory:
@@ -54,6 +57,7 @@ def create_app(
     app.state.session_factory = session_factory or LazySessionFactory(settings.db_url)
     errors.install(app)
     app.include_router(api_router, prefix="/api/v1")
+    _document_parsed_bodies(app)
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
@@ -61,3 +65,22 @@ def create_app(
         return RedirectResponse("/docs")
 
     return app
+
+
+def _document_parsed_bodies(app: FastAPI) -> None:
+    """Put the models of bodies that routes parse themselves (web.deps.json_body_schema)
+    into the OpenAPI components, where those routes' request bodies point."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        _, extra = models_json_schema([(m, "validation") for m in OPENAPI_MODELS],
+                                      ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in extra.get("$defs", {}).items():
+            components.setdefault(name, definition)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -82,3 +82,31 @@ def test_given_a_browser_at_the_root_then_it_lands_on_the_api_docs(client):
     response = client.get("/", follow_redirects=False)
     assert response.status_code == 307 and response.headers["location"] == "/docs"
     assert "swagger" in client.get("/").text.lower()
+
+
+def _refs(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+def test_given_the_spec_then_every_reference_resolves_and_intake_documents_its_body(client):
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for ref in _refs(spec):
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas, ref
+    create = spec["paths"]["/api/v1/tickets"]["post"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/TicketCreate"}
+    assert "description" in schemas["TicketCreate"]["required"]
+    assert create["security"] == [{"HTTPBearer": []}]
+
+
+def test_given_no_token_and_a_bad_body_when_creating_then_401_before_validation(client):
+    assert client.post("/api/v1/tickets", json={}).status_code == 401

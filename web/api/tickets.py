@@ -1,13 +1,20 @@
 """Tickets: intake, reading, corrections, direct answers and merging."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials
+from sqlmodel import Session
 
 from dispatch import accounts
 from dispatch import service as dispatching
 from hotline import pipeline
+from hotline.config import Settings
+from hotline.db import session_scope
 from tickets import service as tickets
 from tickets.models import TicketCreate, TicketEventRead, TicketRead, TicketUpdate
 from web.api.schemas import (
@@ -20,7 +27,18 @@ from web.api.schemas import (
     ticket_read,
     ticket_with_assignments,
 )
-from web.deps import ClockDep, CurrentUser, IntakeStaff, SessionDep, SettingsDep
+from web.auth import INTAKE, unauthenticated
+from web.deps import (
+    ClockDep,
+    Credentials,
+    CurrentUser,
+    IntakeStaff,
+    SessionDep,
+    authenticated,
+    check_role,
+    json_body_schema,
+    parse_json_body,
+)
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 
@@ -31,20 +49,42 @@ IdempotencyKeyHeader = Annotated[str | None, Header(
 
 
 @router.post("", status_code=201, response_model=TicketWithAssignments,
-             responses={200: {"description": "an idempotent replay: the ticket created first"}})
-def create_ticket(data: TicketCreate, session: SessionDep, user: IntakeStaff, clock: ClockDep,
-                  settings: SettingsDep, response: Response,
-                  idempotency_key: IdempotencyKeyHeader = None) -> TicketWithAssignments:
-    submission = pipeline.submit(
-        session, data=data, actor=user, now=clock.now(), idempotency_key=idempotency_key,
-        idempotency_scope=f"user:{user.id}",
-        fallback_unit_code=settings.dispatch.fallback_unit_code, tz=settings.tz,
-    )
-    if not submission.created:
-        response.status_code = 200
-        return ticket_with_assignments(session, submission.ticket, user)
-    made = submission.dispatch.assignments if submission.dispatch else []
-    return ticket_with_assignments(session, submission.ticket, user, assignments=made)
+             responses={200: {"description": "an idempotent replay: the ticket created first"}},
+             openapi_extra=json_body_schema(TicketCreate))
+async def create_ticket(request: Request, credentials: Credentials,
+                        idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    """受理: the ticket is created, classified by the rules and dispatched in one unit of
+    work. 201 with the ticket and its assignments; 200 with the first ticket for a repeated
+    Idempotency-Key."""
+    if credentials is None:
+        raise unauthenticated("a bearer token is required")
+    state = request.app.state
+    return await run_in_threadpool(_create_ticket, await request.body(), state.session_factory,
+                                   credentials, state.clock.now(), state.settings,
+                                   idempotency_key)
+
+
+def _create_ticket(raw: bytes, factory: Callable[[], Session],
+                   credentials: HTTPAuthorizationCredentials, now: datetime, settings: Settings,
+                   idempotency_key: str | None) -> Response:
+    # The whole unit of work in one trip to the thread pool (see web.deps.unit_of_work);
+    # the payload is validated after the caller is known to be allowed to send one.
+    with session_scope(factory) as session:
+        user = check_role(authenticated(session, credentials), INTAKE)
+        data = parse_json_body(TicketCreate, raw)
+        submission = pipeline.submit(
+            session, data=data, actor=user, now=now, idempotency_key=idempotency_key,
+            idempotency_scope=f"user:{user.id}",
+            fallback_unit_code=settings.dispatch.fallback_unit_code, tz=settings.tz,
+        )
+        if submission.created:
+            made = submission.dispatch.assignments if submission.dispatch else []
+            body = ticket_with_assignments(session, submission.ticket, user, assignments=made)
+        else:
+            body = ticket_with_assignments(session, submission.ticket, user)
+        content = body.model_dump_json()
+    return Response(content, status_code=201 if submission.created else 200,
+                    media_type="application/json")
 
 
 @router.get("", response_model=TicketPage)
