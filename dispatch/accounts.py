@@ -178,7 +178,8 @@ def create_user(
     return user, token
 
 
-_BY_TOKEN = select(User.__table__).where(User.__table__.c.token_hash == bindparam("token_hash"))
+_BY_TOKEN = select(User.__table__, reference.REVISION).where(
+    User.__table__.c.token_hash == bindparam("token_hash"))
 
 
 def authenticate(session: Session, *, token: str) -> User | None:
@@ -186,12 +187,15 @@ def authenticate(session: Session, *, token: str) -> User | None:
     nothing about the token itself."""
     if not token:
         return None
-    # A plain SELECT rather than an ORM query: this runs on every request.
+    # A plain SELECT rather than an ORM query: this runs on every request, and it brings
+    # the reference revision along, which nearly every request needs next.
     row = session.connection().execute(
         _BY_TOKEN, {"token_hash": hash_token(token)}).mappings().first()
     if row is None or not row["active"]:
         return None
-    return loaded(session, User, row)
+    values = dict(row)
+    reference.read_along(session, values.pop("reference_revision"))
+    return loaded(session, User, values)
 
 
 def get_user(session: Session, *, user_id: int) -> User:

@@ -114,10 +114,23 @@ def snapshot(session: Session) -> Snapshot:
     return current
 
 
-def _current(session: Session) -> Snapshot:
+def read_along(session: Session, revision: int | None) -> None:
+    """Take the revision that another of this transaction's statements read along with its
+    own data (see REVISION) — authentication does — so `snapshot` need not ask again."""
+    if session.info.get(_CHANGED):
+        return
+    session.info[_SEEN] = (session.get_transaction(), _current(session, revision or 0))
+
+
+REVISION = _REVISION.scalar_subquery().label("reference_revision")
+"""A column for another SELECT to carry the revision along (see `read_along`)."""
+
+
+def _current(session: Session, revision: int | None = None) -> Snapshot:
     # Read the revision before the data: an entry may then hold data newer than its key,
     # never older.
-    revision = _revision(session)
+    if revision is None:
+        revision = _revision(session)
     cache, key = _cache_slot(session)
     with _lock:
         cached = cache.get(key)

@@ -13,7 +13,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import ColumnElement, and_, insert, or_, select, text
+from sqlalchemy import ColumnElement, Insert, Text, and_, bindparam, cast, func, insert, or_, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -198,6 +199,26 @@ def new_ticket(data: TicketCreate, *, actor: str, now: datetime) -> tuple[Ticket
 
 _TICKET_COLUMNS = tuple(c.key for c in Ticket.__table__.columns if c.key != "id")
 _INSERT_TICKET = insert(Ticket.__table__).returning(Ticket.__table__.c.id)
+
+
+def _numbered_ticket_insert(width: int = 6) -> Insert:
+    """PostgreSQL: next_ticket_number's upsert as a CTE feeding the ticket's INSERT."""
+    counter = TicketCounter.__table__
+    upsert = pg_insert(counter).values(day=bindparam("day"), last=1)
+    last = upsert.on_conflict_do_update(
+        index_elements=[counter.c.day], set_={"last": counter.c.last + 1}
+    ).returning(counter.c.last).cte("counter")
+    digits = cast(last.c.last, Text)
+    number = func.concat(bindparam("day"), "-",
+                         func.lpad(digits, func.greatest(width, func.length(digits)), "0"))
+    table = Ticket.__table__
+    rest = [c for c in table.columns if c.key not in {"id", "number"}]
+    rows = select(number, *(bindparam(c.key, type_=c.type) for c in rest)).select_from(last)
+    return insert(table).from_select(["number", *(c.key for c in rest)], rows).returning(
+        table.c.id, table.c.number)
+
+
+_INSERT_NUMBERED_TICKET = _numbered_ticket_insert()
 _INSERT_EVENT = insert(TicketEvent.__table__)
 
 
@@ -207,12 +228,16 @@ def insert_new(session: Session, *, ticket: Ticket, events: list[dict[str, Any]]
     three statements and no unit-of-work flush, the path every intake takes. The number is
     drawn last, just before the row is written, so the day's counter row stays locked for
     as short a time as this transaction allows. Call `attach` once the ticket is final."""
-    ticket.number = next_ticket_number(session, now=now, tz=tz)
-    events[0]["data"]["set"]["number"] = ticket.number
-    table = Ticket.__table__
     connection = session.connection()
-    ticket.id = connection.execute(
-        _INSERT_TICKET, {k: getattr(ticket, k) for k in _TICKET_COLUMNS}).scalar_one()
+    values = {k: getattr(ticket, k) for k in _TICKET_COLUMNS}
+    if connection.dialect.name == "postgresql":
+        # The counter and the row in one statement: one round trip fewer on every intake.
+        values["day"] = now.astimezone(tz).strftime("%Y%m%d")
+        ticket.id, ticket.number = connection.execute(_INSERT_NUMBERED_TICKET, values).one()
+    else:
+        ticket.number = values["number"] = next_ticket_number(session, now=now, tz=tz)
+        ticket.id = connection.execute(_INSERT_TICKET, values).scalar_one()
+    events[0]["data"]["set"]["number"] = ticket.number
     for event in events:
         event["ticket_id"] = ticket.id
     connection.execute(_INSERT_EVENT, events)

@@ -15,7 +15,8 @@ from dispatch.models import Assignment, Role
 from hotline.config import Settings
 from hotline.db import make_engine, make_session_factory, session_scope
 from hotline.models import metadata
-from tickets.models import IdempotencyKey, Ticket, TicketEvent
+from hotline import pipeline
+from tickets.models import IdempotencyKey, Ticket, TicketCounter, TicketCreate, TicketEvent
 from web.app import create_app
 
 
@@ -57,3 +58,32 @@ def test_given_concurrent_posts_with_one_idempotency_key_then_one_ticket(committ
         # the losers' savepoints took back their events and assignments with their tickets
         assert set(session.scalars(select(TicketEvent.ticket_id))) == {ticket_id}
         assert set(session.scalars(select(Assignment.ticket_id))) <= {ticket_id}
+
+
+def test_given_many_concurrent_intakes_then_numbers_are_unique_and_gapless(committing, clock):
+    _, factory, _ = committing
+    racers, each = 6, 8
+    start = threading.Barrier(racers)
+
+    def intake(_: int) -> list[str]:
+        start.wait()
+        numbers = []
+        for _ in range(each):
+            with session_scope(factory) as session:
+                numbers.append(pipeline.submit(session, data=TicketCreate(description="小区停水"),
+                                               actor=None, now=clock.now()).ticket.number)
+        return numbers
+
+    with ThreadPoolExecutor(racers) as pool:
+        numbers = [n for batch in pool.map(intake, range(racers)) for n in batch]
+    assert sorted(numbers) == [f"20261127-{i:06d}" for i in range(1, racers * each + 1)]
+
+
+def test_given_a_day_past_a_million_tickets_then_the_number_grows_a_digit(committing, clock):
+    _, factory, _ = committing
+    with session_scope(factory) as session:
+        session.add(TicketCounter(day="20261127", last=999_999))
+    with session_scope(factory) as session:
+        number = pipeline.submit(session, data=TicketCreate(description="路灯不亮"), actor=None,
+                                 now=clock.now()).ticket.number
+    assert number == "20261127-1000000"
