@@ -8,9 +8,10 @@ is twelve hours of working-day time.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any, NamedTuple, NoReturn
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -73,7 +74,13 @@ def _utc(value: datetime, what: str) -> datetime:
 
 
 def _midnight(d: date, calendar: WorkCalendar) -> datetime:
-    return datetime.combine(d, time(), tzinfo=calendar.tz).astimezone(timezone.utc)
+    return _local_midnight_in_utc(d, calendar.tz)
+
+
+@functools.lru_cache(maxsize=8192)
+def _local_midnight_in_utc(d: date, tz: tzinfo) -> datetime:
+    # Every deadline walks day by day from its start; the same few weeks of days recur.
+    return datetime.combine(d, time(), tzinfo=tz).astimezone(timezone.utc)
 
 
 def _us(delta: timedelta) -> int:
