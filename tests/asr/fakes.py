@@ -1,0 +1,33 @@
+"""Fast stand-ins behind the Recognizer protocol, for tests about what surrounds decoding."""
+from __future__ import annotations
+
+import threading
+
+from asr.recognizer import Partial, Transcript
+
+
+class GatedStream:
+    """A Stream whose decoding waits for `gate`: a decoder as slow as a test wants.
+
+    It "recognises" each frame as its length, so a transcript shows every frame arrived,
+    in order."""
+
+    def __init__(self, sample_rate: int = 8000) -> None:
+        self.gate = threading.Event()
+        self.sample_rate = sample_rate
+        self.frames: list[bytes] = []
+        self.closed = False
+
+    def accept(self, pcm16: bytes) -> Partial | None:
+        self.gate.wait()
+        self.frames.append(pcm16)
+        return Partial(f"{len(self.frames)} frames")
+
+    def finish(self) -> Transcript:
+        self.gate.wait()
+        samples = sum(len(frame) for frame in self.frames) // 2
+        return Transcript(text=" ".join(str(frame[0]) for frame in self.frames), words=(),
+                          duration_s=samples / self.sample_rate)
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,134 @@
+"""LiveTranscriber: the call's media thread feeds it and must never wait on decoding."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from asr.live import LiveTranscriber, LiveTranscriptUnavailable
+from asr.offline import frames, transcribe_pcm
+from asr.recognizer import AsrError
+from tests.asr.fakes import GatedStream
+from tests.conftest import wait_until
+from tests.speech import read_wav, speak
+
+FRAME = 320  # 20 ms at 8 kHz
+
+
+def numbered_frames(count: int) -> list[bytes]:
+    return [bytes([index % 256]) * FRAME for index in range(count)]
+
+
+def feed_all(live: LiveTranscriber, chunks: list[bytes]) -> float:
+    """The longest a single feed took, in seconds."""
+    slowest = 0.0
+    for chunk in chunks:
+        started = time.perf_counter()
+        live.feed(chunk)
+        slowest = max(slowest, time.perf_counter() - started)
+    return slowest
+
+
+def test_given_a_stalled_decoder_when_fed_then_feed_never_blocks_and_no_audio_is_lost():
+    stream = GatedStream()
+    live = LiveTranscriber(stream, lag_s=0.5, backlog_limit_s=60)
+    chunks = numbered_frames(250)  # 5 s of audio while the decoder is stuck
+
+    slowest = feed_all(live, chunks)
+
+    assert slowest < 0.05
+    assert live.degraded
+    assert live.behind_s >= 4.9
+    stream.gate.set()
+    transcript = live.finish(timeout=10)
+    assert transcript.text == " ".join(str(index % 256) for index in range(250))
+    assert transcript.duration_s == pytest.approx(5.0)
+    assert stream.closed
+    assert live.behind_s == 0
+
+
+def test_given_a_decoder_that_never_catches_up_when_backlog_exceeds_limit_then_offline_needed():
+    stream = GatedStream()
+    live = LiveTranscriber(stream, lag_s=0.2, backlog_limit_s=1.0)
+
+    slowest = feed_all(live, numbered_frames(150))  # 3 s against a 1 s limit
+
+    assert slowest < 0.05
+    assert live.failure and "behind" in live.failure
+    assert live.behind_s == 0  # the backlog is released, not kept growing
+    with pytest.raises(LiveTranscriptUnavailable, match="behind"):
+        live.finish(timeout=0.2)
+    stream.gate.set()
+    wait_until(lambda: stream.closed, timeout=5, message="stream closed")
+
+
+def test_given_a_slow_decoder_when_finish_times_out_then_offline_needed_and_stream_freed():
+    stream = GatedStream()
+    live = LiveTranscriber(stream)
+    live.feed(b"\0" * FRAME)
+    with pytest.raises(LiveTranscriptUnavailable, match="did not finish within 0.1 s"):
+        live.finish(timeout=0.1)
+    stream.gate.set()
+    wait_until(lambda: stream.closed, timeout=5, message="stream closed")
+
+
+def test_given_a_failing_subscriber_when_partials_come_then_transcription_goes_on():
+    stream = GatedStream()
+    stream.gate.set()
+    calls = []
+
+    def broken(text: str) -> None:
+        calls.append(text)
+        raise RuntimeError("websocket closed")
+
+    live = LiveTranscriber(stream, on_partial=broken)
+    feed_all(live, numbered_frames(3))
+    assert live.finish(timeout=5).text == "0 1 2"
+    assert calls == ["1 frames", "2 frames", "3 frames"]
+
+
+def test_given_misuse_when_feeding_then_asr_error_in_the_callers_thread():
+    stream = GatedStream()
+    stream.gate.set()
+    live = LiveTranscriber(stream)
+    with pytest.raises(AsrError, match="whole number"):
+        live.feed(b"\0" * 3)
+    live.finish(timeout=5)
+    with pytest.raises(AsrError, match="finished"):
+        live.feed(b"\0" * FRAME)
+
+
+def test_given_cancel_when_decoding_then_stream_is_freed():
+    stream = GatedStream()
+    live = LiveTranscriber(stream)
+    live.feed(b"\0" * FRAME)
+    live.cancel()
+    live.feed(b"\0" * FRAME)  # a late frame from the media thread is ignored
+    stream.gate.set()
+    wait_until(lambda: stream.closed, timeout=5, message="stream closed")
+    with pytest.raises(LiveTranscriptUnavailable, match="cancelled"):
+        live.finish(timeout=1)
+
+
+def test_given_a_real_call_when_transcribed_live_then_partials_and_final_match_offline(
+        recognizer):
+    pcm, _ = read_wav(speak("가로등이 고장 났어요. 빨리 고쳐 주세요."))
+    stream = recognizer.try_open_stream()
+    assert stream is not None
+    partials = []
+    threads = set()
+
+    def on_partial(text: str) -> None:
+        threads.add(threading.current_thread().name)
+        partials.append(text)
+
+    live = LiveTranscriber(stream, on_partial=on_partial, name="asr-live-test")
+    for frame in frames(pcm, sample_rate=8000):
+        live.feed(frame)
+    transcript = live.finish(timeout=30)
+
+    assert transcript == transcribe_pcm(recognizer=recognizer, pcm16=pcm, sample_rate=8000)
+    assert partials and transcript.text
+    assert threads == {"asr-live-test"}
+    assert recognizer.stats().live == 0
