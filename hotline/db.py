@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -127,6 +128,21 @@ def _drop_after_commit(session: Session, previous_transaction: Any) -> None:
 _Row = TypeVar("_Row", bound=SQLModel)
 
 
+@functools.cache
+def _defaults(model: type[SQLModel]) -> tuple[frozenset[str], dict[str, Any],
+                                               tuple[tuple[str, Callable[[], Any]], ...]]:
+    """A model's required fields, constant defaults and default factories."""
+    required, constants, factories = set(), {}, []
+    for name, info in model.model_fields.items():
+        if info.is_required():
+            required.add(name)
+        elif info.default_factory is not None:
+            factories.append((name, info.default_factory))
+        else:
+            constants[name] = info.default
+    return frozenset(required), constants, tuple(factories)
+
+
 def build_row(model: type[_Row], values: Mapping[str, Any]) -> _Row:
     """A table-model instance from values that are already valid — a validated create
     schema plus what the code itself sets — with the model's defaults for the rest.
@@ -136,14 +152,13 @@ def build_row(model: type[_Row], values: Mapping[str, Any]) -> _Row:
     ticket. Here the values go into the instance dict at once; SQLAlchemy reads them from
     there when it writes the row, and instrumented changes made later are tracked as usual.
     Anything not yet validated belongs in `model_validate`, not here."""
-    full: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        if name in values:
-            full[name] = values[name]
-        elif info.is_required():
-            raise TypeError(f"{model.__name__}.{name} is required")
-        else:
-            full[name] = info.get_default(call_default_factory=True)
+    required, constants, factories = _defaults(model)
+    full = {**constants, **{name: make() for name, make in factories}, **values}
+    if full.keys() != model.model_fields.keys():
+        unknown = sorted(full.keys() - model.model_fields.keys())
+        if unknown:
+            raise TypeError(f"{model.__name__} has no field {unknown[0]}")
+        raise TypeError(f"{model.__name__}.{sorted(required - full.keys())[0]} is required")
     class_mapper(model)  # configures the mappers on first use, as __init__ would
     row = manager_of_class(model).new_instance()
     row.__dict__.update(full)

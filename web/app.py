@@ -21,7 +21,7 @@ from hotline.config import Settings, get_settings
 from hotline.db import make_engine, make_session_factory
 from web import errors
 from web.api import router as api_router
-from web.deps import OPENAPI_MODELS
+from web.deps import OPENAPI_MODELS, LoopLimiter
 
 
 class LazySessionFactory:
@@ -55,6 +55,7 @@ def create_app(
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
     app.state.session_factory = session_factory or LazySessionFactory(settings.db_url)
+    app.state.intake_limiter = LoopLimiter(settings.web.intake_concurrency)
     errors.install(app)
     app.include_router(api_router, prefix="/api/v1")
     _document_parsed_bodies(app)

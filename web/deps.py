@@ -1,9 +1,12 @@
 """Request-scoped dependencies, as Annotated aliases for the routes."""
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
+from anyio import CapacityLimiter
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials
@@ -115,3 +118,21 @@ def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 OPENAPI_MODELS: list[type[BaseModel]] = []
+
+
+class LoopLimiter:
+    """An anyio CapacityLimiter for each event loop that asks: a limiter belongs to the
+    loop it is first used on, and an app may serve several (each test client runs one).
+    Requests over the limit wait on the loop, not in a thread fighting for the GIL."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = \
+            weakref.WeakKeyDictionary()
+
+    def current(self) -> CapacityLimiter:
+        loop = asyncio.get_running_loop()
+        limiter = self._by_loop.get(loop)
+        if limiter is None:
+            limiter = self._by_loop[loop] = CapacityLimiter(self.tokens)
+        return limiter

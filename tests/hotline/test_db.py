@@ -39,3 +39,9 @@ def test_given_built_row_when_added_and_flushed_then_it_is_inserted_with_its_val
     session.expire_all()
     stored = session.get(Ticket, ticket.id)
     assert (stored.number, stored.channel, stored.title) == ("T-build-row", Channel.web, "停水")
+
+
+def test_given_an_unknown_field_when_row_built_then_type_error_names_it():
+    with pytest.raises(TypeError, match="no field colour"):
+        build_row(Ticket, {"number": "x", "channel": Channel.phone, "description": "d",
+                           "created_at": NOW, "updated_at": NOW, "colour": "red"})

@@ -2,10 +2,12 @@
 database of their own instead of the rolled-back per-test transaction."""
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -87,3 +89,41 @@ def test_given_a_day_past_a_million_tickets_then_the_number_grows_a_digit(commit
         number = pipeline.submit(session, data=TicketCreate(description="路灯不亮"), actor=None,
                                  now=clock.now()).ticket.number
     assert number == "20261127-1000000"
+
+
+def test_given_a_burst_of_intakes_then_at_most_the_configured_number_run_at_once(
+        committing, monkeypatch, backend):
+    app, _, headers = committing
+    # SQLite takes its write lock when the transaction begins, so intakes queue there anyway.
+    expected = 1 if backend == "sqlite" else 2
+    assert app.state.settings.web.intake_concurrency == 2
+    lock, active, peak = threading.Lock(), [0], [0]
+    overflow = threading.Event()
+    real_submit = pipeline.submit
+
+    def watched(*args, **kwargs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            if active[0] > expected:
+                overflow.set()
+        # Stay inside for a while, so that any intake let through beside us is seen here.
+        overflow.wait(0.3)
+        try:
+            return real_submit(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(pipeline, "submit", watched)
+
+    async def burst():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await asyncio.gather(*(
+                client.post("/api/v1/tickets", json={"description": f"路灯不亮 {i}"},
+                            headers=headers) for i in range(6)))
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [201] * 6
+    assert peak[0] == expected

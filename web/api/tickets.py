@@ -5,8 +5,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlmodel import Session
 
@@ -59,16 +59,18 @@ async def create_ticket(request: Request, credentials: Credentials,
     if credentials is None:
         raise unauthenticated("a bearer token is required")
     state = request.app.state
-    return await run_in_threadpool(_create_ticket, await request.body(), state.session_factory,
-                                   credentials, state.clock.now(), state.settings,
-                                   idempotency_key)
+    return await to_thread.run_sync(
+        _create_ticket, await request.body(), state.session_factory, credentials,
+        state.clock.now(), state.settings, idempotency_key,
+        limiter=state.intake_limiter.current())
 
 
 def _create_ticket(raw: bytes, factory: Callable[[], Session],
                    credentials: HTTPAuthorizationCredentials, now: datetime, settings: Settings,
                    idempotency_key: str | None) -> Response:
-    # The whole unit of work in one trip to the thread pool (see web.deps.unit_of_work);
-    # the payload is validated after the caller is known to be allowed to send one.
+    # The whole unit of work in one trip to the thread pool (see web.deps), at most
+    # settings.web.intake_concurrency at once; the payload is validated once the caller is
+    # known to be allowed to send one.
     with session_scope(factory) as session:
         user = check_role(authenticated(session, credentials), INTAKE)
         data = parse_json_body(TicketCreate, raw)
