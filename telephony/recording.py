@@ -1,0 +1,182 @@
+"""Recording the caller (16-bit 8 kHz mono WAV) and deciding when they have finished.
+
+End of speech is energy-based: once speech has been heard, ``end_silence_s`` below the
+threshold ends the turn (the hangover keeps a pause for breath from cutting a caller off);
+``max_length_s`` bounds a recording, and ``no_speech_timeout_s`` ends one where nobody
+spoke. Time is counted in frames, not read from a clock, so the same audio always gives the
+same decision and tests need no sleeps.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import wave
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from telephony.endpoint import FRAME_BYTES, FRAME_MS, SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+
+class EndReason(str, enum.Enum):
+    SILENCE = "silence"  # the caller spoke, then stayed quiet for the hangover
+    MAX_LENGTH = "max_length"
+    NO_SPEECH = "no_speech"  # nothing above the threshold before the no-speech timeout
+    HANGUP = "hangup"  # the caller hung up while we listened
+
+
+@dataclass(frozen=True)
+class EndpointerSettings:
+    threshold_dbfs: float = -40.0  # G.711 idle noise sits near -70 dBFS, speech at -30…-10
+    # Opt-in: over background noise (a street, a car) the threshold becomes the noise floor
+    # (the quietest frame of the last ``noise_window_s``) plus this margin, so a caller in
+    # traffic still gets an end of speech. It assumes speech has a dip within the window, as
+    # speech does and a held tone doesn't; None keeps the fixed threshold.
+    noise_margin_db: float | None = None
+    noise_window_s: float = 2.0
+    speech_start_ms: int = 100  # this long above the threshold, in a row, counts as speech
+    end_silence_s: float = 1.8  # hangover: callers pause mid-complaint
+    max_length_s: float = 120.0
+    no_speech_timeout_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.end_silence_s <= 0 or self.max_length_s <= 0 or self.no_speech_timeout_s <= 0:
+            raise ValueError("endpointer durations must be positive")
+
+
+def frame_dbfs(frame: bytes) -> float:
+    """RMS level of PCM16 relative to full scale; -inf for digital silence."""
+    samples = np.frombuffer(frame, dtype="<i2").astype(np.float64)
+    if samples.size == 0:
+        return float("-inf")
+    rms = float(np.sqrt(np.mean(samples * samples)))
+    return 20 * np.log10(rms / 32768) if rms > 0 else float("-inf")
+
+
+class Endpointer:
+    """Feed 20 ms frames; ``feed`` returns an EndReason once the turn is over."""
+
+    def __init__(self, settings: EndpointerSettings | None = None) -> None:
+        self.settings = settings or EndpointerSettings()
+        s = self.settings
+        self._start_frames = max(1, s.speech_start_ms // FRAME_MS)
+        self._end_frames = round(s.end_silence_s * 1000 / FRAME_MS)
+        self._max_frames = round(s.max_length_s * 1000 / FRAME_MS)
+        self._no_speech_frames = round(s.no_speech_timeout_s * 1000 / FRAME_MS)
+        self.frames = 0
+        self.speech_started_at: int | None = None  # frame index
+        self._loud_run = 0
+        self._quiet_run = 0
+        window = max(1, round(s.noise_window_s * 1000 / FRAME_MS))
+        self._levels: deque[float] = deque(maxlen=window)
+
+    @property
+    def threshold_dbfs(self) -> float:
+        margin = self.settings.noise_margin_db
+        if margin is None or not self._levels:
+            return self.settings.threshold_dbfs
+        return max(self.settings.threshold_dbfs, min(self._levels) + margin)
+
+    @property
+    def heard_speech(self) -> bool:
+        return self.speech_started_at is not None
+
+    def feed(self, frame: bytes) -> EndReason | None:
+        self.frames += 1
+        level = frame_dbfs(frame)
+        if self.settings.noise_margin_db is not None:
+            self._levels.append(level)
+        loud = level >= self.threshold_dbfs
+        if loud:
+            self._loud_run += 1
+            self._quiet_run = 0
+            if self.speech_started_at is None and self._loud_run >= self._start_frames:
+                self.speech_started_at = self.frames - self._loud_run
+        else:
+            self._loud_run = 0
+            self._quiet_run += 1
+        return self._decide()
+
+    def feed_silence(self, frames: int) -> EndReason | None:
+        """Account for time in which no audio arrived at all (a read that timed out)."""
+        for _ in range(frames):
+            self.frames += 1
+            if self.settings.noise_margin_db is not None:
+                self._levels.append(float("-inf"))
+            self._loud_run = 0
+            self._quiet_run += 1
+            reason = self._decide()
+            if reason is not None:
+                return reason
+        return None
+
+    def _decide(self) -> EndReason | None:
+        if self.frames >= self._max_frames:
+            return EndReason.MAX_LENGTH
+        if self.speech_started_at is None:
+            return EndReason.NO_SPEECH if self.frames >= self._no_speech_frames else None
+        return EndReason.SILENCE if self._quiet_run >= self._end_frames else None
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def recording_path(directory: Path, call_id: str, suffix: str = "") -> Path:
+    """Where a call's recording goes: the Call-ID made filename-safe (it is chosen by the
+    caller's phone, so it may hold ``/`` or ``..``)."""
+    name = _UNSAFE.sub("_", call_id).strip("._") or "call"
+    return Path(directory) / f"{name[:120]}{suffix}.wav"
+
+
+class WavRecorder:
+    """Writes 20 ms PCM16 frames to a WAV as they come; the header is fixed up on close, so a
+    crash leaves a file that ``sox`` can still repair."""
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Never overwrite: a Call-ID comes from the caller's phone and may be reused.
+        for n in range(1, 1000):
+            candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+            try:
+                self._file = open(candidate, "xb")  # noqa: SIM115 - closed in close()
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise FileExistsError(f"too many recordings named {path}")
+        self.path = candidate
+        self._wav = wave.open(self._file, "wb")
+        self._wav.setnchannels(1)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(SAMPLE_RATE)
+        self.samples = 0
+
+    def write(self, pcm16: bytes) -> None:
+        self._wav.writeframesraw(pcm16)
+        self.samples += len(pcm16) // 2
+
+    def write_silence(self, frames: int) -> None:
+        if frames > 0:
+            self.write(bytes(FRAME_BYTES * frames))
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def close(self) -> None:
+        self._wav.close()
+        self._file.close()
+
+    def __enter__(self) -> WavRecorder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

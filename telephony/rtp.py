@@ -1,0 +1,528 @@
+"""RTP media for one call: G.711 in both directions, RFC 4733 keys in, paced sending out.
+
+This replaces pyVoIP 1.6.8's ``RTPClient`` rather than subclassing it, because every part of
+it is defective and would be overridden anyway: it sends μ-law on a PCMA call, crashes its
+sender when no G.711 codec was negotiated, dies on one malformed packet (its ``RTPMessage``
+reads CSRCs past the end of a packet, ignores padding and extensions, and indexes a 16-entry
+table with any event code), accepts RTP from anyone, decodes to 8-bit PCM, spins forever
+reading a quiet caller, and binds ports without checking them. Nothing of it is imported
+here: even its sound ``PayloadType`` enum would pull in ``audioop`` (see ``codecs``).
+
+Threads: a receive thread does the least it can per packet (parse, source check, insert into
+the jitter buffer) so a CPU busy with speech recognition doesn't make the socket buffer
+overflow; decoding happens in the reader's thread. A send thread emits one packet every
+20 ms, audio when some is queued, comfort silence otherwise, because phones and SBCs treat a
+silent RTP stream as a dead call.
+"""
+from __future__ import annotations
+
+import errno
+import heapq
+import ipaddress
+import logging
+import random
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from telephony import codecs
+from telephony.endpoint import FRAME_BYTES, FRAME_SAMPLES
+
+log = logging.getLogger(__name__)
+
+DTMF_KEYS = "0123456789*#ABCD"
+_HEADER = struct.Struct("!BBHII")
+_MAX_DATAGRAM = 2048
+# A gap longer than this in the sender's timestamps is a new timeline (a re-INVITE to another
+# media server, a restarted phone), not silence to be reproduced sample by sample.
+_MAX_FILL_SAMPLES = 60 * 8000
+# "c=0.0.0.0" (RFC 2543 hold) and port 0: nowhere to send.
+_HOLD_HOSTS = frozenset({"0.0.0.0", "::"})
+# Bound on buffered packets when nobody reads (10 minutes of 20 ms packets).
+_MAX_BUFFERED = 30_000
+
+
+class MalformedPacket(ValueError):
+    pass
+
+
+class NoFreeRtpPort(Exception):
+    def __init__(self, host: str, low: int, high: int) -> None:
+        super().__init__(f"no free even UDP port on {host} in [{low}, {high})")
+
+
+@dataclass(frozen=True, slots=True)
+class RtpPacket:
+    marker: bool
+    payload_type: int
+    sequence: int
+    timestamp: int
+    ssrc: int
+    payload: bytes
+
+
+def parse_rtp(data: bytes) -> RtpPacket:
+    """Parse one RTP packet (RFC 3550 §5.1), checking every length against the datagram."""
+    size = len(data)
+    if size < 12:
+        raise MalformedPacket(f"{size} bytes is shorter than an RTP header")
+    b0, b1, seq, ts, ssrc = _HEADER.unpack_from(data)
+    if b0 >> 6 != 2:
+        raise MalformedPacket(f"RTP version {b0 >> 6}")
+    offset = 12 + 4 * (b0 & 0x0F)
+    if offset > size:
+        raise MalformedPacket("CSRC list runs past the end of the packet")
+    if b0 & 0x10:
+        if offset + 4 > size:
+            raise MalformedPacket("extension header runs past the end of the packet")
+        offset += 4 + 4 * int.from_bytes(data[offset + 2:offset + 4], "big")
+        if offset > size:
+            raise MalformedPacket("extension runs past the end of the packet")
+    end = size
+    if b0 & 0x20:
+        padding = data[-1]
+        if padding == 0 or offset + padding > size:
+            raise MalformedPacket(f"padding of {padding} bytes does not fit")
+        end -= padding
+    return RtpPacket(marker=bool(b1 & 0x80), payload_type=b1 & 0x7F, sequence=seq,
+                     timestamp=ts, ssrc=ssrc, payload=data[offset:end])
+
+
+def build_rtp(*, payload_type: int, sequence: int, timestamp: int, ssrc: int, payload: bytes,
+              marker: bool = False) -> bytes:
+    return _HEADER.pack(0x80, (0x80 if marker else 0) | payload_type, sequence & 0xFFFF,
+                        timestamp & 0xFFFFFFFF, ssrc) + payload
+
+
+def _unwrap(value: int, reference: int | None, bits: int) -> int:
+    """Extend a wrapping counter to the unwrapped value nearest ``reference``."""
+    if reference is None:
+        return value
+    half = 1 << (bits - 1)
+    diff = ((value - reference + half) % (1 << bits)) - half
+    return reference + diff
+
+
+def _normalise(addr: tuple[str, int]) -> tuple[str, int]:
+    """The form ``recvfrom`` reports, so a source compares equal to the SDP's address
+    (``::0001`` and ``::1``); SDP carries IP addresses, not names."""
+    host, port = addr[0], int(addr[1])
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    return host, port
+
+
+class RtpSession:
+    """One call's RTP. See the module docstring; the contract the SIP layer codes against:
+
+    - ``read_frame(timeout)``: 20 ms of the caller as PCM16 LE (320 bytes). Missing packets and
+      the sender's silence-suppression gaps come back as silence, placed by RTP timestamp, so
+      the stream read matches the time the caller spoke. ``b""`` when nothing arrived within
+      ``timeout``; ``None`` after ``stop()`` once everything received has been read.
+    - ``send_audio(pcm16)`` queues; the send thread paces it at 20 ms a packet.
+
+    Source lock: by default only packets from ``remote`` (the address in the peer's SDP) are
+    accepted. With ``latch=True`` the first source seen is accepted instead and also becomes
+    where we send (symmetric RTP, "comedia"): a phone behind NAT sends from a public address
+    its SDP can't know. Latching is opt-in because it lets whoever sends first take the call's
+    audio; an SBC in front of the platform makes it unnecessary.
+    """
+
+    def __init__(self, *, local_host: str, port: int, sock: socket.socket | None,
+                 remote: tuple[str, int] | None, payload_type: int,
+                 dtmf_payload_type: int | None, on_dtmf: Callable[[str], None] | None = None,
+                 latch: bool = False, jitter_ms: int = 60,
+                 receive_buffer_bytes: int = 4 * 1024 * 1024) -> None:
+        self._decode = codecs.decoder(payload_type)  # raises UnsupportedCodec for anything else
+        self._encode = codecs.encoder(payload_type)
+        self.payload_type = payload_type
+        self.codec = codecs.CODEC_NAMES[payload_type]
+        self.dtmf_payload_type = dtmf_payload_type
+        self._on_dtmf = on_dtmf
+        self._latch = latch
+        self._latched = False
+        self._remote = _normalise(remote) if remote is not None else None
+        self._jitter_samples = jitter_ms * 8
+        self._jitter_s = jitter_ms / 1000
+        if sock is None:
+            sock = socket.socket(socket.AF_INET6 if ":" in local_host else socket.AF_INET,
+                                 socket.SOCK_DGRAM)
+            sock.bind((local_host, port))
+        self._sock = sock
+        # Headroom for bursts while recognition holds the CPU; the kernel caps it at rmem_max.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
+        sock.settimeout(0.05)
+        self.local_address: tuple[str, int] = sock.getsockname()[:2]
+
+        self._stats = {"received": 0, "malformed": 0, "foreign_source": 0, "lost": 0,
+                       "late": 0, "sent": 0, "other_payload": 0, "ignored_events": 0}
+        self._stopping = threading.Event()
+        self._closed = False
+
+        # Receive side, guarded by _cond. The jitter buffer is keyed by unwrapped timestamp.
+        self._cond = threading.Condition()
+        self._buffer: dict[int, tuple[bytes, float, bool]] = {}
+        self._heap: list[int] = []
+        self._play_ts: int | None = None
+        self._pending = bytearray()
+        self._ssrc: int | None = None
+        self._max_ts: int | None = None
+        self._base_seq = 0
+        self._max_seq: int | None = None
+        self._stream_received = 0
+        self._lost_before = 0  # loss in earlier SSRCs of this session
+        self._recent_events: deque[tuple[int, int]] = deque(maxlen=32)
+
+        # Send side, guarded by _out_cond.
+        self._out_cond = threading.Condition()
+        self._out = bytearray()
+        self._in_flight = False
+        self._seq = random.randrange(1 << 16)
+        self._ts = random.randrange(1 << 32)
+        self._out_ssrc = random.randrange(1, 1 << 32)
+        self._silence = bytes([codecs.silence_byte(payload_type)]) * FRAME_SAMPLES
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        port = self.local_address[1]
+        self._threads = [
+            threading.Thread(target=self._receive_loop, name=f"rtp-recv-{port}", daemon=True),
+            threading.Thread(target=self._send_loop, name=f"rtp-send-{port}", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop both threads and close the socket (the session owns it from construction)."""
+        self._stopping.set()
+        with self._out_cond:
+            self._out_cond.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=2)
+        self._sock.close()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def set_remote(self, addr: tuple[str, int]) -> None:
+        """Where to send, and (unless latching) the only source accepted (re-INVITE)."""
+        with self._cond:
+            self._remote = _normalise(addr)
+            self._latched = False
+
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        return self._remote
+
+    @property
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            out = dict(self._stats)
+            out["lost"] = self._lost_before + self._stream_lost()
+        return out
+
+    # ------------------------------------------------------------------ receiving
+    def _receive_loop(self) -> None:
+        sock = self._sock
+        while not self._stopping.is_set():
+            try:
+                data, source = sock.recvfrom(_MAX_DATAGRAM)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return
+                # ICMP errors from an earlier send surface here; the socket stays usable.
+                log.debug("RTP receive error on %s: %s", self.local_address, exc)
+                continue
+            try:
+                self._on_datagram(data, source[:2])
+            except Exception:  # noqa: BLE001 - nothing a packet carries may end the call's audio
+                log.exception("RTP packet from %s could not be handled", source)
+                self._stats["malformed"] += 1
+
+    def _on_datagram(self, data: bytes, source: tuple[str, int]) -> None:
+        remote = self._remote
+        if source != remote:
+            if not (self._latch and not self._latched):
+                self._stats["foreign_source"] += 1
+                return
+        try:
+            packet = parse_rtp(data)
+        except MalformedPacket as exc:
+            self._stats["malformed"] += 1
+            log.debug("malformed RTP from %s: %s", source, exc)
+            return
+        if packet.payload_type == self.payload_type:
+            if not packet.payload:
+                self._stats["malformed"] += 1
+                return
+            audio = True
+        elif packet.payload_type == self.dtmf_payload_type:
+            audio = False
+        else:
+            self._stats["other_payload"] += 1  # comfort noise, RTCP on a muxed port, …
+            return
+        now = time.monotonic()
+        with self._cond:
+            if self._latch and not self._latched:
+                self._latched = True
+                self._remote = source
+                log.info("RTP latched to %s on %s", source, self.local_address)
+            self._stats["received"] += 1
+            if packet.ssrc != self._ssrc:
+                self._new_stream(packet)
+            self._count_sequence(packet.sequence)
+            ts = _unwrap(packet.timestamp, self._max_ts, 32)
+            if self._max_ts is None or ts > self._max_ts:
+                self._max_ts = ts
+            if audio:
+                self._buffer_audio(ts, packet, now)
+                return
+        self._on_event(packet)
+
+    def _new_stream(self, packet: RtpPacket) -> None:
+        if self._ssrc is not None:
+            log.info("RTP source changed SSRC %08x -> %08x", self._ssrc, packet.ssrc)
+            self._lost_before += self._stream_lost()
+            self._flush_buffer_to_pending()
+        self._ssrc = packet.ssrc
+        self._max_ts = None
+        self._max_seq = None
+        self._stream_received = 0
+        self._play_ts = None
+
+    def _count_sequence(self, seq: int) -> None:
+        ext = _unwrap(seq, self._max_seq, 16)
+        if self._max_seq is None:
+            self._base_seq = ext
+            self._max_seq = ext
+        elif ext > self._max_seq:
+            self._max_seq = ext
+        self._stream_received += 1
+
+    def _stream_lost(self) -> int:
+        if self._max_seq is None:
+            return 0
+        return max(0, self._max_seq - self._base_seq + 1 - self._stream_received)
+
+    def _buffer_audio(self, ts: int, packet: RtpPacket, now: float) -> None:
+        if self._play_ts is not None and ts < self._play_ts:
+            self._stats["late"] += 1
+            return
+        if ts in self._buffer:
+            return  # duplicate
+        if len(self._heap) >= _MAX_BUFFERED:
+            self._buffer.pop(heapq.heappop(self._heap), None)
+        self._buffer[ts] = (packet.payload, now, packet.marker)
+        heapq.heappush(self._heap, ts)
+        self._cond.notify_all()
+
+    def _on_event(self, packet: RtpPacket) -> None:
+        payload = packet.payload
+        if len(payload) < 4:
+            self._stats["malformed"] += 1
+            return
+        code = payload[0]
+        if code >= len(DTMF_KEYS):
+            self._stats["ignored_events"] += 1  # flash, tones: valid RFC 4733 but not keys
+            return
+        # Every packet of one event, retransmitted end packets included, carries the
+        # event's start timestamp: that is its identity.
+        event = (packet.ssrc, packet.timestamp)
+        if event in self._recent_events:
+            return
+        self._recent_events.append(event)
+        if self._on_dtmf is None:
+            return
+        try:
+            self._on_dtmf(DTMF_KEYS[code])
+        except Exception:  # noqa: BLE001 - a faulty listener must not stop the media
+            log.exception("DTMF listener failed")
+
+    # ------------------------------------------------------------------ reading
+    def read_frame(self, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if len(self._pending) >= FRAME_BYTES:
+                    frame = bytes(self._pending[:FRAME_BYTES])
+                    del self._pending[:FRAME_BYTES]
+                    return frame
+                now = time.monotonic()
+                wait = self._advance(now, flush=self._closed)
+                if wait == 0:
+                    continue
+                if self._closed:
+                    if self._pending:
+                        frame = bytes(self._pending) + bytes(FRAME_BYTES - len(self._pending))
+                        self._pending.clear()
+                        return frame
+                    return None
+                remaining = deadline - now
+                if remaining <= 0:
+                    return b""
+                self._cond.wait(min(remaining, wait))
+
+    def _advance(self, now: float, *, flush: bool) -> float:
+        """Move one packet (or one gap) from the jitter buffer into ``_pending``; 0 when it
+        did, else how long to wait before a gap may be declared lost."""
+        if not self._heap:
+            return float("inf")
+        ts = self._heap[0]
+        if self._play_ts is None:
+            self._play_ts = ts
+        if ts < self._play_ts:  # overlaps audio already played
+            heapq.heappop(self._heap)
+            self._buffer.pop(ts)
+            self._stats["late"] += 1
+            return 0
+        payload, arrived, marker = self._buffer[ts]
+        gap = ts - self._play_ts
+        if gap:
+            span = self._max_ts - self._play_ts if self._max_ts is not None else 0
+            waited = now - arrived
+            # The marker bit starts a talkspurt: the gap is the sender's silence, not loss.
+            if not (flush or marker or span >= self._jitter_samples or waited >= self._jitter_s):
+                return self._jitter_s - waited
+            if gap <= _MAX_FILL_SAMPLES:
+                self._pending += bytes(2 * gap)
+            self._play_ts = ts
+            return 0
+        heapq.heappop(self._heap)
+        del self._buffer[ts]
+        self._pending += self._decode(payload)
+        self._play_ts = ts + len(payload)
+        return 0
+
+    def _flush_buffer_to_pending(self) -> None:
+        while self._heap:
+            self._advance(time.monotonic(), flush=True)
+
+    # ------------------------------------------------------------------ sending
+    def send_audio(self, pcm16: bytes) -> None:
+        if len(pcm16) % 2:
+            pcm16 = pcm16[:-1]
+        with self._out_cond:
+            self._out += pcm16
+
+    def clear_audio(self) -> None:
+        with self._out_cond:
+            self._out.clear()
+            self._out_cond.notify_all()
+
+    def wait_sent(self, timeout: float | None = None) -> bool:
+        """True once everything queued has gone out; False on timeout or stop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._out_cond:
+            while self._out or self._in_flight:
+                if self._stopping.is_set():
+                    return False
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._out_cond.wait(remaining)
+            return True
+
+    def _send_loop(self) -> None:
+        marker = True
+        due = time.monotonic()
+        while not self._stopping.is_set():
+            with self._out_cond:
+                chunk = bytes(self._out[:FRAME_BYTES])
+                del self._out[:FRAME_BYTES]
+                self._in_flight = bool(chunk)
+                if not chunk:
+                    self._out_cond.notify_all()
+            if chunk:
+                if len(chunk) < FRAME_BYTES:
+                    chunk += bytes(FRAME_BYTES - len(chunk))
+                payload = self._encode(chunk)
+            else:
+                payload = self._silence
+            remote = self._remote
+            if remote is not None and remote[1] and remote[0] not in _HOLD_HOSTS:
+                packet = build_rtp(payload_type=self.payload_type, sequence=self._seq,
+                                   timestamp=self._ts, ssrc=self._out_ssrc, payload=payload,
+                                   marker=marker)
+                try:
+                    self._sock.sendto(packet, remote)
+                    self._stats["sent"] += 1
+                    marker = False
+                except OSError as exc:
+                    if self._stopping.is_set():
+                        break
+                    log.debug("RTP send to %s failed: %s", remote, exc)
+            # Sequence and timestamp advance even when a send fails, as RFC 3550 expects
+            # of a sender whose clock keeps running.
+            self._seq = (self._seq + 1) & 0xFFFF
+            self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
+            with self._out_cond:
+                self._in_flight = False
+                if not self._out:
+                    self._out_cond.notify_all()
+            due += FRAME_SAMPLES / 8000
+            delay = due - time.monotonic()
+            if delay < -0.2:
+                due = time.monotonic()  # after a stall, resume the pace instead of bursting
+            elif delay > 0:
+                self._stopping.wait(delay)
+        with self._out_cond:
+            self._out_cond.notify_all()
+
+
+class RtpPortAllocator:
+    """Even UDP ports in ``[low, high)`` that are really bound, so a port held by another
+    process (or another call) is skipped, not discovered when media fails."""
+
+    def __init__(self, host: str, low: int, high: int) -> None:
+        if not 0 < low < high <= 65536:
+            raise ValueError(f"bad RTP port range [{low}, {high})")
+        self.host = host
+        self.low = low + (low & 1)
+        self.high = high
+        self._held: dict[int, socket.socket] = {}
+        self._lock = threading.Lock()
+        self._cursor = self.low
+
+    def allocate(self) -> tuple[int, socket.socket]:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with self._lock:
+            count = (self.high - self.low + 1) // 2
+            for i in range(count):
+                # Round robin: a port just released isn't handed out again at once, so late
+                # packets of the previous call don't land in the next one.
+                port = self.low + (self._cursor - self.low + 2 * i) % (2 * count)
+                if port >= self.high or port in self._held:
+                    continue
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                try:
+                    sock.bind((self.host, port))
+                except OSError as exc:
+                    sock.close()
+                    if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                        continue
+                    raise
+                self._held[port] = sock
+                self._cursor = port + 2
+                return port, sock
+        raise NoFreeRtpPort(self.host, self.low, self.high)
+
+    def release(self, port: int) -> None:
+        with self._lock:
+            sock = self._held.pop(port, None)
+        if sock is not None:
+            sock.close()
+
+    @property
+    def in_use(self) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._held)
