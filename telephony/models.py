@@ -1,0 +1,135 @@
+"""Call records (CDR) and outbound callback attempts.
+
+Telephony knows nothing of tickets: a ticket is referred to by its table name only
+("ticket.id"), so the platform can link a call to the ticket it created without this
+package importing the tickets domain.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from hotline.db import UTCDateTime, enum_type
+from telephony.endpoint import CallDirection, Disposition
+
+
+class TranscribedBy(StrEnum):
+    live = "live"  # decoded while the caller spoke
+    offline = "offline"  # decoded from the recording after the call (live ASR was full)
+    none = "none"  # not (yet) transcribed
+
+
+class CallRecord(SQLModel, table=True):
+    """One row per call, answered or not, keyed by its SIP Call-ID."""
+
+    __tablename__ = "call_record"
+    __table_args__ = (Index("ix_call_record_arrived_id", "arrived_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_id: str = Field(max_length=255, unique=True, index=True)
+    direction: CallDirection = Field(sa_type=enum_type(CallDirection))
+    from_uri: str = Field(default="", max_length=500)
+    to_uri: str = Field(default="", max_length=500)
+    caller_number: str = Field(default="", max_length=64, index=True)  # "" when anonymous
+    codec: str | None = Field(default=None, max_length=16)
+    arrived_at: datetime = Field(sa_type=UTCDateTime)
+    answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    wait_s: float | None = None  # arrival to answer (or to the end, when never answered)
+    talk_s: float | None = None  # answer to end
+    disposition: Disposition | None = Field(default=None, sa_type=enum_type(Disposition))
+    end_reason: str | None = Field(default=None, max_length=16)  # how the report ended
+    recording_path: str | None = Field(default=None, max_length=500)
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    # The running text of live ASR; `live_seq` grows with every change, so a reader in
+    # another process (the web's event stream) sees each change once.
+    live_text: str = Field(default="", max_length=20000)
+    live_seq: int = 0
+    transcript: str | None = Field(default=None, max_length=20000)  # final, once attached
+    transcribed_by: TranscribedBy = Field(default=TranscribedBy.none,
+                                          sa_type=enum_type(TranscribedBy))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class CallbackOutcome(StrEnum):
+    satisfied = "satisfied"
+    basically_satisfied = "basically_satisfied"
+    dissatisfied = "dissatisfied"
+    no_answer = "no_answer"
+    busy = "busy"
+    failed = "failed"
+    no_input = "no_input"  # answered, but no valid key
+    cancelled = "cancelled"  # the ticket no longer waited for a callback when it came due
+
+
+ANSWERED_OUTCOMES = frozenset({CallbackOutcome.satisfied, CallbackOutcome.basically_satisfied,
+                               CallbackOutcome.dissatisfied})
+
+
+class CallbackAttempt(SQLModel, table=True):
+    """One try at the satisfaction callback (回访) of a ticket. `round` is the ticket's
+    reopen count when the callback became due, so a reopened ticket that is reviewed again
+    gets a new round of attempts."""
+
+    __tablename__ = "callback_attempt"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "round", "attempt_no", name="uq_callback_attempt"),
+        Index("ix_callback_attempt_due", "started_at", "due_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    round: int = 0
+    attempt_no: int = 1
+    number: str = Field(max_length=32)  # dialled
+    due_at: datetime = Field(sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # claimed
+    call_id: str | None = Field(default=None, max_length=255)
+    outcome: CallbackOutcome | None = Field(default=None, sa_type=enum_type(CallbackOutcome))
+    detail: str | None = Field(default=None, max_length=500)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+# ---------------------------------------------------------------- schemas
+
+
+class CallRead(SQLModel):
+    id: int
+    call_id: str
+    direction: CallDirection
+    from_uri: str
+    to_uri: str
+    caller_number: str
+    codec: str | None
+    arrived_at: datetime
+    answered_at: datetime | None
+    ended_at: datetime | None
+    wait_s: float | None
+    talk_s: float | None
+    disposition: Disposition | None
+    end_reason: str | None
+    has_recording: bool
+    ticket_id: int | None
+    live_text: str
+    live_seq: int
+    transcript: str | None
+    transcribed_by: TranscribedBy
+
+
+class CallbackAttemptRead(SQLModel):
+    id: int
+    ticket_id: int
+    round: int
+    attempt_no: int
+    number: str
+    due_at: datetime
+    started_at: datetime | None
+    call_id: str | None
+    outcome: CallbackOutcome | None
+    detail: str | None
+    ended_at: datetime | None

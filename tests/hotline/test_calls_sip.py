@@ -1,0 +1,74 @@
+"""End to end over the real SIP edge: sipp places the call, a raw RTP peer speaks Korean in
+G.711 μ-law, the edge answers into the platform's hooks, live Vosk transcribes, the rules
+dispatch — and the call record holds it all."""
+from __future__ import annotations
+
+import queue
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from asr.offline import transcribe_wav
+from hotline import calls
+from telephony import codecs
+from telephony.endpoint import CallState, Disposition
+from telephony.flows import serve_inbound
+from telephony.models import CallRecord, TranscribedBy
+from telephony.sip import SipConfig, SipEdge
+from tests.conftest import wait_until
+from tests.hotline.test_calls import (  # noqa: F401
+    LEAK, LEAK_KEYWORD_ULAW, db, frames_of, lead_unit, make_services, task_queue,
+    recognizer, settings, ticket_of, vosk_config, vosk_model_dir)
+from tests.telephony.fakes import FakePrompts, silence
+from tests.telephony.sip_peers import HOST, RtpPeer, start_sipp
+from tickets.models import Status
+
+
+@pytest.fixture
+def rtp():
+    peer = RtpPeer()
+    yield peer
+    peer.close()
+
+
+def test_given_a_sip_caller_speaking_korean_then_the_ticket_is_transcribed_live_and_dispatched(
+        db, make_services, recognizer, settings, rtp):  # noqa: F811
+    services = make_services(recognizer)
+    answered: queue.Queue = queue.Queue()
+    serve = partial(serve_inbound, prompts=FakePrompts(), hooks=services.hooks(),
+                    settings=calls.flow_settings(settings))
+
+    def on_call(call) -> None:
+        answered.put(call)
+        serve(call)
+
+    edge = SipEdge(SipConfig(host=HOST, port=0, rtp_low=30000, rtp_high=40000))
+    edge.start(on_call=on_call, on_ended=services.on_ended)
+    sipp = start_sipp("uac_call.xml", target=f"{HOST}:{edge.address[1]}",
+                      keys={"rtp_port": rtp.port, "fmts": "0"}, hold=30000)
+    try:
+        call = answered.get(timeout=10)
+        wait_until(lambda: call.state == CallState.LISTENING, 10, message="listening")
+        rtp.send((HOST, call.rtp_port), b"".join(frames_of(LEAK) + silence(2500)),
+                 payload_type=codecs.PCMU)
+
+        def ended():
+            record = db.one(CallRecord, CallRecord.call_id == call.call_id)
+            return record.transcript is not None and record.ended_at is not None
+
+        wait_until(ended, 30, message="the call transcribed and ended")
+        services.drain()
+    finally:
+        edge.stop()
+        sipp.kill()
+        sipp.communicate(timeout=10)
+
+    ticket, record = ticket_of(db, call.call_id)
+    offline = transcribe_wav(recognizer=recognizer, path=Path(record.recording_path)).text
+    assert LEAK_KEYWORD_ULAW in offline
+    assert record.transcript == offline and record.transcribed_by is TranscribedBy.live
+    assert (record.codec, record.caller_number) == ("PCMU", "13800000000")
+    assert record.disposition is Disposition.COMPLETED and record.talk_s > 0
+    assert ticket.status == Status.dispatched and lead_unit(db, ticket.id) == "WATER"
+    assert ticket.caller_phone == "13800000000"

@@ -1,0 +1,223 @@
+"""Real SIP peers for the SIP edge tests: sipp runs, a raw RTP peer, and an edge harness.
+
+Every port is the test's own (the OS picks it), so xdist workers never collide.
+"""
+from __future__ import annotations
+
+import queue
+import re
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from telephony import codecs
+from telephony.endpoint import FRAME_BYTES, Call
+from telephony.rtp import build_rtp, parse_rtp
+from telephony.sip import SipConfig, SipEdge
+
+HOST = "127.0.0.1"
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def free_udp_run(count: int = 4) -> int:
+    """The first of ``count`` consecutive free UDP ports: sipp's media port -mp also takes the
+    next ones (RTCP, video), and dies if one of them is in use."""
+    for _ in range(50):
+        base = free_udp_port() & ~1
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind((HOST, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no run of free UDP ports")
+
+
+def sipp_command(scenario: str, *, target: str | None = None, calls: int = 1,
+                 keys: dict[str, object] | None = None,
+                 timeout: float = 15, trace: Path | None = None, rate: int = 10,
+                 hold: int = 0, service: str = "12345",
+                 port: int | None = None, extra: list[str] | None = None) -> list[str]:
+    """A sipp run of scenarios/``scenario`` on its own ports; a UAC when ``target`` is set.
+    ``hold``: the length in ms of the scenario's bare ``<pause/>`` (the call's duration)."""
+    cmd = ["sipp", "-sf", str(SCENARIOS / scenario), "-i", HOST, "-p",
+           str(port or free_udp_port()), "-mp", str(free_udp_run()), "-cp",
+           str(free_udp_port()), "-m", str(calls), "-r", str(rate), "-l", str(calls),
+           "-timeout", f"{timeout}s", "-timeout_error", "-nostdin", "-s", service,
+           "-d", str(hold)]
+    for name, value in (keys or {}).items():
+        cmd += ["-key", name, str(value)]
+    if trace is not None:
+        cmd += ["-trace_msg", "-message_file", str(trace), "-trace_err", "-error_file",
+                str(trace.with_suffix(".err"))]
+    cmd += extra or []
+    if target:
+        cmd.append(target)
+    return cmd
+
+
+def run_sipp(scenario: str, **kwargs) -> subprocess.CompletedProcess:
+    timeout = kwargs.get("timeout", 15)
+    return subprocess.run(sipp_command(scenario, **kwargs), capture_output=True, text=True,
+                          timeout=timeout + 10, stdin=subprocess.DEVNULL)
+
+
+def start_sipp(scenario: str, **kwargs) -> subprocess.Popen:
+    """sipp in the background; as a UAS (a ``port`` and no ``target``) once it listens, so
+    that the first request is not lost and then retransmitted into a scripted scenario."""
+    proc = subprocess.Popen(sipp_command(scenario, **kwargs), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    if kwargs.get("port") and not kwargs.get("target"):
+        deadline = time.monotonic() + 5
+        while not _udp_port_taken(kwargs["port"]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return proc
+
+
+def _udp_port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return True
+        return False
+
+
+def output(result: subprocess.CompletedProcess) -> str:
+    """The tail of sipp's screen and stderr, for assertion messages."""
+    return (result.stdout or "")[-2500:] + (result.stderr or "")[-1000:]
+
+
+def received(trace: Path, start_line: str, cseq: str) -> list[str]:
+    """The messages sipp's ``-trace_msg`` log shows it received with this start line and
+    CSeq (sipp itself absorbs retransmissions, so a scenario cannot count them)."""
+    blocks = re.split(r"^-{10,}.*$", trace.read_text(), flags=re.M)
+    return [block for block in blocks if "message received" in block
+            and re.search(rf"^{re.escape(start_line)}", block, re.M)
+            and re.search(rf"^CSeq: {re.escape(cseq)}\s*$", block, re.M)]
+
+
+def tone(freq: float = 400.0, seconds: float = 0.5, amplitude: int = 8000) -> bytes:
+    t = np.arange(int(8000 * seconds)) / 8000
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes()
+
+
+def rms(pcm: bytes) -> float:
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(samples ** 2))) if len(samples) else 0.0
+
+
+def dominant_frequency(pcm: bytes) -> float:
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / 8000)[int(np.argmax(spectrum))])
+
+
+class RtpPeer:
+    """The caller's media: a UDP socket whose port goes into sipp's SDP (``-key rtp_port``);
+    it records what the edge sends and can send G.711 to the edge."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((HOST, 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.packets: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(2048)
+            except (TimeoutError, OSError):
+                continue
+            self.packets.append(parse_rtp(data))
+
+    def send(self, to: tuple[str, int], pcm: bytes, *, payload_type: int) -> None:
+        """Send ``pcm`` as 20 ms packets, all at once (the edge's jitter buffer orders them)."""
+        encode = codecs.encoder(payload_type)
+        for i, offset in enumerate(range(0, len(pcm), FRAME_BYTES)):
+            payload = encode(pcm[offset:offset + FRAME_BYTES])
+            self.sock.sendto(build_rtp(payload_type=payload_type, sequence=i,
+                                       timestamp=i * 160, ssrc=0x5151, payload=payload,
+                                       marker=i == 0), to)
+
+    def send_key(self, to: tuple[str, int], key: str, *, payload_type: int = 101) -> None:
+        """An RFC 4733 key press: three packets of one event, the last with the end bit."""
+        event = "0123456789*#".index(key)
+        for i, end in enumerate((False, False, True)):
+            payload = struct.pack("!BBH", event, (0x80 if end else 0) | 10, 160 * (i + 1))
+            self.sock.sendto(build_rtp(payload_type=payload_type, sequence=500 + i,
+                                       timestamp=80000, ssrc=0x5151, payload=payload,
+                                       marker=i == 0), to)
+
+    def received_audio(self, payload_type: int) -> bytes:
+        decode = codecs.decoder(payload_type)
+        return b"".join(decode(p.payload) for p in self.packets if p.payload_type == payload_type)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        self.sock.close()
+
+
+def serve_until_hangup(call: Call, frames: list[bytes]) -> None:
+    """A handler that listens until the caller hangs up."""
+    while (frame := call.read_frame(1.0)) is not None:
+        if frame:
+            frames.append(frame)
+
+
+@dataclass
+class Harness:
+    """A started edge and what it told us."""
+
+    edge: SipEdge
+    handler: Callable[[Call], None]
+    calls: list[Call] = field(default_factory=list)
+    ended: list[Call] = field(default_factory=list)
+    frames: dict[str, list[bytes]] = field(default_factory=dict)
+    answered: queue.Queue = field(default_factory=queue.Queue)
+
+    def on_call(self, call: Call) -> None:
+        self.calls.append(call)
+        self.frames[call.call_id] = []
+        self.answered.put(call)
+        self.handler(call)
+
+    @property
+    def target(self) -> str:
+        return f"{self.edge.address[0]}:{self.edge.address[1]}"
+
+
+def start_edge(handler: Callable[[Call], None] | None = None, **config) -> Harness:
+    config.setdefault("port", 0)
+    config.setdefault("rtp_low", 20000)
+    config.setdefault("rtp_high", 30000)
+    edge = SipEdge(SipConfig(host=HOST, **config))
+    harness = Harness(edge=edge, handler=handler or (lambda call: None))
+    if handler is None:
+        harness.handler = lambda call: serve_until_hangup(call, harness.frames[call.call_id])
+    edge.start(on_call=harness.on_call, on_ended=harness.ended.append)
+    return harness
