@@ -369,7 +369,8 @@ def plan_new_dispatch(
         rows = []
         for assignment in made:
             assignment.ticket_id = written.id
-            rows.append({k: getattr(assignment, k) for k in _ASSIGNMENT_COLUMNS})
+            fields = assignment.__dict__  # built by _new_assignments: every column is there
+            rows.append({k: fields[k] for k in _ASSIGNMENT_COLUMNS})
         ids = session.connection().execute(
             insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
         ).scalars().all()

@@ -190,7 +190,8 @@ def new_ticket(data: TicketCreate, *, actor: str, now: datetime) -> tuple[Ticket
     ticket = build_row(Ticket, {
         **data.model_dump(), "number": "", "status": Status.intake, "created_at": now,
         "updated_at": now, "created_by": actor, "event_seq": 1})
-    snapshot = {f: getattr(ticket, f) for f in AUDITED_FIELDS if f != "status"}
+    fields = ticket.__dict__  # a row just built: every field is there
+    snapshot = {f: fields[f] for f in AUDITED_FIELDS if f != "status"}
     created = {"ticket_id": None, "seq": 1, "at": now, "actor": actor,
                "action": Action.create.value, "from_status": None, "to_status": Status.intake,
                "reason": None, "rule": None, "data": {"set": _jsonable(snapshot)}}
@@ -229,7 +230,8 @@ def insert_new(session: Session, *, ticket: Ticket, events: list[dict[str, Any]]
     drawn last, just before the row is written, so the day's counter row stays locked for
     as short a time as this transaction allows. Call `attach` once the ticket is final."""
     connection = session.connection()
-    values = {k: getattr(ticket, k) for k in _TICKET_COLUMNS}
+    fields = ticket.__dict__  # built by new_ticket, never loaded: every column is there
+    values = {k: fields[k] for k in _TICKET_COLUMNS}
     if connection.dialect.name == "postgresql":
         # The counter and the row in one statement: one round trip fewer on every intake.
         values["day"] = now.astimezone(tz).strftime("%Y%m%d")
