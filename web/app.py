@@ -20,7 +20,7 @@ from hotline.clock import Clock, SystemClock
 from hotline.config import Settings, get_settings
 from hotline.db import make_engine, make_session_factory
 from web import errors
-from web.api import router as api_router
+from web import api
 from web.deps import OPENAPI_MODELS, LoopLimiter
 
 
@@ -57,7 +57,8 @@ def create_app(
     app.state.session_factory = session_factory or LazySessionFactory(settings.db_url)
     app.state.intake_limiter = LoopLimiter(settings.web.intake_concurrency)
     errors.install(app)
-    app.include_router(api_router, prefix="/api/v1")
+    for router in api.ROUTERS:
+        app.include_router(router, prefix=api.PREFIX)
     _document_parsed_bodies(app)
 
     @app.get("/", include_in_schema=False)
