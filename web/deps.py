@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
@@ -118,6 +119,43 @@ def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 OPENAPI_MODELS: list[type[BaseModel]] = []
+
+BEARER_SECURITY: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
+
+
+@dataclass(frozen=True)
+class HeaderSpec:
+    name: str
+    max_length: int
+    description: str
+
+
+def read_header(request: Request, spec: HeaderSpec) -> str | None:
+    """An optional header, checked as FastAPI's Header(min_length=1, max_length=…) would."""
+    value = request.headers.get(spec.name)
+    if value is None:
+        return None
+    if not 1 <= len(value) <= spec.max_length:
+        raise RequestValidationError([{
+            "type": "string_too_long" if value else "string_too_short",
+            "loc": ("header", spec.name.lower()),
+            "msg": f"String should have between 1 and {spec.max_length} characters",
+            "input": value[:50]}])
+    return value
+
+
+def header_parameter(spec: HeaderSpec) -> dict[str, Any]:
+    return {"parameters": [{"name": spec.name, "in": "header", "required": False,
+                            "description": spec.description,
+                            "schema": {"type": "string", "minLength": 1,
+                                       "maxLength": spec.max_length}}]}
+
+
+def merged(*parts: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        out.update(part)
+    return out
 
 
 class LoopLimiter:

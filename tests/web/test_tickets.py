@@ -80,6 +80,15 @@ def test_given_same_idempotency_key_when_posted_twice_then_one_ticket_and_200_re
     assert len(listed) == 1
 
 
+@pytest.mark.parametrize("key", ["", "k" * 201])
+def test_given_empty_or_overlong_idempotency_key_when_posted_then_422_naming_it(client, auth,
+                                                                                key):
+    response = post(client, auth("operator"), key=key)
+    assert response.status_code == 422
+    [problem] = response.json()["error"]["details"]
+    assert (problem["in"], problem["field"]) == ("header", "idempotency-key")
+
+
 def test_given_reused_idempotency_key_with_other_payload_when_posted_then_409(client, auth):
     post(client, auth("operator"), key="call-42")
     response = post(client, auth("operator"), key="call-42", description="另一件事")

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlmodel import Session
 
@@ -27,37 +27,43 @@ from web.api.schemas import (
     ticket_read,
     ticket_with_assignments,
 )
-from web.auth import INTAKE, unauthenticated
+from web.auth import INTAKE, bearer, unauthenticated
 from web.deps import (
+    BEARER_SECURITY,
     ClockDep,
-    Credentials,
     CurrentUser,
+    HeaderSpec,
     IntakeStaff,
     SessionDep,
     authenticated,
     check_role,
+    header_parameter,
     json_body_schema,
+    merged,
     parse_json_body,
+    read_header,
 )
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 
-IdempotencyKeyHeader = Annotated[str | None, Header(
-    min_length=1, max_length=200,
-    description="repeat a submission with the same key to get the first ticket back",
-)]
+IDEMPOTENCY_KEY = HeaderSpec(
+    "Idempotency-Key", max_length=200,
+    description="repeat a submission with the same key to get the first ticket back")
 
 
 @router.post("", status_code=201, response_model=TicketWithAssignments,
              responses={200: {"description": "an idempotent replay: the ticket created first"}},
-             openapi_extra=json_body_schema(TicketCreate))
-async def create_ticket(request: Request, credentials: Credentials,
-                        idempotency_key: IdempotencyKeyHeader = None) -> Response:
+             openapi_extra=merged(json_body_schema(TicketCreate), BEARER_SECURITY,
+                                  header_parameter(IDEMPOTENCY_KEY)))
+async def create_ticket(request: Request) -> Response:
     """受理: the ticket is created, classified by the rules and dispatched in one unit of
     work. 201 with the ticket and its assignments; 200 with the first ticket for a repeated
     Idempotency-Key."""
+    # The request is read by hand, not through FastAPI's dependencies (see web.deps).
+    credentials = await bearer(request)
     if credentials is None:
         raise unauthenticated("a bearer token is required")
+    idempotency_key = read_header(request, IDEMPOTENCY_KEY)
     state = request.app.state
     return await to_thread.run_sync(
         _create_ticket, await request.body(), state.session_factory, credentials,
