@@ -46,6 +46,15 @@ _HOLD_HOSTS = frozenset({"0.0.0.0", "::"})
 _MAX_BUFFERED = 30_000
 
 
+# How long a telephone-event is remembered to recognise its retransmitted packets.
+_EVENT_MEMORY_S = 5.0
+
+
+@dataclass
+class _Event:
+    ended: bool  # an end packet was seen
+    at: float  # monotonic time of its last packet
+
 class MalformedPacket(ValueError):
     pass
 
@@ -177,7 +186,7 @@ class RtpSession:
         self._max_seq: int | None = None
         self._stream_received = 0
         self._lost_before = 0  # loss in earlier SSRCs of this session
-        self._recent_events: deque[tuple[int, int]] = deque(maxlen=32)
+        self._recent_events: dict[tuple[int, int], _Event] = {}
 
         # Send side, guarded by _out_cond.
         self._out_cond = threading.Condition()
@@ -336,11 +345,23 @@ class RtpSession:
             self._stats["ignored_events"] += 1  # flash, tones: valid RFC 4733 but not keys
             return
         # Every packet of one event, retransmitted end packets included, carries the
-        # event's start timestamp: that is its identity.
+        # event's start timestamp: that is its identity. A sender that reuses timestamps for
+        # later presses (a replayed capture, some gateways) would lose every repeated digit
+        # of a ticket number, so after an event's end a packet that opens an event again —
+        # the marker bit, RFC 4733 2.5.1.1 — is a new press; a late copy of any other is not.
         event = (packet.ssrc, packet.timestamp)
-        if event in self._recent_events:
+        end = bool(payload[1] & 0x80)
+        now = time.monotonic()
+        state = self._recent_events.get(event)
+        if state is not None and not (state.ended and packet.marker and not end):
+            state.ended |= end
+            state.at = now
             return
-        self._recent_events.append(event)
+        self._recent_events[event] = _Event(ended=end, at=now)
+        if len(self._recent_events) > 64:
+            for stale in [e for e, seen in self._recent_events.items()
+                          if now - seen.at > _EVENT_MEMORY_S]:
+                del self._recent_events[stale]
         if self._on_dtmf is None:
             return
         try:

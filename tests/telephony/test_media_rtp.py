@@ -272,6 +272,31 @@ def test_given_dtmf_with_retransmitted_ends_when_received_then_each_key_reported
     assert keys == ["1", "2", "#"]
 
 
+def test_given_a_sender_reusing_one_timestamp_for_two_presses_then_both_keys_count(
+        peer, sessions):
+    """A replayed capture (sipp's DTMF pcaps) sends "0" twice with identical headers; the
+    second press opens with the marker bit after the first ended."""
+    keys: list[str] = []
+    session = _session(peer, on_dtmf=keys.append)
+    sessions.append(session)
+    session.start()
+    start = peer.ts
+    for _press in range(2):
+        for duration, end in ((0, False), (160, False), (320, True), (320, True),
+                              (320, True)):
+            payload = bytes([0, 0x8A if end else 0x0A]) + duration.to_bytes(2, "big")
+            peer.sock.sendto(build_rtp(payload_type=DTMF_PT, sequence=peer.seq,
+                                       timestamp=start, ssrc=peer.ssrc, payload=payload,
+                                       marker=duration == 0), session.local_address)
+            peer.seq += 1
+    # a late copy of a middle packet, after the end: still the second press
+    payload = bytes([0, 0x0A]) + (160).to_bytes(2, "big")
+    peer.sock.sendto(build_rtp(payload_type=DTMF_PT, sequence=peer.seq - 3, timestamp=start,
+                               ssrc=peer.ssrc, payload=payload), session.local_address)
+    wait_until(lambda: session.stats["received"] == 11, timeout=3, message="events")
+    assert keys == ["0", "0"]
+
+
 def test_given_stop_when_audio_was_buffered_then_it_is_read_before_none(peer, sessions):
     session = _session(peer)
     session.start()
