@@ -4,9 +4,11 @@ dispatch — and the call record holds it all."""
 from __future__ import annotations
 
 import queue
+import wave
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from asr.offline import transcribe_wav
@@ -15,6 +17,7 @@ from telephony import codecs
 from telephony.endpoint import CallState, Disposition
 from telephony.flows import serve_inbound
 from telephony.models import CallRecord, TranscribedBy
+from telephony.prompts import PromptSet
 from telephony.sip import SipConfig, SipEdge
 from tests.conftest import wait_until
 from tests.hotline.test_calls import (  # noqa: F401
@@ -72,3 +75,63 @@ def test_given_a_sip_caller_speaking_korean_then_the_ticket_is_transcribed_live_
     assert record.disposition is Disposition.COMPLETED and record.talk_s > 0
     assert ticket.status == Status.dispatched and lead_unit(db, ticket.id) == "WATER"
     assert ticket.caller_phone == "13800000000"
+
+
+def best_lag_correlation(reference: bytes, recording: bytes) -> float:
+    """The normalised cross-correlation of `reference` with the stretch of `recording` it
+    matches best (both PCM16), computed over every lag with FFTs."""
+    ref = np.frombuffer(reference, "<i2").astype(np.float64)
+    rec = np.frombuffer(recording, "<i2").astype(np.float64)
+    n = len(ref) + len(rec)
+    size = 1 << (n - 1).bit_length()
+    cross = np.fft.irfft(np.fft.rfft(rec, size) * np.conj(np.fft.rfft(ref, size)), size)
+    lag = int(np.argmax(cross[:len(rec) - len(ref) + 1]))
+    window = rec[lag:lag + len(ref)]
+    return float(np.dot(ref, window) / (np.linalg.norm(ref) * np.linalg.norm(window)))
+
+
+@pytest.fixture(scope="session")
+def korean_prompts(tmp_path_factory) -> PromptSet:
+    prompts = PromptSet(tmp_path_factory.mktemp("prompts"), language="ko")
+    prompts.ensure(["greeting", "closing", "no_speech"])
+    return prompts
+
+
+def test_given_a_sip_caller_then_the_recording_is_what_was_sent_and_the_caller_heard_the_greeting(  # noqa: E501
+        db, make_services, settings, rtp, korean_prompts):  # noqa: F811
+    services = make_services(None)
+    answered: queue.Queue = queue.Queue()
+    serve = partial(serve_inbound, prompts=korean_prompts, hooks=services.hooks(),
+                    settings=calls.flow_settings(settings))
+
+    def on_call(call) -> None:
+        answered.put(call)
+        serve(call)
+
+    edge = SipEdge(SipConfig(host=HOST, port=0, rtp_low=30000, rtp_high=40000))
+    edge.start(on_call=on_call, on_ended=services.on_ended)
+    sipp = start_sipp("uac_call.xml", target=f"{HOST}:{edge.address[1]}",
+                      keys={"rtp_port": rtp.port, "fmts": "0"}, hold=30000)
+    speech = b"".join(frames_of(LEAK))
+    try:
+        call = answered.get(timeout=10)
+        wait_until(lambda: call.state == CallState.LISTENING, 10, message="listening")
+        rtp.send((HOST, call.rtp_port), speech + b"".join(silence(2500)),
+                 payload_type=codecs.PCMU)
+        wait_until(lambda: db.one(CallRecord, CallRecord.call_id == call.call_id).ended_at
+                   is not None, 30, message="the report ended")
+        services.drain()
+    finally:
+        edge.stop()
+        sipp.kill()
+        sipp.communicate(timeout=10)
+
+    record = db.one(CallRecord, CallRecord.call_id == call.call_id)
+    with wave.open(record.recording_path) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8000)
+        recorded = wav.readframes(wav.getnframes())
+    sent = codecs.ulaw_decode(codecs.ulaw_encode(speech))  # what crossed the wire
+    assert best_lag_correlation(sent, recorded) > 0.99
+    greeting = korean_prompts.pcm("greeting")
+    heard = rtp.received_audio(codecs.PCMU)
+    assert best_lag_correlation(codecs.ulaw_decode(codecs.ulaw_encode(greeting)), heard) > 0.99
