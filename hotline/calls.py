@@ -54,6 +54,7 @@ from telephony.models import (
     CallRecord,
     TranscribedBy,
 )
+from telephony.prompts import PromptSet
 from telephony.recording import EndReason
 from tickets import service as tickets
 from tickets.lifecycle import Action
@@ -79,7 +80,17 @@ def asr_config(settings: Settings) -> AsrConfig:
     extra = {} if asr.max_live_streams is None else {"max_live_streams": asr.max_live_streams}
     return AsrConfig(model_path=asr.model_path, pool_size=asr.pool_size,
                      live_lag_s=asr.live_lag_s, live_backlog_limit_s=asr.live_backlog_limit_s,
-                     **extra)
+                     quiet_engine_log=asr.quiet_engine_log, **extra)
+
+
+def prompt_set(settings: Settings, *, language: str | None = None) -> PromptSet:
+    """The prompts the SIP edge plays: synthesised at setup, recorded ones where configured."""
+    t = settings.telephony
+    overrides = dict(t.prompt_wavs)
+    if t.greeting_wav is not None:
+        overrides["greeting"] = t.greeting_wav
+    return PromptSet(settings.prompts_dir, language=language or t.prompt_language,
+                     overrides=overrides)
 
 
 def flow_settings(settings: Settings) -> FlowSettings:

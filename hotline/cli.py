@@ -407,13 +407,13 @@ def sip() -> None:
     from asr.vosk_engine import VoskRecognizer
     from hotline import calls
     from telephony.flows import serve_inbound
-    from telephony.prompts import PromptError, PromptSet
+    from telephony.prompts import PromptError
     from telephony.sip import SipConfig, SipEdge, SipLine
 
     settings = get_settings()
     t = settings.telephony
     try:
-        prompts = PromptSet(settings.prompts_dir, language=t.prompt_language)
+        prompts = calls.prompt_set(settings)
         made = prompts.ensure()
         recognizer = VoskRecognizer(calls.asr_config(settings))
         recognizer.load()
@@ -469,12 +469,12 @@ def prompts_build(
     language: Annotated[str | None, typer.Option(help="default: HOTLINE_TELEPHONY__PROMPT_LANGUAGE")] = None,
 ) -> None:
     """Synthesise the voice prompts that are missing or whose text changed."""
-    from telephony.prompts import PromptError, PromptSet
+    from hotline import calls
+    from telephony.prompts import PromptError
 
     settings = get_settings()
     try:
-        prompts = PromptSet(settings.prompts_dir,
-                            language=language or settings.telephony.prompt_language)
+        prompts = calls.prompt_set(settings, language=language)
         made = prompts.ensure()
     except PromptError as exc:
         fail(str(exc))

