@@ -18,6 +18,7 @@ from telephony.endpoint import CallState, Disposition
 from telephony.flows import serve_inbound
 from telephony.models import CallRecord, TranscribedBy
 from telephony.prompts import PromptSet
+from telephony.rtp import build_rtp
 from telephony.sip import SipConfig, SipEdge
 from tests.conftest import wait_until
 from tests.hotline.test_calls import (  # noqa: F401
@@ -135,3 +136,53 @@ def test_given_a_sip_caller_then_the_recording_is_what_was_sent_and_the_caller_h
     greeting = korean_prompts.pcm("greeting")
     heard = rtp.received_audio(codecs.PCMU)
     assert best_lag_correlation(codecs.ulaw_decode(codecs.ulaw_encode(greeting)), heard) > 0.99
+
+
+def test_given_a_caller_hanging_up_during_the_greeting_then_a_queued_ticket_and_the_next_call_works_after_rtp_garbage(  # noqa: E501
+        db, make_services, settings, rtp, korean_prompts):  # noqa: F811
+    services = make_services(None)
+    answered: queue.Queue = queue.Queue()
+    serve = partial(serve_inbound, prompts=korean_prompts, hooks=services.hooks(),
+                    settings=calls.flow_settings(settings))
+
+    def on_call(call) -> None:
+        answered.put(call)
+        serve(call)
+
+    edge = SipEdge(SipConfig(host=HOST, port=0, rtp_low=30000, rtp_high=40000))
+    edge.start(on_call=on_call, on_ended=services.on_ended)
+    target = f"{HOST}:{edge.address[1]}"
+    try:
+        # The greeting lasts seconds; this caller hangs up after 0.3 s of it, having sent
+        # garbage on the media port first: a 1-byte packet, RTP version 1, and an event on a
+        # payload type that was never negotiated.
+        hasty = start_sipp("uac_call.xml", target=target,
+                           keys={"rtp_port": rtp.port, "fmts": "0"}, hold=300)
+        first = answered.get(timeout=10)
+        for junk in (b"\x80", b"\x40" + bytes(171),
+                     build_rtp(payload_type=101, sequence=1, timestamp=0, ssrc=7,
+                               payload=bytes([200, 0x80, 0, 160]))):
+            rtp.sock.sendto(junk, (HOST, first.rtp_port))
+        media = first._media  # the call's RtpSession: the junk is counted, not fatal
+        wait_until(lambda: media.stats["malformed"] + media.stats["other_payload"] >= 3, 5,
+                   message="the junk counted")
+        hasty.communicate(timeout=20)
+        assert hasty.returncode == 0
+        wait_until(lambda: db.one(CallRecord, CallRecord.call_id == first.call_id).ended_at
+                   is not None, 15, message="the first call's record")
+        services.drain()
+        # the next caller is answered and heard as usual
+        rtp.packets.clear()
+        second_sipp = start_sipp("uac_call.xml", target=target,
+                                 keys={"rtp_port": rtp.port, "fmts": "0"}, hold=1500)
+        second = answered.get(timeout=10)
+        second_sipp.communicate(timeout=20)
+        assert second_sipp.returncode == 0
+        assert rtp.received_audio(codecs.PCMU)  # the greeting reached the second caller
+    finally:
+        edge.stop()
+
+    ticket, record = ticket_of(db, first.call_id)
+    assert record.disposition is Disposition.CALLER_HUNG_UP and record.recording_path is None
+    assert ticket.status == Status.pending_dispatch and ticket.description == calls.NO_SPEECH
+    assert second.call_id != first.call_id
