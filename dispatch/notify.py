@@ -174,22 +174,6 @@ def _settle(session: Session, *, notification_id: int, now: datetime,
             notification.status = NotificationStatus.failed
     session.add(notification)
     return notification.status
-    channel = (channels or default_channels()).get(notification.channel)
-    notification.attempts += 1
-    try:
-        if channel is None:
-            raise DeliveryError(f"no channel delivers {notification.channel!r}",
-                                permanent=True)
-        channel.send(notification, settings=settings)
-    except DeliveryError as exc:
-        notification.last_error = str(exc)[:1000]
-        if exc.permanent or notification.attempts >= MAX_ATTEMPTS:
-            notification.status = NotificationStatus.failed
-    else:
-        notification.status = NotificationStatus.sent
-        notification.sent_at = now
-    session.add(notification)
-    return notification.status
 
 
 def unqueued(session: Session, *, now: datetime, limit: int = 500) -> list[int]:

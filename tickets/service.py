@@ -89,8 +89,8 @@ def apply(
     unknown = set(changes) - set(AUDITED_FIELDS)
     if unknown:
         raise InvalidInput(f"not ticket fields: {sorted(unknown)}")
-    for field, value in changes.items():
-        setattr(ticket, field, value)
+    for name, value in changes.items():
+        setattr(ticket, name, value)
     ticket.status = after
     ticket.updated_at = now
     ticket.event_seq += 1

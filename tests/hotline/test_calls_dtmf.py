@@ -3,7 +3,6 @@ pressing the keys as RFC 2833 telephone-events (the pcaps Debian's sip-tester sh
 from __future__ import annotations
 
 import queue
-from functools import partial
 from pathlib import Path
 
 import pytest

@@ -2,20 +2,16 @@
 empty ``Supported:`` header, on which pyVoIP 1.6.8's parser failed, so it could not call."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import wave
 from pathlib import Path
 
-import pytest
 
 from tests.conftest import wait_until
 from tests.telephony.sip_peers import dominant_frequency, free_udp_port, rms, start_edge, tone
 
 MODULES = Path("/usr/lib/baresip/modules")
 
-pytestmark = pytest.mark.skipif(shutil.which("baresip") is None or not MODULES.is_dir(),
-                                reason="baresip is not installed")
 
 
 def _baresip_dir(tmp_path: Path) -> Path:
