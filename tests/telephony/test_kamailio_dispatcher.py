@@ -244,8 +244,9 @@ def test_given_a_ringing_call_through_the_front_when_the_caller_cancels_then_the
     harnesses = start_edges(answer_delay=2.0)
     try:
         front = start_front(harnesses, ping_interval=5)
-        result = run_sipp("uac_cancel.xml", target=front.target, keys={"rtp_port": rtp.port})
-        assert result.returncode == 0, output(result) + front.tail()  # 200, then 487
+        result = run_sipp("uac_cancel_via_proxy.xml", target=front.target,
+                          keys={"rtp_port": rtp.port})
+        assert result.returncode == 0, output(result) + front.tail()  # 200 and 487
         wait_until(lambda: any(harness.ended for harness in harnesses), 5, message="on_ended")
         (edge,) = [harness for harness in harnesses if harness.ended]
         # the proxy acknowledged the edge's 487 itself (hop by hop): nothing retransmits
