@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from dispatch import escalation, policies, reference, sla
@@ -341,11 +341,11 @@ def plan_new_dispatch(
     actor: Actor = None,
     fallback_unit_code: str | None = None,
     tz: ZoneInfo = DEFAULT_TZ,
-) -> tuple[DispatchResult, tickets.Writer | None]:
+) -> tuple[DispatchResult, tickets.Companion | None]:
     """`dispatch_ticket` for a ticket that `tickets.create_ticket` still holds in memory
     (its `then`): decide, arm the clocks, apply the step to the ticket and append its
-    event to `events`. The returned writer inserts the assignments, in one statement,
-    once the ticket has its id. A refusal raises before the ticket is touched."""
+    event to `events`. The assignments come back as the ticket's Companion, written with
+    it. A refusal raises before the ticket is touched."""
     decision = _decide(session, ticket, fallback_unit_code=fallback_unit_code, tz=tz)
     if decision.lead is None:
         events.append(tickets.apply(
@@ -364,22 +364,16 @@ def plan_new_dispatch(
         reason=decision.reason, rule=decision.rule_name,
         data={**_assignment_summary(made, units, decision.policy), **decision.extra}))
 
-    def write(written: Ticket) -> list[Assignment]:
-        table = Assignment.__table__
-        rows = []
-        for assignment in made:
-            assignment.ticket_id = written.id
-            fields = assignment.__dict__  # built by _new_assignments: every column is there
-            rows.append({k: fields[k] for k in _ASSIGNMENT_COLUMNS})
-        ids = session.connection().execute(
-            insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
-        ).scalars().all()
+    def written(ticket_id: int, ids: list[int]) -> list[Assignment]:
         for assignment, ident in zip(made, ids, strict=True):
+            assignment.ticket_id = ticket_id
             assignment.id = ident
         return made
 
-    return DispatchResult(ticket, made, decision.rule_name,
-                          explanation=decision.explanation), write
+    # built by _new_assignments, so every column is in the instance dict
+    rows = [{k: a.__dict__[k] for k in _ASSIGNMENT_COLUMNS if k != "ticket_id"} for a in made]
+    return (DispatchResult(ticket, made, decision.rule_name, explanation=decision.explanation),
+            tickets.Companion(Assignment.__table__, rows, written))
 
 
 def manual_dispatch(

@@ -44,16 +44,17 @@ def submit(
 ) -> Submission:
     """Intake, then dispatch by rules, in one write: the ticket is decided in memory and
     reaches the database already dispatched (or queued), with both events and its
-    assignments — a handful of INSERTs, no read-modify-write of rows just written."""
+    assignments — one statement on PostgreSQL, no read-modify-write of rows just
+    written."""
     # The reference data first: its revision check begins the transaction.
     reference.snapshot(session)
     outcome: dict[str, Any] = {}
 
-    def dispatch(ticket: Ticket, events: list[dict[str, Any]]) -> tickets.Writer | None:
+    def dispatch(ticket: Ticket, events: list[dict[str, Any]]) -> tickets.Companion | None:
         if not auto_dispatch:
             return None
         try:
-            outcome["dispatch"], writer = dispatching.plan_new_dispatch(
+            outcome["dispatch"], companion = dispatching.plan_new_dispatch(
                 session, ticket=ticket, events=events, now=now, actor=None,
                 fallback_unit_code=fallback_unit_code, tz=tz)
         except DomainError as exc:
@@ -61,7 +62,7 @@ def submit(
             events.append(tickets.apply(ticket, action=Action.queue, actor="system", now=now,
                                         reason=f"automatic dispatch failed: {exc.message}"))
             return None
-        return writer
+        return companion
 
     intake = tickets.create_ticket(
         session, data=data, actor=dispatching.who(actor), now=now,

@@ -4,6 +4,8 @@ always rebuild the ticket."""
 from __future__ import annotations
 
 import base64
+import enum
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -13,8 +15,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import ColumnElement, Insert, Text, and_, bindparam, cast, func, insert, or_, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import ColumnElement, Table, TextClause, and_, bindparam, insert, or_, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -113,8 +115,18 @@ def record(session: Session, *, ticket: Ticket, **step: Any) -> TicketEvent:
 # ---------------------------------------------------------------- intake
 
 
-Writer = Callable[[Ticket], Sequence[Any]]
-Planner = Callable[[Ticket, list[dict[str, Any]]], Writer | None]
+@dataclass
+class Companion:
+    """Rows of another table that point at the new ticket, written with it: `rows` hold
+    every column but `ticket_id`; `written(ticket_id, ids)` gets their ids in row order
+    and returns the objects to attach to the session."""
+
+    table: Table
+    rows: list[dict[str, Any]]
+    written: Callable[[int, list[int]], Sequence[Any]]
+
+
+Planner = Callable[[Ticket, list[dict[str, Any]]], Companion | None]
 
 
 @dataclass(frozen=True)
@@ -144,10 +156,10 @@ def create_ticket(
     returns the first ticket; the same key with a different payload is a Conflict.
 
     `then(ticket, events)` runs on the ticket in memory before anything is written: it may
-    `apply` further steps (dispatch does), appending their events, and may return a writer
-    that is called with the ticket once it has its id, inside the same all-or-nothing
-    write. What the writer returns is attached to the session with the ticket and handed
-    back in `Intake.written`."""
+    `apply` further steps (dispatch does), appending their events, and may return a
+    Companion — rows of another table to write with the ticket, in the same statement on
+    PostgreSQL. What its `written` returns is attached to the session with the ticket and
+    handed back in `Intake.written`."""
     fingerprint = _fingerprint(data) if idempotency_key else ""
     if idempotency_key:
         existing = _idempotent_hit(session, idempotency_scope, idempotency_key, fingerprint)
@@ -155,11 +167,11 @@ def create_ticket(
             return Intake(existing, created=False)
     ticket, created = new_ticket(data, actor=actor, now=now)
     events = [created]
-    writer = then(ticket, events) if then else None
+    companion = then(ticket, events) if then else None
 
     def write() -> list[Any]:
-        insert_new(session, ticket=ticket, events=events, now=now, tz=tz)
-        written = list(writer(ticket)) if writer else []
+        written = insert_new(session, ticket=ticket, events=events, now=now, tz=tz,
+                             companion=companion)
         if idempotency_key:
             session.execute(insert(IdempotencyKey.__table__), {
                 "scope": idempotency_scope, "key": idempotency_key, "fingerprint": fingerprint,
@@ -202,48 +214,122 @@ _TICKET_COLUMNS = tuple(c.key for c in Ticket.__table__.columns if c.key != "id"
 _INSERT_TICKET = insert(Ticket.__table__).returning(Ticket.__table__.c.id)
 
 
-def _numbered_ticket_insert(width: int = 6) -> Insert:
-    """PostgreSQL: next_ticket_number's upsert as a CTE feeding the ticket's INSERT."""
-    counter = TicketCounter.__table__
-    upsert = pg_insert(counter).values(day=bindparam("day"), last=1)
-    last = upsert.on_conflict_do_update(
-        index_elements=[counter.c.day], set_={"last": counter.c.last + 1}
-    ).returning(counter.c.last).cte("counter")
-    digits = cast(last.c.last, Text)
-    number = func.concat(bindparam("day"), "-",
-                         func.lpad(digits, func.greatest(width, func.length(digits)), "0"))
-    table = Ticket.__table__
-    rest = [c for c in table.columns if c.key not in {"id", "number"}]
-    rows = select(number, *(bindparam(c.key, type_=c.type) for c in rest)).select_from(last)
-    return insert(table).from_select(["number", *(c.key for c in rest)], rows).returning(
-        table.c.id, table.c.number)
+_EVENT_COLUMNS = tuple(c.key for c in TicketEvent.__table__.columns
+                       if c.key not in {"id", "ticket_id"})
 
 
-_INSERT_NUMBERED_TICKET = _numbered_ticket_insert()
+def _pg_type(column: Any) -> str:
+    return column.type.compile(dialect=postgresql.dialect())
+
+
+def _recordset(table: Table, keys: Sequence[str]) -> str:
+    """`jsonb_to_recordset`'s column list for `keys` of `table`, with their SQL types."""
+    return ", ".join(f'"{k}" {_pg_type(table.c[k])}' for k in keys)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _json_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
+    """The rows as one JSON array, each with its position `ord` (ids follow it)."""
+    return json.dumps([{**{k: _json_value(row[k]) for k in keys}, "ord": i}
+                       for i, row in enumerate(rows)], ensure_ascii=False)
+
+
+@functools.cache
+def _pg_intake_sql(companion_table: Table | None, companion_keys: tuple[str, ...],
+                   width: int = 6) -> TextClause:
+    ticket, event = Ticket.__table__, TicketEvent.__table__
+    rest = [c.key for c in ticket.columns if c.key not in {"id", "number"}]
+    ev = ", ".join(f'e."{k}"' for k in _EVENT_COLUMNS if k != "data")
+    sql = f"""
+WITH counter AS (
+    INSERT INTO ticket_counter AS c (day, last) VALUES (:day, 1)
+    ON CONFLICT (day) DO UPDATE SET last = c.last + 1
+    RETURNING last
+), t AS (
+    INSERT INTO ticket (number, {", ".join(f'"{k}"' for k in rest)})
+    SELECT :day || '-' || lpad(last::text, greatest({width}, length(last::text)), '0'),
+           {", ".join(f':{k}' for k in rest)}
+    FROM counter
+    RETURNING id, number
+), e AS (
+    INSERT INTO ticket_event (ticket_id, {", ".join(f'"{k}"' for k in _EVENT_COLUMNS)})
+    SELECT t.id, {ev},
+           (CASE WHEN e.seq = 1 THEN jsonb_set(e.data, '{{set,number}}', to_jsonb(t.number))
+                 ELSE e.data END)::{_pg_type(event.c.data)}
+    FROM t, jsonb_to_recordset(CAST(:events AS jsonb))
+         AS e({_recordset(event, [k for k in _EVENT_COLUMNS if k != "data"])}, data jsonb)
+)"""
+    if companion_table is None:
+        sql += "\nSELECT t.id, t.number, NULL FROM t"
+    else:
+        name = companion_table.name
+        cols = ", ".join(f'"{k}"' for k in companion_keys)
+        sql += f""", x AS (
+    INSERT INTO "{name}" (ticket_id, {cols})
+    SELECT t.id, {", ".join(f'r."{k}"' for k in companion_keys)}
+    FROM t, jsonb_to_recordset(CAST(:companion AS jsonb))
+         AS r({_recordset(companion_table, companion_keys)}, ord integer)
+    ORDER BY r.ord
+    RETURNING id
+)
+SELECT t.id, t.number, (SELECT array_agg(id ORDER BY id) FROM x) FROM t"""
+    bind = [bindparam(k, type_=ticket.c[k].type) for k in rest]
+    return text(sql).bindparams(*bind)
+
+
+def _pg_intake(values: dict[str, Any], events: list[dict[str, Any]],
+               companion: Companion | None, *, day: str) -> tuple[TextClause, dict[str, Any]]:
+    params = {k: v for k, v in values.items() if k != "number"}
+    params["day"] = day
+    params["events"] = _json_rows(events, _EVENT_COLUMNS)
+    if companion is None:
+        return _pg_intake_sql(None, ()), params
+    keys = tuple(k for k in companion.rows[0] if k != "ticket_id")
+    params["companion"] = _json_rows(companion.rows, keys)
+    return _pg_intake_sql(companion.table, keys), params
 _INSERT_EVENT = insert(TicketEvent.__table__)
 
 
 def insert_new(session: Session, *, ticket: Ticket, events: list[dict[str, Any]],
-               now: datetime, tz: ZoneInfo = DEFAULT_TZ) -> Ticket:
-    """Write a ticket made by `new_ticket` (its first event the creation) with its events:
-    three statements and no unit-of-work flush, the path every intake takes. The number is
-    drawn last, just before the row is written, so the day's counter row stays locked for
-    as short a time as this transaction allows. Call `attach` once the ticket is final."""
+               now: datetime, tz: ZoneInfo = DEFAULT_TZ,
+               companion: Companion | None = None) -> list[Any]:
+    """Write a ticket made by `new_ticket` (its first event the creation) with its events
+    and a companion's rows, and no unit-of-work flush: the path every intake takes. On
+    PostgreSQL that is one statement — the day's number, the ticket, its events and the
+    companion rows as data-modifying CTEs — so the day's counter row is locked only from
+    there to the commit; elsewhere four. Returns what the companion's `written` returns.
+    Call `attach` once the ticket is final."""
     connection = session.connection()
     fields = ticket.__dict__  # built by new_ticket, never loaded: every column is there
     values = {k: fields[k] for k in _TICKET_COLUMNS}
     if connection.dialect.name == "postgresql":
-        # The counter and the row in one statement: one round trip fewer on every intake.
-        values["day"] = now.astimezone(tz).strftime("%Y%m%d")
-        ticket.id, ticket.number = connection.execute(_INSERT_NUMBERED_TICKET, values).one()
+        statement, params = _pg_intake(values, events, companion,
+                                       day=now.astimezone(tz).strftime("%Y%m%d"))
+        ticket.id, ticket.number, ids = connection.execute(statement, params).one()
+        events[0]["data"]["set"]["number"] = ticket.number
+        for event in events:
+            event["ticket_id"] = ticket.id
     else:
         ticket.number = values["number"] = next_ticket_number(session, now=now, tz=tz)
         ticket.id = connection.execute(_INSERT_TICKET, values).scalar_one()
-    events[0]["data"]["set"]["number"] = ticket.number
-    for event in events:
-        event["ticket_id"] = ticket.id
-    connection.execute(_INSERT_EVENT, events)
-    return ticket
+        events[0]["data"]["set"]["number"] = ticket.number
+        for event in events:
+            event["ticket_id"] = ticket.id
+        connection.execute(_INSERT_EVENT, events)
+        ids = []
+        if companion is not None:
+            table = companion.table
+            ids = connection.execute(
+                insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                [{**row, "ticket_id": ticket.id} for row in companion.rows]).scalars().all()
+    return list(companion.written(ticket.id, list(ids or []))) if companion else []
 
 
 def _idempotent_hit(session: Session, scope: str, key: str, fingerprint: str) -> Ticket | None:
