@@ -400,8 +400,14 @@ def beat() -> None:
 def sip() -> None:
     """The SIP edge: answers calls into tickets (live or offline transcripts), tells ticket
     status by keypad, and dials the satisfaction callbacks. One per line/PBX trunk."""
+    import logging
     import threading
     from functools import partial
+
+    # A call's story (answered, ticket, live ASR full, transcribed, dispatched) is told in
+    # these lines; without a handler only bare warnings would reach stderr.
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from asr.recognizer import AsrError
     from asr.vosk_engine import VoskRecognizer
