@@ -13,7 +13,6 @@ transcripts go to a writer thread; the end of a call is finished in a small pool
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import re
@@ -42,8 +41,8 @@ from dispatch.models import Assignment, AssignmentRole, Unit, UnitLevel
 from hotline import pipeline
 from hotline.clock import Clock
 from hotline.config import Settings
-from hotline.db import after_commit, session_scope
-from hotline.errors import DomainError, InvalidInput, NotFound
+from hotline.db import after_commit, keyset_cursor, parse_keyset_cursor, session_scope
+from hotline.errors import DomainError, NotFound
 from telephony.endpoint import Call, CallDirection, CallFailed, Disposition, SipEndpoint
 from telephony.flows import FlowHooks, FlowSettings, Prompts, StatusAnswer, survey
 from telephony.models import (
@@ -789,20 +788,6 @@ class CallFilters:
     arrived_to: datetime | None = None
 
 
-def _encode_cursor(record: CallRecord) -> str:
-    raw = f"{record.arrived_at.isoformat()}|{record.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, ident = raw.rsplit("|", 1)
-        return datetime.fromisoformat(at), int(ident)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("cursor is not one this API issued", cursor=cursor) from exc
-
-
 def list_calls(session: Session, *, filters: CallFilters, limit: int = 50,
                cursor: str | None = None) -> tuple[list[CallRecord], str | None]:
     """Newest first, keyset-paginated on (arrived_at, id)."""
@@ -816,14 +801,15 @@ def list_calls(session: Session, *, filters: CallFilters, limit: int = 50,
     if f.arrived_to:
         conds.append(CallRecord.arrived_at < f.arrived_to)
     if cursor:
-        at, ident = _decode_cursor(cursor)
+        at, ident = parse_keyset_cursor(cursor)
         conds.append(or_(CallRecord.arrived_at < at,
                          and_(CallRecord.arrived_at == at, col(CallRecord.id) < ident)))
     stmt = (select(CallRecord).where(*conds)
             .order_by(col(CallRecord.arrived_at).desc(), col(CallRecord.id).desc())
             .limit(limit + 1))
     rows = list(session.scalars(stmt))
-    return rows[:limit], (_encode_cursor(rows[limit - 1]) if len(rows) > limit else None)
+    last = rows[limit - 1] if len(rows) > limit else None
+    return rows[:limit], (keyset_cursor(last.arrived_at, last.id) if last else None)
 
 
 def call_read(record: CallRecord) -> CallRead:

@@ -1,6 +1,7 @@
 """Engine, sessions, column types and after-commit side effects. Imports no domain."""
 from __future__ import annotations
 
+import base64
 import enum
 import functools
 from collections.abc import Callable, Iterator, Mapping
@@ -16,6 +17,8 @@ from sqlalchemy.orm import class_mapper, make_transient_to_detached, sessionmake
 from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel, create_engine
+
+from hotline.errors import InvalidInput
 
 
 class UTCDateTime(TypeDecorator):
@@ -185,3 +188,18 @@ def loaded(session: Session, model: type[_Row], values: Mapping[str, Any]) -> _R
     row = build_row(model, values)
     attach(session, row)
     return row
+
+
+def keyset_cursor(at: datetime, ident: int) -> str:
+    """An opaque page cursor for lists ordered newest first by (time, id)."""
+    raw = f"{at.isoformat()}|{ident}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def parse_keyset_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, ident = raw.rsplit("|", 1)
+        return datetime.fromisoformat(at), int(ident)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("cursor is not one this API issued", cursor=cursor) from exc

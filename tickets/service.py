@@ -3,7 +3,6 @@ lifecycle, applies the change and appends exactly one TicketEvent — so the aud
 always rebuild the ticket."""
 from __future__ import annotations
 
-import base64
 import enum
 import functools
 import hashlib
@@ -20,7 +19,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from hotline.db import attach, build_row
+from hotline.db import attach, build_row, keyset_cursor, parse_keyset_cursor
 from hotline.errors import Conflict, InvalidInput, NotFound
 from tickets.lifecycle import Action, next_status
 from tickets.models import (
@@ -457,20 +456,6 @@ class TicketFilters:
     q: str | None = None
 
 
-def encode_cursor(ticket: Ticket) -> str:
-    raw = f"{ticket.created_at.isoformat()}|{ticket.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, ident = raw.rsplit("|", 1)
-        return datetime.fromisoformat(at), int(ident)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("cursor is not one this API issued", cursor=cursor) from exc
-
-
 def list_tickets(
     session: Session,
     *,
@@ -503,13 +488,14 @@ def list_tickets(
     if restrict is not None:
         conds.append(restrict)
     if cursor:
-        at, ident = decode_cursor(cursor)
+        at, ident = parse_keyset_cursor(cursor)
         conds.append(or_(Ticket.created_at < at, and_(Ticket.created_at == at, Ticket.id < ident)))
     if conds:
         stmt = stmt.where(and_(*conds))
     stmt = stmt.order_by(col(Ticket.created_at).desc(), col(Ticket.id).desc()).limit(limit + 1)
     rows = list(session.scalars(stmt))
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = keyset_cursor(last.created_at, last.id) if last else None
     return rows[:limit], next_cursor
 
 
