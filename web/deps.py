@@ -91,12 +91,13 @@ UnitWorker = Annotated[User, Depends(require_roles(*auth.UNIT_WORK))]
 Admin = Annotated[User, Depends(require_roles(*auth.ADMIN))]
 
 
-# The hot path, `unit_of_work`. Each sync dependency and a sync route are separate trips
-# to the thread pool (four for a ticket intake, plus FastAPI validating the returned model
-# again), and on the intake they cost more CPU than the intake itself. A route built this
-# way is `async`, reads the raw body, and runs its whole unit of work — session,
-# authentication, role check, payload validation, the operation, commit, JSON — in one
-# trip, so authorization still comes before payload validation (403 before 422).
+# The hot path (ticket intake, web/api/tickets.py). Each sync dependency and a sync route
+# are separate trips to the thread pool (four for an intake, plus FastAPI validating the
+# returned model again), and there they cost more CPU than the intake itself. A route
+# built with the helpers below is `async`, reads its token, headers and raw body itself,
+# and runs its whole unit of work — session, authentication, role check, payload
+# validation, the operation, commit, JSON — in one trip, so authorization still comes
+# before payload validation (403 before 422).
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
