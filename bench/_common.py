@@ -10,6 +10,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -215,3 +216,24 @@ def request_texts(n: int, *, n_rules: int, seed_value: int = 12345, length: int 
 def session_factory(url: str) -> tuple[Engine, Callable[[], Session]]:
     engine = make_engine(url)
     return engine, make_session_factory(engine)
+
+
+def say(message: str) -> None:
+    """Progress, on stderr: stdout carries the results."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def verdicts(result: dict[str, Any], targets: dict[str, tuple[str, float]]) -> dict[str, Any]:
+    """Each target's value, bound and whether it is met (None when not measured)."""
+    out = {}
+    for key, (op, bound) in targets.items():
+        value = result.get(key)
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out[key] = {"value": value, "target": f"{op} {bound}", "met": met}
+    return out

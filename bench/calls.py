@@ -36,9 +36,7 @@ import argparse
 import csv
 import json
 import os
-import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -69,6 +67,7 @@ from hotline.seed import seed_demo
 from telephony.models import CallRecord, TranscribedBy
 from telephony.prompts import BEEP, PromptSet
 from tests.speech import (deterministic_vosk_model, read_wav, speak, ulaw, ulaw_to_pcm)
+from tests.telephony.sip_peers import free_udp_port, free_udp_run
 from tickets.models import Status, Ticket, TicketEvent
 
 HOST = "127.0.0.1"
@@ -86,10 +85,6 @@ TARGETS = {
     "answer_delay_ms_p50": ("<=", 100),
     "transcript_lag_ms_p95": ("<=", 2000),
 }
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -115,37 +110,6 @@ QUICK = Plan(concurrency=(10, 50), ramp_cps=20, concurrency_sentences=1,
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def free_udp_run(count: int) -> int:
-    """The first of `count` consecutive free UDP ports from 50000 up: sipp's media ports."""
-    for _ in range(200):
-        base = random.randrange(50000, 65000 - count) & ~1
-        socks = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind((HOST, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no run of free UDP ports for sipp's media")
 
 
 def ms(seconds: float) -> float:
@@ -268,7 +232,7 @@ class Platform:
         raise RuntimeError(f"hotline sip did not listen within {timeout:.0f}s")
 
     def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
+        return common.cpu_seconds(self.proc.pid)
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -629,14 +593,14 @@ def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hotline-calls-")))
         cache = Path(tempfile.gettempdir()) / f"hotline-bench-calls-{os.getuid()}"
         cache.mkdir(mode=0o700, exist_ok=True)
-        say("prompts and the deterministic Vosk model ...")
+        common.say("prompts and the deterministic Vosk model ...")
         prompts = PromptSet(cache / "prompts")
         prompts.ensure()
         greeting_s = len(prompts.compose(["greeting", BEEP])) / 2 / RATE
         model_dir = deterministic_vosk_model(cache)
         # The greeting plays after the ticket is written; under load that takes a while.
         lead_s = round(greeting_s + 1.5, 2)
-        say("synthesising the callers' speech ...")
+        common.say("synthesising the callers' speech ...")
         conc_audio = caller_audio(workdir, "concurrency", lead_s=lead_s,
                                   sentences=plan.concurrency_sentences)
         asr_audio = caller_audio(workdir, "asr", lead_s=lead_s, sentences=plan.asr_sentences)
@@ -646,7 +610,7 @@ def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
                            "asr_speech_s": round(len(asr_audio.speech_pcm) / 2 / RATE, 2),
                            "codec": "PCMU via sipp rtp_stream"}
 
-        say("raw Vosk: loading the model ...")
+        common.say("raw Vosk: loading the model ...")
         model = load_model(model_dir)
         probe = new_recognizer(model)
         probe.AcceptWaveform(asr_audio.speech_pcm)
@@ -660,7 +624,7 @@ def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
 
         # 1. the platform as deployed (default live-ASR limit: one stream per CPU)
         max_calls = max(plan.concurrency) + 20
-        say(f"starting hotline sip (default ASR limits, max_calls {max_calls}) ...")
+        common.say(f"starting hotline sip (default ASR limits, max_calls {max_calls}) ...")
         with platform(name="default", url=url, workdir=workdir, prompts_dir=cache / "prompts",
                       model=model_dir,
                       extra_env={"HOTLINE_TELEPHONY__MAX_CALLS": str(max_calls)}) as p:
@@ -668,9 +632,9 @@ def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
             scenario = speak_scenario(conc_audio, workdir)
             conc_steps = []
             for calls in plan.concurrency:
-                say(f"concurrency: {calls} calls at once ...")
+                common.say(f"concurrency: {calls} calls at once ...")
                 step = concurrency_step(p, url, conc_audio, scenario, calls, plan, workdir)
-                say(f"  good={step['good']} corr min {step['correlation']['min']} "
+                common.say(f"  good={step['good']} corr min {step['correlation']['min']} "
                     f"lost {step['lost_tickets']} peak {step['peak_concurrent']} "
                     f"cpu {step['platform_cpu_pct']} %")
                 conc_steps.append(step)
@@ -678,9 +642,9 @@ def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
                     break
             setup_steps = []
             for rate in plan.setup_rates:
-                say(f"call setup: {rate} calls/s ...")
+                common.say(f"call setup: {rate} calls/s ...")
                 step = setup_step(p, url, rate, plan, workdir)
-                say(f"  ok={step['ok']} answer p50 "
+                common.say(f"  ok={step['ok']} answer p50 "
                     f"{(step['answer_delay_ms'] or {}).get('p50')} ms")
                 setup_steps.append(step)
                 if not step["ok"]:
@@ -692,7 +656,7 @@ def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
         # moment of a shared machine. Both grow their recognisers with the steps (the
         # platform's pool keeps them all), so each step adds only a few fresh ones.
         top = max(plan.asr_streams)
-        say(f"starting hotline sip (live ASR up to {top} streams) ...")
+        common.say(f"starting hotline sip (live ASR up to {top} streams) ...")
         with platform(name="asr", url=url, workdir=workdir, prompts_dir=cache / "prompts",
                       model=model_dir,
                       extra_env={"HOTLINE_ASR__MAX_LIVE_STREAMS": str(top),
@@ -703,17 +667,17 @@ def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
             asr_steps: list[dict[str, Any]] = []
             for streams in plan.asr_streams:
                 if not raw_steps or raw_steps[-1]["all_sustained"]:
-                    say(f"raw Vosk: {streams} real-time stream(s) ...")
+                    common.say(f"raw Vosk: {streams} real-time stream(s) ...")
                     step = raw_asr_step(model, recognizers, asr_audio.speech_pcm, streams,
                                         plan.asr_start_spread_s)
-                    say(f"  sustained {step['sustained']}/{streams}, final lag "
+                    common.say(f"  sustained {step['sustained']}/{streams}, final lag "
                         f"{(step['final_lag_ms'] or {}).get('p95')} ms p95")
                     raw_steps.append(step)
                 if not asr_steps or asr_steps[-1]["all_sustained"]:
-                    say(f"platform live ASR: {streams} call(s) ...")
+                    common.say(f"platform live ASR: {streams} call(s) ...")
                     step = platform_asr_step(p, url, asr_audio, scenario, streams, plan,
                                              workdir)
-                    say(f"  sustained {step['sustained']}/{streams}, lag "
+                    common.say(f"  sustained {step['sustained']}/{streams}, lag "
                         f"{(step['transcript_lag_ms'] or {}).get('p95')} ms p95")
                     asr_steps.append(step)
                 if not raw_steps[-1]["all_sustained"] and not asr_steps[-1]["all_sustained"]:
@@ -763,19 +727,10 @@ def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
                                          if raw_capacity else None)
     result["transcript_lag_ms_p95"] = ms(common.percentile(lags, 95)) if lags else None
     result["platform_logs"] = dict(logs)
-    result["targets"] = targets(result)
+    result["targets"] = common.verdicts(result, TARGETS)
     result["note"] = ("shared machine (other engineers' tests run on the same cores); sipp, "
                       "the benchmark and the database share the cores with the platform")
     return result
-
-
-def targets(result: dict[str, Any]) -> dict[str, Any]:
-    verdicts = {}
-    for key, (op, bound) in TARGETS.items():
-        value = result.get(key)
-        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
-        verdicts[key] = {"value": value, "target": f"{op} {bound}", "met": met}
-    return verdicts
 
 
 def human(result: dict[str, Any]) -> str:

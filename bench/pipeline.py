@@ -78,10 +78,6 @@ TARGETS = {
 }
 
 
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 @dataclass(frozen=True)
 class Plan:
     tickets: int  # per timed round of the in-process pipeline
@@ -323,12 +319,6 @@ class Server:
                 self.proc.wait(10)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def load(base_url: str, path: str, payloads: Sequence[dict[str, Any]], *, concurrency: int,
          headers: dict[str, str], server_pid: int | None = None) -> dict[str, Any]:
     """POST every payload once, `concurrency` keep-alive clients at a time."""
@@ -358,7 +348,7 @@ def load(base_url: str, path: str, payloads: Sequence[dict[str, Any]], *, concur
                         failures[failed] += 1
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
+    server_cpu = common.cpu_seconds(server_pid) if server_pid else 0.0
     client_cpu = time.process_time()
     start = time.perf_counter()
     for thread in threads:
@@ -368,7 +358,7 @@ def load(base_url: str, path: str, payloads: Sequence[dict[str, Any]], *, concur
     wall = time.perf_counter() - start
     n = len(payloads)
     return {"requests": n, "rate": n / wall, "latency": latencies, "failures": dict(failures),
-            "server_cpu_ms": (cpu_seconds(server_pid) - server_cpu) * 1000 / n
+            "server_cpu_ms": (common.cpu_seconds(server_pid) - server_cpu) * 1000 / n
             if server_pid else None,
             "client_cpu_ms": (time.process_time() - client_cpu) * 1000 / n}
 
@@ -411,7 +401,7 @@ def http_intake(url: str, plan: Plan, workdir: Path) -> dict[str, Any]:
             batch = payloads[warmup + r * per_round:][:per_round]
             for kind in (("bare", "hotline") if r % 2 == 0 else ("hotline", "bare")):
                 path, headers = apps[kind]
-                say(f"  http round {r + 1}/{plan.http_rounds}: {kind}")
+                common.say(f"  http round {r + 1}/{plan.http_rounds}: {kind}")
                 got = load(servers[kind].base_url, path, batch, concurrency=plan.concurrency,
                            headers=headers, server_pid=servers[kind].proc.pid)
                 rates[kind].append(got["rate"])
@@ -527,7 +517,7 @@ def sweep_scaling(url: str, plan: Plan) -> dict[str, Any]:
     loaded = 0
     try:
         for size in plan.sweep_sizes:
-            say(f"  sweep: loading open assignments up to {size:,}")
+            common.say(f"  sweep: loading open assignments up to {size:,}")
             start = time.perf_counter()
             with session_scope(factory) as session:
                 _bulk_assignments(session, prefix=f"BG{size}-", n=size - loaded,
@@ -566,7 +556,7 @@ def sweep_scaling(url: str, plan: Plan) -> dict[str, Any]:
                 "due_query_plan": plan_text,
                 "fired_per_sweep": fired[0],
             }
-            say(f"  sweep with {open_count:,} open: {statistics.median(times):.3f} s")
+            common.say(f"  sweep with {open_count:,} open: {statistics.median(times):.3f} s")
     finally:
         engine.dispose()
     small, large = (result["sizes"][str(s)] for s in plan.sweep_sizes)
@@ -604,32 +594,23 @@ def rule_match() -> dict[str, Any]:
 # ---------------------------------------------------------------- the run
 
 
-def targets(result: dict[str, Any]) -> dict[str, Any]:
-    verdicts = {}
-    for key, (op, bound) in TARGETS.items():
-        value = result.get(key)
-        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
-        verdicts[key] = {"value": value, "target": f"{op} {bound}", "met": met}
-    return verdicts
-
-
 def run(plan: Plan) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"machine": common.machine(), "plan": plan.__dict__}
 
-    say("rule matching")
+    common.say("rule matching")
     match = rule_match()
     result["rule_match_ms_p50"] = match["rule_match_ms_p50"]
     result["rule_match"] = match
 
-    say("pipeline on SQLite")
+    common.say("pipeline on SQLite")
     with common.sqlite_database() as url:
         result["seed"] = common.seed(url, now=NOW, n_rules=N_RULES)
         sqlite = pipeline_rate(url, plan)
     result["tickets_per_s_sqlite"] = sqlite["tickets_per_s"]
-    say(f"  {sqlite['tickets_per_s']} tickets/s")
+    common.say(f"  {sqlite['tickets_per_s']} tickets/s")
 
-    say("pipeline on PostgreSQL")
+    common.say("pipeline on PostgreSQL")
     with common.postgres_database() as url, tempfile.TemporaryDirectory(
             prefix="hotline-bench-http-") as workdir:
         engine = make_engine(url)
@@ -638,14 +619,14 @@ def run(plan: Plan) -> dict[str, Any]:
         common.seed(url, now=NOW, n_rules=N_RULES)
         postgres = pipeline_rate(url, plan, seed_offset=1)
         result["tickets_per_s_postgres"] = postgres["tickets_per_s"]
-        say(f"  {postgres['tickets_per_s']} tickets/s")
-        say("HTTP intake: hotline app vs bare app (same PostgreSQL database)")
+        common.say(f"  {postgres['tickets_per_s']} tickets/s")
+        common.say("HTTP intake: hotline app vs bare app (same PostgreSQL database)")
         http = http_intake(url, plan, Path(workdir))
     result["pipeline"] = {"sqlite": sqlite, "postgres": postgres}
     result["http_intake_ratio"] = http["http_intake_ratio"]
     result["http"] = http
 
-    say("SLA sweep scaling")
+    common.say("SLA sweep scaling")
     with common.postgres_database() as url:
         sweep = sweep_scaling(url, plan)
     result["sweep_ratio"] = sweep["sweep_ratio"]
@@ -656,7 +637,7 @@ def run(plan: Plan) -> dict[str, Any]:
     result["sweep_s_large"] = large["sweep_s_median"]
     result["sweep"] = sweep
 
-    result["targets"] = targets(result)
+    result["targets"] = common.verdicts(result, TARGETS)
     result["run_s"] = round(time.perf_counter() - started, 1)
     return result
 

@@ -35,6 +35,18 @@ SDP = """v=0
       a=fmtp:101 0-16"""
 
 
+OK_TO_BYE = """  <send><![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+  ]]></send>
+"""
+
+
 def keys_xml(keys: str, *, gap_ms: int) -> str:
     """sipp actions pressing `keys`, one RFC 2833 event each, `gap_ms` apart. No pause
     after the last: the platform may hang up at once, and sipp must be waiting for BYE."""
@@ -76,16 +88,7 @@ def caller_scenario(path: Path, keys: str, *, hold_ms: int) -> Path:
   <pause milliseconds="300"/>
 {keys_xml(keys, gap_ms=250)}
   <recv request="BYE" timeout="{hold_ms}"/>
-  <send><![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-  ]]></send>
-</scenario>
+{OK_TO_BYE}</scenario>
 """)
     return path
 
@@ -120,16 +123,7 @@ def callee_scenario(path: Path, keys: str) -> Path:
   <pause milliseconds="300"/>
 {keys_xml(keys, gap_ms=250)}
   <recv request="BYE" timeout="15000"/>
-  <send><![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-  ]]></send>
-</scenario>
+{OK_TO_BYE}</scenario>
 """)
     return path
 

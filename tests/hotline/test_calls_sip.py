@@ -29,6 +29,22 @@ from tests.telephony.sip_peers import HOST, RtpPeer, start_sipp
 from tickets.models import Status
 
 
+def start_platform_edge(services, prompts, settings) -> tuple[SipEdge, queue.Queue]:
+    """A real SIP edge on loopback serving inbound calls with the platform's hooks; the
+    queue receives each call as it is answered."""
+    answered: queue.Queue = queue.Queue()
+    serve = partial(serve_inbound, prompts=prompts, hooks=services.hooks(),
+                    settings=calls.flow_settings(settings))
+
+    def on_call(call) -> None:
+        answered.put(call)
+        serve(call)
+
+    edge = SipEdge(SipConfig(host=HOST, port=0, rtp_low=30000, rtp_high=40000))
+    edge.start(on_call=on_call, on_ended=services.on_ended)
+    return edge, answered
+
+
 @pytest.fixture
 def rtp():
     peer = RtpPeer()
@@ -39,16 +55,7 @@ def rtp():
 def test_given_a_sip_caller_speaking_korean_then_the_ticket_is_transcribed_live_and_dispatched(
         db, make_services, recognizer, settings, rtp):  # noqa: F811
     services = make_services(recognizer)
-    answered: queue.Queue = queue.Queue()
-    serve = partial(serve_inbound, prompts=FakePrompts(), hooks=services.hooks(),
-                    settings=calls.flow_settings(settings))
-
-    def on_call(call) -> None:
-        answered.put(call)
-        serve(call)
-
-    edge = SipEdge(SipConfig(host=HOST, port=0, rtp_low=30000, rtp_high=40000))
-    edge.start(on_call=on_call, on_ended=services.on_ended)
+    edge, answered = start_platform_edge(services, FakePrompts(), settings)
     sipp = start_sipp("uac_call.xml", target=f"{HOST}:{edge.address[1]}",
                       keys={"rtp_port": rtp.port, "fmts": "0"}, hold=30000)
     try:
@@ -101,16 +108,7 @@ def korean_prompts(tmp_path_factory) -> PromptSet:
 def test_given_a_sip_caller_then_the_recording_is_what_was_sent_and_the_caller_heard_the_greeting(  # noqa: E501
         db, make_services, settings, rtp, korean_prompts):  # noqa: F811
     services = make_services(None)
-    answered: queue.Queue = queue.Queue()
-    serve = partial(serve_inbound, prompts=korean_prompts, hooks=services.hooks(),
-                    settings=calls.flow_settings(settings))
-
-    def on_call(call) -> None:
-        answered.put(call)
-        serve(call)
-
-    edge = SipEdge(SipConfig(host=HOST, port=0, rtp_low=30000, rtp_high=40000))
-    edge.start(on_call=on_call, on_ended=services.on_ended)
+    edge, answered = start_platform_edge(services, korean_prompts, settings)
     sipp = start_sipp("uac_call.xml", target=f"{HOST}:{edge.address[1]}",
                       keys={"rtp_port": rtp.port, "fmts": "0"}, hold=30000)
     speech = b"".join(frames_of(LEAK))
@@ -141,16 +139,7 @@ def test_given_a_sip_caller_then_the_recording_is_what_was_sent_and_the_caller_h
 def test_given_a_caller_hanging_up_during_the_greeting_then_a_queued_ticket_and_the_next_call_works_after_rtp_garbage(  # noqa: E501
         db, make_services, settings, rtp, korean_prompts):  # noqa: F811
     services = make_services(None)
-    answered: queue.Queue = queue.Queue()
-    serve = partial(serve_inbound, prompts=korean_prompts, hooks=services.hooks(),
-                    settings=calls.flow_settings(settings))
-
-    def on_call(call) -> None:
-        answered.put(call)
-        serve(call)
-
-    edge = SipEdge(SipConfig(host=HOST, port=0, rtp_low=30000, rtp_high=40000))
-    edge.start(on_call=on_call, on_ended=services.on_ended)
+    edge, answered = start_platform_edge(services, korean_prompts, settings)
     target = f"{HOST}:{edge.address[1]}"
     try:
         # The greeting lasts seconds; this caller hangs up after 0.3 s of it, having sent
