@@ -985,18 +985,28 @@ class SipEdge:
         if self._finish(call, disposition) and state != CallState.RINGING:
             self._send_bye(call)
 
-    def _send_bye(self, call: SipCall) -> None:
-        call._cseq += 1
-        branch = sm.new_branch()
-        data = sm.build_request("BYE", call._remote_target, [
+    def _request_headers(self, call: SipCall, *, branch: str, cseq: str,
+                         to: str | None = None, routes: bool = False) -> list[tuple[str, str]]:
+        """The headers every request of ours in a call carries: Via, Max-Forwards, From, To
+        (``to``: the To of a final response, for its ACK), the route set once the dialog
+        has one (``routes``), Call-ID and CSeq."""
+        return [
             ("Via", f"SIP/2.0/UDP {self.advertised_host}:{self.address[1]};branch={branch};"
                     "rport"),
             ("Max-Forwards", "70"),
             ("From", call._local_header),
-            ("To", call._remote_header),
-            *(("Route", route) for route in call._route_set),
+            ("To", to if to is not None else call._remote_header),
+            *(("Route", route) for route in (call._route_set if routes else ())),
             ("Call-ID", call.call_id),
-            ("CSeq", f"{call._cseq} BYE"),
+            ("CSeq", cseq),
+        ]
+
+    def _send_bye(self, call: SipCall) -> None:
+        call._cseq += 1
+        branch = sm.new_branch()
+        data = sm.build_request("BYE", call._remote_target, [
+            *self._request_headers(call, branch=branch, cseq=f"{call._cseq} BYE",
+                                   routes=True),
             ("User-Agent", self.config.user_agent),
         ])
         self._client_request(data, call._peer, (branch, "BYE"), lambda m: m.status_code >= 200,
@@ -1055,13 +1065,7 @@ class SipEdge:
         call._cseq += 1
         branch = sm.new_branch()
         headers = [
-            ("Via", f"SIP/2.0/UDP {self.advertised_host}:{self.address[1]};branch={branch};"
-                    "rport"),
-            ("Max-Forwards", "70"),
-            ("From", call._local_header),
-            ("To", call._remote_header),
-            ("Call-ID", call.call_id),
-            ("CSeq", f"{call._cseq} INVITE"),
+            *self._request_headers(call, branch=branch, cseq=f"{call._cseq} INVITE"),
             *self._contact(line.user if line else self.config.caller_user),
             ("Allow", ALLOW),
             ("User-Agent", self.config.user_agent),
@@ -1107,16 +1111,9 @@ class SipEdge:
                 ack_branch, ack_uri = sm.new_branch(), call._remote_target
             else:
                 ack_branch, ack_uri = tx.branch, call.remote_uri
-            ack = sm.build_request("ACK", ack_uri, [
-                ("Via", f"SIP/2.0/UDP {self.advertised_host}:{self.address[1]};"
-                        f"branch={ack_branch};rport"),
-                ("Max-Forwards", "70"),
-                ("From", call._local_header),
-                ("To", raw.get("To")),
-                *(("Route", route) for route in call._route_set),
-                ("Call-ID", call.call_id),
-                ("CSeq", f"{tx.cseq} ACK"),
-            ])
+            ack = sm.build_request("ACK", ack_uri, self._request_headers(
+                call, branch=ack_branch, cseq=f"{tx.cseq} ACK", to=raw.get("To"),
+                routes=True))
             call._acks[tx.cseq] = ack
         self._send(ack, call._peer)
         tx.response = message
@@ -1129,13 +1126,7 @@ class SipEdge:
         with self._lock:
             self._retx.pop(("req", tx.branch, "INVITE"), None)
         data = sm.build_request("CANCEL", call.remote_uri, [
-            ("Via", f"SIP/2.0/UDP {self.advertised_host}:{self.address[1]};branch={tx.branch};"
-                    "rport"),
-            ("Max-Forwards", "70"),
-            ("From", call._local_header),
-            ("To", call._remote_header),
-            ("Call-ID", call.call_id),
-            ("CSeq", f"{tx.cseq} CANCEL"),
+            *self._request_headers(call, branch=tx.branch, cseq=f"{tx.cseq} CANCEL"),
             ("User-Agent", self.config.user_agent),
         ])
         done = threading.Event()
