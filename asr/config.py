@@ -21,7 +21,9 @@ class AsrConfig:
     model_path: Path | None = None
     # Warmed recognizers kept idle for reuse, over all (sample rate, grammar) keys; each one
     # holds its share of the decoding graph cache (tens of MB), which is why it is fast.
-    pool_size: int = 4
+    # None: one per live stream (`max_live_streams`, at least 1), so that every live call
+    # finds a warm one.
+    pool_size: int | None = None
     # Live streams decoded at once; beyond that calls are transcribed offline. Decoding is
     # CPU-bound and runs in parallel, so the cores are the natural bound.
     max_live_streams: int = field(default_factory=_cpu_count)
@@ -35,6 +37,8 @@ class AsrConfig:
     live_backlog_limit_s: float = 120.0
 
     def __post_init__(self) -> None:
+        if self.pool_size is None:
+            object.__setattr__(self, "pool_size", max(1, self.max_live_streams))
         if self.pool_size < 0:
             raise AsrError(f"pool_size must be >= 0, got {self.pool_size}")
         if self.max_live_streams < 0:

@@ -1,7 +1,10 @@
 """Live transcription of a call: one stream decoded in a thread of its own.
 
 The caller is the call's media thread, which must never wait on decoding, so `feed` only
-appends the frame to a queue under a lock that the decoder also holds just for a pop.
+appends the frame to a queue under a lock that the decoder also holds just for a pop. The
+decoder is woken once per `batch_s` of audio, not per 20 ms frame (a busy SIP process runs
+thousands of threads' wake-ups a second); it still feeds the engine frame by frame, so the
+transcript is the one an offline decode of the same frames gives.
 
 When decoding falls behind (a CPU spike, another stream warming a fresh recognizer) the
 frames are kept, not dropped: dropped audio would make a complaint's transcript silently
@@ -34,13 +37,15 @@ class LiveTranscriber:
 
     def __init__(self, stream: Stream, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
                  on_partial: Callable[[str], object] | None = None, lag_s: float = 2.0,
-                 backlog_limit_s: float = 120.0, name: str = "asr-live") -> None:
+                 backlog_limit_s: float = 120.0, batch_s: float = 0.1,
+                 name: str = "asr-live") -> None:
         """Takes ownership of `stream` (closes it). `on_partial` runs on the decoder thread."""
         self._stream = stream
         self._on_partial = on_partial
         self._bytes_per_s = sample_rate * 2
         self._lag_bytes = int(lag_s * self._bytes_per_s)
         self._limit_bytes = int(backlog_limit_s * self._bytes_per_s)
+        self._batch_bytes = max(2, int(batch_s * self._bytes_per_s))
         self._cond = threading.Condition()
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
@@ -81,7 +86,8 @@ class LiveTranscriber:
             if self._pending_bytes > self._limit_bytes:
                 self._give_up(f"live decoding fell more than "
                               f"{self._limit_bytes / self._bytes_per_s:g} s behind")
-            self._cond.notify()
+            if self._pending_bytes >= self._batch_bytes:
+                self._cond.notify()
 
     def finish(self, timeout: float = 30.0) -> Transcript:
         """The final transcript once every fed frame is decoded."""
@@ -115,7 +121,9 @@ class LiveTranscriber:
         try:
             while True:
                 with self._cond:
-                    while not self._pending and not self._ending and self._failure is None:
+                    # A batch, the end, or a failure; frames short of a batch wait for more.
+                    while (self._pending_bytes < self._batch_bytes and not self._ending
+                           and self._failure is None):
                         self._cond.wait()
                     if self._failure is not None:
                         return

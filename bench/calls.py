@@ -73,11 +73,16 @@ from tickets.models import Status, Ticket, TicketEvent
 HOST = "127.0.0.1"
 RATE = 8000
 FRAME = 320  # 20 ms of 16-bit PCM
+# What both the platform (HOTLINE_ASR__WARMUP_AUDIO) and the raw baseline warm their
+# recognizers on before the ASR steps: Korean speech other than the callers'.
+WARMUP_SENTENCES = ["서울시 강남구에 사는 주민입니다", "쓰레기 수거가 일주일째 안 되고 있어요",
+                    "불법 주차 차량 때문에 소방차가 못 들어옵니다"]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 HOTLINE = [sys.executable, "-c", "from hotline.cli import app; app(['sip'], prog_name='hotline')"]
 GOOD_CORRELATION = 0.99
 LAG_BOUND_S = 2.0  # AsrSettings.live_lag_s, the platform's own bound for a live transcript
 SETUP_HOLD_MS = 1000
+PARTS = frozenset({"calls", "asr"})  # calls: concurrency and setup; asr: live ASR vs raw Vosk
 TARGETS = {
     "max_concurrent_good": (">=", 50),
     "live_asr_capacity_ratio": (">=", 0.8),
@@ -101,7 +106,7 @@ class Plan:
 
 FULL = Plan(concurrency=(10, 25, 50, 75, 100, 150, 200), ramp_cps=20, concurrency_sentences=2,
             setup_rates=(10, 20, 30, 40, 60, 80), setup_seconds=6,
-            asr_streams=(4, 8, 12, 16, 20, 24, 28, 32, 40), asr_sentences=8,
+            asr_streams=(4, 8, 12, 14, 16, 18, 20, 22, 24, 28, 32), asr_sentences=8,
             asr_start_spread_s=1.0)
 # Every call waits out the platform's greeting (~10 s), which sets the floor of a step.
 QUICK = Plan(concurrency=(10, 50), ramp_cps=20, concurrency_sentences=1,
@@ -143,6 +148,26 @@ def speech(sentences: int) -> bytes:
     parts = [read_wav(speak(SENTENCES[i % len(SENTENCES)], rate=RATE))[0]
              for i in range(sentences)]
     return pause.join(parts)
+
+
+def warmup_audio(workdir: Path) -> tuple[Path, bytes]:
+    pause = bytes(int(0.4 * RATE) * 2)
+    pcm = pause.join(read_wav(speak(text, rate=RATE))[0] for text in WARMUP_SENTENCES)
+    path = workdir / "warmup.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm)
+    return path, pcm
+
+
+def warm(recognizer: Any, pcm: bytes) -> None:
+    """As VoskRecognizer.warm does: 20 ms frames, a partial read after each, the final."""
+    for i in range(0, len(pcm), FRAME):
+        if not recognizer.AcceptWaveform(pcm[i:i + FRAME]):
+            recognizer.PartialResult()
+    recognizer.FinalResult()
 
 
 def caller_audio(workdir: Path, name: str, *, lead_s: float, sentences: int) -> Audio:
@@ -194,8 +219,9 @@ class Platform:
     stop it)."""
 
     def __init__(self, *, name: str, url: str, workdir: Path, prompts_dir: Path, model: Path,
-                 extra_env: dict[str, str]) -> None:
+                 extra_env: dict[str, str], warmed: bool = False) -> None:
         self.name = name
+        self.warmed = warmed  # ready once its ASR warm-up is done, not when it listens
         self.port = free_udp_port()
         self.data_dir = workdir / f"{name}-var"
         self.log = workdir / f"{name}.log"
@@ -221,12 +247,15 @@ class Platform:
     def target(self) -> str:
         return f"{HOST}:{self.port}"
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hotline sip exited: {self.log.read_text()[-2000:]}")
-            if "SIP edge listening" in self.log.read_text():
+            text = self.log.read_text()
+            if "ASR warm-up skipped" in text:
+                raise RuntimeError(f"hotline sip did not warm up: {text[-2000:]}")
+            if ("ASR warm-up:" if self.warmed else "SIP edge listening") in text:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"hotline sip did not listen within {timeout:.0f}s")
@@ -241,13 +270,12 @@ class Platform:
         return float("nan")
 
     def log_lines(self) -> dict[str, Any]:
-        """What the process logged besides its banner: warnings and errors (it configures
-        no logging, so Python's last-resort handler prints WARNING and up), tracebacks."""
+        """What the process logged at WARNING and above (its INFO lines tell each call's
+        story), and tracebacks."""
         lines = self.log.read_text(errors="replace").splitlines()
-        banner = ("SIP edge listening", "  prompts:", "  recordings:", "  callbacks:",
-                  "stopping the SIP edge")
-        logged = Counter(line[:160] for line in lines
-                         if line.strip() and not line.startswith((" ", "\t", *banner)))
+        levels = (" WARNING ", " ERROR ", " CRITICAL ")
+        logged = Counter(line.split(" ", 2)[-1][:160] for line in lines
+                         if any(level in line for level in levels))
         return {"lines": sum(logged.values()),
                 "tracebacks": sum(line.startswith("Traceback") for line in lines),
                 "most_common": logged.most_common(8)}
@@ -547,12 +575,15 @@ def raw_asr_step(model: Any, recognizers: list, pcm: bytes, streams: int,
         behind[index] = worst
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(streams)]
+    cpu0, t0 = time.process_time(), time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(audio_s + 120)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
     sustained = sum(lag <= LAG_BOUND_S for lag in lags)
     return {"streams": streams, "sustained": sustained, "all_sustained": sustained == streams,
+            "cpu_pct": round(100 * cpu / wall, 1), "wall_s": round(wall, 1),
             "final_lag_ms": quantiles_ms([x for x in lags if x != float("inf")]),
             "max_behind_ms": ms(max(behind))}
 
@@ -570,6 +601,62 @@ def largest(steps: Sequence[dict[str, Any]], key: str, flag: str) -> int:
     return best
 
 
+def refine(steps: Sequence[dict[str, Any]], key: str, flag: str) -> int | None:
+    """Between the last passing step and the first failing one, when they are more than two
+    apart: the step half-way (even), so the figure's resolution is 2 streams, not 4."""
+    passed = largest(steps, key, flag)
+    failed = next((s[key] for s in steps if not s[flag]), None)
+    if failed is None or failed - passed <= 2:
+        return None
+    return passed + (failed - passed) // 4 * 2
+
+
+def live_asr_steps(p: Platform, url: str, model: Any, audio: Audio, warm_pcm: bytes,
+                   plan: Plan, workdir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Raw Vosk in this process and the platform, step by step, so that both see the same
+    moment of a shared machine; both start from as many recognizers warmed on the same
+    speech (not the callers'), and keep them across the steps (the platform's pool holds
+    them all), so each step decodes on recognizers of the same history."""
+    scenario = speak_scenario(audio, workdir)
+    common.say(f"raw Vosk: warming {max(plan.asr_streams)} recognizers ...")
+    recognizers = [new_recognizer(model) for _ in range(max(plan.asr_streams))]
+    for recognizer in recognizers:
+        warm(recognizer, warm_pcm)
+    raw_steps: list[dict[str, Any]] = []
+    asr_steps: list[dict[str, Any]] = []
+
+    def raw(streams: int) -> None:
+        common.say(f"raw Vosk: {streams} real-time stream(s) ...")
+        step = raw_asr_step(model, recognizers, audio.speech_pcm, streams,
+                            plan.asr_start_spread_s)
+        common.say(f"  sustained {step['sustained']}/{streams}, final lag "
+                   f"{(step['final_lag_ms'] or {}).get('p95')} ms p95")
+        raw_steps.append(step)
+
+    def live(streams: int) -> None:
+        common.say(f"platform live ASR: {streams} call(s) ...")
+        step = platform_asr_step(p, url, audio, scenario, streams, plan, workdir)
+        common.say(f"  sustained {step['sustained']}/{streams}, lag "
+                   f"{(step['transcript_lag_ms'] or {}).get('p95')} ms p95")
+        asr_steps.append(step)
+
+    for streams in plan.asr_streams:
+        if not raw_steps or raw_steps[-1]["all_sustained"]:
+            raw(streams)
+        if not asr_steps or asr_steps[-1]["all_sustained"]:
+            live(streams)
+        if not raw_steps[-1]["all_sustained"] and not asr_steps[-1]["all_sustained"]:
+            break
+    raw_between = refine(raw_steps, "streams", "all_sustained")
+    live_between = refine(asr_steps, "streams", "all_sustained")
+    if raw_between:
+        raw(raw_between)
+    if live_between:
+        live(live_between)
+    return ([s for s in sorted(raw_steps, key=lambda s: s["streams"])],
+            [s for s in sorted(asr_steps, key=lambda s: s["streams"])])
+
+
 @contextmanager
 def database(use_sqlite: bool) -> Iterator[tuple[str, str]]:
     if use_sqlite:
@@ -585,10 +672,11 @@ def database(use_sqlite: bool) -> Iterator[tuple[str, str]]:
             yield url, f"postgresql {version}"
 
 
-def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
+def run(plan: Plan, *, use_sqlite: bool, parts: frozenset[str] = PARTS) -> dict[str, Any]:
     from asr.vosk_engine import load_model
 
-    result: dict[str, Any] = {"machine": common.machine(), "quick": plan == QUICK}
+    result: dict[str, Any] = {"machine": common.machine(), "quick": plan == QUICK,
+                              "parts": sorted(parts)}
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hotline-calls-")))
         cache = Path(tempfile.gettempdir()) / f"hotline-bench-calls-{os.getuid()}"
@@ -604,10 +692,12 @@ def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
         conc_audio = caller_audio(workdir, "concurrency", lead_s=lead_s,
                                   sentences=plan.concurrency_sentences)
         asr_audio = caller_audio(workdir, "asr", lead_s=lead_s, sentences=plan.asr_sentences)
+        warm_path, warm_pcm = warmup_audio(workdir)
         result["audio"] = {"greeting_and_beep_s": round(greeting_s, 2), "lead_silence_s": lead_s,
                            "concurrency_call_s": round(conc_audio.seconds, 2),
                            "asr_call_s": round(asr_audio.seconds, 2),
                            "asr_speech_s": round(len(asr_audio.speech_pcm) / 2 / RATE, 2),
+                           "warmup_speech_s": round(len(warm_pcm) / 2 / RATE, 2),
                            "codec": "PCMU via sipp rtp_stream"}
 
         common.say("raw Vosk: loading the model ...")
@@ -622,73 +712,64 @@ def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
         result["database"] = backend
         result["seed"] = seed(url, rule_words)
 
-        # 1. the platform as deployed (default live-ASR limit: one stream per CPU)
-        max_calls = max(plan.concurrency) + 20
-        common.say(f"starting hotline sip (default ASR limits, max_calls {max_calls}) ...")
-        with platform(name="default", url=url, workdir=workdir, prompts_dir=cache / "prompts",
-                      model=model_dir,
-                      extra_env={"HOTLINE_TELEPHONY__MAX_CALLS": str(max_calls)}) as p:
-            result["platform_rss_mb_idle"] = p.rss_mb()
-            scenario = speak_scenario(conc_audio, workdir)
-            conc_steps = []
-            for calls in plan.concurrency:
-                common.say(f"concurrency: {calls} calls at once ...")
-                step = concurrency_step(p, url, conc_audio, scenario, calls, plan, workdir)
-                common.say(f"  good={step['good']} corr min {step['correlation']['min']} "
-                    f"lost {step['lost_tickets']} peak {step['peak_concurrent']} "
-                    f"cpu {step['platform_cpu_pct']} %")
-                conc_steps.append(step)
-                if not step["good"]:
-                    break
-            setup_steps = []
-            for rate in plan.setup_rates:
-                common.say(f"call setup: {rate} calls/s ...")
-                step = setup_step(p, url, rate, plan, workdir)
-                common.say(f"  ok={step['ok']} answer p50 "
-                    f"{(step['answer_delay_ms'] or {}).get('p50')} ms")
-                setup_steps.append(step)
-                if not step["ok"]:
-                    break
-            result["platform_rss_mb_after"] = p.rss_mb()
+        if "calls" in parts:
+            # 1. the platform as deployed (default live-ASR limit: one stream per CPU)
+            max_calls = max(plan.concurrency) + 20
+            common.say(f"starting hotline sip (default ASR limits, max_calls {max_calls}) ...")
+            with platform(name="default", url=url, workdir=workdir,
+                          prompts_dir=cache / "prompts", model=model_dir,
+                          extra_env={"HOTLINE_TELEPHONY__MAX_CALLS": str(max_calls)}) as p:
+                result["platform_rss_mb_idle"] = p.rss_mb()
+                scenario = speak_scenario(conc_audio, workdir)
+                conc_steps = []
+                for calls in plan.concurrency:
+                    common.say(f"concurrency: {calls} calls at once ...")
+                    step = concurrency_step(p, url, conc_audio, scenario, calls, plan, workdir)
+                    common.say(f"  good={step['good']} corr min {step['correlation']['min']} "
+                        f"lost {step['lost_tickets']} peak {step['peak_concurrent']} "
+                        f"cpu {step['platform_cpu_pct']} %")
+                    conc_steps.append(step)
+                    if not step["good"]:
+                        break
+                setup_steps = []
+                for rate in plan.setup_rates:
+                    common.say(f"call setup: {rate} calls/s ...")
+                    step = setup_step(p, url, rate, plan, workdir)
+                    common.say(f"  ok={step['ok']} answer p50 "
+                        f"{(step['answer_delay_ms'] or {}).get('p50')} ms")
+                    setup_steps.append(step)
+                    if not step["ok"]:
+                        break
+                result["platform_rss_mb_after"] = p.rss_mb()
+            add_call_figures(result, conc_steps, setup_steps)
 
-        # 2. live ASR, stepped up: raw Vosk in this process, then the platform (allowed as
-        # many live streams as the steps need), step by step, so that both see the same
-        # moment of a shared machine. Both grow their recognisers with the steps (the
-        # platform's pool keeps them all), so each step adds only a few fresh ones.
-        top = max(plan.asr_streams)
-        common.say(f"starting hotline sip (live ASR up to {top} streams) ...")
-        with platform(name="asr", url=url, workdir=workdir, prompts_dir=cache / "prompts",
-                      model=model_dir,
-                      extra_env={"HOTLINE_ASR__MAX_LIVE_STREAMS": str(top),
-                                 "HOTLINE_ASR__POOL_SIZE": str(top)}) as p:
-            scenario = speak_scenario(asr_audio, workdir)
-            recognizers: list = []
-            raw_steps: list[dict[str, Any]] = []
-            asr_steps: list[dict[str, Any]] = []
-            for streams in plan.asr_streams:
-                if not raw_steps or raw_steps[-1]["all_sustained"]:
-                    common.say(f"raw Vosk: {streams} real-time stream(s) ...")
-                    step = raw_asr_step(model, recognizers, asr_audio.speech_pcm, streams,
-                                        plan.asr_start_spread_s)
-                    common.say(f"  sustained {step['sustained']}/{streams}, final lag "
-                        f"{(step['final_lag_ms'] or {}).get('p95')} ms p95")
-                    raw_steps.append(step)
-                if not asr_steps or asr_steps[-1]["all_sustained"]:
-                    common.say(f"platform live ASR: {streams} call(s) ...")
-                    step = platform_asr_step(p, url, asr_audio, scenario, streams, plan,
-                                             workdir)
-                    common.say(f"  sustained {step['sustained']}/{streams}, lag "
-                        f"{(step['transcript_lag_ms'] or {}).get('p95')} ms p95")
-                    asr_steps.append(step)
-                if not raw_steps[-1]["all_sustained"] and not asr_steps[-1]["all_sustained"]:
-                    break
-            del recognizers
-        raw_capacity = largest(raw_steps, "streams", "all_sustained")
-        result["raw_vosk"] = {"steps": raw_steps, "realtime_streams": raw_capacity,
-                              "heard": " ".join(heard),
-                              "capped": bool(raw_steps[-1]["all_sustained"])}
+        if "asr" in parts:
+            # 2. live ASR: the platform allowed as many live streams as the steps need.
+            top = max(plan.asr_streams)
+            common.say(f"starting hotline sip (live ASR up to {top} streams, warming {top} "
+                       "recognizers) ...")
+            with platform(name="asr", url=url, workdir=workdir, prompts_dir=cache / "prompts",
+                          model=model_dir, warmed=True,
+                          extra_env={"HOTLINE_ASR__MAX_LIVE_STREAMS": str(top),
+                                     "HOTLINE_ASR__POOL_SIZE": str(top),
+                                     "HOTLINE_ASR__WARM_RECOGNIZERS": str(top),
+                                     "HOTLINE_ASR__WARMUP_AUDIO": str(warm_path)}) as p:
+                raw_steps, asr_steps = live_asr_steps(p, url, model, asr_audio, warm_pcm, plan,
+                                                      workdir)
+            result["raw_heard"] = " ".join(heard)
+            add_asr_figures(result, raw_steps, asr_steps)
 
-    result["concurrency"] = {"steps": conc_steps, "ramp_cps": plan.ramp_cps,
+    result["platform_logs"] = dict(logs)
+    result["targets"] = common.verdicts(result, {k: v for k, v in TARGETS.items()
+                                                 if k in result})
+    result["note"] = ("shared machine (other engineers' tests run on the same cores); sipp, "
+                      "the benchmark and the database share the cores with the platform")
+    return result
+
+
+def add_call_figures(result: dict[str, Any], conc_steps: list[dict[str, Any]],
+                     setup_steps: list[dict[str, Any]]) -> None:
+    result["concurrency"] = {"steps": conc_steps, "ramp_cps": FULL.ramp_cps,
                              "correlation_bound": GOOD_CORRELATION}
     result["max_concurrent_good"] = largest(conc_steps, "calls", "good")
 
@@ -715,6 +796,13 @@ def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
         step.pop("answer_delays_s")
     result["setup"] = {"steps": setup_steps, "hold_ms": SETUP_HOLD_MS}
 
+
+def add_asr_figures(result: dict[str, Any], raw_steps: list[dict[str, Any]],
+                    asr_steps: list[dict[str, Any]]) -> None:
+    raw_capacity = largest(raw_steps, "streams", "all_sustained")
+    result["raw_vosk"] = {"steps": raw_steps, "realtime_streams": raw_capacity,
+                          "heard": result.pop("raw_heard"),
+                          "capped": bool(raw_steps[-1]["all_sustained"])}
     platform_capacity = largest(asr_steps, "streams", "all_sustained")
     lags = [lag for s in asr_steps if s["all_sustained"] for lag in s["transcript_lags_s"]]
     for step in asr_steps:
@@ -726,11 +814,6 @@ def run(plan: Plan, *, use_sqlite: bool) -> dict[str, Any]:
     result["live_asr_capacity_ratio"] = (round(platform_capacity / raw_capacity, 2)
                                          if raw_capacity else None)
     result["transcript_lag_ms_p95"] = ms(common.percentile(lags, 95)) if lags else None
-    result["platform_logs"] = dict(logs)
-    result["targets"] = common.verdicts(result, TARGETS)
-    result["note"] = ("shared machine (other engineers' tests run on the same cores); sipp, "
-                      "the benchmark and the database share the cores with the platform")
-    return result
 
 
 def human(result: dict[str, Any]) -> str:
@@ -739,46 +822,49 @@ def human(result: dict[str, Any]) -> str:
            f"database {result['database']}",
            f"callers: greeting+beep {a['greeting_and_beep_s']} s, then speech; concurrency "
            f"calls {a['concurrency_call_s']} s, ASR calls {a['asr_call_s']} s "
-           f"({a['asr_speech_s']} s of speech)", "",
-           f"concurrent calls (ramp {result['concurrency']['ramp_cps']} calls/s; good = "
-           f"every recording correlation > {GOOD_CORRELATION} and no lost ticket):"]
-    for s in result["concurrency"]["steps"]:
-        delay = s["answer_delay_ms"] or {}
-        out.append(f"  {s['calls']:4} calls  {'good' if s['good'] else 'NOT GOOD':8}  "
-                   f"peak {s['peak_concurrent']:3}  answered {s['answered']:3}  lost tickets "
-                   f"{s['lost_tickets']}  corr min {s['correlation']['min']} "
-                   f"(<= 0.99: {s['correlation']['below_0_99']})  answer p50 "
-                   f"{delay.get('p50')} ms  platform CPU {s['platform_cpu_pct']} %  "
-                   f"transcripts {s['transcripts']}")
-    out += ["", f"call setup (hold {result['setup']['hold_ms']} ms):"]
-    for s in result["setup"]["steps"]:
-        delay = s["answer_delay_ms"] or {}
-        out.append(f"  {s['rate']:4} calls/s  {s['calls']:4} calls  "
-                   f"{'all ok' if s['ok'] else 'FAILURES':8}  answered {s['answered']}  "
-                   f"answer p50 {delay.get('p50')} ms p95 {delay.get('p95')} ms  "
-                   f"platform CPU {s['platform_cpu_pct']} %")
-    live = result["live_asr"]
-    out += ["", f"live ASR (sustained = final transcript within {live['lag_bound_s']} s of the "
-                "audio's end):", "  raw Vosk, threads decoding real-time audio:"]
-    for s in result["raw_vosk"]["steps"]:
-        out.append(f"    {s['streams']:3} streams  sustained {s['sustained']:3}  final lag "
-                   f"p95 {(s['final_lag_ms'] or {}).get('p95')} ms")
-    out.append("  platform, live-transcribed calls (BYE -> transcript on the ticket):")
-    for s in live["platform_steps"]:
-        out.append(f"    {s['streams']:3} calls    sustained {s['sustained']:3}  lag p95 "
-                   f"{(s['transcript_lag_ms'] or {}).get('p95')} ms  dispatched "
-                   f"{s['dispatched']}  {s['transcripts']}  CPU {s['platform_cpu_pct']} %")
-    capped = " (a capped figure reached the top step: it is a lower bound)" if (
-        live["platform_capped"] or result["raw_vosk"]["capped"]) else ""
-    out.append(f"  platform {live['platform_streams']} / raw {live['raw_vosk_streams']} streams"
-               f"{capped}"
-               f" (the platform's default limit is {live['default_max_live_streams']}, "
-               "one per CPU)")
-    out.append(f"answer delay p50 at {result['answer_delay_rate']} calls/s: "
-               f"{result['answer_delay_ms_p50']} ms; at {result['setup_cps_ok']} calls/s: "
-               f"{result['answer_delay_ms_p50_at_setup_cps_ok']} ms (sipp rtd, ms resolution); "
-               f"highest passing rate with p50 <= 100 ms: "
-               f"{result['setup_cps_answer_within_target']} calls/s")
+           f"({a['asr_speech_s']} s of speech; recognizers warmed on "
+           f"{a['warmup_speech_s']} s of other speech)"]
+    if "concurrency" in result:
+        out += ["", f"concurrent calls (ramp {result['concurrency']['ramp_cps']} calls/s; good = "
+                    f"every recording correlation > {GOOD_CORRELATION} and no lost ticket):"]
+        for s in result["concurrency"]["steps"]:
+            delay = s["answer_delay_ms"] or {}
+            out.append(f"  {s['calls']:4} calls  {'good' if s['good'] else 'NOT GOOD':8}  "
+                       f"peak {s['peak_concurrent']:3}  answered {s['answered']:3}  lost "
+                       f"tickets {s['lost_tickets']}  corr min {s['correlation']['min']} "
+                       f"(<= 0.99: {s['correlation']['below_0_99']})  answer p50 "
+                       f"{delay.get('p50')} ms  platform CPU {s['platform_cpu_pct']} %  "
+                       f"transcripts {s['transcripts']}")
+        out += ["", f"call setup (hold {result['setup']['hold_ms']} ms):"]
+        for s in result["setup"]["steps"]:
+            delay = s["answer_delay_ms"] or {}
+            out.append(f"  {s['rate']:4} calls/s  {s['calls']:4} calls  "
+                       f"{'all ok' if s['ok'] else 'FAILURES':8}  answered {s['answered']}  "
+                       f"answer p50 {delay.get('p50')} ms p95 {delay.get('p95')} ms  "
+                       f"platform CPU {s['platform_cpu_pct']} %")
+        out.append(f"answer delay p50 at {result['answer_delay_rate']} calls/s: "
+                   f"{result['answer_delay_ms_p50']} ms; at {result['setup_cps_ok']} calls/s: "
+                   f"{result['answer_delay_ms_p50_at_setup_cps_ok']} ms (sipp rtd, ms "
+                   f"resolution); highest passing rate with p50 <= 100 ms: "
+                   f"{result['setup_cps_answer_within_target']} calls/s")
+    if "live_asr" in result:
+        live = result["live_asr"]
+        out += ["", f"live ASR (sustained = final transcript within {live['lag_bound_s']} s of "
+                    "the audio's end):", "  raw Vosk, threads decoding real-time audio:"]
+        for s in result["raw_vosk"]["steps"]:
+            out.append(f"    {s['streams']:3} streams  sustained {s['sustained']:3}  final lag "
+                       f"p95 {(s['final_lag_ms'] or {}).get('p95')} ms  CPU "
+                       f"{s['cpu_pct']} %")
+        out.append("  platform, live-transcribed calls (BYE -> transcript on the ticket):")
+        for s in live["platform_steps"]:
+            out.append(f"    {s['streams']:3} calls    sustained {s['sustained']:3}  lag p95 "
+                       f"{(s['transcript_lag_ms'] or {}).get('p95')} ms  dispatched "
+                       f"{s['dispatched']}  {s['transcripts']}  CPU {s['platform_cpu_pct']} %")
+        capped = " (a capped figure reached the top step: it is a lower bound)" if (
+            live["platform_capped"] or result["raw_vosk"]["capped"]) else ""
+        out.append(f"  platform {live['platform_streams']} / raw {live['raw_vosk_streams']} "
+                   f"streams{capped} (the platform's default limit is "
+                   f"{live['default_max_live_streams']}, one per CPU)")
     for name, seen in result["platform_logs"].items():
         out.append(f"platform '{name}' logged {seen['lines']} warning/error line(s), "
                    f"{seen['tracebacks']} traceback(s)"
@@ -796,10 +882,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="smaller steps (~2 minutes)")
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
+    parser.add_argument("--part", choices=["all", *sorted(PARTS)], default="all",
+                        help="calls: concurrency and call setup only; asr: live ASR only")
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the child processes and temp files are cleaned up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    result = run(QUICK if args.quick else FULL, use_sqlite=args.sqlite)
+    result = run(QUICK if args.quick else FULL, use_sqlite=args.sqlite,
+                 parts=PARTS if args.part == "all" else frozenset({args.part}))
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:

@@ -16,15 +16,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import tempfile
 import threading
 import time
+import wave
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -43,7 +45,14 @@ from hotline.clock import Clock
 from hotline.config import Settings
 from hotline.db import after_commit, keyset_cursor, parse_keyset_cursor, session_scope
 from hotline.errors import DomainError, NotFound
-from telephony.endpoint import Call, CallDirection, CallFailed, Disposition, SipEndpoint
+from telephony.endpoint import (
+    SAMPLE_RATE,
+    Call,
+    CallDirection,
+    CallFailed,
+    Disposition,
+    SipEndpoint,
+)
 from telephony.flows import FlowHooks, FlowSettings, Prompts, StatusAnswer, survey
 from telephony.models import (
     ANSWERED_OUTCOMES,
@@ -53,11 +62,14 @@ from telephony.models import (
     CallRecord,
     TranscribedBy,
 )
-from telephony.prompts import PromptSet
+from telephony.prompts import PromptError, PromptSet, convert_wav
 from telephony.recording import EndReason
 from tickets import service as tickets
 from tickets.lifecycle import Action
 from tickets.models import Channel, Satisfaction, Status, Ticket, TicketCreate, TicketUpdate
+
+if TYPE_CHECKING:
+    from asr.vosk_engine import VoskRecognizer
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +92,38 @@ def asr_config(settings: Settings) -> AsrConfig:
     return AsrConfig(model_path=asr.model_path, pool_size=asr.pool_size,
                      live_lag_s=asr.live_lag_s, live_backlog_limit_s=asr.live_backlog_limit_s,
                      quiet_engine_log=asr.quiet_engine_log, **extra)
+
+
+def warm_recognizers(settings: Settings, recognizer: VoskRecognizer, prompts: PromptSet,
+                     stop: threading.Event) -> int:
+    """Warm the live pool at start (the SIP edge runs this in a thread of its own while it
+    already answers calls); logs what it did, never raises. Returns how many were warmed."""
+    asr = settings.asr
+    config = recognizer.config
+    count = (min(config.max_live_streams, config.pool_size) if asr.warm_recognizers is None
+             else asr.warm_recognizers)
+    if count <= 0:
+        return 0
+    began = time.monotonic()
+    try:
+        if asr.warmup_audio is None:
+            pcm = prompts.pcm("greeting")
+            source = "the greeting prompt"
+        else:
+            with tempfile.TemporaryDirectory(prefix="hotline-warmup-") as tmp:
+                converted = Path(tmp) / "warmup.wav"
+                convert_wav(asr.warmup_audio, converted)
+                with wave.open(str(converted), "rb") as w:
+                    pcm = w.readframes(w.getnframes())
+            source = str(asr.warmup_audio)
+        warmed = recognizer.warm(pcm, count=count, sample_rate=SAMPLE_RATE, stop=stop)
+    except (AsrError, PromptError, OSError, wave.Error) as exc:
+        log.error("ASR warm-up skipped: %s (the first live calls decode on fresh "
+                  "recognizers)", exc)
+        return 0
+    log.info("ASR warm-up: %d recognizer(s) warmed on %s (%.1f s of audio) in %.1f s",
+             warmed, source, len(pcm) / 2 / SAMPLE_RATE, time.monotonic() - began)
+    return warmed
 
 
 def prompt_set(settings: Settings, *, language: str | None = None) -> PromptSet:
@@ -573,6 +617,11 @@ class CallServices:
         self._lock = threading.Lock()
         self._writer = PartialWriter(session_factory, clock, settings.telephony.partial_interval_s)
         self._pool = ThreadPoolExecutor(max_workers=finishers, thread_name_prefix="call-finish")
+        # Waiting for a live transcript to drain is not work: a waiter per live stream, so
+        # that no call's transcript queues behind another's (the writes stay in `_pool`).
+        self._waiters = ThreadPoolExecutor(
+            max_workers=max(1, asr_config(settings).max_live_streams),
+            thread_name_prefix="call-transcript")
         self._futures: set[Future] = set()
 
     def hooks(self) -> FlowHooks:
@@ -612,7 +661,18 @@ class CallServices:
     def on_finished(self, call: Call, recording: Path | None, reason: EndReason) -> None:
         with self._lock:
             transcriber = self._live.pop(call.call_id, None)
-            future = self._pool.submit(self._finish, call, transcriber, recording, reason)
+        if transcriber is not None and recording is not None:
+            self._submit(self._waiters, self._await_transcript, call, transcriber, recording,
+                         reason)
+            return
+        if transcriber is not None:  # the caller left before the report began
+            transcriber.cancel()
+        self._submit(self._pool, self._write_end, call, None if recording else "", recording,
+                     reason)
+
+    def _submit(self, pool: ThreadPoolExecutor, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            future = pool.submit(fn, *args)
             self._futures.add(future)
         future.add_done_callback(self._done)
 
@@ -659,19 +719,21 @@ class CallServices:
                                now=now, reason="来电要求回拨：请人工回电受理")
 
     # -------------------------------------------------------------- the end of a report
-    def _finish(self, call: Call, transcriber: LiveTranscriber | None, recording: Path | None,
-                reason: EndReason) -> None:
-        text, by = None, TranscribedBy.live
-        if recording is None:  # the caller left before the report began: nothing to decode
-            if transcriber is not None:
-                transcriber.cancel()
-            text, by = "", TranscribedBy.none
-        elif transcriber is not None:
-            try:
-                text = transcriber.finish(self.settings.telephony.live_finish_timeout_s).text
-            except LiveTranscriptUnavailable as exc:
-                log.warning("live transcript of call %s unavailable (%s): transcribing the "
-                            "recording", call.call_id, exc)
+    def _await_transcript(self, call: Call, transcriber: LiveTranscriber, recording: Path,
+                          reason: EndReason) -> None:
+        text = None
+        try:
+            text = transcriber.finish(self.settings.telephony.live_finish_timeout_s).text
+        except LiveTranscriptUnavailable as exc:
+            log.warning("live transcript of call %s unavailable (%s): transcribing the "
+                        "recording", call.call_id, exc)
+        self._submit(self._pool, self._write_end, call, text, recording, reason)
+
+    def _write_end(self, call: Call, text: str | None, recording: Path | None,
+                   reason: EndReason) -> None:
+        """`text`: the live transcript; None to transcribe the recording offline; "" when
+        there was no report to transcribe."""
+        by = TranscribedBy.none if recording is None else TranscribedBy.live
         self._writer.forget(call.call_id)
         now = self.clock.now()
         with session_scope(self.session_factory) as session:
@@ -692,15 +754,24 @@ class CallServices:
 
     def drain(self, timeout: float | None = 60.0) -> None:
         """Wait for the calls being finished (shutdown, tests); re-raises their failure."""
-        with self._lock:
-            futures = list(self._futures)
-        wait(futures, timeout)
-        for future in futures:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: list[Future] = []
+        while True:  # a live transcript's wait hands its write on as a new future
+            with self._lock:
+                futures = [f for f in self._futures if f not in seen]
+            if not futures:
+                break
+            seen += futures
+            wait(futures, None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        for future in seen:
             if future.done() and future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]
 
     def close(self) -> None:
         self.drain()
+        self._waiters.shutdown(wait=True)
         self._pool.shutdown(wait=True)
         self._writer.stop()
         with self._lock:

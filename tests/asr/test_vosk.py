@@ -300,3 +300,45 @@ def test_given_a_small_pool_when_streams_close_then_least_recently_used_are_drop
     no_pool = VoskRecognizer(AsrConfig(model_path=vosk_config.model_path, pool_size=0))
     no_pool.open_stream().close()
     assert no_pool.stats().idle == 0
+
+
+def test_given_warm_up_speech_when_warming_then_the_pool_holds_that_many_and_decodes_as_fresh(
+        vosk_config):
+    pool = VoskRecognizer(AsrConfig(model_path=vosk_config.model_path, pool_size=3,
+                                    max_live_streams=2))
+    warmup, _ = read_wav(speak(STREETLIGHT))
+    leak, _ = read_wav(speak(LEAK))
+    fresh, _ = stream_decode(VoskRecognizer(vosk_config), leak)
+
+    assert pool.warm(warmup, count=2) == 2
+    assert pool.stats() == PoolStats(idle=2, live=0, created=2)
+    assert pool.warm(warmup, count=2) == 0  # already there: nothing more to do
+    live = [pool.try_open_stream(), pool.try_open_stream()]
+    assert all(stream is not None for stream in live)
+    assert pool.stats() == PoolStats(idle=0, live=2, created=2)  # no fresh one was made
+    for stream in live:
+        stream.close()
+    # A warmed recognizer decodes a caller exactly as a fresh one would, word times included.
+    warmed, _ = stream_decode(pool, leak)
+    assert warmed == fresh
+    assert pool.stats().created == 2
+
+    # Never more than the pool keeps.
+    assert pool.warm(warmup, count=10) == 1
+    assert pool.stats() == PoolStats(idle=3, live=0, created=3)
+
+
+def test_given_bad_warm_up_audio_or_a_stop_when_warming_then_error_or_nothing(vosk_config):
+    pool = VoskRecognizer(AsrConfig(model_path=vosk_config.model_path, pool_size=2))
+    with pytest.raises(AsrError, match="too short"):
+        pool.warm(bytes(800), count=1)  # 50 ms
+    with pytest.raises(AsrError, match="whole number"):
+        pool.warm(bytes(16001), count=1)
+    with pytest.raises(AsrError, match="sample rate"):
+        pool.warm(bytes(16000), count=1, sample_rate=0)
+    with pytest.raises(AsrError, match="count"):
+        pool.warm(bytes(16000), count=-1)
+    stopped = threading.Event()
+    stopped.set()
+    assert pool.warm(bytes(16000), count=2, stop=stopped) == 0
+    assert pool.stats() == PoolStats(idle=0, live=0, created=0)

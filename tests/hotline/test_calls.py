@@ -22,7 +22,7 @@ from dispatch import service as dispatching
 from dispatch.models import Assignment, Unit
 from hotline import call_tasks, calls, runtime
 from hotline.clock import FrozenClock
-from hotline.config import Settings, TelephonySettings
+from hotline.config import AsrSettings, Settings, TelephonySettings
 from hotline.db import make_engine, make_session_factory
 from hotline.models import metadata
 from telephony.endpoint import FRAME_BYTES, CallDirection, CallFailed, CallState, Disposition
@@ -536,3 +536,59 @@ def test_given_menu_callers_then_status_is_read_back_and_callback_requests_reach
     ticket, _ = ticket_of(db, "back@pbx.test")
     assert ticket.status == Status.pending_dispatch
     assert ticket.description == "来电要求回拨，回拨号码：13912345678"
+
+
+# ---------------------------------------------------------------- ASR warm-up at start
+
+
+class SpokenGreeting:
+    """Prompts whose greeting is real speech (the warm-up's default audio)."""
+
+    def pcm(self, name: str) -> bytes:
+        assert name == "greeting"
+        return read_wav(speak(LEAK))[0]
+
+
+def warm_settings(tmp_path: Path, vosk_model_dir: Path, **asr: object) -> Settings:
+    return Settings(environment="test", data_dir=tmp_path,
+                    asr=AsrSettings(model_path=vosk_model_dir, max_live_streams=2, **asr))
+
+
+def test_given_defaults_when_the_edge_starts_then_one_warm_recognizer_per_live_stream(
+        tmp_path, vosk_model_dir):  # noqa: F811
+    settings = warm_settings(tmp_path, vosk_model_dir)
+    recognizer = VoskRecognizer(calls.asr_config(settings))
+
+    assert calls.warm_recognizers(settings, recognizer, SpokenGreeting(),
+                                  threading.Event()) == 2
+    assert recognizer.stats().idle == 2
+    streams = [recognizer.try_open_stream() for _ in range(2)]
+    assert recognizer.stats().created == 2  # the live calls took warmed ones
+    for stream in streams:
+        stream.close()
+
+
+def test_given_warm_up_audio_in_another_format_when_warming_then_converted_and_used(
+        tmp_path, vosk_model_dir):  # noqa: F811
+    settings = warm_settings(tmp_path, vosk_model_dir, warm_recognizers=1,
+                             warmup_audio=speak("가로등이 고장 났어요", rate=16000))
+    recognizer = VoskRecognizer(calls.asr_config(settings))
+    assert calls.warm_recognizers(settings, recognizer, FakePrompts(), threading.Event()) == 1
+    assert recognizer.stats().idle == 1
+
+
+def test_given_broken_warm_up_audio_when_warming_then_logged_and_the_edge_goes_on(
+        tmp_path, vosk_model_dir, caplog):  # noqa: F811
+    broken = tmp_path / "warmup.wav"
+    broken.write_bytes(b"RIFF not really a wave file")
+    settings = warm_settings(tmp_path, vosk_model_dir, warmup_audio=broken)
+    recognizer = VoskRecognizer(calls.asr_config(settings))
+    assert calls.warm_recognizers(settings, recognizer, FakePrompts(), threading.Event()) == 0
+    assert "ASR warm-up skipped" in caplog.text and str(broken) in caplog.text
+    # FakePrompts' greeting is 100 ms of a tone: too short to warm anything.
+    short = warm_settings(tmp_path, vosk_model_dir)
+    assert calls.warm_recognizers(short, recognizer, FakePrompts(), threading.Event()) == 0
+    assert "too short" in caplog.text
+    off = warm_settings(tmp_path, vosk_model_dir, warm_recognizers=0)
+    assert calls.warm_recognizers(off, recognizer, SpokenGreeting(), threading.Event()) == 0
+    assert recognizer.stats().created == 0
