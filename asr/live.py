@@ -20,11 +20,58 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from asr.recognizer import DEFAULT_SAMPLE_RATE, AsrError, Stream, Transcript
+from asr.recognizer import DEFAULT_SAMPLE_RATE, FRAME_MS, AsrError, Stream, Transcript
 
 log = logging.getLogger(__name__)
+
+# Audio a stream decodes per turn in a slot, before the slot passes to the next stream.
+QUANTUM_S = 0.5
+
+
+class DecodeSlots:
+    """At most `count` live streams decode at once, the others wait their turn in order.
+
+    Decoding is CPU work in libvosk with the GIL released, but each 20 ms frame comes back
+    to Python twice (the frame, the partial). With a thread per call all decoding at once,
+    a busy SIP process has many more runnable threads than cores; the kernel then preempts
+    threads that hold the GIL, and every decoder returning from libvosk waits for them, so
+    decoding falls behind with cores idle. With one slot per core the cores stay busy and
+    the GIL changes hands between few threads. A stream keeps its slot for a quantum
+    (`QUANTUM_S` of audio, or less when less is pending), which also keeps one
+    recognizer's state hot in the CPU cache for a while.
+    """
+
+    def __init__(self, count: int) -> None:
+        if count < 1:
+            raise AsrError(f"need at least one decode slot, got {count}")
+        self.count = count
+        self._busy = 0
+        self._waiting: deque[threading.Lock] = deque()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._lock:
+            if self._busy < self.count and not self._waiting:
+                self._busy += 1
+                turn = None
+            else:
+                turn = threading.Lock()
+                turn.acquire()
+                self._waiting.append(turn)
+        if turn is not None:
+            turn.acquire()  # released by the stream handing its slot over
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._waiting:
+                    self._waiting.popleft().release()  # the slot passes on, in order
+                else:
+                    self._busy -= 1
 
 
 class LiveTranscriptUnavailable(AsrError):
@@ -38,14 +85,17 @@ class LiveTranscriber:
     def __init__(self, stream: Stream, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
                  on_partial: Callable[[str], object] | None = None, lag_s: float = 2.0,
                  backlog_limit_s: float = 120.0, batch_s: float = 0.1,
-                 name: str = "asr-live") -> None:
-        """Takes ownership of `stream` (closes it). `on_partial` runs on the decoder thread."""
+                 slots: DecodeSlots | None = None, name: str = "asr-live") -> None:
+        """Takes ownership of `stream` (closes it). `on_partial` runs on the decoder thread.
+        `slots`, shared by the process's transcribers, bounds how many decode at once."""
         self._stream = stream
         self._on_partial = on_partial
         self._bytes_per_s = sample_rate * 2
         self._lag_bytes = int(lag_s * self._bytes_per_s)
         self._limit_bytes = int(backlog_limit_s * self._bytes_per_s)
         self._batch_bytes = max(2, int(batch_s * self._bytes_per_s))
+        self._slots = slots or DecodeSlots(1)
+        self._quantum_frames = max(1, int(QUANTUM_S * 1000 / FRAME_MS))
         self._cond = threading.Condition()
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
@@ -129,12 +179,10 @@ class LiveTranscriber:
                         return
                     if not self._pending:
                         break
-                    frame = self._pending.popleft()
-                    self._pending_bytes -= len(frame)
-                partial = self._stream.accept(frame)
-                if partial is not None and self._on_partial is not None:
-                    self._publish(partial.text)
-            result = self._stream.finish()
+                with self._slots.slot():
+                    self._decode_some()
+            with self._slots.slot():
+                result = self._stream.finish()
             with self._cond:
                 if self._failure is None:
                     self._result = result
@@ -145,6 +193,18 @@ class LiveTranscriber:
         finally:
             self._stream.close()
             self._done.set()
+
+    def _decode_some(self) -> None:
+        """Up to a quantum of the pending audio, frame by frame, then the slot goes on."""
+        for _ in range(self._quantum_frames):
+            with self._cond:
+                if self._failure is not None or not self._pending:
+                    return
+                frame = self._pending.popleft()
+                self._pending_bytes -= len(frame)
+            partial = self._stream.accept(frame)
+            if partial is not None and self._on_partial is not None:
+                self._publish(partial.text)
 
     def _publish(self, text: str) -> None:
         try:

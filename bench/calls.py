@@ -12,7 +12,8 @@ the greeting and hangs up. Five figures, each against its target from the issue:
   live_asr_capacity_ratio  concurrent calls the platform transcribes live within the lag
                            bound (BYE -> transcript attached <= live_lag_s) / real-time
                            streams raw Vosk decodes within the same bound, same cores,
-                           same audio, same run                             target >= 0.8
+                           same audio, same run, both warmed alike on other speech and
+                           stepped alike (4, 8, 12, then by 2)              target >= 0.8
   setup_cps_ok             the highest stepped sipp call rate (INVITE, 200, ACK, a 1 s
                            call, BYE) with every call successful           target >= 20/s
   answer_delay_ms_p50      INVITE sent -> 200 received (sipp rtd) at 20 calls/s, the
@@ -22,10 +23,11 @@ the greeting and hangs up. Five figures, each against its target from the issue:
                            ticket event's time), calls within live capacity
                                                                      target <= 2000 ms
 
-    python bench/calls.py            # readable figures (~10 minutes on 2 cores)
+    python bench/calls.py            # readable figures (~25 minutes on 2 cores)
     python bench/calls.py --json     # one JSON object on stdout
     python bench/calls.py --quick    # fewer, shorter steps (~3 minutes)
     python bench/calls.py --sqlite   # the embedded default's SQLite instead of PostgreSQL
+    python bench/calls.py --part asr # only the live-ASR comparison (~15 minutes)
 
 Progress goes to stderr. Only loopback is used; every step is bounded (calls, sipp
 timeouts, waits) and the child processes and temp files go away on exit, Ctrl-C included.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import tempfile
 import threading
@@ -34,7 +35,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
 from asr.config import AsrConfig
-from asr.live import LiveTranscriber, LiveTranscriptUnavailable
+from asr.live import DecodeSlots, LiveTranscriber, LiveTranscriptUnavailable
 from asr.offline import transcribe_wav
 from asr.recognizer import AsrError, Recognizer
 from dispatch import reference
@@ -616,6 +617,7 @@ class CallServices:
         self._live: dict[str, LiveTranscriber] = {}
         self._lock = threading.Lock()
         self._writer = PartialWriter(session_factory, clock, settings.telephony.partial_interval_s)
+        self._slots = DecodeSlots(settings.asr.decode_slots or (os.cpu_count() or 1) + 1)
         self._pool = ThreadPoolExecutor(max_workers=finishers, thread_name_prefix="call-finish")
         # Waiting for a live transcript to drain is not work: a waiter per live stream, so
         # that no call's transcript queues behind another's (the writes stay in `_pool`).
@@ -648,7 +650,7 @@ class CallServices:
             self._live[call.call_id] = LiveTranscriber(
                 stream, on_partial=partial(self._writer.offer, call.call_id),
                 lag_s=asr.live_lag_s, backlog_limit_s=asr.live_backlog_limit_s,
-                name=f"asr-{call.call_id[:16]}")
+                slots=self._slots, name=f"asr-{call.call_id[:16]}")
 
     def on_audio(self, call: Call, frame: bytes) -> None:
         transcriber = self._live.get(call.call_id)

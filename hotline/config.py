@@ -101,6 +101,12 @@ class AsrSettings(BaseModel):
     # speech in the model's language, so that the first calls after a restart do not pay
     # the warm-up while live. Any audio sox reads; default: the greeting prompt.
     warm_recognizers: int | None = Field(default=None, ge=0)
+    # Live streams that decode at the same moment (the others wait their turn, 0.5 s of
+    # audio at a time): default one per CPU plus one, so that a core does not idle while a
+    # decoder waits for the GIL. Many more runnable decoders than cores only make the
+    # GIL's holder be preempted (asr.live.DecodeSlots; bench/calls.py on 2 cores: 2 slots
+    # carried 14 live calls, 3 slots 16, 4 slots 8 of 16).
+    decode_slots: int | None = Field(default=None, ge=1)
     warmup_audio: Path | None = None
 
 

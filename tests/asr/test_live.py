@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from asr.live import LiveTranscriber, LiveTranscriptUnavailable
+from asr.live import DecodeSlots, LiveTranscriber, LiveTranscriptUnavailable
 from asr.offline import frames, transcribe_pcm
 from asr.recognizer import AsrError
 from tests.asr.fakes import GatedStream
@@ -132,3 +132,55 @@ def test_given_a_real_call_when_transcribed_live_then_partials_and_final_match_o
     assert partials and transcript.text
     assert threads == {"asr-live-test"}
     assert recognizer.stats().live == 0
+
+
+# ---------------------------------------------------------------- decode slots
+
+
+def test_given_more_streams_than_slots_when_decoding_then_at_most_that_many_at_once_in_turn():
+    slots = DecodeSlots(2)
+    gates = [threading.Event() for _ in range(4)]
+    entered: list[int] = []
+
+    def decode(index: int) -> None:
+        with slots.slot():
+            entered.append(index)
+            gates[index].wait(10)
+
+    threads = []
+    for index in range(4):
+        threads.append(threading.Thread(target=decode, args=(index,), daemon=True))
+        threads[-1].start()
+        # The next one asks only once this one holds a slot or waits in line.
+        wait_until(lambda: len(entered) + len(slots._waiting) == index + 1)
+    assert entered == [0, 1]  # two at once; 2 and 3 wait
+    gates[1].set()
+    wait_until(lambda: entered == [0, 1, 2], message="the first in line")
+    gates[0].set()
+    wait_until(lambda: entered == [0, 1, 2, 3], message="the second in line")
+    for gate in gates:
+        gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert slots._busy == 0 and not slots._waiting
+    with pytest.raises(AsrError):
+        DecodeSlots(0)
+
+
+def test_given_one_slot_for_two_calls_when_fed_then_they_take_turns_and_both_complete():
+    slots = DecodeSlots(1)
+    first, second = GatedStream(), GatedStream()
+    one = LiveTranscriber(first, slots=slots, name="one")
+    two = LiveTranscriber(second, slots=slots, name="two")
+    feed_all(one, numbered_frames(50))  # 1 s: two quanta
+    wait_until(lambda: slots._busy == 1, message="the first call decoding")
+    feed_all(two, numbered_frames(10))
+    wait_until(lambda: len(slots._waiting) == 1, message="the second call waiting its turn")
+    assert second.frames == []
+    first.gate.set()  # the first call's quantum ends, the slot passes on
+    wait_until(lambda: len(first.frames) >= 25, message="the first quantum")
+    second.gate.set()
+    assert one.finish(timeout=10).text == " ".join(str(i) for i in range(50))
+    assert two.finish(timeout=10).text == " ".join(str(i) for i in range(10))
+    assert first.closed and second.closed
+    assert slots._busy == 0
