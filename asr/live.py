@@ -38,8 +38,8 @@ class DecodeSlots:
     to Python twice (the frame, the partial). With a thread per call all decoding at once,
     a busy SIP process has many more runnable threads than cores; the kernel then preempts
     threads that hold the GIL, and every decoder returning from libvosk waits for them, so
-    decoding falls behind with cores idle. With one slot per core the cores stay busy and
-    the GIL changes hands between few threads. A stream keeps its slot for a quantum
+    decoding falls behind with cores idle. With about one slot per core the cores stay busy
+    and the GIL changes hands between few threads. A stream keeps its slot for a quantum
     (`QUANTUM_S` of audio, or less when less is pending), which also keeps one
     recognizer's state hot in the CPU cache for a while.
     """

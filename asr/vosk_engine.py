@@ -24,9 +24,9 @@ import vosk
 
 from asr.config import AsrConfig
 from asr.normalise import normalise_text, normalise_token
+from asr.offline import frames
 from asr.recognizer import (
     DEFAULT_SAMPLE_RATE,
-    FRAME_MS,
     AsrError,
     Partial,
     Transcript,
@@ -156,7 +156,6 @@ class VoskRecognizer:
             raise AsrError(f"warm-up audio of {len(data) / 2 / rate:.2f} s is too short; "
                            "give at least 0.5 s of speech")
         key = self._key(rate, None)
-        frame = rate * 2 * FRAME_MS // 1000
         target = min(count, self.config.pool_size)  # the pool keeps no more
         added = 0
         for _ in range(target):  # bounded even while calls take warmed ones meanwhile
@@ -170,10 +169,10 @@ class VoskRecognizer:
                 self._created += 1
             stream = VoskStream(engine, self._release_offline)
             try:
-                for start in range(0, len(data), frame):
+                for frame in frames(data, sample_rate=rate):
                     if stop is not None and stop.is_set():
                         break
-                    stream.accept(data[start:start + frame])
+                    stream.accept(frame)
             finally:
                 stream.close()  # back to the pool, warm
             added += 1

@@ -36,7 +36,7 @@ from sqlmodel import Session, col
 
 from asr.config import AsrConfig
 from asr.live import DecodeSlots, LiveTranscriber, LiveTranscriptUnavailable
-from asr.offline import transcribe_wav
+from asr.offline import read_wav, transcribe_wav
 from asr.recognizer import AsrError, Recognizer
 from dispatch import reference
 from dispatch import service as dispatching
@@ -113,9 +113,8 @@ def warm_recognizers(settings: Settings, recognizer: VoskRecognizer, prompts: Pr
         else:
             with tempfile.TemporaryDirectory(prefix="hotline-warmup-") as tmp:
                 converted = Path(tmp) / "warmup.wav"
-                convert_wav(asr.warmup_audio, converted)
-                with wave.open(str(converted), "rb") as w:
-                    pcm = w.readframes(w.getnframes())
+                convert_wav(asr.warmup_audio, converted)  # 8 kHz 16-bit mono
+                pcm, _ = read_wav(converted)
             source = str(asr.warmup_audio)
         warmed = recognizer.warm(pcm, count=count, sample_rate=SAMPLE_RATE, stop=stop)
     except (AsrError, PromptError, OSError, wave.Error) as exc:
