@@ -94,7 +94,7 @@ class LiveTranscriber:
         self._lag_bytes = int(lag_s * self._bytes_per_s)
         self._limit_bytes = int(backlog_limit_s * self._bytes_per_s)
         self._batch_bytes = max(2, int(batch_s * self._bytes_per_s))
-        self._slots = slots or DecodeSlots(1)
+        self._slots = slots or DecodeSlots(1)  # none shared: decodes whenever it has audio
         self._quantum_frames = max(1, int(QUANTUM_S * 1000 / FRAME_MS))
         self._cond = threading.Condition()
         self._pending: deque[bytes] = deque()
@@ -195,16 +195,18 @@ class LiveTranscriber:
             self._done.set()
 
     def _decode_some(self) -> None:
-        """Up to a quantum of the pending audio, frame by frame, then the slot goes on."""
-        for _ in range(self._quantum_frames):
-            with self._cond:
-                if self._failure is not None or not self._pending:
-                    return
-                frame = self._pending.popleft()
-                self._pending_bytes -= len(frame)
-            partial = self._stream.accept(frame)
-            if partial is not None and self._on_partial is not None:
-                self._publish(partial.text)
+        """Up to a quantum of the pending audio in one `accept` (the engine still decodes
+        it frame by frame), then the slot goes on. One call per batch, not per frame: a
+        stream decoding in another process costs one round trip per batch."""
+        with self._cond:
+            if self._failure is not None or not self._pending:
+                return
+            count = min(self._quantum_frames, len(self._pending))
+            batch = b"".join(self._pending.popleft() for _ in range(count))
+            self._pending_bytes -= len(batch)
+        partial = self._stream.accept(batch)
+        if partial is not None and self._on_partial is not None:
+            self._publish(partial.text)
 
     def _publish(self, text: str) -> None:
         try:

@@ -53,7 +53,9 @@ class Stream(Protocol):
     """One utterance or call being recognised. Used by one thread at a time."""
 
     def accept(self, pcm16: bytes) -> Partial | None:
-        """Feed audio (a whole number of samples); a `Partial` when the running text changed."""
+        """Feed audio (a whole number of samples, any length: engines decode it in 20 ms
+        frames, so the transcript does not depend on how it was cut); a `Partial` when the
+        running text changed."""
         ...
 
     def finish(self) -> Transcript:

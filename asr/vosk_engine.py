@@ -27,6 +27,7 @@ from asr.normalise import normalise_text, normalise_token
 from asr.offline import frames
 from asr.recognizer import (
     DEFAULT_SAMPLE_RATE,
+    FRAME_MS,
     AsrError,
     Partial,
     Transcript,
@@ -244,10 +245,20 @@ class VoskStream:
         return id(self._engine)
 
     def accept(self, pcm16: bytes) -> Partial | None:
+        """Fed to libvosk in 20 ms frames whatever the length given, with the running text
+        read after each, so that a transcript does not depend on how its audio was cut
+        (the engine adapts as it goes); the last change of the running text, if any."""
         self._check_open()
         data = check_pcm(pcm16)
-        if not data:
-            return None
+        step = self._rate * FRAME_MS // 1000 * 2
+        changed = None
+        for offset in range(0, len(data), step):
+            partial = self._accept_frame(data[offset:offset + step])
+            if partial is not None:
+                changed = partial
+        return changed
+
+    def _accept_frame(self, data: bytes) -> Partial | None:
         try:
             endpoint = self._engine.rec.AcceptWaveform(data)
             self._samples += len(data) // 2

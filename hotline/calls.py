@@ -70,6 +70,7 @@ from tickets.lifecycle import Action
 from tickets.models import Channel, Satisfaction, Status, Ticket, TicketCreate, TicketUpdate
 
 if TYPE_CHECKING:
+    from asr.processes import DecoderProcesses
     from asr.vosk_engine import VoskRecognizer
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,24 @@ def asr_config(settings: Settings) -> AsrConfig:
                      quiet_engine_log=asr.quiet_engine_log, **extra)
 
 
-def warm_recognizers(settings: Settings, recognizer: VoskRecognizer, prompts: PromptSet,
+def live_recognizer(settings: Settings) -> VoskRecognizer | DecoderProcesses:
+    """The SIP edge's recognizer: decoder processes (default, one per CPU), or the engine
+    in this process's threads when `asr.decode_processes` is 0. Call `load()` before use
+    and `close()` (processes) at the end."""
+    from asr.processes import DecoderProcesses
+    from asr.vosk_engine import VoskRecognizer
+
+    config = asr_config(settings)
+    count = settings.asr.decode_processes
+    if count is None:
+        count = os.cpu_count() or 1
+    if count == 0:
+        return VoskRecognizer(config)
+    return DecoderProcesses(config, processes=count)
+
+
+def warm_recognizers(settings: Settings, recognizer: VoskRecognizer | DecoderProcesses,
+                     prompts: PromptSet,
                      stop: threading.Event) -> int:
     """Warm the live pool at start (the SIP edge runs this in a thread of its own while it
     already answers calls); logs what it did, never raises. Returns how many were warmed."""
@@ -616,7 +634,9 @@ class CallServices:
         self._live: dict[str, LiveTranscriber] = {}
         self._lock = threading.Lock()
         self._writer = PartialWriter(session_factory, clock, settings.telephony.partial_interval_s)
-        self._slots = DecodeSlots(settings.asr.decode_slots or (os.cpu_count() or 1) + 1)
+        # Decoder processes take streams in turn by themselves; threads here need slots.
+        self._slots = (None if getattr(recognizer, "decodes_elsewhere", False) else
+                       DecodeSlots(settings.asr.decode_slots or (os.cpu_count() or 1) + 1))
         self._pool = ThreadPoolExecutor(max_workers=finishers, thread_name_prefix="call-finish")
         # Waiting for a live transcript to drain is not work: a waiter per live stream, so
         # that no call's transcript queues behind another's (the writes stay in `_pool`).

@@ -410,7 +410,6 @@ def sip() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from asr.recognizer import AsrError
-    from asr.vosk_engine import VoskRecognizer
     from hotline import calls
     from telephony.flows import serve_inbound
     from telephony.prompts import PromptError
@@ -421,8 +420,8 @@ def sip() -> None:
     try:
         prompts = calls.prompt_set(settings)
         made = prompts.ensure()
-        recognizer = VoskRecognizer(calls.asr_config(settings))
-        recognizer.load()
+        recognizer = calls.live_recognizer(settings)
+        recognizer.load()  # the decoder processes start and load the model
         edge = SipEdge(SipConfig(
             host=t.host, port=t.port, mode=t.mode, allow=tuple(t.allow),
             lines=tuple(SipLine(**line.model_dump()) for line in t.lines),
@@ -467,6 +466,8 @@ def sip() -> None:
         stop.set()
         edge.stop()
         services.close()
+        if hasattr(recognizer, "close"):
+            recognizer.close()
         engine.dispose()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

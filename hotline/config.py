@@ -101,11 +101,16 @@ class AsrSettings(BaseModel):
     # speech in the model's language, so that the first calls after a restart do not pay
     # the warm-up while live. Any audio sox reads; default: the greeting prompt.
     warm_recognizers: int | None = Field(default=None, ge=0)
-    # Live streams that decode at the same moment (the others wait their turn, 0.5 s of
-    # audio at a time): default one per CPU plus one, so that a core does not idle while a
-    # decoder waits for the GIL. Many more runnable decoders than cores only make the
-    # GIL's holder be preempted (asr.live.DecodeSlots; bench/calls.py on 2 cores: 2 slots
-    # carried 14 live calls, 3 slots 16, 4 slots 8 of 16).
+    # Processes the SIP edge decodes live calls in (asr.processes: each has its own GIL and
+    # its own copy of the model, ~550 MB for the Korean one); default one per CPU. 0 decodes
+    # in the SIP process's own threads, bounded by `decode_slots` — less memory, but the
+    # decoders then wait for the GIL behind the calls' media threads (bench/calls.py).
+    decode_processes: int | None = Field(default=None, ge=0)
+    # With decode_processes 0 only: live streams that decode at the same moment (the others
+    # wait their turn, 0.5 s of audio at a time); default one per CPU plus one, so that a
+    # core does not idle while a decoder waits for the GIL. Many more runnable decoders
+    # than cores only make the GIL's holder be preempted (asr.live.DecodeSlots;
+    # bench/calls.py on 2 cores: 2 slots carried 14 live calls, 3 slots 16, 4 slots 8 of 16).
     decode_slots: int | None = Field(default=None, ge=1)
     warmup_audio: Path | None = None
 

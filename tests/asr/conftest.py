@@ -2,11 +2,13 @@
 recording decodes to the same words every time."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from asr.config import AsrConfig
+from asr.processes import DecoderProcesses
 from asr.vosk_engine import VoskRecognizer
 from tests.speech import deterministic_vosk_model
 
@@ -28,3 +30,15 @@ def recognizer(vosk_config: AsrConfig) -> VoskRecognizer:
     shared = VoskRecognizer(vosk_config)
     shared.load()
     return shared
+
+
+@pytest.fixture(scope="session")
+def decoder_processes(vosk_config: AsrConfig) -> Iterator[DecoderProcesses]:
+    """Two real decoder processes on the deterministic model, shared by a worker's tests
+    (each loads the model, ~1.3 s); a test that kills or closes one builds its own."""
+    processes = DecoderProcesses(vosk_config, processes=2)
+    processes.load()
+    try:
+        yield processes
+    finally:
+        processes.close()

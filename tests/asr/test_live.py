@@ -82,10 +82,13 @@ def test_given_a_failing_subscriber_when_partials_come_then_transcription_goes_o
         calls.append(text)
         raise RuntimeError("websocket closed")
 
-    live = LiveTranscriber(stream, on_partial=broken)
-    feed_all(live, numbered_frames(3))
-    assert live.finish(timeout=5).text == "0 1 2"
-    assert calls == ["1 frames", "2 frames", "3 frames"]
+    live = LiveTranscriber(stream, on_partial=broken)  # a batch is 100 ms: 5 frames
+    feed_all(live, numbered_frames(5))
+    wait_until(lambda: calls == ["5 frames"], message="the first batch's partial")
+    feed_all(live, numbered_frames(10)[5:])
+    wait_until(lambda: len(calls) == 2, message="the second batch's partial")
+    assert live.finish(timeout=5).text == " ".join(str(i) for i in range(10))
+    assert calls == ["5 frames", "10 frames"]
 
 
 def test_given_misuse_when_feeding_then_asr_error_in_the_callers_thread():

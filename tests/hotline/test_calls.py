@@ -11,11 +11,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlmodel import Session
 
 from asr.config import AsrConfig
 from asr.offline import transcribe_wav
+from asr.processes import DecoderProcesses
 from asr.vosk_engine import VoskRecognizer
 from dispatch import rulebook
 from dispatch import service as dispatching
@@ -28,7 +30,8 @@ from hotline.models import metadata
 from telephony.endpoint import FRAME_BYTES, CallDirection, CallFailed, CallState, Disposition
 from telephony.flows import FlowSettings, serve_inbound
 from telephony.models import CallbackAttempt, CallbackOutcome, CallRecord, TranscribedBy
-from tests.asr.conftest import recognizer, vosk_config, vosk_model_dir  # noqa: F401
+from tests.asr.conftest import (  # noqa: F401
+    decoder_processes, recognizer, vosk_config, vosk_model_dir)
 from tests.conftest import START
 from tests.factories import World, build_world
 from tests.speech import read_wav, speak
@@ -592,3 +595,28 @@ def test_given_broken_warm_up_audio_when_warming_then_logged_and_the_edge_goes_o
     off = warm_settings(tmp_path, vosk_model_dir, warm_recognizers=0)
     assert calls.warm_recognizers(off, recognizer, SpokenGreeting(), threading.Event()) == 0
     assert recognizer.stats().created == 0
+
+
+def test_given_decode_process_settings_then_the_edge_decodes_in_that_many_children(
+        tmp_path, vosk_model_dir, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(calls.os, "cpu_count", lambda: 3)
+    assert calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir)).stats().processes == 3
+    threads = calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir, decode_processes=0))
+    assert isinstance(threads, VoskRecognizer)
+
+    settings = warm_settings(tmp_path, vosk_model_dir, decode_processes=2)
+    children = calls.live_recognizer(settings)
+    assert isinstance(children, DecoderProcesses)
+    children.load()
+    try:
+        # The default warm-up, one per live stream, shared out among the children.
+        assert calls.warm_recognizers(settings, children, SpokenGreeting(),
+                                      threading.Event()) == 2
+        services = calls.CallServices(session_factory=None, clock=None, settings=settings,
+                                      recognizer=children)
+        assert services._slots is None  # the children take their streams in turn
+        services.close()
+    finally:
+        children.close()
+    with pytest.raises(ValidationError):
+        AsrSettings(decode_processes=-1)

@@ -22,8 +22,8 @@ from telephony.rtp import build_rtp
 from telephony.sip import SipConfig, SipEdge
 from tests.conftest import wait_until
 from tests.hotline.test_calls import (  # noqa: F401
-    LEAK, LEAK_KEYWORD_ULAW, db, frames_of, lead_unit, make_services, task_queue,
-    recognizer, settings, ticket_of, vosk_config, vosk_model_dir)
+    LEAK, LEAK_KEYWORD_ULAW, db, decoder_processes, frames_of, lead_unit, make_services,
+    recognizer, settings, task_queue, ticket_of, vosk_config, vosk_model_dir)
 from tests.telephony.fakes import FakePrompts, silence
 from tests.telephony.sip_peers import HOST, RtpPeer, start_sipp
 from tickets.models import Status
@@ -52,9 +52,12 @@ def rtp():
     peer.close()
 
 
+@pytest.mark.parametrize("decoding", ["decoder processes", "threads of the SIP process"])
 def test_given_a_sip_caller_speaking_korean_then_the_ticket_is_transcribed_live_and_dispatched(
-        db, make_services, recognizer, settings, rtp):  # noqa: F811
-    services = make_services(recognizer)
+        db, make_services, recognizer, settings, rtp, decoding, request):  # noqa: F811
+    live = (request.getfixturevalue("decoder_processes") if decoding == "decoder processes"
+            else recognizer)
+    services = make_services(live)
     edge, answered = start_platform_edge(services, FakePrompts(), settings)
     sipp = start_sipp("uac_call.xml", target=f"{HOST}:{edge.address[1]}",
                       keys={"rtp_port": rtp.port, "fmts": "0"}, hold=30000)

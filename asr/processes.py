@@ -1,0 +1,498 @@
+"""Live decoding in processes of their own: the Recognizer a SIP edge uses on many cores.
+
+Why processes. Each 20 ms frame a decoder feeds comes back from libvosk to Python twice
+(the frame, the partial), so a decoder thread needs the GIL fifty times a second. In one
+process that also runs every call's RTP and flow threads, decoders then queue for the GIL
+behind preempted holders, and live ASR falls behind with cores idle (bench/calls.py measured
+the SIP process's decoders at 70–78 % of what raw Vosk threads sustain, the CPU never full).
+Here each decoder process has its own GIL and decodes one stream at a time, in the order
+the requests came, so a core does one thing at a time and the SIP process keeps only the
+calls' media.
+
+The shape. `DecoderProcesses` starts `processes` children (`python -m asr.processes`, a
+socket pair between them). Each loads the model once and keeps its own pool of warmed recognizers (a
+`VoskRecognizer`). A stream lives in one child, the one with the fewest streams when it was
+opened; its audio goes there over a pipe in the batches the live transcriber sends (100 ms
+or more), and the child feeds the engine 20 ms frames as ever, so the transcript is the one
+an offline decode gives. Live admission (`max_live_streams`) is counted here, over all
+children.
+
+When a child dies (libvosk aborts, the OOM killer), its streams fail with `AsrError` — the
+live transcriber gives up and the call is transcribed offline from its recording — and the
+child is started again in the background; meanwhile the others take the new streams.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from asr.config import AsrConfig
+from asr.recognizer import DEFAULT_SAMPLE_RATE, AsrError, Partial, Transcript, check_pcm
+
+log = logging.getLogger(__name__)
+
+_ROOT = Path(__file__).resolve().parents[1]  # where `asr` is importable from
+
+# A request a child has not answered in this long is taken as a hung engine.
+REQUEST_TIMEOUT_S = 60.0
+# Loading the model in a fresh child (the Korean one: ~1.3 s on this machine, more when
+# the disk cache is cold or several load at once).
+START_TIMEOUT_S = 120.0
+# A child that died is started again after this long, doubling while it keeps dying young.
+RESTART_DELAY_S = (1.0, 60.0)
+
+
+@dataclass(frozen=True)
+class DecoderStats:
+    processes: int  # configured
+    ready: int  # children answering now
+    live: int  # live streams admitted and not yet closed, over all children
+    restarts: int  # children started again after dying
+
+
+class DecoderProcesses:
+    """A Recognizer whose streams decode in child processes. Thread-safe.
+
+    `load()` starts the children and waits until each has loaded the model (a bad model
+    path is then one clear `AsrError`); streams opened before that, or while every child is
+    down, are refused (`try_open_stream` returns None: the call is transcribed offline).
+    `close()` stops the children.
+    """
+
+    # Each child decodes its streams one at a time: no DecodeSlots needed in the parent.
+    decodes_elsewhere = True
+
+    def __init__(self, config: AsrConfig | None = None, *, processes: int = 1) -> None:
+        if processes < 1:
+            raise AsrError(f"need at least one decoder process, got {processes}")
+        self.config = config or AsrConfig()
+        self._children = [_Child(index, self.config, self._child_died)
+                          for index in range(processes)]
+        self._lock = threading.Lock()
+        self._live = 0
+        self._restarts = 0
+        self._closed = False
+
+    def load(self, timeout: float = START_TIMEOUT_S) -> None:
+        try:
+            for child in self._children:
+                child.start()
+            for child in self._children:
+                child.wait_ready(timeout)
+        except AsrError:
+            self.close()
+            raise
+
+    def open_stream(self, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
+                    grammar: str | Sequence[str] | None = None) -> RemoteStream:
+        with self._lock:
+            child = self._pick()
+        if child is None:
+            raise AsrError("no decoder process is running")
+        return RemoteStream(child, sample_rate, grammar, on_close=None)
+
+    def try_open_stream(self, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
+                        grammar: str | Sequence[str] | None = None) -> RemoteStream | None:
+        with self._lock:
+            if self._closed or self._live >= self.config.max_live_streams:
+                return None
+            child = self._pick()
+            if child is None:
+                return None
+            self._live += 1
+        return RemoteStream(child, sample_rate, grammar, on_close=self._release_live)
+
+    def warm(self, pcm16: bytes, *, count: int, sample_rate: int = DEFAULT_SAMPLE_RATE,
+             stop: threading.Event | None = None) -> int:
+        """`VoskRecognizer.warm` in every child at once, `count` shared out among them (each
+        child's streams find its own pool). Returns how many were warmed in all."""
+        data = check_pcm(pcm16)
+        if count < 0:
+            raise AsrError(f"count must be >= 0, got {count}")
+        children = [c for c in self._children if c.ready]
+        if not children or count == 0:
+            return 0
+        share = math.ceil(count / len(children))
+        futures = [(child, child.send("warm", 0, (data, share, sample_rate)))
+                   for child in children]
+        total, errors = 0, []
+        for child, future in futures:
+            while True:
+                try:
+                    total += future.result(timeout=0.2)
+                    break
+                except FutureTimeout:
+                    if stop is not None and stop.is_set():
+                        for other in children:
+                            other.send("stop-warm", 0, None)
+                        stop = None  # asked once; the children end their warm-up soon
+                except AsrError as exc:  # that child died meanwhile; the others went on
+                    errors.append(str(exc))
+                    break
+        if errors and not total:
+            raise AsrError("; ".join(errors))
+        return total
+
+    def stats(self) -> DecoderStats:
+        with self._lock:
+            return DecoderStats(processes=len(self._children),
+                                ready=sum(c.ready for c in self._children),
+                                live=self._live, restarts=self._restarts)
+
+    def pids(self) -> list[int | None]:
+        """The children's process ids (None: not running); for operators and tests."""
+        return [c.pid for c in self._children]
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._closed = True
+        for child in self._children:
+            child.stop(timeout)
+
+    def _pick(self) -> _Child | None:
+        """The running child with the fewest streams, counted as taken (under `_lock`)."""
+        child = min((c for c in self._children if c.ready), key=lambda c: c.streams,
+                    default=None)
+        if child is not None:
+            child.streams += 1
+        return child
+
+    def _release_live(self) -> None:
+        with self._lock:
+            self._live -= 1
+
+    def _child_died(self, child: _Child) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._restarts += 1
+        threading.Thread(target=child.restart, args=(lambda: self._closed,),
+                         name=f"asr-decoder-{child.index}-restart", daemon=True).start()
+
+
+class RemoteStream:
+    """A Stream decoding in a child. Used by one thread at a time, like every Stream."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, child: _Child, sample_rate: int, grammar: str | Sequence[str] | None,
+                 on_close: Any) -> None:
+        self._child = child
+        self._on_close = on_close
+        self._id = next(self._ids)
+        self._state = "open"
+        # Not waited for: the pipe keeps order, so the child opens the stream before it
+        # sees its audio, and a refusal (a bad grammar) comes back on the first request.
+        grammar = grammar if grammar is None or isinstance(grammar, str) else list(grammar)
+        self._opened: Future | None = child.send("open", self._id, (sample_rate, grammar))
+
+    @property
+    def process_index(self) -> int:
+        return self._child.index
+
+    def accept(self, pcm16: bytes) -> Partial | None:
+        self._check_open()
+        data = check_pcm(pcm16)
+        if not data:
+            return None
+        text = self._request("accept", data)
+        return None if text is None else Partial(text)
+
+    def finish(self) -> Transcript:
+        self._check_open()
+        try:
+            return self._request("finish", None)
+        finally:
+            self._state = "finished"
+
+    def close(self) -> None:
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        self._child.streams = max(0, self._child.streams - 1)
+        self._child.send("close", self._id, None)  # not waited for; a dead child has none
+        if self._on_close is not None:
+            self._on_close()
+
+    def _request(self, op: str, arg: Any) -> Any:
+        if self._opened is not None:
+            opened, self._opened = self._opened, None
+            self._child.result(opened)
+        return self._child.result(self._child.send(op, self._id, arg))
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise AsrError(f"the stream is {self._state}; it accepts no more audio")
+
+
+class _Child:
+    """The parent's side of one decoder process: a socket, the requests awaiting an answer,
+    and a thread reading the answers."""
+
+    def __init__(self, index: int, config: AsrConfig, on_death: Any) -> None:
+        self.index = index
+        self._config = config
+        self._on_death = on_death
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Future] = {}
+        self._process: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+        self._ready = threading.Event()
+        self._start_error: str | None = None
+        self._stopping = False
+        self.streams = 0  # open in this child (approximate: for placement only)
+        self.ready = False
+        self.pid: int | None = None
+
+    def start(self) -> None:
+        """Start the process; `wait_ready` then waits for its model."""
+        ours, theirs = socket.socketpair()
+        try:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, (str(_ROOT), env.get("PYTHONPATH"))))
+            # Not multiprocessing: its spawn would import the parent's __main__ (the whole
+            # CLI) again in every child, and fork is unsafe in a threaded parent.
+            process = subprocess.Popen(
+                [sys.executable, "-m", "asr.processes", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            ours.close()
+            raise AsrError(f"cannot start decoder process {self.index}: {exc}") from None
+        finally:
+            theirs.close()
+        conn = Connection(ours.detach())
+        with self._lock:
+            self._process, self._conn = process, conn
+            self._ready.clear()
+            self._start_error = None
+            self._stopping = False
+            self.pid = process.pid
+        hello = self.send("hello", 0, self._config)
+        threading.Thread(target=self._read, args=(conn, process),
+                         name=f"asr-decoder-{self.index}", daemon=True).start()
+        hello.add_done_callback(self._hello_done)
+
+    def _hello_done(self, future: Future) -> None:
+        if future.exception() is None:
+            self.ready = True
+        else:
+            self._start_error = str(future.exception())
+        self._ready.set()
+
+    def wait_ready(self, timeout: float) -> None:
+        if not self._ready.wait(timeout):
+            raise AsrError(f"decoder process {self.index} did not load the speech model "
+                           f"within {timeout:g} s")
+        if not self.ready:
+            raise AsrError(self._start_error or f"decoder process {self.index} is not running")
+
+    def send(self, op: str, stream: int, arg: Any) -> Future:
+        future: Future = Future()
+        with self._lock:
+            conn = self._conn
+            if conn is None or self._stopping:
+                future.set_exception(AsrError(f"decoder process {self.index} is not running"))
+                return future
+            rid = next(self._ids)
+            self._pending[rid] = future
+            try:
+                conn.send((rid, op, stream, arg))
+            except (OSError, ValueError) as exc:
+                del self._pending[rid]
+                future.set_exception(AsrError(f"decoder process {self.index} is gone: {exc}"))
+        return future
+
+    def result(self, future: Future, timeout: float = REQUEST_TIMEOUT_S) -> Any:
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            raise AsrError(f"decoder process {self.index} did not answer within "
+                           f"{timeout:g} s") from None
+
+    def _read(self, conn: Connection, process: subprocess.Popen) -> None:
+        while True:
+            try:
+                rid, ok, value = conn.recv()
+            except (EOFError, OSError):
+                break
+            with self._lock:
+                future = self._pending.pop(rid, None)
+            if future is not None:
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(AsrError(value))
+        try:
+            code = process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        with self._lock:
+            failed, self._pending = self._pending, {}
+            if self._conn is conn:
+                self._conn = None
+            stopping = self._stopping
+        self.ready = False
+        self.streams = 0
+        for future in failed.values():
+            future.set_exception(AsrError(f"decoder process {self.index} exited "
+                                          f"(code {code})"))
+        conn.close()
+        if self._start_error is None and not self._ready.is_set():
+            self._start_error = (f"decoder process {self.index} exited with code {code} "
+                                 "while loading the speech model")
+        self._ready.set()
+        if not stopping and self._start_error is None:
+            log.error("decoder process %d (pid %s) exited with code %s; its live calls are "
+                      "transcribed from their recordings; starting it again", self.index,
+                      process.pid, code)
+            self._on_death(self)
+
+    def restart(self, closed: Any) -> None:
+        """Start again after a death, with a growing delay while it keeps failing."""
+        delay, limit = RESTART_DELAY_S
+        while not closed():
+            time.sleep(delay)
+            if closed():
+                return
+            try:
+                self.start()
+                self.wait_ready(START_TIMEOUT_S)
+                log.info("decoder process %d started again (pid %s)", self.index, self.pid)
+                return
+            except AsrError as exc:
+                log.error("decoder process %d did not start again: %s", self.index, exc)
+            delay = min(delay * 2, limit)
+
+    def stop(self, timeout: float) -> None:
+        with self._lock:
+            self._stopping = True
+            conn, process = self._conn, self._process
+        if conn is not None:
+            try:
+                conn.send((0, "stop", 0, None))
+            except (OSError, ValueError):
+                pass
+        if process is not None:
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.ready = False
+
+
+# ---------------------------------------------------------------- the child
+
+
+def main(argv: Sequence[str]) -> None:
+    """`python -m asr.processes FD`: serve the parent on the socket FD until it says stop
+    or goes away. Ctrl-C and SIGTERM reach the whole process group; the parent, not the
+    signal, decides when its children stop (it may still be finishing calls)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    serve(Connection(int(argv[0])))
+
+
+def serve(conn: Connection) -> None:
+    """A decoder process's loop: requests in order, one at a time; a warm-up alongside.
+    The first request ("hello") carries the AsrConfig and loads the model."""
+    from asr.vosk_engine import VoskRecognizer
+
+    send_lock = threading.Lock()
+
+    def reply(rid: int, ok: bool, value: Any) -> None:
+        with send_lock:
+            try:
+                conn.send((rid, ok, value))
+            except (OSError, ValueError):
+                pass  # the parent is gone; the loop ends on its next recv
+
+    recognizer: VoskRecognizer | None = None
+    streams: dict[int, Any] = {}
+    warm_stop = threading.Event()
+
+    def warm(rid: int, data: bytes, count: int, rate: int) -> None:
+        try:
+            reply(rid, True, recognizer.warm(data, count=count, sample_rate=rate,
+                                             stop=warm_stop))
+        except AsrError as exc:
+            reply(rid, False, str(exc))
+
+    while True:
+        try:
+            rid, op, sid, arg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if op == "stop":
+            warm_stop.set()
+            return
+        try:
+            if op == "hello":
+                candidate = VoskRecognizer(arg)
+                try:
+                    candidate.load()
+                except AsrError as exc:
+                    reply(rid, False, str(exc))
+                    return  # nothing to serve without a model
+                recognizer, value = candidate, None
+            elif recognizer is None:
+                raise AsrError("the decoder process has no model yet")
+            elif op == "open":
+                sample_rate, grammar = arg
+                streams[sid] = recognizer.open_stream(sample_rate=sample_rate, grammar=grammar)
+                value = None
+            elif op == "accept":
+                partial = _stream(streams, sid).accept(arg)
+                value = None if partial is None else partial.text
+            elif op == "finish":
+                value = _stream(streams, sid).finish()
+            elif op == "close":
+                stream = streams.pop(sid, None)
+                if stream is not None:
+                    stream.close()
+                value = None
+            elif op == "warm":
+                threading.Thread(target=warm, args=(rid, *arg), name="asr-warm-up",
+                                 daemon=True).start()
+                continue
+            elif op == "stop-warm":
+                warm_stop.set()
+                value = None
+            else:
+                raise AsrError(f"unknown request {op!r}")
+        except AsrError as exc:
+            reply(rid, False, str(exc))
+        except Exception as exc:  # noqa: BLE001 - an answer, not a dead child
+            reply(rid, False, f"{type(exc).__name__}: {exc}")
+        else:
+            reply(rid, True, value)
+
+
+def _stream(streams: dict[int, Any], sid: int) -> Any:
+    stream = streams.get(sid)
+    if stream is None:
+        raise AsrError("the stream was not opened in this decoder process (it refused it, "
+                       "or the process was started again)")
+    return stream
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,158 @@
+"""Decoder processes: live streams decoding in children of their own (asr.processes)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from asr import processes as procs
+from asr.config import AsrConfig
+from asr.live import LiveTranscriber, LiveTranscriptUnavailable
+from asr.offline import frames, transcribe_pcm
+from asr.processes import DecoderProcesses
+from asr.recognizer import AsrError
+from tests.conftest import wait_until
+from tests.speech import read_wav, speak
+
+REPORT = "가로등이 고장 났어요. 빨리 고쳐 주세요."
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone, only not yet reaped
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def live_transcript(recognizer, pcm: bytes, partials: list[str] | None = None):
+    stream = recognizer.try_open_stream()
+    assert stream is not None
+    live = LiveTranscriber(stream, on_partial=None if partials is None else partials.append)
+    for frame in frames(pcm, sample_rate=8000):
+        live.feed(frame)
+    return stream, live
+
+
+def test_given_a_call_decoded_in_a_child_then_partials_come_and_the_final_equals_offline(
+        decoder_processes, recognizer):
+    pcm, _ = read_wav(speak(REPORT))
+    partials: list[str] = []
+    stream, live = live_transcript(decoder_processes, pcm, partials)
+    transcript = live.finish(timeout=30)
+
+    assert transcript == transcribe_pcm(recognizer=recognizer, pcm16=pcm, sample_rate=8000)
+    assert transcript.text and partials  # the final may revise the last partial
+    pid = decoder_processes.pids()[stream.process_index]
+    assert pid is not None and pid != os.getpid() and alive(pid)
+    assert decoder_processes.stats().live == 0  # the stream went back
+
+
+def test_given_two_children_then_streams_spread_and_live_admission_counts_over_both(
+        decoder_processes):
+    assert decoder_processes.config.max_live_streams == 2
+    first = decoder_processes.try_open_stream()
+    second = decoder_processes.try_open_stream()
+    try:
+        assert {first.process_index, second.process_index} == {0, 1}
+        assert decoder_processes.try_open_stream() is None  # full: offline for this call
+        assert decoder_processes.stats().live == 2
+        offline = decoder_processes.open_stream()  # offline work is never refused
+        offline.close()
+    finally:
+        first.close()
+        second.close()
+    third = decoder_processes.try_open_stream()
+    assert third is not None
+    third.close()
+
+
+def test_given_a_bad_grammar_then_the_stream_fails_with_a_clear_error_and_the_child_lives(
+        decoder_processes):
+    stream = decoder_processes.open_stream(grammar=["없는단어입니다xyz"])
+    with pytest.raises(AsrError, match="not in the speech model's vocabulary"):
+        stream.accept(b"\0" * 320)
+    stream.close()
+    assert decoder_processes.stats().ready == 2
+
+
+def test_given_a_child_killed_mid_call_then_that_call_goes_offline_and_the_child_comes_back(
+        vosk_config, monkeypatch):
+    monkeypatch.setattr(procs, "RESTART_DELAY_S", (0.05, 0.05))
+    pcm, _ = read_wav(speak(REPORT))
+    decoders = DecoderProcesses(vosk_config, processes=1)
+    decoders.load()
+    try:
+        stream, live = live_transcript(decoders, pcm[: len(pcm) // 2])
+        pid = decoders.pids()[0]
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(LiveTranscriptUnavailable, match="decoder process 0"):
+            live.finish(timeout=30)
+        wait_until(lambda: decoders.stats().ready == 1 and decoders.pids()[0] != pid,
+                   timeout=60, message="the child started again")
+        assert decoders.stats().restarts == 1 and decoders.stats().live == 0
+        _, again = live_transcript(decoders, pcm)
+        assert again.finish(timeout=30).text  # the new child decodes
+    finally:
+        decoders.close()
+    assert not alive(decoders.pids()[0])
+
+
+def test_given_a_bad_model_path_when_loading_then_one_clear_error_and_no_child_left(tmp_path):
+    decoders = DecoderProcesses(AsrConfig(model_path=tmp_path / "none"), processes=2)
+    with pytest.raises(AsrError, match="does not exist"):
+        decoders.load()
+    assert decoders.stats().ready == 0
+    for pid in decoders.pids():
+        wait_until(lambda: not alive(pid), timeout=10, message="the child gone")
+    assert decoders.try_open_stream() is None
+
+
+def test_given_warm_up_then_shared_among_children_and_bad_audio_is_a_clear_error(
+        vosk_config):
+    pcm, _ = read_wav(speak(REPORT))
+    config = AsrConfig(model_path=vosk_config.model_path, pool_size=8, max_live_streams=2)
+    decoders = DecoderProcesses(config, processes=2)
+    decoders.load()
+    try:
+        assert decoders.warm(pcm, count=4) == 4  # two in each child
+        assert decoders.warm(pcm, count=4) == 0  # the children's pools hold them
+        with pytest.raises(AsrError, match="too short"):
+            decoders.warm(b"\0" * 320, count=2)
+        stop = threading.Event()
+        stop.set()
+        began = time.monotonic()
+        # Unstopped: six more recognizers in each child, each on 100 s of speech.
+        assert decoders.warm(pcm * 30, count=16, stop=stop) <= 2
+        assert time.monotonic() - began < 15
+    finally:
+        decoders.close()
+
+
+def test_given_the_parent_killed_then_its_children_exit(vosk_config, tmp_path):
+    script = (
+        "import sys\n"
+        "from asr.config import AsrConfig\n"
+        "from asr.processes import DecoderProcesses\n"
+        f"d = DecoderProcesses(AsrConfig(model_path={str(vosk_config.model_path)!r}),"
+        " processes=1)\n"
+        "d.load()\n"
+        "print(d.pids()[0], flush=True)\n"
+        "sys.stdin.read()\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=procs._ROOT)
+    try:
+        child = int(parent.stdout.readline())
+        assert alive(child)
+        parent.kill()
+        parent.wait(10)
+        wait_until(lambda: not alive(child), timeout=10, message="the orphaned child exits")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
