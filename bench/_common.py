@@ -223,6 +223,21 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, over all cores (Linux)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / tick, total / tick
+
+
+def machine_cpu_pct(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """How busy the machine was between two `machine_busy()` readings, in % of one core."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return round(100 * busy / total * (os.cpu_count() or 1), 1) if total > 0 else float("nan")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

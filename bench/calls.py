@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -262,14 +264,42 @@ class Platform:
             time.sleep(0.2)
         raise RuntimeError(f"hotline sip did not listen within {timeout:.0f}s")
 
-    def cpu(self) -> float:
-        return common.cpu_seconds(self.proc.pid)
+    def pids(self) -> list[int]:
+        """The SIP process and its children (the decoder processes)."""
+        pids = [self.proc.pid]
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                pids += [int(pid) for pid in (task / "children").read_text().split()]
+            except OSError:
+                continue  # the thread ended meanwhile
+        return pids
 
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        return float("nan")
+    def cpu(self) -> float:
+        """CPU seconds of the SIP process and its decoder processes so far."""
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """CPU seconds so far of (the SIP process, its decoder processes)."""
+        split = []
+        for pid in self.pids():
+            try:
+                split.append(common.cpu_seconds(pid))
+            except OSError:
+                split.append(0.0)
+        return split[0], sum(split[1:])
+
+    def rss_mb(self) -> dict[str, float]:
+        """Resident memory of the SIP process and of its decoder processes together."""
+        sizes = []
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            sizes += [int(line.split()[1]) / 1024 for line in status
+                      if line.startswith("VmRSS:")]
+        return {"sip": round(sizes[0], 1) if sizes else float("nan"),
+                "decoders": round(sum(sizes[1:]), 1), "processes": len(sizes)}
 
     def log_lines(self) -> dict[str, Any]:
         """What the process logged at WARNING and above (its INFO lines tell each call's
@@ -523,11 +553,17 @@ def platform_asr_step(p: Platform, url: str, audio: Audio, scenario: Path, strea
                       plan: Plan, workdir: Path) -> dict[str, Any]:
     rate = max(1, round(streams / plan.asr_start_spread_s))
     hold_ms = int(audio.seconds * 1000) + 100
-    cpu0, t0 = p.cpu(), time.perf_counter()
+    (sip0, dec0), t0, machine0 = p.cpu_split(), time.perf_counter(), common.machine_busy()
+    sipp0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     run = run_sipp(scenario, target=p.target, calls=streams, rate=rate, hold_ms=hold_ms,
                    workdir=workdir / f"asr-{streams}", timeout_s=audio.seconds + 40)
+    sipp1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine = common.machine_cpu_pct(machine0, common.machine_busy())  # while calls last
     seen = settled(url, run.pid, streams, timeout_s=60)
-    cpu, wall = p.cpu() - cpu0, time.perf_counter() - t0  # until every transcript is in
+    (sip1, dec1), wall = p.cpu_split(), time.perf_counter() - t0  # until every transcript is in
+    sip, dec = sip1 - sip0, dec1 - dec0
+    cpu = sip + dec
+    sipp_cpu = (sipp1.ru_utime + sipp1.ru_stime) - (sipp0.ru_utime + sipp0.ru_stime)
     lags = [c.transcript_lag_s for c in seen
             if c.transcribed_by == TranscribedBy.live.value and c.transcript_lag_s is not None]
     sustained = sum(1 for c in seen if c.transcribed_by == TranscribedBy.live.value
@@ -541,7 +577,10 @@ def platform_asr_step(p: Platform, url: str, audio: Audio, scenario: Path, strea
             "dispatched": sum(c.ticket_status == Status.dispatched.value for c in seen),
             "lost_tickets": sum(c.answered and not c.ticket for c in seen),
             "transcript_lag_ms": quantiles_ms(lags), "transcript_lags_s": lags,
-            "platform_cpu_pct": round(100 * cpu / wall, 1), "wall_s": round(wall, 1)}
+            "platform_cpu_pct": round(100 * cpu / wall, 1), "platform_cpu_s": round(cpu, 1),
+            "sip_process_cpu_s": round(sip, 1), "decoders_cpu_s": round(dec, 1),
+            "sipp_cpu_s": round(sipp_cpu, 1), "machine_cpu_pct": machine,
+            "wall_s": round(wall, 1)}
 
 
 def raw_asr_step(model: Any, recognizers: list, pcm: bytes, streams: int,
@@ -577,15 +616,17 @@ def raw_asr_step(model: Any, recognizers: list, pcm: bytes, streams: int,
         behind[index] = worst
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(streams)]
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    cpu0, t0, machine0 = time.process_time(), time.perf_counter(), common.machine_busy()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(audio_s + 120)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+    machine = common.machine_cpu_pct(machine0, common.machine_busy())
     sustained = sum(lag <= LAG_BOUND_S for lag in lags)
     return {"streams": streams, "sustained": sustained, "all_sustained": sustained == streams,
-            "cpu_pct": round(100 * cpu / wall, 1), "wall_s": round(wall, 1),
+            "cpu_pct": round(100 * cpu / wall, 1), "cpu_s": round(cpu, 1), "machine_cpu_pct": machine,
+            "wall_s": round(wall, 1),
             "final_lag_ms": quantiles_ms([x for x in lags if x != float("inf")]),
             "max_behind_ms": ms(max(behind))}
 
@@ -632,14 +673,17 @@ def live_asr_steps(p: Platform, url: str, model: Any, audio: Audio, warm_pcm: by
         step = raw_asr_step(model, recognizers, audio.speech_pcm, streams,
                             plan.asr_start_spread_s)
         common.say(f"  sustained {step['sustained']}/{streams}, final lag "
-                   f"{(step['final_lag_ms'] or {}).get('p95')} ms p95")
+                   f"{(step['final_lag_ms'] or {}).get('p95')} ms p95, CPU {step['cpu_s']} s, "
+                   f"machine {step['machine_cpu_pct']} %")
         raw_steps.append(step)
 
     def live(streams: int) -> None:
         common.say(f"platform live ASR: {streams} call(s) ...")
         step = platform_asr_step(p, url, audio, scenario, streams, plan, workdir)
         common.say(f"  sustained {step['sustained']}/{streams}, lag "
-                   f"{(step['transcript_lag_ms'] or {}).get('p95')} ms p95")
+                   f"{(step['transcript_lag_ms'] or {}).get('p95')} ms p95, CPU s: SIP "
+                   f"{step['sip_process_cpu_s']} decoders {step['decoders_cpu_s']} sipp "
+                   f"{step['sipp_cpu_s']}; machine {step['machine_cpu_pct']} %")
         asr_steps.append(step)
 
     for streams in plan.asr_streams:
@@ -674,7 +718,8 @@ def database(use_sqlite: bool) -> Iterator[tuple[str, str]]:
             yield url, f"postgresql {version}"
 
 
-def run(plan: Plan, *, use_sqlite: bool, parts: frozenset[str] = PARTS) -> dict[str, Any]:
+def run(plan: Plan, *, use_sqlite: bool, parts: frozenset[str] = PARTS,
+        decode_processes: int | None = None) -> dict[str, Any]:
     from asr.vosk_engine import load_model
 
     result: dict[str, Any] = {"machine": common.machine(), "quick": plan == QUICK,
@@ -755,7 +800,11 @@ def run(plan: Plan, *, use_sqlite: bool, parts: frozenset[str] = PARTS) -> dict[
                           extra_env={"HOTLINE_ASR__MAX_LIVE_STREAMS": str(top),
                                      "HOTLINE_ASR__POOL_SIZE": str(top),
                                      "HOTLINE_ASR__WARM_RECOGNIZERS": str(top),
-                                     "HOTLINE_ASR__WARMUP_AUDIO": str(warm_path)}) as p:
+                                     "HOTLINE_ASR__WARMUP_AUDIO": str(warm_path),
+                                     **({} if decode_processes is None else {
+                                         "HOTLINE_ASR__DECODE_PROCESSES":
+                                         str(decode_processes)})}) as p:
+                result["decode_processes"] = len(p.pids()) - 1
                 raw_steps, asr_steps = live_asr_steps(p, url, model, asr_audio, warm_pcm, plan,
                                                       workdir)
             result["raw_heard"] = " ".join(heard)
@@ -886,11 +935,26 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
     parser.add_argument("--part", choices=["all", *sorted(PARTS)], default="all",
                         help="calls: concurrency and call setup only; asr: live ASR only")
+    parser.add_argument("--decode-processes", type=int, metavar="N",
+                        help="HOTLINE_ASR__DECODE_PROCESSES for the live-ASR platform "
+                        "(default: the platform's own; 0: threads of the SIP process)")
+    parser.add_argument("--asr-steps", metavar="N,N,...",
+                        help="live-ASR steps instead of the plan's (e.g. 12,14,16)")
     args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    if args.asr_steps:
+        try:
+            steps = tuple(sorted({int(n) for n in args.asr_steps.split(",")}))
+        except ValueError:
+            parser.error(f"--asr-steps takes whole numbers, got {args.asr_steps!r}")
+        if not steps or steps[0] < 1 or steps[-1] > 64:
+            parser.error("--asr-steps takes numbers from 1 to 64")
+        plan = dataclasses.replace(plan, asr_streams=steps)
     # SIGTERM unwinds like Ctrl-C, so the child processes and temp files are cleaned up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    result = run(QUICK if args.quick else FULL, use_sqlite=args.sqlite,
-                 parts=PARTS if args.part == "all" else frozenset({args.part}))
+    result = run(plan, use_sqlite=args.sqlite,
+                 parts=PARTS if args.part == "all" else frozenset({args.part}),
+                 decode_processes=args.decode_processes)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
