@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 _ROOT = Path(__file__).resolve().parents[1]  # where `asr` is importable from
 
+# Batches of one stream on their way to its child at once (a batch is 100–500 ms of audio).
+IN_FLIGHT = 4
 # A request a child has not answered in this long is taken as a hung engine.
 REQUEST_TIMEOUT_S = 60.0
 # Loading the model in a fresh child (the Korean one: ~1.3 s on this machine, more when
@@ -186,7 +189,13 @@ class DecoderProcesses:
 
 
 class RemoteStream:
-    """A Stream decoding in a child. Used by one thread at a time, like every Stream."""
+    """A Stream decoding in a child. Used by one thread at a time, like every Stream.
+
+    `accept` does not wait for its own batch: up to `IN_FLIGHT` batches of a stream are on
+    their way at once, so that the child always has this stream's next audio queued
+    rather than idling while the parent's thread is scheduled to send it. What `accept`
+    returns is the running text as of the batches answered so far; errors come back on a
+    later `accept` or on `finish`, which waits for every batch."""
 
     _ids = itertools.count(1)
 
@@ -196,10 +205,11 @@ class RemoteStream:
         self._on_close = on_close
         self._id = next(self._ids)
         self._state = "open"
-        # Not waited for: the pipe keeps order, so the child opens the stream before it
-        # sees its audio, and a refusal (a bad grammar) comes back on the first request.
+        # Not waited for either: the socket keeps order, so the child opens the stream
+        # before it sees its audio, and a refusal (a bad grammar) comes back in its turn.
         grammar = grammar if grammar is None or isinstance(grammar, str) else list(grammar)
-        self._opened: Future | None = child.send("open", self._id, (sample_rate, grammar))
+        self._in_flight: deque[Future] = deque(
+            [child.send("open", self._id, (sample_rate, grammar))])
 
     @property
     def process_index(self) -> int:
@@ -210,13 +220,22 @@ class RemoteStream:
         data = check_pcm(pcm16)
         if not data:
             return None
-        text = self._request("accept", data)
+        self._in_flight.append(self._child.send("accept", self._id, data))
+        text = None
+        while self._in_flight and (len(self._in_flight) > IN_FLIGHT
+                                   or self._in_flight[0].done()):
+            answer = self._child.result(self._in_flight.popleft())
+            if answer is not None:
+                text = answer
         return None if text is None else Partial(text)
 
     def finish(self) -> Transcript:
         self._check_open()
         try:
-            return self._request("finish", None)
+            final = self._child.send("finish", self._id, None)
+            while self._in_flight:
+                self._child.result(self._in_flight.popleft())
+            return self._child.result(final)
         finally:
             self._state = "finished"
 
@@ -228,12 +247,6 @@ class RemoteStream:
         self._child.send("close", self._id, None)  # not waited for; a dead child has none
         if self._on_close is not None:
             self._on_close()
-
-    def _request(self, op: str, arg: Any) -> Any:
-        if self._opened is not None:
-            opened, self._opened = self._opened, None
-            self._child.result(opened)
-        return self._child.result(self._child.send(op, self._id, arg))
 
     def _check_open(self) -> None:
         if self._state != "open":

@@ -103,8 +103,9 @@ class AsrSettings(BaseModel):
     warm_recognizers: int | None = Field(default=None, ge=0)
     # Processes the SIP edge decodes live calls in (asr.processes: each has its own GIL and
     # its own copy of the model, ~550 MB for the Korean one); default one per CPU. 0 decodes
-    # in the SIP process's own threads, bounded by `decode_slots` — less memory, but the
-    # decoders then wait for the GIL behind the calls' media threads (bench/calls.py).
+    # in the SIP process's own threads, bounded by `decode_slots`: less memory and, on 2
+    # cores, ~15 % more live calls (bench/calls.py), but a libvosk crash then takes the SIP
+    # process down, and one GIL serves every decoder however many cores there are.
     decode_processes: int | None = Field(default=None, ge=0)
     # With decode_processes 0 only: live streams that decode at the same moment (the others
     # wait their turn, 0.5 s of audio at a time); default one per CPU plus one, so that a
