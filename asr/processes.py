@@ -388,6 +388,9 @@ class _Child:
             try:
                 self.start()
                 self.wait_ready(START_TIMEOUT_S)
+                if closed():  # closed while it started: it must not outlive the close
+                    self.stop(10.0)
+                    return
                 log.info("decoder process %d started again (pid %s)", self.index, self.pid)
                 return
             except AsrError as exc:
