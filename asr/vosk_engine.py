@@ -27,7 +27,6 @@ from asr.normalise import normalise_text, normalise_token
 from asr.offline import frames
 from asr.recognizer import (
     DEFAULT_SAMPLE_RATE,
-    FRAME_MS,
     AsrError,
     Partial,
     Transcript,
@@ -250,10 +249,9 @@ class VoskStream:
         (the engine adapts as it goes); the last change of the running text, if any."""
         self._check_open()
         data = check_pcm(pcm16)
-        step = self._rate * FRAME_MS // 1000 * 2
         changed = None
-        for offset in range(0, len(data), step):
-            partial = self._accept_frame(data[offset:offset + step])
+        for frame in frames(data, sample_rate=self._rate):
+            partial = self._accept_frame(frame)
             if partial is not None:
                 changed = partial
         return changed
