@@ -8,11 +8,16 @@ table with any event code), accepts RTP from anyone, decodes to 8-bit PCM, spins
 reading a quiet caller, and binds ports without checking them. Nothing of it is imported
 here: even its sound ``PayloadType`` enum would pull in ``audioop`` (see ``codecs``).
 
-Threads: a receive thread does the least it can per packet (parse, source check, insert into
-the jitter buffer) so a CPU busy with speech recognition doesn't make the socket buffer
-overflow; decoding happens in the reader's thread. A send thread emits one packet every
-20 ms, audio when some is queued, comfort silence otherwise, because phones and SBCs treat a
-silent RTP stream as a dead call.
+Threads: one ``MediaLoop`` thread per process serves every call's RTP on a 20 ms tick. Each
+tick it drains the sockets that have packets, doing the least it can per packet (parse,
+source check, insert into the jitter buffer), wakes each call's reader at most once, and
+sends each call its next packet: audio when some is queued, comfort silence otherwise,
+because phones and SBCs treat a silent RTP stream as a dead call. Decoding G.711 happens in
+the reader's thread. Two threads per call (a receiver woken by every packet, a sender by
+every 20 ms timer) made a busy SIP process wake thousands of times a second, and each
+wake-up preempted a speech decoder on the same cores; a shared tick wakes 50 times a second
+whatever the number of calls, and the sockets' receive buffers hold the packets between
+ticks.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import heapq
 import ipaddress
 import logging
 import random
+import selectors
 import socket
 import struct
 import threading
@@ -146,7 +152,8 @@ class RtpSession:
                  remote: tuple[str, int] | None, payload_type: int,
                  dtmf_payload_type: int | None, on_dtmf: Callable[[str], None] | None = None,
                  latch: bool = False, jitter_ms: int = 60,
-                 receive_buffer_bytes: int = 4 * 1024 * 1024) -> None:
+                 receive_buffer_bytes: int = 4 * 1024 * 1024,
+                 loop: MediaLoop | None = None) -> None:
         self._decode = codecs.decoder(payload_type)  # raises UnsupportedCodec for anything else
         self._encode = codecs.encoder(payload_type)
         self.payload_type = payload_type
@@ -165,13 +172,14 @@ class RtpSession:
         self._sock = sock
         # Headroom for bursts while recognition holds the CPU; the kernel caps it at rmem_max.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
-        sock.settimeout(0.05)
+        sock.setblocking(False)
         self.local_address: tuple[str, int] = sock.getsockname()[:2]
+        self._loop = loop
 
         self._stats = {"received": 0, "malformed": 0, "foreign_source": 0, "lost": 0,
                        "late": 0, "sent": 0, "other_payload": 0, "ignored_events": 0}
-        self._stopping = threading.Event()
         self._closed = False
+        self._started = False
 
         # Receive side, guarded by _cond. The jitter buffer is keyed by unwrapped timestamp.
         self._cond = threading.Condition()
@@ -189,33 +197,34 @@ class RtpSession:
 
         # Send side, guarded by _out_cond.
         self._out_cond = threading.Condition()
+        self._closed_out = False
         self._out = bytearray()
         self._in_flight = False
         self._seq = random.randrange(1 << 16)
         self._ts = random.randrange(1 << 32)
         self._out_ssrc = random.randrange(1, 1 << 32)
         self._silence = bytes([codecs.silence_byte(payload_type)]) * FRAME_SAMPLES
-        self._threads: list[threading.Thread] = []
+        self._marker = True
+        self._due = 0.0  # monotonic time the next packet is due, set at start
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        port = self.local_address[1]
-        self._threads = [
-            threading.Thread(target=self._receive_loop, name=f"rtp-recv-{port}", daemon=True),
-            threading.Thread(target=self._send_loop, name=f"rtp-send-{port}", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        """Join the media loop (the process's shared one unless another was given)."""
+        if self._loop is None:
+            self._loop = MediaLoop.shared()
+        self._due = time.monotonic()
+        self._started = True
+        self._loop.add(self)
 
     def stop(self) -> None:
-        """Stop both threads and close the socket (the session owns it from construction)."""
-        self._stopping.set()
-        with self._out_cond:
-            self._out_cond.notify_all()
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=2)
+        """Leave the media loop and close the socket (the session owns it from construction).
+        Once this returns the loop no longer touches the session."""
+        if self._started and self._loop is not None:
+            self._loop.remove(self)
         self._sock.close()
+        with self._out_cond:
+            self._closed_out = True
+            self._out_cond.notify_all()
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -238,47 +247,52 @@ class RtpSession:
         return out
 
     # ------------------------------------------------------------------ receiving
-    def _receive_loop(self) -> None:
+    def _drain(self, limit: int) -> None:
+        """Read what the socket holds (up to ``limit`` datagrams: a flood on one port must not
+        starve the other calls' ticks); the loop calls this when the socket is readable."""
         sock = self._sock
-        while not self._stopping.is_set():
+        buffered = False
+        for _ in range(limit):
             try:
                 data, source = sock.recvfrom(_MAX_DATAGRAM)
-            except TimeoutError:
-                continue
+            except (BlockingIOError, InterruptedError):
+                break
             except OSError as exc:
-                if self._stopping.is_set():
-                    return
                 # ICMP errors from an earlier send surface here; the socket stays usable.
                 log.debug("RTP receive error on %s: %s", self.local_address, exc)
                 continue
             try:
-                self._on_datagram(data, source[:2])
+                buffered |= self._on_datagram(data, source[:2])
             except Exception:  # noqa: BLE001 - nothing a packet carries may end the call's audio
                 log.exception("RTP packet from %s could not be handled", source)
                 self._stats["malformed"] += 1
+        if buffered:
+            with self._cond:
+                self._cond.notify_all()
 
-    def _on_datagram(self, data: bytes, source: tuple[str, int]) -> None:
+    def _on_datagram(self, data: bytes, source: tuple[str, int]) -> bool:
+        """Handle one datagram; True when it put audio in the jitter buffer."""
         remote = self._remote
         if source != remote:
             if not (self._latch and not self._latched):
                 self._stats["foreign_source"] += 1
-                return
+                return False
         try:
             packet = parse_rtp(data)
         except MalformedPacket as exc:
             self._stats["malformed"] += 1
             log.debug("malformed RTP from %s: %s", source, exc)
-            return
+            return False
         if packet.payload_type == self.payload_type:
             if not packet.payload:
                 self._stats["malformed"] += 1
-                return
+                return False
             audio = True
         elif packet.payload_type == self.dtmf_payload_type:
             audio = False
         else:
             self._stats["other_payload"] += 1  # comfort noise, RTCP on a muxed port, …
-            return
+            return False
         now = time.monotonic()
         with self._cond:
             if self._latch and not self._latched:
@@ -293,9 +307,9 @@ class RtpSession:
             if self._max_ts is None or ts > self._max_ts:
                 self._max_ts = ts
             if audio:
-                self._buffer_audio(ts, packet, now)
-                return
+                return self._buffer_audio(ts, packet, now)
         self._on_event(packet)
+        return False
 
     def _new_stream(self, packet: RtpPacket) -> None:
         if self._ssrc is not None:
@@ -322,17 +336,17 @@ class RtpSession:
             return 0
         return max(0, self._max_seq - self._base_seq + 1 - self._stream_received)
 
-    def _buffer_audio(self, ts: int, packet: RtpPacket, now: float) -> None:
+    def _buffer_audio(self, ts: int, packet: RtpPacket, now: float) -> bool:
         if self._play_ts is not None and ts < self._play_ts:
             self._stats["late"] += 1
-            return
+            return False
         if ts in self._buffer:
-            return  # duplicate
+            return False  # duplicate
         if len(self._heap) >= _MAX_BUFFERED:
             self._buffer.pop(heapq.heappop(self._heap), None)
         self._buffer[ts] = (packet.payload, now, packet.marker)
         heapq.heappush(self._heap, ts)
-        self._cond.notify_all()
+        return True
 
     def _on_event(self, packet: RtpPacket) -> None:
         payload = packet.payload
@@ -444,7 +458,7 @@ class RtpSession:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._out_cond:
             while self._out or self._in_flight:
-                if self._stopping.is_set():
+                if self._closed_out:
                     return False
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -452,51 +466,157 @@ class RtpSession:
                 self._out_cond.wait(remaining)
             return True
 
-    def _send_loop(self) -> None:
-        marker = True
-        due = time.monotonic()
-        while not self._stopping.is_set():
-            with self._out_cond:
-                chunk = bytes(self._out[:FRAME_BYTES])
-                del self._out[:FRAME_BYTES]
-                self._in_flight = bool(chunk)
-                if not chunk:
-                    self._out_cond.notify_all()
-            if chunk:
-                if len(chunk) < FRAME_BYTES:
-                    chunk += bytes(FRAME_BYTES - len(chunk))
-                payload = self._encode(chunk)
-            else:
-                payload = self._silence
-            remote = self._remote
-            if remote is not None and remote[1] and remote[0] not in _HOLD_HOSTS:
-                packet = build_rtp(payload_type=self.payload_type, sequence=self._seq,
-                                   timestamp=self._ts, ssrc=self._out_ssrc, payload=payload,
-                                   marker=marker)
-                try:
-                    self._sock.sendto(packet, remote)
-                    self._stats["sent"] += 1
-                    marker = False
-                except OSError as exc:
-                    if self._stopping.is_set():
-                        break
-                    log.debug("RTP send to %s failed: %s", remote, exc)
-            # Sequence and timestamp advance even when a send fails, as RFC 3550 expects
-            # of a sender whose clock keeps running.
-            self._seq = (self._seq + 1) & 0xFFFF
-            self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
+    def _send_due(self, now: float) -> None:
+        """Send the packets due by ``now`` (one a tick, more after a late tick); the loop
+        calls this every tick."""
+        if now - self._due > _MAX_SEND_BEHIND_S:
+            self._due = now  # after a stall, resume the pace instead of bursting
+        while self._due <= now + _TICK_S / 2:
+            self._send_one()
+            self._due += FRAME_SAMPLES / 8000
+
+    def _send_one(self) -> None:
+        with self._out_cond:
+            chunk = bytes(self._out[:FRAME_BYTES])
+            del self._out[:FRAME_BYTES]
+            self._in_flight = bool(chunk)
+            if not chunk:
+                self._out_cond.notify_all()
+        if chunk:
+            if len(chunk) < FRAME_BYTES:
+                chunk += bytes(FRAME_BYTES - len(chunk))
+            payload = self._encode(chunk)
+        else:
+            payload = self._silence
+        remote = self._remote
+        if remote is not None and remote[1] and remote[0] not in _HOLD_HOSTS:
+            packet = build_rtp(payload_type=self.payload_type, sequence=self._seq,
+                               timestamp=self._ts, ssrc=self._out_ssrc, payload=payload,
+                               marker=self._marker)
+            try:
+                self._sock.sendto(packet, remote)
+                self._stats["sent"] += 1
+                self._marker = False
+            except OSError as exc:
+                log.debug("RTP send to %s failed: %s", remote, exc)
+        # Sequence and timestamp advance even when a send fails, as RFC 3550 expects
+        # of a sender whose clock keeps running.
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        if chunk:
             with self._out_cond:
                 self._in_flight = False
                 if not self._out:
                     self._out_cond.notify_all()
-            due += FRAME_SAMPLES / 8000
+
+
+_TICK_S = 0.02
+_MAX_SEND_BEHIND_S = 0.2
+# Datagrams one session may take per tick: 12 times a 20 ms stream's rate, so a phone's burst
+# after a network stall drains at once, while a flood on one port leaves time for the others.
+_DRAIN_LIMIT = 12
+
+
+class MediaLoop:
+    """One thread serving the RTP of many sessions on a 20 ms tick (see the module
+    docstring). ``shared()`` is the process's loop, started on first use; a loop of one's own
+    is for tests and for a process that wants its media on more than one thread."""
+
+    _shared: MediaLoop | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self, *, name: str = "rtp-loop", tick_s: float = _TICK_S) -> None:
+        self.name = name
+        self.tick_s = tick_s
+        self._selector = selectors.DefaultSelector()
+        self._sessions: dict[int, RtpSession] = {}  # by id, in the order they joined
+        # Held for a whole tick, so remove() waits a tick out; re-entrant, so a DTMF listener
+        # running inside the tick may stop its own session.
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ticks = 0
+        self.late_ticks = 0
+
+    @classmethod
+    def shared(cls) -> MediaLoop:
+        with cls._shared_lock:
+            if cls._shared is None or not cls._shared.running:
+                cls._shared = cls()
+                cls._shared.start()
+            return cls._shared
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+        self._selector.close()
+
+    def add(self, session: RtpSession) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                raise RuntimeError(f"media loop {self.name} is stopped")
+            self._selector.register(session._sock, selectors.EVENT_READ, session)
+            self._sessions[id(session)] = session
+
+    def remove(self, session: RtpSession) -> None:
+        with self._lock:
+            if self._sessions.pop(id(session), None) is not None:
+                try:
+                    self._selector.unregister(session._sock)
+                except (KeyError, ValueError, OSError):
+                    pass
+
+    def _run(self) -> None:
+        due = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._tick(time.monotonic())
+            except Exception:  # noqa: BLE001 - the loop carries every call's media
+                log.exception("media loop %s tick failed", self.name)
+            self.ticks += 1
+            due += self.tick_s
             delay = due - time.monotonic()
-            if delay < -0.2:
-                due = time.monotonic()  # after a stall, resume the pace instead of bursting
+            if delay < -_MAX_SEND_BEHIND_S:
+                self.late_ticks += 1
+                due = time.monotonic()
             elif delay > 0:
-                self._stopping.wait(delay)
-        with self._out_cond:
-            self._out_cond.notify_all()
+                self._stop.wait(delay)
+            else:
+                self.late_ticks += 1
+
+    def _tick(self, now: float) -> None:
+        with self._lock:
+            if not self._sessions:
+                return
+            sessions = self._sessions
+            for key, _ in self._selector.select(0):
+                session = key.data
+                if id(session) not in sessions:
+                    continue  # stopped by an earlier session's DTMF listener in this tick
+                try:
+                    session._drain(_DRAIN_LIMIT)
+                except Exception:  # noqa: BLE001 - one call's fault must not stop the others
+                    log.exception("RTP receive on %s failed", session.local_address)
+            for session in list(sessions.values()):
+                if id(session) not in sessions:
+                    continue
+                try:
+                    session._send_due(now)
+                except Exception:  # noqa: BLE001 - one call's fault must not stop the others
+                    log.exception("RTP send on %s failed", session.local_address)
 
 
 class RtpPortAllocator:

@@ -12,7 +12,8 @@ import pytest
 
 from telephony import codecs
 from telephony.endpoint import FRAME_BYTES, FRAME_SAMPLES
-from telephony.rtp import (NoFreeRtpPort, RtpPortAllocator, RtpSession, build_rtp, parse_rtp)
+from telephony.rtp import (MediaLoop, NoFreeRtpPort, RtpPortAllocator, RtpSession, build_rtp,
+                           parse_rtp)
 from tests.conftest import wait_until
 
 HOST = "127.0.0.1"
@@ -468,3 +469,124 @@ def test_given_a_remote_on_hold_then_nothing_is_sent(sessions):
     session.send_audio(bytes(FRAME_BYTES * 3))
     assert session.wait_sent(timeout=2)
     assert session.stats["sent"] == 0
+
+
+@pytest.fixture
+def loop() -> Iterator[MediaLoop]:
+    media_loop = MediaLoop(name="rtp-loop-test")
+    media_loop.start()
+    yield media_loop
+    media_loop.stop()
+
+
+def test_given_many_calls_on_one_loop_then_one_thread_serves_them_all_at_real_time_pace(
+        loop, sessions):
+    """The SIP process used to run two threads per call; the loop is one for all of them."""
+    import threading
+
+    threads_before = threading.active_count()
+    peers = [Peer() for _ in range(20)]
+    try:
+        for p in peers:
+            session = _session(p, loop=loop)
+            sessions.append(session)
+            session.start()
+        assert threading.active_count() == threads_before
+        assert len(loop) == 20
+        source = _speechlike(0.4)
+        encode = codecs.encoder(codecs.PCMU)
+        for p, session in zip(peers, sessions):
+            for i in range(0, len(source), FRAME_SAMPLES):
+                p.send_audio(session.local_address,
+                             encode(source[i:i + FRAME_SAMPLES].tobytes()), pt=codecs.PCMU)
+        for session in sessions:
+            received = np.frombuffer(_read_all(session, 20), dtype="<i2")
+            assert np.corrcoef(source, received)[0, 1] > 0.99
+        # Every call gets its comfort noise at 50 packets a second, all from the one thread.
+        for p in peers:
+            while True:  # what queued up while the audio was read
+                p.sock.settimeout(0)
+                try:
+                    p.receive()
+                except BlockingIOError:
+                    break
+            p.sock.settimeout(2)
+        started = time.monotonic()
+        for _ in range(25):
+            for p in peers:
+                p.receive()
+        assert 0.4 < time.monotonic() - started < 0.7
+    finally:
+        for p in peers:
+            p.close()
+
+
+def test_given_a_flood_on_one_call_port_then_other_calls_keep_their_audio_and_pace(
+        loop, sessions):
+    flooder, caller = Peer(), Peer()
+    try:
+        flooded = _session(flooder, loop=loop)
+        victim = _session(caller, loop=loop)
+        sessions += [flooded, victim]
+        flooded.start()
+        victim.start()
+        source = _speechlike(1.0)
+        encode = codecs.encoder(codecs.PCMU)
+        junk = bytes([0x80, codecs.PCMU]) + bytes(10)  # 12 bytes: a header, an empty payload
+        started = time.monotonic()
+        for n, i in enumerate(range(0, len(source), FRAME_SAMPLES)):
+            for _ in range(200):  # 10,000 packets a second at the flooded port
+                flooder.send_raw(flooded.local_address, junk)
+            caller.send_audio(victim.local_address,
+                              encode(source[i:i + FRAME_SAMPLES].tobytes()), pt=codecs.PCMU)
+            delay = started + (n + 1) * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        received = np.frombuffer(_read_all(victim, 50), dtype="<i2")
+        assert victim.stats["received"] == 50 and victim.stats["lost"] == 0
+        assert np.corrcoef(source, received)[0, 1] > 0.99
+        # Read at its per-tick limit (the kernel drops the rest), not starved either.
+        assert flooded.stats["malformed"] > 300
+        assert victim.stats["sent"] >= 40  # its sending was not held up either
+    finally:
+        flooder.close()
+        caller.close()
+
+
+def test_given_a_key_listener_that_stops_its_own_call_then_the_loop_serves_the_others(
+        loop, sessions):
+    keyer, other = Peer(), Peer()
+    try:
+        stopped: list[RtpSession] = []
+
+        def hang_up(_key: str) -> None:
+            session.stop()  # runs inside the loop's tick
+            stopped.append(session)
+
+        session = _session(keyer, loop=loop, on_dtmf=hang_up)
+        bystander = _session(other, loop=loop)
+        sessions.append(bystander)
+        session.start()
+        bystander.start()
+        keyer.sock.sendto(build_rtp(payload_type=DTMF_PT, sequence=1, timestamp=1,
+                                    ssrc=7, payload=bytes([5, 0x0A, 0, 160]), marker=True),
+                          session.local_address)
+        wait_until(lambda: stopped, timeout=3, message="the listener's stop")
+        assert len(loop) == 1
+        assert session.read_frame(0.1) is None
+        sent = bystander.stats["sent"]
+        wait_until(lambda: bystander.stats["sent"] >= sent + 10, timeout=3,
+                   message="the other call's packets")
+    finally:
+        keyer.close()
+        other.close()
+
+
+def test_given_a_stopped_loop_then_a_session_cannot_join_it(peer):
+    media_loop = MediaLoop(name="rtp-loop-stopped")
+    media_loop.start()
+    media_loop.stop()
+    session = _session(peer, loop=media_loop)
+    with pytest.raises(RuntimeError, match="stopped"):
+        session.start()
+    session.stop()
