@@ -31,6 +31,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -180,6 +181,7 @@ class RtpSession:
                        "late": 0, "sent": 0, "other_payload": 0, "ignored_events": 0}
         self._closed = False
         self._started = False
+        self._stopped = False  # read by the loop without a lock: a plain flag
 
         # Receive side, guarded by _cond. The jitter buffer is keyed by unwrapped timestamp.
         self._cond = threading.Condition()
@@ -218,7 +220,10 @@ class RtpSession:
 
     def stop(self) -> None:
         """Leave the media loop and close the socket (the session owns it from construction).
-        Once this returns the loop no longer touches the session."""
+        Never waits for the loop: the SIP receive thread ends calls, and a call set up or
+        ended must not cost it a tick. The loop skips a stopped session from then on and
+        drops it at its next tick."""
+        self._stopped = True
         if self._started and self._loop is not None:
             self._loop.remove(self)
         self._sock.close()
@@ -247,9 +252,10 @@ class RtpSession:
         return out
 
     # ------------------------------------------------------------------ receiving
-    def _drain(self, limit: int) -> None:
+    def _drain(self, limit: int) -> bool:
         """Read what the socket holds (up to ``limit`` datagrams: a flood on one port must not
-        starve the other calls' ticks); the loop calls this when the socket is readable."""
+        starve the other calls' ticks); the loop calls this when the socket is readable.
+        True when audio was buffered: the loop then wakes the reader (``_wake_reader``)."""
         sock = self._sock
         buffered = False
         for _ in range(limit):
@@ -258,6 +264,8 @@ class RtpSession:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
+                if self._stopped:
+                    break  # closed under us by stop()
                 # ICMP errors from an earlier send surface here; the socket stays usable.
                 log.debug("RTP receive error on %s: %s", self.local_address, exc)
                 continue
@@ -266,9 +274,11 @@ class RtpSession:
             except Exception:  # noqa: BLE001 - nothing a packet carries may end the call's audio
                 log.exception("RTP packet from %s could not be handled", source)
                 self._stats["malformed"] += 1
-        if buffered:
-            with self._cond:
-                self._cond.notify_all()
+        return buffered
+
+    def _wake_reader(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def _on_datagram(self, data: bytes, source: tuple[str, int]) -> bool:
         """Handle one datagram; True when it put audio in the jitter buffer."""
@@ -520,7 +530,11 @@ _DRAIN_LIMIT = 12
 class MediaLoop:
     """One thread serving the RTP of many sessions on a 20 ms tick (see the module
     docstring). ``shared()`` is the process's loop, started on first use; a loop of one's own
-    is for tests and for a process that wants its media on more than one thread."""
+    is for tests and for a process that wants its media on more than one thread.
+
+    ``add`` and ``remove`` only queue the change, which the loop applies at its next tick:
+    they are called from the SIP receive thread, which must not wait for a tick in progress.
+    """
 
     _shared: MediaLoop | None = None
     _shared_lock = threading.Lock()
@@ -529,10 +543,8 @@ class MediaLoop:
         self.name = name
         self.tick_s = tick_s
         self._selector = selectors.DefaultSelector()
-        self._sessions: dict[int, RtpSession] = {}  # by id, in the order they joined
-        # Held for a whole tick, so remove() waits a tick out; re-entrant, so a DTMF listener
-        # running inside the tick may stop its own session.
-        self._lock = threading.RLock()
+        self._sessions: dict[int, RtpSession] = {}  # by id; only the loop's thread touches it
+        self._changes: deque[tuple[bool, RtpSession]] = deque()  # (join?, session), in order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
@@ -551,8 +563,8 @@ class MediaLoop:
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._sessions)
+        """Sessions served as of the last tick."""
+        return len(self._sessions)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -565,15 +577,24 @@ class MediaLoop:
         self._selector.close()
 
     def add(self, session: RtpSession) -> None:
-        with self._lock:
-            if self._stop.is_set():
-                raise RuntimeError(f"media loop {self.name} is stopped")
-            self._selector.register(session._sock, selectors.EVENT_READ, session)
-            self._sessions[id(session)] = session
+        if self._stop.is_set():
+            raise RuntimeError(f"media loop {self.name} is stopped")
+        self._changes.append((True, session))
 
     def remove(self, session: RtpSession) -> None:
-        with self._lock:
-            if self._sessions.pop(id(session), None) is not None:
+        self._changes.append((False, session))
+
+    def _apply_changes(self) -> None:
+        # In order, so a socket closed and its descriptor number reused by a new session's
+        # socket is unregistered before the new one registers.
+        while self._changes:
+            join, session = self._changes.popleft()
+            if join:
+                if session._stopped or id(session) in self._sessions:
+                    continue
+                self._selector.register(session._sock, selectors.EVENT_READ, session)
+                self._sessions[id(session)] = session
+            elif self._sessions.pop(id(session), None) is not None:
                 try:
                     self._selector.unregister(session._sock)
                 except (KeyError, ValueError, OSError):
@@ -598,25 +619,30 @@ class MediaLoop:
                 self.late_ticks += 1
 
     def _tick(self, now: float) -> None:
-        with self._lock:
-            if not self._sessions:
-                return
-            sessions = self._sessions
-            for key, _ in self._selector.select(0):
-                session = key.data
-                if id(session) not in sessions:
-                    continue  # stopped by an earlier session's DTMF listener in this tick
-                try:
-                    session._drain(_DRAIN_LIMIT)
-                except Exception:  # noqa: BLE001 - one call's fault must not stop the others
-                    log.exception("RTP receive on %s failed", session.local_address)
-            for session in list(sessions.values()):
-                if id(session) not in sessions:
-                    continue
-                try:
-                    session._send_due(now)
-                except Exception:  # noqa: BLE001 - one call's fault must not stop the others
-                    log.exception("RTP send on %s failed", session.local_address)
+        self._apply_changes()
+        if not self._sessions:
+            return
+        readers: list[RtpSession] = []
+        for key, _ in self._selector.select(0):
+            session = key.data
+            if session._stopped:
+                continue
+            try:
+                if session._drain(_DRAIN_LIMIT):
+                    readers.append(session)
+            except Exception:  # noqa: BLE001 - one call's fault must not stop the others
+                log.exception("RTP receive on %s failed", session.local_address)
+        for session in self._sessions.values():
+            if session._stopped:
+                continue  # by a DTMF listener earlier in this tick, or by another thread
+            try:
+                session._send_due(now)
+            except Exception:  # noqa: BLE001 - one call's fault must not stop the others
+                log.exception("RTP send on %s failed", session.local_address)
+        # Readers are woken last, all at once: woken during the tick, they would contend
+        # for the GIL with the loop at every one of its socket calls.
+        for session in readers:
+            session._wake_reader()
 
 
 class RtpPortAllocator:

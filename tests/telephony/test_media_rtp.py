@@ -492,7 +492,7 @@ def test_given_many_calls_on_one_loop_then_one_thread_serves_them_all_at_real_ti
             sessions.append(session)
             session.start()
         assert threading.active_count() == threads_before
-        assert len(loop) == 20
+        wait_until(lambda: len(loop) == 20, timeout=2, message="the sessions joining")
         source = _speechlike(0.4)
         encode = codecs.encoder(codecs.PCMU)
         for p, session in zip(peers, sessions):
@@ -572,7 +572,7 @@ def test_given_a_key_listener_that_stops_its_own_call_then_the_loop_serves_the_o
                                     ssrc=7, payload=bytes([5, 0x0A, 0, 160]), marker=True),
                           session.local_address)
         wait_until(lambda: stopped, timeout=3, message="the listener's stop")
-        assert len(loop) == 1
+        wait_until(lambda: len(loop) == 1, timeout=2, message="the stopped session leaving")
         assert session.read_frame(0.1) is None
         sent = bystander.stats["sent"]
         wait_until(lambda: bystander.stats["sent"] >= sent + 10, timeout=3,
