@@ -310,7 +310,10 @@ class Platform:
                          if any(level in line for level in levels))
         return {"lines": sum(logged.values()),
                 "tracebacks": sum(line.startswith("Traceback") for line in lines),
-                "most_common": logged.most_common(8)}
+                "most_common": logged.most_common(8),
+                # the RTP loop's tick times while it carried calls (telephony.rtp.MediaLoop)
+                "media_loop": [line.split("media loop ", 1)[1] for line in lines
+                               if "media loop " in line][-12:]}
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -940,16 +943,30 @@ def main() -> None:
                         "(default: the platform's own; 0: threads of the SIP process)")
     parser.add_argument("--asr-steps", metavar="N,N,...",
                         help="live-ASR steps instead of the plan's (e.g. 12,14,16)")
+    parser.add_argument("--concurrency-steps", metavar="N,N,...",
+                        help="calls-at-once steps instead of the plan's (e.g. 100,150)")
+    parser.add_argument("--setup-rates", metavar="N,N,...",
+                        help="call setup rates (calls/s) instead of the plan's (e.g. 20,80)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
-    if args.asr_steps:
+
+    def steps(option: str, value: str, top: int) -> tuple[int, ...]:
         try:
-            steps = tuple(sorted({int(n) for n in args.asr_steps.split(",")}))
+            numbers = tuple(sorted({int(n) for n in value.split(",")}))
         except ValueError:
-            parser.error(f"--asr-steps takes whole numbers, got {args.asr_steps!r}")
-        if not steps or steps[0] < 1 or steps[-1] > 64:
-            parser.error("--asr-steps takes numbers from 1 to 64")
-        plan = dataclasses.replace(plan, asr_streams=steps)
+            parser.error(f"{option} takes whole numbers, got {value!r}")
+        if not numbers or numbers[0] < 1 or numbers[-1] > top:
+            parser.error(f"{option} takes numbers from 1 to {top}")
+        return numbers
+
+    if args.asr_steps:
+        plan = dataclasses.replace(plan, asr_streams=steps("--asr-steps", args.asr_steps, 64))
+    if args.concurrency_steps:
+        plan = dataclasses.replace(plan, concurrency=steps("--concurrency-steps",
+                                                           args.concurrency_steps, 400))
+    if args.setup_rates:
+        plan = dataclasses.replace(plan, setup_rates=steps("--setup-rates", args.setup_rates,
+                                                           200))
     # SIGTERM unwinds like Ctrl-C, so the child processes and temp files are cleaned up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(plan, use_sqlite=args.sqlite,

@@ -521,6 +521,7 @@ class RtpSession:
 
 
 _TICK_S = 0.02
+_REPORT_EVERY_S = 30.0  # the loop logs its tick times this often while it carries calls
 _MAX_SEND_BEHIND_S = 0.2
 # Datagrams one session may take per tick: 12 times a 20 ms stream's rate, so a phone's burst
 # after a network stall drains at once, while a flood on one port leaves time for the others.
@@ -548,7 +549,9 @@ class MediaLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
-        self.late_ticks = 0
+        self.late_ticks = 0  # ticks that began after the next one was due
+        self._durations: list[float] = []  # of the ticks since the last report
+        self._reported = time.monotonic()
 
     @classmethod
     def shared(cls) -> MediaLoop:
@@ -603,11 +606,16 @@ class MediaLoop:
     def _run(self) -> None:
         due = time.monotonic()
         while not self._stop.is_set():
+            began = time.monotonic()
             try:
-                self._tick(time.monotonic())
+                self._tick(began)
             except Exception:  # noqa: BLE001 - the loop carries every call's media
                 log.exception("media loop %s tick failed", self.name)
             self.ticks += 1
+            if self._sessions:
+                self._durations.append(time.monotonic() - began)
+                if began - self._reported >= _REPORT_EVERY_S:
+                    self._report(began)
             due += self.tick_s
             delay = due - time.monotonic()
             if delay < -_MAX_SEND_BEHIND_S:
@@ -617,6 +625,17 @@ class MediaLoop:
                 self._stop.wait(delay)
             else:
                 self.late_ticks += 1
+
+    def _report(self, now: float) -> None:
+        durations = sorted(self._durations)
+        late = self.late_ticks - getattr(self, "_late_reported", 0)
+        log.info("media loop %s: %d calls; %d ticks in %.0f s, %d late; tick p50 %.1f ms, "
+                 "p99 %.1f ms, max %.1f ms", self.name, len(self._sessions), len(durations),
+                 now - self._reported, late, 1000 * durations[len(durations) // 2],
+                 1000 * durations[int(len(durations) * 0.99)], 1000 * durations[-1])
+        self._late_reported = self.late_ticks
+        self._durations = []
+        self._reported = now
 
     def _tick(self, now: float) -> None:
         self._apply_changes()
