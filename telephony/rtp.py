@@ -139,8 +139,9 @@ class RtpSession:
     - ``read_frame(timeout)``: 20 ms of the caller as PCM16 LE (320 bytes). Missing packets and
       the sender's silence-suppression gaps come back as silence, placed by RTP timestamp, so
       the stream read matches the time the caller spoke. ``b""`` when nothing arrived within
-      ``timeout``; ``None`` after ``stop()`` once everything received has been read.
-    - ``send_audio(pcm16)`` queues; the send thread paces it at 20 ms a packet.
+      ``timeout`` (the socket itself is looked at before saying so); ``None`` after
+      ``stop()`` once everything received has been read.
+    - ``send_audio(pcm16)`` queues; the media loop paces it at 20 ms a packet.
 
     Source lock: by default only packets from ``remote`` (the address in the peer's SDP) are
     accepted. With ``latch=True`` the first source seen is accepted instead and also becomes
@@ -182,6 +183,8 @@ class RtpSession:
         self._closed = False
         self._started = False
         self._stopped = False  # read by the loop without a lock: a plain flag
+        # Whoever drains the socket holds this: the loop, or a reader the loop kept waiting.
+        self._recv_lock = threading.Lock()
 
         # Receive side, guarded by _cond. The jitter buffer is keyed by unwrapped timestamp.
         self._cond = threading.Condition()
@@ -395,26 +398,38 @@ class RtpSession:
     # ------------------------------------------------------------------ reading
     def read_frame(self, timeout: float) -> bytes | None:
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if len(self._pending) >= FRAME_BYTES:
-                    frame = bytes(self._pending[:FRAME_BYTES])
-                    del self._pending[:FRAME_BYTES]
-                    return frame
-                now = time.monotonic()
-                wait = self._advance(now, flush=self._closed)
-                if wait == 0:
-                    continue
-                if self._closed:
-                    if self._pending:
-                        frame = bytes(self._pending) + bytes(FRAME_BYTES - len(self._pending))
-                        self._pending.clear()
+        drained = False
+        while True:
+            with self._cond:
+                while True:
+                    if len(self._pending) >= FRAME_BYTES:
+                        frame = bytes(self._pending[:FRAME_BYTES])
+                        del self._pending[:FRAME_BYTES]
                         return frame
-                    return None
-                remaining = deadline - now
-                if remaining <= 0:
-                    return b""
-                self._cond.wait(min(remaining, wait))
+                    now = time.monotonic()
+                    wait = self._advance(now, flush=self._closed)
+                    if wait == 0:
+                        continue
+                    if self._closed:
+                        if self._pending:
+                            frame = (bytes(self._pending)
+                                     + bytes(FRAME_BYTES - len(self._pending)))
+                            self._pending.clear()
+                            return frame
+                        return None
+                    remaining = deadline - now
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(min(remaining, wait))
+            # Nothing came through the media loop in time. Before telling the reader the
+            # caller sent nothing (it then counts the time as silence), look at the socket
+            # itself: a loop held up for a moment (the GIL, a burst of call set-ups) must
+            # not turn audio that did arrive into a gap.
+            if drained or self._stopped:
+                return b""
+            drained = True
+            with self._recv_lock:
+                self._drain(_READER_DRAIN_LIMIT)
 
     def _advance(self, now: float, *, flush: bool) -> float:
         """Move one packet (or one gap) from the jitter buffer into ``_pending``; 0 when it
@@ -521,11 +536,16 @@ class RtpSession:
 
 
 _TICK_S = 0.02
+# Readers are woken every this many ticks (60 ms): well inside a reader's 200 ms timeout and
+# a DTMF key's or a barge-in's reaction time, a third of the wake-ups of every tick.
+_WAKE_READERS_EVERY = 3
 _REPORT_EVERY_S = 30.0  # the loop logs its tick times this often while it carries calls
 _MAX_SEND_BEHIND_S = 0.2
 # Datagrams one session may take per tick: 12 times a 20 ms stream's rate, so a phone's burst
 # after a network stall drains at once, while a flood on one port leaves time for the others.
 _DRAIN_LIMIT = 12
+# What a reader drains itself when the loop kept it waiting: 10 s of a 20 ms stream.
+_READER_DRAIN_LIMIT = 500
 
 
 class MediaLoop:
@@ -540,9 +560,14 @@ class MediaLoop:
     _shared: MediaLoop | None = None
     _shared_lock = threading.Lock()
 
-    def __init__(self, *, name: str = "rtp-loop", tick_s: float = _TICK_S) -> None:
+    def __init__(self, *, name: str = "rtp-loop", tick_s: float = _TICK_S,
+                 wake_readers_every: int = _WAKE_READERS_EVERY) -> None:
+        if wake_readers_every < 1:
+            raise ValueError(f"wake_readers_every must be at least 1, got {wake_readers_every}")
         self.name = name
         self.tick_s = tick_s
+        self.wake_readers_every = wake_readers_every
+        self._readers: dict[int, RtpSession] = {}  # with audio they have not been woken for
         self._selector = selectors.DefaultSelector()
         self._sessions: dict[int, RtpSession] = {}  # by id; only the loop's thread touches it
         self._changes: deque[tuple[bool, RtpSession]] = deque()  # (join?, session), in order
@@ -641,16 +666,18 @@ class MediaLoop:
         self._apply_changes()
         if not self._sessions:
             return
-        readers: list[RtpSession] = []
+        readers = self._readers
         for key, _ in self._selector.select(0):
             session = key.data
-            if session._stopped:
-                continue
+            if session._stopped or not session._recv_lock.acquire(blocking=False):
+                continue  # stopped, or its reader is draining it: the loop must not wait
             try:
                 if session._drain(_DRAIN_LIMIT):
-                    readers.append(session)
+                    readers[id(session)] = session
             except Exception:  # noqa: BLE001 - one call's fault must not stop the others
                 log.exception("RTP receive on %s failed", session.local_address)
+            finally:
+                session._recv_lock.release()
         for session in self._sessions.values():
             if session._stopped:
                 continue  # by a DTMF listener earlier in this tick, or by another thread
@@ -659,9 +686,13 @@ class MediaLoop:
             except Exception:  # noqa: BLE001 - one call's fault must not stop the others
                 log.exception("RTP send on %s failed", session.local_address)
         # Readers are woken last, all at once: woken during the tick, they would contend
-        # for the GIL with the loop at every one of its socket calls.
-        for session in readers:
-            session._wake_reader()
+        # for the GIL with the loop at every one of its socket calls. And only every few
+        # ticks: a reader then takes a few frames a wake-up, and every wake-up of the SIP
+        # process is one more preemption of a speech decoder on the same cores.
+        if readers and self.ticks % self.wake_readers_every == 0:
+            for session in readers.values():
+                session._wake_reader()
+            readers.clear()
 
 
 class RtpPortAllocator:

@@ -590,3 +590,22 @@ def test_given_a_stopped_loop_then_a_session_cannot_join_it(peer):
     with pytest.raises(RuntimeError, match="stopped"):
         session.start()
     session.stop()
+
+
+def test_given_a_media_loop_held_up_then_the_reader_takes_the_audio_from_the_socket(peer):
+    """A loop that does not tick (here: never started) must not turn audio into a gap: the
+    reader, timed out, reads the socket itself before reporting that nothing came."""
+    stalled = MediaLoop(name="rtp-loop-stalled")
+    session = _session(peer, loop=stalled)
+    session.start()
+    try:
+        source = _speechlike(0.2)
+        encode = codecs.encoder(codecs.PCMU)
+        for i in range(0, len(source), FRAME_SAMPLES):
+            peer.send_audio(session.local_address,
+                            encode(source[i:i + FRAME_SAMPLES].tobytes()), pt=codecs.PCMU)
+        received = np.frombuffer(_read_all(session, 10), dtype="<i2")
+        assert np.corrcoef(source, received)[0, 1] > 0.99
+        assert session.read_frame(0.05) == b""  # and nothing more was there
+    finally:
+        session.stop()
