@@ -5,9 +5,12 @@ Why processes. Each 20 ms frame a decoder feeds comes back from libvosk to Pytho
 process that also runs every call's RTP and flow threads, decoders then queue for the GIL
 behind preempted holders, and live ASR falls behind with cores idle (bench/calls.py measured
 the SIP process's decoders at 70–78 % of what raw Vosk threads sustain, the CPU never full).
-Here each decoder process has its own GIL and decodes one stream at a time, in the order
-the requests came, so a core does one thing at a time and the SIP process keeps only the
-calls' media.
+Here each decoder process has its own GIL and a few decoder threads (`threads`, by default
+one per CPU) that take its streams in turn, a stream's batches in order, and the SIP process
+keeps only the calls' media. Threads, not one decode at a time: streams are placed on a
+child when they open and stay there, so a child with one stream more than the other would
+otherwise be held to one core while the other child's core idled (bench/calls.py, 2 cores,
+one thread per child: 9 live calls failed with the machine at 140 %).
 
 The shape. `DecoderProcesses` starts `processes` children (`python -m asr.processes`, a
 socket pair between them). Each loads the model once and keeps its own pool of warmed recognizers (a
@@ -77,14 +80,18 @@ class DecoderProcesses:
     `close()` stops the children.
     """
 
-    # Each child decodes its streams one at a time: no DecodeSlots needed in the parent.
+    # Each child decodes its streams in turn on its own threads: no DecodeSlots in the parent.
     decodes_elsewhere = True
 
-    def __init__(self, config: AsrConfig | None = None, *, processes: int = 1) -> None:
+    def __init__(self, config: AsrConfig | None = None, *, processes: int = 1,
+                 threads: int = 1) -> None:
         if processes < 1:
             raise AsrError(f"need at least one decoder process, got {processes}")
+        if threads < 1:
+            raise AsrError(f"need at least one decoder thread per process, got {threads}")
         self.config = config or AsrConfig()
-        self._children = [_Child(index, self.config, self._child_died)
+        self.threads = threads
+        self._children = [_Child(index, self.config, self._child_died, threads=threads)
                           for index in range(processes)]
         self._lock = threading.Lock()
         self._live = 0
@@ -257,8 +264,10 @@ class _Child:
     """The parent's side of one decoder process: a socket, the requests awaiting an answer,
     and a thread reading the answers."""
 
-    def __init__(self, index: int, config: AsrConfig, on_death: Any) -> None:
+    def __init__(self, index: int, config: AsrConfig, on_death: Any, *,
+                 threads: int = 1) -> None:
         self.index = index
+        self._threads = threads
         self._config = config
         self._on_death = on_death
         self._lock = threading.Lock()
@@ -283,7 +292,8 @@ class _Child:
             # Not multiprocessing: its spawn would import the parent's __main__ (the whole
             # CLI) again in every child, and fork is unsafe in a threaded parent.
             process = subprocess.Popen(
-                [sys.executable, "-m", "asr.processes", str(theirs.fileno())],
+                [sys.executable, "-m", "asr.processes", str(theirs.fileno()),
+                 str(self._threads)],
                 pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
         except OSError as exc:
             ours.close()
@@ -419,17 +429,24 @@ class _Child:
 
 
 def main(argv: Sequence[str]) -> None:
-    """`python -m asr.processes FD`: serve the parent on the socket FD until it says stop
-    or goes away. Ctrl-C and SIGTERM reach the whole process group; the parent, not the
-    signal, decides when its children stop (it may still be finishing calls)."""
+    """`python -m asr.processes FD [THREADS]`: serve the parent on the socket FD until it
+    says stop or goes away. Ctrl-C and SIGTERM reach the whole process group; the parent, not
+    the signal, decides when its children stop (it may still be finishing calls)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    serve(Connection(int(argv[0])))
+    serve(Connection(int(argv[0])), threads=int(argv[1]) if len(argv) > 1 else 1)
 
 
-def serve(conn: Connection) -> None:
-    """A decoder process's loop: requests in order, one at a time; a warm-up alongside.
-    The first request ("hello") carries the AsrConfig and loads the model."""
+_STREAM_OPS = frozenset({"open", "accept", "finish", "close"})
+
+
+def serve(conn: Connection, *, threads: int = 1) -> None:
+    """A decoder process's loop. The first request ("hello") carries the AsrConfig and loads
+    the model. A stream's requests run in the order they came, one at a time; `threads`
+    decoder threads take the streams with work in turn (round robin, one request each), so
+    that a child with more streams than its share is not held to one core while another
+    child's core idles — libvosk releases the GIL while it decodes. A warm-up runs alongside.
+    """
     from asr.vosk_engine import VoskRecognizer
 
     send_lock = threading.Lock()
@@ -452,6 +469,55 @@ def serve(conn: Connection) -> None:
         except AsrError as exc:
             reply(rid, False, str(exc))
 
+    def run(rid: int, op: str, sid: int, arg: Any) -> None:
+        try:
+            if recognizer is None:
+                raise AsrError("the decoder process has no model yet")
+            if op == "open":
+                sample_rate, grammar = arg
+                streams[sid] = recognizer.open_stream(sample_rate=sample_rate, grammar=grammar)
+                value = None
+            elif op == "accept":
+                partial = _stream(streams, sid).accept(arg)
+                value = None if partial is None else partial.text
+            elif op == "finish":
+                value = _stream(streams, sid).finish()
+            else:  # close
+                stream = streams.pop(sid, None)
+                if stream is not None:
+                    stream.close()
+                value = None
+        except AsrError as exc:
+            reply(rid, False, str(exc))
+        except Exception as exc:  # noqa: BLE001 - an answer, not a dead child
+            reply(rid, False, f"{type(exc).__name__}: {exc}")
+        else:
+            reply(rid, True, value)
+
+    # Per stream, its requests not yet run; `ready` holds the streams with requests that no
+    # thread is running now (a stream is in `ready` or being run, never both).
+    pending: dict[int, deque[tuple[int, str, Any]]] = {}
+    ready: deque[int] = deque()
+    work = threading.Condition()
+
+    def decoder_thread() -> None:
+        while True:
+            with work:
+                while not ready:
+                    work.wait()
+                sid = ready.popleft()
+                rid, op, arg = pending[sid].popleft()
+            run(rid, op, sid, arg)
+            with work:
+                if pending[sid]:
+                    ready.append(sid)  # to the back: the other streams go first
+                    work.notify()
+                else:
+                    del pending[sid]
+
+    for n in range(max(1, threads)):
+        threading.Thread(target=decoder_thread, name=f"asr-decode-{n}", daemon=True).start()
+
     while True:
         try:
             rid, op, sid, arg = conn.recv()
@@ -460,6 +526,16 @@ def serve(conn: Connection) -> None:
         if op == "stop":
             warm_stop.set()
             return
+        if op in _STREAM_OPS:
+            with work:
+                queue = pending.get(sid)
+                if queue is None:
+                    pending[sid] = deque([(rid, op, arg)])
+                    ready.append(sid)
+                    work.notify()
+                else:
+                    queue.append((rid, op, arg))
+            continue
         try:
             if op == "hello":
                 candidate = VoskRecognizer(arg)
@@ -469,23 +545,9 @@ def serve(conn: Connection) -> None:
                     reply(rid, False, str(exc))
                     return  # nothing to serve without a model
                 recognizer, value = candidate, None
-            elif recognizer is None:
-                raise AsrError("the decoder process has no model yet")
-            elif op == "open":
-                sample_rate, grammar = arg
-                streams[sid] = recognizer.open_stream(sample_rate=sample_rate, grammar=grammar)
-                value = None
-            elif op == "accept":
-                partial = _stream(streams, sid).accept(arg)
-                value = None if partial is None else partial.text
-            elif op == "finish":
-                value = _stream(streams, sid).finish()
-            elif op == "close":
-                stream = streams.pop(sid, None)
-                if stream is not None:
-                    stream.close()
-                value = None
             elif op == "warm":
+                if recognizer is None:
+                    raise AsrError("the decoder process has no model yet")
                 threading.Thread(target=warm, args=(rid, *arg), name="asr-warm-up",
                                  daemon=True).start()
                 continue

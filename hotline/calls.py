@@ -109,7 +109,8 @@ def live_recognizer(settings: Settings) -> VoskRecognizer | DecoderProcesses:
         count = os.cpu_count() or 1
     if count == 0:
         return VoskRecognizer(config)
-    return DecoderProcesses(config, processes=count)
+    threads = settings.asr.decode_threads or os.cpu_count() or 1
+    return DecoderProcesses(config, processes=count, threads=threads)
 
 
 def warm_recognizers(settings: Settings, recognizer: VoskRecognizer | DecoderProcesses,

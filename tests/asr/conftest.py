@@ -34,9 +34,10 @@ def recognizer(vosk_config: AsrConfig) -> VoskRecognizer:
 
 @pytest.fixture(scope="session")
 def decoder_processes(vosk_config: AsrConfig) -> Iterator[DecoderProcesses]:
-    """Two real decoder processes on the deterministic model, shared by a worker's tests
-    (each loads the model, ~1.3 s); a test that kills or closes one builds its own."""
-    processes = DecoderProcesses(vosk_config, processes=2)
+    """Two real decoder processes of two threads each on the deterministic model, shared by
+    a worker's tests (each loads the model, ~1.3 s); a test that kills or closes one builds
+    its own."""
+    processes = DecoderProcesses(vosk_config, processes=2, threads=2)
     processes.load()
     try:
         yield processes

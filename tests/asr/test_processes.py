@@ -1,6 +1,7 @@
 """Decoder processes: live streams decoding in children of their own (asr.processes)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -157,3 +158,28 @@ def test_given_the_parent_killed_then_its_children_exit(vosk_config, tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_given_one_child_with_threads_when_streams_decode_at_once_then_each_equals_offline(
+        vosk_config, recognizer):
+    """Three calls in one child of two decoder threads: a stream's batches still run in
+    order, one at a time, whichever thread takes them."""
+    texts = ["가로등이 고장 났어요. 빨리 고쳐 주세요.", "도로에 물이 새고 있어요.",
+             "쓰레기를 치워 주세요. 냄새가 나요."]
+    audio = [read_wav(speak(text))[0] for text in texts]
+    config = dataclasses.replace(vosk_config, max_live_streams=3)
+    decoders = DecoderProcesses(config, processes=1, threads=2)
+    decoders.load()
+    try:
+        lives = [live_transcript(decoders, pcm)[1] for pcm in audio]
+        results = [live.finish(timeout=60) for live in lives]
+    finally:
+        decoders.close()
+    for pcm, transcript in zip(audio, results):
+        assert transcript == transcribe_pcm(recognizer=recognizer, pcm16=pcm, sample_rate=8000)
+    assert len({t.text for t in results}) == 3
+
+
+def test_given_no_decoder_thread_then_refused():
+    with pytest.raises(AsrError, match="at least one decoder thread"):
+        DecoderProcesses(AsrConfig(), threads=0)

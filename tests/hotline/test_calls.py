@@ -600,7 +600,10 @@ def test_given_broken_warm_up_audio_when_warming_then_logged_and_the_edge_goes_o
 def test_given_decode_process_settings_then_the_edge_decodes_in_that_many_children(
         tmp_path, vosk_model_dir, monkeypatch):  # noqa: F811
     monkeypatch.setattr(calls.os, "cpu_count", lambda: 3)
-    assert calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir)).stats().processes == 3
+    default = calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir))
+    assert default.stats().processes == 3 and default.threads == 3
+    assert calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
+                                               decode_threads=1)).threads == 1
     threads = calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir, decode_processes=0))
     assert isinstance(threads, VoskRecognizer)
 
@@ -620,3 +623,5 @@ def test_given_decode_process_settings_then_the_edge_decodes_in_that_many_childr
         children.close()
     with pytest.raises(ValidationError):
         AsrSettings(decode_processes=-1)
+    with pytest.raises(ValidationError):
+        AsrSettings(decode_threads=0)
