@@ -78,7 +78,7 @@ HOST = "127.0.0.1"
 RATE = 8000
 FRAME = 320  # 20 ms of 16-bit PCM
 # What both the platform (HOTLINE_ASR__WARMUP_AUDIO) and the raw baseline warm their
-# recognizers on before the ASR steps: Korean speech other than the callers'.
+# recognizers on when the ASR steps do not run (then the callers' speech: warmup_audio).
 WARMUP_SENTENCES = ["서울시 강남구에 사는 주민입니다", "쓰레기 수거가 일주일째 안 되고 있어요",
                     "불법 주차 차량 때문에 소방차가 못 들어옵니다"]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -154,9 +154,18 @@ def speech(sentences: int) -> bytes:
     return pause.join(parts)
 
 
-def warmup_audio(workdir: Path) -> tuple[Path, bytes]:
+def warmup_audio(workdir: Path, speech_pcm: bytes | None = None) -> tuple[Path, bytes]:
+    """What both sides warm their recognizers on: `speech_pcm` (the callers' speech, for the
+    ASR steps) or other Korean speech. A recognizer decodes speech it has not met about twice
+    as slowly as speech it has (its share of the lookahead graph is composed lazily), so with
+    other speech the first ASR step of a run cost about twice what the same step cost later
+    (raw Vosk: 8 streams took 63.7 s of CPU as the first step, 35.8 s after smaller ones),
+    and which step came first decided the figures. Warmed on the callers' speech every
+    recognizer is in the steady state of a long-running edge whose pool has met its
+    callers' vocabulary."""
     pause = bytes(int(0.4 * RATE) * 2)
-    pcm = pause.join(read_wav(speak(text, rate=RATE))[0] for text in WARMUP_SENTENCES)
+    pcm = speech_pcm if speech_pcm is not None else pause.join(
+        read_wav(speak(text, rate=RATE))[0] for text in WARMUP_SENTENCES)
     path = workdir / "warmup.wav"
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
@@ -722,7 +731,8 @@ def database(use_sqlite: bool) -> Iterator[tuple[str, str]]:
 
 
 def run(plan: Plan, *, use_sqlite: bool, parts: frozenset[str] = PARTS,
-        decode_processes: int | None = None) -> dict[str, Any]:
+        decode_processes: int | None = None,
+        decode_threads: int | None = None) -> dict[str, Any]:
     from asr.vosk_engine import load_model
 
     result: dict[str, Any] = {"machine": common.machine(), "quick": plan == QUICK,
@@ -742,7 +752,8 @@ def run(plan: Plan, *, use_sqlite: bool, parts: frozenset[str] = PARTS,
         conc_audio = caller_audio(workdir, "concurrency", lead_s=lead_s,
                                   sentences=plan.concurrency_sentences)
         asr_audio = caller_audio(workdir, "asr", lead_s=lead_s, sentences=plan.asr_sentences)
-        warm_path, warm_pcm = warmup_audio(workdir)
+        warm_path, warm_pcm = warmup_audio(
+            workdir, asr_audio.speech_pcm if "asr" in parts else None)
         result["audio"] = {"greeting_and_beep_s": round(greeting_s, 2), "lead_silence_s": lead_s,
                            "concurrency_call_s": round(conc_audio.seconds, 2),
                            "asr_call_s": round(asr_audio.seconds, 2),
@@ -806,8 +817,12 @@ def run(plan: Plan, *, use_sqlite: bool, parts: frozenset[str] = PARTS,
                                      "HOTLINE_ASR__WARMUP_AUDIO": str(warm_path),
                                      **({} if decode_processes is None else {
                                          "HOTLINE_ASR__DECODE_PROCESSES":
-                                         str(decode_processes)})}) as p:
+                                         str(decode_processes)}),
+                                     **({} if decode_threads is None else {
+                                         "HOTLINE_ASR__DECODE_THREADS":
+                                         str(decode_threads)})}) as p:
                 result["decode_processes"] = len(p.pids()) - 1
+                result["decode_threads"] = decode_threads or os.cpu_count()
                 raw_steps, asr_steps = live_asr_steps(p, url, model, asr_audio, warm_pcm, plan,
                                                       workdir)
             result["raw_heard"] = " ".join(heard)
@@ -941,6 +956,9 @@ def main() -> None:
     parser.add_argument("--decode-processes", type=int, metavar="N",
                         help="HOTLINE_ASR__DECODE_PROCESSES for the live-ASR platform "
                         "(default: the platform's own; 0: threads of the SIP process)")
+    parser.add_argument("--decode-threads", type=int, metavar="N",
+                        help="HOTLINE_ASR__DECODE_THREADS (decoder threads in each decoder "
+                        "process) for the live-ASR platform")
     parser.add_argument("--asr-steps", metavar="N,N,...",
                         help="live-ASR steps instead of the plan's (e.g. 12,14,16)")
     parser.add_argument("--concurrency-steps", metavar="N,N,...",
@@ -971,7 +989,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(plan, use_sqlite=args.sqlite,
                  parts=PARTS if args.part == "all" else frozenset({args.part}),
-                 decode_processes=args.decode_processes)
+                 decode_processes=args.decode_processes, decode_threads=args.decode_threads)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
