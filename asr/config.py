@@ -35,6 +35,8 @@ class AsrConfig:
     # ... and beyond this the live decoder gives up (memory is bounded, the decoder is not
     # keeping up at all): the call must be transcribed offline from its recording.
     live_backlog_limit_s: float = 120.0
+    # LiveTranscriber: audio handed to the decoder at a time (hotline's ASR__LIVE_BATCH_S).
+    live_batch_s: float = 0.4
 
     def __post_init__(self) -> None:
         if self.pool_size is None:
@@ -43,6 +45,8 @@ class AsrConfig:
             raise AsrError(f"pool_size must be >= 0, got {self.pool_size}")
         if self.max_live_streams < 0:
             raise AsrError(f"max_live_streams must be >= 0, got {self.max_live_streams}")
+        if not self.live_batch_s > 0:
+            raise AsrError(f"live_batch_s must be > 0, got {self.live_batch_s}")
         if not 0 < self.live_lag_s <= self.live_backlog_limit_s:
             raise AsrError("need 0 < live_lag_s <= live_backlog_limit_s, got "
                            f"{self.live_lag_s} and {self.live_backlog_limit_s}")

@@ -15,7 +15,7 @@ one thread per child: 9 live calls failed with the machine at 140 %).
 The shape. `DecoderProcesses` starts `processes` children (`python -m asr.processes`, a
 socket pair between them). Each loads the model once and keeps its own pool of warmed recognizers (a
 `VoskRecognizer`). A stream lives in one child, the one with the fewest streams when it was
-opened; its audio goes there over a pipe in the batches the live transcriber sends (100 ms
+opened; its audio goes there over a pipe in the batches the live transcriber sends (0.4 s
 or more), and the child feeds the engine 20 ms frames as ever, so the transcript is the one
 an offline decode gives. Live admission (`max_live_streams`) is counted here, over all
 children.

@@ -93,7 +93,7 @@ def asr_config(settings: Settings) -> AsrConfig:
     extra = {} if asr.max_live_streams is None else {"max_live_streams": asr.max_live_streams}
     return AsrConfig(model_path=asr.model_path, pool_size=asr.pool_size,
                      live_lag_s=asr.live_lag_s, live_backlog_limit_s=asr.live_backlog_limit_s,
-                     quiet_engine_log=asr.quiet_engine_log, **extra)
+                     live_batch_s=asr.live_batch_s, quiet_engine_log=asr.quiet_engine_log, **extra)
 
 
 def live_recognizer(settings: Settings) -> VoskRecognizer | DecoderProcesses:
@@ -670,7 +670,7 @@ class CallServices:
             self._live[call.call_id] = LiveTranscriber(
                 stream, on_partial=partial(self._writer.offer, call.call_id),
                 lag_s=asr.live_lag_s, backlog_limit_s=asr.live_backlog_limit_s,
-                slots=self._slots, name=f"asr-{call.call_id[:16]}")
+                batch_s=asr.live_batch_s, slots=self._slots, name=f"asr-{call.call_id[:16]}")
 
     def on_audio(self, call: Call, frame: bytes) -> None:
         transcriber = self._live.get(call.call_id)

@@ -65,7 +65,8 @@ def test_given_defaults_when_configured_then_model_is_the_installed_korean_one()
 
 
 @pytest.mark.parametrize("kwargs", [{"pool_size": -1}, {"max_live_streams": -1},
-                                    {"live_lag_s": 0}, {"live_lag_s": 10, "live_backlog_limit_s": 5}])
+                                    {"live_lag_s": 0}, {"live_lag_s": 10, "live_backlog_limit_s": 5},
+                                    {"live_batch_s": 0}])
 def test_given_nonsense_settings_when_configured_then_asr_error(kwargs):
     with pytest.raises(AsrError):
         AsrConfig(**kwargs)

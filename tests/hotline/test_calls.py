@@ -625,3 +625,5 @@ def test_given_decode_process_settings_then_the_edge_decodes_in_that_many_childr
         AsrSettings(decode_processes=-1)
     with pytest.raises(ValidationError):
         AsrSettings(decode_threads=0)
+    with pytest.raises(ValidationError):
+        AsrSettings(live_batch_s=0)
