@@ -66,6 +66,7 @@ from sqlalchemy import select
 from bench import _common as common
 from bench.asr import SENTENCES, new_recognizer
 from dispatch import rulebook
+from hotline.calls import decode_threads as platform_decode_threads
 from hotline.db import session_scope
 from hotline.seed import seed_demo
 from telephony.models import CallRecord, TranscribedBy
@@ -822,7 +823,8 @@ def run(plan: Plan, *, use_sqlite: bool, parts: frozenset[str] = PARTS,
                                          "HOTLINE_ASR__DECODE_THREADS":
                                          str(decode_threads)})}) as p:
                 result["decode_processes"] = len(p.pids()) - 1
-                result["decode_threads"] = decode_threads or os.cpu_count()
+                result["decode_threads"] = platform_decode_threads(decode_threads,
+                                                                result["decode_processes"])
                 raw_steps, asr_steps = live_asr_steps(p, url, model, asr_audio, warm_pcm, plan,
                                                       workdir)
             result["raw_heard"] = " ".join(heard)

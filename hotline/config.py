@@ -112,8 +112,8 @@ class AsrSettings(BaseModel):
     # cores, ~15 % more live calls (bench/calls.py), but a libvosk crash then takes the SIP
     # process down, and one GIL serves every decoder however many cores there are.
     decode_processes: int | None = Field(default=None, ge=0)
-    # Decoder threads in each of those processes (default one per CPU): a process's streams
-    # stay in it, so each must be able to use every core while the others have less to do.
+    # Decoder threads in each of those processes (default: the CPUs shared out among them,
+    # so one each with a process per CPU). More runnable decoders than cores only cost CPU.
     decode_threads: int | None = Field(default=None, ge=1)
     # With decode_processes 0 only: live streams that decode at the same moment (the others
     # wait their turn, 0.5 s of audio at a time); default one per CPU plus one, so that a

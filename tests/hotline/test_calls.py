@@ -271,6 +271,41 @@ def test_untranscribed_calls_are_found_for_the_requeue_beat(db, make_services, f
 # ---------------------------------------------------------------- call records
 
 
+def test_live_partials_are_written_together_at_most_once_per_interval(db, make_services, clock):
+    services = make_services(None)
+    for call_id in ("p1@pbx.test", "p2@pbx.test"):
+        services.on_answered(FakeCall(call_id=call_id))
+    failures = []
+
+    def factory():  # the first transaction fails: the writer retries its rows one by one
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("database gone for a moment")
+        return db.factory()
+
+    writer = calls.PartialWriter(factory, clock, interval_s=3600)
+    try:
+        writer.offer("p1@pbx.test", "첫")  # nothing written for an hour: written at once
+        for _ in range(500):  # bounded: the writer's thread writes within milliseconds
+            if db.one(CallRecord, CallRecord.call_id == "p1@pbx.test").live_text == "첫":
+                break
+            threading.Event().wait(0.01)
+        # Within the interval: kept, the latest text per call, written together at the end.
+        writer.offer("p1@pbx.test", "첫 번")
+        writer.offer("p2@pbx.test", "둘")
+        writer.offer("p1@pbx.test", "첫 번째")
+        threading.Event().wait(0.2)  # time enough to write, were a write due
+        assert db.one(CallRecord, CallRecord.call_id == "p1@pbx.test").live_seq == 1
+        assert db.one(CallRecord, CallRecord.call_id == "p2@pbx.test").live_seq == 0
+    finally:
+        writer.stop()
+    one = db.one(CallRecord, CallRecord.call_id == "p1@pbx.test")
+    two = db.one(CallRecord, CallRecord.call_id == "p2@pbx.test")
+    assert (one.live_text, one.live_seq) == ("첫 번째", 2)
+    assert (two.live_text, two.live_seq) == ("둘", 1)
+    assert failures == [1]
+
+
 def test_every_call_gets_a_record_answered_or_cancelled(db, make_services):
     services = make_services(None)
     answered = FakeCall(call_id="ans@pbx.test")
@@ -601,9 +636,16 @@ def test_given_decode_process_settings_then_the_edge_decodes_in_that_many_childr
         tmp_path, vosk_model_dir, monkeypatch):  # noqa: F811
     monkeypatch.setattr(calls.os, "cpu_count", lambda: 3)
     default = calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir))
-    assert default.stats().processes == 3 and default.threads == 3
+    # One process per CPU, one decoder thread each: no more runnable decoders than cores.
+    assert default.stats().processes == 3 and default.threads == 1
     assert calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
-                                               decode_threads=1)).threads == 1
+                                               decode_threads=2)).threads == 2
+    # Fewer processes than CPUs share the CPUs out among them.
+    assert calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
+                                               decode_processes=2)).threads == 2
+    assert calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
+                                               decode_processes=1)).threads == 3
+    assert calls.decode_threads(None, 4) == 1 and calls.decode_threads(5, 4) == 5
     threads = calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir, decode_processes=0))
     assert isinstance(threads, VoskRecognizer)
 
