@@ -36,7 +36,7 @@ class AsrConfig:
     # keeping up at all): the call must be transcribed offline from its recording.
     live_backlog_limit_s: float = 120.0
     # LiveTranscriber: audio handed to the decoder at a time (hotline's ASR__LIVE_BATCH_S).
-    live_batch_s: float = 0.4
+    live_batch_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.pool_size is None:

@@ -95,7 +95,8 @@ class LiveTranscriber:
         self._limit_bytes = int(backlog_limit_s * self._bytes_per_s)
         self._batch_bytes = max(2, int(batch_s * self._bytes_per_s))
         self._slots = slots or DecodeSlots(1)  # none shared: decodes whenever it has audio
-        self._quantum_frames = max(1, int(QUANTUM_S * 1000 / FRAME_MS))
+        # A turn takes at least a whole batch: a batch is one trip to a decoder process.
+        self._quantum_frames = max(1, int(max(QUANTUM_S, batch_s) * 1000 / FRAME_MS))
         self._cond = threading.Condition()
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0

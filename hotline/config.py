@@ -98,10 +98,11 @@ class AsrSettings(BaseModel):
     live_lag_s: float = 2.0
     live_backlog_limit_s: float = 120.0
     # Audio a live call's transcriber hands its decoder at a time (partials come at this
-    # pace). Each batch is a trip to a decoder process and a turn among its streams; 0.4 s
-    # against 0.1 s cut a decoder process's CPU per second of speech by 12 % and the lag at
-    # hang-up from 3.5 s to 1.0 s with 12 calls on 2 cores, level with raw Vosk threads.
-    live_batch_s: float = Field(default=0.4, gt=0, le=2.0)
+    # pace; the rest of the call's audio goes at once when it ends). Each batch is a trip to
+    # a decoder process and a turn among its streams, whose recognizers then come to the
+    # CPU cache cold: 16 calls on 2 decoder processes cost 1.30-1.51 s of decoder CPU per
+    # call with 1 s batches, 1.56 with 0.7 s, 1.66-1.83 with 0.4 s; 2 s gained no more.
+    live_batch_s: float = Field(default=1.0, gt=0, le=2.0)
     # At start the SIP edge warms this many recognizers (default: one per live stream) on
     # speech in the model's language, so that the first calls after a restart do not pay
     # the warm-up while live. Any audio sox reads; default: the greeting prompt.
