@@ -438,14 +438,16 @@ def main(argv: Sequence[str]) -> None:
 
 
 _STREAM_OPS = frozenset({"open", "accept", "finish", "close"})
+_ENDING_OPS = frozenset({"finish", "close"})
 
 
 def serve(conn: Connection, *, threads: int = 1) -> None:
     """A decoder process's loop. The first request ("hello") carries the AsrConfig and loads
     the model. A stream's requests run in the order they came, one at a time; `threads`
-    decoder threads take the streams with work in turn (round robin, one request each), so
-    that a child with more streams than its share is not held to one core while another
-    child's core idles — libvosk releases the GIL while it decodes. A warm-up runs alongside.
+    decoder threads take the streams with work in turn (round robin, one request each; the
+    ending ones first: `_StreamQueue`), so that a child with more streams than its share is
+    not held to one core while another child's core idles — libvosk releases the GIL while
+    it decodes. A warm-up runs alongside.
     """
     from asr.vosk_engine import VoskRecognizer
 
@@ -494,26 +496,13 @@ def serve(conn: Connection, *, threads: int = 1) -> None:
         else:
             reply(rid, True, value)
 
-    # Per stream, its requests not yet run; `ready` holds the streams with requests that no
-    # thread is running now (a stream is in `ready` or being run, never both).
-    pending: dict[int, deque[tuple[int, str, Any]]] = {}
-    ready: deque[int] = deque()
-    work = threading.Condition()
+    queue = _StreamQueue()
 
     def decoder_thread() -> None:
         while True:
-            with work:
-                while not ready:
-                    work.wait()
-                sid = ready.popleft()
-                rid, op, arg = pending[sid].popleft()
+            sid, (rid, op, arg) = queue.take()
             run(rid, op, sid, arg)
-            with work:
-                if pending[sid]:
-                    ready.append(sid)  # to the back: the other streams go first
-                    work.notify()
-                else:
-                    del pending[sid]
+            queue.done(sid)
 
     for n in range(max(1, threads)):
         threading.Thread(target=decoder_thread, name=f"asr-decode-{n}", daemon=True).start()
@@ -527,14 +516,7 @@ def serve(conn: Connection, *, threads: int = 1) -> None:
             warm_stop.set()
             return
         if op in _STREAM_OPS:
-            with work:
-                queue = pending.get(sid)
-                if queue is None:
-                    pending[sid] = deque([(rid, op, arg)])
-                    ready.append(sid)
-                    work.notify()
-                else:
-                    queue.append((rid, op, arg))
+            queue.put(sid, (rid, op, arg), ending=op in _ENDING_OPS)
             continue
         try:
             if op == "hello":
@@ -562,6 +544,59 @@ def serve(conn: Connection, *, threads: int = 1) -> None:
             reply(rid, False, f"{type(exc).__name__}: {exc}")
         else:
             reply(rid, True, value)
+
+
+class _StreamQueue:
+    """A decoder process's requests, per stream: a stream's run one at a time in the order
+    they came; the streams with requests waiting take turns (round robin, one request each),
+    except that the streams that are ending (their "finish" or "close" has come) go first,
+    in the order they ended, each until it is done: its caller has hung up and the ticket
+    waits for its transcript, while a live call's next partial can come a batch later. In
+    turns, a finishing stream waited one round for its last audio and another for its final
+    result: 1.6-1.8 s of the 2 s lag bound with ten streams on a busy core."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, deque[tuple[Any, ...]]] = {}
+        # Streams with requests that no thread is running now, in one of the two.
+        self._ending: deque[int] = deque()
+        self._turns: deque[int] = deque()
+        self._ended: set[int] = set()
+        self._work = threading.Condition()
+
+    def put(self, sid: int, request: tuple[Any, ...], *, ending: bool = False) -> None:
+        with self._work:
+            queue = self._pending.get(sid)
+            if ending and sid not in self._ended:
+                self._ended.add(sid)
+                if queue is not None and sid in self._turns:  # waiting its turn: go first
+                    self._turns.remove(sid)
+                    self._ending.append(sid)
+            if queue is None:
+                self._pending[sid] = deque([request])
+                (self._ending if sid in self._ended else self._turns).append(sid)
+                self._work.notify()
+            else:
+                queue.append(request)
+
+    def take(self) -> tuple[int, tuple[Any, ...]]:
+        """The next stream's next request; the stream is then being run until `done`."""
+        with self._work:
+            while not (self._ending or self._turns):
+                self._work.wait()
+            sid = (self._ending or self._turns).popleft()
+            return sid, self._pending[sid].popleft()
+
+    def done(self, sid: int) -> None:
+        with self._work:
+            if not self._pending[sid]:
+                del self._pending[sid]
+                self._ended.discard(sid)
+                return
+            if sid in self._ended:
+                self._ending.appendleft(sid)  # an ending stream keeps going until done
+            else:
+                self._turns.append(sid)  # to the back: the other streams go first
+            self._work.notify()
 
 
 def _stream(streams: dict[int, Any], sid: int) -> Any:

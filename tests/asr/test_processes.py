@@ -183,3 +183,61 @@ def test_given_one_child_with_threads_when_streams_decode_at_once_then_each_equa
 def test_given_no_decoder_thread_then_refused():
     with pytest.raises(AsrError, match="at least one decoder thread"):
         DecoderProcesses(AsrConfig(), threads=0)
+
+
+# ------------------------------------------------------- the order a child serves requests
+
+
+def served(queue: procs._StreamQueue) -> list[tuple[int, str]]:
+    """Take and finish every request waiting, as one decoder thread does."""
+    order = []
+    while queue._ending or queue._turns:
+        sid, (_rid, op, _arg) = queue.take()
+        order.append((sid, op))
+        queue.done(sid)
+    return order
+
+
+def test_given_streams_with_work_then_they_take_turns_a_request_each_in_order():
+    queue = procs._StreamQueue()
+    for sid, op in [(1, "accept"), (1, "accept"), (2, "accept"), (3, "accept"), (2, "accept")]:
+        queue.put(sid, (0, op, None))
+    assert served(queue) == [(1, "accept"), (2, "accept"), (3, "accept"), (1, "accept"),
+                             (2, "accept")]
+
+
+def test_given_streams_ending_then_they_go_first_in_the_order_they_ended_each_until_done():
+    queue = procs._StreamQueue()
+    for sid in (1, 2, 3):
+        queue.put(sid, (0, "accept", None))
+    queue.put(3, (0, "finish", None), ending=True)
+    queue.put(2, (0, "finish", None), ending=True)
+    queue.put(2, (0, "close", None), ending=True)
+    assert served(queue) == [(3, "accept"), (3, "finish"), (2, "accept"), (2, "finish"),
+                             (2, "close"), (1, "accept")]
+
+
+def test_given_a_stream_being_run_when_it_ends_then_its_finish_comes_next():
+    queue = procs._StreamQueue()
+    queue.put(1, (0, "accept", None))
+    assert queue.take()[0] == 1  # a decoder thread runs it now
+    queue.put(2, (0, "accept", None))
+    queue.put(1, (0, "finish", None), ending=True)
+    queue.done(1)
+    assert served(queue) == [(1, "finish"), (2, "accept")]
+    # an ended stream's id is forgotten once its requests are done: its next ones take turns
+    queue.put(2, (0, "accept", None))
+    queue.put(1, (0, "accept", None))
+    assert served(queue) == [(2, "accept"), (1, "accept")]
+
+
+def test_given_no_request_then_a_decoder_thread_waits_for_the_next():
+    queue = procs._StreamQueue()
+    got = []
+    thread = threading.Thread(target=lambda: got.append(queue.take()), daemon=True)
+    thread.start()
+    time.sleep(0.05)
+    assert got == []
+    queue.put(7, (5, "open", None))
+    thread.join(5)
+    assert got == [(7, (5, "open", None))]
