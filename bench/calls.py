@@ -78,8 +78,8 @@ from tickets.models import Status, Ticket, TicketEvent
 HOST = "127.0.0.1"
 RATE = 8000
 FRAME = 320  # 20 ms of 16-bit PCM
-# What both the platform (HOTLINE_ASR__WARMUP_AUDIO) and the raw baseline warm their
-# recognizers on when the ASR steps do not run (then the callers' speech: warmup_audio).
+# What the platform (HOTLINE_ASR__WARMUP_AUDIO) warms its recognizers on when the ASR steps
+# do not run (when they do, both sides warm on a caller's line: run()).
 WARMUP_SENTENCES = ["서울시 강남구에 사는 주민입니다", "쓰레기 수거가 일주일째 안 되고 있어요",
                     "불법 주차 차량 때문에 소방차가 못 들어옵니다"]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -155,17 +155,17 @@ def speech(sentences: int) -> bytes:
     return pause.join(parts)
 
 
-def warmup_audio(workdir: Path, speech_pcm: bytes | None = None) -> tuple[Path, bytes]:
-    """What both sides warm their recognizers on: `speech_pcm` (the callers' speech, for the
-    ASR steps) or other Korean speech. A recognizer decodes speech it has not met about twice
-    as slowly as speech it has (its share of the lookahead graph is composed lazily), so with
-    other speech the first ASR step of a run cost about twice what the same step cost later
-    (raw Vosk: 8 streams took 63.7 s of CPU as the first step, 35.8 s after smaller ones),
-    and which step came first decided the figures. Warmed on the callers' speech every
-    recognizer is in the steady state of a long-running edge whose pool has met its
-    callers' vocabulary."""
+def warmup_audio(workdir: Path, pcm: bytes | None = None) -> tuple[Path, bytes]:
+    """What both sides warm their recognizers on: `pcm` (for the ASR steps what a caller's
+    line carries after the greeting) or other Korean speech. A recognizer decodes speech it
+    has not met about twice as slowly as speech it has (its share of the lookahead graph is
+    composed lazily), so with other speech the first ASR step of a run cost about twice
+    what the same step cost later (raw Vosk: 8 streams took 63.7 s of CPU as the first step,
+    35.8 s after smaller ones), and which step came first decided the figures. Warmed on
+    the callers' line every recognizer is in the steady state of a long-running edge whose
+    pool has met its callers' vocabulary."""
     pause = bytes(int(0.4 * RATE) * 2)
-    pcm = speech_pcm if speech_pcm is not None else pause.join(
+    pcm = pcm if pcm is not None else pause.join(
         read_wav(speak(text, rate=RATE))[0] for text in WARMUP_SENTENCES)
     path = workdir / "warmup.wav"
     with wave.open(str(path), "wb") as w:
@@ -583,6 +583,7 @@ def platform_asr_step(p: Platform, url: str, audio: Audio, scenario: Path, strea
                     and c.transcript_lag_s is not None and c.transcript_lag_s <= LAG_BOUND_S)
     return {"streams": streams, "sustained": sustained,
             "all_sustained": run.returncode == 0 and sustained == streams,
+            "recordings": sorted(c.recording_path for c in seen if c.recording_path),
             "transcripts": outcomes(seen),
             "ticket_status": dict(Counter(c.ticket_status for c in seen)),
             "distinct_transcripts": Counter(c.transcript for c in seen
@@ -596,48 +597,51 @@ def platform_asr_step(p: Platform, url: str, audio: Audio, scenario: Path, strea
             "wall_s": round(wall, 1)}
 
 
-def raw_asr_step(model: Any, recognizers: list, pcm: bytes, streams: int,
+def raw_asr_step(model: Any, recognizers: list, pcms: Sequence[bytes], streams: int,
                  spread_s: float) -> dict[str, Any]:
-    """`streams` threads each feed the utterance to its own recogniser in real time, 20 ms
-    frames with a partial read after each, as a live call does; a stream is sustained when
-    its final result comes within the lag bound of its audio's end — the platform's
-    criterion too (how far behind a call's decoder fell on the way is not recorded there);
-    `max_behind_ms` says how late the worst frame was decoded here."""
+    """`streams` threads each feed an utterance (stream i: `pcms[i % len(pcms)]`) to its
+    own recogniser in real time, 20 ms frames with a partial read after each, as a live
+    call does; a stream is sustained when its final result comes within the lag bound of
+    its audio's end — the platform's criterion too (how far behind a call's decoder fell on
+    the way is not recorded there); `max_behind_ms` says how late the worst frame was
+    decoded here."""
     while len(recognizers) < streams:  # as the platform's pool: fresh ones when it is short
         recognizers.append(new_recognizer(model))
-    frames = [pcm[i:i + FRAME] for i in range(0, len(pcm), FRAME)]
-    audio_s = len(pcm) / 2 / RATE
+    audio = [pcms[i % len(pcms)] for i in range(streams)]
     lags: list[float] = [float("inf")] * streams
     behind: list[float] = [0.0] * streams
     start = time.monotonic() + 0.2
 
     def work(index: int) -> None:
-        rec = recognizers[index]
+        rec, pcm = recognizers[index], audio[index]
         began = start + spread_s * index / streams
         worst = 0.0
-        for n, frame in enumerate(frames):
+        for n, i in enumerate(range(0, len(pcm), FRAME)):
             due = began + n * 0.02
             now = time.monotonic()
             if now < due:
                 time.sleep(due - now)
             else:
                 worst = max(worst, now - due)
-            if not rec.AcceptWaveform(frame):
+            if not rec.AcceptWaveform(pcm[i:i + FRAME]):
                 rec.PartialResult()
         rec.FinalResult()
-        lags[index] = time.monotonic() - (began + audio_s)
+        lags[index] = time.monotonic() - (began + len(pcm) / 2 / RATE)
         behind[index] = worst
 
+    longest = max(len(pcm) for pcm in audio) / 2 / RATE
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(streams)]
     cpu0, t0, machine0 = time.process_time(), time.perf_counter(), common.machine_busy()
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(audio_s + 120)
+        thread.join(longest + 120)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
     machine = common.machine_cpu_pct(machine0, common.machine_busy())
     sustained = sum(lag <= LAG_BOUND_S for lag in lags)
     return {"streams": streams, "sustained": sustained, "all_sustained": sustained == streams,
+            "distinct_audio": len({hash(pcm) for pcm in audio}),
+            "audio_s": round(sum(len(pcm) for pcm in audio) / 2 / RATE / streams, 2),
             "cpu_pct": round(100 * cpu / wall, 1), "cpu_s": round(cpu, 1), "machine_cpu_pct": machine,
             "wall_s": round(wall, 1),
             "final_lag_ms": quantiles_ms([x for x in lags if x != float("inf")]),
@@ -669,10 +673,22 @@ def refine(steps: Sequence[dict[str, Any]], key: str, flag: str) -> int | None:
 
 def live_asr_steps(p: Platform, url: str, model: Any, audio: Audio, warm_pcm: bytes,
                    plan: Plan, workdir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Raw Vosk in this process and the platform, step by step, so that both see the same
-    moment of a shared machine; both start from as many recognizers warmed on the same
-    speech (not the callers'), and keep them across the steps (the platform's pool holds
-    them all), so each step decodes on recognizers of the same history."""
+    """The platform and raw Vosk step by step, in the same minutes of a shared machine, on
+    the same audio: each platform step first, then raw Vosk decodes that step's recordings
+    (what the platform's transcribers were fed: the caller's line from the end of the
+    greeting to the BYE). Both start from as many recognizers warmed on the same audio
+    (`warm_pcm`, what a caller's line carries) and keep them across the steps.
+
+    Not one utterance replayed: raw Vosk used to decode the callers' speech, the same bytes
+    every stream and every step, on recognizers warmed on those very bytes. A recognizer
+    composes its share of the lookahead graph lazily and keeps it, so one that decodes
+    audio it has decoded before does about half the work; no live call gets that — a few
+    milliseconds' difference in when the line starts being heard changes the decoder's
+    path from the first frame (10 platform calls, one audio file: 3 to 4 distinct
+    transcripts). Isolated, 10 streams with 0-200 ms more leading silence each cost 2.4-2.6 s
+    of decoder CPU, 1.65 s with none. Beyond the platform's last step raw Vosk takes that
+    step's recordings in turn, each step from the next one on, so that a recogniser
+    rarely meets its own last audio again."""
     scenario = speak_scenario(audio, workdir)
     common.say(f"raw Vosk: warming {max(plan.asr_streams)} recognizers ...")
     recognizers = [new_recognizer(model) for _ in range(max(plan.asr_streams))]
@@ -680,11 +696,14 @@ def live_asr_steps(p: Platform, url: str, model: Any, audio: Audio, warm_pcm: by
         warm(recognizer, warm_pcm)
     raw_steps: list[dict[str, Any]] = []
     asr_steps: list[dict[str, Any]] = []
+    heard: list[bytes] = []  # the latest platform step's recordings
 
     def raw(streams: int) -> None:
-        common.say(f"raw Vosk: {streams} real-time stream(s) ...")
-        step = raw_asr_step(model, recognizers, audio.speech_pcm, streams,
-                            plan.asr_start_spread_s)
+        common.say(f"raw Vosk: {streams} real-time stream(s) on the platform's "
+                   f"{len(heard)} latest recordings ...")
+        turn = len(raw_steps)
+        pcms = heard[turn % len(heard):] + heard[:turn % len(heard)]
+        step = raw_asr_step(model, recognizers, pcms, streams, plan.asr_start_spread_s)
         common.say(f"  sustained {step['sustained']}/{streams}, final lag "
                    f"{(step['final_lag_ms'] or {}).get('p95')} ms p95, CPU {step['cpu_s']} s, "
                    f"machine {step['machine_cpu_pct']} %")
@@ -698,20 +717,25 @@ def live_asr_steps(p: Platform, url: str, model: Any, audio: Audio, warm_pcm: by
                    f"{step['sip_process_cpu_s']} decoders {step['decoders_cpu_s']} sipp "
                    f"{step['sipp_cpu_s']}; machine {step['machine_cpu_pct']} %")
         asr_steps.append(step)
+        recorded = [read_wav(Path(path))[0] for path in step["recordings"]]
+        if recorded:
+            heard[:] = recorded
 
     for streams in plan.asr_streams:
-        if not raw_steps or raw_steps[-1]["all_sustained"]:
-            raw(streams)
         if not asr_steps or asr_steps[-1]["all_sustained"]:
             live(streams)
+        if not heard:
+            raise RuntimeError("the platform recorded none of its calls: nothing to compare")
+        if not raw_steps or raw_steps[-1]["all_sustained"]:
+            raw(streams)
         if not raw_steps[-1]["all_sustained"] and not asr_steps[-1]["all_sustained"]:
             break
-    raw_between = refine(raw_steps, "streams", "all_sustained")
     live_between = refine(asr_steps, "streams", "all_sustained")
-    if raw_between:
-        raw(raw_between)
+    raw_between = refine(raw_steps, "streams", "all_sustained")
     if live_between:
         live(live_between)
+    if raw_between:
+        raw(raw_between)
     return ([s for s in sorted(raw_steps, key=lambda s: s["streams"])],
             [s for s in sorted(asr_steps, key=lambda s: s["streams"])])
 
@@ -753,13 +777,15 @@ def run(plan: Plan, *, use_sqlite: bool, parts: frozenset[str] = PARTS,
         conc_audio = caller_audio(workdir, "concurrency", lead_s=lead_s,
                                   sentences=plan.concurrency_sentences)
         asr_audio = caller_audio(workdir, "asr", lead_s=lead_s, sentences=plan.asr_sentences)
-        warm_path, warm_pcm = warmup_audio(
-            workdir, asr_audio.speech_pcm if "asr" in parts else None)
+        # Both sides warm on what a caller's line carries after the greeting (silence,
+        # the speech, the tail), the audio they then decode (live_asr_steps).
+        listening = asr_audio.pcm[round(greeting_s * RATE) * 2:]
+        warm_path, warm_pcm = warmup_audio(workdir, listening if "asr" in parts else None)
         result["audio"] = {"greeting_and_beep_s": round(greeting_s, 2), "lead_silence_s": lead_s,
                            "concurrency_call_s": round(conc_audio.seconds, 2),
                            "asr_call_s": round(asr_audio.seconds, 2),
                            "asr_speech_s": round(len(asr_audio.speech_pcm) / 2 / RATE, 2),
-                           "warmup_speech_s": round(len(warm_pcm) / 2 / RATE, 2),
+                           "warmup_s": round(len(warm_pcm) / 2 / RATE, 2),
                            "codec": "PCMU via sipp rtp_stream"}
 
         common.say("raw Vosk: loading the model ...")
