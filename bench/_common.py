@@ -25,7 +25,7 @@ from sqlmodel import Session
 
 from dispatch import rulebook
 from hotline import migrate
-from hotline.db import make_engine, make_session_factory, session_scope
+from core.db import make_engine, make_session_factory, session_scope
 from hotline.seed import seed_demo
 from tickets.models import Channel, RequestType, TicketCreate
 

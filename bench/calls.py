@@ -66,8 +66,8 @@ from sqlalchemy import select
 from bench import _common as common
 from bench.asr import SENTENCES, new_recognizer
 from dispatch import rulebook
-from hotline.calls import decode_threads as platform_decode_threads
-from hotline.db import session_scope
+from hotline.calls.setup import decode_threads as platform_decode_threads
+from core.db import session_scope
 from hotline.seed import seed_demo
 from telephony.models import CallRecord, TranscribedBy
 from telephony.prompts import BEEP, PromptSet
@@ -83,7 +83,7 @@ FRAME = 320  # 20 ms of 16-bit PCM
 WARMUP_SENTENCES = ["서울시 강남구에 사는 주민입니다", "쓰레기 수거가 일주일째 안 되고 있어요",
                     "불법 주차 차량 때문에 소방차가 못 들어옵니다"]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
-HOTLINE = [sys.executable, "-c", "from hotline.cli import app; app(['sip'], prog_name='hotline')"]
+HOTLINE = [sys.executable, "-m", "cli", "sip"]
 GOOD_CORRELATION = 0.99
 LAG_BOUND_S = 2.0  # AsrSettings.live_lag_s, the platform's own bound for a live transcript
 SETUP_HOLD_MS = 1000

@@ -5,7 +5,7 @@ Four figures, each against its target from the issue, measured in one run (the m
 shared and noisy, so compare the ratios, which are measured side by side):
 
   tickets_per_s_sqlite / _postgres  in-process intake -> classify -> dispatch -> deadlines
-                                     (hotline.pipeline.submit, one commit per ticket) with
+                                     (hotline.intake.submit, one commit per ticket) with
                                      the default rule pack + 1,000 synthetic keyword rules;
                                      median of the timed rounds               target >= 500
   http_intake_ratio                  POST /api/v1/tickets on the real app / a bare FastAPI
@@ -57,11 +57,12 @@ from sqlmodel import Session
 
 from bench import _common as common
 from dispatch import escalation, policies, sla
-from dispatch.accounts import create_user
-from dispatch.models import Assignment, AssignmentRole, Clock, Role, SlaPolicy, Unit
-from hotline import pipeline
-from hotline.config import Settings
-from hotline.db import make_engine, make_session_factory, session_scope
+from dispatch.units import create_user
+from accounts.models import Role
+from dispatch.models import Assignment, AssignmentRole, Clock, SlaPolicy, Unit
+from hotline import intake
+from core.settings import Settings
+from core.db import make_engine, make_session_factory, session_scope
 from hotline.seed import seed_demo
 from tickets.models import TicketCreate
 
@@ -134,7 +135,7 @@ def hot_spots(stats: pstats.Stats, *, wall: float, top: int = 15) -> dict[str, A
 # ---------------------------------------------------------------- in-process pipeline
 
 
-def _outcome(submission: pipeline.Submission) -> str:
+def _outcome(submission: intake.Submission) -> str:
     if submission.dispatch_error:
         return "dispatch_error"
     result = submission.dispatch
@@ -155,7 +156,7 @@ def pipeline_rate(url: str, plan: Plan, *, seed_offset: int = 0) -> dict[str, An
         # Each ticket a second later: all on one local day, as a busy morning is.
         at = NOW + timedelta(seconds=next(sequence))
         with session_scope(factory) as session:
-            outcomes[_outcome(pipeline.submit(session, data=data, actor=None, now=at))] += 1
+            outcomes[_outcome(intake.submit(session, data=data, actor=None, now=at))] += 1
 
     try:
         for data in intakes[:plan.warmup]:
@@ -228,7 +229,7 @@ def bench_settings(url: str | None = None) -> Settings:
 
 
 def hotline_app(url: str) -> Any:
-    from hotline.clock import FrozenClock
+    from core.clock import FrozenClock
     from web.app import create_app
 
     return create_app(settings=bench_settings(url),

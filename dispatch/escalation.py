@@ -23,21 +23,11 @@ from sqlmodel import Session, col
 
 from dispatch import policies, sla
 from dispatch.calendar import WorkCalendar
-from dispatch.models import (
-    Assignment,
-    Clock,
-    Escalation,
-    EscalationKind,
-    Notification,
-    NotificationStatus,
-    Role,
-    SlaPolicy,
-    Unit,
-    User,
-)
-from hotline.config import Settings, get_settings
-from hotline.db import after_commit, session_scope
-from hotline.errors import Forbidden, NotFound
+from accounts.models import Role, User
+from dispatch.models import Assignment, Clock, Escalation, EscalationKind, Notification, NotificationStatus, SlaPolicy, Unit
+from core.settings import Settings, get_settings
+from core.db import after_commit, session_scope
+from core.errors import Forbidden, NotFound
 from tickets import service as tickets
 from tickets.models import Ticket
 

@@ -1,4 +1,4 @@
-"""Units (承办单位) and their people, rules, SLA policies, calendars, assignments with
+"""Units (承办单位), rules, SLA policies, calendars, assignments with
 stored deadlines, escalation steps, notifications and extension requests."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from hotline.db import JSONType, UTCDateTime, enum_type
+from core.db import JSONType, UTCDateTime, enum_type
 
 
 class UnitLevel(StrEnum):
@@ -18,14 +18,6 @@ class UnitLevel(StrEnum):
     district = "district"  # 区县
     street = "street"  # 街道/乡镇
     enterprise = "enterprise"  # utilities: water, power, gas, heating
-
-
-class Role(StrEnum):
-    operator = "operator"
-    dispatcher = "dispatcher"
-    supervisor = "supervisor"
-    handler = "handler"
-    admin = "admin"
 
 
 class Unit(SQLModel, table=True):
@@ -39,19 +31,6 @@ class Unit(SQLModel, table=True):
     head_name: str | None = Field(default=None, max_length=100)
     head_email: str | None = Field(default=None, max_length=200)
     active: bool = True
-
-
-class User(SQLModel, table=True):
-    id: int | None = Field(default=None, primary_key=True)
-    username: str = Field(max_length=64, unique=True, index=True)
-    display_name: str = Field(max_length=100)
-    role: Role = Field(sa_type=enum_type(Role))
-    unit_id: int | None = Field(default=None, foreign_key="unit.id", index=True)
-    is_head: bool = False  # receives supervision orders for the unit
-    email: str | None = Field(default=None, max_length=200)
-    token_hash: str = Field(max_length=64, unique=True, index=True)
-    active: bool = True
-    created_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class Rule(SQLModel, table=True):

@@ -20,9 +20,9 @@ from sqlalchemy import or_, select, update
 from sqlmodel import Session, col
 
 from dispatch.models import Notification, NotificationStatus
-from hotline.config import Settings
-from hotline.db import session_scope
-from hotline.errors import NotFound
+from core.settings import Settings
+from core.db import session_scope
+from core.errors import NotFound
 
 MAX_ATTEMPTS = 5
 # A notification never attempted this long after it was made was never queued (the broker

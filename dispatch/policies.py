@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from dispatch import reference, sla
 from dispatch.calendar import DEFAULT_TZ, WorkCalendar
 from dispatch.models import CalendarDay, ClockUnit, SlaPolicy
-from hotline.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from tickets.models import RequestType, Urgency
 
 DEFAULT_POLICIES_FILE = Path(__file__).parent / "data" / "policies.yaml"

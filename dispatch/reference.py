@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from dispatch.calendar import WorkCalendar
 from dispatch.models import CalendarDay, Rule, RuleRevision, SlaPolicy, Unit
 from dispatch.rules import CompiledRules, RuleSpec, validate_rule
-from hotline.errors import InvalidInput
+from core.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 

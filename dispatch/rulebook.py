@@ -30,7 +30,7 @@ from dispatch.rules import (
     parse_pack,
     validate_rule,
 )
-from hotline.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_UNITS_PATH = DATA_DIR / "units.yaml"

@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from hotline.errors import InvalidInput
+from core.errors import InvalidInput
 from tickets.models import Channel, RequestType, Urgency
 
 PackFormat = Literal["yaml", "json"]

@@ -18,23 +18,11 @@ from sqlmodel import Session, col
 
 from dispatch import escalation, policies, reference, sla
 from dispatch.calendar import WorkCalendar
-from dispatch.models import (
-    Assignment,
-    AssignmentRole,
-    AssignmentStatus,
-    Clock,
-    ClockUnit,
-    Escalation,
-    ExtensionRequest,
-    ExtensionStatus,
-    Role,
-    SlaPolicy,
-    Unit,
-    User,
-)
+from accounts.models import Role, User
+from dispatch.models import Assignment, AssignmentRole, AssignmentStatus, Clock, ClockUnit, Escalation, ExtensionRequest, ExtensionStatus, SlaPolicy, Unit
 from dispatch.rules import TicketFacts
-from hotline.db import build_row
-from hotline.errors import Conflict, InvalidInput, NotFound
+from core.db import build_row
+from core.errors import Conflict, InvalidInput, NotFound
 from tickets import service as tickets
 from tickets.lifecycle import Action, next_status
 from tickets.models import Satisfaction, Status, Ticket

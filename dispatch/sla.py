@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from dispatch.calendar import WorkCalendar
 from dispatch.models import Clock, ClockUnit, EscalationKind, SlaPolicy
-from hotline.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 
 GENERAL_POLICY = "general"
 

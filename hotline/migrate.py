@@ -12,8 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
-from hotline.db import make_engine
-from hotline.errors import Conflict
+from core.db import make_engine
+from core.errors import Conflict
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -50,7 +50,7 @@ def current(url: str) -> str | None:
 
 def differences(url: str) -> list:
     """What autogenerate would write: the differences between the database and the models."""
-    from hotline.models import metadata
+    from hotline.tables import metadata
 
     engine = make_engine(url)
     try:
@@ -71,7 +71,7 @@ def head() -> str | None:
 
 def revision(message: str, url: str | None = None) -> Path:
     """Autogenerate the next migration from the difference between the migrations so far and
-    hotline.models.metadata. Without `url`, a throwaway SQLite database is brought to head
+    hotline.tables.metadata. Without `url`, a throwaway SQLite database is brought to head
     and compared. Revisions are numbered 0001, 0002, … in order. Returns the new file."""
     with tempfile.TemporaryDirectory(prefix="hotline-revision-") as tmp:
         if url is None:

@@ -8,8 +8,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from dispatch import accounts, policies, rulebook
-from dispatch.models import Role, Unit, UnitLevel
+from dispatch import policies, rulebook
+
+from dispatch.units import create_user
+from accounts.models import Role
+from dispatch.models import Unit, UnitLevel
 
 CENTRE_STAFF = [
     ("admin", "系统管理员", Role.admin),
@@ -32,7 +35,7 @@ def seed_demo(*, session: Session, now: datetime) -> dict[str, Any]:
     session.flush()
     users: list[dict[str, Any]] = []
     for username, name, role in CENTRE_STAFF:
-        user, token = accounts.create_user(session, username=username, display_name=name,
+        user, token = create_user(session, username=username, display_name=name,
                                            role=role, unit_code="CENTRE", now=now)
         users.append({"username": username, "role": role.value, "unit": "CENTRE",
                       "token": token})
@@ -41,7 +44,7 @@ def seed_demo(*, session: Session, now: datetime) -> dict[str, Any]:
             continue
         base = unit.code.lower()
         for suffix, is_head in (("handler", False), ("head", True)):
-            user, token = accounts.create_user(
+            user, token = create_user(
                 session, username=f"{base}.{suffix}",
                 display_name=f"{unit.name}{'负责人' if is_head else '联络员'}",
                 role=Role.handler, unit_code=unit.code, email=unit.email if not is_head

@@ -11,9 +11,9 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 
-from hotline.config import Settings, get_settings
+from core.settings import Settings, get_settings
 
-TASK_MODULES = ["dispatch.tasks", "hotline.call_tasks"]
+TASK_MODULES = ["hotline.tasks"]
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "sla-sweep": {

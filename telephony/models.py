@@ -12,7 +12,7 @@ from enum import StrEnum
 from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from hotline.db import UTCDateTime, enum_type
+from core.db import UTCDateTime, enum_type
 from telephony.endpoint import CallDirection, Disposition
 
 

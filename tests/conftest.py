@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from hotline.clock import FrozenClock
-from hotline.db import make_engine
-from hotline.models import metadata
+from core.clock import FrozenClock
+from core.db import make_engine
+from hotline.tables import metadata
 from tests import services
 
 # Settings refuse the default secret outside development; the test run has its own.
@@ -39,7 +39,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if backend == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'hotline.db'}"
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'core.db'}"
         return
     url, drop = services.create_database()
     yield url

@@ -7,8 +7,11 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from dispatch import accounts, policies, rulebook
-from dispatch.models import Role, Unit, UnitLevel, User
+from dispatch import policies, rulebook
+
+from dispatch import units
+from accounts.models import Role, User
+from dispatch.models import Unit, UnitLevel
 from tickets.models import TicketCreate
 from tickets.service import create_ticket
 
@@ -59,7 +62,7 @@ def build_world(session: Session, now: datetime) -> World:
     session.flush()
     policies.ensure_default_policies(session)
     for role in (Role.operator, Role.dispatcher, Role.supervisor, Role.admin):
-        user, token = accounts.create_user(session, username=role.value,
+        user, token = units.create_user(session, username=role.value,
                                            display_name=role.value, role=role,
                                            unit_code="CENTRE", now=now)
         world.staff[role.value] = user
@@ -67,11 +70,11 @@ def build_world(session: Session, now: datetime) -> World:
     for code in world.units:
         if code == "CENTRE":
             continue
-        handler, token = accounts.create_user(session, username=f"{code.lower()}.handler",
+        handler, token = units.create_user(session, username=f"{code.lower()}.handler",
                                               display_name=f"{code} handler", role=Role.handler,
                                               unit_code=code, email=f"{code.lower()}@units.example.org",
                                               now=now)
-        head, head_token = accounts.create_user(session, username=f"{code.lower()}.head",
+        head, head_token = units.create_user(session, username=f"{code.lower()}.head",
                                                 display_name=f"{code} head", role=Role.handler,
                                                 unit_code=code, is_head=True,
                                                 email=f"{code.lower()}-head@units.example.org",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from hotline.errors import IllegalTransition
+from core.errors import IllegalTransition
 from tickets.models import Status
 
 S = Status

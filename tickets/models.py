@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field as PField, field_validator
 from sqlalchemy import Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from hotline.db import JSONType, UTCDateTime, enum_type
+from core.db import JSONType, UTCDateTime, enum_type
 
 
 class Channel(StrEnum):

@@ -19,8 +19,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from hotline.db import attach, build_row, keyset_cursor, parse_keyset_cursor
-from hotline.errors import Conflict, InvalidInput, NotFound
+from core.db import attach, build_row, keyset_cursor, parse_keyset_cursor
+from core.errors import Conflict, InvalidInput, NotFound
 from tickets.lifecycle import Action, next_status
 from tickets.models import (
     IdempotencyKey,

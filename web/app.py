@@ -16,9 +16,9 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
-from hotline.clock import Clock, SystemClock
-from hotline.config import Settings, get_settings
-from hotline.db import make_engine, make_session_factory
+from core.clock import Clock, SystemClock
+from core.settings import Settings, get_settings
+from core.db import make_engine, make_session_factory
 from web import errors
 from web import api
 from web.deps import OPENAPI_MODELS, LoopLimiter

@@ -6,8 +6,8 @@ from __future__ import annotations
 from fastapi import HTTPException
 from fastapi.security import HTTPBearer
 
-from dispatch.accounts import CENTRE_ROLES
-from dispatch.models import Role
+from accounts.models import CENTRE_ROLES
+from accounts.models import Role
 
 bearer = HTTPBearer(auto_error=False, description="the token issued when the account was "
                                                   "created or its token last rotated")

@@ -14,12 +14,12 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session
 
-from dispatch import accounts
-from dispatch.models import Role, User
-from hotline.clock import Clock
-from hotline.config import Settings
-from hotline.db import session_scope
-from hotline.errors import Forbidden
+from dispatch import access
+from accounts.models import Role, User
+from core.clock import Clock
+from core.settings import Settings
+from core.db import session_scope
+from core.errors import Forbidden
 from web import auth
 
 
@@ -55,7 +55,7 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(auth.bearer
 def authenticated(session: Session, credentials: HTTPAuthorizationCredentials | None) -> User:
     if credentials is None:
         raise auth.unauthenticated("a bearer token is required")
-    user = accounts.authenticate(session, token=credentials.credentials)
+    user = access.authenticate(session, token=credentials.credentials)
     if user is None:
         raise auth.unauthenticated("the token is not valid or the account is inactive")
     return user

@@ -2,7 +2,7 @@
 
     {"error": {"code": "not_found", "message": "...", "details": {...}}}
 
-Domain errors (hotline.errors) carry no HTTP status; the mapping lives here. A request that
+Domain errors (core.errors) carry no HTTP status; the mapping lives here. A request that
 fails validation answers 422 with one entry per problem in `error.details`, each naming the
 field (`field`, dotted, e.g. "caller_phone"; `in`, one of body/query/path/header; `loc`,
 FastAPI's list), and also keeps FastAPI's own `detail` list so clients written against stock
@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from hotline.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 
 # Looked up along the exception's MRO, so IllegalTransition (a Conflict) answers 409.
 DOMAIN_STATUS: dict[type[DomainError], int] = {

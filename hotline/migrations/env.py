@@ -1,5 +1,5 @@
 """Alembic environment: the URL comes from hotline.migrate (config.attributes["url"]), the
-target from hotline.models. Migrations are written in batch mode, because SQLite cannot
+target from hotline.tables. Migrations are written in batch mode, because SQLite cannot
 ALTER most things in place."""
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 from sqlmodel.sql.sqltypes import AutoString
 
-from hotline.db import UTCDateTime, make_engine
-from hotline.models import metadata
+from core.db import UTCDateTime, make_engine
+from hotline.tables import metadata
 
 config = context.config
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
     """Render the project's column types as plain SQLAlchemy types, so that migrations stay
-    valid whatever later happens to hotline.db or SQLModel."""
+    valid whatever later happens to core.db or SQLModel."""
     if type_ != "type":
         return False
     if isinstance(obj, UTCDateTime):
@@ -43,7 +43,7 @@ def run_migrations(connection: Connection) -> None:
         render_as_batch=True,
         render_item=render_item,
         compare_type=True,
-        # hotline.db's SQLite engine begins real transactions, so a failed migration
+        # core.db's SQLite engine begins real transactions, so a failed migration
         # rolls back entirely on SQLite as on PostgreSQL.
         transactional_ddl=True,
     )

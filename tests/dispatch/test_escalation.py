@@ -21,24 +21,11 @@ from dispatch.escalation import (
     escalations_for_user,
     sweep,
 )
-from dispatch.models import (
-    Assignment,
-    AssignmentRole,
-    Clock,
-    ClockUnit,
-    Escalation,
-    EscalationKind,
-    Notification,
-    NotificationStatus,
-    Role,
-    SlaPolicy,
-    Unit,
-    UnitLevel,
-    User,
-)
-from hotline.config import Settings, SmtpSettings, WebhookSettings
-from hotline.db import make_session_factory
-from hotline.errors import Forbidden, NotFound
+from accounts.models import Role, User
+from dispatch.models import Assignment, AssignmentRole, Clock, ClockUnit, Escalation, EscalationKind, Notification, NotificationStatus, SlaPolicy, Unit, UnitLevel
+from core.settings import Settings, SmtpSettings, WebhookSettings
+from core.db import make_session_factory
+from core.errors import Forbidden, NotFound
 from tests.conftest import START
 from tickets import service as tickets
 from tickets.models import Status, Ticket, TicketCounter, TicketCreate, TicketEvent

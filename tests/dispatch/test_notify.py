@@ -25,8 +25,8 @@ from dispatch.notify import (
     deliver,
     sign,
 )
-from hotline.db import make_engine, make_session_factory, session_scope
-from hotline.models import metadata
+from core.db import make_engine, make_session_factory, session_scope
+from hotline.tables import metadata
 from tests.conftest import START, wait_until
 from tests.dispatch.test_escalation import (
     SUPERVISE,

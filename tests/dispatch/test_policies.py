@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from dispatch import policies, sla
 from dispatch.models import CalendarDay, Clock, ClockUnit, SlaPolicy
 from dispatch.policies import DEFAULT_POLICIES_FILE, SlaPolicyCreate, SlaPolicyUpdate
-from hotline.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 
 BJ = ZoneInfo("Asia/Shanghai")
 

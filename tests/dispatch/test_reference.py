@@ -5,10 +5,12 @@ from datetime import date
 
 import pytest
 
-from dispatch import accounts, policies, reference, rulebook
-from dispatch.accounts import UnitUpdate
-from hotline.db import make_engine, make_session_factory, session_scope
-from hotline.models import metadata
+from dispatch import policies, reference, rulebook
+
+from dispatch import units as unit_service
+from dispatch.units import UnitUpdate
+from core.db import make_engine, make_session_factory, session_scope
+from hotline.tables import metadata
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ def test_given_no_change_when_asked_again_then_the_same_snapshot_is_reused(facto
 def test_given_unit_deactivated_elsewhere_then_next_snapshot_sees_it(factory):
     before = snap(factory)
     with session_scope(factory) as other:
-        accounts.update_unit(other, code="WATER", changes=UnitUpdate(active=False))
+        unit_service.update_unit(other, code="WATER", changes=UnitUpdate(active=False))
     after = snap(factory)
     assert after.revision > before.revision
     assert not after.units["WATER"].active
@@ -60,7 +62,7 @@ def test_given_change_rolled_back_then_cached_snapshot_stays_valid(factory):
     before = snap(factory)
     with pytest.raises(RuntimeError):
         with session_scope(factory) as other:
-            accounts.update_unit(other, code="WATER", changes=UnitUpdate(active=False))
+            unit_service.update_unit(other, code="WATER", changes=UnitUpdate(active=False))
             assert not reference.snapshot(other).units["WATER"].active, \
                 "the writing transaction sees its own change"
             raise RuntimeError("abandon the change")

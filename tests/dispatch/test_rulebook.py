@@ -13,9 +13,9 @@ from dispatch import rulebook
 from dispatch.models import Rule, RuleRevision, SlaPolicy, Unit, UnitLevel
 from dispatch.policies import ensure_default_policies
 from dispatch.rules import CompiledRules, TicketFacts, dump_pack, load_pack, validate_rule
-from hotline.db import make_engine
-from hotline.errors import Conflict, InvalidInput, NotFound
-from hotline.models import metadata
+from core.db import make_engine
+from core.errors import Conflict, InvalidInput, NotFound
+from hotline.tables import metadata
 
 POLICIES = ["emergency-2h", "utilities-24h", "general", "complex-15wd", "consultation-3wd"]
 

@@ -21,7 +21,7 @@ from dispatch.rules import (
     normalise,
     validate_rule,
 )
-from hotline.errors import InvalidInput
+from core.errors import InvalidInput
 from tickets.models import Channel, RequestType, Urgency
 
 

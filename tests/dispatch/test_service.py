@@ -5,8 +5,8 @@ import pytest
 
 from dispatch import service
 from dispatch.models import AssignmentRole, AssignmentStatus, ClockUnit, ExtensionStatus
-from hotline.errors import Conflict, IllegalTransition, InvalidInput, NotFound
-from hotline.pipeline import submit
+from core.errors import Conflict, IllegalTransition, InvalidInput, NotFound
+from hotline.intake import submit
 from tickets.models import Satisfaction, Status, TicketCreate
 from tickets.service import events_of, get_ticket, rebuild_state, snapshot
 from tests.factories import build_world, new_ticket

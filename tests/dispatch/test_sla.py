@@ -24,7 +24,7 @@ from dispatch.sla import (
     policy_matches,
     select_policy,
 )
-from hotline.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 
 BJ = ZoneInfo("Asia/Shanghai")
 H, WD = ClockUnit.hours, ClockUnit.workdays

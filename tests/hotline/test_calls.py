@@ -22,14 +22,17 @@ from asr.vosk_engine import VoskRecognizer
 from dispatch import rulebook
 from dispatch import service as dispatching
 from dispatch.models import Assignment, Unit
-from hotline import call_tasks, calls, runtime
-from hotline.clock import FrozenClock
-from hotline.config import AsrSettings, Settings, TelephonySettings
-from hotline.db import make_engine, make_session_factory
-from hotline.models import metadata
+from hotline import tasks
+from hotline.calls import callbacks as call_callbacks, dialer as call_dialer, hints as call_hints, intake as call_intake, partials as call_partials, services as call_services, setup as call_setup, status_line
+from core import runtime
+from core.clock import FrozenClock
+from core.settings import AsrSettings, Settings, TelephonySettings
+from core.db import make_engine, make_session_factory
+from hotline.tables import metadata
 from telephony.endpoint import FRAME_BYTES, CallDirection, CallFailed, CallState, Disposition
 from telephony.flows import FlowSettings, serve_inbound
 from telephony.models import CallbackAttempt, CallbackOutcome, CallRecord, TranscribedBy
+from telephony.recording import EndReason
 from tests.asr.conftest import (  # noqa: F401
     decoder_processes, recognizer, vosk_config, vosk_model_dir)
 from tests.conftest import START
@@ -104,11 +107,11 @@ def task_queue() -> Queue:
 
 
 @pytest.fixture
-def make_services(db, clock, settings, task_queue) -> Iterator[Callable[..., calls.CallServices]]:
-    made: list[calls.CallServices] = []
+def make_services(db, clock, settings, task_queue) -> Iterator[Callable[..., call_services.CallServices]]:
+    made: list[call_services.CallServices] = []
 
-    def make(recognizer) -> calls.CallServices:
-        services = calls.CallServices(session_factory=db.factory, clock=clock,
+    def make(recognizer) -> call_services.CallServices:
+        services = call_services.CallServices(session_factory=db.factory, clock=clock,
                                       settings=settings, recognizer=recognizer,
                                       enqueue_transcription=task_queue)
         made.append(services)
@@ -140,9 +143,9 @@ def caller(text: str = LEAK, *, call_id: str = "call-1@pbx.test",
                     remote_number=number)
 
 
-def serve(services: calls.CallServices, call: FakeCall, settings: Settings) -> None:
+def serve(services: call_services.CallServices, call: FakeCall, settings: Settings) -> None:
     serve_inbound(call, prompts=FakePrompts(), hooks=services.hooks(),
-                  settings=calls.flow_settings(settings))
+                  settings=call_setup.flow_settings(settings))
     services.on_ended(call)
     services.drain()
 
@@ -173,7 +176,7 @@ def test_given_an_answered_call_then_its_ticket_exists_at_once_and_a_repeat_make
     ticket, record = ticket_of(db, "a1b2@pbx.test")
     assert (ticket.status, ticket.channel) == (Status.intake, Channel.phone)
     assert ticket.caller_phone == "13912345678"
-    assert ticket.description == calls.PLACEHOLDER
+    assert ticket.description == call_intake.PLACEHOLDER
     assert db.count(Ticket) == 1 and db.count(CallRecord) == 1
     assert (record.direction, record.caller_number) == (CallDirection.INBOUND, "13912345678")
     assert record.from_uri == "sip:13912345678@caller.test"
@@ -213,7 +216,7 @@ def test_given_a_caller_reporting_a_leak_when_the_report_ends_then_ticket_holds_
 
     # A hook run again for the same call changes nothing: no second ticket or dispatch.
     services.on_answered(call)
-    services.on_finished(call, recording, calls.EndReason.SILENCE)
+    services.on_finished(call, recording, EndReason.SILENCE)
     services.drain()
     assert db.count(Ticket) == 1 and db.count(Assignment) == 1
 
@@ -230,12 +233,12 @@ def test_given_live_asr_full_when_the_report_ends_then_the_task_transcribes_it_o
     assert ticket.status == Status.intake and record.transcript is None
 
     runtime.set_runtime(settings=settings, session_factory=db.factory, clock=clock)
-    call_tasks.set_recognizer(full_recognizer)
+    tasks.set_recognizer(full_recognizer)
     try:
-        assert call_tasks.transcribe_recording.run(call.call_id) == "transcribed"
-        assert call_tasks.transcribe_recording.run(call.call_id) == "already transcribed"
+        assert tasks.transcribe_recording.run(call.call_id) == "transcribed"
+        assert tasks.transcribe_recording.run(call.call_id) == "already transcribed"
     finally:
-        call_tasks.set_recognizer(None)
+        tasks.set_recognizer(None)
         runtime.reset_runtime()
 
     ticket, record = ticket_of(db, call.call_id)
@@ -253,7 +256,7 @@ def test_given_a_caller_who_hangs_up_during_the_greeting_then_the_ticket_waits_i
     serve(services, call, settings)
 
     ticket, record = ticket_of(db, call.call_id)
-    assert ticket.status == Status.pending_dispatch and ticket.description == calls.NO_SPEECH
+    assert ticket.status == Status.pending_dispatch and ticket.description == call_hints.NO_SPEECH
     assert record.transcript == "" and record.recording_path is None
     assert record.disposition is Disposition.CALLER_HUNG_UP and task_queue.sent == []
 
@@ -264,8 +267,8 @@ def test_untranscribed_calls_are_found_for_the_requeue_beat(db, make_services, f
     call = caller(call_id="lost@pbx.test")
     serve(services, call, settings)
     with db.session() as s:
-        assert calls.untranscribed(s, now=clock.now()) == []
-        assert calls.untranscribed(s, now=clock.now() + timedelta(minutes=11)) == [call.call_id]
+        assert call_intake.untranscribed(s, now=clock.now()) == []
+        assert call_intake.untranscribed(s, now=clock.now() + timedelta(minutes=11)) == [call.call_id]
 
 
 # ---------------------------------------------------------------- call records
@@ -283,7 +286,7 @@ def test_live_partials_are_written_together_at_most_once_per_interval(db, make_s
             raise RuntimeError("database gone for a moment")
         return db.factory()
 
-    writer = calls.PartialWriter(factory, clock, interval_s=3600)
+    writer = call_partials.PartialWriter(factory, clock, interval_s=3600)
     try:
         writer.offer("p1@pbx.test", "첫")  # nothing written for an hour: written at once
         for _ in range(500):  # bounded: the writer's thread writes within milliseconds
@@ -336,18 +339,18 @@ def test_every_call_gets_a_record_answered_or_cancelled(db, make_services):
 def test_hints_find_districts_streets_and_spoken_phone_numbers(session, clock):
     build_world(session, clock.now())
     rulebook.load_units(session, text=rulebook.DEFAULT_UNITS_PATH.read_text("utf-8"))
-    places = calls.places_of(session.scalars(select(Unit)).all())
-    hints = calls.five_element_hints(
+    places = call_hints.places_of(session.scalars(select(Unit)).all())
+    hints = call_hints.five_element_hints(
         "我住在鼓楼街道，小区停水三天了，电话幺三八 一二三四 五六七八，备用 0912-3456789",
         places=places)
     assert hints.streets == ["鼓楼街道"] and hints.districts == ["榆阳区"]
     assert hints.phones == ["13812345678", "09123456789"]
-    assert not calls.five_element_hints("로이버 먹 리라", places=places)
+    assert not call_hints.five_element_hints("로이버 먹 리라", places=places)
 
 
 def test_given_a_keyed_ticket_number_without_dash_then_status_and_reply_deadline_are_told(
         session, clock):
-    from hotline.pipeline import submit
+    from hotline.intake import submit
     from tickets.models import TicketCreate
 
     build_world(session, clock.now())
@@ -355,18 +358,18 @@ def test_given_a_keyed_ticket_number_without_dash_then_status_and_reply_deadline
                  now=clock.now())
     [lead] = sub.dispatch.assignments
 
-    answer = calls.lookup_status(session, number=sub.ticket.number.replace("-", ""))
+    answer = status_line.lookup_status(session, number=sub.ticket.number.replace("-", ""))
 
     assert answer.status == "dispatched" and answer.deadline == lead.reply_due_at
-    assert calls.lookup_status(session, number="20991231000001") is None
-    assert calls.ticket_number("20261127000042") == "20261127-000042"
+    assert status_line.lookup_status(session, number="20991231000001") is None
+    assert status_line.ticket_number("20261127000042") == "20261127-000042"
 
 
 # ---------------------------------------------------------------- callbacks (回访)
 
 
 def reviewed_ticket(db: Db, clock: FrozenClock, phone: str = "13700000000") -> int:
-    from hotline.pipeline import submit
+    from hotline.intake import submit
     from tickets.models import TicketCreate
 
     now = clock.now()
@@ -397,8 +400,8 @@ class FakeEndpoint:
         return step
 
 
-def dialer(services, endpoint, tmp_path) -> calls.CallbackDialer:
-    return calls.CallbackDialer(services=services, endpoint=endpoint, prompts=FakePrompts(),
+def dialer(services, endpoint, tmp_path) -> call_dialer.CallbackDialer:
+    return call_dialer.CallbackDialer(services=services, endpoint=endpoint, prompts=FakePrompts(),
                                 flow=FlowSettings(recording_dir=tmp_path))
 
 
@@ -418,8 +421,8 @@ def test_given_a_reviewed_ticket_when_claimed_by_two_threads_then_exactly_one_ge
         db, clock, callback_settings):
     ticket_id = reviewed_ticket(db, clock)
     with db.session() as s:
-        assert calls.schedule_callbacks(s, now=clock.now()) == 1
-        assert calls.schedule_callbacks(s, now=clock.now()) == 0
+        assert call_callbacks.schedule_callbacks(s, now=clock.now()) == 1
+        assert call_callbacks.schedule_callbacks(s, now=clock.now()) == 0
         s.commit()
     barrier = threading.Barrier(2)
     claimed: list[CallbackAttempt | None] = []
@@ -427,7 +430,7 @@ def test_given_a_reviewed_ticket_when_claimed_by_two_threads_then_exactly_one_ge
     def claim() -> None:
         barrier.wait()
         with db.session() as s:
-            claimed.append(calls.claim_callback(s, now=clock.now(), settings=callback_settings))
+            claimed.append(call_callbacks.claim_callback(s, now=clock.now(), settings=callback_settings))
             s.commit()
 
     threads = [threading.Thread(target=claim) for _ in range(2)]
@@ -487,7 +490,7 @@ def test_given_a_dissatisfied_caller_then_the_ticket_is_reopened_and_back_with_w
     assert ticket.satisfaction == Satisfaction.dissatisfied
     # a new round only when the ticket is reviewed again
     with db.session() as s:
-        assert calls.schedule_callbacks(s, now=clock.now()) == 0
+        assert call_callbacks.schedule_callbacks(s, now=clock.now()) == 0
 
 
 def test_given_attempts_used_up_then_a_note_asks_for_a_person(db, clock, make_services,
@@ -512,7 +515,7 @@ def test_given_a_ticket_closed_by_hand_then_its_pending_attempt_is_cancelled(
         db, clock, make_services, callback_settings, tmp_path):
     ticket_id = reviewed_ticket(db, clock)
     with db.session() as s:
-        calls.schedule_callbacks(s, now=clock.now())
+        call_callbacks.schedule_callbacks(s, now=clock.now())
         dispatching.close(s, ticket_id=ticket_id, actor=None, now=clock.now(),
                           reason="caller reached by the operator")
         s.commit()
@@ -536,7 +539,7 @@ def test_given_the_caller_hangs_up_mid_report_and_the_edge_tells_first_then_the_
         finished(c, path, reason)
 
     hooks.on_finished = edge_first
-    serve_inbound(call, prompts=FakePrompts(), hooks=hooks, settings=calls.flow_settings(settings))
+    serve_inbound(call, prompts=FakePrompts(), hooks=hooks, settings=call_setup.flow_settings(settings))
     services.drain()
 
     ticket, record = ticket_of(db, call.call_id)
@@ -547,7 +550,7 @@ def test_given_the_caller_hangs_up_mid_report_and_the_edge_tells_first_then_the_
 
 def test_given_menu_callers_then_status_is_read_back_and_callback_requests_reach_the_queue(
         db, make_services, settings, clock):
-    from hotline.pipeline import submit
+    from hotline.intake import submit
     from tickets.models import TicketCreate
 
     with db.session() as s:
@@ -561,7 +564,7 @@ def test_given_menu_callers_then_status_is_read_back_and_callback_requests_reach
                                                      + "#")]
     status_call = FakeCall(frames=silence(60_000), keys=keyed, call_id="status@pbx.test")
     serve_inbound(status_call, prompts=prompts, hooks=services.hooks(),
-                  settings=calls.flow_settings(settings))
+                  settings=call_setup.flow_settings(settings))
     services.on_ended(status_call)
     heard = status_call.heard(prompts)
     assert "status_dispatched" in heard and "deadline" in heard
@@ -570,7 +573,7 @@ def test_given_menu_callers_then_status_is_read_back_and_callback_requests_reach
     keys = [(400 + 200 * i, k) for i, k in enumerate("313912345678#")]
     back = FakeCall(frames=silence(60_000), keys=keys, call_id="back@pbx.test")
     serve_inbound(back, prompts=prompts, hooks=services.hooks(),
-                  settings=calls.flow_settings(settings))
+                  settings=call_setup.flow_settings(settings))
     ticket, _ = ticket_of(db, "back@pbx.test")
     assert ticket.status == Status.pending_dispatch
     assert ticket.description == "来电要求回拨，回拨号码：13912345678"
@@ -595,9 +598,9 @@ def warm_settings(tmp_path: Path, vosk_model_dir: Path, **asr: object) -> Settin
 def test_given_defaults_when_the_edge_starts_then_one_warm_recognizer_per_live_stream(
         tmp_path, vosk_model_dir):  # noqa: F811
     settings = warm_settings(tmp_path, vosk_model_dir)
-    recognizer = VoskRecognizer(calls.asr_config(settings))
+    recognizer = VoskRecognizer(call_setup.asr_config(settings))
 
-    assert calls.warm_recognizers(settings, recognizer, SpokenGreeting(),
+    assert call_setup.warm_recognizers(settings, recognizer, SpokenGreeting(),
                                   threading.Event()) == 2
     assert recognizer.stats().idle == 2
     streams = [recognizer.try_open_stream() for _ in range(2)]
@@ -610,8 +613,8 @@ def test_given_warm_up_audio_in_another_format_when_warming_then_converted_and_u
         tmp_path, vosk_model_dir):  # noqa: F811
     settings = warm_settings(tmp_path, vosk_model_dir, warm_recognizers=1,
                              warmup_audio=speak("가로등이 고장 났어요", rate=16000))
-    recognizer = VoskRecognizer(calls.asr_config(settings))
-    assert calls.warm_recognizers(settings, recognizer, FakePrompts(), threading.Event()) == 1
+    recognizer = VoskRecognizer(call_setup.asr_config(settings))
+    assert call_setup.warm_recognizers(settings, recognizer, FakePrompts(), threading.Event()) == 1
     assert recognizer.stats().idle == 1
 
 
@@ -620,44 +623,44 @@ def test_given_broken_warm_up_audio_when_warming_then_logged_and_the_edge_goes_o
     broken = tmp_path / "warmup.wav"
     broken.write_bytes(b"RIFF not really a wave file")
     settings = warm_settings(tmp_path, vosk_model_dir, warmup_audio=broken)
-    recognizer = VoskRecognizer(calls.asr_config(settings))
-    assert calls.warm_recognizers(settings, recognizer, FakePrompts(), threading.Event()) == 0
+    recognizer = VoskRecognizer(call_setup.asr_config(settings))
+    assert call_setup.warm_recognizers(settings, recognizer, FakePrompts(), threading.Event()) == 0
     assert "ASR warm-up skipped" in caplog.text and str(broken) in caplog.text
     # FakePrompts' greeting is 100 ms of a tone: too short to warm anything.
     short = warm_settings(tmp_path, vosk_model_dir)
-    assert calls.warm_recognizers(short, recognizer, FakePrompts(), threading.Event()) == 0
+    assert call_setup.warm_recognizers(short, recognizer, FakePrompts(), threading.Event()) == 0
     assert "too short" in caplog.text
     off = warm_settings(tmp_path, vosk_model_dir, warm_recognizers=0)
-    assert calls.warm_recognizers(off, recognizer, SpokenGreeting(), threading.Event()) == 0
+    assert call_setup.warm_recognizers(off, recognizer, SpokenGreeting(), threading.Event()) == 0
     assert recognizer.stats().created == 0
 
 
 def test_given_decode_process_settings_then_the_edge_decodes_in_that_many_children(
         tmp_path, vosk_model_dir, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(calls.os, "cpu_count", lambda: 3)
-    default = calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir))
+    monkeypatch.setattr(call_setup.os, "cpu_count", lambda: 3)
+    default = call_setup.live_recognizer(warm_settings(tmp_path, vosk_model_dir))
     # One process per CPU, one decoder thread each: no more runnable decoders than cores.
     assert default.stats().processes == 3 and default.threads == 1
-    assert calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
+    assert call_setup.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
                                                decode_threads=2)).threads == 2
     # Fewer processes than CPUs share the CPUs out among them.
-    assert calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
+    assert call_setup.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
                                                decode_processes=2)).threads == 2
-    assert calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
+    assert call_setup.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
                                                decode_processes=1)).threads == 3
-    assert calls.decode_threads(None, 4) == 1 and calls.decode_threads(5, 4) == 5
-    threads = calls.live_recognizer(warm_settings(tmp_path, vosk_model_dir, decode_processes=0))
+    assert call_setup.decode_threads(None, 4) == 1 and call_setup.decode_threads(5, 4) == 5
+    threads = call_setup.live_recognizer(warm_settings(tmp_path, vosk_model_dir, decode_processes=0))
     assert isinstance(threads, VoskRecognizer)
 
     settings = warm_settings(tmp_path, vosk_model_dir, decode_processes=2)
-    children = calls.live_recognizer(settings)
+    children = call_setup.live_recognizer(settings)
     assert isinstance(children, DecoderProcesses)
     children.load()
     try:
         # The default warm-up, one per live stream, shared out among the children.
-        assert calls.warm_recognizers(settings, children, SpokenGreeting(),
+        assert call_setup.warm_recognizers(settings, children, SpokenGreeting(),
                                       threading.Event()) == 2
-        services = calls.CallServices(session_factory=None, clock=None, settings=settings,
+        services = call_services.CallServices(session_factory=None, clock=None, settings=settings,
                                       recognizer=children)
         assert services._slots is None  # the children take their streams in turn
         services.close()

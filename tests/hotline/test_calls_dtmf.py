@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from hotline import calls
+from hotline.calls import dialer as call_dialer
 from telephony.endpoint import CallState, Disposition
 from telephony.flows import FlowSettings, serve_inbound
 from telephony.models import CallbackAttempt, CallbackOutcome, CallRecord
@@ -136,7 +136,7 @@ def finish(sipp) -> str:
 def test_given_a_caller_keying_a_ticket_number_then_hears_its_status_and_deadline(
         db, clock, make_services, settings, tmp_path):  # noqa: F811
     with db.session() as s:
-        from hotline.pipeline import submit
+        from hotline.intake import submit
         from tickets.models import TicketCreate
         sub = submit(s, data=TicketCreate(description="小区停水两天了"), actor=None,
                      now=clock.now())
@@ -200,7 +200,7 @@ def test_given_a_replied_ticket_when_the_citizen_keys_a_rating_then_the_callback
     edge.start(on_call=lambda call: None, on_ended=services.on_ended)
     sipp = start_sipp(str(callee_scenario(tmp_path / "callee.xml", key)), port=uas_port,
                       timeout=40)
-    dialer = calls.CallbackDialer(services=services, endpoint=edge, prompts=FakePrompts(),
+    dialer = call_dialer.CallbackDialer(services=services, endpoint=edge, prompts=FakePrompts(),
                                   flow=FlowSettings(recording_dir=tmp_path))
     try:
         attempt = dialer.run_once()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from asr.offline import transcribe_wav
-from hotline import calls
+from hotline.calls import hints as call_hints, setup
 from telephony import codecs
 from telephony.endpoint import CallState, Disposition
 from telephony.flows import serve_inbound
@@ -34,7 +34,7 @@ def start_platform_edge(services, prompts, settings) -> tuple[SipEdge, queue.Que
     queue receives each call as it is answered."""
     answered: queue.Queue = queue.Queue()
     serve = partial(serve_inbound, prompts=prompts, hooks=services.hooks(),
-                    settings=calls.flow_settings(settings))
+                    settings=setup.flow_settings(settings))
 
     def on_call(call) -> None:
         answered.put(call)
@@ -176,5 +176,5 @@ def test_given_a_caller_hanging_up_during_the_greeting_then_a_queued_ticket_and_
 
     ticket, record = ticket_of(db, first.call_id)
     assert record.disposition is Disposition.CALLER_HUNG_UP and record.recording_path is None
-    assert ticket.status == Status.pending_dispatch and ticket.description == calls.NO_SPEECH
+    assert ticket.status == Status.pending_dispatch and ticket.description == call_hints.NO_SPEECH
     assert second.call_id != first.call_id

@@ -1,5 +1,5 @@
 """The offline transcription on a real Celery worker: the SIP side records a call live ASR
-had no room for and queues `calls.transcribe_recording`; a worker process on the embedded
+had no room for and queues `call_intake.transcribe_recording`; a worker process on the embedded
 filesystem broker loads the model, decodes the recording and dispatches the ticket."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hotline import calls
-from hotline.config import Settings
+from hotline.calls import services as call_services
+from core.settings import Settings
 from hotline.worker import make_app
 from telephony.models import CallRecord, TranscribedBy
 from tests.conftest import wait_until
@@ -28,12 +28,12 @@ REPO = Path(__file__).resolve().parents[2]
 def test_given_live_asr_full_when_a_real_worker_takes_the_task_then_the_ticket_is_dispatched(
         tmp_path, clock, full_recognizer, vosk_model_dir):  # noqa: F811
     from dispatch import rulebook
-    from hotline.db import make_engine, make_session_factory
-    from hotline.models import metadata
+    from core.db import make_engine, make_session_factory
+    from hotline.tables import metadata
     from tests.factories import build_world
     from tests.hotline.test_calls import KOREAN_RULES
 
-    url = f"sqlite:///{tmp_path / 'hotline.db'}"
+    url = f"sqlite:///{tmp_path / 'core.db'}"
     settings = Settings(environment="test", data_dir=tmp_path, database_url=url)
     engine = make_engine(url)
     metadata.create_all(engine)
@@ -45,7 +45,7 @@ def test_given_live_asr_full_when_a_real_worker_takes_the_task_then_the_ticket_i
         s.commit()
     db = Db(factory, world, url)
     celery_app = make_app(settings)
-    services = calls.CallServices(
+    services = call_services.CallServices(
         session_factory=factory, clock=clock, settings=settings, recognizer=full_recognizer,
         enqueue_transcription=lambda call_id: celery_app.send_task(
             "calls.transcribe_recording", args=[call_id]))

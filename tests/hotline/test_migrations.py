@@ -1,4 +1,4 @@
-"""The migrations build exactly the schema hotline.models declares, on both backends."""
+"""The migrations build exactly the schema hotline.tables declares, on both backends."""
 from __future__ import annotations
 
 
@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import inspect
 
 from hotline import migrate
-from hotline.db import make_engine
-from hotline.errors import Conflict
+from core.db import make_engine
+from core.errors import Conflict
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_given_migrated_database_when_downgraded_to_base_then_only_version_table
 
 
 def test_asking_a_missing_sqlite_file_for_its_revision_does_not_create_it(tmp_path):
-    path = tmp_path / "absent" / "hotline.db"
+    path = tmp_path / "absent" / "core.db"
 
     assert migrate.current(f"sqlite:///{path}") is None
     assert not path.exists()

@@ -13,13 +13,14 @@ from celery import Celery
 from celery.schedules import crontab
 from sqlalchemy import func, select
 
-from dispatch import notify, tasks
+from dispatch import notify
+from hotline import tasks
 from dispatch.models import Escalation, Notification, NotificationStatus
-from hotline import runtime
-from hotline.clock import FrozenClock, SystemClock
-from hotline.config import Settings, SmtpSettings, get_settings
-from hotline.db import make_engine, make_session_factory
-from hotline.models import metadata
+from core import runtime
+from core.clock import FrozenClock, SystemClock
+from core.settings import Settings, SmtpSettings, get_settings
+from core.db import make_engine, make_session_factory
+from hotline.tables import metadata
 from hotline.worker import BEAT_SCHEDULE, make_app
 from tests import services
 from tests.conftest import START, wait_until
@@ -191,7 +192,7 @@ def deployment(request, tmp_path) -> Iterator[tuple[Settings, str]]:
         drop()
     else:
         yield Settings(environment="test", data_dir=tmp_path,
-                       database_url=f"sqlite:///{tmp_path / 'hotline.db'}"), request.param
+                       database_url=f"sqlite:///{tmp_path / 'core.db'}"), request.param
 
 
 @pytest.fixture
@@ -269,7 +270,7 @@ def test_given_ticket_created_and_dispatched_when_clock_passes_sign_deadline_the
     HR & social security with a 24 h sign-for clock, time moves 25 h on, beat's sweep runs
     on the real worker, and the chase reaches the unit's handler by e-mail."""
     from dispatch.models import Assignment
-    from hotline.pipeline import submit
+    from hotline.intake import submit
     from tests.factories import build_world
     from tickets.models import TicketCreate
 

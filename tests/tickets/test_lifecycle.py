@@ -4,7 +4,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hotline.errors import IllegalTransition
+from core.errors import IllegalTransition
 from tickets.lifecycle import ACTIVE, IN_PLACE, TRANSITIONS, Action, allowed_actions, next_status
 from tickets.models import Status, TicketCreate
 from tickets.service import create_ticket, events_of, rebuild_state, record, snapshot

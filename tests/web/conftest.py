@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
-from hotline.clock import FrozenClock
-from hotline.config import Settings
+from core.clock import FrozenClock
+from core.settings import Settings
 from tests.factories import World, build_world
 from web.app import create_app
 

@@ -5,10 +5,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from dispatch.models import Unit, UnitLevel
-from hotline.config import Settings
-from hotline.db import make_engine
-from hotline.errors import Conflict
-from hotline.models import metadata
+from core.settings import Settings
+from core.db import make_engine
+from core.errors import Conflict
+from hotline.tables import metadata
 from web.app import create_app
 from web.deps import SessionDep
 
@@ -60,7 +60,7 @@ def test_given_unknown_route_or_method_then_the_same_error_envelope(client, meth
 
 def test_given_no_session_factory_when_app_created_then_no_database_until_first_request(
         tmp_path):
-    url = f"sqlite:///{tmp_path / 'lazy' / 'hotline.db'}"
+    url = f"sqlite:///{tmp_path / 'lazy' / 'core.db'}"
     app = create_app(settings=Settings(environment="test", database_url=url))
     client = TestClient(app)
     assert client.get("/openapi.json").status_code == 200

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatch import accounts
+from accounts import service as accounts
 
 ME = "/api/v1/users/me"
 

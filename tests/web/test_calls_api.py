@@ -12,11 +12,11 @@ import pytest
 import uvicorn
 from sqlalchemy.engine import Engine
 
-from hotline import calls
-from hotline.clock import FrozenClock
-from hotline.config import Settings
-from hotline.db import make_engine, make_session_factory, session_scope
-from hotline.models import metadata
+from hotline.calls import intake as call_intake, records as call_records
+from core.clock import FrozenClock
+from core.settings import Settings
+from core.db import make_engine, make_session_factory, session_scope
+from hotline.tables import metadata
 from telephony.endpoint import CallDirection, Disposition
 from telephony.models import CallbackAttempt, CallRecord, TranscribedBy
 from tests import services
@@ -146,18 +146,18 @@ def test_given_a_call_being_transcribed_when_streamed_then_partials_then_final_t
     settings = Settings(environment="test", data_dir=tmp_path)
     call = FakeCall(call_id="sse-1@pbx.test")
     with session_scope(factory) as s:
-        ticket = calls.open_ticket(s, call=call, now=START, settings=settings)
-        calls.upsert_call(s, call=call, now=START, ticket_id=ticket.id)
+        ticket = call_intake.open_ticket(s, call=call, now=START, settings=settings)
+        call_records.upsert_call(s, call=call, now=START, ticket_id=ticket.id)
     seen = threading.Event()
 
     def sip_process() -> None:
         for text in ("로이버", "로이버 먹"):
             with session_scope(factory) as s:
-                calls.set_live_text(s, call_id=call.call_id, text=text, now=START)
+                call_records.set_live_text(s, call_id=call.call_id, text=text, now=START)
             assert seen.wait(20)
             seen.clear()
         with session_scope(factory) as s:
-            calls.attach_transcript(s, call_id=call.call_id, text="로이버 먹 리라",
+            call_intake.attach_transcript(s, call_id=call.call_id, text="로이버 먹 리라",
                                     transcribed_by=TranscribedBy.live, now=START,
                                     settings=settings)
 
@@ -183,7 +183,7 @@ def test_given_a_quiet_call_when_streamed_then_it_times_out_and_unknown_calls_ar
         live_site):
     base, engine, headers = live_site
     with session_scope(make_session_factory(engine)) as s:
-        calls.upsert_call(s, call=FakeCall(call_id="quiet@pbx"), now=START)
+        call_records.upsert_call(s, call=FakeCall(call_id="quiet@pbx"), now=START)
     with httpx.stream("GET", f"{base}/calls/quiet@pbx/transcript/stream",
                       params={"timeout_s": 0.5}, headers=headers, timeout=30) as response:
         assert list(sse_events(response)) == [("timeout", {"seq": 0})]

@@ -12,12 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from dispatch import accounts
-from dispatch.models import Assignment, Role
-from hotline.config import Settings
-from hotline.db import make_engine, make_session_factory, session_scope
-from hotline.models import metadata
-from hotline import pipeline
+from dispatch import units
+from accounts.models import Role
+from dispatch.models import Assignment
+from core.settings import Settings
+from core.db import make_engine, make_session_factory, session_scope
+from hotline.tables import metadata
+from hotline import intake as hotline_intake
 from tickets.models import IdempotencyKey, Ticket, TicketCounter, TicketCreate, TicketEvent
 from web.app import create_app
 
@@ -28,7 +29,7 @@ def committing(fresh_db_url, clock) -> Iterator[tuple]:
     metadata.create_all(engine)
     factory = make_session_factory(engine)
     with session_scope(factory) as session:
-        _, token = accounts.create_user(session, username="op", display_name="op",
+        _, token = units.create_user(session, username="op", display_name="op",
                                         role=Role.operator, now=clock.now())
     app = create_app(settings=Settings(environment="test"), session_factory=factory,
                      clock=clock)
@@ -72,7 +73,7 @@ def test_given_many_concurrent_intakes_then_numbers_are_unique_and_gapless(commi
         numbers = []
         for _ in range(each):
             with session_scope(factory) as session:
-                numbers.append(pipeline.submit(session, data=TicketCreate(description="小区停水"),
+                numbers.append(hotline_intake.submit(session, data=TicketCreate(description="小区停水"),
                                                actor=None, now=clock.now()).ticket.number)
         return numbers
 
@@ -86,7 +87,7 @@ def test_given_a_day_past_a_million_tickets_then_the_number_grows_a_digit(commit
     with session_scope(factory) as session:
         session.add(TicketCounter(day="20261127", last=999_999))
     with session_scope(factory) as session:
-        number = pipeline.submit(session, data=TicketCreate(description="路灯不亮"), actor=None,
+        number = hotline_intake.submit(session, data=TicketCreate(description="路灯不亮"), actor=None,
                                  now=clock.now()).ticket.number
     assert number == "20261127-1000000"
 
@@ -99,7 +100,7 @@ def test_given_a_burst_of_intakes_then_at_most_the_configured_number_run_at_once
     assert app.state.settings.web.intake_concurrency == 2
     lock, active, peak = threading.Lock(), [0], [0]
     overflow = threading.Event()
-    real_submit = pipeline.submit
+    real_submit = hotline_intake.submit
 
     def watched(*args, **kwargs):
         with lock:
@@ -115,7 +116,7 @@ def test_given_a_burst_of_intakes_then_at_most_the_configured_number_run_at_once
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(pipeline, "submit", watched)
+    monkeypatch.setattr(hotline_intake, "submit", watched)
 
     async def burst():
         transport = httpx.ASGITransport(app=app)

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from dispatch import escalation
-from hotline.config import Settings
+from core.settings import Settings
 
 API = "/api/v1"
 WATER_CUT = "幸福小区停水三天了，请尽快恢复供水"  # the rules send it to WATER, with HOUSING

@@ -17,8 +17,8 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlmodel import Session
 
-from hotline import calls
-from hotline.db import session_scope
+from hotline.calls import records as call_records
+from core.db import session_scope
 from telephony.endpoint import CallDirection, Disposition
 from telephony.models import CallbackAttemptRead, CallRead
 from tickets import service as tickets
@@ -52,16 +52,16 @@ class CallPage(BaseModel):
 def list_calls(session: SessionDep, _: IntakeStaff,
                query: Annotated[CallQuery, Query()]) -> CallPage:
     """Newest first."""
-    rows, next_cursor = calls.list_calls(
-        session, filters=calls.CallFilters(**query.model_dump(exclude={"limit", "cursor"})),
+    rows, next_cursor = call_records.list_calls(
+        session, filters=call_records.CallFilters(**query.model_dump(exclude={"limit", "cursor"})),
         limit=query.limit, cursor=query.cursor)
-    return CallPage(items=[calls.call_read(r) for r in rows], next_cursor=next_cursor)
+    return CallPage(items=[call_records.call_read(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{call_id:path}/recording", response_class=FileResponse,
             responses={200: {"content": {"audio/wav": {}}}})
 def call_recording(call_id: str, session: SessionDep, _: IntakeStaff) -> FileResponse:
-    path = calls.recording_of(session, call_id=call_id)
+    path = call_records.recording_of(session, call_id=call_id)
     return FileResponse(path, media_type="audio/wav", filename=path.name)
 
 
@@ -71,11 +71,11 @@ def _sse(event: str, data: dict, ident: int | None = None) -> str:
 
 
 def _view(factory: Callable[[], Session], call_id: str,
-          credentials: HTTPAuthorizationCredentials | None = None) -> calls.LiveView:
+          credentials: HTTPAuthorizationCredentials | None = None) -> call_records.LiveView:
     with session_scope(factory) as session:
         if credentials is not None:
             check_role(authenticated(session, credentials), INTAKE)
-        return calls.live_view(session, call_id=call_id)
+        return call_records.live_view(session, call_id=call_id)
 
 
 @router.get("/{call_id:path}/transcript/stream", response_class=StreamingResponse,
@@ -119,16 +119,16 @@ async def transcript_stream(
 
 @router.get("/{call_id:path}", response_model=CallRead)
 def get_call(call_id: str, session: SessionDep, _: IntakeStaff) -> CallRead:
-    return calls.call_read(calls.get_call(session, call_id))
+    return call_records.call_read(call_records.get_call(session, call_id))
 
 
 @tickets_router.get("/{ticket_id}/calls", response_model=list[CallRead])
 def calls_of_ticket(ticket_id: int, session: SessionDep, _: IntakeStaff) -> list[CallRead]:
     """The calls that made the ticket or called its caller back."""
     tickets.get_ticket(session, ticket_id)
-    rows, _next = calls.list_calls(session, filters=calls.CallFilters(ticket_id=ticket_id),
+    rows, _next = call_records.list_calls(session, filters=call_records.CallFilters(ticket_id=ticket_id),
                                    limit=200)
-    return [calls.call_read(r) for r in rows]
+    return [call_records.call_read(r) for r in rows]
 
 
 @tickets_router.get("/{ticket_id}/callbacks", response_model=list[CallbackAttemptRead])
@@ -137,5 +137,5 @@ def callbacks_of_ticket(ticket_id: int, session: SessionDep,
     """Every satisfaction-callback attempt (回访) of the ticket, in order."""
     tickets.get_ticket(session, ticket_id)
     return [CallbackAttemptRead.model_validate(a)
-            for a in calls.callback_attempts(session, ticket_id=ticket_id)]
+            for a in call_records.callback_attempts(session, ticket_id=ticket_id)]
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from dispatch import accounts, escalation
+from dispatch import escalation
+
+from dispatch import access
 from web.api.schemas import EscalationRead
 from web.deps import ClockDep, CurrentUser, SessionDep
 
@@ -25,7 +27,7 @@ def ticket_escalations(ticket_id: int, session: SessionDep,
                        user: CurrentUser) -> list[EscalationRead]:
     """Every step on the ticket, on the ticket it was merged into and on those merged into
     it — all units on a ticket see the same chain."""
-    ticket = accounts.visible_ticket(session, user=user, ticket_id=ticket_id)
+    ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
     return [EscalationRead.model_validate(s)
             for s in escalation.escalations_for_ticket(session, ticket_id=ticket.id)]
 

@@ -9,20 +9,11 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import Session
 
-from dispatch import accounts
-from dispatch.models import (
-    Assignment,
-    AssignmentRole,
-    AssignmentStatus,
-    Clock,
-    ClockUnit,
-    EscalationKind,
-    ExtensionStatus,
-    Role,
-    Unit,
-    UnitLevel,
-    User,
-)
+from dispatch import units as unit_service
+
+from accounts import privacy
+from accounts.models import Role, User
+from dispatch.models import Assignment, AssignmentRole, AssignmentStatus, Clock, ClockUnit, EscalationKind, ExtensionStatus, Unit, UnitLevel
 from dispatch.service import RETURN_REASONS, DispatchResult, assignments_of
 from tickets.models import (
     Channel,
@@ -110,7 +101,7 @@ class TicketWithAssignments(BaseModel):
 
 def ticket_read(ticket: Ticket, user: User) -> TicketRead:
     read = TicketRead.model_validate(ticket)
-    if not ticket.confidential or accounts.sees_caller_identity(user):
+    if not ticket.confidential or privacy.sees_caller_identity(user):
         return read
     return read.model_copy(update=_masked_caller({"caller_name": read.caller_name,
                                                   "caller_phone": read.caller_phone}))
@@ -119,23 +110,23 @@ def ticket_read(ticket: Ticket, user: User) -> TicketRead:
 def _masked_caller(fields: dict[str, Any]) -> dict[str, Any]:
     masked = dict(fields)
     if masked.get("caller_name"):
-        masked["caller_name"] = accounts.mask_name(masked["caller_name"])
+        masked["caller_name"] = privacy.mask_name(masked["caller_name"])
     if masked.get("caller_phone"):
-        masked["caller_phone"] = accounts.mask_phone(masked["caller_phone"])
+        masked["caller_phone"] = privacy.mask_phone(masked["caller_phone"])
     return masked
 
 
 def event_reads(events: list[TicketEvent], ticket: Ticket, user: User) -> list[TicketEventRead]:
     """The audit carries every value a field ever had, the caller's identity included."""
     reads = [TicketEventRead.model_validate(e) for e in events]
-    if not ticket.confidential or accounts.sees_caller_identity(user):
+    if not ticket.confidential or privacy.sees_caller_identity(user):
         return reads
     return [r.model_copy(update={"data": {**r.data, "set": _masked_caller(r.data["set"])}})
             if "set" in r.data else r for r in reads]
 
 
 def assignment_reads(session: Session, assignments: list[Assignment]) -> list[AssignmentRead]:
-    units = accounts.units_by_id(session, [a.unit_id for a in assignments])
+    units = unit_service.units_by_id(session, [a.unit_id for a in assignments])
     return [AssignmentRead(**a.model_dump(), unit_code=units[a.unit_id].code,
                            unit_name=units[a.unit_id].name) for a in assignments]
 
@@ -318,7 +309,7 @@ class UserWithToken(UserRead):
 
 
 def user_reads(session: Session, users: list[User]) -> list[UserRead]:
-    units = accounts.units_by_id(session, [u.unit_id for u in users])
+    units = unit_service.units_by_id(session, [u.unit_id for u in users])
     return [UserRead(**u.model_dump(exclude={"unit_id", "token_hash"}),
                      unit_code=units[u.unit_id].code if u.unit_id else None) for u in users]
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlmodel import Session
 
-from dispatch import accounts
+from dispatch import access
 from dispatch import service as dispatching
-from hotline import pipeline
-from hotline.config import Settings
-from hotline.db import session_scope
+from hotline import intake
+from core.settings import Settings
+from core.db import session_scope
 from tickets import service as tickets
 from tickets.models import TicketCreate, TicketEventRead, TicketRead, TicketUpdate
 from web.api.schemas import (
@@ -80,7 +80,7 @@ def _create_ticket(raw: bytes, factory: Callable[[], Session],
     with session_scope(factory) as session:
         user = check_role(authenticated(session, credentials), INTAKE)
         data = parse_json_body(TicketCreate, raw)
-        submission = pipeline.submit(
+        submission = intake.submit(
             session, data=data, actor=user, now=now, idempotency_key=idempotency_key,
             idempotency_scope=f"user:{user.id}",
             fallback_unit_code=settings.dispatch.fallback_unit_code, tz=settings.tz,
@@ -99,23 +99,23 @@ def _create_ticket(raw: bytes, factory: Callable[[], Session],
 def list_tickets(session: SessionDep, user: CurrentUser,
                  query: Annotated[TicketQuery, Query()]) -> TicketPage:
     """Newest first. A handler sees only the tickets their unit was ever assigned."""
-    accounts.check_ticket_search(user, caller_phone=query.caller_phone)
+    access.check_ticket_search(user, caller_phone=query.caller_phone)
     filters = tickets.TicketFilters(**query.model_dump(exclude={"limit", "cursor", "category"}),
                                     category_prefix=query.category)
     rows, next_cursor = tickets.list_tickets(session, filters=filters, limit=query.limit,
                                              cursor=query.cursor,
-                                             restrict=accounts.visible_ticket_clause(user))
+                                             restrict=access.visible_ticket_clause(user))
     return TicketPage(items=[ticket_read(t, user) for t in rows], next_cursor=next_cursor)
 
 
 @router.get("/by-number/{number}", response_model=TicketRead)
 def get_ticket_by_number(number: str, session: SessionDep, user: CurrentUser) -> TicketRead:
-    return ticket_read(accounts.visible_ticket(session, user=user, number=number), user)
+    return ticket_read(access.visible_ticket(session, user=user, number=number), user)
 
 
 @router.get("/{ticket_id}", response_model=TicketRead)
 def get_ticket(ticket_id: int, session: SessionDep, user: CurrentUser) -> TicketRead:
-    return ticket_read(accounts.visible_ticket(session, user=user, ticket_id=ticket_id), user)
+    return ticket_read(access.visible_ticket(session, user=user, ticket_id=ticket_id), user)
 
 
 @router.patch("/{ticket_id}", response_model=TicketRead)
@@ -129,7 +129,7 @@ def update_ticket(ticket_id: int, data: TicketUpdate, session: SessionDep, user:
 
 @router.get("/{ticket_id}/events", response_model=list[TicketEventRead])
 def ticket_events(ticket_id: int, session: SessionDep, user: CurrentUser) -> list[TicketEventRead]:
-    ticket = accounts.visible_ticket(session, user=user, ticket_id=ticket_id)
+    ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
     return event_reads(tickets.events_of(session, ticket.id), ticket, user)
 
 

@@ -5,8 +5,8 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from dispatch import accounts
-from dispatch.accounts import UnitCreate, UnitUpdate
+from dispatch import units as unit_service
+from dispatch.units import UnitCreate, UnitUpdate
 from web.api.schemas import UnitNode, UnitRead, unit_read, unit_tree
 from web.deps import Admin, CurrentUser, SessionDep
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/units", tags=["units"])
 def list_units(session: SessionDep, _: CurrentUser, view: Literal["flat", "tree"] = "flat",
                active_only: bool = False) -> list[UnitNode] | list[UnitRead]:
     """`view=tree` nests each unit under its parent; `flat` lists them by code."""
-    units = accounts.list_units(session, active_only=active_only)
+    units = unit_service.list_units(session, active_only=active_only)
     if view == "tree":
         return unit_tree(units)
     by_id = {u.id: u for u in units}
@@ -26,17 +26,17 @@ def list_units(session: SessionDep, _: CurrentUser, view: Literal["flat", "tree"
 
 @router.get("/{code}", response_model=UnitRead)
 def get_unit(code: str, session: SessionDep, _: CurrentUser) -> UnitRead:
-    unit = accounts.get_unit(session, code=code)
-    return unit_read(unit, accounts.units_by_id(session, [unit.parent_id]))
+    unit = unit_service.get_unit(session, code=code)
+    return unit_read(unit, unit_service.units_by_id(session, [unit.parent_id]))
 
 
 @router.post("", status_code=201, response_model=UnitRead)
 def create_unit(data: UnitCreate, session: SessionDep, _: Admin) -> UnitRead:
-    unit = accounts.create_unit(session, data=data)
-    return unit_read(unit, accounts.units_by_id(session, [unit.parent_id]))
+    unit = unit_service.create_unit(session, data=data)
+    return unit_read(unit, unit_service.units_by_id(session, [unit.parent_id]))
 
 
 @router.patch("/{code}", response_model=UnitRead)
 def update_unit(code: str, data: UnitUpdate, session: SessionDep, _: Admin) -> UnitRead:
-    unit = accounts.update_unit(session, code=code, changes=data)
-    return unit_read(unit, accounts.units_by_id(session, [unit.parent_id]))
+    unit = unit_service.update_unit(session, code=code, changes=data)
+    return unit_read(unit, unit_service.units_by_id(session, [unit.parent_id]))

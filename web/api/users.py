@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from dispatch import accounts
-from dispatch.accounts import UserCreate
-from dispatch.models import Role
+from dispatch import units
+
+from accounts import service as accounts
+from dispatch.units import UserCreate
+from accounts.models import Role
 from web.api.schemas import (
     UserRead,
     UserWithToken,
@@ -33,7 +35,7 @@ def rotate_my_token(session: SessionDep, user: CurrentUser) -> UserWithToken:
 @router.get("", response_model=list[UserRead])
 def list_users(session: SessionDep, _: Admin, role: Role | None = None,
                unit_code: str | None = None, active: bool | None = None) -> list[UserRead]:
-    users = accounts.list_users(session, role=role, unit_code=unit_code, active=active)
+    users = units.list_users(session, role=role, unit_code=unit_code, active=active)
     return user_reads(session, users)
 
 
@@ -41,7 +43,7 @@ def list_users(session: SessionDep, _: Admin, role: Role | None = None,
 def create_user(data: UserCreate, session: SessionDep, _: Admin,
                 clock: ClockDep) -> UserWithToken:
     """The response carries the new user's token; it is not shown again."""
-    user, token = accounts.create_user(session, **data.model_dump(), now=clock.now())
+    user, token = units.create_user(session, **data.model_dump(), now=clock.now())
     return user_with_token(session, user, token)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Body
 
-from dispatch import accounts
+from dispatch import access
 from dispatch import service as dispatching
 from dispatch.models import ExtensionStatus
 from web.api.schemas import (
@@ -68,7 +68,7 @@ def dispatch_ticket(ticket_id: int, session: SessionDep, user: IntakeStaff, cloc
 def ticket_assignments(ticket_id: int, session: SessionDep,
                        user: CurrentUser) -> list[AssignmentRead]:
     """Every unit's share of the ticket, withdrawn ones included, oldest first."""
-    ticket = accounts.visible_ticket(session, user=user, ticket_id=ticket_id)
+    ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
     return assignment_reads(session, dispatching.assignments_of(session, ticket_id=ticket.id))
 
 
@@ -122,7 +122,7 @@ def extension_queue(session: SessionDep, user: Dispatcher,
 @router.get("/tickets/{ticket_id}/extensions", response_model=list[ExtensionRead])
 def ticket_extensions(ticket_id: int, session: SessionDep,
                       user: CurrentUser) -> list[ExtensionRead]:
-    ticket = accounts.visible_ticket(session, user=user, ticket_id=ticket_id)
+    ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
     return [ExtensionRead.model_validate(r, from_attributes=True)
             for r in dispatching.extensions(session, ticket_id=ticket.id)]
 

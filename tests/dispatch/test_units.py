@@ -5,90 +5,95 @@ import hashlib
 import pytest
 from sqlalchemy import select
 
-from dispatch import accounts
-from dispatch.accounts import UnitCreate, UnitUpdate
-from dispatch.models import Assignment, AssignmentRole, Role, SlaPolicy, Unit, UnitLevel, User
-from hotline.errors import Conflict, InvalidInput, NotFound
+from dispatch import access, units as unit_service
+
+from accounts import service as accounts
+
+from accounts import privacy
+from dispatch.units import UnitCreate, UnitUpdate
+from accounts.models import Role, User
+from dispatch.models import Assignment, AssignmentRole, SlaPolicy, Unit, UnitLevel
+from core.errors import Conflict, InvalidInput, NotFound
 from tickets.models import Ticket, TicketCreate
 from tickets.service import TicketFilters, create_ticket, list_tickets
 
 
 @pytest.fixture
 def units(session):
-    centre = accounts.create_unit(session, data=UnitCreate(code="CENTRE", name="中心",
+    centre = unit_service.create_unit(session, data=UnitCreate(code="CENTRE", name="中心",
                                                            level=UnitLevel.centre))
-    water = accounts.create_unit(session, data=UnitCreate(code="WATER", name="自来水公司",
+    water = unit_service.create_unit(session, data=UnitCreate(code="WATER", name="自来水公司",
                                                           level=UnitLevel.enterprise))
-    yy = accounts.create_unit(session, data=UnitCreate(code="YY", name="榆阳区",
+    yy = unit_service.create_unit(session, data=UnitCreate(code="YY", name="榆阳区",
                                                        level=UnitLevel.district))
     return {"CENTRE": centre, "WATER": water, "YY": yy}
 
 
 def test_given_new_user_when_created_then_only_the_token_hash_is_stored(session, clock, units):
-    user, token = accounts.create_user(session, username="wang", display_name="王芳",
+    user, token = unit_service.create_user(session, username="wang", display_name="王芳",
                                        role=Role.operator, unit_code="CENTRE", now=clock.now())
     assert len(token) >= 40
     assert user.token_hash == hashlib.sha256(token.encode()).hexdigest()
     assert token not in user.model_dump().values()
     assert user.unit_id == units["CENTRE"].id
-    assert accounts.authenticate(session, token=token).id == user.id
+    assert access.authenticate(session, token=token).id == user.id
 
 
 def test_given_two_users_when_created_then_their_tokens_differ(session, clock, units):
-    _, first = accounts.create_user(session, username="a", display_name="A", role=Role.admin,
+    _, first = unit_service.create_user(session, username="a", display_name="A", role=Role.admin,
                                     now=clock.now())
-    _, second = accounts.create_user(session, username="b", display_name="B", role=Role.admin,
+    _, second = unit_service.create_user(session, username="b", display_name="B", role=Role.admin,
                                      now=clock.now())
     assert first != second
 
 
 def test_given_handler_without_unit_when_created_then_invalid(session, clock, units):
     with pytest.raises(InvalidInput, match="unit"):
-        accounts.create_user(session, username="h", display_name="H", role=Role.handler,
+        unit_service.create_user(session, username="h", display_name="H", role=Role.handler,
                              now=clock.now())
 
 
 def test_given_unknown_unit_code_when_user_created_then_invalid(session, clock, units):
     with pytest.raises(InvalidInput, match="NOPE"):
-        accounts.create_user(session, username="h", display_name="H", role=Role.handler,
+        unit_service.create_user(session, username="h", display_name="H", role=Role.handler,
                              unit_code="NOPE", now=clock.now())
 
 
 def test_given_taken_username_when_user_created_then_conflict(session, clock, units):
-    accounts.create_user(session, username="li", display_name="李", role=Role.dispatcher,
+    unit_service.create_user(session, username="li", display_name="李", role=Role.dispatcher,
                          now=clock.now())
     with pytest.raises(Conflict):
-        accounts.create_user(session, username="li", display_name="李二", role=Role.operator,
+        unit_service.create_user(session, username="li", display_name="李二", role=Role.operator,
                              now=clock.now())
 
 
 @pytest.mark.parametrize("token", ["", "not-a-token", "x" * 43])
 def test_given_unknown_token_when_authenticating_then_nobody(session, clock, units, token):
-    accounts.create_user(session, username="a", display_name="A", role=Role.admin,
+    unit_service.create_user(session, username="a", display_name="A", role=Role.admin,
                          now=clock.now())
-    assert accounts.authenticate(session, token=token) is None
+    assert access.authenticate(session, token=token) is None
 
 
 def test_given_inactive_user_when_authenticating_then_refused(session, clock, units):
-    accounts.create_user(session, username="a", display_name="A", role=Role.admin,
+    unit_service.create_user(session, username="a", display_name="A", role=Role.admin,
                          now=clock.now())
-    user, token = accounts.create_user(session, username="op", display_name="O",
+    user, token = unit_service.create_user(session, username="op", display_name="O",
                                        role=Role.operator, now=clock.now())
     accounts.deactivate_user(session, user_id=user.id)
-    assert accounts.authenticate(session, token=token) is None
+    assert access.authenticate(session, token=token) is None
 
 
 def test_given_rotated_token_when_authenticating_then_only_the_new_token_works(session, clock,
                                                                              units):
-    user, old = accounts.create_user(session, username="op", display_name="O",
+    user, old = unit_service.create_user(session, username="op", display_name="O",
                                      role=Role.operator, now=clock.now())
     _, new = accounts.rotate_token(session, user_id=user.id)
-    assert accounts.authenticate(session, token=old) is None
-    assert accounts.authenticate(session, token=new).id == user.id
+    assert access.authenticate(session, token=old) is None
+    assert access.authenticate(session, token=new).id == user.id
 
 
 def test_given_last_admin_when_deactivated_then_conflict(session, clock, units):
-    admin, _ = accounts.create_user(session, username="root", display_name="R",
+    admin, _ = unit_service.create_user(session, username="root", display_name="R",
                                     role=Role.admin, now=clock.now())
     with pytest.raises(Conflict, match="last active administrator"):
         accounts.deactivate_user(session, user_id=admin.id)
@@ -96,40 +101,40 @@ def test_given_last_admin_when_deactivated_then_conflict(session, clock, units):
 
 def test_given_users_when_listed_then_filtered_by_role_unit_and_state(session, clock, units):
     now = clock.now()
-    accounts.create_user(session, username="w1", display_name="W1", role=Role.handler,
+    unit_service.create_user(session, username="w1", display_name="W1", role=Role.handler,
                          unit_code="WATER", now=now)
-    w2, _ = accounts.create_user(session, username="w2", display_name="W2", role=Role.handler,
+    w2, _ = unit_service.create_user(session, username="w2", display_name="W2", role=Role.handler,
                                  unit_code="WATER", now=now)
-    accounts.create_user(session, username="y1", display_name="Y1", role=Role.handler,
+    unit_service.create_user(session, username="y1", display_name="Y1", role=Role.handler,
                          unit_code="YY", now=now)
-    accounts.create_user(session, username="op", display_name="O", role=Role.operator, now=now)
+    unit_service.create_user(session, username="op", display_name="O", role=Role.operator, now=now)
     accounts.deactivate_user(session, user_id=w2.id)
-    assert [u.username for u in accounts.list_users(session, role=Role.handler)] == \
+    assert [u.username for u in unit_service.list_users(session, role=Role.handler)] == \
         ["w1", "w2", "y1"]
-    assert [u.username for u in accounts.list_users(session, unit_code="WATER",
+    assert [u.username for u in unit_service.list_users(session, unit_code="WATER",
                                                     active=True)] == ["w1"]
     with pytest.raises(NotFound):
-        accounts.list_users(session, unit_code="NOPE")
+        unit_service.list_users(session, unit_code="NOPE")
 
 
 def test_given_unit_tree_when_parent_made_a_descendant_then_invalid(session, units):
-    accounts.create_unit(session, data=UnitCreate(code="YY-S1", name="街道", parent_code="YY",
+    unit_service.create_unit(session, data=UnitCreate(code="YY-S1", name="街道", parent_code="YY",
                                                   level=UnitLevel.street))
     with pytest.raises(InvalidInput, match="cycle"):
-        accounts.update_unit(session, code="YY", changes=UnitUpdate(parent_code="YY-S1"))
+        unit_service.update_unit(session, code="YY", changes=UnitUpdate(parent_code="YY-S1"))
     with pytest.raises(InvalidInput, match="cycle"):
-        accounts.update_unit(session, code="YY", changes=UnitUpdate(parent_code="YY"))
+        unit_service.update_unit(session, code="YY", changes=UnitUpdate(parent_code="YY"))
 
 
 def test_given_duplicate_unit_code_when_created_then_conflict(session, units):
     with pytest.raises(Conflict):
-        accounts.create_unit(session, data=UnitCreate(code="WATER", name="x",
+        unit_service.create_unit(session, data=UnitCreate(code="WATER", name="x",
                                                       level=UnitLevel.city))
 
 
 def test_given_unknown_parent_when_unit_created_then_invalid(session, units):
     with pytest.raises(InvalidInput, match="parent_code"):
-        accounts.create_unit(session, data=UnitCreate(code="S", name="x", parent_code="NOPE",
+        unit_service.create_unit(session, data=UnitCreate(code="S", name="x", parent_code="NOPE",
                                                       level=UnitLevel.street))
 
 
@@ -148,9 +153,9 @@ def _assign(session, ticket: Ticket, unit: Unit, now) -> None:
 def test_given_handler_when_listing_then_only_tickets_assigned_to_their_unit(session, clock,
                                                                             units):
     now = clock.now()
-    handler, _ = accounts.create_user(session, username="w", display_name="W",
+    handler, _ = unit_service.create_user(session, username="w", display_name="W",
                                       role=Role.handler, unit_code="WATER", now=now)
-    operator, _ = accounts.create_user(session, username="o", display_name="O",
+    operator, _ = unit_service.create_user(session, username="o", display_name="O",
                                        role=Role.operator, now=now)
     ours, theirs, unassigned = (
         create_ticket(session, data=TicketCreate(description=d), actor="t", now=now).ticket
@@ -160,14 +165,14 @@ def test_given_handler_when_listing_then_only_tickets_assigned_to_their_unit(ses
 
     def visible(user: User) -> set[int]:
         rows, _ = list_tickets(session, filters=TicketFilters(),
-                               restrict=accounts.visible_ticket_clause(user))
+                               restrict=access.visible_ticket_clause(user))
         return {t.id for t in rows}
 
     assert visible(handler) == {ours.id}
     assert visible(operator) == {ours.id, theirs.id, unassigned.id}
-    assert accounts.visible_ticket(session, user=handler, number=ours.number).id == ours.id
+    assert access.visible_ticket(session, user=handler, number=ours.number).id == ours.id
     with pytest.raises(NotFound):
-        accounts.visible_ticket(session, user=handler, ticket_id=theirs.id)
+        access.visible_ticket(session, user=handler, ticket_id=theirs.id)
 
 
 @pytest.mark.parametrize(("phone", "masked"), [
@@ -177,9 +182,9 @@ def test_given_handler_when_listing_then_only_tickets_assigned_to_their_unit(ses
     ("12345", "1***5"),
 ])
 def test_given_phone_when_masked_then_middle_digits_hidden(phone, masked):
-    assert accounts.mask_phone(phone) == masked
+    assert privacy.mask_phone(phone) == masked
 
 
 @pytest.mark.parametrize(("name", "masked"), [("张三", "张*"), ("欧阳娜娜", "欧***"), ("张", "*")])
 def test_given_name_when_masked_then_only_first_character_kept(name, masked):
-    assert accounts.mask_name(name) == masked
+    assert privacy.mask_name(name) == masked

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from sqlmodel import Session
 
-from hotline.clock import Clock, SystemClock
-from hotline.config import Settings, get_settings as _settings_from_env
-from hotline.db import make_engine, make_session_factory
+from core.clock import Clock, SystemClock
+from core.settings import Settings, get_settings as _settings_from_env
+from core.db import make_engine, make_session_factory
 
 SessionFactory = Callable[[], Session]
 

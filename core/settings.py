@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'hotline.db').resolve()}"
+        return f"sqlite:///{(self.data_dir / 'core.db').resolve()}"
 
     @property
     def broker(self) -> str:

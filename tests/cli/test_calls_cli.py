@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hotline import calls
-from hotline.cli import app
-from hotline.config import get_settings
+from hotline.calls import setup
+from cli.app import app
+from core.settings import get_settings
 from tests.conftest import wait_until
 from tests.telephony.sip_peers import dominant_frequency, free_udp_port, output, run_sipp
 
@@ -56,7 +56,7 @@ def test_given_a_recorded_greeting_when_prompts_built_then_it_is_the_greeting_pl
     get_settings.cache_clear()
     try:
         result = CliRunner().invoke(app, ["prompts", "build"])
-        prompts = calls.prompt_set(get_settings())
+        prompts = setup.prompt_set(get_settings())
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output

@@ -18,7 +18,7 @@ from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel, create_engine
 
-from hotline.errors import InvalidInput
+from core.errors import InvalidInput
 
 
 class UTCDateTime(TypeDecorator):

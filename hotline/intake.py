@@ -13,8 +13,8 @@ from sqlmodel import Session
 
 from dispatch import reference
 from dispatch import service as dispatching
-from dispatch.models import User
-from hotline.errors import DomainError
+from accounts.models import User
+from core.errors import DomainError
 from tickets import service as tickets
 from tickets.lifecycle import Action
 from tickets.models import Ticket, TicketCreate

@@ -1,9 +1,9 @@
-"""hotline.db helpers that the write paths rely on."""
+"""core.db helpers that the write paths rely on."""
 from datetime import datetime, timezone
 
 import pytest
 
-from hotline.db import build_row
+from core.db import build_row
 from tickets.models import Channel, Status, Ticket, TicketEvent
 
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)

@@ -11,12 +11,9 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -28,10 +25,11 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from hotline import migrate
-from hotline.clock import Clock, SystemClock
-from hotline.config import Settings, get_settings
-from hotline.db import make_engine, make_session_factory, session_scope
-from hotline.errors import DomainError
+from core.clock import Clock, SystemClock
+from core.settings import Settings, get_settings
+from core.db import make_engine, make_session_factory, session_scope
+from core.errors import DomainError
+from cli.supervisor import Child, start, stop_all, supervise
 
 app = typer.Typer(help="12345 government service hotline platform.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -48,7 +46,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 WORKER_APP = "hotline.worker:app"
 WEB_FACTORY = "web.app:create_app"
-SIP_ARGV = [sys.executable, "-c", "from hotline.cli import app; app(['sip'], prog_name='hotline')"]
+SIP_ARGV = [sys.executable, "-m", "cli", "sip"]
 
 
 def fail(message: str) -> NoReturn:
@@ -154,12 +152,6 @@ def db_revision(
 # ---------------------------------------------------------------- run (embedded default)
 
 
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen
-
-
 def _lan_ip() -> str:
     """The address other machines reach us on (no packet is sent: UDP connect only routes)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -231,57 +223,6 @@ def _seed_once(settings: Settings, clock: Clock) -> list[dict[str, Any]]:
     return users
 
 
-def _start(name: str, argv: list[str]) -> Child:
-    # A session of its own: Ctrl-C reaches only us, and we stop the children in order.
-    return Child(name, subprocess.Popen(argv, start_new_session=True))
-
-
-def _stop_all(children: list[Child], timeout: float = 15.0) -> None:
-    for child in children:
-        if child.proc.poll() is None:
-            child.proc.terminate()
-    deadline = time.monotonic() + timeout
-    for child in children:
-        try:
-            child.proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            typer.echo(f"{child.name} did not stop within {timeout:.0f}s; killing it", err=True)
-            child.proc.kill()
-            child.proc.wait()
-
-
-class _Stop(Exception):
-    pass
-
-
-def supervise(children: list[Child], poll: float = 0.2) -> int:
-    """Wait until a signal arrives (exit 0) or a child dies (stop the rest, exit 1)."""
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        raise _Stop(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while True:
-            for child in children:
-                code = child.proc.poll()
-                if code is not None:
-                    typer.secho(f"{child.name} exited with status {code}; stopping the rest",
-                                fg=typer.colors.RED, err=True)
-                    _stop_all(children)
-                    return 1
-            time.sleep(poll)
-    except _Stop as stop:
-        typer.echo(f"\n{stop} received; stopping {', '.join(c.name for c in children)}")
-        for signum in previous:  # a second Ctrl-C must not cut the stopping short
-            signal.signal(signum, signal.SIG_IGN)
-        _stop_all(children)
-        return 0
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 @app.command("run")
 @friendly_errors
 def run() -> None:
@@ -329,11 +270,11 @@ def run() -> None:
     typer.echo("")
     children: list[Child] = []
     try:
-        children.append(_start("web server", web_argv))
-        children.append(_start("celery worker+beat", worker_argv))
-        children.append(_start("SIP edge", SIP_ARGV))
+        children.append(start("web server", web_argv))
+        children.append(start("celery worker+beat", worker_argv))
+        children.append(start("SIP edge", SIP_ARGV))
     except BaseException:
-        _stop_all(children)
+        stop_all(children)
         raise
     raise typer.Exit(supervise(children))
 
@@ -410,7 +351,9 @@ def sip() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from asr.recognizer import AsrError
-    from hotline import calls
+    from hotline.calls import setup
+    from hotline.calls.dialer import CallbackDialer
+    from hotline.calls.services import CallServices
     from telephony.flows import serve_inbound
     from telephony.prompts import PromptError
     from telephony.sip import SipConfig, SipEdge, SipLine
@@ -418,9 +361,9 @@ def sip() -> None:
     settings = get_settings()
     t = settings.telephony
     try:
-        prompts = calls.prompt_set(settings)
+        prompts = setup.prompt_set(settings)
         made = prompts.ensure()
-        recognizer = calls.live_recognizer(settings)
+        recognizer = setup.live_recognizer(settings)
         recognizer.load()  # the decoder processes start and load the model
         edge = SipEdge(SipConfig(
             host=t.host, port=t.port, mode=t.mode, allow=tuple(t.allow),
@@ -431,9 +374,9 @@ def sip() -> None:
     except (PromptError, AsrError, ValueError) as exc:
         fail(str(exc))
     engine = make_engine(settings.db_url)
-    services = calls.CallServices(session_factory=make_session_factory(engine),
+    services = CallServices(session_factory=make_session_factory(engine),
                                   clock=SystemClock(), settings=settings, recognizer=recognizer)
-    flow = calls.flow_settings(settings)
+    flow = setup.flow_settings(settings)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -449,7 +392,7 @@ def sip() -> None:
         typer.echo(f"  prompts:    {prompts.directory} ({len(made)} generated)")
         typer.echo(f"  recordings: {settings.recording_dir}")
         if t.callback_uri:
-            dialer = calls.CallbackDialer(services=services, endpoint=edge, prompts=prompts,
+            dialer = CallbackDialer(services=services, endpoint=edge, prompts=prompts,
                                           flow=flow)
             threading.Thread(target=dialer.run, args=(stop,), name="callbacks",
                              daemon=True).start()
@@ -457,7 +400,7 @@ def sip() -> None:
         else:
             typer.echo("  callbacks:  off (set HOTLINE_TELEPHONY__CALLBACK_URI to dial them)")
         # Calls are answered meanwhile; one that comes first decodes on a fresh recognizer.
-        threading.Thread(target=calls.warm_recognizers, args=(settings, recognizer, prompts, stop),
+        threading.Thread(target=setup.warm_recognizers, args=(settings, recognizer, prompts, stop),
                          name="asr-warm-up", daemon=True).start()
         while not stop.wait(1.0):
             pass
@@ -479,12 +422,12 @@ def prompts_build(
     language: Annotated[str | None, typer.Option(help="default: HOTLINE_TELEPHONY__PROMPT_LANGUAGE")] = None,
 ) -> None:
     """Synthesise the voice prompts that are missing or whose text changed."""
-    from hotline import calls
+    from hotline.calls import setup
     from telephony.prompts import PromptError
 
     settings = get_settings()
     try:
-        prompts = calls.prompt_set(settings, language=language)
+        prompts = setup.prompt_set(settings, language=language)
         made = prompts.ensure()
     except PromptError as exc:
         fail(str(exc))
@@ -506,8 +449,8 @@ def users_add(
     head: Annotated[bool, typer.Option("--head", help="the unit's head (gets 督办)")] = False,
 ) -> None:
     """Create an account and print its bearer token — once; only a hash is stored."""
-    from dispatch import accounts
-    from dispatch.models import Role
+    from dispatch import units as unit_service
+    from accounts.models import Role
 
     try:
         role_value = Role(role)
@@ -515,7 +458,7 @@ def users_add(
         fail(f"unknown role {role!r}; one of: {', '.join(r.value for r in Role)}")
     settings = get_settings()
     with _session(settings) as session:
-        user, token = accounts.create_user(
+        user, token = unit_service.create_user(
             session, username=username, display_name=name or username, role=role_value,
             unit_code=unit, email=email, is_head=head, now=SystemClock().now())
     typer.echo(f"created {user.username} ({user.role.value}{', ' + unit if unit else ''})")
@@ -527,12 +470,12 @@ def users_add(
 @friendly_errors
 def users_list() -> None:
     """Every account, with role, unit and state."""
-    from dispatch import accounts
+    from dispatch import units as unit_service
 
     settings = get_settings()
     with _session(settings) as session:
-        users = accounts.list_users(session)
-        units = accounts.units_by_id(session, [u.unit_id for u in users])
+        users = unit_service.list_users(session)
+        units = unit_service.units_by_id(session, [u.unit_id for u in users])
         rows = [(u.username, u.role.value, units[u.unit_id].code if u.unit_id else "",
                  "head" if u.is_head else "", "active" if u.active else "inactive",
                  u.display_name) for u in users]

@@ -15,8 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hotline import migrate
-from hotline.cli import Child, app, supervise
-from hotline.config import DEFAULT_SECRET, Settings, get_settings
+from cli.app import app
+from cli.supervisor import Child, supervise
+from core.settings import DEFAULT_SECRET, Settings, get_settings
 from tests.conftest import wait_until
 from tests.services import free_port
 
@@ -45,8 +46,8 @@ def test_given_fresh_data_dir_when_db_upgrade_then_database_is_at_head(env, runn
     result = runner.invoke(app, ["db", "upgrade"])
 
     assert result.exit_code == 0, result.output
-    assert (env / "hotline.db").exists()
-    assert migrate.current(f"sqlite:///{env / 'hotline.db'}") == migrate.head()
+    assert (env / "core.db").exists()
+    assert migrate.current(f"sqlite:///{env / 'core.db'}") == migrate.head()
     assert f"revision {migrate.head()}" in result.output
 
 
@@ -59,7 +60,7 @@ def test_given_database_url_when_db_upgrade_then_that_database_is_migrated(
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
 
     assert migrate.current(url) == migrate.head()
-    assert not (env / "hotline.db").exists()
+    assert not (env / "core.db").exists()
 
 
 def test_db_current_tells_whether_an_upgrade_is_needed(env, runner):
@@ -284,7 +285,7 @@ def test_run_serves_the_api_seeds_demo_users_and_stops_everything_on_sigterm(env
     assert "SIP edge listening on 127.0.0.1:" in output
     assert "admin" in output and "token" in output.lower()
     assert all(not Path(f"/proc/{pid}").exists() for pid in children)
-    assert migrate.current(f"sqlite:///{env / 'hotline.db'}") == migrate.head()
+    assert migrate.current(f"sqlite:///{env / 'core.db'}") == migrate.head()
 
 
 def _answers(url: str) -> bool:
@@ -299,8 +300,8 @@ def test_given_next_years_holidays_not_loaded_when_run_starts_then_it_warns_unti
     from datetime import date, datetime, timezone
 
     from dispatch.policies import set_calendar_day
-    from hotline.cli import _calendar_warnings, _session
-    from hotline.clock import FrozenClock
+    from cli.app import _calendar_warnings, _session
+    from core.clock import FrozenClock
 
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     settings = get_settings()

@@ -1,0 +1,108 @@
+"""The Celery tasks: the SLA sweep, notification delivery and the offline transcription of
+calls. Thin: they take ids (Call-IDs, notification ids), never ORM objects, and are safe to run
+twice — the sweep's conditional updates, `deliver`'s status check and
+`attach_transcript`'s check for a transcript already attached are the idempotency guards.
+Task names are stable: queued messages and the beat schedule refer to them."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+from celery import shared_task
+from sqlalchemy.exc import OperationalError
+
+from asr.recognizer import Recognizer
+from core import runtime
+from core.db import session_scope
+from dispatch import escalation, notify
+from dispatch.models import NotificationStatus
+from hotline.calls import intake, setup
+
+
+# ---------------------------------------------------------------- SLA and notifications
+
+
+@shared_task(name="dispatch.sweep_sla", ignore_result=True)
+def sweep_sla(now: str | None = None) -> dict[str, int]:
+    """Fire due escalations. `now` (ISO 8601 with a zone) replays a sweep at that instant."""
+    settings = runtime.get_settings()
+    at = datetime.fromisoformat(now) if now else runtime.get_clock().now()
+    result = escalation.sweep(runtime.get_session_factory(), now=at,
+                              batch=settings.sla.sweep_batch,
+                              enqueue=deliver_notification.delay, settings=settings)
+    return {"fired": result.fired, "assignments": result.assignments, "failed": result.failed}
+
+
+@shared_task(
+    name="dispatch.deliver_notification",
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=(notify.DeliveryPending,),
+    # deliver() gives up after MAX_ATTEMPTS on its own; Celery must not stop retrying first.
+    max_retries=notify.MAX_ATTEMPTS,
+    retry_backoff=30,
+    retry_backoff_max=30 * 60,
+    retry_jitter=True,
+)
+def deliver_notification(notification_id: int) -> str:
+    status = notify.deliver(runtime.get_session_factory(), notification_id=notification_id,
+                            now=runtime.get_clock().now(), settings=runtime.get_settings())
+    if status is NotificationStatus.pending:
+        raise notify.DeliveryPending(f"notification {notification_id} will be retried")
+    return status.value
+
+
+@shared_task(name="dispatch.requeue_notifications", ignore_result=True)
+def requeue_notifications() -> int:
+    """Queue again what a broker outage kept from being queued; `deliver` is idempotent,
+    so a notification queued twice is still sent once."""
+    with session_scope(runtime.get_session_factory()) as session:
+        ids = notify.unqueued(session, now=runtime.get_clock().now())
+    for notification_id in ids:
+        deliver_notification.delay(notification_id)
+    return len(ids)
+
+
+# ---------------------------------------------------------------- calls
+
+
+_lock = threading.Lock()
+_recognizer: Recognizer | None = None
+
+
+def set_recognizer(recognizer: Recognizer | None) -> None:
+    """Use this recognizer instead of one built from the settings (tests); None forgets."""
+    global _recognizer
+    with _lock:
+        _recognizer = recognizer
+
+
+def get_recognizer() -> Recognizer:
+    """One per worker process: the model loads once and the pool of recognizers stays warm."""
+    global _recognizer
+    with _lock:
+        if _recognizer is None:
+            from asr.vosk_engine import VoskRecognizer
+
+            _recognizer = VoskRecognizer(setup.asr_config(runtime.get_settings()))
+        return _recognizer
+
+
+@shared_task(name="calls.transcribe_recording", ignore_result=True, acks_late=True,
+             autoretry_for=(OperationalError,), max_retries=5, retry_backoff=10,
+             retry_jitter=True)
+def transcribe_recording(call_id: str) -> str:
+    """Decode a call's recording and attach it to its ticket, which is then dispatched."""
+    return intake.transcribe_recording(session_factory=runtime.get_session_factory(),
+                                      recognizer=get_recognizer(), call_id=call_id,
+                                      clock=runtime.get_clock(), settings=runtime.get_settings())
+
+
+@shared_task(name="calls.requeue_transcriptions", ignore_result=True)
+def requeue_transcriptions() -> int:
+    """Queue again the transcriptions a broker outage or a stopped SIP process lost."""
+    with session_scope(runtime.get_session_factory()) as session:
+        call_ids = intake.untranscribed(session, now=runtime.get_clock().now())
+    for call_id in call_ids:
+        transcribe_recording.delay(call_id)
+    return len(call_ids)
