@@ -2,6 +2,7 @@
 
 A user may belong to a unit (承办单位, `dispatch.models.Unit`); the foreign key names the table
 so that this layer needs nothing of dispatch."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,4 +1,5 @@
 """Who may see a confidential caller, and how names and numbers are masked for the others."""
+
 from __future__ import annotations
 
 from accounts.models import CENTRE_ROLES, User
@@ -14,7 +15,7 @@ def mask_phone(phone: str) -> str:
     quarter of its digits at each end."""
     digits = "".join(c for c in phone if c.isdigit())[-11:]
     head, tail = (3, 4) if len(digits) >= 11 else (len(digits) // 4, len(digits) // 4)
-    return digits[:head] + "*" * (len(digits) - head - tail) + digits[len(digits) - tail:]
+    return digits[:head] + "*" * (len(digits) - head - tail) + digits[len(digits) - tail :]
 
 
 def mask_name(name: str) -> str:

@@ -3,6 +3,7 @@
 Functions take an explicit session and never commit: the caller owns the unit of work. Units
 are given by id here; `dispatch.units` resolves unit codes and calls these.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,9 +47,16 @@ def create_user(
     if session.scalars(select(User.id).where(User.username == username)).first() is not None:
         raise Conflict(f"username {username!r} is taken", username=username)
     token, token_hash = new_token()
-    user = User(username=username, display_name=display_name, role=role,
-                unit_id=unit_id, is_head=is_head, email=email,
-                token_hash=token_hash, created_at=now)
+    user = User(
+        username=username,
+        display_name=display_name,
+        role=role,
+        unit_id=unit_id,
+        is_head=is_head,
+        email=email,
+        token_hash=token_hash,
+        created_at=now,
+    )
     try:
         with session.begin_nested():
             session.add(user)
@@ -85,8 +93,14 @@ def deactivate_user(session: Session, *, user_id: int) -> User:
 
 
 def _active_admins(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(User).where(
-        User.role == Role.admin, col(User.active).is_(True))) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.role == Role.admin, col(User.active).is_(True))
+        )
+        or 0
+    )
 
 
 def list_users(

@@ -1,4 +1,5 @@
 """The settings speech recognition needs; the composition root maps its Settings onto them."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -48,8 +49,10 @@ class AsrConfig:
         if not self.live_batch_s > 0:
             raise AsrError(f"live_batch_s must be > 0, got {self.live_batch_s}")
         if not 0 < self.live_lag_s <= self.live_backlog_limit_s:
-            raise AsrError("need 0 < live_lag_s <= live_backlog_limit_s, got "
-                           f"{self.live_lag_s} and {self.live_backlog_limit_s}")
+            raise AsrError(
+                "need 0 < live_lag_s <= live_backlog_limit_s, got "
+                f"{self.live_lag_s} and {self.live_backlog_limit_s}"
+            )
 
     def resolved_model_path(self) -> Path:
         if self.model_path is not None:
@@ -60,6 +63,5 @@ class AsrConfig:
 def default_model_path() -> Path:
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise AsrError(f"no model path configured and the {MODEL_PACKAGE} package is not "
-                       "installed")
+        raise AsrError(f"no model path configured and the {MODEL_PACKAGE} package is not installed")
     return Path(next(iter(spec.submodule_search_locations))) / "model"

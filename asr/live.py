@@ -15,6 +15,7 @@ keeping up at all; holding more audio would only grow memory and end late anyway
 transcriber gives up, frees the stream, and `finish` raises `LiveTranscriptUnavailable`:
 the call is then transcribed offline from its recording, like a call live ASR never took.
 """
+
 from __future__ import annotations
 
 import logging
@@ -82,10 +83,18 @@ class LiveTranscriber:
     """Call `finish` or `cancel` once the call ends: until then the thread waits for audio
     and the stream (a live slot and a pooled recognizer) stays taken."""
 
-    def __init__(self, stream: Stream, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
-                 on_partial: Callable[[str], object] | None = None, lag_s: float = 2.0,
-                 backlog_limit_s: float = 120.0, batch_s: float = 0.1,
-                 slots: DecodeSlots | None = None, name: str = "asr-live") -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        *,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        on_partial: Callable[[str], object] | None = None,
+        lag_s: float = 2.0,
+        backlog_limit_s: float = 120.0,
+        batch_s: float = 0.1,
+        slots: DecodeSlots | None = None,
+        name: str = "asr-live",
+    ) -> None:
         """Takes ownership of `stream` (closes it). `on_partial` runs on the decoder thread.
         `slots`, shared by the process's transcribers, bounds how many decode at once."""
         self._stream = stream
@@ -135,8 +144,10 @@ class LiveTranscriber:
             if self._pending_bytes > self._lag_bytes:
                 self._degraded = True
             if self._pending_bytes > self._limit_bytes:
-                self._give_up(f"live decoding fell more than "
-                              f"{self._limit_bytes / self._bytes_per_s:g} s behind")
+                self._give_up(
+                    f"live decoding fell more than "
+                    f"{self._limit_bytes / self._bytes_per_s:g} s behind"
+                )
             if self._pending_bytes >= self._batch_bytes:
                 self._cond.notify()
 
@@ -173,8 +184,11 @@ class LiveTranscriber:
             while True:
                 with self._cond:
                     # A batch, the end, or a failure; frames short of a batch wait for more.
-                    while (self._pending_bytes < self._batch_bytes and not self._ending
-                           and self._failure is None):
+                    while (
+                        self._pending_bytes < self._batch_bytes
+                        and not self._ending
+                        and self._failure is None
+                    ):
                         self._cond.wait()
                     if self._failure is not None:
                         return

@@ -14,6 +14,7 @@ keyword rules match it; non-words go; everything is NFC (one code point per Hang
 as typed text is). Compatibility symbols stay as they are: NFKC would turn ``㎞`` into ``km``,
 a choice for search, not for the transcript.
 """
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """Transcribing recorded audio: calls live ASR could not serve, re-runs, tools."""
+
 from __future__ import annotations
 
 import wave
@@ -18,11 +19,16 @@ from asr.recognizer import (
 def frames(pcm16: bytes, *, sample_rate: int, frame_ms: int = FRAME_MS) -> Iterator[bytes]:
     step = sample_rate * frame_ms // 1000 * 2
     for offset in range(0, len(pcm16), step):
-        yield pcm16[offset:offset + step]
+        yield pcm16[offset : offset + step]
 
 
-def transcribe_pcm(*, recognizer: Recognizer, pcm16: bytes, sample_rate: int,
-                   grammar: str | Sequence[str] | None = None) -> Transcript:
+def transcribe_pcm(
+    *,
+    recognizer: Recognizer,
+    pcm16: bytes,
+    sample_rate: int,
+    grammar: str | Sequence[str] | None = None,
+) -> Transcript:
     """The transcript of 16-bit mono PCM, decoded exactly as live calls are.
 
     Fed in the live path's 20 ms frames on purpose: the engine adapts to the speaker as it
@@ -40,11 +46,11 @@ def transcribe_pcm(*, recognizer: Recognizer, pcm16: bytes, sample_rate: int,
         stream.close()
 
 
-def transcribe_wav(*, recognizer: Recognizer, path: Path,
-                   grammar: str | Sequence[str] | None = None) -> Transcript:
+def transcribe_wav(
+    *, recognizer: Recognizer, path: Path, grammar: str | Sequence[str] | None = None
+) -> Transcript:
     pcm16, rate = read_wav(path)
-    return transcribe_pcm(recognizer=recognizer, pcm16=pcm16, sample_rate=rate,
-                          grammar=grammar)
+    return transcribe_pcm(recognizer=recognizer, pcm16=pcm16, sample_rate=rate, grammar=grammar)
 
 
 def read_wav(path: Path) -> tuple[bytes, int]:
@@ -52,8 +58,10 @@ def read_wav(path: Path) -> tuple[bytes, int]:
     try:
         with wave.open(str(path), "rb") as wav:
             if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
-                raise AsrError(f"{path} is not 16-bit mono PCM ({wav.getnchannels()} channels, "
-                               f"{8 * wav.getsampwidth()}-bit)")
+                raise AsrError(
+                    f"{path} is not 16-bit mono PCM ({wav.getnchannels()} channels, "
+                    f"{8 * wav.getsampwidth()}-bit)"
+                )
             return wav.readframes(wav.getnframes()), wav.getframerate()
     except (OSError, EOFError, wave.Error) as exc:
         raise AsrError(f"cannot read {path} as a WAV file: {exc}") from None

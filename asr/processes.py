@@ -24,6 +24,7 @@ When a child dies (libvosk aborts, the OOM killer), its streams fail with `AsrEr
 live transcriber gives up and the call is transcribed offline from its recording — and the
 child is started again in the background; meanwhile the others take the new streams.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -83,16 +84,19 @@ class DecoderProcesses:
     # Each child decodes its streams in turn on its own threads: no DecodeSlots in the parent.
     decodes_elsewhere = True
 
-    def __init__(self, config: AsrConfig | None = None, *, processes: int = 1,
-                 threads: int = 1) -> None:
+    def __init__(
+        self, config: AsrConfig | None = None, *, processes: int = 1, threads: int = 1
+    ) -> None:
         if processes < 1:
             raise AsrError(f"need at least one decoder process, got {processes}")
         if threads < 1:
             raise AsrError(f"need at least one decoder thread per process, got {threads}")
         self.config = config or AsrConfig()
         self.threads = threads
-        self._children = [_Child(index, self.config, self._child_died, threads=threads)
-                          for index in range(processes)]
+        self._children = [
+            _Child(index, self.config, self._child_died, threads=threads)
+            for index in range(processes)
+        ]
         self._lock = threading.Lock()
         self._live = 0
         self._restarts = 0
@@ -108,16 +112,18 @@ class DecoderProcesses:
             self.close()
             raise
 
-    def open_stream(self, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
-                    grammar: str | Sequence[str] | None = None) -> RemoteStream:
+    def open_stream(
+        self, *, sample_rate: int = DEFAULT_SAMPLE_RATE, grammar: str | Sequence[str] | None = None
+    ) -> RemoteStream:
         with self._lock:
             child = self._pick()
         if child is None:
             raise AsrError("no decoder process is running")
         return RemoteStream(child, sample_rate, grammar, on_close=None)
 
-    def try_open_stream(self, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
-                        grammar: str | Sequence[str] | None = None) -> RemoteStream | None:
+    def try_open_stream(
+        self, *, sample_rate: int = DEFAULT_SAMPLE_RATE, grammar: str | Sequence[str] | None = None
+    ) -> RemoteStream | None:
         with self._lock:
             if self._closed or self._live >= self.config.max_live_streams:
                 return None
@@ -127,8 +133,14 @@ class DecoderProcesses:
             self._live += 1
         return RemoteStream(child, sample_rate, grammar, on_close=self._release_live)
 
-    def warm(self, pcm16: bytes, *, count: int, sample_rate: int = DEFAULT_SAMPLE_RATE,
-             stop: threading.Event | None = None) -> int:
+    def warm(
+        self,
+        pcm16: bytes,
+        *,
+        count: int,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        stop: threading.Event | None = None,
+    ) -> int:
         """`VoskRecognizer.warm` in every child at once, `count` shared out among them (each
         child's streams find its own pool). Returns how many were warmed in all."""
         data = check_pcm(pcm16)
@@ -138,10 +150,9 @@ class DecoderProcesses:
         if not children or count == 0:
             return 0
         share = math.ceil(count / len(children))
-        futures = [(child, child.send("warm", 0, (data, share, sample_rate)))
-                   for child in children]
+        futures = [(child, child.send("warm", 0, (data, share, sample_rate))) for child in children]
         total, errors = 0, []
-        for child, future in futures:
+        for _child, future in futures:
             while True:
                 try:
                     total += future.result(timeout=0.2)
@@ -160,9 +171,12 @@ class DecoderProcesses:
 
     def stats(self) -> DecoderStats:
         with self._lock:
-            return DecoderStats(processes=len(self._children),
-                                ready=sum(c.ready for c in self._children),
-                                live=self._live, restarts=self._restarts)
+            return DecoderStats(
+                processes=len(self._children),
+                ready=sum(c.ready for c in self._children),
+                live=self._live,
+                restarts=self._restarts,
+            )
 
     def pids(self) -> list[int | None]:
         """The children's process ids (None: not running); for operators and tests."""
@@ -176,8 +190,7 @@ class DecoderProcesses:
 
     def _pick(self) -> _Child | None:
         """The running child with the fewest streams, counted as taken (under `_lock`)."""
-        child = min((c for c in self._children if c.ready), key=lambda c: c.streams,
-                    default=None)
+        child = min((c for c in self._children if c.ready), key=lambda c: c.streams, default=None)
         if child is not None:
             child.streams += 1
         return child
@@ -191,8 +204,12 @@ class DecoderProcesses:
             if self._closed:
                 return
             self._restarts += 1
-        threading.Thread(target=child.restart, args=(lambda: self._closed,),
-                         name=f"asr-decoder-{child.index}-restart", daemon=True).start()
+        threading.Thread(
+            target=child.restart,
+            args=(lambda: self._closed,),
+            name=f"asr-decoder-{child.index}-restart",
+            daemon=True,
+        ).start()
 
 
 class RemoteStream:
@@ -206,8 +223,9 @@ class RemoteStream:
 
     _ids = itertools.count(1)
 
-    def __init__(self, child: _Child, sample_rate: int, grammar: str | Sequence[str] | None,
-                 on_close: Any) -> None:
+    def __init__(
+        self, child: _Child, sample_rate: int, grammar: str | Sequence[str] | None, on_close: Any
+    ) -> None:
         self._child = child
         self._on_close = on_close
         self._id = next(self._ids)
@@ -216,7 +234,8 @@ class RemoteStream:
         # before it sees its audio, and a refusal (a bad grammar) comes back in its turn.
         grammar = grammar if grammar is None or isinstance(grammar, str) else list(grammar)
         self._in_flight: deque[Future] = deque(
-            [child.send("open", self._id, (sample_rate, grammar))])
+            [child.send("open", self._id, (sample_rate, grammar))]
+        )
 
     @property
     def process_index(self) -> int:
@@ -229,8 +248,7 @@ class RemoteStream:
             return None
         self._in_flight.append(self._child.send("accept", self._id, data))
         text = None
-        while self._in_flight and (len(self._in_flight) > IN_FLIGHT
-                                   or self._in_flight[0].done()):
+        while self._in_flight and (len(self._in_flight) > IN_FLIGHT or self._in_flight[0].done()):
             answer = self._child.result(self._in_flight.popleft())
             if answer is not None:
                 text = answer
@@ -264,8 +282,7 @@ class _Child:
     """The parent's side of one decoder process: a socket, the requests awaiting an answer,
     and a thread reading the answers."""
 
-    def __init__(self, index: int, config: AsrConfig, on_death: Any, *,
-                 threads: int = 1) -> None:
+    def __init__(self, index: int, config: AsrConfig, on_death: Any, *, threads: int = 1) -> None:
         self.index = index
         self._threads = threads
         self._config = config
@@ -287,14 +304,15 @@ class _Child:
         ours, theirs = socket.socketpair()
         try:
             env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(
-                filter(None, (str(_ROOT), env.get("PYTHONPATH"))))
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_ROOT), env.get("PYTHONPATH"))))
             # Not multiprocessing: its spawn would import the parent's __main__ (the whole
             # CLI) again in every child, and fork is unsafe in a threaded parent.
             process = subprocess.Popen(
-                [sys.executable, "-m", "asr.processes", str(theirs.fileno()),
-                 str(self._threads)],
-                pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+                [sys.executable, "-m", "asr.processes", str(theirs.fileno()), str(self._threads)],
+                pass_fds=[theirs.fileno()],
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
         except OSError as exc:
             ours.close()
             raise AsrError(f"cannot start decoder process {self.index}: {exc}") from None
@@ -308,8 +326,9 @@ class _Child:
             self._stopping = False
             self.pid = process.pid
         hello = self.send("hello", 0, self._config)
-        threading.Thread(target=self._read, args=(conn, process),
-                         name=f"asr-decoder-{self.index}", daemon=True).start()
+        threading.Thread(
+            target=self._read, args=(conn, process), name=f"asr-decoder-{self.index}", daemon=True
+        ).start()
         hello.add_done_callback(self._hello_done)
 
     def _hello_done(self, future: Future) -> None:
@@ -321,8 +340,9 @@ class _Child:
 
     def wait_ready(self, timeout: float) -> None:
         if not self._ready.wait(timeout):
-            raise AsrError(f"decoder process {self.index} did not load the speech model "
-                           f"within {timeout:g} s")
+            raise AsrError(
+                f"decoder process {self.index} did not load the speech model within {timeout:g} s"
+            )
         if not self.ready:
             raise AsrError(self._start_error or f"decoder process {self.index} is not running")
 
@@ -346,8 +366,9 @@ class _Child:
         try:
             return future.result(timeout)
         except FutureTimeout:
-            raise AsrError(f"decoder process {self.index} did not answer within "
-                           f"{timeout:g} s") from None
+            raise AsrError(
+                f"decoder process {self.index} did not answer within {timeout:g} s"
+            ) from None
 
     def _read(self, conn: Connection, process: subprocess.Popen) -> None:
         while True:
@@ -375,17 +396,22 @@ class _Child:
         self.ready = False
         self.streams = 0
         for future in failed.values():
-            future.set_exception(AsrError(f"decoder process {self.index} exited "
-                                          f"(code {code})"))
+            future.set_exception(AsrError(f"decoder process {self.index} exited (code {code})"))
         conn.close()
         if self._start_error is None and not self._ready.is_set():
-            self._start_error = (f"decoder process {self.index} exited with code {code} "
-                                 "while loading the speech model")
+            self._start_error = (
+                f"decoder process {self.index} exited with code {code} "
+                "while loading the speech model"
+            )
         self._ready.set()
         if not stopping and self._start_error is None:
-            log.error("decoder process %d (pid %s) exited with code %s; its live calls are "
-                      "transcribed from their recordings; starting it again", self.index,
-                      process.pid, code)
+            log.error(
+                "decoder process %d (pid %s) exited with code %s; its live calls are "
+                "transcribed from their recordings; starting it again",
+                self.index,
+                process.pid,
+                code,
+            )
             self._on_death(self)
 
     def restart(self, closed: Any) -> None:
@@ -466,8 +492,7 @@ def serve(conn: Connection, *, threads: int = 1) -> None:
 
     def warm(rid: int, data: bytes, count: int, rate: int) -> None:
         try:
-            reply(rid, True, recognizer.warm(data, count=count, sample_rate=rate,
-                                             stop=warm_stop))
+            reply(rid, True, recognizer.warm(data, count=count, sample_rate=rate, stop=warm_stop))
         except AsrError as exc:
             reply(rid, False, str(exc))
 
@@ -491,7 +516,7 @@ def serve(conn: Connection, *, threads: int = 1) -> None:
                 value = None
         except AsrError as exc:
             reply(rid, False, str(exc))
-        except Exception as exc:  # noqa: BLE001 - an answer, not a dead child
+        except Exception as exc:
             reply(rid, False, f"{type(exc).__name__}: {exc}")
         else:
             reply(rid, True, value)
@@ -530,8 +555,9 @@ def serve(conn: Connection, *, threads: int = 1) -> None:
             elif op == "warm":
                 if recognizer is None:
                     raise AsrError("the decoder process has no model yet")
-                threading.Thread(target=warm, args=(rid, *arg), name="asr-warm-up",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=warm, args=(rid, *arg), name="asr-warm-up", daemon=True
+                ).start()
                 continue
             elif op == "stop-warm":
                 warm_stop.set()
@@ -540,7 +566,7 @@ def serve(conn: Connection, *, threads: int = 1) -> None:
                 raise AsrError(f"unknown request {op!r}")
         except AsrError as exc:
             reply(rid, False, str(exc))
-        except Exception as exc:  # noqa: BLE001 - an answer, not a dead child
+        except Exception as exc:
             reply(rid, False, f"{type(exc).__name__}: {exc}")
         else:
             reply(rid, True, value)
@@ -602,8 +628,10 @@ class _StreamQueue:
 def _stream(streams: dict[int, Any], sid: int) -> Any:
     stream = streams.get(sid)
     if stream is None:
-        raise AsrError("the stream was not opened in this decoder process (it refused it, "
-                       "or the process was started again)")
+        raise AsrError(
+            "the stream was not opened in this decoder process (it refused it, "
+            "or the process was started again)"
+        )
     return stream
 
 

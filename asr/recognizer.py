@@ -6,6 +6,7 @@ vosk, so most tests run against fakes and the engine can be replaced in one plac
 Audio crosses this boundary as 16-bit little-endian mono PCM, normally 8 kHz in 20 ms frames
 (the telephony frame), at any rate in ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,26 +70,31 @@ class Stream(Protocol):
 
 
 class Recognizer(Protocol):
-    def open_stream(self, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
-                    grammar: str | Sequence[str] | None = None) -> Stream:
+    def open_stream(
+        self, *, sample_rate: int = DEFAULT_SAMPLE_RATE, grammar: str | Sequence[str] | None = None
+    ) -> Stream:
         """A stream for offline work: always granted, not counted against live capacity."""
         ...
 
-    def try_open_stream(self, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
-                        grammar: str | Sequence[str] | None = None) -> Stream | None:
+    def try_open_stream(
+        self, *, sample_rate: int = DEFAULT_SAMPLE_RATE, grammar: str | Sequence[str] | None = None
+    ) -> Stream | None:
         """A live stream, or None when live capacity is full — the caller then records the
         call and transcribes it offline; a call is never refused for lack of ASR."""
         ...
 
 
 def check_sample_rate(sample_rate: object) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) \
-            or not math.isfinite(sample_rate) or sample_rate != int(sample_rate):
+    if (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, (int, float))
+        or not math.isfinite(sample_rate)
+        or sample_rate != int(sample_rate)
+    ):
         raise AsrError(f"sample rate must be a whole number of hertz, got {sample_rate!r}")
     rate = int(sample_rate)
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise AsrError(f"sample rate {rate} Hz is outside "
-                       f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+        raise AsrError(f"sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
     return rate
 
 

@@ -12,6 +12,7 @@ Costs that shape it (bench/asr.py prints the figures for this machine):
   before it reaches libvosk, and a grammar is only ever given when a recognizer is created
   (a grammar stream gets a recognizer of its own, pooled under its grammar).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,11 +54,16 @@ def check_model_layout(path: Path) -> None:
         required.append("graph/HCLG.fst")
     else:
         required += ["graph/HCLr.fst", "graph/Gr.fst"]
-    missing = [name for name in required
-               if not (path / name).is_file() or (path / name).stat().st_size == 0]
+    missing = [
+        name
+        for name in required
+        if not (path / name).is_file() or (path / name).stat().st_size == 0
+    ]
     if missing:
-        raise AsrError(f"speech model directory {path} is not a Vosk model: missing or empty "
-                       + ", ".join(missing))
+        raise AsrError(
+            f"speech model directory {path} is not a Vosk model: missing or empty "
+            + ", ".join(missing)
+        )
 
 
 def load_model(path: Path, *, quiet: bool = True) -> vosk.Model:
@@ -122,13 +128,15 @@ class VoskRecognizer:
         """Load the model now (at start-up) rather than on the first stream."""
         self._model()
 
-    def open_stream(self, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
-                    grammar: str | Sequence[str] | None = None) -> VoskStream:
+    def open_stream(
+        self, *, sample_rate: int = DEFAULT_SAMPLE_RATE, grammar: str | Sequence[str] | None = None
+    ) -> VoskStream:
         key = self._key(sample_rate, grammar)
         return VoskStream(self._acquire(key), self._release_offline)
 
-    def try_open_stream(self, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
-                        grammar: str | Sequence[str] | None = None) -> VoskStream | None:
+    def try_open_stream(
+        self, *, sample_rate: int = DEFAULT_SAMPLE_RATE, grammar: str | Sequence[str] | None = None
+    ) -> VoskStream | None:
         key = self._key(sample_rate, grammar)
         with self._lock:
             if self._live >= self.config.max_live_streams:
@@ -141,8 +149,14 @@ class VoskRecognizer:
                 self._live -= 1
             raise
 
-    def warm(self, pcm16: bytes, *, count: int, sample_rate: int = DEFAULT_SAMPLE_RATE,
-             stop: threading.Event | None = None) -> int:
+    def warm(
+        self,
+        pcm16: bytes,
+        *,
+        count: int,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        stop: threading.Event | None = None,
+    ) -> int:
         """Fill the pool with up to `count` recognizers that have decoded `pcm16` (speech in
         the model's language), so that the first calls after a start find warm ones instead
         of paying the warm-up while they are live. Fed as a live call feeds: 20 ms frames,
@@ -153,8 +167,10 @@ class VoskRecognizer:
         if count < 0:
             raise AsrError(f"count must be >= 0, got {count}")
         if len(data) < rate:  # bytes: half a second of 16-bit samples
-            raise AsrError(f"warm-up audio of {len(data) / 2 / rate:.2f} s is too short; "
-                           "give at least 0.5 s of speech")
+            raise AsrError(
+                f"warm-up audio of {len(data) / 2 / rate:.2f} s is too short; "
+                "give at least 0.5 s of speech"
+            )
         key = self._key(rate, None)
         target = min(count, self.config.pool_size)  # the pool keeps no more
         added = 0
@@ -194,11 +210,20 @@ class VoskRecognizer:
         if not (path / "graph/HCLr.fst").is_file():
             raise AsrError(f"the speech model at {path} has a static graph and takes no grammar")
         model = self._model()
-        unknown = sorted({word for phrase in phrases for word in phrase.split()
-                          if word != UNKNOWN_WORD and model.vosk_model_find_word(word) < 0})
+        unknown = sorted(
+            {
+                word
+                for phrase in phrases
+                for word in phrase.split()
+                if word != UNKNOWN_WORD and model.vosk_model_find_word(word) < 0
+            }
+        )
         if unknown:
-            raise AsrError("grammar words not in the speech model's vocabulary: "
-                           + ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else ""))
+            raise AsrError(
+                "grammar words not in the speech model's vocabulary: "
+                + ", ".join(unknown[:10])
+                + (" ..." if len(unknown) > 10 else "")
+            )
         return _Key(rate, grammar_json(phrases))
 
     def _acquire(self, key: _Key) -> _Engine:
@@ -224,7 +249,7 @@ class VoskRecognizer:
             if engine.usable and self.config.pool_size > 0:
                 self._idle.append(engine)
                 # The least recently used go: their graph cache is the coldest.
-                del self._idle[:-self.config.pool_size]
+                del self._idle[: -self.config.pool_size]
 
 
 class VoskStream:
@@ -266,8 +291,7 @@ class VoskStream:
                 running = self._committed_text()
             else:
                 partial = json.loads(self._engine.rec.PartialResult()).get("partial", "")
-                running = " ".join(filter(None, (self._committed_text(),
-                                                 normalise_text(partial))))
+                running = " ".join(filter(None, (self._committed_text(), normalise_text(partial))))
         except Exception as exc:
             self._engine.usable = False
             raise AsrError(f"Vosk failed on the audio: {exc}") from None
@@ -279,8 +303,11 @@ class VoskStream:
     def finish(self) -> Transcript:
         self._check_open()
         self._finalise()
-        return Transcript(text=self._committed_text(), words=tuple(self._words),
-                          duration_s=self._samples / self._rate)
+        return Transcript(
+            text=self._committed_text(),
+            words=tuple(self._words),
+            duration_s=self._samples / self._rate,
+        )
 
     def close(self) -> None:
         if self._state == "closed":
@@ -315,8 +342,9 @@ class VoskStream:
             # libvosk prints times to 1 µs; less the offset, that is noise below a millisecond.
             start = min(max(round(item["start"] - offset, 3), 0.0), duration)
             end = min(max(round(item["end"] - offset, 3), start), duration)
-            self._words.append(Word(text=text, start_s=start, end_s=end,
-                                    confidence=float(item["conf"])))
+            self._words.append(
+                Word(text=text, start_s=start, end_s=end, confidence=float(item["conf"]))
+            )
 
     def _committed_text(self) -> str:
         return " ".join(word.text for word in self._words)

@@ -3,6 +3,7 @@ databases, the demo rule book plus synthetic rules, and realistic request texts.
 
 Benchmarks print figures; they are not tests and CI does not run them.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from core.db import make_engine, make_session_factory, session_scope
 from dispatch import rulebook
 from hotline import migrate
-from core.db import make_engine, make_session_factory, session_scope
 from hotline.seed import seed_demo
 from tickets.models import Channel, RequestType, TicketCreate
 
@@ -38,11 +39,20 @@ SYNTHETIC_PRIORITY = 1000
 
 
 def machine() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in
-                  Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
-    return {"nproc": os.cpu_count(), "cpu_model": model,
-            "python": platform.python_version(), "platform": platform.platform()}
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -54,8 +64,12 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
     ms = [s * 1000 for s in seconds]
-    return {"p50": round(statistics.median(ms), 3), "p95": round(percentile(ms, 95), 3),
-            "max": round(max(ms), 3), "n": len(ms)}
+    return {
+        "p50": round(statistics.median(ms), 3),
+        "p95": round(percentile(ms, 95), 3),
+        "max": round(max(ms), 3),
+        "n": len(ms),
+    }
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -111,16 +125,22 @@ def synthetic_units() -> list[str]:
 
 def synthetic_pack(n_rules: int) -> str:
     units = synthetic_units()
-    rules = [{
-        "name": f"synthetic-{i:04d}",
-        "priority": SYNTHETIC_PRIORITY + i,
-        "description": "bench: synthetic keyword rule",
-        "conditions": {"text_any": synthetic_keywords(i)},
-        "actions": {"category_code": f"99{i:04d}", "category_name": f"专项{i:04d}",
-                    "lead_unit": units[i % len(units)], "sla_policy": "general"},
-    } for i in range(n_rules)]
-    return json.dumps({"pack": SYNTHETIC_PACK, "version": 1, "rules": rules},
-                      ensure_ascii=False)
+    rules = [
+        {
+            "name": f"synthetic-{i:04d}",
+            "priority": SYNTHETIC_PRIORITY + i,
+            "description": "bench: synthetic keyword rule",
+            "conditions": {"text_any": synthetic_keywords(i)},
+            "actions": {
+                "category_code": f"99{i:04d}",
+                "category_name": f"专项{i:04d}",
+                "lead_unit": units[i % len(units)],
+                "sla_policy": "general",
+            },
+        }
+        for i in range(n_rules)
+    ]
+    return json.dumps({"pack": SYNTHETIC_PACK, "version": 1, "rules": rules}, ensure_ascii=False)
 
 
 def seed(url: str, *, now: datetime, n_rules: int) -> dict[str, Any]:
@@ -130,10 +150,14 @@ def seed(url: str, *, now: datetime, n_rules: int) -> dict[str, Any]:
     try:
         with session_scope(make_session_factory(engine)) as session:
             demo = seed_demo(session=session, now=now)
-            counts = rulebook.import_pack(session, text=synthetic_pack(n_rules), fmt="json",
-                                          now=now)
-            return {"rules_total": len(rulebook.list_rules(session)),
-                    "synthetic_rules": counts["created"], "users": len(demo["users"])}
+            counts = rulebook.import_pack(
+                session, text=synthetic_pack(n_rules), fmt="json", now=now
+            )
+            return {
+                "rules_total": len(rulebook.list_rules(session)),
+                "synthetic_rules": counts["created"],
+                "users": len(demo["users"]),
+            }
     finally:
         engine.dispose()
 
@@ -141,8 +165,12 @@ def seed(url: str, *, now: datetime, n_rules: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- request texts
 
 _OPENINGS = [
-    "市民来电反映：", "来电人称，", "您好，我想反映一个情况，", "市民通过网站留言：",
-    "来电人情绪比较激动，表示", "来电人为附近居民，反映",
+    "市民来电反映：",
+    "来电人称，",
+    "您好，我想反映一个情况，",
+    "市民通过网站留言：",
+    "来电人情绪比较激动，表示",
+    "来电人为附近居民，反映",
 ]
 # (title, sentence) pairs worded the way callers speak; each hits one default rule.
 _DEFAULT_ISSUES = [
@@ -170,19 +198,31 @@ _UNROUTED_ISSUES = [
     ("求助", "家里的老人走失了两个小时，穿着蓝色上衣，家人正在附近寻找，希望帮忙发布信息"),
 ]
 _FILLERS = [
-    "这个情况已经持续了好几天了", "之前也打过电话反映过，但是一直没有得到解决",
-    "周围很多居民都有意见", "希望有关部门能够尽快派人来现场看一看",
-    "给大家的日常生活带来了很大的不便", "来电人要求尽快处理并回复处理结果",
-    "来电人表示如果再得不到解决会继续反映", "具体位置来电人说可以到现场指认",
-    "来电人希望工作人员联系时先打电话确认", "来电人说白天上班，晚上六点以后方便接听电话",
-    "来电人表示之前也自己想过办法，但是没有用", "来电人对以前的处理结果不太满意",
+    "这个情况已经持续了好几天了",
+    "之前也打过电话反映过，但是一直没有得到解决",
+    "周围很多居民都有意见",
+    "希望有关部门能够尽快派人来现场看一看",
+    "给大家的日常生活带来了很大的不便",
+    "来电人要求尽快处理并回复处理结果",
+    "来电人表示如果再得不到解决会继续反映",
+    "具体位置来电人说可以到现场指认",
+    "来电人希望工作人员联系时先打电话确认",
+    "来电人说白天上班，晚上六点以后方便接听电话",
+    "来电人表示之前也自己想过办法，但是没有用",
+    "来电人对以前的处理结果不太满意",
 ]
 _DISTRICTS = ["榆阳区", "横山区", "神木市"]
 _STREETS = ["鼓楼街道", "青山路街道", "上郡路街道", "城关街道", "夏州街道", "麟州街道", "滨河街道"]
 
 
-def request_texts(n: int, *, n_rules: int, seed_value: int = 12345, length: int = 300,
-                  shares: tuple[float, float] = (0.65, 0.15)) -> list[TicketCreate]:
+def request_texts(
+    n: int,
+    *,
+    n_rules: int,
+    seed_value: int = 12345,
+    length: int = 300,
+    shares: tuple[float, float] = (0.65, 0.15),
+) -> list[TicketCreate]:
     """`n` intakes of about `length` characters: a share hitting default rules, a share
     hitting synthetic rules, the rest routed by no rule."""
     rng = random.Random(seed_value)
@@ -193,8 +233,10 @@ def request_texts(n: int, *, n_rules: int, seed_value: int = 12345, length: int 
             title, issue = rng.choice(_DEFAULT_ISSUES)
         elif roll < shares[0] + shares[1] and n_rules:
             k = rng.randrange(n_rules)
-            title, issue = f"专项{k:04d}", (f"关于{rng.choice(synthetic_keywords(k))}的问题，"
-                                             f"相关单位迟迟没有落实")
+            title, issue = (
+                f"专项{k:04d}",
+                (f"关于{rng.choice(synthetic_keywords(k))}的问题，相关单位迟迟没有落实"),
+            )
         else:
             title, issue = rng.choice(_UNROUTED_ISSUES)
         district = rng.choice(_DISTRICTS)
@@ -203,13 +245,21 @@ def request_texts(n: int, *, n_rules: int, seed_value: int = 12345, length: int 
         while sum(map(len, parts)) < length:
             parts.append(rng.choice(_FILLERS) + "，")
         description = "".join(parts)[:length].rstrip("，") + "。"
-        made.append(TicketCreate(
-            channel=Channel.phone, caller_name=f"市民{i % 997}",
-            caller_phone=f"139{rng.randrange(10**8):08d}", address=f"{district}{street}",
-            district=district, street=street, title=title, description=description,
-            request_type=rng.choice([RequestType.help, RequestType.complaint,
-                                     RequestType.consultation]),
-        ))
+        made.append(
+            TicketCreate(
+                channel=Channel.phone,
+                caller_name=f"市民{i % 997}",
+                caller_phone=f"139{rng.randrange(10**8):08d}",
+                address=f"{district}{street}",
+                district=district,
+                street=street,
+                title=title,
+                description=description,
+                request_type=rng.choice(
+                    [RequestType.help, RequestType.complaint, RequestType.consultation]
+                ),
+            )
+        )
     return made
 
 

@@ -21,6 +21,7 @@ at 8 kHz fed in 20 ms frames with a partial read after each, as a live call does
     python bench/asr.py            # JSON on stdout, progress on stderr (~1 minute on 2 cores)
     python bench/asr.py --quick    # fewer rounds
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import vosk  # noqa: E402  (the benchmark measures the engine itself, below our wrapper)
+import vosk
 
-from asr.config import default_model_path  # noqa: E402
-from asr.offline import frames  # noqa: E402
-from asr.vosk_engine import load_model  # noqa: E402
-from tests.speech import read_wav, speak  # noqa: E402
+from asr.config import default_model_path
+from asr.offline import frames
+from asr.vosk_engine import load_model
+from tests.speech import read_wav, speak
 
 SENTENCES = [
     "도로에 물이 새고 있습니다",
@@ -65,11 +66,20 @@ def rss_mb() -> float:
 
 
 def machine() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in
-                  Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
-    return {"nproc": os.cpu_count(), "cpu_model": model,
-            "python": platform.python_version(), "vosk": "0.3.45"}
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "vosk": "0.3.45",
+    }
 
 
 def utterances() -> list[bytes]:
@@ -107,11 +117,16 @@ def fresh_vs_reused(model: vosk.Model, speech: list[bytes], rounds: int) -> dict
         repeat.append(time.thread_time() - started)
     audio_s = len(target) / 2 / RATE
     fresh_s, reused_s, repeat_s = min(fresh), min(reused), min(repeat)
-    return {"utterance_s": round(audio_s, 3), "fresh_cpu_s": round(fresh_s, 3),
-            "reused_cpu_s": round(reused_s, 3), "reuse_speedup": round(fresh_s / reused_s, 1),
-            "same_audio_again_cpu_s": round(repeat_s, 3),
-            "fresh_rtf": round(fresh_s / audio_s, 3), "reused_rtf": round(reused_s / audio_s, 3),
-            "rounds": rounds}
+    return {
+        "utterance_s": round(audio_s, 3),
+        "fresh_cpu_s": round(fresh_s, 3),
+        "reused_cpu_s": round(reused_s, 3),
+        "reuse_speedup": round(fresh_s / reused_s, 1),
+        "same_audio_again_cpu_s": round(repeat_s, 3),
+        "fresh_rtf": round(fresh_s / audio_s, 3),
+        "reused_rtf": round(reused_s / audio_s, 3),
+        "rounds": rounds,
+    }
 
 
 def warmed(model: vosk.Model, speech: list[bytes]) -> vosk.KaldiRecognizer:
@@ -121,8 +136,9 @@ def warmed(model: vosk.Model, speech: list[bytes]) -> vosk.KaldiRecognizer:
     return rec
 
 
-def concurrent(recs: list[vosk.KaldiRecognizer], speech: list[bytes],
-               repeat: int) -> dict[str, Any]:
+def concurrent(
+    recs: list[vosk.KaldiRecognizer], speech: list[bytes], repeat: int
+) -> dict[str, Any]:
     cpu = [0.0] * len(recs)
     barrier = threading.Barrier(len(recs) + 1)
 
@@ -143,9 +159,13 @@ def concurrent(recs: list[vosk.KaldiRecognizer], speech: list[bytes],
         thread.join()
     wall = time.perf_counter() - started
     audio_s = len(recs) * repeat * sum(len(pcm) for pcm in speech) / 2 / RATE
-    return {"threads": len(recs), "audio_s": round(audio_s, 1), "wall_s": round(wall, 2),
-            "throughput": round(audio_s / wall, 1),
-            "rtf_cpu": round(sum(cpu) / audio_s, 4)}
+    return {
+        "threads": len(recs),
+        "audio_s": round(audio_s, 1),
+        "wall_s": round(wall, 2),
+        "throughput": round(audio_s / wall, 1),
+        "rtf_cpu": round(sum(cpu) / audio_s, 4),
+    }
 
 
 def main() -> None:
@@ -161,8 +181,10 @@ def main() -> None:
     log("loading the model ...")
     started_wall, started_cpu = time.perf_counter(), time.process_time()
     model = load_model(default_model_path())
-    load = {"wall_s": round(time.perf_counter() - started_wall, 2),
-            "cpu_s": round(time.process_time() - started_cpu, 2)}
+    load = {
+        "wall_s": round(time.perf_counter() - started_wall, 2),
+        "cpu_s": round(time.process_time() - started_cpu, 2),
+    }
     rss_model = rss_mb()
 
     log("fresh vs reused recognizer ...")
@@ -179,20 +201,29 @@ def main() -> None:
     best = max(run["throughput"] for run in runs)
     single = runs[0]
 
-    print(json.dumps({
-        "machine": machine(),
-        "model": str(default_model_path()),
-        "model_load_s": load,
-        "fresh_vs_reused": reuse,
-        "rtf_cpu_reused": single["rtf_cpu"],
-        "concurrency": runs,
-        "realtime_streams": int(best),
-        "realtime_streams_at_70pct": int(best * 0.7),
-        "rss_mb": {"before_model": rss_start, "model": rss_model,
-                   f"model_plus_{len(recs)}_warm_recognizers": rss_warm,
-                   "per_warm_recognizer": round((rss_warm - rss_model) / len(recs), 1)},
-        "note": "shared machine: absolute figures move between runs; espeak-ng speech",
-    }, indent=2, ensure_ascii=False))
+    print(
+        json.dumps(
+            {
+                "machine": machine(),
+                "model": str(default_model_path()),
+                "model_load_s": load,
+                "fresh_vs_reused": reuse,
+                "rtf_cpu_reused": single["rtf_cpu"],
+                "concurrency": runs,
+                "realtime_streams": int(best),
+                "realtime_streams_at_70pct": int(best * 0.7),
+                "rss_mb": {
+                    "before_model": rss_start,
+                    "model": rss_model,
+                    f"model_plus_{len(recs)}_warm_recognizers": rss_warm,
+                    "per_warm_recognizer": round((rss_warm - rss_model) / len(recs), 1),
+                },
+                "note": "shared machine: absolute figures move between runs; espeak-ng speech",
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
 
 
 if __name__ == "__main__":

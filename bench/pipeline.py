@@ -25,6 +25,7 @@ shared and noisy, so compare the ratios, which are measured side by side):
 Progress goes to stderr. PostgreSQL is the test suite's server (tests/services.py): the
 machine's on 127.0.0.1:5432 when there is one, else a private one started for the run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,14 +56,14 @@ import httpx
 from sqlalchemy import select, text
 from sqlmodel import Session
 
-from bench import _common as common
-from dispatch import escalation, policies, sla
-from dispatch.units import create_user
 from accounts.models import Role
-from dispatch.models import Assignment, AssignmentRole, Clock, SlaPolicy, Unit
-from hotline import intake
-from core.settings import Settings
+from bench import _common as common
 from core.db import make_engine, make_session_factory, session_scope
+from core.settings import Settings
+from dispatch import escalation, policies, sla
+from dispatch.models import Assignment, AssignmentRole, Clock, SlaPolicy, Unit
+from dispatch.units import create_user
+from hotline import intake
 from hotline.seed import seed_demo
 from tickets.models import TicketCreate
 
@@ -94,10 +95,28 @@ class Plan:
     profile_tickets: int = 300
 
 
-FULL = {"tickets": 1500, "rounds": 3, "warmup": 30, "http_requests": 2000, "http_rounds": 4,
-        "concurrency": 8, "sweep_sizes": (10_000, 1_000_000), "sweep_due": 200, "sweep_reps": 3}
-QUICK = {"tickets": 200, "rounds": 3, "warmup": 20, "http_requests": 300, "http_rounds": 2,
-         "concurrency": 8, "sweep_sizes": (10_000, 100_000), "sweep_due": 50, "sweep_reps": 2}
+FULL = {
+    "tickets": 1500,
+    "rounds": 3,
+    "warmup": 30,
+    "http_requests": 2000,
+    "http_rounds": 4,
+    "concurrency": 8,
+    "sweep_sizes": (10_000, 1_000_000),
+    "sweep_due": 200,
+    "sweep_reps": 3,
+}
+QUICK = {
+    "tickets": 200,
+    "rounds": 3,
+    "warmup": 20,
+    "http_requests": 300,
+    "http_rounds": 2,
+    "concurrency": 8,
+    "sweep_sizes": (10_000, 100_000),
+    "sweep_due": 50,
+    "sweep_reps": 2,
+}
 
 
 # ---------------------------------------------------------------- profiling
@@ -114,21 +133,31 @@ def hot_spots(stats: pstats.Stats, *, wall: float, top: int = 15) -> dict[str, A
             where = path.split("site-packages/", 1)[1]
         elif ours:
             where = os.path.relpath(path, ROOT)
-        rows.append({"at": f"{where}:{func}", "line": line, "calls": calls,
-                     "own_s": own, "cum_s": cumulative, "project": ours})
+        rows.append(
+            {
+                "at": f"{where}:{func}",
+                "line": line,
+                "calls": calls,
+                "own_s": own,
+                "cum_s": cumulative,
+                "project": ours,
+            }
+        )
 
     def share(seconds: float) -> float:
         return round(100 * seconds / wall, 1)
 
-    project = sorted((r for r in rows if r["project"] and not r["at"].startswith("bench/")),
-                     key=lambda r: -r["cum_s"])[:top]
+    project = sorted(
+        (r for r in rows if r["project"] and not r["at"].startswith("bench/")),
+        key=lambda r: -r["cum_s"],
+    )[:top]
     own = sorted(rows, key=lambda r: -r["own_s"])[:top]
     return {
         "total_s": round(wall, 3),
-        "cumulative_project": [{"at": r["at"], "calls": r["calls"],
-                                "pct": share(r["cum_s"])} for r in project],
-        "own_time": [{"at": r["at"], "calls": r["calls"], "pct": share(r["own_s"])}
-                     for r in own],
+        "cumulative_project": [
+            {"at": r["at"], "calls": r["calls"], "pct": share(r["cum_s"])} for r in project
+        ],
+        "own_time": [{"at": r["at"], "calls": r["calls"], "pct": share(r["own_s"])} for r in own],
     }
 
 
@@ -159,12 +188,12 @@ def pipeline_rate(url: str, plan: Plan, *, seed_offset: int = 0) -> dict[str, An
             outcomes[_outcome(intake.submit(session, data=data, actor=None, now=at))] += 1
 
     try:
-        for data in intakes[:plan.warmup]:
+        for data in intakes[: plan.warmup]:
             submit(data)
         outcomes.clear()
         rates, latencies = [], []
         for r in range(plan.rounds):
-            batch = intakes[plan.warmup + r * plan.tickets:][:plan.tickets]
+            batch = intakes[plan.warmup + r * plan.tickets :][: plan.tickets]
             start = time.perf_counter()
             for data in batch:
                 t0 = time.perf_counter()
@@ -180,15 +209,15 @@ def pipeline_rate(url: str, plan: Plan, *, seed_offset: int = 0) -> dict[str, An
         }
         if plan.profile:
             profiler = cProfile.Profile()
-            extra = common.request_texts(plan.profile_tickets, n_rules=N_RULES,
-                                         seed_value=999 + seed_offset)
+            extra = common.request_texts(
+                plan.profile_tickets, n_rules=N_RULES, seed_value=999 + seed_offset
+            )
             start = time.perf_counter()
             profiler.enable()
             for data in extra:
                 submit(data)
             profiler.disable()
-            result["profile"] = hot_spots(pstats.Stats(profiler),
-                                          wall=time.perf_counter() - start)
+            result["profile"] = hot_spots(pstats.Stats(profiler), wall=time.perf_counter() - start)
         return result
     finally:
         engine.dispose()
@@ -209,13 +238,26 @@ def bare_app(url: str) -> Any:
         f"INSERT INTO {BARE_TABLE} (channel, caller_name, caller_phone, address, district, "
         "street, title, description, request_type, urgency, created_at) VALUES (:channel, "
         ":caller_name, :caller_phone, :address, :district, :street, :title, :description, "
-        ":request_type, :urgency, :created_at) RETURNING id")
+        ":request_type, :urgency, :created_at) RETURNING id"
+    )
 
     @app.post("/bare", status_code=201)
     def create(data: TicketCreate) -> dict[str, int]:
-        row = data.model_dump(include={"channel", "caller_name", "caller_phone", "address",
-                                       "district", "street", "title", "description",
-                                       "request_type", "urgency"}, mode="json")
+        row = data.model_dump(
+            include={
+                "channel",
+                "caller_name",
+                "caller_phone",
+                "address",
+                "district",
+                "street",
+                "title",
+                "description",
+                "request_type",
+                "urgency",
+            },
+            mode="json",
+        )
         with engine.begin() as conn:
             ident = conn.execute(insert, {**row, "created_at": NOW}).scalar_one()
         return {"id": ident}
@@ -232,9 +274,11 @@ def hotline_app(url: str) -> Any:
     from core.clock import FrozenClock
     from web.app import create_app
 
-    return create_app(settings=bench_settings(url),
-                      session_factory=make_session_factory(make_engine(url)),
-                      clock=FrozenClock(NOW))
+    return create_app(
+        settings=bench_settings(url),
+        session_factory=make_session_factory(make_engine(url)),
+        clock=FrozenClock(NOW),
+    )
 
 
 class _ThreadProfiles:
@@ -291,8 +335,16 @@ class Server:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.profile_out = str(workdir / f"{kind}.pstats") if profile else None
         self.log = workdir / f"{kind}.log"
-        command = [sys.executable, str(Path(__file__).resolve()), "--serve", kind,
-                   "--db-url", url, "--port", str(self.port)]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--serve",
+            kind,
+            "--db-url",
+            url,
+            "--port",
+            str(self.port),
+        ]
         if self.profile_out:
             command += ["--profile-out", self.profile_out]
         with open(self.log, "w") as log:  # the child keeps its own copy of the descriptor
@@ -320,8 +372,15 @@ class Server:
                 self.proc.wait(10)
 
 
-def load(base_url: str, path: str, payloads: Sequence[dict[str, Any]], *, concurrency: int,
-         headers: dict[str, str], server_pid: int | None = None) -> dict[str, Any]:
+def load(
+    base_url: str,
+    path: str,
+    payloads: Sequence[dict[str, Any]],
+    *,
+    concurrency: int,
+    headers: dict[str, str],
+    server_pid: int | None = None,
+) -> dict[str, Any]:
     """POST every payload once, `concurrency` keep-alive clients at a time."""
     lock = threading.Lock()
     position = iter(range(len(payloads)))
@@ -338,8 +397,11 @@ def load(base_url: str, path: str, payloads: Sequence[dict[str, Any]], *, concur
                 t0 = time.perf_counter()
                 try:
                     response = client.post(path, json=payloads[index])
-                    failed = None if response.status_code == 201 else \
-                        f"{response.status_code} {response.text[:200]}"
+                    failed = (
+                        None
+                        if response.status_code == 201
+                        else f"{response.status_code} {response.text[:200]}"
+                    )
                 except httpx.HTTPError as exc:
                     failed = f"{type(exc).__name__}: {exc}"
                 elapsed = time.perf_counter() - t0
@@ -358,10 +420,16 @@ def load(base_url: str, path: str, payloads: Sequence[dict[str, Any]], *, concur
         thread.join()
     wall = time.perf_counter() - start
     n = len(payloads)
-    return {"requests": n, "rate": n / wall, "latency": latencies, "failures": dict(failures),
-            "server_cpu_ms": (common.cpu_seconds(server_pid) - server_cpu) * 1000 / n
-            if server_pid else None,
-            "client_cpu_ms": (time.process_time() - client_cpu) * 1000 / n}
+    return {
+        "requests": n,
+        "rate": n / wall,
+        "latency": latencies,
+        "failures": dict(failures),
+        "server_cpu_ms": (common.cpu_seconds(server_pid) - server_cpu) * 1000 / n
+        if server_pid
+        else None,
+        "client_cpu_ms": (time.process_time() - client_cpu) * 1000 / n,
+    }
 
 
 def http_intake(url: str, plan: Plan, workdir: Path) -> dict[str, Any]:
@@ -369,23 +437,39 @@ def http_intake(url: str, plan: Plan, workdir: Path) -> dict[str, Any]:
     rounds alternate between them so drift on a noisy machine hits both alike."""
     engine, factory = common.session_factory(url)
     with session_scope(factory) as session:
-        _, token = create_user(session, username="bench.operator", display_name="压测话务员",
-                               role=Role.operator, unit_code="CENTRE", now=NOW)
-        session.execute(text(
-            f"CREATE TABLE {BARE_TABLE} (id bigserial PRIMARY KEY, channel text NOT NULL, "
-            "caller_name text, caller_phone text, address text, district text, street text, "
-            "title text, description text NOT NULL, request_type text NOT NULL, "
-            "urgency text NOT NULL, created_at timestamptz NOT NULL)"))
+        _, token = create_user(
+            session,
+            username="bench.operator",
+            display_name="压测话务员",
+            role=Role.operator,
+            unit_code="CENTRE",
+            now=NOW,
+        )
+        session.execute(
+            text(
+                f"CREATE TABLE {BARE_TABLE} (id bigserial PRIMARY KEY, channel text NOT NULL, "
+                "caller_name text, caller_phone text, address text, district text, street text, "
+                "title text, description text NOT NULL, request_type text NOT NULL, "
+                "urgency text NOT NULL, created_at timestamptz NOT NULL)"
+            )
+        )
     engine.dispose()
 
     per_round = plan.http_requests // plan.http_rounds
     warmup = 50
-    payloads = [d.model_dump(mode="json", exclude_none=True) for d in common.request_texts(
-        warmup + per_round * plan.http_rounds, n_rules=N_RULES, seed_value=777)]
-    apps = {"hotline": ("/api/v1/tickets", {"Authorization": f"Bearer {token}"}),
-            "bare": ("/bare", {})}
-    servers = {kind: Server(kind, url, workdir, plan.profile and kind == "hotline")
-               for kind in apps}
+    payloads = [
+        d.model_dump(mode="json", exclude_none=True)
+        for d in common.request_texts(
+            warmup + per_round * plan.http_rounds, n_rules=N_RULES, seed_value=777
+        )
+    ]
+    apps = {
+        "hotline": ("/api/v1/tickets", {"Authorization": f"Bearer {token}"}),
+        "bare": ("/bare", {}),
+    }
+    servers = {
+        kind: Server(kind, url, workdir, plan.profile and kind == "hotline") for kind in apps
+    }
     rates: dict[str, list[float]] = {kind: [] for kind in apps}
     server_cpu: dict[str, list[float]] = {kind: [] for kind in apps}
     client_cpu: dict[str, list[float]] = {kind: [] for kind in apps}
@@ -395,16 +479,27 @@ def http_intake(url: str, plan: Plan, workdir: Path) -> dict[str, Any]:
         for server in servers.values():
             server.wait_ready()
         for kind, (path, headers) in apps.items():
-            warm = load(servers[kind].base_url, path, payloads[:warmup],
-                        concurrency=plan.concurrency, headers=headers)
+            warm = load(
+                servers[kind].base_url,
+                path,
+                payloads[:warmup],
+                concurrency=plan.concurrency,
+                headers=headers,
+            )
             failures[kind].update(warm["failures"])
         for r in range(plan.http_rounds):
-            batch = payloads[warmup + r * per_round:][:per_round]
-            for kind in (("bare", "hotline") if r % 2 == 0 else ("hotline", "bare")):
+            batch = payloads[warmup + r * per_round :][:per_round]
+            for kind in ("bare", "hotline") if r % 2 == 0 else ("hotline", "bare"):
                 path, headers = apps[kind]
                 common.say(f"  http round {r + 1}/{plan.http_rounds}: {kind}")
-                got = load(servers[kind].base_url, path, batch, concurrency=plan.concurrency,
-                           headers=headers, server_pid=servers[kind].proc.pid)
+                got = load(
+                    servers[kind].base_url,
+                    path,
+                    batch,
+                    concurrency=plan.concurrency,
+                    headers=headers,
+                    server_pid=servers[kind].proc.pid,
+                )
                 rates[kind].append(got["rate"])
                 server_cpu[kind].append(got["server_cpu_ms"])
                 client_cpu[kind].append(got["client_cpu_ms"])
@@ -420,17 +515,21 @@ def http_intake(url: str, plan: Plan, workdir: Path) -> dict[str, Any]:
         "http_tickets_per_s": round(hotline_rate, 1),
         "http_bare_inserts_per_s": round(bare_rate, 1),
         "http_intake_ratio": round(hotline_rate / bare_rate, 3),
-        "round_ratios": [round(h / b, 3) for h, b in zip(rates["hotline"], rates["bare"])],
+        "round_ratios": [
+            round(h / b, 3) for h, b in zip(rates["hotline"], rates["bare"], strict=False)
+        ],
         "rounds_per_s": {k: [round(x, 1) for x in v] for k, v in rates.items()},
         "requests_per_app": per_round * plan.http_rounds,
         "concurrency": plan.concurrency,
         "latency_ms": {k: common.summary_ms(v) for k, v in latencies.items()},
         # One uvicorn process runs on one core at most (the GIL): once it is saturated,
         # its CPU time per request sets the rate.
-        "server_cpu_ms_per_request": {k: round(statistics.median(v), 3)
-                                      for k, v in server_cpu.items()},
-        "client_cpu_ms_per_request": {k: round(statistics.median(v), 3)
-                                      for k, v in client_cpu.items()},
+        "server_cpu_ms_per_request": {
+            k: round(statistics.median(v), 3) for k, v in server_cpu.items()
+        },
+        "client_cpu_ms_per_request": {
+            k: round(statistics.median(v), 3) for k, v in client_cpu.items()
+        },
         "failures": {k: dict(v) for k, v in failures.items() if v},
     }
     profile_out = servers["hotline"].profile_out
@@ -450,7 +549,8 @@ _TICKET_INSERT = (
     "SELECT :prefix || g, 'phone', 'dispatched', false, '榆阳区', '路灯不亮', "
     "'沿河那段路的路灯不亮已经一个多星期了，晚上走路很不安全，希望尽快修复。', 'complaint', "
     "'normal', '020301', '路灯', 0, 0, :created, :created, 'bench', 0 "
-    "FROM generate_series(1, :n) AS g")
+    "FROM generate_series(1, :n) AS g"
+)
 _ASSIGNMENT_INSERT = (
     "INSERT INTO assignment (ticket_id, unit_id, role, status, policy_id, rule_name, "
     "dispatched_by, started_at, sign_due_at, reply_due_at, close_due_at, extension_count, "
@@ -458,7 +558,8 @@ _ASSIGNMENT_INSERT = (
     "SELECT t.id, :unit_id, 'lead', 'dispatched', :policy_id, '路灯', 'system', :started, "
     ":sign_due, :reply_due, :close_due, 0, 'sign', 0, "
     "CAST(:next_at AS timestamptz) + (t.id % :spread) * interval '1 second' "
-    "FROM ticket t WHERE t.id > :after")
+    "FROM ticket t WHERE t.id > :after"
+)
 
 
 @dataclass(frozen=True)
@@ -476,25 +577,55 @@ class Armed:
 def armed(session: Session, *, policy: SlaPolicy, unit: Unit, started: datetime) -> Armed:
     calendar = policies.load_calendar(session)
     due = {f"{c.value}_due_at": sla.due_at(started, policy, c, calendar) for c in Clock}
-    assignment = Assignment(ticket_id=0, unit_id=unit.id, role=AssignmentRole.lead,
-                            policy_id=policy.id, dispatched_by="system", started_at=started,
-                            **due)
+    assignment = Assignment(
+        ticket_id=0,
+        unit_id=unit.id,
+        role=AssignmentRole.lead,
+        policy_id=policy.id,
+        dispatched_by="system",
+        started_at=started,
+        **due,
+    )
     escalation.arm(assignment, clock=Clock.sign, policy=policy, calendar=calendar)
-    schedule = escalation.schedule_for(assignment, clock=Clock.sign, policy=policy,
-                                       calendar=calendar)
-    return Armed(started, due["sign_due_at"], due["reply_due_at"], due["close_due_at"],
-                 assignment.next_escalation_at, sum(step.at <= NOW for step in schedule))
+    schedule = escalation.schedule_for(
+        assignment, clock=Clock.sign, policy=policy, calendar=calendar
+    )
+    return Armed(
+        started,
+        due["sign_due_at"],
+        due["reply_due_at"],
+        due["close_due_at"],
+        assignment.next_escalation_at,
+        sum(step.at <= NOW for step in schedule),
+    )
 
 
-def _bulk_assignments(session: Session, *, prefix: str, n: int, template: Armed, unit: Unit,
-                      policy: SlaPolicy, spread_s: int) -> None:
+def _bulk_assignments(
+    session: Session,
+    *,
+    prefix: str,
+    n: int,
+    template: Armed,
+    unit: Unit,
+    policy: SlaPolicy,
+    spread_s: int,
+) -> None:
     after = session.scalar(text("SELECT coalesce(max(id), 0) FROM ticket"))
     session.execute(text(_TICKET_INSERT), {"prefix": prefix, "n": n, "created": template.started})
-    session.execute(text(_ASSIGNMENT_INSERT), {
-        "unit_id": unit.id, "policy_id": policy.id, "started": template.started,
-        "sign_due": template.sign_due, "reply_due": template.reply_due,
-        "close_due": template.close_due, "next_at": template.next_at, "spread": spread_s,
-        "after": after})
+    session.execute(
+        text(_ASSIGNMENT_INSERT),
+        {
+            "unit_id": unit.id,
+            "policy_id": policy.id,
+            "started": template.started,
+            "sign_due": template.sign_due,
+            "reply_due": template.reply_due,
+            "close_due": template.close_due,
+            "next_at": template.next_at,
+            "spread": spread_s,
+            "after": after,
+        },
+    )
 
 
 def sweep_scaling(url: str, plan: Plan) -> dict[str, Any]:
@@ -521,9 +652,15 @@ def sweep_scaling(url: str, plan: Plan) -> dict[str, Any]:
             common.say(f"  sweep: loading open assignments up to {size:,}")
             start = time.perf_counter()
             with session_scope(factory) as session:
-                _bulk_assignments(session, prefix=f"BG{size}-", n=size - loaded,
-                                  template=open_template, unit=unit, policy=policy,
-                                  spread_s=30 * 24 * 3600)
+                _bulk_assignments(
+                    session,
+                    prefix=f"BG{size}-",
+                    n=size - loaded,
+                    template=open_template,
+                    unit=unit,
+                    policy=policy,
+                    spread_s=30 * 24 * 3600,
+                )
             loaded = size
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("VACUUM ANALYZE ticket"))
@@ -532,22 +669,32 @@ def sweep_scaling(url: str, plan: Plan) -> dict[str, Any]:
             times, query_ms, fired = [], [], []
             for rep in range(plan.sweep_reps):
                 with session_scope(factory) as session:
-                    _bulk_assignments(session, prefix=f"DUE{size}-{rep}-", n=plan.sweep_due,
-                                      template=due_template, unit=unit, policy=policy,
-                                      spread_s=1)
+                    _bulk_assignments(
+                        session,
+                        prefix=f"DUE{size}-{rep}-",
+                        n=plan.sweep_due,
+                        template=due_template,
+                        unit=unit,
+                        policy=policy,
+                        spread_s=1,
+                    )
                 query_ms.append(_due_query_ms(factory))
                 if rep == 0:
                     plan_text = _due_query_plan(engine)
-                seconds, outcome = common.timed(lambda: escalation.sweep(
-                    factory, now=NOW, batch=500, settings=settings))
+                seconds, outcome = common.timed(
+                    lambda: escalation.sweep(factory, now=NOW, batch=500, settings=settings)
+                )
                 if outcome.fired != plan.sweep_due * due_template.steps_due or outcome.failed:
-                    raise RuntimeError(f"sweep fired {outcome.fired} steps ({outcome.failed} "
-                                       f"failed); expected {plan.sweep_due * due_template.steps_due}")
+                    raise RuntimeError(
+                        f"sweep fired {outcome.fired} steps ({outcome.failed} "
+                        f"failed); expected {plan.sweep_due * due_template.steps_due}"
+                    )
                 times.append(seconds)
                 fired.append(outcome.fired)
             with session_scope(factory) as session:
-                open_count = session.scalar(text(
-                    "SELECT count(*) FROM assignment WHERE next_escalation_at IS NOT NULL"))
+                open_count = session.scalar(
+                    text("SELECT count(*) FROM assignment WHERE next_escalation_at IS NOT NULL")
+                )
             result["sizes"][str(size)] = {
                 "open_assignments": open_count,
                 "load_s": round(load_s, 1),
@@ -577,7 +724,8 @@ def _due_query_ms(factory: Callable[[], Session]) -> float:
 
 def _due_query_plan(engine: Any) -> str:
     compiled = escalation.due_assignments(now=NOW, batch=500, after=None).compile(
-        dialect=engine.dialect)
+        dialect=engine.dialect
+    )
     with engine.connect() as conn:
         plan = conn.exec_driver_sql(f"EXPLAIN {compiled}", compiled.params).scalars().all()
     return " | ".join(line.strip() for line in plan)
@@ -612,8 +760,10 @@ def run(plan: Plan) -> dict[str, Any]:
     common.say(f"  {sqlite['tickets_per_s']} tickets/s")
 
     common.say("pipeline on PostgreSQL")
-    with common.postgres_database() as url, tempfile.TemporaryDirectory(
-            prefix="hotline-bench-http-") as workdir:
+    with (
+        common.postgres_database() as url,
+        tempfile.TemporaryDirectory(prefix="hotline-bench-http-") as workdir,
+    ):
         engine = make_engine(url)
         result["postgres_version"] = common.postgres_version(engine)
         engine.dispose()
@@ -631,8 +781,9 @@ def run(plan: Plan) -> dict[str, Any]:
     with common.postgres_database() as url:
         sweep = sweep_scaling(url, plan)
     result["sweep_ratio"] = sweep["sweep_ratio"]
-    result["sweep_ratio_1m_vs_10k"] = sweep["sweep_ratio"] \
-        if plan.sweep_sizes == (10_000, 1_000_000) else None
+    result["sweep_ratio_1m_vs_10k"] = (
+        sweep["sweep_ratio"] if plan.sweep_sizes == (10_000, 1_000_000) else None
+    )
     small, large = (sweep["sizes"][str(s)] for s in plan.sweep_sizes)
     result["sweep_s_small"] = small["sweep_s_median"]
     result["sweep_s_large"] = large["sweep_s_median"]
@@ -651,32 +802,41 @@ def human(result: dict[str, Any]) -> str:
     def line(text: str = "") -> None:
         out.append(text)
 
-    line(f"machine: {m['nproc']} x {m['cpu_model']}, Python {m['python']}, "
-         f"PostgreSQL {result['postgres_version']}")
+    line(
+        f"machine: {m['nproc']} x {m['cpu_model']}, Python {m['python']}, "
+        f"PostgreSQL {result['postgres_version']}"
+    )
     line(f"rule book: {seed['rules_total']} rules ({seed['synthetic_rules']} synthetic)")
     line()
     line("in-process pipeline (submit + commit per ticket), median of rounds:")
     for backend in ("sqlite", "postgres"):
         r = p[backend]
-        line(f"  {backend:9} {r['tickets_per_s']:8.1f} tickets/s   rounds "
-             f"{r['rounds_tickets_per_s']}   latency p50 {r['latency_ms']['p50']} ms "
-             f"p95 {r['latency_ms']['p95']} ms   mix {r['mix']}")
+        line(
+            f"  {backend:9} {r['tickets_per_s']:8.1f} tickets/s   rounds "
+            f"{r['rounds_tickets_per_s']}   latency p50 {r['latency_ms']['p50']} ms "
+            f"p95 {r['latency_ms']['p95']} ms   mix {r['mix']}"
+        )
     line()
-    line(f"HTTP intake, {h['requests_per_app']} requests per app, "
-         f"concurrency {h['concurrency']}:")
-    for label, kind, rate in (("POST /api/v1/tickets", "hotline", "http_tickets_per_s"),
-                              ("bare INSERT app", "bare", "http_bare_inserts_per_s")):
+    line(f"HTTP intake, {h['requests_per_app']} requests per app, concurrency {h['concurrency']}:")
+    for label, kind, rate in (
+        ("POST /api/v1/tickets", "hotline", "http_tickets_per_s"),
+        ("bare INSERT app", "bare", "http_bare_inserts_per_s"),
+    ):
         latency = h["latency_ms"][kind]
-        line(f"  {label:21} {h[rate]:8.1f} req/s   p50 {latency['p50']} ms "
-             f"p95 {latency['p95']} ms   server CPU {h['server_cpu_ms_per_request'][kind]} "
-             f"ms/request, client {h['client_cpu_ms_per_request'][kind]} ms/request")
+        line(
+            f"  {label:21} {h[rate]:8.1f} req/s   p50 {latency['p50']} ms "
+            f"p95 {latency['p95']} ms   server CPU {h['server_cpu_ms_per_request'][kind]} "
+            f"ms/request, client {h['client_cpu_ms_per_request'][kind]} ms/request"
+        )
     failures = f"   FAILURES {h['failures']}" if h["failures"] else ""
     line(f"  ratio {h['http_intake_ratio']} (per round {h['round_ratios']}){failures}")
     line()
     line(f"SLA sweep, {s['due_per_sweep']} due each time:")
     for r in s["sizes"].values():
-        line(f"  {r['open_assignments']:>9,} open  sweep {r['sweep_s_median']:.3f} s "
-             f"(runs {r['sweep_s']})  due query {r['due_query_ms_median']} ms")
+        line(
+            f"  {r['open_assignments']:>9,} open  sweep {r['sweep_s_median']:.3f} s "
+            f"(runs {r['sweep_s']})  due query {r['due_query_ms_median']} ms"
+        )
         line(f"             plan: {r['due_query_plan']}")
     line(f"  ratio {s['sweep_ratio']}")
     line()
@@ -687,8 +847,11 @@ def human(result: dict[str, Any]) -> str:
     for key, verdict in result["targets"].items():
         mark = {True: "met", False: "MISSED", None: "n/a"}[verdict["met"]]
         line(f"  {key:26} {verdict['value']!s:>10}  {verdict['target']:>8}  {mark}")
-    for name, section in (("pipeline sqlite", p["sqlite"]), ("pipeline postgres", p["postgres"]),
-                          ("http intake (server CPU)", h)):
+    for name, section in (
+        ("pipeline sqlite", p["sqlite"]),
+        ("pipeline postgres", p["postgres"]),
+        ("http intake (server CPU)", h),
+    ):
         profile = section.get("profile")
         if not profile:
             continue
@@ -706,8 +869,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="a smaller smoke run")
-    parser.add_argument("--profile", action="store_true",
-                        help="cProfile the pipeline (both databases) and the HTTP server")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile the pipeline (both databases) and the HTTP server",
+    )
     parser.add_argument("--serve", choices=["hotline", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--db-url", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

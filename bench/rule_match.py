@@ -7,6 +7,7 @@ every rule with `in`, measured in the same run. Target: match() p50 <= 0.5 ms at
     python bench/rule_match.py            # readable figures
     python bench/rule_match.py --json     # one JSON object (rule_match_ms_p50, ...)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,9 +53,16 @@ def synthetic_rules(n: int, rng: random.Random, pool: list[str]) -> list[RuleSpe
             conditions["text_all"] = [word()]
         if rng.random() < 0.1:
             conditions["districts"] = [rng.choice(DISTRICTS)]
-        specs.append(validate_rule({
-            "name": f"synthetic-{i:05d}", "priority": rng.randint(0, 999),
-            "conditions": conditions, "actions": {"lead_unit": f"SYN_{i % 50}"}}))
+        specs.append(
+            validate_rule(
+                {
+                    "name": f"synthetic-{i:05d}",
+                    "priority": rng.randint(0, 999),
+                    "conditions": conditions,
+                    "actions": {"lead_unit": f"SYN_{i % 50}"},
+                }
+            )
+        )
     return specs
 
 
@@ -74,11 +82,16 @@ class Naive:
 
     def __init__(self, specs: list[RuleSpec]) -> None:
         ordered = sorted((s for s in specs if s.enabled), key=lambda s: (s.priority, s.name))
-        self.rules = [(s, [normalise(k) for k in s.conditions.text_any],
-                       [normalise(k) for k in s.conditions.text_all],
-                       [normalise(k) for k in s.conditions.text_none],
-                       [re.compile(p, re.IGNORECASE) for p in s.conditions.regex])
-                      for s in ordered]
+        self.rules = [
+            (
+                s,
+                [normalise(k) for k in s.conditions.text_any],
+                [normalise(k) for k in s.conditions.text_all],
+                [normalise(k) for k in s.conditions.text_none],
+                [re.compile(p, re.IGNORECASE) for p in s.conditions.regex],
+            )
+            for s in ordered
+        ]
 
     def match(self, facts: TicketFacts) -> RuleSpec | None:
         nfkc = unicodedata.normalize("NFKC", facts.text)
@@ -97,8 +110,9 @@ class Naive:
                 continue
             if c.channels and facts.channel not in c.channels:
                 continue
-            if c.time_of_day and (facts.local_time is None
-                                  or not c.time_of_day.contains(facts.local_time)):
+            if c.time_of_day and (
+                facts.local_time is None or not c.time_of_day.contains(facts.local_time)
+            ):
                 continue
             if patterns and not any(p.search(nfkc) for p in patterns):
                 continue
@@ -120,15 +134,20 @@ def _p(samples: list[float], q: int) -> float:
     return statistics.quantiles(samples, n=100)[q - 1]
 
 
-def measure(n_rules: int = 1000, text_len: int = 300, rounds: int = 3000,
-            seed: int = 12345) -> dict[str, Any]:
+def measure(
+    n_rules: int = 1000, text_len: int = 300, rounds: int = 3000, seed: int = 12345
+) -> dict[str, Any]:
     rng = random.Random(seed)
     pool = _pool()
     specs = synthetic_rules(n_rules, rng, pool) + load_pack(
-        DEFAULT_RULES_PATH.read_text(encoding="utf-8"), "yaml")
-    facts = [TicketFacts(text=t, district=rng.choice(DISTRICTS),
-                         local_time=rng.choice([time(10), time(23, 30)]))
-             for t in texts(50, text_len, rng, pool)]
+        DEFAULT_RULES_PATH.read_text(encoding="utf-8"), "yaml"
+    )
+    facts = [
+        TicketFacts(
+            text=t, district=rng.choice(DISTRICTS), local_time=rng.choice([time(10), time(23, 30)])
+        )
+        for t in texts(50, text_len, rng, pool)
+    ]
 
     start = perf_counter()
     compiled = CompiledRules.build(specs)
@@ -165,14 +184,19 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{result['rules']} rules, {result['text_len']}-char texts "
-          f"(compiled in {result['build_ms']} ms)")
-    print(f"match():     p50 {result['rule_match_ms_p50']:.4f} ms   "
-          f"p95 {result['rule_match_ms_p95']:.4f} ms")
-    print(f"naive scan:  p50 {result['naive_ms_p50']:.4f} ms   "
-          f"p95 {result['naive_ms_p95']:.4f} ms")
-    print(f"speed-up {result['speedup_vs_naive']}x; "
-          f"{result['texts_routed']:.0%} of texts routed by a rule")
+    print(
+        f"{result['rules']} rules, {result['text_len']}-char texts "
+        f"(compiled in {result['build_ms']} ms)"
+    )
+    print(
+        f"match():     p50 {result['rule_match_ms_p50']:.4f} ms   "
+        f"p95 {result['rule_match_ms_p95']:.4f} ms"
+    )
+    print(f"naive scan:  p50 {result['naive_ms_p50']:.4f} ms   p95 {result['naive_ms_p95']:.4f} ms")
+    print(
+        f"speed-up {result['speedup_vs_naive']}x; "
+        f"{result['texts_routed']:.0%} of texts routed by a rule"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ processes (web, worker, beat) and administration (users, rules, a manual SLA swe
 Domain modules are imported inside the commands that need them, so that `hotline db upgrade`
 works on a host where, say, the web stack is broken, and `--help` stays fast.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,15 +25,19 @@ from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-from hotline import migrate
+from cli.supervisor import Child, start, stop_all, supervise
 from core.clock import Clock, SystemClock
-from core.settings import Settings, get_settings
 from core.db import make_engine, make_session_factory, session_scope
 from core.errors import DomainError
-from cli.supervisor import Child, start, stop_all, supervise
+from core.settings import Settings, get_settings
+from hotline import migrate
 
-app = typer.Typer(help="12345 government service hotline platform.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="12345 government service hotline platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts and their bearer tokens.", no_args_is_help=True)
 rules_app = typer.Typer(help="Dispatch rule packs.", no_args_is_help=True)
@@ -76,8 +81,10 @@ def friendly_errors(fn: F) -> F:
         except sqlalchemy.exc.ArgumentError as exc:
             fail(f"unusable database URL: {_first_line(exc)}")
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as exc:
-            fail(f"database error: {_first_line(exc)} "
-                 "(is the database reachable and migrated? try `hotline db upgrade`)")
+            fail(
+                f"database error: {_first_line(exc)} "
+                "(is the database reachable and migrated? try `hotline db upgrade`)"
+            )
         except CommandError as exc:
             fail(f"migration error: {exc}")
 
@@ -104,7 +111,7 @@ def _session(settings: Settings) -> Iterator[Session]:
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
     for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
 
 
 def _print_json(value: Any) -> None:
@@ -184,8 +191,10 @@ def _softphone_line(settings: Settings) -> str:
     t = settings.telephony
     line = f"sip:12345@{_sip_host(settings)}:{t.port}"
     if all(net.startswith(("127.", "::1")) for net in t.allow):
-        line += (" (only this machine may call; let your LAN in with e.g. "
-                 "HOTLINE_TELEPHONY__ALLOW='[\"192.168.0.0/16\"]')")
+        line += (
+            " (only this machine may call; let your LAN in with e.g. "
+            "HOTLINE_TELEPHONY__ALLOW='[\"192.168.0.0/16\"]')"
+        )
     return line
 
 
@@ -201,10 +210,13 @@ def _calendar_warnings(settings: Settings, clock: Clock) -> list[str]:
     this_year = clock.now().astimezone(settings.tz).year
     with _session(settings) as session:
         calendar = load_calendar(session, tz=settings.tz)
-    return [f"the holidays of {year} are not loaded: working-day deadlines in {year} count "
-            f"Monday to Friday only. Enter them with PUT /api/v1/calendar/days/{{day}} or "
-            f"POST /api/v1/calendar/days/import"
-            for year in (this_year, this_year + 1) if not calendar.year(year).known]
+    return [
+        f"the holidays of {year} are not loaded: working-day deadlines in {year} count "
+        f"Monday to Friday only. Enter them with PUT /api/v1/calendar/days/{{day}} or "
+        f"POST /api/v1/calendar/days/import"
+        for year in (this_year, this_year + 1)
+        if not calendar.year(year).known
+    ]
 
 
 def _seed_once(settings: Settings, clock: Clock) -> list[dict[str, Any]]:
@@ -233,17 +245,40 @@ def run() -> None:
     """
     settings = get_settings()
     if settings.environment == "production":
-        fail("`hotline run` is the demo/development mode; in production run "
-             "`hotline web`, `hotline worker` and `hotline beat` (see the README)")
+        fail(
+            "`hotline run` is the demo/development mode; in production run "
+            "`hotline web`, `hotline worker` and `hotline beat` (see the README)"
+        )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.db_url)
     users = _seed_once(settings, SystemClock())
 
-    web_argv = [sys.executable, "-m", "uvicorn", WEB_FACTORY, "--factory",
-                "--host", settings.web.host, "--port", str(settings.web.port)]
-    worker_argv = [sys.executable, "-m", "celery", "-A", WORKER_APP, "worker", "-B",
-                   "--pool=threads", "--concurrency=2", "-l", "info",
-                   "--schedule", str((settings.data_dir / "celerybeat-schedule").resolve())]
+    web_argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        WEB_FACTORY,
+        "--factory",
+        "--host",
+        settings.web.host,
+        "--port",
+        str(settings.web.port),
+    ]
+    worker_argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        WORKER_APP,
+        "worker",
+        "-B",
+        "--pool=threads",
+        "--concurrency=2",
+        "-l",
+        "info",
+        "--schedule",
+        str((settings.data_dir / "celerybeat-schedule").resolve()),
+    ]
     typer.echo("")
     typer.secho("12345 hotline is starting", bold=True)
     typer.echo(f"  database:  {_safe_url(settings.db_url)}")
@@ -257,11 +292,17 @@ def run() -> None:
     if users:
         typer.echo("  demo users (send `Authorization: Bearer <token>`):")
         centre = [u for u in users if u["role"] != "handler"]
-        _print_table([("   ", u["username"], u["role"], u.get("unit") or "", u["token"])
-                      for u in centre + [u for u in users if u["username"] == "water.handler"]])
+        _print_table(
+            [
+                ("   ", u["username"], u["role"], u.get("unit") or "", u["token"])
+                for u in centre + [u for u in users if u["username"] == "water.handler"]
+            ]
+        )
         units = len({u.get("unit") for u in users if u["role"] == "handler"})
-        typer.echo(f"  every unit ({units}) has <unit>.handler and <unit>.head users; all tokens "
-                   f"are in {_demo_users_path(settings)}")
+        typer.echo(
+            f"  every unit ({units}) has <unit>.handler and <unit>.head users; all tokens "
+            f"are in {_demo_users_path(settings)}"
+        )
     else:
         typer.echo("  demo users: none recorded; mint one with `hotline users add`")
     for warning in _calendar_warnings(settings, SystemClock()):
@@ -290,8 +331,10 @@ def _exec(argv: list[str]) -> NoReturn:
 
 def _require_real_broker(settings: Settings) -> None:
     if settings.environment == "production" and settings.broker_url is None:
-        fail("HOTLINE_BROKER_URL is not set: production workers and beat need Redis, "
-             "e.g. redis://127.0.0.1:6379/0")
+        fail(
+            "HOTLINE_BROKER_URL is not set: production workers and beat need Redis, "
+            "e.g. redis://127.0.0.1:6379/0"
+        )
 
 
 @app.command("web")
@@ -303,9 +346,22 @@ def web(
 ) -> None:
     """The API and pages only (production: run as many as needed behind a proxy)."""
     settings = get_settings()
-    _exec([sys.executable, "-m", "uvicorn", WEB_FACTORY, "--factory",
-           "--host", host or settings.web.host, "--port", str(port or settings.web.port),
-           "--workers", str(workers), "--proxy-headers"])
+    _exec(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            WEB_FACTORY,
+            "--factory",
+            "--host",
+            host or settings.web.host,
+            "--port",
+            str(port or settings.web.port),
+            "--workers",
+            str(workers),
+            "--proxy-headers",
+        ]
+    )
 
 
 @app.command("worker")
@@ -332,8 +388,20 @@ def beat() -> None:
     settings = get_settings()
     _require_real_broker(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    _exec([sys.executable, "-m", "celery", "-A", WORKER_APP, "beat", "-l", "info",
-           "--schedule", str((settings.data_dir / "celerybeat-schedule").resolve())])
+    _exec(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            WORKER_APP,
+            "beat",
+            "-l",
+            "info",
+            "--schedule",
+            str((settings.data_dir / "celerybeat-schedule").resolve()),
+        ]
+    )
 
 
 @app.command("sip")
@@ -347,8 +415,9 @@ def sip() -> None:
 
     # A call's story (answered, ticket, live ASR full, transcribed, dispatched) is told in
     # these lines; without a handler only bare warnings would reach stderr.
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     from asr.recognizer import AsrError
     from hotline.calls import setup
@@ -365,43 +434,64 @@ def sip() -> None:
         made = prompts.ensure()
         recognizer = setup.live_recognizer(settings)
         recognizer.load()  # the decoder processes start and load the model
-        edge = SipEdge(SipConfig(
-            host=t.host, port=t.port, mode=t.mode, allow=tuple(t.allow),
-            lines=tuple(SipLine(**line.model_dump()) for line in t.lines),
-            advertised_host=_sip_host(settings) if t.host in ("0.0.0.0", "::") else
-            t.advertised_host, rtp_low=t.rtp_low, rtp_high=t.rtp_high, rtp_latch=t.rtp_latch,
-            max_calls=t.max_calls))
+        edge = SipEdge(
+            SipConfig(
+                host=t.host,
+                port=t.port,
+                mode=t.mode,
+                allow=tuple(t.allow),
+                lines=tuple(SipLine(**line.model_dump()) for line in t.lines),
+                advertised_host=_sip_host(settings)
+                if t.host in ("0.0.0.0", "::")
+                else t.advertised_host,
+                rtp_low=t.rtp_low,
+                rtp_high=t.rtp_high,
+                rtp_latch=t.rtp_latch,
+                max_calls=t.max_calls,
+            )
+        )
     except (PromptError, AsrError, ValueError) as exc:
         fail(str(exc))
     engine = make_engine(settings.db_url)
-    services = CallServices(session_factory=make_session_factory(engine),
-                                  clock=SystemClock(), settings=settings, recognizer=recognizer)
+    services = CallServices(
+        session_factory=make_session_factory(engine),
+        clock=SystemClock(),
+        settings=settings,
+        recognizer=recognizer,
+    )
     flow = setup.flow_settings(settings)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
-            edge.start(on_call=partial(serve_inbound, prompts=prompts, hooks=services.hooks(),
-                                       settings=flow),
-                       on_ended=services.on_ended)
+            edge.start(
+                on_call=partial(
+                    serve_inbound, prompts=prompts, hooks=services.hooks(), settings=flow
+                ),
+                on_ended=services.on_ended,
+            )
         except OSError as exc:
             fail(f"cannot listen for SIP on {t.host}:{t.port}: {exc}")
         host, port = edge.address
-        typer.echo(f"SIP edge listening on {host}:{port} ({t.mode}); point a softphone at "
-                   f"{_softphone_line(settings)}")
+        typer.echo(
+            f"SIP edge listening on {host}:{port} ({t.mode}); point a softphone at "
+            f"{_softphone_line(settings)}"
+        )
         typer.echo(f"  prompts:    {prompts.directory} ({len(made)} generated)")
         typer.echo(f"  recordings: {settings.recording_dir}")
         if t.callback_uri:
-            dialer = CallbackDialer(services=services, endpoint=edge, prompts=prompts,
-                                          flow=flow)
-            threading.Thread(target=dialer.run, args=(stop,), name="callbacks",
-                             daemon=True).start()
+            dialer = CallbackDialer(services=services, endpoint=edge, prompts=prompts, flow=flow)
+            threading.Thread(target=dialer.run, args=(stop,), name="callbacks", daemon=True).start()
             typer.echo(f"  callbacks:  dialled as {t.callback_uri}")
         else:
             typer.echo("  callbacks:  off (set HOTLINE_TELEPHONY__CALLBACK_URI to dial them)")
         # Calls are answered meanwhile; one that comes first decodes on a fresh recognizer.
-        threading.Thread(target=setup.warm_recognizers, args=(settings, recognizer, prompts, stop),
-                         name="asr-warm-up", daemon=True).start()
+        threading.Thread(
+            target=setup.warm_recognizers,
+            args=(settings, recognizer, prompts, stop),
+            name="asr-warm-up",
+            daemon=True,
+        ).start()
         while not stop.wait(1.0):
             pass
         typer.echo("stopping the SIP edge")
@@ -419,7 +509,9 @@ def sip() -> None:
 @prompts_app.command("build")
 @friendly_errors
 def prompts_build(
-    language: Annotated[str | None, typer.Option(help="default: HOTLINE_TELEPHONY__PROMPT_LANGUAGE")] = None,
+    language: Annotated[
+        str | None, typer.Option(help="default: HOTLINE_TELEPHONY__PROMPT_LANGUAGE")
+    ] = None,
 ) -> None:
     """Synthesise the voice prompts that are missing or whose text changed."""
     from hotline.calls import setup
@@ -431,8 +523,10 @@ def prompts_build(
         made = prompts.ensure()
     except PromptError as exc:
         fail(str(exc))
-    typer.echo(f"{len(made)} prompt(s) generated in {prompts.directory}; "
-               f"{len(prompts.texts) - len(made)} already up to date")
+    typer.echo(
+        f"{len(made)} prompt(s) generated in {prompts.directory}; "
+        f"{len(prompts.texts) - len(made)} already up to date"
+    )
 
 
 # ---------------------------------------------------------------- users
@@ -449,8 +543,8 @@ def users_add(
     head: Annotated[bool, typer.Option("--head", help="the unit's head (gets 督办)")] = False,
 ) -> None:
     """Create an account and print its bearer token — once; only a hash is stored."""
-    from dispatch import units as unit_service
     from accounts.models import Role
+    from dispatch import units as unit_service
 
     try:
         role_value = Role(role)
@@ -459,8 +553,15 @@ def users_add(
     settings = get_settings()
     with _session(settings) as session:
         user, token = unit_service.create_user(
-            session, username=username, display_name=name or username, role=role_value,
-            unit_code=unit, email=email, is_head=head, now=SystemClock().now())
+            session,
+            username=username,
+            display_name=name or username,
+            role=role_value,
+            unit_code=unit,
+            email=email,
+            is_head=head,
+            now=SystemClock().now(),
+        )
     typer.echo(f"created {user.username} ({user.role.value}{', ' + unit if unit else ''})")
     typer.echo(f"token: {token}")
     typer.echo("Store it now: it is not shown again (only its hash is kept).")
@@ -476,9 +577,17 @@ def users_list() -> None:
     with _session(settings) as session:
         users = unit_service.list_users(session)
         units = unit_service.units_by_id(session, [u.unit_id for u in users])
-        rows = [(u.username, u.role.value, units[u.unit_id].code if u.unit_id else "",
-                 "head" if u.is_head else "", "active" if u.active else "inactive",
-                 u.display_name) for u in users]
+        rows = [
+            (
+                u.username,
+                u.role.value,
+                units[u.unit_id].code if u.unit_id else "",
+                "head" if u.is_head else "",
+                "active" if u.active else "inactive",
+                u.display_name,
+            )
+            for u in users
+        ]
     if not rows:
         typer.echo("no users yet: `hotline users add USERNAME --role admin`")
     _print_table(rows)
@@ -508,8 +617,9 @@ def rules_import(
     fmt = _format_of(file)
     settings = get_settings()
     with _session(settings) as session:
-        result = rulebook.import_pack(session, text=file.read_text("utf-8"), fmt=fmt,
-                                      now=SystemClock().now(), replace=replace)
+        result = rulebook.import_pack(
+            session, text=file.read_text("utf-8"), fmt=fmt, now=SystemClock().now(), replace=replace
+        )
     typer.echo(f"imported {file}")
     if result is not None:
         _print_json(result)
@@ -547,12 +657,15 @@ def rules_dry_run(
     try:
         kind = RequestType(request_type) if request_type else None
     except ValueError:
-        fail(f"unknown request type {request_type!r}; one of: "
-             f"{', '.join(t.value for t in RequestType)}")
+        fail(
+            f"unknown request type {request_type!r}; one of: "
+            f"{', '.join(t.value for t in RequestType)}"
+        )
     settings = get_settings()
     with _session(settings) as session:
-        outcome = rulebook.dry_run(session, facts=TicketFacts(text=text, district=district,
-                                                              request_type=kind))
+        outcome = rulebook.dry_run(
+            session, facts=TicketFacts(text=text, district=district, request_type=kind)
+        )
     _print_json(outcome)
 
 
@@ -572,14 +685,23 @@ def sweep() -> None:
     settings = get_settings()
     engine = make_engine(settings.db_url)
     try:
-        result = escalation.sweep(make_session_factory(engine), now=SystemClock().now(),
-                                  batch=settings.sla.sweep_batch, enqueue=enqueue,
-                                  settings=settings)
+        result = escalation.sweep(
+            make_session_factory(engine),
+            now=SystemClock().now(),
+            batch=settings.sla.sweep_batch,
+            enqueue=enqueue,
+            settings=settings,
+        )
     finally:
         engine.dispose()
-    typer.echo(f"fired {result.fired} escalation step(s) on {result.assignments} assignment(s);"
-               " their e-mails and webhooks are queued for the workers"
-               + (f"; {result.failed} failed (see the log; the next sweep retries)"
-                  if result.failed else ""))
+    typer.echo(
+        f"fired {result.fired} escalation step(s) on {result.assignments} assignment(s);"
+        " their e-mails and webhooks are queued for the workers"
+        + (
+            f"; {result.failed} failed (see the log; the next sweep retries)"
+            if result.failed
+            else ""
+        )
+    )
     if result.failed:
         raise typer.Exit(1)

@@ -1,5 +1,6 @@
 """The process supervisor of `hotline run`: starts web, SIP edge and worker as children, each in
 a session of its own, and stops them all together on a signal or when one dies."""
+
 from __future__ import annotations
 
 import signal
@@ -15,7 +16,6 @@ import typer
 class Child:
     name: str
     proc: subprocess.Popen
-
 
 
 def start(name: str, argv: list[str]) -> Child:
@@ -53,8 +53,11 @@ def supervise(children: list[Child], poll: float = 0.2) -> int:
             for child in children:
                 code = child.proc.poll()
                 if code is not None:
-                    typer.secho(f"{child.name} exited with status {code}; stopping the rest",
-                                fg=typer.colors.RED, err=True)
+                    typer.secho(
+                        f"{child.name} exited with status {code}; stopping the rest",
+                        fg=typer.colors.RED,
+                        err=True,
+                    )
                     stop_all(children)
                     return 1
             time.sleep(poll)

@@ -1,4 +1,5 @@
 """Engine, sessions, column types and after-commit side effects. Imports no domain."""
+
 from __future__ import annotations
 
 import base64
@@ -6,7 +7,7 @@ import enum
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,15 +33,15 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 JSONType = JSON().with_variant(JSON(), "postgresql")
@@ -49,9 +50,14 @@ JSONType = JSON().with_variant(JSON(), "postgresql")
 def enum_type(enum_cls: type[enum.Enum], length: int = 32) -> SAEnum:
     """Enums stored as their values in a VARCHAR, not as PostgreSQL enum types: a new
     status or channel is then a code change, not an ALTER TYPE migration."""
-    return SAEnum(enum_cls, native_enum=False, create_constraint=False, length=length,
-                  values_callable=lambda members: [m.value for m in members],
-                  validate_strings=True)
+    return SAEnum(
+        enum_cls,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -132,8 +138,9 @@ _Row = TypeVar("_Row", bound=SQLModel)
 
 
 @functools.cache
-def _defaults(model: type[SQLModel]) -> tuple[frozenset[str], dict[str, Any],
-                                               tuple[tuple[str, Callable[[], Any]], ...]]:
+def _defaults(
+    model: type[SQLModel],
+) -> tuple[frozenset[str], dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]]:
     """A model's required fields, constant defaults and default factories."""
     required, constants, factories = set(), {}, []
     for name, info in model.model_fields.items():

@@ -1,4 +1,5 @@
 """Domain errors. They carry no HTTP codes: web/errors.py maps them to responses."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,6 +1,7 @@
 """The settings, session factory and clock of code that runs outside a web request (Celery
 tasks, the embedded runner), built lazily from Settings on first use. Tests and the
 embedded runner inject their own with `set_runtime`. Imports no domain."""
+
 from __future__ import annotations
 
 import threading
@@ -9,8 +10,9 @@ from collections.abc import Callable
 from sqlmodel import Session
 
 from core.clock import Clock, SystemClock
-from core.settings import Settings, get_settings as _settings_from_env
 from core.db import make_engine, make_session_factory
+from core.settings import Settings
+from core.settings import get_settings as _settings_from_env
 
 SessionFactory = Callable[[], Session]
 
@@ -20,9 +22,12 @@ _session_factory: SessionFactory | None = None
 _clock: Clock | None = None
 
 
-def set_runtime(*, settings: Settings | None = None,
-                session_factory: SessionFactory | None = None,
-                clock: Clock | None = None) -> None:
+def set_runtime(
+    *,
+    settings: Settings | None = None,
+    session_factory: SessionFactory | None = None,
+    clock: Clock | None = None,
+) -> None:
     """Use these instead of the ones built from the environment; None leaves one as is."""
     global _settings, _session_factory, _clock
     with _lock:

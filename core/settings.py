@@ -1,4 +1,5 @@
 """One Settings object for the whole platform (env prefix HOTLINE_, nested with __)."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -80,11 +81,13 @@ class TelephonySettings(BaseModel):
     callback_poll_s: float = 5.0
 
     @model_validator(mode="after")
-    def _check_callbacks(self) -> "TelephonySettings":
+    def _check_callbacks(self) -> TelephonySettings:
         start, end = self.callback_hours
         if not 0 <= start < end <= 24:
-            raise ValueError(f"telephony.callback_hours must be 0 <= start < end <= 24, "
-                             f"got {self.callback_hours}")
+            raise ValueError(
+                f"telephony.callback_hours must be 0 <= start < end <= 24, "
+                f"got {self.callback_hours}"
+            )
         if any(m <= 0 for m in self.callback_retry_minutes):
             raise ValueError("telephony.callback_retry_minutes must be positive")
         return self
@@ -158,7 +161,7 @@ class Settings(BaseSettings):
     asr: AsrSettings = Field(default_factory=AsrSettings)
 
     @model_validator(mode="after")
-    def _refuse_unsafe_secrets(self) -> "Settings":
+    def _refuse_unsafe_secrets(self) -> Settings:
         if self.environment != "development" and self.secret_key == DEFAULT_SECRET:
             raise ValueError(
                 f"HOTLINE_SECRET_KEY is still the default; set a long random secret "

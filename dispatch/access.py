@@ -1,5 +1,6 @@
 """Who is asking and what they may see: the bearer token's user, and the tickets a user may
 read — a handler only those their unit was ever assigned."""
+
 from __future__ import annotations
 
 from sqlalchemy import ColumnElement, bindparam, exists, select
@@ -13,9 +14,9 @@ from dispatch import reference
 from dispatch.models import Assignment
 from tickets.models import Ticket
 
-
 _BY_TOKEN = select(User.__table__, reference.REVISION).where(
-    User.__table__.c.token_hash == bindparam("token_hash"))
+    User.__table__.c.token_hash == bindparam("token_hash")
+)
 
 
 def authenticate(session: Session, *, token: str) -> User | None:
@@ -25,14 +26,17 @@ def authenticate(session: Session, *, token: str) -> User | None:
         return None
     # A plain SELECT rather than an ORM query: this runs on every request, and it brings
     # the reference revision along, which nearly every request needs next.
-    row = session.connection().execute(
-        _BY_TOKEN, {"token_hash": hash_token(token)}).mappings().first()
+    row = (
+        session.connection()
+        .execute(_BY_TOKEN, {"token_hash": hash_token(token)})
+        .mappings()
+        .first()
+    )
     if row is None or not row["active"]:
         return None
     values = dict(row)
     reference.read_along(session, values.pop("reference_revision"))
     return loaded(session, User, values)
-
 
 
 def visible_ticket_clause(user: User) -> ColumnElement[bool] | None:
@@ -50,20 +54,24 @@ def check_ticket_search(user: User, *, caller_phone: str | None) -> None:
         raise Forbidden("searching by caller phone is for centre staff only")
 
 
-def visible_ticket(session: Session, *, user: User, ticket_id: int | None = None,
-                   number: str | None = None) -> Ticket:
+def visible_ticket(
+    session: Session, *, user: User, ticket_id: int | None = None, number: str | None = None
+) -> Ticket:
     """The ticket, if `user` may see it. A ticket they may not see is reported as missing,
     so its existence does not leak."""
     if (ticket_id is None) == (number is None):
         raise ValueError("give exactly one of ticket_id and number")
-    stmt = select(Ticket).where((Ticket.id == ticket_id) if number is None
-                                else (Ticket.number == number))
+    stmt = select(Ticket).where(
+        (Ticket.id == ticket_id) if number is None else (Ticket.number == number)
+    )
     clause = visible_ticket_clause(user)
     if clause is not None:
         stmt = stmt.where(clause)
     ticket = session.scalars(stmt).first()
     if ticket is None:
         ident = number if number is not None else ticket_id
-        raise NotFound(f"ticket {ident} does not exist",
-                       **({"number": number} if number is not None else {"ticket_id": ticket_id}))
+        raise NotFound(
+            f"ticket {ident} does not exist",
+            **({"number": number} if number is not None else {"ticket_id": ticket_id}),
+        )
     return ticket

@@ -4,6 +4,7 @@ chinese-calendar publishes each year once the State Council announces it, so the
 knows end a few weeks into the future. Administrators' overrides win over it and fill the
 years it does not know; outside both, Monday–Friday is a guess the UI must flag.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -40,8 +41,13 @@ class WorkCalendar:
     at least one override in it (entering a year's holidays is how it gets loaded).
     """
 
-    def __init__(self, overrides: Mapping[date, bool] | None = None, tz: ZoneInfo = DEFAULT_TZ,
-                 *, names: Mapping[date, str] | None = None) -> None:
+    def __init__(
+        self,
+        overrides: Mapping[date, bool] | None = None,
+        tz: ZoneInfo = DEFAULT_TZ,
+        *,
+        names: Mapping[date, str] | None = None,
+    ) -> None:
         self.tz = tz
         self._overrides = dict(overrides or {})
         self._names = dict(names or {})
@@ -82,10 +88,15 @@ class WorkCalendar:
             weekend = day.weekday() >= 5
             if self.is_workday(day) == weekend:  # the exceptions to a plain Mon–Fri week
                 (makeup if weekend else holidays).append(
-                    CalendarEntry(day=day, name=self.holiday_name(day)))
+                    CalendarEntry(day=day, name=self.holiday_name(day))
+                )
             day += timedelta(days=1)
-        return YearSummary(year=year, known=self.is_known(date(year, 1, 1)),
-                           holidays=holidays, makeup_workdays=makeup)
+        return YearSummary(
+            year=year,
+            known=self.is_known(date(year, 1, 1)),
+            holidays=holidays,
+            makeup_workdays=makeup,
+        )
 
     def _compute_workday(self, d: date) -> bool:
         if d in self._overrides:

@@ -1,5 +1,6 @@
 """Units (承办单位), rules, SLA policies, calendars, assignments with
 stored deadlines, escalation steps, notifications and extension requests."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -42,8 +43,12 @@ class Rule(SQLModel, table=True):
     enabled: bool = True
     pack: str = Field(default="custom", max_length=64)
     description: str | None = Field(default=None, max_length=1000)
-    conditions: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
-    actions: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    conditions: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
+    actions: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
@@ -82,7 +87,9 @@ class SlaPolicy(SQLModel, table=True):
     close_unit: ClockUnit = Field(default=ClockUnit.workdays, sa_type=enum_type(ClockUnit))
     warn_ratio: float = 0.75
     # escalation chain: list of {"kind", "after_breach_hours"}; validated by dispatch.sla
-    chain: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    chain: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONType, nullable=False)
+    )
     active: bool = True
 
 
@@ -163,8 +170,7 @@ class EscalationKind(StrEnum):
 
 class Escalation(SQLModel, table=True):
     __table_args__ = (
-        UniqueConstraint("assignment_id", "clock", "level", "deadline",
-                         name="uq_escalation_step"),
+        UniqueConstraint("assignment_id", "clock", "level", "deadline", name="uq_escalation_step"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -4,6 +4,7 @@ In-app notifications are delivered by being stored; the others are stored pendin
 delivered after commit, by a Celery task that calls `deliver` and retries with backoff
 while it returns `pending`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,10 +20,10 @@ import httpx
 from sqlalchemy import or_, select, update
 from sqlmodel import Session, col
 
-from dispatch.models import Notification, NotificationStatus
-from core.settings import Settings
 from core.db import session_scope
 from core.errors import NotFound
+from core.settings import Settings
+from dispatch.models import Notification, NotificationStatus
 
 MAX_ATTEMPTS = 5
 # A notification never attempted this long after it was made was never queued (the broker
@@ -71,11 +72,13 @@ class EmailChannel:
                 client.send_message(message)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
-            raise DeliveryError(f"recipient refused: {exc.recipients}",
-                                permanent=all(code >= 500 for code in codes)) from exc
+            raise DeliveryError(
+                f"recipient refused: {exc.recipients}", permanent=all(code >= 500 for code in codes)
+            ) from exc
         except smtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}",
-                                permanent=exc.smtp_code >= 500) from exc
+            raise DeliveryError(
+                f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", permanent=exc.smtp_code >= 500
+            ) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"SMTP {smtp.host}:{smtp.port}: {exc!r}") from exc
 
@@ -90,30 +93,39 @@ class WebhookChannel:
     def send(self, notification: Notification, *, settings: Settings) -> None:
         url = notification.address or settings.webhook.url
         if not url:
-            raise DeliveryError("no webhook URL is configured (HOTLINE_WEBHOOK__URL)",
-                                permanent=True)
+            raise DeliveryError(
+                "no webhook URL is configured (HOTLINE_WEBHOOK__URL)", permanent=True
+            )
         body = notification.body.encode()
         headers = {"Content-Type": "application/json; charset=utf-8"}
         if settings.webhook.secret:
             headers[SIGNATURE_HEADER] = sign(body, settings.webhook.secret)
         try:
-            response = httpx.post(url, content=body, headers=headers,
-                                  timeout=settings.webhook.timeout_s)
+            response = httpx.post(
+                url, content=body, headers=headers, timeout=settings.webhook.timeout_s
+            )
         except httpx.HTTPError as exc:
             raise DeliveryError(f"webhook {url}: {exc!r}") from exc
         if not response.is_success:
             status = response.status_code
-            raise DeliveryError(f"webhook {url} answered {status}",
-                                permanent=400 <= status < 500 and status not in (408, 429))
+            raise DeliveryError(
+                f"webhook {url} answered {status}",
+                permanent=400 <= status < 500 and status not in (408, 429),
+            )
 
 
 def default_channels() -> dict[str, Channel]:
     return {"email": EmailChannel(), "webhook": WebhookChannel()}
 
 
-def deliver(session_factory: Callable[[], Session], *, notification_id: int, now: datetime,
-            settings: Settings, channels: Mapping[str, Channel] | None = None
-            ) -> NotificationStatus:
+def deliver(
+    session_factory: Callable[[], Session],
+    *,
+    notification_id: int,
+    now: datetime,
+    settings: Settings,
+    channels: Mapping[str, Channel] | None = None,
+) -> NotificationStatus:
     """One delivery attempt: claim, send, settle — each database step its own short unit of
     work, so no transaction (on SQLite: no write lock on the whole database) is held while
     an SMTP server or a webhook takes its time to answer.
@@ -139,30 +151,40 @@ def deliver(session_factory: Callable[[], Session], *, notification_id: int, now
         return _settle(session, notification_id=notification_id, now=now, error=error)
 
 
-def _claim(session: Session, *, notification_id: int,
-           now: datetime) -> Notification | NotificationStatus:
+def _claim(
+    session: Session, *, notification_id: int, now: datetime
+) -> Notification | NotificationStatus:
     """Take the notification for one attempt with a conditional update; a claim older than
     CLAIM_TTL belonged to a worker that died mid-send and may be taken over."""
     taken = session.execute(
         update(Notification)
-        .where(Notification.id == notification_id,
-               Notification.status == NotificationStatus.pending,
-               or_(col(Notification.claimed_at).is_(None),
-                   col(Notification.claimed_at) < now - CLAIM_TTL))
-        .values(claimed_at=now, attempts=Notification.attempts + 1))
+        .where(
+            Notification.id == notification_id,
+            Notification.status == NotificationStatus.pending,
+            or_(
+                col(Notification.claimed_at).is_(None),
+                col(Notification.claimed_at) < now - CLAIM_TTL,
+            ),
+        )
+        .values(claimed_at=now, attempts=Notification.attempts + 1)
+    )
     notification = session.scalars(
-        select(Notification).where(Notification.id == notification_id)
-        .execution_options(populate_existing=True)).first()
+        select(Notification)
+        .where(Notification.id == notification_id)
+        .execution_options(populate_existing=True)
+    ).first()
     if notification is None:
-        raise NotFound(f"notification {notification_id} does not exist",
-                       notification_id=notification_id)
+        raise NotFound(
+            f"notification {notification_id} does not exist", notification_id=notification_id
+        )
     if taken.rowcount == 0:
         return notification.status
     return notification
 
 
-def _settle(session: Session, *, notification_id: int, now: datetime,
-            error: DeliveryError | None) -> NotificationStatus:
+def _settle(
+    session: Session, *, notification_id: int, now: datetime, error: DeliveryError | None
+) -> NotificationStatus:
     notification = session.get(Notification, notification_id, populate_existing=True)
     notification.claimed_at = None
     if error is None:
@@ -179,10 +201,16 @@ def _settle(session: Session, *, notification_id: int, now: datetime,
 def unqueued(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
     """Deliverable notifications that no task ever picked up, oldest first, so that a broker
     outage at commit time delays an e-mail or webhook but never loses it."""
-    return list(session.scalars(
-        select(Notification.id)
-        .where(Notification.status == NotificationStatus.pending,
-               Notification.attempts == 0,
-               Notification.channel != "inapp",
-               Notification.created_at <= now - UNQUEUED_AFTER)
-        .order_by(Notification.id).limit(limit)))
+    return list(
+        session.scalars(
+            select(Notification.id)
+            .where(
+                Notification.status == NotificationStatus.pending,
+                Notification.attempts == 0,
+                Notification.channel != "inapp",
+                Notification.created_at <= now - UNQUEUED_AFTER,
+            )
+            .order_by(Notification.id)
+            .limit(limit)
+        )
+    )

@@ -2,6 +2,7 @@
 
 Functions take an explicit session and never commit: the caller owns the unit of work.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,10 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlmodel import Session, col, select
 
+from core.errors import Conflict, InvalidInput, NotFound
 from dispatch import reference, sla
 from dispatch.calendar import DEFAULT_TZ, WorkCalendar
 from dispatch.models import CalendarDay, ClockUnit, SlaPolicy
-from core.errors import Conflict, InvalidInput, NotFound
 from tickets.models import RequestType, Urgency
 
 DEFAULT_POLICIES_FILE = Path(__file__).parent / "data" / "policies.yaml"
@@ -31,14 +32,17 @@ _Schema = TypeVar("_Schema", bound=BaseModel)
 
 # ---------------------------------------------------------------------------- calendar
 
+
 def load_calendar(session: Session, *, tz: ZoneInfo = DEFAULT_TZ) -> WorkCalendar:
     days = session.exec(select(CalendarDay)).all()
-    return WorkCalendar({d.day: d.is_workday for d in days}, tz,
-                        names={d.day: d.name for d in days if d.name})
+    return WorkCalendar(
+        {d.day: d.is_workday for d in days}, tz, names={d.day: d.name for d in days if d.name}
+    )
 
 
-def set_calendar_day(session: Session, *, day: date, is_workday: bool,
-                     name: str | None = None) -> CalendarDay:
+def set_calendar_day(
+    session: Session, *, day: date, is_workday: bool, name: str | None = None
+) -> CalendarDay:
     name = _day_name(name)
     row = session.get(CalendarDay, day)
     if row is None:
@@ -63,8 +67,9 @@ def delete_calendar_day(session: Session, *, day: date) -> None:
 def list_calendar_days(session: Session, *, year: int | None = None) -> list[CalendarDay]:
     query = select(CalendarDay).order_by(col(CalendarDay.day))
     if year is not None:
-        query = query.where(col(CalendarDay.day) >= date(year, 1, 1),
-                            col(CalendarDay.day) <= date(year, 12, 31))
+        query = query.where(
+            col(CalendarDay.day) >= date(year, 1, 1), col(CalendarDay.day) <= date(year, 12, 31)
+        )
     return list(session.exec(query).all())
 
 
@@ -74,7 +79,7 @@ _MAX_RANGE_DAYS = 366
 IMPORT_FORMATS = (
     'one day or range per line: "2027-01-01 holiday 元旦", "2027-02-07 workday 春节调休", '
     '"2027-02-10..2027-02-16 holiday 春节" (holiday/休, workday/班; # starts a comment); '
-    'or a YAML/JSON list of {day, kind | is_workday, name}'
+    "or a YAML/JSON list of {day, kind | is_workday, name}"
 )
 
 
@@ -86,11 +91,14 @@ def import_calendar_days(session: Session, *, text: str) -> list[CalendarDay]:
     seen: dict[date, int] = {}
     for line, day, _, _ in entries:
         if day in seen:
-            raise InvalidInput(f"line {line}: {day.isoformat()} is already given on line "
-                               f"{seen[day]}", line=line)
+            raise InvalidInput(
+                f"line {line}: {day.isoformat()} is already given on line {seen[day]}", line=line
+            )
         seen[day] = line
-    return [set_calendar_day(session, day=day, is_workday=is_workday, name=name)
-            for _, day, is_workday, name in sorted(entries, key=lambda e: e[1])]
+    return [
+        set_calendar_day(session, day=day, is_workday=is_workday, name=name)
+        for _, day, is_workday, name in sorted(entries, key=lambda e: e[1])
+    ]
 
 
 _Entry = tuple[int, date, bool, str | None]  # source line, day, is_workday, name
@@ -112,8 +120,11 @@ def _parse_lines(text: str) -> list[_Entry]:
             continue
         match = _LINE.match(stripped)
         if match is None:
-            raise InvalidInput(f"line {number}: expected a day and a kind, got {stripped!r}; "
-                               f"format: {IMPORT_FORMATS}", line=number)
+            raise InvalidInput(
+                f"line {number}: expected a day and a kind, got {stripped!r}; "
+                f"format: {IMPORT_FORMATS}",
+                line=number,
+            )
         is_workday = _kind(match["kind"], number)
         name = _entry_name(match["name"], number)
         entries += [(number, day, is_workday, name) for day in _days(match["days"], number)]
@@ -127,14 +138,17 @@ def _parse_yaml(text: str) -> list[_Entry]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise InvalidInput(f"{where}not valid YAML/JSON ({getattr(exc, 'problem', exc)}); "
-                           f"expected {IMPORT_FORMATS}",
-                           line=mark.line + 1 if mark is not None else None) from exc
+        raise InvalidInput(
+            f"{where}not valid YAML/JSON ({getattr(exc, 'problem', exc)}); "
+            f"expected {IMPORT_FORMATS}",
+            line=mark.line + 1 if mark is not None else None,
+        ) from exc
     if document is None:
         return []
     if not isinstance(document, list):
-        raise InvalidInput(f"line 1: expected a list of calendar days; format: {IMPORT_FORMATS}",
-                           line=1)
+        raise InvalidInput(
+            f"line 1: expected a list of calendar days; format: {IMPORT_FORMATS}", line=1
+        )
     entries: list[_Entry] = []
     for item, item_node in zip(document, node.value, strict=True):
         entries += _yaml_entry(item, item_node.start_mark.line + 1)
@@ -169,8 +183,9 @@ def _kind(raw: str, line: int) -> bool:
     try:
         return _KINDS[raw.lower()]
     except KeyError:
-        raise InvalidInput(f"line {line}: unknown kind {raw!r}; use holiday or workday",
-                           line=line) from None
+        raise InvalidInput(
+            f"line {line}: unknown kind {raw!r}; use holiday or workday", line=line
+        ) from None
 
 
 def _days(raw: Any, line: int) -> list[date]:
@@ -191,8 +206,9 @@ def _date(raw: str, line: int) -> date:
     try:
         return date.fromisoformat(raw.strip())
     except ValueError:
-        raise InvalidInput(f"line {line}: {raw.strip()!r} is not a date (YYYY-MM-DD)",
-                           line=line) from None
+        raise InvalidInput(
+            f"line {line}: {raw.strip()!r} is not a date (YYYY-MM-DD)", line=line
+        ) from None
 
 
 def _entry_name(raw: str | None, line: int) -> str | None:
@@ -210,6 +226,7 @@ def _day_name(name: str | None) -> str | None:
 
 
 # ---------------------------------------------------------------------------- policies
+
 
 class SlaPolicyCreate(BaseModel):
     """A policy as written by an administrator or the defaults file."""
@@ -266,8 +283,7 @@ class SlaPolicyUpdate(BaseModel):
     active: bool | None = None
 
 
-def create_policy(session: Session, *,
-                  data: SlaPolicyCreate | Mapping[str, Any]) -> SlaPolicy:
+def create_policy(session: Session, *, data: SlaPolicyCreate | Mapping[str, Any]) -> SlaPolicy:
     valid = _validated(SlaPolicyCreate, data)
     _ensure_name_free(session, valid.name)
     policy = SlaPolicy.model_validate(valid.model_dump())
@@ -277,8 +293,9 @@ def create_policy(session: Session, *,
     return policy
 
 
-def update_policy(session: Session, *, policy_id: int,
-                  changes: SlaPolicyUpdate | Mapping[str, Any]) -> SlaPolicy:
+def update_policy(
+    session: Session, *, policy_id: int, changes: SlaPolicyUpdate | Mapping[str, Any]
+) -> SlaPolicy:
     policy = get_policy(session, policy_id=policy_id)
     delta = _validated(SlaPolicyUpdate, changes).model_dump(exclude_unset=True)
     # Rows read back from the database hold plain strings where the model says enums, so
@@ -317,8 +334,9 @@ def deactivate_policy(session: Session, *, policy_id: int) -> SlaPolicy:
     return update_policy(session, policy_id=policy_id, changes={"active": False})
 
 
-def ensure_default_policies(session: Session, *,
-                            path: Path = DEFAULT_POLICIES_FILE) -> list[SlaPolicy]:
+def ensure_default_policies(
+    session: Session, *, path: Path = DEFAULT_POLICIES_FILE
+) -> list[SlaPolicy]:
     """Upsert the policies of the defaults file by name: missing ones are created and
     existing ones are reset to the file's values. Running it twice changes nothing."""
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -340,13 +358,20 @@ def ensure_default_policies(session: Session, *,
     return result
 
 
-def policy_for(session: Session, *, request_type: str | None, urgency: str | None,
-               category_code: str | None, name: str | None = None) -> SlaPolicy:
+def policy_for(
+    session: Session,
+    *,
+    request_type: str | None,
+    urgency: str | None,
+    category_code: str | None,
+    name: str | None = None,
+) -> SlaPolicy:
     """The policy for a ticket (see sla.select_policy), from the per-process reference
     snapshot: a detached copy, to read and never to change."""
     active = [p for p in reference.snapshot(session).policies if p.active]
-    return sla.select_policy(active, request_type=request_type, urgency=urgency,
-                             category_code=category_code, name=name)
+    return sla.select_policy(
+        active, request_type=request_type, urgency=urgency, category_code=category_code, name=name
+    )
 
 
 def _validated(model: type[_Schema], data: _Schema | Mapping[str, Any]) -> _Schema:
@@ -355,8 +380,9 @@ def _validated(model: type[_Schema], data: _Schema | Mapping[str, Any]) -> _Sche
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'policy'}: {e['msg']}"
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'policy'}: {e['msg']}" for e in exc.errors()
+        )
         raise InvalidInput(f"invalid SLA policy: {problems}") from exc
 
 

@@ -3,6 +3,7 @@ working-day calendar — held per process as one snapshot. Every writer of those
 one revision counter, so a dispatch costs one SELECT of the revision instead of reading
 the rules, the units, the policies and the calendar each time, and a change made by any
 process is seen by the next dispatch anywhere."""
+
 from __future__ import annotations
 
 import logging
@@ -16,10 +17,10 @@ from sqlalchemy import update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
+from core.errors import InvalidInput
 from dispatch.calendar import WorkCalendar
 from dispatch.models import CalendarDay, Rule, RuleRevision, SlaPolicy, Unit
 from dispatch.rules import CompiledRules, RuleSpec, validate_rule
-from core.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,11 @@ _lock = threading.Lock()
 def bump(session: Session) -> None:
     """Call after changing rules, units, SLA policies or calendar days."""
     # One atomic UPDATE, so two writers never produce the same revision number.
-    bumped = session.exec(update(RuleRevision).where(col(RuleRevision.id) == 1)
-                          .values(revision=RuleRevision.revision + 1))
+    bumped = session.exec(
+        update(RuleRevision)
+        .where(col(RuleRevision.id) == 1)
+        .values(revision=RuleRevision.revision + 1)
+    )
     if bumped.rowcount == 0:
         session.add(RuleRevision(id=1, revision=1))
         session.flush()
@@ -67,9 +71,16 @@ def _detached(row: Any) -> Any:
 
 
 def rule_spec(rule: Rule) -> RuleSpec:
-    return validate_rule({"name": rule.name, "priority": rule.priority, "enabled": rule.enabled,
-                          "description": rule.description, "conditions": rule.conditions,
-                          "actions": rule.actions})
+    return validate_rule(
+        {
+            "name": rule.name,
+            "priority": rule.priority,
+            "enabled": rule.enabled,
+            "description": rule.description,
+            "conditions": rule.conditions,
+            "actions": rule.actions,
+        }
+    )
 
 
 def _compile(session: Session) -> CompiledRules:
@@ -93,8 +104,9 @@ def _build(session: Session, revision: int) -> Snapshot:
         units={u.code: u for u in units},
         units_by_id={u.id: u for u in units},
         policies=tuple(_detached(p) for p in session.exec(select(SlaPolicy)).all()),
-        calendar=WorkCalendar({d.day: d.is_workday for d in days},
-                              names={d.day: d.name for d in days if d.name}),
+        calendar=WorkCalendar(
+            {d.day: d.is_workday for d in days}, names={d.day: d.name for d in days if d.name}
+        ),
     )
 
 

@@ -5,6 +5,7 @@ Every function takes an explicit session and never commits: the caller owns the 
 work. Every rule change bumps the reference-data revision (dispatch.reference) so every
 process recompiles on its next call.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import Session, col, select
 
+from core.errors import Conflict, InvalidInput, NotFound
 from dispatch import reference
 from dispatch.models import Rule, SlaPolicy, Unit, UnitLevel
 from dispatch.reference import rule_spec
@@ -30,7 +32,6 @@ from dispatch.rules import (
     parse_pack,
     validate_rule,
 )
-from core.errors import Conflict, InvalidInput, NotFound
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_UNITS_PATH = DATA_DIR / "units.yaml"
@@ -43,9 +44,14 @@ log = logging.getLogger(__name__)
 
 def _columns(spec: RuleSpec) -> dict[str, Any]:
     data = spec.to_data()
-    return {"name": spec.name, "priority": spec.priority, "enabled": spec.enabled,
-            "description": spec.description, "conditions": data["conditions"],
-            "actions": data["actions"]}
+    return {
+        "name": spec.name,
+        "priority": spec.priority,
+        "enabled": spec.enabled,
+        "description": spec.description,
+        "conditions": data["conditions"],
+        "actions": data["actions"],
+    }
 
 
 def _check_references(session: Session, specs: Iterable[RuleSpec]) -> None:
@@ -53,10 +59,14 @@ def _check_references(session: Session, specs: Iterable[RuleSpec]) -> None:
     specs = list(specs)
     codes = {c for s in specs for c in (s.actions.lead_unit, *s.actions.co_units) if c}
     policies = {s.actions.sla_policy for s in specs if s.actions.sla_policy}
-    units = dict(session.exec(
-        select(Unit.code, Unit.active).where(col(Unit.code).in_(codes))).all())
-    known_policies = dict(session.exec(
-        select(SlaPolicy.name, SlaPolicy.active).where(col(SlaPolicy.name).in_(policies))).all())
+    units = dict(
+        session.exec(select(Unit.code, Unit.active).where(col(Unit.code).in_(codes))).all()
+    )
+    known_policies = dict(
+        session.exec(
+            select(SlaPolicy.name, SlaPolicy.active).where(col(SlaPolicy.name).in_(policies))
+        ).all()
+    )
 
     def unit_problem(code: str) -> str | None:
         if code not in units:
@@ -67,7 +77,8 @@ def _check_references(session: Session, specs: Iterable[RuleSpec]) -> None:
     for spec in specs:
         label = f'rule "{spec.name}"'
         fields = [("actions.lead_unit", spec.actions.lead_unit)] + [
-            (f"actions.co_units[{i}]", c) for i, c in enumerate(spec.actions.co_units)]
+            (f"actions.co_units[{i}]", c) for i, c in enumerate(spec.actions.co_units)
+        ]
         for field, code in fields:
             message = unit_problem(code) if code else None
             if message:
@@ -75,10 +86,15 @@ def _check_references(session: Session, specs: Iterable[RuleSpec]) -> None:
         policy = spec.actions.sla_policy
         if policy and not known_policies.get(policy, False):
             state = "inactive" if policy in known_policies else "unknown"
-            problems.append({"rule": label, "field": "actions.sla_policy",
-                             "message": f'{state} SLA policy "{policy}"'})
+            problems.append(
+                {
+                    "rule": label,
+                    "field": "actions.sla_policy",
+                    "message": f'{state} SLA policy "{policy}"',
+                }
+            )
     if problems:
-        lines = [f'{p["rule"]}: {p["field"]}: {p["message"]}' for p in problems]
+        lines = [f"{p['rule']}: {p['field']}: {p['message']}" for p in problems]
         raise InvalidInput("; ".join(lines), errors=problems)
 
 
@@ -89,14 +105,16 @@ def _name_taken(session: Session, name: str, *, other_than: int | None = None) -
     return session.exec(query).first() is not None
 
 
-def create_rule(session: Session, *, data: Mapping[str, Any], now: datetime,
-                pack: str = "custom") -> Rule:
+def create_rule(
+    session: Session, *, data: Mapping[str, Any], now: datetime, pack: str = "custom"
+) -> Rule:
     spec = validate_rule(dict(data))
     _check_references(session, [spec])
     if _name_taken(session, spec.name):
         raise Conflict(f'a rule named "{spec.name}" already exists', name=spec.name)
-    rule = Rule.model_validate(_columns(spec),
-                               update={"pack": pack, "created_at": now, "updated_at": now})
+    rule = Rule.model_validate(
+        _columns(spec), update={"pack": pack, "created_at": now, "updated_at": now}
+    )
     session.add(rule)
     session.flush()
     reference.bump(session)
@@ -118,8 +136,7 @@ def list_rules(session: Session, *, pack: str | None = None) -> list[Rule]:
     return list(session.exec(query).all())
 
 
-def update_rule(session: Session, *, rule_id: int, data: Mapping[str, Any],
-                now: datetime) -> Rule:
+def update_rule(session: Session, *, rule_id: int, data: Mapping[str, Any], now: datetime) -> Rule:
     """Replace the given top-level fields (name, priority, enabled, description, conditions,
     actions) and keep the others; the result is validated as a whole."""
     rule = get_rule(session, rule_id=rule_id)
@@ -145,25 +162,29 @@ def delete_rule(session: Session, *, rule_id: int) -> None:
 # ---------------------------------------------------------------- packs
 
 
-def import_pack(session: Session, *, text: str, fmt: PackFormat, now: datetime,
-                replace: bool = False) -> dict[str, int]:
+def import_pack(
+    session: Session, *, text: str, fmt: PackFormat, now: datetime, replace: bool = False
+) -> dict[str, int]:
     """Create the pack's new rules and update those it already holds (matched by name).
     With replace, rules of the same pack absent from the text are deleted. Everything is
     checked before anything is written, so a refused import changes nothing."""
     pack = parse_pack(text, fmt)
     _check_references(session, pack.rules)
     names = [s.name for s in pack.rules]
-    existing = {r.name: r
-                for r in session.exec(select(Rule).where(col(Rule.name).in_(names))).all()}
+    existing = {
+        r.name: r for r in session.exec(select(Rule).where(col(Rule.name).in_(names))).all()
+    }
     foreign = sorted(n for n, r in existing.items() if r.pack != pack.name)
     if foreign:
-        raise Conflict(f"rule names already used by other packs: {', '.join(foreign)}",
-                       names=foreign)
+        raise Conflict(
+            f"rule names already used by other packs: {', '.join(foreign)}", names=foreign
+        )
 
     counts = {"created": 0, "updated": 0, "unchanged": 0, "deleted": 0}
     if replace:
-        for stale in session.exec(select(Rule).where(Rule.pack == pack.name,
-                                                     col(Rule.name).not_in(names))).all():
+        for stale in session.exec(
+            select(Rule).where(Rule.pack == pack.name, col(Rule.name).not_in(names))
+        ).all():
             session.delete(stale)
             counts["deleted"] += 1
         session.flush()
@@ -171,8 +192,11 @@ def import_pack(session: Session, *, text: str, fmt: PackFormat, now: datetime,
         columns = _columns(spec)
         rule = existing.get(spec.name)
         if rule is None:
-            session.add(Rule.model_validate(
-                columns, update={"pack": pack.name, "created_at": now, "updated_at": now}))
+            session.add(
+                Rule.model_validate(
+                    columns, update={"pack": pack.name, "created_at": now, "updated_at": now}
+                )
+            )
             counts["created"] += 1
         elif rule_spec(rule) == spec:
             counts["unchanged"] += 1
@@ -235,8 +259,10 @@ def _unit_problems(items: Any) -> tuple[list[UnitSpec], list[str]]:
         try:
             spec = UnitSpec.model_validate(item)
         except ValidationError as exc:
-            problems += [f"{label}: {'.'.join(map(str, e['loc'])) or 'unit'}: {e['msg']}"
-                         for e in exc.errors()]
+            problems += [
+                f"{label}: {'.'.join(map(str, e['loc'])) or 'unit'}: {e['msg']}"
+                for e in exc.errors()
+            ]
             continue
         if spec.code in seen:
             problems.append(f"{label}: code: listed more than once")
@@ -287,7 +313,7 @@ def load_units(session: Session, *, text: str) -> list[Unit]:
         session.add(unit)
         units.append(unit)
     session.flush()
-    for spec, unit in zip(specs, units):
+    for spec, unit in zip(specs, units, strict=False):
         unit.parent_id = stored[spec.parent].id if spec.parent else None
         session.add(unit)
     session.flush()

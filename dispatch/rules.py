@@ -8,6 +8,7 @@ Text conditions are compared on normalised text: NFKC (full-width letters and di
 half-width) and lower-cased, on both the keyword and the ticket side. Regular expressions
 run on the NFKC text with IGNORECASE, so write them with half-width characters.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,9 @@ def _regex(value: str) -> str:
 def _hh_mm(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         # YAML 1.1 reads an unquoted 22:00 as the sexagesimal number 1320.
-        raise ValueError('write times as quoted strings, e.g. "22:00" '
-                         "(YAML reads an unquoted 22:00 as a number)")
+        raise ValueError(
+            'write times as quoted strings, e.g. "22:00" (YAML reads an unquoted 22:00 as a number)'
+        )
     if not isinstance(value, str) or not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value.strip()):
         raise ValueError(f"expected a time as HH:MM between 00:00 and 23:59, got {value!r}")
     hours, minutes = value.strip().split(":")
@@ -69,8 +71,9 @@ def _hh_mm(value: Any) -> Any:
 
 def _unit_code(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", value):
-        raise ValueError(f"unit codes are 1-32 ASCII letters, digits, '_', '-' or '.'; "
-                         f"got {value!r}")
+        raise ValueError(
+            f"unit codes are 1-32 ASCII letters, digits, '_', '-' or '.'; got {value!r}"
+        )
     return value
 
 
@@ -125,14 +128,24 @@ class Conditions(_Strict):
     @model_validator(mode="after")
     def _something_to_test(self) -> Conditions:
         if not self.catch_all and self.is_empty():
-            raise ValueError("a rule without conditions would match every ticket; "
-                             "set catch_all: true if that is what you mean")
+            raise ValueError(
+                "a rule without conditions would match every ticket; "
+                "set catch_all: true if that is what you mean"
+            )
         return self
 
     def is_empty(self) -> bool:
-        return not (self.text_any or self.text_all or self.text_none or self.regex
-                    or self.request_types or self.urgencies or self.districts
-                    or self.channels or self.time_of_day)
+        return not (
+            self.text_any
+            or self.text_all
+            or self.text_none
+            or self.regex
+            or self.request_types
+            or self.urgencies
+            or self.districts
+            or self.channels
+            or self.time_of_day
+        )
 
 
 _UNSET = object()
@@ -216,12 +229,14 @@ def _problems(data: Any, where: str) -> tuple[RuleSpec | None, list[dict[str, st
     try:
         return RuleSpec.model_validate(data), []
     except ValidationError as exc:
-        return None, [{"rule": label, "field": _field_path(e["loc"]), "message": _message(e)}
-                      for e in exc.errors()]
+        return None, [
+            {"rule": label, "field": _field_path(e["loc"]), "message": _message(e)}
+            for e in exc.errors()
+        ]
 
 
 def _raise(problems: list[dict[str, str]], heading: str = "") -> NoReturn:
-    lines = [f'{p["rule"]}: {p["field"]}: {p["message"]}' for p in problems]
+    lines = [f"{p['rule']}: {p['field']}: {p['message']}" for p in problems]
     message = "\n".join([heading, *lines]) if heading else "; ".join(lines)
     raise InvalidInput(message, errors=problems)
 
@@ -281,8 +296,13 @@ def parse_pack(text: str, fmt: PackFormat) -> Pack:
             continue
         if spec.name in first_seen:
             first = first_seen[spec.name]
-            problems.append({"rule": _label(data, where), "field": "name",
-                             "message": f"duplicate name (first at rules[{first}])"})
+            problems.append(
+                {
+                    "rule": _label(data, where),
+                    "field": "name",
+                    "message": f"duplicate name (first at rules[{first}])",
+                }
+            )
             continue
         first_seen[spec.name] = index
         specs.append(spec)
@@ -384,8 +404,11 @@ class _Terms:
         return [term for i, terms in self.terms.items() if i in ids for term in terms]
 
     def outcome(self, ctx: _Context) -> ConditionOutcome:
-        return {"condition": self.condition, "passed": self.passes(ctx),
-                "detail": {"hit": self.spelled(ctx.hits)}}
+        return {
+            "condition": self.condition,
+            "passed": self.passes(ctx),
+            "detail": {"hit": self.spelled(ctx.hits)},
+        }
 
 
 class _AnyTerms(_Terms):
@@ -435,8 +458,11 @@ class _Regex:
 
     def outcome(self, ctx: _Context) -> ConditionOutcome:
         found = self.first(ctx)
-        detail = {"pattern": found.re.pattern, "matched": found.group(0)} if found else {
-            "pattern": None, "matched": None}
+        detail = (
+            {"pattern": found.re.pattern, "matched": found.group(0)}
+            if found
+            else {"pattern": None, "matched": None}
+        )
         return {"condition": "regex", "passed": found is not None, "detail": detail}
 
 
@@ -457,8 +483,11 @@ class _OneOf:
         return self._actual(ctx) in self.allowed
 
     def outcome(self, ctx: _Context) -> ConditionOutcome:
-        return {"condition": self.condition, "passed": self.passes(ctx),
-                "detail": {"expected": self.listed, "actual": self._actual(ctx)}}
+        return {
+            "condition": self.condition,
+            "passed": self.passes(ctx),
+            "detail": {"expected": self.listed, "actual": self._actual(ctx)},
+        }
 
 
 class _Window:
@@ -473,9 +502,14 @@ class _Window:
 
     def outcome(self, ctx: _Context) -> ConditionOutcome:
         moment = ctx.facts.local_time
-        return {"condition": "time_of_day", "passed": self.passes(ctx),
-                "detail": {"expected": self.window.model_dump(),
-                           "actual": None if moment is None else moment.isoformat()}}
+        return {
+            "condition": "time_of_day",
+            "passed": self.passes(ctx),
+            "detail": {
+                "expected": self.window.model_dump(),
+                "actual": None if moment is None else moment.isoformat(),
+            },
+        }
 
 
 class _CatchAll:
@@ -518,9 +552,12 @@ class _Compiled:
         return tuple(found)
 
     def trace(self, ctx: _Context) -> RuleTrace:
-        return {"rule": self.spec.name, "priority": self.spec.priority,
-                "matched_terms": list(self.matched_terms(ctx)),
-                "conditions": [t.outcome(ctx) for t in self.tests]}
+        return {
+            "rule": self.spec.name,
+            "priority": self.spec.priority,
+            "matched_terms": list(self.matched_terms(ctx)),
+            "conditions": [t.outcome(ctx) for t in self.tests],
+        }
 
 
 class CompiledRules:
@@ -528,8 +565,13 @@ class CompiledRules:
     automaton, so one pass over the text finds every hit; only rules with a hit, plus the
     rules that test no keywords, are then evaluated, in priority order."""
 
-    def __init__(self, rules: list[_Compiled], automaton: Any, term_rules: list[tuple[int, ...]],
-                 always: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        rules: list[_Compiled],
+        automaton: Any,
+        term_rules: list[tuple[int, ...]],
+        always: tuple[int, ...],
+    ) -> None:
         self._rules = rules
         self._automaton = automaton
         self._term_rules = term_rules
@@ -538,8 +580,7 @@ class CompiledRules:
     @classmethod
     def build(cls, specs: Iterable[RuleSpec]) -> CompiledRules:
         enabled = sorted((s for s in specs if s.enabled), key=lambda s: (s.priority, s.name))
-        duplicates = sorted(n for n, count in Counter(s.name for s in enabled).items()
-                            if count > 1)
+        duplicates = sorted(n for n, count in Counter(s.name for s in enabled).items() if count > 1)
         if duplicates:
             raise InvalidInput(f"duplicate rule names: {', '.join(duplicates)}")
 
@@ -566,16 +607,24 @@ class CompiledRules:
         for index, spec in enumerate(enabled):
             c = spec.conditions
             tests: list[_Test] = []
-            positive = [intern(kind, words, index) for kind, words in
-                        ((_AnyTerms, c.text_any), (_AllTerms, c.text_all)) if words]
+            positive = [
+                intern(kind, words, index)
+                for kind, words in ((_AnyTerms, c.text_any), (_AllTerms, c.text_all))
+                if words
+            ]
             tests += positive
             if c.text_none:
                 tests.append(intern(_NoTerms, c.text_none, index))
-            tests += [_OneOf(name, attribute, listed) for name, attribute, listed in (
-                ("request_types", "request_type", c.request_types),
-                ("urgencies", "urgency", c.urgencies),
-                ("districts", "district", c.districts),
-                ("channels", "channel", c.channels)) if listed]
+            tests += [
+                _OneOf(name, attribute, listed)
+                for name, attribute, listed in (
+                    ("request_types", "request_type", c.request_types),
+                    ("urgencies", "urgency", c.urgencies),
+                    ("districts", "district", c.districts),
+                    ("channels", "channel", c.channels),
+                )
+                if listed
+            ]
             if c.time_of_day is not None:
                 tests.append(_Window(c.time_of_day))
             if c.regex:
@@ -602,8 +651,11 @@ class CompiledRules:
     def _context(self, facts: TicketFacts) -> _Context:
         nfkc = unicodedata.normalize("NFKC", facts.text)
         text = nfkc.lower()
-        hits = frozenset(tid for _, tid in self._automaton.iter(text)) \
-            if self._automaton is not None else frozenset()
+        hits = (
+            frozenset(tid for _, tid in self._automaton.iter(text))
+            if self._automaton is not None
+            else frozenset()
+        )
         return _Context(text=text, nfkc=nfkc, hits=hits, facts=facts)
 
     def _candidates(self, ctx: _Context) -> list[int]:
@@ -637,11 +689,19 @@ class CompiledRules:
                 return Match(rule.spec, rule.matched_terms(ctx), trace), {
                     "fired": trace,
                     "actions": rule.spec.actions.model_dump(mode="json", exclude_defaults=True),
-                    "checked": checked, "checked_total": checked_total,
-                    "rules_total": len(self._rules)}
+                    "checked": checked,
+                    "checked_total": checked_total,
+                    "rules_total": len(self._rules),
+                }
             checked_total += 1
             if len(checked) < EXPLAIN_CANDIDATES_CAP:
-                checked.append({"rule": rule.spec.name, "priority": rule.spec.priority,
-                                "failed": failure})
-        return None, {"fired": None, "actions": None, "checked": checked,
-                      "checked_total": checked_total, "rules_total": len(self._rules)}
+                checked.append(
+                    {"rule": rule.spec.name, "priority": rule.spec.priority, "failed": failure}
+                )
+        return None, {
+            "fired": None,
+            "actions": None,
+            "checked": checked,
+            "checked_total": checked_total,
+            "rules_total": len(self._rules),
+        }

@@ -6,19 +6,20 @@ only through whole local working days of the calendar and stands still on holida
 weekends that are not make-up days; one workday is one working local day, so 0.5 workday
 is twelve hours of working-day time.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, NamedTuple, NoReturn
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from core.errors import InvalidInput, NotFound
 from dispatch.calendar import WorkCalendar
 from dispatch.models import Clock, ClockUnit, EscalationKind, SlaPolicy
-from core.errors import InvalidInput, NotFound
 
 GENERAL_POLICY = "general"
 
@@ -70,7 +71,7 @@ def due_at(start: datetime, policy: SlaPolicy, clock: Clock, calendar: WorkCalen
 def _utc(value: datetime, what: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware, got {value!r}")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def _midnight(d: date, calendar: WorkCalendar) -> datetime:
@@ -80,7 +81,7 @@ def _midnight(d: date, calendar: WorkCalendar) -> datetime:
 @functools.lru_cache(maxsize=8192)
 def _local_midnight_in_utc(d: date, tz: tzinfo) -> datetime:
     # Every deadline walks day by day from its start; the same few weeks of days recur.
-    return datetime.combine(d, time(), tzinfo=tz).astimezone(timezone.utc)
+    return datetime.combine(d, time(), tzinfo=tz).astimezone(UTC)
 
 
 def _us(delta: timedelta) -> int:
@@ -122,7 +123,8 @@ def _walk_workdays(start: datetime, budget: int, calendar: WorkCalendar) -> date
                 raise NoWorkingDays(
                     f"the working-day calendar has no working day for {_MAX_IDLE_DAYS} days "
                     f"{'after' if forward else 'before'} {local}; check the calendar overrides",
-                    start=start.isoformat())
+                    start=start.isoformat(),
+                )
         pos = edge
         day += step
 
@@ -180,7 +182,8 @@ def parse_chain(raw: Sequence[dict[str, Any]] | None) -> list[EscalationStep]:
             step = EscalationStep.model_validate(item)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'step'}: {e['msg']}" for e in exc.errors())
+                f"{'.'.join(map(str, e['loc'])) or 'step'}: {e['msg']}" for e in exc.errors()
+            )
             raise InvalidInput(f"escalation step {position}: {problems}", chain=raw) from exc
         _check_step(step, position, steps)
         steps.append(step)
@@ -193,8 +196,10 @@ def _check_step(step: EscalationStep, position: int, earlier: list[EscalationSte
 
     if step.kind is EscalationKind.warning:
         if step.after_breach_hours is not None:
-            fail("a warning fires before the deadline, at the policy's warn_ratio; "
-                 "leave after_breach_hours empty")
+            fail(
+                "a warning fires before the deadline, at the policy's warn_ratio; "
+                "leave after_breach_hours empty"
+            )
         if earlier:
             fail("the warning must be the first step")
         return
@@ -204,8 +209,10 @@ def _check_step(step: EscalationStep, position: int, earlier: list[EscalationSte
         fail("after_breach_hours must be 0 or more")
     previous = earlier[-1].after_breach_hours if earlier else None
     if previous is not None and step.after_breach_hours < previous:
-        fail(f"after_breach_hours {step.after_breach_hours:g} is less than the previous "
-             f"step's {previous:g}; steps must not go back in time")
+        fail(
+            f"after_breach_hours {step.after_breach_hours:g} is less than the previous "
+            f"step's {previous:g}; steps must not go back in time"
+        )
 
 
 class ScheduledStep(NamedTuple):
@@ -214,9 +221,15 @@ class ScheduledStep(NamedTuple):
     at: datetime
 
 
-def escalation_times(*, start: datetime, due: datetime, unit: ClockUnit, warn_ratio: float,
-                     chain: Sequence[EscalationStep],
-                     calendar: WorkCalendar) -> list[ScheduledStep]:
+def escalation_times(
+    *,
+    start: datetime,
+    due: datetime,
+    unit: ClockUnit,
+    warn_ratio: float,
+    chain: Sequence[EscalationStep],
+    calendar: WorkCalendar,
+) -> list[ScheduledStep]:
     """When each step of `chain` falls due for a clock that started at `start` and is due at
     `due`. The warning sits at `warn_ratio` of the working time between the two, so an
     extension that moves `due` moves the warning too."""
@@ -236,8 +249,9 @@ def escalation_times(*, start: datetime, due: datetime, unit: ClockUnit, warn_ra
     return schedule
 
 
-def policy_matches(policy: SlaPolicy, *, request_type: str | None, urgency: str | None,
-                   category_code: str | None) -> bool:
+def policy_matches(
+    policy: SlaPolicy, *, request_type: str | None, urgency: str | None, category_code: str | None
+) -> bool:
     """Whether the policy's selectors (None = any) all fit; `active` is not considered.
 
     A policy without any selector never matches: it is used only when named (by a dispatch
@@ -256,13 +270,21 @@ def policy_matches(policy: SlaPolicy, *, request_type: str | None, urgency: str 
 
 
 def _specificity(policy: SlaPolicy) -> tuple[int, bool, bool]:
-    return (len(policy.category_prefix or ""), policy.urgency is not None,
-            policy.request_type is not None)
+    return (
+        len(policy.category_prefix or ""),
+        policy.urgency is not None,
+        policy.request_type is not None,
+    )
 
 
-def select_policy(policies: Iterable[SlaPolicy], *, request_type: str | None,
-                  urgency: str | None, category_code: str | None,
-                  name: str | None = None) -> SlaPolicy:
+def select_policy(
+    policies: Iterable[SlaPolicy],
+    *,
+    request_type: str | None,
+    urgency: str | None,
+    category_code: str | None,
+    name: str | None = None,
+) -> SlaPolicy:
     """The named policy, else the most specific active match (a longer category prefix beats
     an urgency, which beats a request type; ties go to the lowest id), else "general"."""
     active = [p for p in policies if p.active]
@@ -271,8 +293,13 @@ def select_policy(policies: Iterable[SlaPolicy], *, request_type: str | None,
             if policy.name == name:
                 return policy
         raise InvalidInput(f"no active SLA policy is named {name!r}", name=name)
-    matches = [p for p in active if policy_matches(
-        p, request_type=request_type, urgency=urgency, category_code=category_code)]
+    matches = [
+        p
+        for p in active
+        if policy_matches(
+            p, request_type=request_type, urgency=urgency, category_code=category_code
+        )
+    ]
     if matches:
         return max(matches, key=lambda p: (_specificity(p), -p.id))
     for policy in active:

@@ -3,6 +3,7 @@ dispatched to — and the people who work in them, by unit code.
 
 Functions take an explicit session and never commit: the caller owns the unit of work.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -91,10 +92,12 @@ def _known_unit(session: Session, code: str, field: str) -> Unit:
 def create_unit(session: Session, *, data: UnitCreate) -> Unit:
     if session.scalars(select(Unit.id).where(Unit.code == data.code)).first() is not None:
         raise Conflict(f"a unit with code {data.code!r} already exists", code=data.code)
-    parent_id = _known_unit(session, data.parent_code, "parent_code").id \
-        if data.parent_code else None
-    unit = Unit.model_validate(data.model_dump(exclude={"parent_code"}),
-                               update={"parent_id": parent_id})
+    parent_id = (
+        _known_unit(session, data.parent_code, "parent_code").id if data.parent_code else None
+    )
+    unit = Unit.model_validate(
+        data.model_dump(exclude={"parent_code"}), update={"parent_id": parent_id}
+    )
     session.add(unit)
     session.flush()
     reference.bump(session)
@@ -123,8 +126,10 @@ def _new_parent(session: Session, unit: Unit, parent_code: str) -> Unit:
     ancestor: Unit | None = parent
     while ancestor is not None:
         if ancestor.id == unit.id:
-            raise InvalidInput(f"unit {parent_code!r} lies under {unit.code!r}; the unit tree "
-                               f"cannot have a cycle", parent_code=parent_code)
+            raise InvalidInput(
+                f"unit {parent_code!r} lies under {unit.code!r}; the unit tree cannot have a cycle",
+                parent_code=parent_code,
+            )
         ancestor = session.get(Unit, ancestor.parent_id) if ancestor.parent_id else None
     return parent
 
@@ -144,8 +149,6 @@ def units_by_id(session: Session, ids: Sequence[int | None]) -> dict[int, Unit]:
     return found
 
 
-
-
 # ---------------------------------------------------------------- the people of units
 
 
@@ -163,9 +166,16 @@ def create_user(
     """A new account in the unit `unit_code` (none for centre staff) and its bearer token,
     returned this once."""
     unit = _known_unit(session, unit_code, "unit_code") if unit_code else None
-    return accounts.create_user(session, username=username, display_name=display_name,
-                                role=role, now=now, unit_id=unit.id if unit else None,
-                                email=email, is_head=is_head)
+    return accounts.create_user(
+        session,
+        username=username,
+        display_name=display_name,
+        role=role,
+        now=now,
+        unit_id=unit.id if unit else None,
+        email=email,
+        is_head=is_head,
+    )
 
 
 def list_users(

@@ -1,6 +1,7 @@
 """Wiring: a request that reaches the platform becomes a ticket, classified and dispatched.
 The intake is never lost to a dispatch failure: dispatch refuses before it changes
 anything, and a refused ticket waits in the manual dispatch queue with the reason."""
+
 from __future__ import annotations
 
 import logging
@@ -11,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
-from dispatch import reference
-from dispatch import service as dispatching
 from accounts.models import User
 from core.errors import DomainError
+from dispatch import reference
+from dispatch import service as dispatching
 from tickets import service as tickets
 from tickets.lifecycle import Action
 from tickets.models import Ticket, TicketCreate
@@ -55,18 +56,36 @@ def submit(
             return None
         try:
             outcome["dispatch"], companion = dispatching.plan_new_dispatch(
-                session, ticket=ticket, events=events, now=now, actor=None,
-                fallback_unit_code=fallback_unit_code, tz=tz)
+                session,
+                ticket=ticket,
+                events=events,
+                now=now,
+                actor=None,
+                fallback_unit_code=fallback_unit_code,
+                tz=tz,
+            )
         except DomainError as exc:
             outcome["error"] = exc.message
-            events.append(tickets.apply(ticket, action=Action.queue, actor="system", now=now,
-                                        reason=f"automatic dispatch failed: {exc.message}"))
+            events.append(
+                tickets.apply(
+                    ticket,
+                    action=Action.queue,
+                    actor="system",
+                    now=now,
+                    reason=f"automatic dispatch failed: {exc.message}",
+                )
+            )
             return None
         return companion
 
     intake = tickets.create_ticket(
-        session, data=data, actor=dispatching.who(actor), now=now,
-        idempotency_key=idempotency_key, idempotency_scope=idempotency_scope, tz=tz,
+        session,
+        data=data,
+        actor=dispatching.who(actor),
+        now=now,
+        idempotency_key=idempotency_key,
+        idempotency_scope=idempotency_scope,
+        tz=tz,
         then=dispatch,
     )
     submission = Submission(intake.ticket, intake.created)
@@ -74,6 +93,7 @@ def submit(
         submission.dispatch = outcome.get("dispatch")
         submission.dispatch_error = outcome.get("error")
         if submission.dispatch_error:
-            log.warning("dispatch of ticket %s failed: %s", intake.ticket.number,
-                        submission.dispatch_error)
+            log.warning(
+                "dispatch of ticket %s failed: %s", intake.ticket.number, submission.dispatch_error
+            )
     return submission

@@ -1,14 +1,15 @@
 """Alembic, driven from code: the migrations live inside the package (hotline/migrations),
 so an installed platform can migrate its database without an alembic.ini anywhere."""
+
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.autogenerate import compare_metadata
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
@@ -80,6 +81,7 @@ def revision(message: str, url: str | None = None) -> Path:
         if not differences(url):
             raise Conflict("the models match the migrations: there is nothing to generate")
         rev_id = f"{len(list(script_directory().walk_revisions())) + 1:04d}"
-        script = command.revision(alembic_config(url), message=message, autogenerate=True,
-                                  rev_id=rev_id)
+        script = command.revision(
+            alembic_config(url), message=message, autogenerate=True, rev_id=rev_id
+        )
     return Path(script.path)

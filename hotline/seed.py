@@ -1,5 +1,6 @@
 """Demo data for the embedded default: a city's units, the default SLA policies and rule
 pack, and one user per role (a handler and a head for every unit)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -8,11 +9,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from dispatch import policies, rulebook
-
-from dispatch.units import create_user
 from accounts.models import Role
+from dispatch import policies, rulebook
 from dispatch.models import Unit, UnitLevel
+from dispatch.units import create_user
 
 CENTRE_STAFF = [
     ("admin", "系统管理员", Role.admin),
@@ -30,27 +30,41 @@ def seed_demo(*, session: Session, now: datetime) -> dict[str, Any]:
         return {"seeded": False, "users": []}
     units = rulebook.load_units(session, text=rulebook.DEFAULT_UNITS_PATH.read_text("utf-8"))
     policies.ensure_default_policies(session)
-    rulebook.import_pack(session, text=rulebook.DEFAULT_RULES_PATH.read_text("utf-8"),
-                         fmt="yaml", now=now, replace=True)
+    rulebook.import_pack(
+        session,
+        text=rulebook.DEFAULT_RULES_PATH.read_text("utf-8"),
+        fmt="yaml",
+        now=now,
+        replace=True,
+    )
     session.flush()
     users: list[dict[str, Any]] = []
     for username, name, role in CENTRE_STAFF:
-        user, token = create_user(session, username=username, display_name=name,
-                                           role=role, unit_code="CENTRE", now=now)
-        users.append({"username": username, "role": role.value, "unit": "CENTRE",
-                      "token": token})
+        user, token = create_user(
+            session, username=username, display_name=name, role=role, unit_code="CENTRE", now=now
+        )
+        users.append({"username": username, "role": role.value, "unit": "CENTRE", "token": token})
     for unit in units:
         if unit.level == UnitLevel.centre:
             continue
         base = unit.code.lower()
         for suffix, is_head in (("handler", False), ("head", True)):
             user, token = create_user(
-                session, username=f"{base}.{suffix}",
+                session,
+                username=f"{base}.{suffix}",
                 display_name=f"{unit.name}{'负责人' if is_head else '联络员'}",
-                role=Role.handler, unit_code=unit.code, email=unit.email if not is_head
-                else unit.head_email, is_head=is_head, now=now)
-            users.append({"username": user.username, "role": "handler", "unit": unit.code,
-                          "token": token})
-    return {"seeded": True, "units": len(units), "users": users,
-            "rules": len(rulebook.list_rules(session))}
-
+                role=Role.handler,
+                unit_code=unit.code,
+                email=unit.email if not is_head else unit.head_email,
+                is_head=is_head,
+                now=now,
+            )
+            users.append(
+                {"username": user.username, "role": "handler", "unit": unit.code, "token": token}
+            )
+    return {
+        "seeded": True,
+        "units": len(units),
+        "users": users,
+        "rules": len(rulebook.list_rules(session)),
+    }

@@ -1,4 +1,5 @@
 """Every table, imported in one place for Alembic and create_all."""
+
 from sqlmodel import SQLModel
 
 import accounts.models  # noqa: F401

@@ -3,6 +3,7 @@ calls. Thin: they take ids (Call-IDs, notification ids), never ORM objects, and 
 twice — the sweep's conditional updates, `deliver`'s status check and
 `attach_transcript`'s check for a transcript already attached are the idempotency guards.
 Task names are stable: queued messages and the beat schedule refer to them."""
+
 from __future__ import annotations
 
 import threading
@@ -18,7 +19,6 @@ from dispatch import escalation, notify
 from dispatch.models import NotificationStatus
 from hotline.calls import intake, setup
 
-
 # ---------------------------------------------------------------- SLA and notifications
 
 
@@ -27,9 +27,13 @@ def sweep_sla(now: str | None = None) -> dict[str, int]:
     """Fire due escalations. `now` (ISO 8601 with a zone) replays a sweep at that instant."""
     settings = runtime.get_settings()
     at = datetime.fromisoformat(now) if now else runtime.get_clock().now()
-    result = escalation.sweep(runtime.get_session_factory(), now=at,
-                              batch=settings.sla.sweep_batch,
-                              enqueue=deliver_notification.delay, settings=settings)
+    result = escalation.sweep(
+        runtime.get_session_factory(),
+        now=at,
+        batch=settings.sla.sweep_batch,
+        enqueue=deliver_notification.delay,
+        settings=settings,
+    )
     return {"fired": result.fired, "assignments": result.assignments, "failed": result.failed}
 
 
@@ -45,8 +49,12 @@ def sweep_sla(now: str | None = None) -> dict[str, int]:
     retry_jitter=True,
 )
 def deliver_notification(notification_id: int) -> str:
-    status = notify.deliver(runtime.get_session_factory(), notification_id=notification_id,
-                            now=runtime.get_clock().now(), settings=runtime.get_settings())
+    status = notify.deliver(
+        runtime.get_session_factory(),
+        notification_id=notification_id,
+        now=runtime.get_clock().now(),
+        settings=runtime.get_settings(),
+    )
     if status is NotificationStatus.pending:
         raise notify.DeliveryPending(f"notification {notification_id} will be retried")
     return status.value
@@ -88,14 +96,24 @@ def get_recognizer() -> Recognizer:
         return _recognizer
 
 
-@shared_task(name="calls.transcribe_recording", ignore_result=True, acks_late=True,
-             autoretry_for=(OperationalError,), max_retries=5, retry_backoff=10,
-             retry_jitter=True)
+@shared_task(
+    name="calls.transcribe_recording",
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    max_retries=5,
+    retry_backoff=10,
+    retry_jitter=True,
+)
 def transcribe_recording(call_id: str) -> str:
     """Decode a call's recording and attach it to its ticket, which is then dispatched."""
-    return intake.transcribe_recording(session_factory=runtime.get_session_factory(),
-                                      recognizer=get_recognizer(), call_id=call_id,
-                                      clock=runtime.get_clock(), settings=runtime.get_settings())
+    return intake.transcribe_recording(
+        session_factory=runtime.get_session_factory(),
+        recognizer=get_recognizer(),
+        call_id=call_id,
+        clock=runtime.get_clock(),
+        settings=runtime.get_settings(),
+    )
 
 
 @shared_task(name="calls.requeue_transcriptions", ignore_result=True)

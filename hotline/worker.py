@@ -4,6 +4,7 @@ Run a worker with `celery -A hotline.worker worker` and the scheduler with
 `celery -A hotline.worker beat`. Without HOTLINE_BROKER_URL the broker is kombu's
 filesystem transport under the data directory, so the embedded install needs no Redis.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,8 +39,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
 def _filesystem_transport(settings: Settings) -> dict[str, str]:
     root = settings.broker_folder
     # Producers write where consumers read: one queue folder serves both directions.
-    folders = {"queue": root / "queue", "processed": root / "processed",
-               "control": root / "control"}
+    folders = {
+        "queue": root / "queue",
+        "processed": root / "processed",
+        "control": root / "control",
+    }
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     return {

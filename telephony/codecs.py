@@ -5,6 +5,7 @@ pyVoIP's use of it (decoding to 8-bit, biased) is what cost ≈ 11 dB of recordi
 tables follow ITU-T G.711 as in the Sun reference implementation (``g711.c``), which is what
 ``audioop`` and most phones use, so encoded bytes are identical to theirs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -6,6 +6,7 @@ so most tests run against fakes and the SIP library can be fixed or replaced in 
 Audio crosses this boundary as 16-bit little-endian mono PCM at 8 kHz in 20 ms frames
 (``FRAME_BYTES``), whatever codec the call negotiated.
 """
+
 from __future__ import annotations
 
 import enum

@@ -14,6 +14,7 @@ wall clock, so a fake call runs a two-minute script in milliseconds. While a pro
 caller's audio is still read: that paces the loop, keeps stale audio from piling up in the
 receive buffer (it would otherwise land in the recording) and lets keys interrupt menus.
 """
+
 from __future__ import annotations
 
 import enum
@@ -27,22 +28,51 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from telephony.endpoint import (FRAME_BYTES, FRAME_MS, Call, CallState,
-                                IllegalCallTransition)
+from telephony.endpoint import FRAME_BYTES, FRAME_MS, Call, CallState, IllegalCallTransition
 from telephony.prompts import BEEP, STATUSES, date_pieces, digit_pieces
-from telephony.recording import (Endpointer, EndpointerSettings, EndReason, WavRecorder,
-                                 frame_dbfs, recording_path)
+from telephony.recording import (
+    Endpointer,
+    EndpointerSettings,
+    EndReason,
+    WavRecorder,
+    frame_dbfs,
+    recording_path,
+)
 
 log = logging.getLogger(__name__)
 
 # Every prompt name a flow may ask for: each language's texts must cover them.
-REQUIRED_PROMPTS = frozenset({
-    "greeting", "welcome", "menu", "speak_now", "closing", "no_speech", "enter_ticket",
-    "ticket", "status_is", "deadline", "not_found", "no_input", "goodbye", "enter_callback",
-    "callback_is", "callback_recorded", "survey_question", "invalid_key", "thanks",
-    "ten", "year", "month", "day", "hour", "minute",
-    *(f"digit_{d}" for d in range(10)), *(f"status_{s}" for s in STATUSES),
-})
+REQUIRED_PROMPTS = frozenset(
+    {
+        "greeting",
+        "welcome",
+        "menu",
+        "speak_now",
+        "closing",
+        "no_speech",
+        "enter_ticket",
+        "ticket",
+        "status_is",
+        "deadline",
+        "not_found",
+        "no_input",
+        "goodbye",
+        "enter_callback",
+        "callback_is",
+        "callback_recorded",
+        "survey_question",
+        "invalid_key",
+        "thanks",
+        "ten",
+        "year",
+        "month",
+        "day",
+        "hour",
+        "minute",
+        *(f"digit_{d}" for d in range(10)),
+        *(f"status_{s}" for s in STATUSES),
+    }
+)
 
 
 class Prompts(Protocol):
@@ -62,8 +92,11 @@ class SurveyResult(str, enum.Enum):
     DISSATISFIED = "dissatisfied"
 
 
-SURVEY_KEYS = {"1": SurveyResult.SATISFIED, "2": SurveyResult.BASICALLY_SATISFIED,
-               "3": SurveyResult.DISSATISFIED}
+SURVEY_KEYS = {
+    "1": SurveyResult.SATISFIED,
+    "2": SurveyResult.BASICALLY_SATISFIED,
+    "3": SurveyResult.DISSATISFIED,
+}
 
 
 def _ignore(*_: Any) -> None:
@@ -118,7 +151,7 @@ class _Played:
 def _hook(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
-    except Exception:  # noqa: BLE001 - the caller is still on the line; serve them anyway
+    except Exception:
         log.exception("flow hook %s failed", getattr(fn, "__name__", fn))
         return None
 
@@ -137,8 +170,9 @@ def _enter(call: Call, state: CallState) -> None:
 
 
 class _Flow:
-    def __init__(self, call: Call, prompts: Prompts, hooks: FlowHooks,
-                 settings: FlowSettings) -> None:
+    def __init__(
+        self, call: Call, prompts: Prompts, hooks: FlowHooks, settings: FlowSettings
+    ) -> None:
         self.call = call
         self.prompts = prompts
         self.hooks = hooks
@@ -157,8 +191,9 @@ class _Flow:
             if not frame:
                 return
 
-    def play(self, pieces: list[str], *, keys_interrupt: bool = False,
-             barge_in: bool = False) -> _Played:
+    def play(
+        self, pieces: list[str], *, keys_interrupt: bool = False, barge_in: bool = False
+    ) -> _Played:
         call = self.call
         pcm = b"".join(self.prompts.pcm(p) for p in pieces)
         self.discard_backlog()
@@ -215,8 +250,11 @@ class _Flow:
                 digits += key
                 if len(digits) >= max_digits:
                     break
-            timeout = (self.settings.inter_digit_timeout_s if digits
-                       else self.settings.first_digit_timeout_s)
+            timeout = (
+                self.settings.inter_digit_timeout_s
+                if digits
+                else self.settings.first_digit_timeout_s
+            )
             key = self.read_key(timeout)
         return digits or None
 
@@ -242,8 +280,12 @@ class _Flow:
                 reason = self._listen(recorder, endpointer, played.speech)
         except _CallerGone:
             reason = EndReason.HANGUP
-        log.info("call %s report ended: %s after %d frames", call.call_id, reason.value,
-                 endpointer.frames)
+        log.info(
+            "call %s report ended: %s after %d frames",
+            call.call_id,
+            reason.value,
+            endpointer.frames,
+        )
         _hook(self.hooks.on_finished, call, path, reason)
         if reason is not EndReason.HANGUP:
             try:
@@ -254,8 +296,9 @@ class _Flow:
             call.hangup()
         return reason
 
-    def _listen(self, recorder: WavRecorder, endpointer: Endpointer,
-                first: list[bytes]) -> EndReason:
+    def _listen(
+        self, recorder: WavRecorder, endpointer: Endpointer, first: list[bytes]
+    ) -> EndReason:
         call = self.call
         for frame in first:
             recorder.write(frame)
@@ -357,7 +400,7 @@ class _Flow:
 
 
 def status_pieces(number: str, answer: StatusAnswer, tz: ZoneInfo) -> list[str]:
-    """"Ticket 2026…; status: being handled; deadline: 2026 year 12 month 4 day 17 o'clock"."""
+    """ "Ticket 2026…; status: being handled; deadline: 2026 year 12 month 4 day 17 o'clock"."""
     out = ["ticket", *digit_pieces(number), "status_is"]
     if answer.status in STATUSES:
         out.append(f"status_{answer.status}")
@@ -369,8 +412,9 @@ def status_pieces(number: str, answer: StatusAnswer, tz: ZoneInfo) -> list[str]:
 
 
 # ---------------------------------------------------------------- entry points
-def serve_inbound(call: Call, *, prompts: Prompts, hooks: FlowHooks,
-                  settings: FlowSettings) -> None:
+def serve_inbound(
+    call: Call, *, prompts: Prompts, hooks: FlowHooks, settings: FlowSettings
+) -> None:
     """The CallHandler for inbound calls (bind the keywords with functools.partial)."""
     flow = _Flow(call, prompts, hooks, settings)
     if not settings.menu_enabled:
@@ -393,20 +437,21 @@ def serve_inbound(call: Call, *, prompts: Prompts, hooks: FlowHooks,
         log.info("call %s ended during the %s flow", call.call_id, choice)
 
 
-def report(call: Call, *, prompts: Prompts, hooks: FlowHooks, settings: FlowSettings,
-           greet: bool = True) -> EndReason:
+def report(
+    call: Call, *, prompts: Prompts, hooks: FlowHooks, settings: FlowSettings, greet: bool = True
+) -> EndReason:
     return _Flow(call, prompts, hooks, settings).report(greet=greet)
 
 
-def status_query(call: Call, *, prompts: Prompts, hooks: FlowHooks,
-                 settings: FlowSettings) -> None:
+def status_query(call: Call, *, prompts: Prompts, hooks: FlowHooks, settings: FlowSettings) -> None:
     try:
         _Flow(call, prompts, hooks, settings).status_query()
     except _CallerGone:
         log.info("call %s ended during the status query", call.call_id)
 
 
-def survey(call: Call, *, prompts: Prompts, hooks: FlowHooks,
-           settings: FlowSettings) -> SurveyResult | None:
+def survey(
+    call: Call, *, prompts: Prompts, hooks: FlowHooks, settings: FlowSettings
+) -> SurveyResult | None:
     """Outbound satisfaction callback; the result also goes to ``hooks.on_survey_result``."""
     return _Flow(call, prompts, hooks, settings).survey()

@@ -4,6 +4,7 @@ Telephony knows nothing of tickets: a ticket is referred to by its table name on
 ("ticket.id"), so the platform can link a call to the ticket it created without this
 package importing the tickets domain.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -49,8 +50,9 @@ class CallRecord(SQLModel, table=True):
     live_text: str = Field(default="", max_length=20000)
     live_seq: int = 0
     transcript: str | None = Field(default=None, max_length=20000)  # final, once attached
-    transcribed_by: TranscribedBy = Field(default=TranscribedBy.none,
-                                          sa_type=enum_type(TranscribedBy))
+    transcribed_by: TranscribedBy = Field(
+        default=TranscribedBy.none, sa_type=enum_type(TranscribedBy)
+    )
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
@@ -66,8 +68,9 @@ class CallbackOutcome(StrEnum):
     cancelled = "cancelled"  # the ticket no longer waited for a callback when it came due
 
 
-ANSWERED_OUTCOMES = frozenset({CallbackOutcome.satisfied, CallbackOutcome.basically_satisfied,
-                               CallbackOutcome.dissatisfied})
+ANSWERED_OUTCOMES = frozenset(
+    {CallbackOutcome.satisfied, CallbackOutcome.basically_satisfied, CallbackOutcome.dissatisfied}
+)
 
 
 class CallbackAttempt(SQLModel, table=True):

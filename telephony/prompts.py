@@ -9,6 +9,7 @@ a clear error when sox can't read it either.
 Numbers and dates are spoken by concatenating pieces (digits, "ten", "year", …): Mandarin and
 Korean (Sino-Korean numerals) compose 1–99 the same way, 二十七 / 이십칠.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,11 +35,38 @@ log = logging.getLogger(__name__)
 
 # Part of every prompt's hash: bump it when the espeak/sox pipeline below changes.
 GENERATOR = "espeak-ng+sox/1"
-_TRIM_AND_LEVEL = ["silence", "1", "0.02", "-45d", "reverse", "silence", "1", "0.02", "-45d",
-                   "reverse", "pad", "0.03", "0.08", "norm", "-3"]
+_TRIM_AND_LEVEL = [
+    "silence",
+    "1",
+    "0.02",
+    "-45d",
+    "reverse",
+    "silence",
+    "1",
+    "0.02",
+    "-45d",
+    "reverse",
+    "pad",
+    "0.03",
+    "0.08",
+    "norm",
+    "-3",
+]
 
-STATUSES = ("intake", "pending_dispatch", "dispatched", "signed", "in_progress", "replied",
-            "reviewed", "returned", "reopened", "merged", "closed", "archived")
+STATUSES = (
+    "intake",
+    "pending_dispatch",
+    "dispatched",
+    "signed",
+    "in_progress",
+    "replied",
+    "reviewed",
+    "returned",
+    "reopened",
+    "merged",
+    "closed",
+    "archived",
+)
 
 # 12345 is read digit by digit, with 幺 for 1 as phone numbers are in Mandarin.
 ZH_TEXTS: dict[str, str] = {
@@ -58,16 +86,30 @@ ZH_TEXTS: dict[str, str] = {
     "enter_callback": "请输入您的回拨号码，以井号键结束",
     "callback_is": "您的回拨号码是",
     "callback_recorded": "我们会尽快给您回电，再见",
-    "survey_question": "您好，这里是幺二三四五热线回访。您对诉求的办理结果，满意请按1，基本满意请按2，不满意请按3",
+    "survey_question": (
+        "您好，这里是幺二三四五热线回访。您对诉求的办理结果，满意请按1，基本满意请按2，不满意请按3"
+    ),
     "invalid_key": "输入有误",
     "thanks": "感谢您的评价，再见",
-    "ten": "十", "year": "年", "month": "月", "day": "日", "hour": "点", "minute": "分",
+    "ten": "十",
+    "year": "年",
+    "month": "月",
+    "day": "日",
+    "hour": "点",
+    "minute": "分",
     **{f"digit_{d}": t for d, t in enumerate("零一二三四五六七八九")},
-    "status_intake": "已受理", "status_pending_dispatch": "等待派单",
-    "status_dispatched": "已派单", "status_signed": "已签收", "status_in_progress": "正在办理",
-    "status_replied": "已答复", "status_reviewed": "已审核，等待回访",
-    "status_returned": "退单审核中", "status_reopened": "重新办理",
-    "status_merged": "已合并办理", "status_closed": "已办结", "status_archived": "已办结归档",
+    "status_intake": "已受理",
+    "status_pending_dispatch": "等待派单",
+    "status_dispatched": "已派单",
+    "status_signed": "已签收",
+    "status_in_progress": "正在办理",
+    "status_replied": "已答复",
+    "status_reviewed": "已审核，等待回访",
+    "status_returned": "退单审核中",
+    "status_reopened": "重新办理",
+    "status_merged": "已合并办理",
+    "status_closed": "已办结",
+    "status_archived": "已办结归档",
 }
 
 KO_TEXTS: dict[str, str] = {
@@ -87,16 +129,34 @@ KO_TEXTS: dict[str, str] = {
     "enter_callback": "회신 받으실 번호를 누르시고 우물 정자를 눌러 주세요",
     "callback_is": "회신 번호는",
     "callback_recorded": "곧 연락 드리겠습니다. 안녕히 계세요",
-    "survey_question": "12345 민원 콜센터 만족도 조사입니다. 만족하시면 1번, 보통이면 2번, 불만족이면 3번을 눌러 주세요",
+    "survey_question": (
+        "12345 민원 콜센터 만족도 조사입니다. "
+        "만족하시면 1번, 보통이면 2번, 불만족이면 3번을 눌러 주세요"
+    ),
     "invalid_key": "잘못 누르셨습니다",
     "thanks": "응답해 주셔서 감사합니다. 안녕히 계세요",
-    "ten": "십", "year": "년", "month": "월", "day": "일", "hour": "시", "minute": "분",
-    **{f"digit_{d}": t for d, t in enumerate(["영", "일", "이", "삼", "사", "오", "육", "칠", "팔", "구"])},
-    "status_intake": "접수 완료", "status_pending_dispatch": "배정 대기",
-    "status_dispatched": "담당 부서 배정", "status_signed": "담당 부서 확인",
-    "status_in_progress": "처리 중", "status_replied": "답변 완료", "status_reviewed": "답변 검토 완료",
-    "status_returned": "재배정 검토 중", "status_reopened": "재처리 중", "status_merged": "병합 처리",
-    "status_closed": "처리 완료", "status_archived": "처리 완료",
+    "ten": "십",
+    "year": "년",
+    "month": "월",
+    "day": "일",
+    "hour": "시",
+    "minute": "분",
+    **{
+        f"digit_{d}": t
+        for d, t in enumerate(["영", "일", "이", "삼", "사", "오", "육", "칠", "팔", "구"])
+    },
+    "status_intake": "접수 완료",
+    "status_pending_dispatch": "배정 대기",
+    "status_dispatched": "담당 부서 배정",
+    "status_signed": "담당 부서 확인",
+    "status_in_progress": "처리 중",
+    "status_replied": "답변 완료",
+    "status_reviewed": "답변 검토 완료",
+    "status_returned": "재배정 검토 중",
+    "status_reopened": "재처리 중",
+    "status_merged": "병합 처리",
+    "status_closed": "처리 완료",
+    "status_archived": "처리 완료",
 }
 
 
@@ -155,12 +215,26 @@ def convert_wav(source: Path, target: Path) -> None:
             shutil.copyfile(source, tmp)
         else:
             try:
-                _run(["sox", str(source), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
-                      "-e", "signed-integer", str(tmp)])
+                _run(
+                    [
+                        "sox",
+                        str(source),
+                        "-r",
+                        str(SAMPLE_RATE),
+                        "-c",
+                        "1",
+                        "-b",
+                        "16",
+                        "-e",
+                        "signed-integer",
+                        str(tmp),
+                    ]
+                )
             except PromptError as exc:
                 raise PromptError(
                     f"prompt file {source} is not audio that can be converted to 8 kHz "
-                    f"16-bit mono WAV: {exc}") from exc
+                    f"16-bit mono WAV: {exc}"
+                ) from exc
         with wave.open(str(tmp), "rb") as w:
             if w.getnframes() == 0:
                 raise PromptError(f"prompt file {source} holds no audio")
@@ -181,12 +255,19 @@ class PromptSet:
     """The prompts of one language in ``directory/<language>/``; ``ensure()`` once at setup,
     then ``pcm(name)`` (cached) during calls."""
 
-    def __init__(self, directory: Path, *, language: str = "zh",
-                 overrides: Mapping[str, Path] | None = None,
-                 texts: Mapping[str, str] | None = None, voice: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        language: str = "zh",
+        overrides: Mapping[str, Path] | None = None,
+        texts: Mapping[str, str] | None = None,
+        voice: str | None = None,
+    ) -> None:
         if language not in LANGUAGES and (texts is None or voice is None):
-            raise PromptError(f"no prompt texts for language {language!r}; "
-                              f"known: {', '.join(LANGUAGES)}")
+            raise PromptError(
+                f"no prompt texts for language {language!r}; known: {', '.join(LANGUAGES)}"
+            )
         base = LANGUAGES.get(language)
         self.language = language
         self.voice = voice or base.voice
@@ -250,10 +331,35 @@ class PromptSet:
         with tempfile.TemporaryDirectory(prefix="prompt-") as tmp:
             raw = Path(tmp) / "raw.wav"
             out = Path(tmp) / "out.wav"
-            _run(["espeak-ng", "-v", self.voice, "-s", str(self.words_per_minute),
-                  "-w", str(raw), "--", text])
-            _run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
-                  "-e", "signed-integer", str(out), *_TRIM_AND_LEVEL])
+            _run(
+                [
+                    "espeak-ng",
+                    "-v",
+                    self.voice,
+                    "-s",
+                    str(self.words_per_minute),
+                    "-w",
+                    str(raw),
+                    "--",
+                    text,
+                ]
+            )
+            _run(
+                [
+                    "sox",
+                    str(raw),
+                    "-r",
+                    str(SAMPLE_RATE),
+                    "-c",
+                    "1",
+                    "-b",
+                    "16",
+                    "-e",
+                    "signed-integer",
+                    str(out),
+                    *_TRIM_AND_LEVEL,
+                ]
+            )
             os.replace(out, target)
 
     def pcm(self, name: str) -> bytes:
@@ -268,8 +374,9 @@ class PromptSet:
             with wave.open(str(self.path(name)), "rb") as w:
                 data = w.readframes(w.getnframes())
         except FileNotFoundError:
-            raise PromptError(f"prompt {name!r} missing in {self.directory}; "
-                              "run PromptSet.ensure() at setup") from None
+            raise PromptError(
+                f"prompt {name!r} missing in {self.directory}; run PromptSet.ensure() at setup"
+            ) from None
         with self._lock:
             self._cache[name] = data
         return data

@@ -6,6 +6,7 @@ threshold ends the turn (the hangover keeps a pause for breath from cutting a ca
 spoke. Time is counted in frames, not read from a clock, so the same audio always gives the
 same decision and tests need no sleeps.
 """
+
 from __future__ import annotations
 
 import enum
@@ -145,7 +146,7 @@ class WavRecorder:
         for n in range(1, 1000):
             candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
             try:
-                self._file = open(candidate, "xb")  # noqa: SIM115 - closed in close()
+                self._file = open(candidate, "xb")
                 break
             except FileExistsError:
                 continue
@@ -177,6 +178,10 @@ class WavRecorder:
     def __enter__(self) -> WavRecorder:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

@@ -19,6 +19,7 @@ wake-up preempted a speech decoder on the same cores; a shared tick wakes 50 tim
 whatever the number of calls, and the sockets' receive buffers hold the packets between
 ticks.
 """
+
 from __future__ import annotations
 
 import errno
@@ -61,6 +62,7 @@ class _Event:
     ended: bool  # an end packet was seen
     at: float  # monotonic time of its last packet
 
+
 class MalformedPacket(ValueError):
     pass
 
@@ -94,7 +96,7 @@ def parse_rtp(data: bytes) -> RtpPacket:
     if b0 & 0x10:
         if offset + 4 > size:
             raise MalformedPacket("extension header runs past the end of the packet")
-        offset += 4 + 4 * int.from_bytes(data[offset + 2:offset + 4], "big")
+        offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4], "big")
         if offset > size:
             raise MalformedPacket("extension runs past the end of the packet")
     end = size
@@ -103,14 +105,35 @@ def parse_rtp(data: bytes) -> RtpPacket:
         if padding == 0 or offset + padding > size:
             raise MalformedPacket(f"padding of {padding} bytes does not fit")
         end -= padding
-    return RtpPacket(marker=bool(b1 & 0x80), payload_type=b1 & 0x7F, sequence=seq,
-                     timestamp=ts, ssrc=ssrc, payload=data[offset:end])
+    return RtpPacket(
+        marker=bool(b1 & 0x80),
+        payload_type=b1 & 0x7F,
+        sequence=seq,
+        timestamp=ts,
+        ssrc=ssrc,
+        payload=data[offset:end],
+    )
 
 
-def build_rtp(*, payload_type: int, sequence: int, timestamp: int, ssrc: int, payload: bytes,
-              marker: bool = False) -> bytes:
-    return _HEADER.pack(0x80, (0x80 if marker else 0) | payload_type, sequence & 0xFFFF,
-                        timestamp & 0xFFFFFFFF, ssrc) + payload
+def build_rtp(
+    *,
+    payload_type: int,
+    sequence: int,
+    timestamp: int,
+    ssrc: int,
+    payload: bytes,
+    marker: bool = False,
+) -> bytes:
+    return (
+        _HEADER.pack(
+            0x80,
+            (0x80 if marker else 0) | payload_type,
+            sequence & 0xFFFF,
+            timestamp & 0xFFFFFFFF,
+            ssrc,
+        )
+        + payload
+    )
 
 
 def _unwrap(value: int, reference: int | None, bits: int) -> int:
@@ -150,12 +173,21 @@ class RtpSession:
     audio; an SBC in front of the platform makes it unnecessary.
     """
 
-    def __init__(self, *, local_host: str, port: int, sock: socket.socket | None,
-                 remote: tuple[str, int] | None, payload_type: int,
-                 dtmf_payload_type: int | None, on_dtmf: Callable[[str], None] | None = None,
-                 latch: bool = False, jitter_ms: int = 60,
-                 receive_buffer_bytes: int = 4 * 1024 * 1024,
-                 loop: MediaLoop | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        local_host: str,
+        port: int,
+        sock: socket.socket | None,
+        remote: tuple[str, int] | None,
+        payload_type: int,
+        dtmf_payload_type: int | None,
+        on_dtmf: Callable[[str], None] | None = None,
+        latch: bool = False,
+        jitter_ms: int = 60,
+        receive_buffer_bytes: int = 4 * 1024 * 1024,
+        loop: MediaLoop | None = None,
+    ) -> None:
         self._decode = codecs.decoder(payload_type)  # raises UnsupportedCodec for anything else
         self._encode = codecs.encoder(payload_type)
         self.payload_type = payload_type
@@ -168,8 +200,9 @@ class RtpSession:
         self._jitter_samples = jitter_ms * 8
         self._jitter_s = jitter_ms / 1000
         if sock is None:
-            sock = socket.socket(socket.AF_INET6 if ":" in local_host else socket.AF_INET,
-                                 socket.SOCK_DGRAM)
+            sock = socket.socket(
+                socket.AF_INET6 if ":" in local_host else socket.AF_INET, socket.SOCK_DGRAM
+            )
             sock.bind((local_host, port))
         self._sock = sock
         # Headroom for bursts while recognition holds the CPU; the kernel caps it at rmem_max.
@@ -178,8 +211,16 @@ class RtpSession:
         self.local_address: tuple[str, int] = sock.getsockname()[:2]
         self._loop = loop
 
-        self._stats = {"received": 0, "malformed": 0, "foreign_source": 0, "lost": 0,
-                       "late": 0, "sent": 0, "other_payload": 0, "ignored_events": 0}
+        self._stats = {
+            "received": 0,
+            "malformed": 0,
+            "foreign_source": 0,
+            "lost": 0,
+            "late": 0,
+            "sent": 0,
+            "other_payload": 0,
+            "ignored_events": 0,
+        }
         self._closed = False
         self._started = False
         self._stopped = False  # read by the loop without a lock: a plain flag
@@ -274,7 +315,7 @@ class RtpSession:
                 continue
             try:
                 buffered |= self._on_datagram(data, source[:2])
-            except Exception:  # noqa: BLE001 - nothing a packet carries may end the call's audio
+            except Exception:
                 log.exception("RTP packet from %s could not be handled", source)
                 self._stats["malformed"] += 1
         return buffered
@@ -385,14 +426,15 @@ class RtpSession:
             return
         self._recent_events[event] = _Event(ended=end, at=now)
         if len(self._recent_events) > 64:
-            for stale in [e for e, seen in self._recent_events.items()
-                          if now - seen.at > _EVENT_MEMORY_S]:
+            for stale in [
+                e for e, seen in self._recent_events.items() if now - seen.at > _EVENT_MEMORY_S
+            ]:
                 del self._recent_events[stale]
         if self._on_dtmf is None:
             return
         try:
             self._on_dtmf(DTMF_KEYS[code])
-        except Exception:  # noqa: BLE001 - a faulty listener must not stop the media
+        except Exception:
             log.exception("DTMF listener failed")
 
     # ------------------------------------------------------------------ reading
@@ -412,8 +454,7 @@ class RtpSession:
                         continue
                     if self._closed:
                         if self._pending:
-                            frame = (bytes(self._pending)
-                                     + bytes(FRAME_BYTES - len(self._pending)))
+                            frame = bytes(self._pending) + bytes(FRAME_BYTES - len(self._pending))
                             self._pending.clear()
                             return frame
                         return None
@@ -515,9 +556,14 @@ class RtpSession:
             payload = self._silence
         remote = self._remote
         if remote is not None and remote[1] and remote[0] not in _HOLD_HOSTS:
-            packet = build_rtp(payload_type=self.payload_type, sequence=self._seq,
-                               timestamp=self._ts, ssrc=self._out_ssrc, payload=payload,
-                               marker=self._marker)
+            packet = build_rtp(
+                payload_type=self.payload_type,
+                sequence=self._seq,
+                timestamp=self._ts,
+                ssrc=self._out_ssrc,
+                payload=payload,
+                marker=self._marker,
+            )
             try:
                 self._sock.sendto(packet, remote)
                 self._stats["sent"] += 1
@@ -560,8 +606,13 @@ class MediaLoop:
     _shared: MediaLoop | None = None
     _shared_lock = threading.Lock()
 
-    def __init__(self, *, name: str = "rtp-loop", tick_s: float = _TICK_S,
-                 wake_readers_every: int = _WAKE_READERS_EVERY) -> None:
+    def __init__(
+        self,
+        *,
+        name: str = "rtp-loop",
+        tick_s: float = _TICK_S,
+        wake_readers_every: int = _WAKE_READERS_EVERY,
+    ) -> None:
         if wake_readers_every < 1:
             raise ValueError(f"wake_readers_every must be at least 1, got {wake_readers_every}")
         self.name = name
@@ -634,7 +685,7 @@ class MediaLoop:
             began = time.monotonic()
             try:
                 self._tick(began)
-            except Exception:  # noqa: BLE001 - the loop carries every call's media
+            except Exception:
                 log.exception("media loop %s tick failed", self.name)
             self.ticks += 1
             if self._sessions:
@@ -654,10 +705,18 @@ class MediaLoop:
     def _report(self, now: float) -> None:
         durations = sorted(self._durations)
         late = self.late_ticks - getattr(self, "_late_reported", 0)
-        log.info("media loop %s: %d calls; %d ticks in %.0f s, %d late; tick p50 %.1f ms, "
-                 "p99 %.1f ms, max %.1f ms", self.name, len(self._sessions), len(durations),
-                 now - self._reported, late, 1000 * durations[len(durations) // 2],
-                 1000 * durations[int(len(durations) * 0.99)], 1000 * durations[-1])
+        log.info(
+            "media loop %s: %d calls; %d ticks in %.0f s, %d late; tick p50 %.1f ms, "
+            "p99 %.1f ms, max %.1f ms",
+            self.name,
+            len(self._sessions),
+            len(durations),
+            now - self._reported,
+            late,
+            1000 * durations[len(durations) // 2],
+            1000 * durations[int(len(durations) * 0.99)],
+            1000 * durations[-1],
+        )
         self._late_reported = self.late_ticks
         self._durations = []
         self._reported = now
@@ -674,7 +733,7 @@ class MediaLoop:
             try:
                 if session._drain(_DRAIN_LIMIT):
                     readers[id(session)] = session
-            except Exception:  # noqa: BLE001 - one call's fault must not stop the others
+            except Exception:
                 log.exception("RTP receive on %s failed", session.local_address)
             finally:
                 session._recv_lock.release()
@@ -683,7 +742,7 @@ class MediaLoop:
                 continue  # by a DTMF listener earlier in this tick, or by another thread
             try:
                 session._send_due(now)
-            except Exception:  # noqa: BLE001 - one call's fault must not stop the others
+            except Exception:
                 log.exception("RTP send on %s failed", session.local_address)
         # Readers are woken last, all at once: woken during the tick, they would contend
         # for the GIL with the loop at every one of its socket calls. And only every few

@@ -24,6 +24,7 @@ Threads, all bounded: one receives SIP, one runs timers (retransmissions, ring d
 registration refreshes), one tells ``on_ended`` (so a slow observer never stalls SIP), one per
 answered inbound call runs ``on_call`` (at most ``max_calls``), and the media's own per call.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 import pyVoIP.VoIP  # noqa: F401  (pyVoIP.SIP alone hits a circular import in 1.6.8)
@@ -151,9 +152,18 @@ def parse_challenge(value: str) -> dict[str, str]:
     return out
 
 
-def digest_authorization(*, method: str, uri: str, username: str, password: str,
-                         challenge: dict[str, str], cnonce: str, nc: int = 1) -> str:
+def digest_authorization(
+    *,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    challenge: dict[str, str],
+    cnonce: str,
+    nc: int = 1,
+) -> str:
     """An Authorization value for RFC 2617 MD5 digest, with qop=auth when offered."""
+
     def md5(text: str) -> str:
         return hashlib.md5(text.encode("utf-8")).hexdigest()
 
@@ -229,10 +239,12 @@ class EdgeSIPClient(SIPClient):
     logged and the loop goes on.
     """
 
-    def __init__(self, *, host: str, port: int,
-                 on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
-        super().__init__(server=host, port=port, username="", password="", phone=None,
-                         myIP=host, myPort=port)
+    def __init__(
+        self, *, host: str, port: int, on_datagram: Callable[[bytes, tuple[str, int]], None]
+    ) -> None:
+        super().__init__(
+            server=host, port=port, username="", password="", phone=None, myIP=host, myPort=port
+        )
         self._on_datagram = on_datagram
         self._thread: threading.Thread | None = None
 
@@ -320,11 +332,24 @@ def read_offer(message: sm.LenientSIPMessage) -> tuple[_Offer | None, str]:
     return _Offer(connections[-1]["address"], media["port"], chosen, dtmf), ""
 
 
-def _sdp(*, host: str, port: int, session_id: int, version: int, payload_types: list[int],
-         dtmf: int | None) -> bytes:
+def _sdp(
+    *,
+    host: str,
+    port: int,
+    session_id: int,
+    version: int,
+    payload_types: list[int],
+    dtmf: int | None,
+) -> bytes:
     pts = payload_types + ([dtmf] if dtmf is not None else [])
-    lines = ["v=0", f"o=hotline {session_id} {version} IN IP4 {host}", "s=hotline",
-             f"c=IN IP4 {host}", "t=0 0", f"m=audio {port} RTP/AVP {' '.join(map(str, pts))}"]
+    lines = [
+        "v=0",
+        f"o=hotline {session_id} {version} IN IP4 {host}",
+        "s=hotline",
+        f"c=IN IP4 {host}",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {' '.join(map(str, pts))}",
+    ]
     lines += [f"a=rtpmap:{pt} {CODECS[pt]}/8000" for pt in payload_types]
     if dtmf is not None:
         lines += [f"a=rtpmap:{dtmf} telephone-event/8000", f"a=fmtp:{dtmf} 0-16"]
@@ -346,15 +371,24 @@ def _reachable_host(host: str) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class SipCall:
     """One call on the edge; implements ``telephony.endpoint.Call``."""
 
-    def __init__(self, *, edge: SipEdge, call_id: str, direction: CallDirection,
-                 local_uri: str, remote_uri: str, peer: tuple[str, int], rtp_port: int,
-                 rtp_sock: socket.socket | None) -> None:
+    def __init__(
+        self,
+        *,
+        edge: SipEdge,
+        call_id: str,
+        direction: CallDirection,
+        local_uri: str,
+        remote_uri: str,
+        peer: tuple[str, int],
+        rtp_port: int,
+        rtp_sock: socket.socket | None,
+    ) -> None:
         self.call_id = call_id
         self.direction = direction
         self.local_uri = local_uri
@@ -475,8 +509,7 @@ class Registration:
         branch = sm.new_branch()
         uri = f"sip:{line.domain or line.registrar_address[0]}"
         headers = [
-            ("Via", f"SIP/2.0/UDP {edge.advertised_host}:{edge.address[1]};branch="
-                    f"{branch};rport"),
+            ("Via", f"SIP/2.0/UDP {edge.advertised_host}:{edge.address[1]};branch={branch};rport"),
             ("Max-Forwards", "70"),
             ("From", f"<{line.aor}>;tag={self._tag}"),
             ("To", f"<{line.aor}>"),
@@ -490,8 +523,9 @@ class Registration:
         if authorization:
             headers.append(authorization)
         data = sm.build_request("REGISTER", uri, headers)
-        edge._client_request(data, line.registrar_address, (branch, "REGISTER"),
-                             self._on_response, self._on_timeout)
+        edge._client_request(
+            data, line.registrar_address, (branch, "REGISTER"), self._on_response, self._on_timeout
+        )
 
     def _on_response(self, message: sm.LenientSIPMessage) -> bool:
         code = message.status_code
@@ -502,16 +536,20 @@ class Registration:
             header = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
             challenge = parse_challenge(message.raw_message.get(header))
             stale = challenge.get("stale", "").lower() == "true"
-            if "nonce" not in challenge or (challenge["nonce"] == self._nonce_tried
-                                            and not stale):
+            if "nonce" not in challenge or (challenge["nonce"] == self._nonce_tried and not stale):
                 log.warning("line %s: registrar refused the credentials", self.line.aor)
                 self._retry_later()
                 return True
             self._nonce_tried = challenge["nonce"]
             uri = f"sip:{self.line.domain or self.line.registrar_address[0]}"
             value = digest_authorization(
-                method="REGISTER", uri=uri, username=self.line.auth_user or self.line.user,
-                password=self.line.password, challenge=challenge, cnonce=uuid.uuid4().hex[:16])
+                method="REGISTER",
+                uri=uri,
+                username=self.line.auth_user or self.line.user,
+                password=self.line.password,
+                challenge=challenge,
+                cnonce=uuid.uuid4().hex[:16],
+            )
             self._send(("Authorization" if code == 401 else "Proxy-Authorization", value))
             return True
         if 200 <= code < 300 and self._stopped:
@@ -546,8 +584,7 @@ class Registration:
         self.registered.clear()
         if self._stopped:
             return
-        self._timer = self._edge._timers.call_later(self._edge.config.register_retry,
-                                                    self._send)
+        self._timer = self._edge._timers.call_later(self._edge.config.register_retry, self._send)
 
 
 @dataclass
@@ -599,8 +636,9 @@ class SipEdge:
         self._timers = _Timers()
         self._observer = threading.Thread(target=self._observe, name="sip-ended", daemon=True)
         self._observer.start()
-        self._transport = EdgeSIPClient(host=self.config.host, port=self.config.port,
-                                        on_datagram=self._on_datagram)
+        self._transport = EdgeSIPClient(
+            host=self.config.host, port=self.config.port, on_datagram=self._on_datagram
+        )
         self._transport.start()
         if self.config.mode == "registered":
             for line in self.config.lines:
@@ -640,15 +678,25 @@ class SipEdge:
             raise CallFailed(Disposition.FAILED, "no free call slot")
         line = self.config.lines[0] if self.config.mode == "registered" else None
         target = line.registrar_address if line else sm.uri_hostport(uri)
-        local_uri = line.aor if line else (
-            f"sip:{self.config.caller_user}@{self.advertised_host}:{self.address[1]}")
+        local_uri = (
+            line.aor
+            if line
+            else (f"sip:{self.config.caller_user}@{self.advertised_host}:{self.address[1]}")
+        )
         try:
             port, sock = self._ports.allocate()
         except NoFreeRtpPort as exc:
             raise CallFailed(Disposition.FAILED, str(exc)) from exc
-        call = SipCall(edge=self, call_id=f"{uuid.uuid4().hex}@{self.advertised_host}",
-                       direction=CallDirection.OUTBOUND, local_uri=local_uri, remote_uri=uri,
-                       peer=target, rtp_port=port, rtp_sock=sock)
+        call = SipCall(
+            edge=self,
+            call_id=f"{uuid.uuid4().hex}@{self.advertised_host}",
+            direction=CallDirection.OUTBOUND,
+            local_uri=local_uri,
+            remote_uri=uri,
+            peer=target,
+            rtp_port=port,
+            rtp_sock=sock,
+        )
         call._local_header = f"<{local_uri}>;tag={sm.new_tag()}"
         call._remote_header = f"<{uri}>"
         with self._lock:
@@ -693,9 +741,14 @@ class SipEdge:
         window passed, everything but ``ended_call_ids`` is 0."""
         with self._lock:
             self._purge_tombstones()
-            return {"dialogs": len(self._dialogs), "rtp_ports": len(self._ports.in_use),
-                    "retransmissions": len(self._retx), "transactions": len(self._pending),
-                    "handlers": len(self._handlers), "ended_call_ids": len(self._tombstones)}
+            return {
+                "dialogs": len(self._dialogs),
+                "rtp_ports": len(self._ports.in_use),
+                "retransmissions": len(self._retx),
+                "transactions": len(self._pending),
+                "handlers": len(self._handlers),
+                "ended_call_ids": len(self._tombstones),
+            }
 
     # --- datagrams -----------------------------------------------------------------------
     def _on_datagram(self, data: bytes, source: tuple[str, int]) -> None:
@@ -711,8 +764,9 @@ class SipEdge:
         else:
             self._on_response(message)
 
-    def _reject_unparseable(self, data: bytes, source: tuple[str, int],
-                            exc: sm.SipParseError) -> None:
+    def _reject_unparseable(
+        self, data: bytes, source: tuple[str, int], exc: sm.SipParseError
+    ) -> None:
         log.warning("unparseable SIP from %s:%s (%s): %r", *source, exc, data[:120])
         if exc.status is None:
             return
@@ -723,9 +777,12 @@ class SipEdge:
         if raw.start[0].upper() == "ACK" or raw.start[0].upper().startswith("SIP/"):
             return  # no response to an ACK or to a response
         if raw.get("Via"):
-            self._send(sm.build_response(raw, source, exc.status, "Bad Request",
-                                         extra=self._common_headers()),
-                       sm.via_target(raw.get("Via"), source))
+            self._send(
+                sm.build_response(
+                    raw, source, exc.status, "Bad Request", extra=self._common_headers()
+                ),
+                sm.via_target(raw.get("Via"), source),
+            )
 
     def _on_request(self, message: sm.LenientSIPMessage, source: tuple[str, int]) -> None:
         method = message.method_name
@@ -744,8 +801,12 @@ class SipEdge:
         if refusal:
             self._respond(message, source, *refusal)
             return
-        handler = {"INVITE": self._on_invite, "BYE": self._on_bye, "CANCEL": self._on_cancel,
-                   "OPTIONS": self._on_options}.get(method)
+        handler = {
+            "INVITE": self._on_invite,
+            "BYE": self._on_bye,
+            "CANCEL": self._on_cancel,
+            "OPTIONS": self._on_options,
+        }.get(method)
         if handler is None:
             self._respond(message, source, 405, "Method Not Allowed", extra=[("Allow", ALLOW)])
             return
@@ -766,8 +827,9 @@ class SipEdge:
             tomb = self._live_tombstone(call_id)
         if call is not None:
             if cseq in call._responses:
-                self._send(call._responses[cseq], sm.via_target(message.raw_message.get("Via"),
-                                                                 source))
+                self._send(
+                    call._responses[cseq], sm.via_target(message.raw_message.get("Via"), source)
+                )
             elif message.tag("To") and message.tag("To") == self._local_tag(call):
                 self._on_reinvite(call, message, source)
             else:
@@ -775,8 +837,9 @@ class SipEdge:
             return
         if tomb is not None:
             if cseq in tomb.responses:  # a retransmission: the same answer, never a new call
-                self._send(tomb.responses[cseq],
-                           sm.via_target(message.raw_message.get("Via"), source))
+                self._send(
+                    tomb.responses[cseq], sm.via_target(message.raw_message.get("Via"), source)
+                )
             else:
                 self._respond(message, source, 481, "Call/Transaction Does Not Exist")
             return
@@ -784,15 +847,21 @@ class SipEdge:
             self._respond(message, source, 481, "Call/Transaction Does Not Exist")
             return
         if self.live_calls >= self.config.max_calls:
-            self._reject_invite(message, source, 503, "Service Unavailable",
-                                extra=[("Retry-After", "5")])
+            self._reject_invite(
+                message, source, 503, "Service Unavailable", extra=[("Retry-After", "5")]
+            )
             return
         offer, problem = read_offer(message)
         delayed_offer = not message.raw_message.body  # we offer in the 200, they answer in ACK
         if offer is None and not delayed_offer:
             log.info("INVITE %s refused: %s", call_id, problem)
-            self._reject_invite(message, source, 488, "Not Acceptable Here",
-                                extra=[("Warning", f'305 hotline "{problem}"')])
+            self._reject_invite(
+                message,
+                source,
+                488,
+                "Not Acceptable Here",
+                extra=[("Warning", f'305 hotline "{problem}"')],
+            )
             return
         try:
             port, sock = self._ports.allocate()
@@ -800,9 +869,16 @@ class SipEdge:
             self._reject_invite(message, source, 503, "Service Unavailable")
             return
         raw = message.raw_message
-        call = SipCall(edge=self, call_id=call_id, direction=CallDirection.INBOUND,
-                       local_uri=sm.uri_of(raw.get("To")), remote_uri=sm.uri_of(raw.get("From")),
-                       peer=source, rtp_port=port, rtp_sock=sock)
+        call = SipCall(
+            edge=self,
+            call_id=call_id,
+            direction=CallDirection.INBOUND,
+            local_uri=sm.uri_of(raw.get("To")),
+            remote_uri=sm.uri_of(raw.get("From")),
+            peer=source,
+            rtp_port=port,
+            rtp_sock=sock,
+        )
         local_tag = sm.new_tag()
         call._local_header = f"{raw.get('To')};tag={local_tag}"
         call._remote_header = raw.get("From")
@@ -813,10 +889,10 @@ class SipEdge:
             self._dialogs[call_id] = call
         call._responses[cseq] = self._respond(message, source, 100, "Trying")
         if self.config.answer_delay > 0:
-            call._responses[cseq] = self._respond(message, source, 180, "Ringing",
-                                                  to_tag=local_tag, extra=self._contact())
-            self._timers.call_later(self.config.answer_delay,
-                                    lambda: self._answer(call, offer))
+            call._responses[cseq] = self._respond(
+                message, source, 180, "Ringing", to_tag=local_tag, extra=self._contact()
+            )
+            self._timers.call_later(self.config.answer_delay, lambda: self._answer(call, offer))
         else:
             self._answer(call, offer)
 
@@ -835,23 +911,35 @@ class SipEdge:
                     return
                 body = self._our_sdp(call)
             else:
-                body = _sdp(host=self.advertised_host, port=call.rtp_port,
-                            session_id=call._session_id, version=call._sdp_version,
-                            payload_types=[PCMU, PCMA], dtmf=DTMF_PT)
+                body = _sdp(
+                    host=self.advertised_host,
+                    port=call.rtp_port,
+                    session_id=call._session_id,
+                    version=call._sdp_version,
+                    payload_types=[PCMU, PCMA],
+                    dtmf=DTMF_PT,
+                )
             message, source = call._invite, call._invite_source
             cseq = message.cseq[0]
             call._responses[cseq] = self._final_response(
-                message, source, 200, "OK", to_tag=self._local_tag(call),
-                extra=self._contact() + [("Content-Type", "application/sdp")], body=body,
-                on_give_up=lambda: self._hangup(call, Disposition.FAILED))
+                message,
+                source,
+                200,
+                "OK",
+                to_tag=self._local_tag(call),
+                extra=self._contact() + [("Content-Type", "application/sdp")],
+                body=body,
+                on_give_up=lambda: self._hangup(call, Disposition.FAILED),
+            )
             call.set_state(CallState.ANSWERED)
             call.answered_at = _now()
         if offer is not None:
             self._start_handler(call)
 
     def _start_handler(self, call: SipCall) -> None:
-        thread = threading.Thread(target=self._serve, args=(call,), daemon=True,
-                                  name=f"call-{call.call_id[:12]}")
+        thread = threading.Thread(
+            target=self._serve, args=(call,), daemon=True, name=f"call-{call.call_id[:12]}"
+        )
         with self._lock:
             self._handlers.add(thread)
         thread.start()
@@ -871,21 +959,31 @@ class SipEdge:
         call.dtmf_payload_type = offer.dtmf_payload_type
         call.remote_rtp = (offer.address, offer.port)
         media = self._media_factory(
-            local_host=self.config.host, port=call.rtp_port, sock=call._rtp_sock,
-            remote=call.remote_rtp, payload_type=offer.payload_type,
-            dtmf_payload_type=offer.dtmf_payload_type, on_dtmf=call._dtmf.put,
-            **({"latch": True} if self.config.rtp_latch else {}))
+            local_host=self.config.host,
+            port=call.rtp_port,
+            sock=call._rtp_sock,
+            remote=call.remote_rtp,
+            payload_type=offer.payload_type,
+            dtmf_payload_type=offer.dtmf_payload_type,
+            on_dtmf=call._dtmf.put,
+            **({"latch": True} if self.config.rtp_latch else {}),
+        )
         media.start()
         call._media = media
 
-    def _on_reinvite(self, call: SipCall, message: sm.LenientSIPMessage,
-                     source: tuple[str, int]) -> None:
+    def _on_reinvite(
+        self, call: SipCall, message: sm.LenientSIPMessage, source: tuple[str, int]
+    ) -> None:
         cseq = message.cseq[0]
         offer, problem = read_offer(message)
         if offer is None and message.raw_message.body:
             call._responses[cseq] = self._final_response(
-                message, source, 488, "Not Acceptable Here",
-                extra=[("Warning", f'305 hotline "{problem}"')])
+                message,
+                source,
+                488,
+                "Not Acceptable Here",
+                extra=[("Warning", f'305 hotline "{problem}"')],
+            )
             return
         if offer is not None and (offer.address, offer.port) != call.remote_rtp:
             call.remote_rtp = (offer.address, offer.port)
@@ -895,21 +993,37 @@ class SipEdge:
             call._remote_target = contact
         call._sdp_version += 1
         call._responses[cseq] = self._final_response(
-            message, source, 200, "OK",
+            message,
+            source,
+            200,
+            "OK",
             extra=self._contact() + [("Content-Type", "application/sdp")],
-            body=self._our_sdp(call))
+            body=self._our_sdp(call),
+        )
 
     def _our_sdp(self, call: SipCall) -> bytes:
-        return _sdp(host=self.advertised_host, port=call.rtp_port, session_id=call._session_id,
-                    version=call._sdp_version, payload_types=[call.payload_type],
-                    dtmf=call.dtmf_payload_type)
+        return _sdp(
+            host=self.advertised_host,
+            port=call.rtp_port,
+            session_id=call._session_id,
+            version=call._sdp_version,
+            payload_types=[call.payload_type],
+            dtmf=call.dtmf_payload_type,
+        )
 
-    def _reject_invite(self, message: sm.LenientSIPMessage, source: tuple[str, int],
-                       status: int, reason: str, extra: list | None = None) -> None:
+    def _reject_invite(
+        self,
+        message: sm.LenientSIPMessage,
+        source: tuple[str, int],
+        status: int,
+        reason: str,
+        extra: list | None = None,
+    ) -> None:
         """A final non-2xx to a new INVITE: retransmitted until ACK, remembered for the
         Call-ID so that a retransmitted INVITE gets it again."""
-        data = self._final_response(message, source, status, reason, to_tag=sm.new_tag(),
-                                    extra=extra)
+        data = self._final_response(
+            message, source, status, reason, to_tag=sm.new_tag(), extra=extra
+        )
         with self._lock:
             self._bury(message.call_id, {message.cseq[0]: data}, {}, source)
 
@@ -949,8 +1063,8 @@ class SipEdge:
                 return  # answered already: the CANCEL has no effect (RFC 3261 §9.2)
             invite, cseq = call._invite, call._invite.cseq[0]
             call._responses[cseq] = self._final_response(
-                invite, call._invite_source, 487, "Request Terminated",
-                to_tag=self._local_tag(call))
+                invite, call._invite_source, 487, "Request Terminated", to_tag=self._local_tag(call)
+            )
         self._finish(call, Disposition.CANCELLED)
 
     def _on_bye(self, message: sm.LenientSIPMessage, source: tuple[str, int]) -> None:
@@ -967,8 +1081,14 @@ class SipEdge:
         self._finish(call, Disposition.CALLER_HUNG_UP)
 
     def _on_options(self, message: sm.LenientSIPMessage, source: tuple[str, int]) -> None:
-        self._respond(message, source, 200, "OK", to_tag=sm.new_tag(),
-                      extra=[("Allow", ALLOW), ("Accept", "application/sdp")])
+        self._respond(
+            message,
+            source,
+            200,
+            "OK",
+            to_tag=sm.new_tag(),
+            extra=[("Allow", ALLOW), ("Accept", "application/sdp")],
+        )
 
     # --- ending ------------------------------------------------------------------------
     def _hangup(self, call: SipCall, disposition: Disposition) -> None:
@@ -980,19 +1100,23 @@ class SipEdge:
             if state == CallState.RINGING and call._invite is not None:
                 invite, cseq = call._invite, call._invite.cseq[0]
                 call._responses[cseq] = self._final_response(
-                    invite, call._invite_source, 480, "Temporarily Unavailable",
-                    to_tag=self._local_tag(call))
+                    invite,
+                    call._invite_source,
+                    480,
+                    "Temporarily Unavailable",
+                    to_tag=self._local_tag(call),
+                )
         if self._finish(call, disposition) and state != CallState.RINGING:
             self._send_bye(call)
 
-    def _request_headers(self, call: SipCall, *, branch: str, cseq: str,
-                         to: str | None = None, routes: bool = False) -> list[tuple[str, str]]:
+    def _request_headers(
+        self, call: SipCall, *, branch: str, cseq: str, to: str | None = None, routes: bool = False
+    ) -> list[tuple[str, str]]:
         """The headers every request of ours in a call carries: Via, Max-Forwards, From, To
         (``to``: the To of a final response, for its ACK), the route set once the dialog
         has one (``routes``), Call-ID and CSeq."""
         return [
-            ("Via", f"SIP/2.0/UDP {self.advertised_host}:{self.address[1]};branch={branch};"
-                    "rport"),
+            ("Via", f"SIP/2.0/UDP {self.advertised_host}:{self.address[1]};branch={branch};rport"),
             ("Max-Forwards", "70"),
             ("From", call._local_header),
             ("To", to if to is not None else call._remote_header),
@@ -1004,13 +1128,17 @@ class SipEdge:
     def _send_bye(self, call: SipCall) -> None:
         call._cseq += 1
         branch = sm.new_branch()
-        data = sm.build_request("BYE", call._remote_target, [
-            *self._request_headers(call, branch=branch, cseq=f"{call._cseq} BYE",
-                                   routes=True),
-            ("User-Agent", self.config.user_agent),
-        ])
-        self._client_request(data, call._peer, (branch, "BYE"), lambda m: m.status_code >= 200,
-                             None)
+        data = sm.build_request(
+            "BYE",
+            call._remote_target,
+            [
+                *self._request_headers(call, branch=branch, cseq=f"{call._cseq} BYE", routes=True),
+                ("User-Agent", self.config.user_agent),
+            ],
+        )
+        self._client_request(
+            data, call._peer, (branch, "BYE"), lambda m: m.status_code >= 200, None
+        )
 
     def _finish(self, call: SipCall, disposition: Disposition) -> bool:
         """End the call once (False if it had ended already) and free what it held."""
@@ -1047,8 +1175,9 @@ class SipEdge:
 
     def _bury(self, call_id: str, responses: dict, acks: dict, peer: tuple[str, int]) -> None:
         self._purge_tombstones()
-        self._tombstones[call_id] = _Tombstone(time.monotonic() + self.config.ended_call_ttl,
-                                               responses, acks, peer)
+        self._tombstones[call_id] = _Tombstone(
+            time.monotonic() + self.config.ended_call_ttl, responses, acks, peer
+        )
 
     def _purge_tombstones(self) -> None:
         now = time.monotonic()
@@ -1060,8 +1189,9 @@ class SipEdge:
         return tomb if tomb is not None and tomb.expires > time.monotonic() else None
 
     # --- outbound INVITE ---------------------------------------------------------------
-    def _send_invite(self, call: SipCall, line: SipLine | None,
-                     authorization: sm.LenientSIPMessage | None) -> _ClientTx:
+    def _send_invite(
+        self, call: SipCall, line: SipLine | None, authorization: sm.LenientSIPMessage | None
+    ) -> _ClientTx:
         call._cseq += 1
         branch = sm.new_branch()
         headers = [
@@ -1073,26 +1203,48 @@ class SipEdge:
         ]
         if authorization is not None and line is not None:
             code = authorization.status_code
-            challenge = parse_challenge(authorization.raw_message.get(
-                "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"))
-            headers.append(("Authorization" if code == 401 else "Proxy-Authorization",
-                            digest_authorization(
-                                method="INVITE", uri=call.remote_uri,
-                                username=line.auth_user or line.user, password=line.password,
-                                challenge=challenge, cnonce=uuid.uuid4().hex[:16])))
-        body = _sdp(host=self.advertised_host, port=call.rtp_port, session_id=call._session_id,
-                    version=call._sdp_version, payload_types=[PCMU, PCMA], dtmf=DTMF_PT)
+            challenge = parse_challenge(
+                authorization.raw_message.get(
+                    "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+                )
+            )
+            headers.append(
+                (
+                    "Authorization" if code == 401 else "Proxy-Authorization",
+                    digest_authorization(
+                        method="INVITE",
+                        uri=call.remote_uri,
+                        username=line.auth_user or line.user,
+                        password=line.password,
+                        challenge=challenge,
+                        cnonce=uuid.uuid4().hex[:16],
+                    ),
+                )
+            )
+        body = _sdp(
+            host=self.advertised_host,
+            port=call.rtp_port,
+            session_id=call._session_id,
+            version=call._sdp_version,
+            payload_types=[PCMU, PCMA],
+            dtmf=DTMF_PT,
+        )
         data = sm.build_request("INVITE", call.remote_uri, headers, body)
         tx = _ClientTx(branch=branch, cseq=call._cseq)
         key = (branch, "INVITE")
         call._keys.add(key)
-        self._client_request(data, call._peer, key,
-                             lambda message: self._on_invite_response(call, tx, message),
-                             on_timeout=None)
+        self._client_request(
+            data,
+            call._peer,
+            key,
+            lambda message: self._on_invite_response(call, tx, message),
+            on_timeout=None,
+        )
         return tx
 
-    def _on_invite_response(self, call: SipCall, tx: _ClientTx,
-                            message: sm.LenientSIPMessage) -> bool:
+    def _on_invite_response(
+        self, call: SipCall, tx: _ClientTx, message: sm.LenientSIPMessage
+    ) -> bool:
         code = message.status_code
         if code < 200:
             with self._lock:
@@ -1111,9 +1263,13 @@ class SipEdge:
                 ack_branch, ack_uri = sm.new_branch(), call._remote_target
             else:
                 ack_branch, ack_uri = tx.branch, call.remote_uri
-            ack = sm.build_request("ACK", ack_uri, self._request_headers(
-                call, branch=ack_branch, cseq=f"{tx.cseq} ACK", to=raw.get("To"),
-                routes=True))
+            ack = sm.build_request(
+                "ACK",
+                ack_uri,
+                self._request_headers(
+                    call, branch=ack_branch, cseq=f"{tx.cseq} ACK", to=raw.get("To"), routes=True
+                ),
+            )
             call._acks[tx.cseq] = ack
         self._send(ack, call._peer)
         tx.response = message
@@ -1125,10 +1281,14 @@ class SipEdge:
     def _cancel(self, call: SipCall, tx: _ClientTx) -> None:
         with self._lock:
             self._retx.pop(("req", tx.branch, "INVITE"), None)
-        data = sm.build_request("CANCEL", call.remote_uri, [
-            *self._request_headers(call, branch=tx.branch, cseq=f"{tx.cseq} CANCEL"),
-            ("User-Agent", self.config.user_agent),
-        ])
+        data = sm.build_request(
+            "CANCEL",
+            call.remote_uri,
+            [
+                *self._request_headers(call, branch=tx.branch, cseq=f"{tx.cseq} CANCEL"),
+                ("User-Agent", self.config.user_agent),
+            ],
+        )
         done = threading.Event()
         key = (tx.branch, "CANCEL")
         call._keys.add(key)
@@ -1143,11 +1303,17 @@ class SipEdge:
             self._send_bye(call)  # the 200 crossed our CANCEL
 
     # --- transactions ------------------------------------------------------------------
-    def _client_request(self, data: bytes, address: tuple[str, int], key: tuple,
-                        on_response: Callable[[sm.LenientSIPMessage], bool],
-                        on_timeout: Callable[[], None] | None) -> None:
+    def _client_request(
+        self,
+        data: bytes,
+        address: tuple[str, int],
+        key: tuple,
+        on_response: Callable[[sm.LenientSIPMessage], bool],
+        on_timeout: Callable[[], None] | None,
+    ) -> None:
         """Send a request and retransmit it (RFC 3261 timers A/E) until a response comes;
         ``on_response`` returns True when the transaction is over."""
+
         def give_up() -> None:
             with self._lock:
                 self._pending.pop(key, None)
@@ -1180,8 +1346,13 @@ class SipEdge:
         if tomb is not None and (ack := tomb.acks.get(message.cseq[0])):
             self._send(ack, tomb.peer)
 
-    def _retransmit(self, key: tuple, data: bytes, address: tuple[str, int],
-                    on_give_up: Callable[[], None] | None = None) -> None:
+    def _retransmit(
+        self,
+        key: tuple,
+        data: bytes,
+        address: tuple[str, int],
+        on_give_up: Callable[[], None] | None = None,
+    ) -> None:
         t1 = self.config.t1
         entry = {"data": data, "interval": t1, "deadline": time.monotonic() + 64 * t1}
 
@@ -1207,24 +1378,54 @@ class SipEdge:
         self._timers.call_later(t1, tick)
 
     # --- helpers -----------------------------------------------------------------------
-    def _respond(self, message: sm.LenientSIPMessage, source: tuple[str, int], status: int,
-                 reason: str, *, to_tag: str = "", extra: list | None = None,
-                 body: bytes = b"") -> bytes:
+    def _respond(
+        self,
+        message: sm.LenientSIPMessage,
+        source: tuple[str, int],
+        status: int,
+        reason: str,
+        *,
+        to_tag: str = "",
+        extra: list | None = None,
+        body: bytes = b"",
+    ) -> bytes:
         raw = message.raw_message
-        data = sm.build_response(raw, source, status, reason, to_tag=to_tag,
-                                 extra=(extra or []) + self._common_headers(), body=body)
+        data = sm.build_response(
+            raw,
+            source,
+            status,
+            reason,
+            to_tag=to_tag,
+            extra=(extra or []) + self._common_headers(),
+            body=body,
+        )
         self._send(data, sm.via_target(raw.get("Via"), source))
         return data
 
-    def _final_response(self, message: sm.LenientSIPMessage, source: tuple[str, int],
-                        status: int, reason: str, *, to_tag: str = "",
-                        extra: list | None = None, body: bytes = b"",
-                        on_give_up: Callable[[], None] | None = None) -> bytes:
+    def _final_response(
+        self,
+        message: sm.LenientSIPMessage,
+        source: tuple[str, int],
+        status: int,
+        reason: str,
+        *,
+        to_tag: str = "",
+        extra: list | None = None,
+        body: bytes = b"",
+        on_give_up: Callable[[], None] | None = None,
+    ) -> bytes:
         """A final response to an INVITE, retransmitted until its ACK (RFC 3261 timers G/H
         and 13.3.1.4); armed before sending, since the ACK can beat the next line."""
         raw = message.raw_message
-        data = sm.build_response(raw, source, status, reason, to_tag=to_tag,
-                                 extra=(extra or []) + self._common_headers(), body=body)
+        data = sm.build_response(
+            raw,
+            source,
+            status,
+            reason,
+            to_tag=to_tag,
+            extra=(extra or []) + self._common_headers(),
+            body=body,
+        )
         target = sm.via_target(raw.get("Via"), source)
         self._retransmit(("ack", message.call_id, message.cseq[0]), data, target, on_give_up)
         self._send(data, target)

@@ -7,6 +7,7 @@ the raw datagram first (RFC 3261 §7.3: names are case-insensitive, compact form
 and hand pyVoIP a canonical message, keeping the original header values for responses, which
 must copy Via/From/To/Call-ID/CSeq verbatim (§8.2.6.2).
 """
+
 from __future__ import annotations
 
 import re
@@ -20,22 +21,69 @@ SIP_VERSION = "SIP/2.0"
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
 
 _COMPACT = {
-    "i": "Call-ID", "f": "From", "t": "To", "v": "Via", "m": "Contact", "l": "Content-Length",
-    "c": "Content-Type", "k": "Supported", "s": "Subject", "e": "Content-Encoding",
-    "o": "Event", "u": "Allow-Events", "x": "Session-Expires", "r": "Refer-To",
+    "i": "Call-ID",
+    "f": "From",
+    "t": "To",
+    "v": "Via",
+    "m": "Contact",
+    "l": "Content-Length",
+    "c": "Content-Type",
+    "k": "Supported",
+    "s": "Subject",
+    "e": "Content-Encoding",
+    "o": "Event",
+    "u": "Allow-Events",
+    "x": "Session-Expires",
+    "r": "Refer-To",
 }
 _KNOWN = (
-    "Accept", "Allow", "Authorization", "Call-ID", "Contact", "Content-Encoding",
-    "Content-Length", "Content-Type", "CSeq", "Expires", "From", "Max-Forwards",
-    "Min-Expires", "Proxy-Authenticate", "Proxy-Authorization", "Record-Route", "Require",
-    "Retry-After", "Route", "Server", "Subject", "Supported", "To", "User-Agent", "Via",
-    "Warning", "WWW-Authenticate", "Session-Expires", "Allow-Events", "Event",
+    "Accept",
+    "Allow",
+    "Authorization",
+    "Call-ID",
+    "Contact",
+    "Content-Encoding",
+    "Content-Length",
+    "Content-Type",
+    "CSeq",
+    "Expires",
+    "From",
+    "Max-Forwards",
+    "Min-Expires",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Record-Route",
+    "Require",
+    "Retry-After",
+    "Route",
+    "Server",
+    "Subject",
+    "Supported",
+    "To",
+    "User-Agent",
+    "Via",
+    "Warning",
+    "WWW-Authenticate",
+    "Session-Expires",
+    "Allow-Events",
+    "Event",
 )
 _CANONICAL = {name.lower(): name for name in _KNOWN}
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 # Headers pyVoIP parses into structures; the rest it keeps as strings.
-_FOR_PYVOIP = ("Via", "From", "To", "Call-ID", "CSeq", "Content-Type", "Content-Length",
-               "WWW-Authenticate", "Proxy-Authenticate", "Contact", "Expires")
+_FOR_PYVOIP = (
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Content-Type",
+    "Content-Length",
+    "WWW-Authenticate",
+    "Proxy-Authenticate",
+    "Contact",
+    "Expires",
+)
 
 
 class SipParseError(Exception):
@@ -79,7 +127,7 @@ def split_raw(data: bytes, *, strict: bool = True) -> Raw:
         raise SipParseError("not UTF-8") from exc
     text = text.lstrip("\r\n")  # RFC 3261 §7.5: leading CRLFs are keep-alives/padding
     match = re.search(r"\r?\n\r?\n", text)
-    head, body = (text[: match.start()], text[match.end():]) if match else (text, "")
+    head, body = (text[: match.start()], text[match.end() :]) if match else (text, "")
     lines: list[str] = []
     for line in re.split(r"\r?\n", head):
         if line[:1] in (" ", "\t") and lines:
@@ -326,9 +374,16 @@ class Response:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
 
 
-def build_response(raw: Raw, source: tuple[str, int], status: int, reason: str, *,
-                   to_tag: str = "", extra: list[tuple[str, str]] | None = None,
-                   body: bytes = b"") -> bytes:
+def build_response(
+    raw: Raw,
+    source: tuple[str, int],
+    status: int,
+    reason: str,
+    *,
+    to_tag: str = "",
+    extra: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> bytes:
     vias = raw.get_all("Via")
     headers: list[tuple[str, str]] = []
     if vias:
@@ -338,14 +393,19 @@ def build_response(raw: Raw, source: tuple[str, int], status: int, reason: str, 
     to = raw.get("To")
     if to_tag and not header_param(to, "tag") and status > 100:
         to = f"{to};tag={to_tag}"
-    headers += [("From", raw.get("From")), ("To", to), ("Call-ID", raw.get("Call-ID")),
-                ("CSeq", raw.get("CSeq"))]
+    headers += [
+        ("From", raw.get("From")),
+        ("To", to),
+        ("Call-ID", raw.get("Call-ID")),
+        ("CSeq", raw.get("CSeq")),
+    ]
     headers += extra or []
     return Response(status, reason, headers, body).encode()
 
 
-def build_request(method: str, uri: str, headers: list[tuple[str, str]],
-                  body: bytes = b"") -> bytes:
+def build_request(
+    method: str, uri: str, headers: list[tuple[str, str]], body: bytes = b""
+) -> bytes:
     lines = [f"{method} {uri} {SIP_VERSION}"] + [f"{n}: {v}" for n, v in headers]
     lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body

@@ -4,7 +4,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -19,12 +19,16 @@ from tests import services
 os.environ.setdefault("HOTLINE_SECRET_KEY", f"test-run-{secrets.token_urlsafe(32)}")
 
 # 10:00 Beijing time on Friday 27 November 2026
-START = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--backend", action="append", choices=["sqlite", "postgres"],
-                     help="database backends to run against (default: both)")
+    parser.addoption(
+        "--backend",
+        action="append",
+        choices=["sqlite", "postgres"],
+        help="database backends to run against (default: both)",
+    )
 
 
 def _backends(config: pytest.Config) -> list[str]:
@@ -94,8 +98,12 @@ def redis_url() -> Iterator[str]:
     release()
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
-               interval: float = 0.05, message: str = "condition") -> object:
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> object:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -1,5 +1,6 @@
 """Real PostgreSQL and Redis for the test run: use the machine's when present, start our own
 when absent; either way each run gets a database and a Redis index of its own."""
+
 from __future__ import annotations
 
 import atexit
@@ -55,16 +56,44 @@ def _start_own_postgres() -> tuple[str, int]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
         prefix = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-A", "trust",
-                    "-U", "postgres", "--no-sync"], check=True, capture_output=True)
-    subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
-                    str(root / "log"), "-o",
-                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                    f"-c max_connections=200", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *prefix,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *prefix,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(root / "log"),
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c max_connections=200",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
     def stop() -> None:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True)
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
     atexit.register(stop)
@@ -114,11 +143,30 @@ def redis_server() -> tuple[str, int]:
                 raise RuntimeError("redis-server is missing: apt-get install redis-server")
             port = free_port()
             workdir = tempfile.mkdtemp(prefix="hotline-redis-")
-            proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1",
-                                     "--save", "", "--appendonly", "no", "--dir", workdir],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            atexit.register(lambda: (proc.terminate(), proc.wait(10),
-                                     shutil.rmtree(workdir, ignore_errors=True)))
+            proc = subprocess.Popen(
+                [
+                    exe,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    workdir,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            atexit.register(
+                lambda: (
+                    proc.terminate(),
+                    proc.wait(10),
+                    shutil.rmtree(workdir, ignore_errors=True),
+                )
+            )
             _wait(lambda: port_open("127.0.0.1", port), 20, "redis-server")
             _redis_server = ("127.0.0.1", port)
     return _redis_server

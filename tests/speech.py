@@ -5,6 +5,7 @@ deterministic copy of the Vosk model. No pytest here, so bench/ can use it too.
     pcm, rate = read_wav(wav)
     assert ulaw_to_pcm(ulaw(pcm)) != pcm         # G.711 is lossy
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,8 +35,7 @@ def cache_dir() -> Path:
 
 def speak(text: str, *, voice: str = "ko", rate: int = 8000) -> Path:
     """A 16-bit mono WAV at `rate` of espeak-ng saying `text`; the same bytes every time."""
-    key = hashlib.sha256(
-        f"{_SPEECH_VERSION}\0{voice}\0{rate}\0{text}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{_SPEECH_VERSION}\0{voice}\0{rate}\0{text}".encode()).hexdigest()[:24]
     target = cache_dir() / f"{key}.wav"
     if target.exists():
         return target
@@ -44,13 +44,33 @@ def speak(text: str, *, voice: str = "ko", rate: int = 8000) -> Path:
     fd, out_name = tempfile.mkstemp(dir=cache_dir(), suffix=".wav")
     os.close(fd)
     try:
-        subprocess.run(["espeak-ng", "-v", voice, "-w", raw_name, "--", text],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-w", raw_name, "--", text],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         # -D: no dither. sox dithers with fresh noise on every run, and the tests need the
         # same samples for the same text.
-        subprocess.run(["sox", "-D", raw_name, "-r", str(rate), "-c", "1", "-b", "16",
-                        "-e", "signed-integer", out_name],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                "sox",
+                "-D",
+                raw_name,
+                "-r",
+                str(rate),
+                "-c",
+                "1",
+                "-b",
+                "16",
+                "-e",
+                "signed-integer",
+                out_name,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         os.replace(out_name, target)
     finally:
         for name in (raw_name, out_name):

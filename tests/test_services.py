@@ -1,6 +1,7 @@
 """tests.services on a fresh machine: with no PostgreSQL or Redis listening, it starts its
 own (PostgreSQL as the postgres user when we are root), hands out a database and a Redis
 index of this run's own, and leaves nothing behind."""
+
 from __future__ import annotations
 
 import json
@@ -48,11 +49,20 @@ print(json.dumps({"pg_port": pg_port, "data_dir": data_dir, "owner": owner,
 
 def test_given_no_postgres_or_redis_listening_then_own_servers_are_started_and_cleaned_up():
     closed_pg, closed_redis = services.free_port(), services.free_port()
-    env = {**os.environ, "HOTLINE_TEST_PG_PORT": str(closed_pg),
-           "HOTLINE_TEST_REDIS_PORT": str(closed_redis)}
+    env = {
+        **os.environ,
+        "HOTLINE_TEST_PG_PORT": str(closed_pg),
+        "HOTLINE_TEST_REDIS_PORT": str(closed_redis),
+    }
 
-    proc = subprocess.run([sys.executable, "-c", FRESH_MACHINE], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH_MACHINE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -95,6 +105,7 @@ def test_each_created_database_is_new_and_dropped_by_its_dropper():
         drop_a()
         drop_b()
     with psycopg.connect(f"host={host} port={port} user=postgres dbname=postgres") as conn:
-        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname = ANY(%s)",
-                            (names,)).fetchone()[0]
+        left = conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname = ANY(%s)", (names,)
+        ).fetchone()[0]
     assert left == 0

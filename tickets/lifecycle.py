@@ -1,4 +1,5 @@
 """The 12345 ticket lifecycle as an explicit state machine (pure; no I/O)."""
+
 from __future__ import annotations
 
 from enum import StrEnum
@@ -34,18 +35,24 @@ class Action(StrEnum):
 
 ACTIVE = frozenset({S.dispatched, S.signed, S.in_progress})
 OPEN = frozenset(set(S) - {S.closed, S.archived, S.merged})
-EDITABLE = frozenset({S.intake, S.pending_dispatch, S.dispatched, S.signed, S.in_progress,
-                      S.returned, S.reopened})
+EDITABLE = frozenset(
+    {S.intake, S.pending_dispatch, S.dispatched, S.signed, S.in_progress, S.returned, S.reopened}
+)
 
 # action -> {from status -> allowed target statuses}
 TRANSITIONS: dict[Action, dict[Status, frozenset[Status]]] = {
     Action.close_at_intake: {s: frozenset({S.closed}) for s in (S.intake, S.pending_dispatch)},
-    Action.queue: {S.intake: frozenset({S.pending_dispatch}),
-                   S.reopened: frozenset({S.pending_dispatch})},
-    Action.dispatch: {s: frozenset({S.dispatched})
-                      for s in (S.intake, S.pending_dispatch, S.reopened)},
-    Action.redispatch: {s: frozenset({S.dispatched})
-                        for s in (S.dispatched, S.signed, S.in_progress, S.returned, S.reopened)},
+    Action.queue: {
+        S.intake: frozenset({S.pending_dispatch}),
+        S.reopened: frozenset({S.pending_dispatch}),
+    },
+    Action.dispatch: {
+        s: frozenset({S.dispatched}) for s in (S.intake, S.pending_dispatch, S.reopened)
+    },
+    Action.redispatch: {
+        s: frozenset({S.dispatched})
+        for s in (S.dispatched, S.signed, S.in_progress, S.returned, S.reopened)
+    },
     Action.sign: {S.dispatched: frozenset({S.signed})},
     Action.start: {S.signed: frozenset({S.in_progress})},
     Action.reply: {s: frozenset({S.replied}) for s in (S.signed, S.in_progress)},
@@ -55,9 +62,18 @@ TRANSITIONS: dict[Action, dict[Status, frozenset[Status]]] = {
     Action.close: {S.reviewed: frozenset({S.closed})},
     Action.return_: {s: frozenset({S.returned}) for s in ACTIVE},
     Action.uphold_return: {S.returned: ACTIVE},
-    Action.merge: {s: frozenset({S.merged})
-                   for s in (S.intake, S.pending_dispatch, S.dispatched, S.signed, S.in_progress,
-                             S.returned, S.reopened)},
+    Action.merge: {
+        s: frozenset({S.merged})
+        for s in (
+            S.intake,
+            S.pending_dispatch,
+            S.dispatched,
+            S.signed,
+            S.in_progress,
+            S.returned,
+            S.reopened,
+        )
+    },
     Action.close_merged: {S.merged: frozenset({S.closed})},
     Action.reopen: {S.closed: frozenset({S.reopened})},
     Action.archive: {S.closed: frozenset({S.archived})},
@@ -86,25 +102,30 @@ def next_status(current: Status, action: Action, target: Status | None = None) -
         if current not in IN_PLACE[action]:
             raise IllegalTransition(
                 f"cannot {action.value} a ticket in status {current.value}",
-                status=current.value, action=action.value,
+                status=current.value,
+                action=action.value,
             )
         return current
     targets = TRANSITIONS.get(action, {}).get(current)
     if not targets:
         raise IllegalTransition(
             f"cannot {action.value} a ticket in status {current.value}",
-            status=current.value, action=action.value,
+            status=current.value,
+            action=action.value,
         )
     if target is None:
         if len(targets) != 1:
             raise IllegalTransition(
                 f"{action.value} from {current.value} needs an explicit target",
-                status=current.value, action=action.value,
+                status=current.value,
+                action=action.value,
             )
         return next(iter(targets))
     if target not in targets:
         raise IllegalTransition(
             f"{action.value} cannot take a ticket from {current.value} to {target.value}",
-            status=current.value, action=action.value, target=target.value,
+            status=current.value,
+            action=action.value,
+            target=target.value,
         )
     return target

@@ -1,11 +1,13 @@
 """Ticket (工单), its append-only audit (TicketEvent), numbering and idempotency keys."""
+
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field as PField, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field as PField
 from sqlalchemy import Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 

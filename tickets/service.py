@@ -1,6 +1,7 @@
 """Ticket operations. Every change to a ticket goes through `record`, which checks the
 lifecycle, applies the change and appends exactly one TicketEvent — so the audit log can
 always rebuild the ticket."""
+
 from __future__ import annotations
 
 import enum
@@ -42,19 +43,24 @@ AUDITED_FIELDS = tuple(
 # ---------------------------------------------------------------- numbering
 
 
-def next_ticket_number(session: Session, *, now: datetime, tz: ZoneInfo = DEFAULT_TZ,
-                       width: int = 6) -> str:
+def next_ticket_number(
+    session: Session, *, now: datetime, tz: ZoneInfo = DEFAULT_TZ, width: int = 6
+) -> str:
     """`YYYYMMDD-NNNNNN` in the centre's local day; an atomic upsert keeps it unique when
     many intakes run at once (the counter row is locked until the transaction ends)."""
     day = now.astimezone(tz).strftime("%Y%m%d")
     table = TicketCounter.__tablename__
-    last = session.connection().execute(
-        text(
-            f"INSERT INTO {table} (day, last) VALUES (:day, 1) "
-            f"ON CONFLICT (day) DO UPDATE SET last = {table}.last + 1 RETURNING last"
-        ),
-        {"day": day},
-    ).scalar_one()
+    last = (
+        session.connection()
+        .execute(
+            text(
+                f"INSERT INTO {table} (day, last) VALUES (:day, 1) "
+                f"ON CONFLICT (day) DO UPDATE SET last = {table}.last + 1 RETURNING last"
+            ),
+            {"day": day},
+        )
+        .scalar_one()
+    )
     return f"{day}-{last:0{width}d}"
 
 
@@ -98,9 +104,18 @@ def apply(
     payload = dict(data or {})
     if changes:
         payload["set"] = _jsonable(changes)
-    return {"ticket_id": ticket.id, "seq": ticket.event_seq, "at": now, "actor": actor,
-            "action": action.value, "from_status": before, "to_status": after,
-            "reason": reason, "rule": rule, "data": payload}
+    return {
+        "ticket_id": ticket.id,
+        "seq": ticket.event_seq,
+        "at": now,
+        "actor": actor,
+        "action": action.value,
+        "from_status": before,
+        "to_status": after,
+        "reason": reason,
+        "rule": rule,
+        "data": payload,
+    }
 
 
 def record(session: Session, *, ticket: Ticket, **step: Any) -> TicketEvent:
@@ -169,12 +184,20 @@ def create_ticket(
     companion = then(ticket, events) if then else None
 
     def write() -> list[Any]:
-        written = insert_new(session, ticket=ticket, events=events, now=now, tz=tz,
-                             companion=companion)
+        written = insert_new(
+            session, ticket=ticket, events=events, now=now, tz=tz, companion=companion
+        )
         if idempotency_key:
-            session.execute(insert(IdempotencyKey.__table__), {
-                "scope": idempotency_scope, "key": idempotency_key, "fingerprint": fingerprint,
-                "ticket_id": ticket.id, "created_at": now})
+            session.execute(
+                insert(IdempotencyKey.__table__),
+                {
+                    "scope": idempotency_scope,
+                    "key": idempotency_key,
+                    "fingerprint": fingerprint,
+                    "ticket_id": ticket.id,
+                    "created_at": now,
+                },
+            )
         return written
 
     if not idempotency_key:
@@ -198,14 +221,32 @@ def new_ticket(data: TicketCreate, *, actor: str, now: datetime) -> tuple[Ticket
     """A ticket in status intake held in memory — no id or number yet — and the values of
     its creation event. Further steps may be `apply`-ed before `insert_new` writes it."""
     # TicketCreate has validated every field it carries, under the same constraints.
-    ticket = build_row(Ticket, {
-        **data.model_dump(), "number": "", "status": Status.intake, "created_at": now,
-        "updated_at": now, "created_by": actor, "event_seq": 1})
+    ticket = build_row(
+        Ticket,
+        {
+            **data.model_dump(),
+            "number": "",
+            "status": Status.intake,
+            "created_at": now,
+            "updated_at": now,
+            "created_by": actor,
+            "event_seq": 1,
+        },
+    )
     fields = ticket.__dict__  # a row just built: every field is there
     snapshot = {f: fields[f] for f in AUDITED_FIELDS if f != "status"}
-    created = {"ticket_id": None, "seq": 1, "at": now, "actor": actor,
-               "action": Action.create.value, "from_status": None, "to_status": Status.intake,
-               "reason": None, "rule": None, "data": {"set": _jsonable(snapshot)}}
+    created = {
+        "ticket_id": None,
+        "seq": 1,
+        "at": now,
+        "actor": actor,
+        "action": Action.create.value,
+        "from_status": None,
+        "to_status": Status.intake,
+        "reason": None,
+        "rule": None,
+        "data": {"set": _jsonable(snapshot)},
+    }
     return ticket, created
 
 
@@ -213,8 +254,9 @@ _TICKET_COLUMNS = tuple(c.key for c in Ticket.__table__.columns if c.key != "id"
 _INSERT_TICKET = insert(Ticket.__table__).returning(Ticket.__table__.c.id)
 
 
-_EVENT_COLUMNS = tuple(c.key for c in TicketEvent.__table__.columns
-                       if c.key not in {"id", "ticket_id"})
+_EVENT_COLUMNS = tuple(
+    c.key for c in TicketEvent.__table__.columns if c.key not in {"id", "ticket_id"}
+)
 
 
 def _pg_type(column: Any) -> str:
@@ -236,13 +278,16 @@ def _json_value(value: Any) -> Any:
 
 def _json_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
     """The rows as one JSON array, each with its position `ord` (ids follow it)."""
-    return json.dumps([{**{k: _json_value(row[k]) for k in keys}, "ord": i}
-                       for i, row in enumerate(rows)], ensure_ascii=False)
+    return json.dumps(
+        [{**{k: _json_value(row[k]) for k in keys}, "ord": i} for i, row in enumerate(rows)],
+        ensure_ascii=False,
+    )
 
 
 @functools.cache
-def _pg_intake_sql(companion_table: Table | None, companion_keys: tuple[str, ...],
-                   width: int = 6) -> TextClause:
+def _pg_intake_sql(
+    companion_table: Table | None, companion_keys: tuple[str, ...], width: int = 6
+) -> TextClause:
     ticket, event = Ticket.__table__, TicketEvent.__table__
     rest = [c.key for c in ticket.columns if c.key not in {"id", "number"}]
     ev = ", ".join(f'e."{k}"' for k in _EVENT_COLUMNS if k != "data")
@@ -254,7 +299,7 @@ WITH counter AS (
 ), t AS (
     INSERT INTO ticket (number, {", ".join(f'"{k}"' for k in rest)})
     SELECT :day || '-' || lpad(last::text, greatest({width}, length(last::text)), '0'),
-           {", ".join(f':{k}' for k in rest)}
+           {", ".join(f":{k}" for k in rest)}
     FROM counter
     RETURNING id, number
 ), e AS (
@@ -283,8 +328,9 @@ SELECT t.id, t.number, (SELECT array_agg(id ORDER BY id) FROM x) FROM t"""
     return text(sql).bindparams(*bind)
 
 
-def _pg_intake(values: dict[str, Any], events: list[dict[str, Any]],
-               companion: Companion | None, *, day: str) -> tuple[TextClause, dict[str, Any]]:
+def _pg_intake(
+    values: dict[str, Any], events: list[dict[str, Any]], companion: Companion | None, *, day: str
+) -> tuple[TextClause, dict[str, Any]]:
     params = {k: v for k, v in values.items() if k != "number"}
     params["day"] = day
     params["events"] = _json_rows(events, _EVENT_COLUMNS)
@@ -293,12 +339,20 @@ def _pg_intake(values: dict[str, Any], events: list[dict[str, Any]],
     keys = tuple(k for k in companion.rows[0] if k != "ticket_id")
     params["companion"] = _json_rows(companion.rows, keys)
     return _pg_intake_sql(companion.table, keys), params
+
+
 _INSERT_EVENT = insert(TicketEvent.__table__)
 
 
-def insert_new(session: Session, *, ticket: Ticket, events: list[dict[str, Any]],
-               now: datetime, tz: ZoneInfo = DEFAULT_TZ,
-               companion: Companion | None = None) -> list[Any]:
+def insert_new(
+    session: Session,
+    *,
+    ticket: Ticket,
+    events: list[dict[str, Any]],
+    now: datetime,
+    tz: ZoneInfo = DEFAULT_TZ,
+    companion: Companion | None = None,
+) -> list[Any]:
     """Write a ticket made by `new_ticket` (its first event the creation) with its events
     and a companion's rows, and no unit-of-work flush: the path every intake takes. On
     PostgreSQL that is one statement — the day's number, the ticket, its events and the
@@ -309,8 +363,9 @@ def insert_new(session: Session, *, ticket: Ticket, events: list[dict[str, Any]]
     fields = ticket.__dict__  # built by new_ticket, never loaded: every column is there
     values = {k: fields[k] for k in _TICKET_COLUMNS}
     if connection.dialect.name == "postgresql":
-        statement, params = _pg_intake(values, events, companion,
-                                       day=now.astimezone(tz).strftime("%Y%m%d"))
+        statement, params = _pg_intake(
+            values, events, companion, day=now.astimezone(tz).strftime("%Y%m%d")
+        )
         ticket.id, ticket.number, ids = connection.execute(statement, params).one()
         events[0]["data"]["set"]["number"] = ticket.number
         for event in events:
@@ -325,9 +380,14 @@ def insert_new(session: Session, *, ticket: Ticket, events: list[dict[str, Any]]
         ids = []
         if companion is not None:
             table = companion.table
-            ids = connection.execute(
-                insert(table).returning(table.c.id, sort_by_parameter_order=True),
-                [{**row, "ticket_id": ticket.id} for row in companion.rows]).scalars().all()
+            ids = (
+                connection.execute(
+                    insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                    [{**row, "ticket_id": ticket.id} for row in companion.rows],
+                )
+                .scalars()
+                .all()
+            )
     return list(companion.written(ticket.id, list(ids or []))) if companion else []
 
 
@@ -338,8 +398,11 @@ def _idempotent_hit(session: Session, scope: str, key: str, fingerprint: str) ->
     if hit is None:
         return None
     if hit.fingerprint != fingerprint:
-        raise Conflict("Idempotency-Key was already used for a different request",
-                       key=key, ticket_id=hit.ticket_id)
+        raise Conflict(
+            "Idempotency-Key was already used for a different request",
+            key=key,
+            ticket_id=hit.ticket_id,
+        )
     return session.get(Ticket, hit.ticket_id)
 
 
@@ -364,39 +427,82 @@ def get_ticket_by_number(session: Session, number: str) -> Ticket:
     return ticket
 
 
-def update_ticket(session: Session, *, ticket: Ticket, data: TicketUpdate, actor: str,
-                  now: datetime, reason: str | None = None) -> TicketEvent | None:
-    changes = {k: v for k, v in data.model_dump(exclude_unset=True).items()
-               if getattr(ticket, k) != v}
+def update_ticket(
+    session: Session,
+    *,
+    ticket: Ticket,
+    data: TicketUpdate,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+) -> TicketEvent | None:
+    changes = {
+        k: v for k, v in data.model_dump(exclude_unset=True).items() if getattr(ticket, k) != v
+    }
     if not changes:
         return None
-    return record(session, ticket=ticket, action=Action.update, actor=actor, now=now,
-                  changes=changes, reason=reason)
+    return record(
+        session,
+        ticket=ticket,
+        action=Action.update,
+        actor=actor,
+        now=now,
+        changes=changes,
+        reason=reason,
+    )
 
 
-def add_note(session: Session, *, ticket: Ticket, actor: str, now: datetime, kind: str,
-             reason: str | None = None, data: dict[str, Any] | None = None,
-             rule: str | None = None) -> TicketEvent:
+def add_note(
+    session: Session,
+    *,
+    ticket: Ticket,
+    actor: str,
+    now: datetime,
+    kind: str,
+    reason: str | None = None,
+    data: dict[str, Any] | None = None,
+    rule: str | None = None,
+) -> TicketEvent:
     """An in-place event (extension asked, escalation fired, co-unit reply...)."""
-    return record(session, ticket=ticket, action=Action.note, actor=actor, now=now,
-                  reason=reason, rule=rule, data={"kind": kind, **(data or {})})
+    return record(
+        session,
+        ticket=ticket,
+        action=Action.note,
+        actor=actor,
+        now=now,
+        reason=reason,
+        rule=rule,
+        data={"kind": kind, **(data or {})},
+    )
 
 
 def events_of(session: Session, ticket_id: int) -> list[TicketEvent]:
-    return list(session.scalars(
-        select(TicketEvent).where(TicketEvent.ticket_id == ticket_id).order_by(TicketEvent.seq)
-    ))
+    return list(
+        session.scalars(
+            select(TicketEvent).where(TicketEvent.ticket_id == ticket_id).order_by(TicketEvent.seq)
+        )
+    )
 
 
 def merged_children(session: Session, parent_id: int) -> list[Ticket]:
-    return list(session.scalars(
-        select(Ticket).where(Ticket.parent_id == parent_id, Ticket.status == Status.merged)
-        .order_by(Ticket.id)
-    ))
+    return list(
+        session.scalars(
+            select(Ticket)
+            .where(Ticket.parent_id == parent_id, Ticket.status == Status.merged)
+            .order_by(Ticket.id)
+        )
+    )
 
 
-def merge(session: Session, *, child: Ticket, parent: Ticket, actor: str, now: datetime,
-          reason: str | None = None) -> TicketEvent:
+def merge(
+    session: Session,
+    *,
+    child: Ticket,
+    parent: Ticket,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+) -> TicketEvent:
     """并单: the child follows the parent from now on; one reply will reach both callers."""
     if child.id == parent.id:
         raise InvalidInput("a ticket cannot be merged into itself")
@@ -404,21 +510,42 @@ def merge(session: Session, *, child: Ticket, parent: Ticket, actor: str, now: d
         raise Conflict(f"cannot merge into ticket {parent.number}: it is {parent.status.value}")
     if merged_children(session, child.id):
         raise Conflict(f"ticket {child.number} has merged tickets of its own; merge them first")
-    add_note(session, ticket=parent, actor=actor, now=now, kind="merged_in",
-             reason=reason, data={"child": child.number, "child_id": child.id})
-    return record(session, ticket=child, action=Action.merge, actor=actor, now=now,
-                  changes={"parent_id": parent.id}, reason=reason,
-                  data={"parent": parent.number})
+    add_note(
+        session,
+        ticket=parent,
+        actor=actor,
+        now=now,
+        kind="merged_in",
+        reason=reason,
+        data={"child": child.number, "child_id": child.id},
+    )
+    return record(
+        session,
+        ticket=child,
+        action=Action.merge,
+        actor=actor,
+        now=now,
+        changes={"parent_id": parent.id},
+        reason=reason,
+        data={"parent": parent.number},
+    )
 
 
-def close_merged_children(session: Session, *, parent: Ticket, actor: str,
-                          now: datetime) -> list[Ticket]:
+def close_merged_children(
+    session: Session, *, parent: Ticket, actor: str, now: datetime
+) -> list[Ticket]:
     """When the parent closes, every merged caller gets the same reply and is closed."""
     children = merged_children(session, parent.id)
     for child in children:
-        record(session, ticket=child, action=Action.close_merged, actor=actor, now=now,
-               changes={"reply": parent.reply, "satisfaction": parent.satisfaction},
-               data={"parent": parent.number})
+        record(
+            session,
+            ticket=child,
+            action=Action.close_merged,
+            actor=actor,
+            now=now,
+            changes={"reply": parent.reply, "satisfaction": parent.satisfaction},
+            data={"parent": parent.number},
+        )
     return children
 
 
@@ -483,8 +610,14 @@ def list_tickets(
         conds.append(Ticket.created_at < f.created_to)
     if f.q:
         like = f"%{f.q}%"
-        conds.append(or_(col(Ticket.description).like(like), col(Ticket.title).like(like),
-                         col(Ticket.address).like(like), Ticket.number == f.q))
+        conds.append(
+            or_(
+                col(Ticket.description).like(like),
+                col(Ticket.title).like(like),
+                col(Ticket.address).like(like),
+                Ticket.number == f.q,
+            )
+        )
     if restrict is not None:
         conds.append(restrict)
     if cursor:
@@ -499,11 +632,18 @@ def list_tickets(
     return rows[:limit], next_cursor
 
 
-def close_at_intake(session: Session, *, ticket: Ticket, answer: str, actor: str,
-                    now: datetime) -> TicketEvent:
+def close_at_intake(
+    session: Session, *, ticket: Ticket, answer: str, actor: str, now: datetime
+) -> TicketEvent:
     """直接办结: the operator answered the caller from the knowledge base."""
     answer = answer.strip()
     if not answer:
         raise InvalidInput("a direct answer needs the answer given to the caller")
-    return record(session, ticket=ticket, action=Action.close_at_intake, actor=actor, now=now,
-                  changes={"answer": answer})
+    return record(
+        session,
+        ticket=ticket,
+        action=Action.close_at_intake,
+        actor=actor,
+        now=now,
+        changes={"answer": answer},
+    )

@@ -4,6 +4,7 @@ Everything the routes depend on sits on `app.state` — settings, the clock and 
 factory — so tests hand in a frozen clock and a session factory bound to their own
 transaction, and nothing here touches the database until the first request needs it.
 """
+
 from __future__ import annotations
 
 import threading
@@ -17,10 +18,9 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
 from core.clock import Clock, SystemClock
-from core.settings import Settings, get_settings
 from core.db import make_engine, make_session_factory
-from web import errors
-from web import api
+from core.settings import Settings, get_settings
+from web import api, errors
 from web.deps import OPENAPI_MODELS, LoopLimiter
 
 
@@ -78,8 +78,9 @@ def _document_parsed_bodies(app: FastAPI) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         schema = generate()
-        _, extra = models_json_schema([(m, "validation") for m in OPENAPI_MODELS],
-                                      ref_template="#/components/schemas/{model}")
+        _, extra = models_json_schema(
+            [(m, "validation") for m in OPENAPI_MODELS], ref_template="#/components/schemas/{model}"
+        )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, definition in extra.get("$defs", {}).items():
             components.setdefault(name, definition)

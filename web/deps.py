@@ -1,10 +1,11 @@
 """Request-scoped dependencies, as Annotated aliases for the routes."""
+
 from __future__ import annotations
 
 import asyncio
 import weakref
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from anyio import CapacityLimiter
@@ -14,12 +15,12 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session
 
-from dispatch import access
 from accounts.models import Role, User
 from core.clock import Clock
-from core.settings import Settings
 from core.db import session_scope
 from core.errors import Forbidden
+from core.settings import Settings
+from dispatch import access
 from web import auth
 
 
@@ -63,8 +64,11 @@ def authenticated(session: Session, credentials: HTTPAuthorizationCredentials | 
 
 def check_role(user: User, allowed: frozenset[Role]) -> User:
     if user.role not in allowed:
-        raise Forbidden(f"role {user.role.value} may not do this",
-                        role=user.role.value, allowed=sorted(r.value for r in allowed))
+        raise Forbidden(
+            f"role {user.role.value} may not do this",
+            role=user.role.value,
+            allowed=sorted(r.value for r in allowed),
+        )
     return user
 
 
@@ -115,8 +119,14 @@ def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` documenting a body that the route parses itself; web.app adds the
     model to the components."""
     OPENAPI_MODELS.append(model)
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    }
 
 
 OPENAPI_MODELS: list[type[BaseModel]] = []
@@ -137,19 +147,31 @@ def read_header(request: Request, spec: HeaderSpec) -> str | None:
     if value is None:
         return None
     if not 1 <= len(value) <= spec.max_length:
-        raise RequestValidationError([{
-            "type": "string_too_long" if value else "string_too_short",
-            "loc": ("header", spec.name.lower()),
-            "msg": f"String should have between 1 and {spec.max_length} characters",
-            "input": value[:50]}])
+        raise RequestValidationError(
+            [
+                {
+                    "type": "string_too_long" if value else "string_too_short",
+                    "loc": ("header", spec.name.lower()),
+                    "msg": f"String should have between 1 and {spec.max_length} characters",
+                    "input": value[:50],
+                }
+            ]
+        )
     return value
 
 
 def header_parameter(spec: HeaderSpec) -> dict[str, Any]:
-    return {"parameters": [{"name": spec.name, "in": "header", "required": False,
-                            "description": spec.description,
-                            "schema": {"type": "string", "minLength": 1,
-                                       "maxLength": spec.max_length}}]}
+    return {
+        "parameters": [
+            {
+                "name": spec.name,
+                "in": "header",
+                "required": False,
+                "description": spec.description,
+                "schema": {"type": "string", "minLength": 1, "maxLength": spec.max_length},
+            }
+        ]
+    }
 
 
 def merged(*parts: dict[str, Any]) -> dict[str, Any]:
@@ -166,8 +188,9 @@ class LoopLimiter:
 
     def __init__(self, tokens: int) -> None:
         self.tokens = tokens
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = \
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = (
             weakref.WeakKeyDictionary()
+        )
 
     def current(self) -> CapacityLimiter:
         loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ field (`field`, dotted, e.g. "caller_phone"; `in`, one of body/query/path/header
 FastAPI's list), and also keeps FastAPI's own `detail` list so clients written against stock
 FastAPI keep working.
 """
+
 from __future__ import annotations
 
 from http import HTTPStatus
@@ -31,8 +32,13 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message,
-                      "details": jsonable_encoder(details if details is not None else {})}}
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": jsonable_encoder(details if details is not None else {}),
+        }
+    }
 
 
 def status_of(exc: DomainError) -> int:
@@ -56,16 +62,20 @@ async def validation_error(_: Request, exc: RequestValidationError) -> JSONRespo
 
 def _problem(error: dict[str, Any]) -> dict[str, Any]:
     source, *path = error["loc"]
-    return {"field": ".".join(str(p) for p in path) or source, "in": source, "loc": error["loc"],
-            "message": error["msg"], "type": error["type"]}
+    return {
+        "field": ".".join(str(p) for p in path) or source,
+        "in": source,
+        "loc": error["loc"],
+        "message": error["msg"],
+        "type": error["type"],
+    }
 
 
 async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
     phrase = HTTPStatus(exc.status_code).phrase
     code = phrase.lower().replace(" ", "_").replace("-", "_")
     message = exc.detail if isinstance(exc.detail, str) else phrase
-    return JSONResponse(error_body(code, message), status_code=exc.status_code,
-                        headers=exc.headers)
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
 def install(app: FastAPI) -> None:

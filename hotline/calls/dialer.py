@@ -1,5 +1,6 @@
 """The SIP process's callback dialer: places the satisfaction callbacks (回访) that are due, one
 at a time, and runs the survey."""
+
 from __future__ import annotations
 
 import logging
@@ -20,17 +21,19 @@ from telephony.models import CallbackAttempt, CallbackOutcome
 
 log = logging.getLogger(__name__)
 
-_FAILED_OUTCOME = {Disposition.BUSY: CallbackOutcome.busy,
-                   Disposition.NO_ANSWER: CallbackOutcome.no_answer}
-
+_FAILED_OUTCOME = {
+    Disposition.BUSY: CallbackOutcome.busy,
+    Disposition.NO_ANSWER: CallbackOutcome.no_answer,
+}
 
 
 class CallbackDialer:
     """The SIP process's callback loop: schedule, claim one due attempt, dial, run the
     survey, record the outcome — one call at a time, so the line is never flooded."""
 
-    def __init__(self, *, services: CallServices, endpoint: SipEndpoint, prompts: Prompts,
-                 flow: FlowSettings) -> None:
+    def __init__(
+        self, *, services: CallServices, endpoint: SipEndpoint, prompts: Prompts, flow: FlowSettings
+    ) -> None:
         self.services = services
         self.endpoint = endpoint
         self.prompts = prompts
@@ -63,15 +66,26 @@ class CallbackDialer:
             with session_scope(s.session_factory) as session:
                 upsert_call(session, call=call, now=s.clock.now(), ticket_id=attempt.ticket_id)
             result = survey(call, prompts=self.prompts, hooks=FlowHooks(), settings=self.flow)
-            outcome = (CallbackOutcome(result.value) if result is not None
-                       else CallbackOutcome.no_input)
+            outcome = (
+                CallbackOutcome(result.value) if result is not None else CallbackOutcome.no_input
+            )
         with session_scope(s.session_factory) as session:
-            record_callback_outcome(session, attempt_id=attempt.id, outcome=outcome,
-                                    now=s.clock.now(), settings=s.settings, call_id=call_id,
-                                    detail=detail)
+            record_callback_outcome(
+                session,
+                attempt_id=attempt.id,
+                outcome=outcome,
+                now=s.clock.now(),
+                settings=s.settings,
+                call_id=call_id,
+                detail=detail,
+            )
         attempt.outcome, attempt.call_id = outcome, call_id
-        log.info("callback of ticket %s (attempt %d): %s", attempt.ticket_id, attempt.attempt_no,
-                 outcome.value)
+        log.info(
+            "callback of ticket %s (attempt %d): %s",
+            attempt.ticket_id,
+            attempt.attempt_no,
+            outcome.value,
+        )
         return attempt
 
     def run(self, stop: threading.Event) -> None:
@@ -79,6 +93,6 @@ class CallbackDialer:
             try:
                 while not stop.is_set() and self.run_once() is not None:
                     pass
-            except Exception:  # noqa: BLE001 - the loop must outlive a database hiccup
+            except Exception:
                 log.exception("callback loop iteration failed")
             stop.wait(self._telephony.callback_poll_s)

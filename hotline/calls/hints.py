@@ -1,5 +1,6 @@
 """The five elements (五要素) a transcript hints at — the caller's phone, the place among the
 city's units' districts and streets — and the description a ticket gets from them."""
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,14 @@ def places_of(units: Iterable[Unit]) -> list[Place]:
             continue
         if unit.level == UnitLevel.district and unit.district:
             core = unit.district[:-1] if len(unit.district) > 2 else unit.district
-            out.append(Place("district", unit.district, unit.district,
-                             tuple(dict.fromkeys((unit.district, core)))))
+            out.append(
+                Place(
+                    "district",
+                    unit.district,
+                    unit.district,
+                    tuple(dict.fromkeys((unit.district, core))),
+                )
+            )
         elif unit.level == UnitLevel.street:
             name = unit.name.removesuffix("办事处")
             if unit.district:

@@ -1,6 +1,7 @@
 """A call becomes a ticket: opened at answer (status intake, idempotent by SIP Call-ID), its
 transcript attached when the report ends — live, or from the recording decoded offline — and
 only then classified and dispatched by the rules."""
+
 from __future__ import annotations
 
 import hashlib
@@ -54,21 +55,39 @@ def _idempotency_key(call_id: str) -> str:
     return call_id if len(call_id) <= 200 else hashlib.sha256(call_id.encode()).hexdigest()
 
 
-def open_ticket(session: Session, *, call: Call, now: datetime, settings: Settings,
-                description: str = PLACEHOLDER) -> Ticket:
+def open_ticket(
+    session: Session,
+    *,
+    call: Call,
+    now: datetime,
+    settings: Settings,
+    description: str = PLACEHOLDER,
+) -> Ticket:
     """The call's ticket, created on the first call of this for a Call-ID."""
     number = call.remote_number if _PHONE.match(call.remote_number or "") else None
     data = TicketCreate(channel=Channel.phone, caller_phone=number, description=description)
-    submission = intake.submit(session, data=data, actor=None, now=now,
-                                 idempotency_key=_idempotency_key(call.call_id),
-                                 idempotency_scope=IDEMPOTENCY_SCOPE, auto_dispatch=False,
-                                 tz=settings.tz)
+    submission = intake.submit(
+        session,
+        data=data,
+        actor=None,
+        now=now,
+        idempotency_key=_idempotency_key(call.call_id),
+        idempotency_scope=IDEMPOTENCY_SCOPE,
+        auto_dispatch=False,
+        tz=settings.tz,
+    )
     return submission.ticket
 
 
-def attach_transcript(session: Session, *, call_id: str, text: str,
-                      transcribed_by: TranscribedBy, now: datetime,
-                      settings: Settings) -> Ticket | None:
+def attach_transcript(
+    session: Session,
+    *,
+    call_id: str,
+    text: str,
+    transcribed_by: TranscribedBy,
+    now: datetime,
+    settings: Settings,
+) -> Ticket | None:
     """Put the caller's words on the call record and its ticket, then dispatch the ticket
     by the rules. Idempotent: a transcript already attached stays; a ticket no longer in
     intake (dispatched, queued, edited on by an operator) is not dispatched again."""
@@ -94,27 +113,61 @@ def attach_transcript(session: Session, *, call_id: str, text: str,
         changes["district"] = hints.districts[0]
     if not ticket.street and len(hints.streets) == 1:
         changes["street"] = hints.streets[0]
-    tickets.update_ticket(session, ticket=ticket, data=TicketUpdate(**changes), actor="system",
-                          now=now, reason=f"call transcript ({record.transcribed_by.value})")
-    tickets.add_note(session, ticket=ticket, actor="system", now=now, kind="call",
-                     data={"call_id": call_id, "recording": record.recording_path,
-                           "transcribed_by": record.transcribed_by.value,
-                           "transcript": record.transcript, "hints": hints.as_dict()})
+    tickets.update_ticket(
+        session,
+        ticket=ticket,
+        data=TicketUpdate(**changes),
+        actor="system",
+        now=now,
+        reason=f"call transcript ({record.transcribed_by.value})",
+    )
+    tickets.add_note(
+        session,
+        ticket=ticket,
+        actor="system",
+        now=now,
+        kind="call",
+        data={
+            "call_id": call_id,
+            "recording": record.recording_path,
+            "transcribed_by": record.transcribed_by.value,
+            "transcript": record.transcript,
+            "hints": hints.as_dict(),
+        },
+    )
     # Nothing was said: a person must listen and decide, no fallback unit.
     fallback = settings.dispatch.fallback_unit_code if text else None
     try:
-        dispatching.dispatch_ticket(session, ticket_id=ticket.id, now=now, ticket=ticket,
-                                    fallback_unit_code=fallback, tz=settings.tz)
+        dispatching.dispatch_ticket(
+            session,
+            ticket_id=ticket.id,
+            now=now,
+            ticket=ticket,
+            fallback_unit_code=fallback,
+            tz=settings.tz,
+        )
     except DomainError as exc:
         # dispatch refuses before it writes: the ticket waits in the manual queue
         log.warning("dispatch of ticket %s failed: %s", ticket.number, exc.message)
-        tickets.record(session, ticket=ticket, action=Action.queue, actor="system", now=now,
-                       reason=f"automatic dispatch failed: {exc.message}")
+        tickets.record(
+            session,
+            ticket=ticket,
+            action=Action.queue,
+            actor="system",
+            now=now,
+            reason=f"automatic dispatch failed: {exc.message}",
+        )
     return ticket
 
 
-def transcribe_recording(*, session_factory: SessionFactory, recognizer: Recognizer,
-                         call_id: str, clock: Clock, settings: Settings) -> str:
+def transcribe_recording(
+    *,
+    session_factory: SessionFactory,
+    recognizer: Recognizer,
+    call_id: str,
+    clock: Clock,
+    settings: Settings,
+) -> str:
     """Decode a call's recording offline and attach it (the Celery task's body). The
     decoding runs outside any transaction; attaching is idempotent."""
     with session_scope(session_factory) as session:
@@ -127,22 +180,42 @@ def transcribe_recording(*, session_factory: SessionFactory, recognizer: Recogni
     if path is not None and path.is_file():
         text, by = transcribe_wav(recognizer=recognizer, path=path).text, TranscribedBy.offline
     else:
-        log.warning("call %s has no recording at %s; its ticket goes to the manual queue",
-                    call_id, path)
+        log.warning(
+            "call %s has no recording at %s; its ticket goes to the manual queue", call_id, path
+        )
         text, by = "", TranscribedBy.none
     with session_scope(session_factory) as session:
-        attach_transcript(session, call_id=call_id, text=text, transcribed_by=by,
-                          now=clock.now(), settings=settings)
+        attach_transcript(
+            session,
+            call_id=call_id,
+            text=text,
+            transcribed_by=by,
+            now=clock.now(),
+            settings=settings,
+        )
     return "transcribed"
 
 
-def untranscribed(session: Session, *, now: datetime, older_than: timedelta = timedelta(minutes=10),
-                  limit: int = 100) -> list[str]:
+def untranscribed(
+    session: Session,
+    *,
+    now: datetime,
+    older_than: timedelta = timedelta(minutes=10),
+    limit: int = 100,
+) -> list[str]:
     """Calls that ended a while ago with a recording and still no transcript: their
     transcription task was lost (a broker outage, the SIP process stopped mid-call)."""
     table = CallRecord.__table__
-    return list(session.scalars(
-        select(table.c.call_id).where(
-            table.c.transcript.is_(None), table.c.ticket_id.is_not(None),
-            table.c.recording_path.is_not(None), table.c.ended_at < now - older_than)
-        .order_by(table.c.ended_at).limit(limit)))
+    return list(
+        session.scalars(
+            select(table.c.call_id)
+            .where(
+                table.c.transcript.is_(None),
+                table.c.ticket_id.is_not(None),
+                table.c.recording_path.is_not(None),
+                table.c.ended_at < now - older_than,
+            )
+            .order_by(table.c.ended_at)
+            .limit(limit)
+        )
+    )

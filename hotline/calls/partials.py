@@ -1,4 +1,5 @@
 """Live partial transcripts written to the call records from a thread of their own."""
+
 from __future__ import annotations
 
 import logging
@@ -78,12 +79,15 @@ class PartialWriter:
                 for call_id, text in due.items():
                     set_live_text(session, call_id=call_id, text=text, now=now)
             return
-        except Exception:  # noqa: BLE001 - one at a time, so that one bad row costs only itself
-            log.warning("writing %d live transcript(s) together failed; writing them one by "
-                        "one", len(due), exc_info=True)
+        except Exception:
+            log.warning(
+                "writing %d live transcript(s) together failed; writing them one by one",
+                len(due),
+                exc_info=True,
+            )
         for call_id, text in due.items():
             try:
                 with session_scope(self._factory) as session:
                     set_live_text(session, call_id=call_id, text=text, now=now)
-            except Exception:  # noqa: BLE001 - a lost partial only delays the live view
+            except Exception:
                 log.exception("writing the live transcript of call %s failed", call_id)

@@ -1,5 +1,6 @@
 """The call record (CDR): written as a call is answered and ends, its live text, and the
 queries that read calls back (lists, recordings, callbacks of a ticket, the live view)."""
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,9 @@ def upsert_call(session: Session, *, call: Call, now: datetime, **extra: Any) ->
         values.pop("answered_at")
     table = CallRecord.__table__
     stmt = insert_stmt(session)(table).values(**values, created_at=now)
-    stmt = stmt.on_conflict_do_update(index_elements=[table.c.call_id],
-                                      set_={k: stmt.excluded[k] for k in values})
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.call_id], set_={k: stmt.excluded[k] for k in values}
+    )
     session.execute(stmt)
 
 
@@ -71,8 +73,9 @@ def end_values(call: Call) -> dict[str, Any]:
     if ended is not None:
         until_answer = call.answered_at or ended
         values["wait_s"] = max(0.0, (until_answer - call.arrived_at).total_seconds())
-        values["talk_s"] = (max(0.0, (ended - call.answered_at).total_seconds())
-                            if call.answered_at else 0.0)
+        values["talk_s"] = (
+            max(0.0, (ended - call.answered_at).total_seconds()) if call.answered_at else 0.0
+        )
     return values
 
 
@@ -91,8 +94,10 @@ def set_live_text(session: Session, *, call_id: str, text: str, now: datetime) -
     overwrite it)."""
     table = CallRecord.__table__
     done = session.execute(
-        update(table).where(table.c.call_id == call_id, table.c.transcript.is_(None))
-        .values(live_text=text[:TEXT_LIMIT], live_seq=table.c.live_seq + 1, updated_at=now))
+        update(table)
+        .where(table.c.call_id == call_id, table.c.transcript.is_(None))
+        .values(live_text=text[:TEXT_LIMIT], live_seq=table.c.live_seq + 1, updated_at=now)
+    )
     return done.rowcount == 1
 
 
@@ -106,8 +111,9 @@ class CallFilters:
     arrived_to: datetime | None = None
 
 
-def list_calls(session: Session, *, filters: CallFilters, limit: int = 50,
-               cursor: str | None = None) -> tuple[list[CallRecord], str | None]:
+def list_calls(
+    session: Session, *, filters: CallFilters, limit: int = 50, cursor: str | None = None
+) -> tuple[list[CallRecord], str | None]:
     """Newest first, keyset-paginated on (arrived_at, id)."""
     f, conds = filters, []
     for name in ("direction", "disposition", "caller_number", "ticket_id"):
@@ -120,11 +126,18 @@ def list_calls(session: Session, *, filters: CallFilters, limit: int = 50,
         conds.append(CallRecord.arrived_at < f.arrived_to)
     if cursor:
         at, ident = parse_keyset_cursor(cursor)
-        conds.append(or_(CallRecord.arrived_at < at,
-                         and_(CallRecord.arrived_at == at, col(CallRecord.id) < ident)))
-    stmt = (select(CallRecord).where(*conds)
-            .order_by(col(CallRecord.arrived_at).desc(), col(CallRecord.id).desc())
-            .limit(limit + 1))
+        conds.append(
+            or_(
+                CallRecord.arrived_at < at,
+                and_(CallRecord.arrived_at == at, col(CallRecord.id) < ident),
+            )
+        )
+    stmt = (
+        select(CallRecord)
+        .where(*conds)
+        .order_by(col(CallRecord.arrived_at).desc(), col(CallRecord.id).desc())
+        .limit(limit + 1)
+    )
     rows = list(session.scalars(stmt))
     last = rows[limit - 1] if len(rows) > limit else None
     return rows[:limit], (keyset_cursor(last.arrived_at, last.id) if last else None)
@@ -142,9 +155,13 @@ def recording_of(session: Session, *, call_id: str) -> Path:
 
 
 def callback_attempts(session: Session, *, ticket_id: int) -> list[CallbackAttempt]:
-    return list(session.scalars(
-        select(CallbackAttempt).where(CallbackAttempt.ticket_id == ticket_id)
-        .order_by(CallbackAttempt.round, CallbackAttempt.attempt_no)))
+    return list(
+        session.scalars(
+            select(CallbackAttempt)
+            .where(CallbackAttempt.ticket_id == ticket_id)
+            .order_by(CallbackAttempt.round, CallbackAttempt.attempt_no)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -162,12 +179,24 @@ class LiveView:
 def live_view(session: Session, *, call_id: str) -> LiveView:
     table = CallRecord.__table__
     row = session.execute(
-        select(table.c.live_seq, table.c.live_text, table.c.transcript, table.c.transcribed_by,
-               table.c.ticket_id, table.c.ended_at).where(table.c.call_id == call_id)).first()
+        select(
+            table.c.live_seq,
+            table.c.live_text,
+            table.c.transcript,
+            table.c.transcribed_by,
+            table.c.ticket_id,
+            table.c.ended_at,
+        ).where(table.c.call_id == call_id)
+    ).first()
     if row is None:
         raise NotFound(f"call {call_id} does not exist", call_id=call_id)
     # A call that ended without a ticket (cancelled, a status query) gets no transcript.
     final = row.transcript is not None or (row.ended_at is not None and row.ticket_id is None)
-    return LiveView(seq=row.live_seq, text=row.live_text, final=final,
-                    transcript=row.transcript, transcribed_by=TranscribedBy(row.transcribed_by),
-                    ticket_id=row.ticket_id)
+    return LiveView(
+        seq=row.live_seq,
+        text=row.live_text,
+        final=final,
+        transcript=row.transcript,
+        transcribed_by=TranscribedBy(row.transcribed_by),
+        ticket_id=row.ticket_id,
+    )

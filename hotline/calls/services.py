@@ -1,6 +1,7 @@
 """The platform behind the SIP edge: `CallServices` gives the call flows their hooks (ticket
 at answer, live audio to the recognizer, the end of the report, the status line, callback
 numbers) and finishes each call in a small pool, so nothing runs in a call's thread for long."""
+
 from __future__ import annotations
 
 import logging
@@ -48,10 +49,16 @@ class CallServices:
     """The platform behind the SIP edge: `hooks()` for the call flows, `on_ended` for the
     edge's observer. One object serves every call."""
 
-    def __init__(self, *, session_factory: SessionFactory, clock: Clock, settings: Settings,
-                 recognizer: Recognizer | None,
-                 enqueue_transcription: Callable[[str], Any] | None = None,
-                 finishers: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        session_factory: SessionFactory,
+        clock: Clock,
+        settings: Settings,
+        recognizer: Recognizer | None,
+        enqueue_transcription: Callable[[str], Any] | None = None,
+        finishers: int = 2,
+    ) -> None:
         self.session_factory = session_factory
         self.clock = clock
         self.settings = settings
@@ -61,20 +68,28 @@ class CallServices:
         self._lock = threading.Lock()
         self._writer = PartialWriter(session_factory, clock, settings.telephony.partial_interval_s)
         # Decoder processes take streams in turn by themselves; threads here need slots.
-        self._slots = (None if getattr(recognizer, "decodes_elsewhere", False) else
-                       DecodeSlots(settings.asr.decode_slots or (os.cpu_count() or 1) + 1))
+        self._slots = (
+            None
+            if getattr(recognizer, "decodes_elsewhere", False)
+            else DecodeSlots(settings.asr.decode_slots or (os.cpu_count() or 1) + 1)
+        )
         self._pool = ThreadPoolExecutor(max_workers=finishers, thread_name_prefix="call-finish")
         # Waiting for a live transcript to drain is not work: a waiter per live stream, so
         # that no call's transcript queues behind another's (the writes stay in `_pool`).
         self._waiters = ThreadPoolExecutor(
             max_workers=max(1, asr_config(settings).max_live_streams),
-            thread_name_prefix="call-transcript")
+            thread_name_prefix="call-transcript",
+        )
         self._futures: set[Future] = set()
 
     def hooks(self) -> FlowHooks:
-        return FlowHooks(on_answered=self.on_answered, on_audio=self.on_audio,
-                         on_finished=self.on_finished, lookup_status=self.lookup_status,
-                         on_callback_number=self.on_callback_number)
+        return FlowHooks(
+            on_answered=self.on_answered,
+            on_audio=self.on_audio,
+            on_finished=self.on_finished,
+            lookup_status=self.lookup_status,
+            on_callback_number=self.on_callback_number,
+        )
 
     # -------------------------------------------------------------- the hooks
     def on_answered(self, call: Call) -> None:
@@ -88,14 +103,20 @@ class CallServices:
                 return
             stream = self.recognizer.try_open_stream()
             if stream is None:
-                log.info("live ASR is full: call %s will be transcribed from its recording",
-                         call.call_id)
+                log.info(
+                    "live ASR is full: call %s will be transcribed from its recording", call.call_id
+                )
                 return
             asr = asr_config(self.settings)
             self._live[call.call_id] = LiveTranscriber(
-                stream, on_partial=partial(self._writer.offer, call.call_id),
-                lag_s=asr.live_lag_s, backlog_limit_s=asr.live_backlog_limit_s,
-                batch_s=asr.live_batch_s, slots=self._slots, name=f"asr-{call.call_id[:16]}")
+                stream,
+                on_partial=partial(self._writer.offer, call.call_id),
+                lag_s=asr.live_lag_s,
+                backlog_limit_s=asr.live_backlog_limit_s,
+                batch_s=asr.live_batch_s,
+                slots=self._slots,
+                name=f"asr-{call.call_id[:16]}",
+            )
 
     def on_audio(self, call: Call, frame: bytes) -> None:
         transcriber = self._live.get(call.call_id)
@@ -109,13 +130,15 @@ class CallServices:
         with self._lock:
             transcriber = self._live.pop(call.call_id, None)
         if transcriber is not None and recording is not None:
-            self._submit(self._waiters, self._await_transcript, call, transcriber, recording,
-                         reason)
+            self._submit(
+                self._waiters, self._await_transcript, call, transcriber, recording, reason
+            )
             return
         if transcriber is not None:  # the caller left before the report began
             transcriber.cancel()
-        self._submit(self._pool, self._write_end, call, None if recording else "", recording,
-                     reason)
+        self._submit(
+            self._pool, self._write_end, call, None if recording else "", recording, reason
+        )
 
     def _submit(self, pool: ThreadPoolExecutor, fn: Callable[..., None], *args: Any) -> None:
         with self._lock:
@@ -137,7 +160,7 @@ class CallServices:
         try:
             with session_scope(self.session_factory) as session:
                 upsert_call(session, call=call, now=self.clock.now(), **end_values(call))
-        except Exception:  # noqa: BLE001 - the edge's observer thread must go on
+        except Exception:
             log.exception("recording the end of call %s failed", call.call_id)
 
     def _abandon(self, call_id: str) -> None:
@@ -156,28 +179,50 @@ class CallServices:
         operators' queue — no report was recorded, so there is nothing to dispatch by."""
         now = self.clock.now()
         with session_scope(self.session_factory) as session:
-            ticket = open_ticket(session, call=call, now=now, settings=self.settings,
-                                 description=f"来电要求回拨，回拨号码：{number}")
+            ticket = open_ticket(
+                session,
+                call=call,
+                now=now,
+                settings=self.settings,
+                description=f"来电要求回拨，回拨号码：{number}",
+            )
             upsert_call(session, call=call, now=now, ticket_id=ticket.id)
             if ticket.status == Status.intake:
-                tickets.add_note(session, ticket=ticket, actor="system", now=now,
-                                 kind="callback_number", data={"number": number})
-                tickets.record(session, ticket=ticket, action=Action.queue, actor="system",
-                               now=now, reason="来电要求回拨：请人工回电受理")
+                tickets.add_note(
+                    session,
+                    ticket=ticket,
+                    actor="system",
+                    now=now,
+                    kind="callback_number",
+                    data={"number": number},
+                )
+                tickets.record(
+                    session,
+                    ticket=ticket,
+                    action=Action.queue,
+                    actor="system",
+                    now=now,
+                    reason="来电要求回拨：请人工回电受理",
+                )
 
     # -------------------------------------------------------------- the end of a report
-    def _await_transcript(self, call: Call, transcriber: LiveTranscriber, recording: Path,
-                          reason: EndReason) -> None:
+    def _await_transcript(
+        self, call: Call, transcriber: LiveTranscriber, recording: Path, reason: EndReason
+    ) -> None:
         text = None
         try:
             text = transcriber.finish(self.settings.telephony.live_finish_timeout_s).text
         except LiveTranscriptUnavailable as exc:
-            log.warning("live transcript of call %s unavailable (%s): transcribing the "
-                        "recording", call.call_id, exc)
+            log.warning(
+                "live transcript of call %s unavailable (%s): transcribing the recording",
+                call.call_id,
+                exc,
+            )
         self._submit(self._pool, self._write_end, call, text, recording, reason)
 
-    def _write_end(self, call: Call, text: str | None, recording: Path | None,
-                   reason: EndReason) -> None:
+    def _write_end(
+        self, call: Call, text: str | None, recording: Path | None, reason: EndReason
+    ) -> None:
         """`text`: the live transcript; None to transcribe the recording offline; "" when
         there was no report to transcribe."""
         by = TranscribedBy.none if recording is None else TranscribedBy.live
@@ -185,13 +230,25 @@ class CallServices:
         now = self.clock.now()
         with session_scope(self.session_factory) as session:
             ticket = open_ticket(session, call=call, now=now, settings=self.settings)
-            upsert_call(session, call=call, now=now, ticket_id=ticket.id, end_reason=reason.value,
-                        recording_path=str(recording) if recording is not None else None)
+            upsert_call(
+                session,
+                call=call,
+                now=now,
+                ticket_id=ticket.id,
+                end_reason=reason.value,
+                recording_path=str(recording) if recording is not None else None,
+            )
             if text is None and get_call(session, call.call_id).transcript is None:
                 after_commit(session, partial(self._enqueue, call.call_id))
             else:
-                attach_transcript(session, call_id=call.call_id, text=text or "",
-                                  transcribed_by=by, now=now, settings=self.settings)
+                attach_transcript(
+                    session,
+                    call_id=call.call_id,
+                    text=text or "",
+                    transcribed_by=by,
+                    now=now,
+                    settings=self.settings,
+                )
 
     def _done(self, future: Future) -> None:
         with self._lock:

@@ -1,5 +1,6 @@
 """What the SIP edge runs on, built from the settings: the recognizer (live, in decoder
 processes or threads) and its warm-up, the prompts and the call flows' settings."""
+
 from __future__ import annotations
 
 import logging
@@ -32,9 +33,15 @@ log = logging.getLogger(__name__)
 def asr_config(settings: Settings) -> AsrConfig:
     asr = settings.asr
     extra = {} if asr.max_live_streams is None else {"max_live_streams": asr.max_live_streams}
-    return AsrConfig(model_path=asr.model_path, pool_size=asr.pool_size,
-                     live_lag_s=asr.live_lag_s, live_backlog_limit_s=asr.live_backlog_limit_s,
-                     live_batch_s=asr.live_batch_s, quiet_engine_log=asr.quiet_engine_log, **extra)
+    return AsrConfig(
+        model_path=asr.model_path,
+        pool_size=asr.pool_size,
+        live_lag_s=asr.live_lag_s,
+        live_backlog_limit_s=asr.live_backlog_limit_s,
+        live_batch_s=asr.live_batch_s,
+        quiet_engine_log=asr.quiet_engine_log,
+        **extra,
+    )
 
 
 def live_recognizer(settings: Settings) -> VoskRecognizer | DecoderProcesses:
@@ -50,8 +57,9 @@ def live_recognizer(settings: Settings) -> VoskRecognizer | DecoderProcesses:
         count = os.cpu_count() or 1
     if count == 0:
         return VoskRecognizer(config)
-    return DecoderProcesses(config, processes=count,
-                            threads=decode_threads(settings.asr.decode_threads, count))
+    return DecoderProcesses(
+        config, processes=count, threads=decode_threads(settings.asr.decode_threads, count)
+    )
 
 
 def decode_threads(setting: int | None, processes: int) -> int:
@@ -64,15 +72,21 @@ def decode_threads(setting: int | None, processes: int) -> int:
     return max(1, math.ceil((os.cpu_count() or 1) / max(1, processes)))
 
 
-def warm_recognizers(settings: Settings, recognizer: VoskRecognizer | DecoderProcesses,
-                     prompts: PromptSet,
-                     stop: threading.Event) -> int:
+def warm_recognizers(
+    settings: Settings,
+    recognizer: VoskRecognizer | DecoderProcesses,
+    prompts: PromptSet,
+    stop: threading.Event,
+) -> int:
     """Warm the live pool at start (the SIP edge runs this in a thread of its own while it
     already answers calls); logs what it did, never raises. Returns how many were warmed."""
     asr = settings.asr
     config = recognizer.config
-    count = (min(config.max_live_streams, config.pool_size) if asr.warm_recognizers is None
-             else asr.warm_recognizers)
+    count = (
+        min(config.max_live_streams, config.pool_size)
+        if asr.warm_recognizers is None
+        else asr.warm_recognizers
+    )
     if count <= 0:
         return 0
     began = time.monotonic()
@@ -88,11 +102,15 @@ def warm_recognizers(settings: Settings, recognizer: VoskRecognizer | DecoderPro
             source = str(asr.warmup_audio)
         warmed = recognizer.warm(pcm, count=count, sample_rate=SAMPLE_RATE, stop=stop)
     except (AsrError, PromptError, OSError, wave.Error) as exc:
-        log.error("ASR warm-up skipped: %s (the first live calls decode on fresh "
-                  "recognizers)", exc)
+        log.error("ASR warm-up skipped: %s (the first live calls decode on fresh recognizers)", exc)
         return 0
-    log.info("ASR warm-up: %d recognizer(s) warmed on %s (%.1f s of audio) in %.1f s",
-             warmed, source, len(pcm) / 2 / SAMPLE_RATE, time.monotonic() - began)
+    log.info(
+        "ASR warm-up: %d recognizer(s) warmed on %s (%.1f s of audio) in %.1f s",
+        warmed,
+        source,
+        len(pcm) / 2 / SAMPLE_RATE,
+        time.monotonic() - began,
+    )
     return warmed
 
 
@@ -102,10 +120,14 @@ def prompt_set(settings: Settings, *, language: str | None = None) -> PromptSet:
     overrides = dict(t.prompt_wavs)
     if t.greeting_wav is not None:
         overrides["greeting"] = t.greeting_wav
-    return PromptSet(settings.prompts_dir, language=language or t.prompt_language,
-                     overrides=overrides)
+    return PromptSet(
+        settings.prompts_dir, language=language or t.prompt_language, overrides=overrides
+    )
 
 
 def flow_settings(settings: Settings) -> FlowSettings:
-    return FlowSettings(recording_dir=settings.recording_dir,
-                        menu_enabled=settings.telephony.menu_enabled, tz=settings.tz)
+    return FlowSettings(
+        recording_dir=settings.recording_dir,
+        menu_enabled=settings.telephony.menu_enabled,
+        tz=settings.tz,
+    )

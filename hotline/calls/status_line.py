@@ -1,4 +1,5 @@
 """The status line: a caller keys in a ticket number and hears where it stands."""
+
 from __future__ import annotations
 
 import logging
@@ -34,7 +35,12 @@ def lookup_status(session: Session, *, number: str) -> StatusAnswer | None:
     if ticket.status not in (Status.closed, Status.archived):
         deadline = session.scalar(
             select(Assignment.reply_due_at)
-            .where(Assignment.ticket_id == ticket.id, Assignment.role == AssignmentRole.lead,
-                   col(Assignment.status).in_(dispatching.LIVE))
-            .order_by(col(Assignment.id).desc()).limit(1))
+            .where(
+                Assignment.ticket_id == ticket.id,
+                Assignment.role == AssignmentRole.lead,
+                col(Assignment.status).in_(dispatching.LIVE),
+            )
+            .order_by(col(Assignment.id).desc())
+            .limit(1)
+        )
     return StatusAnswer(status=ticket.status.value, deadline=deadline)

@@ -1,6 +1,7 @@
 """Alembic environment: the URL comes from hotline.migrate (config.attributes["url"]), the
 target from hotline.tables. Migrations are written in batch mode, because SQLite cannot
 ALTER most things in place."""
+
 from __future__ import annotations
 
 from typing import Any

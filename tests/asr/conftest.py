@@ -1,5 +1,6 @@
 """The real Vosk model, loaded once per xdist worker, made deterministic (no dither) so a
 recording decodes to the same words every time."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

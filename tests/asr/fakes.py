@@ -1,4 +1,5 @@
 """Fast stand-ins behind the Recognizer protocol, for tests about what surrounds decoding."""
+
 from __future__ import annotations
 
 import threading
@@ -22,14 +23,17 @@ class GatedStream:
         """Takes 20 ms frames from audio of any length, as engines do."""
         self.gate.wait()
         step = self.sample_rate // 50 * 2
-        self.frames += [pcm16[i:i + step] for i in range(0, len(pcm16), step)]
+        self.frames += [pcm16[i : i + step] for i in range(0, len(pcm16), step)]
         return Partial(f"{len(self.frames)} frames")
 
     def finish(self) -> Transcript:
         self.gate.wait()
         samples = sum(len(frame) for frame in self.frames) // 2
-        return Transcript(text=" ".join(str(frame[0]) for frame in self.frames), words=(),
-                          duration_s=samples / self.sample_rate)
+        return Transcript(
+            text=" ".join(str(frame[0]) for frame in self.frames),
+            words=(),
+            duration_s=samples / self.sample_rate,
+        )
 
     def close(self) -> None:
         self.closed = True

@@ -1,5 +1,6 @@
 """asr/ stays an engine room: it knows nothing of calls or tickets, and only one module of
 it touches vosk, so the engine can be replaced (or faked) in one place."""
+
 import ast
 from pathlib import Path
 
@@ -22,8 +23,7 @@ def imported_modules(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("path", sorted(ASR_DIR.glob("*.py")), ids=lambda p: p.name)
-def test_given_an_asr_module_then_it_imports_no_other_domain_and_only_the_engine_imports_vosk(
-        path):
+def test_given_an_asr_module_then_it_imports_no_other_domain_and_only_the_engine_imports_vosk(path):
     roots = {name.split(".")[0] for name in imported_modules(path)}
     assert not roots & set(FORBIDDEN)
     if path.name != "vosk_engine.py":

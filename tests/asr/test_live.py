@@ -1,4 +1,5 @@
 """LiveTranscriber: the call's media thread feeds it and must never wait on decoding."""
+
 from __future__ import annotations
 
 import threading
@@ -114,8 +115,7 @@ def test_given_cancel_when_decoding_then_stream_is_freed():
         live.finish(timeout=1)
 
 
-def test_given_a_real_call_when_transcribed_live_then_partials_and_final_match_offline(
-        recognizer):
+def test_given_a_real_call_when_transcribed_live_then_partials_and_final_match_offline(recognizer):
     pcm, _ = read_wav(speak("가로등이 고장 났어요. 빨리 고쳐 주세요."))
     stream = recognizer.try_open_stream()
     assert stream is not None

@@ -1,4 +1,5 @@
 """Decoder processes: live streams decoding in children of their own (asr.processes)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,7 +43,8 @@ def live_transcript(recognizer, pcm: bytes, partials: list[str] | None = None):
 
 
 def test_given_a_call_decoded_in_a_child_then_partials_come_and_the_final_equals_offline(
-        decoder_processes, recognizer):
+    decoder_processes, recognizer
+):
     pcm, _ = read_wav(speak(REPORT))
     partials: list[str] = []
     stream, live = live_transcript(decoder_processes, pcm, partials)
@@ -56,7 +58,8 @@ def test_given_a_call_decoded_in_a_child_then_partials_come_and_the_final_equals
 
 
 def test_given_two_children_then_streams_spread_and_live_admission_counts_over_both(
-        decoder_processes):
+    decoder_processes,
+):
     assert decoder_processes.config.max_live_streams == 2
     first = decoder_processes.try_open_stream()
     second = decoder_processes.try_open_stream()
@@ -75,7 +78,8 @@ def test_given_two_children_then_streams_spread_and_live_admission_counts_over_b
 
 
 def test_given_a_bad_grammar_then_the_stream_fails_with_a_clear_error_and_the_child_lives(
-        decoder_processes):
+    decoder_processes,
+):
     stream = decoder_processes.open_stream(grammar=["없는단어입니다xyz"])
     with pytest.raises(AsrError, match="not in the speech model's vocabulary"):
         stream.accept(b"\0" * 320)  # batches are not waited for: the refusal may come ...
@@ -85,7 +89,8 @@ def test_given_a_bad_grammar_then_the_stream_fails_with_a_clear_error_and_the_ch
 
 
 def test_given_a_child_killed_mid_call_then_that_call_goes_offline_and_the_child_comes_back(
-        vosk_config, monkeypatch):
+    vosk_config, monkeypatch
+):
     monkeypatch.setattr(procs, "RESTART_DELAY_S", (0.05, 0.05))
     pcm, _ = read_wav(speak(REPORT))
     decoders = DecoderProcesses(vosk_config, processes=1)
@@ -96,8 +101,11 @@ def test_given_a_child_killed_mid_call_then_that_call_goes_offline_and_the_child
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(LiveTranscriptUnavailable, match="decoder process 0"):
             live.finish(timeout=30)
-        wait_until(lambda: decoders.stats().ready == 1 and decoders.pids()[0] != pid,
-                   timeout=60, message="the child started again")
+        wait_until(
+            lambda: decoders.stats().ready == 1 and decoders.pids()[0] != pid,
+            timeout=60,
+            message="the child started again",
+        )
         assert decoders.stats().restarts == 1 and decoders.stats().live == 0
         _, again = live_transcript(decoders, pcm)
         assert again.finish(timeout=30).text  # the new child decodes
@@ -116,8 +124,7 @@ def test_given_a_bad_model_path_when_loading_then_one_clear_error_and_no_child_l
     assert decoders.try_open_stream() is None
 
 
-def test_given_warm_up_then_shared_among_children_and_bad_audio_is_a_clear_error(
-        vosk_config):
+def test_given_warm_up_then_shared_among_children_and_bad_audio_is_a_clear_error(vosk_config):
     pcm, _ = read_wav(speak(REPORT))
     config = AsrConfig(model_path=vosk_config.model_path, pool_size=8, max_live_streams=2)
     decoders = DecoderProcesses(config, processes=2)
@@ -146,9 +153,15 @@ def test_given_the_parent_killed_then_its_children_exit(vosk_config, tmp_path):
         " processes=1)\n"
         "d.load()\n"
         "print(d.pids()[0], flush=True)\n"
-        "sys.stdin.read()\n")
-    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, cwd=procs._ROOT)
+        "sys.stdin.read()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=procs._ROOT,
+    )
     try:
         child = int(parent.stdout.readline())
         assert alive(child)
@@ -161,11 +174,15 @@ def test_given_the_parent_killed_then_its_children_exit(vosk_config, tmp_path):
 
 
 def test_given_one_child_with_threads_when_streams_decode_at_once_then_each_equals_offline(
-        vosk_config, recognizer):
+    vosk_config, recognizer
+):
     """Three calls in one child of two decoder threads: a stream's batches still run in
     order, one at a time, whichever thread takes them."""
-    texts = ["가로등이 고장 났어요. 빨리 고쳐 주세요.", "도로에 물이 새고 있어요.",
-             "쓰레기를 치워 주세요. 냄새가 나요."]
+    texts = [
+        "가로등이 고장 났어요. 빨리 고쳐 주세요.",
+        "도로에 물이 새고 있어요.",
+        "쓰레기를 치워 주세요. 냄새가 나요.",
+    ]
     audio = [read_wav(speak(text))[0] for text in texts]
     config = dataclasses.replace(vosk_config, max_live_streams=3)
     decoders = DecoderProcesses(config, processes=1, threads=2)
@@ -175,7 +192,7 @@ def test_given_one_child_with_threads_when_streams_decode_at_once_then_each_equa
         results = [live.finish(timeout=60) for live in lives]
     finally:
         decoders.close()
-    for pcm, transcript in zip(audio, results):
+    for pcm, transcript in zip(audio, results, strict=False):
         assert transcript == transcribe_pcm(recognizer=recognizer, pcm16=pcm, sample_rate=8000)
     assert len({t.text for t in results}) == 3
 
@@ -202,8 +219,13 @@ def test_given_streams_with_work_then_they_take_turns_a_request_each_in_order():
     queue = procs._StreamQueue()
     for sid, op in [(1, "accept"), (1, "accept"), (2, "accept"), (3, "accept"), (2, "accept")]:
         queue.put(sid, (0, op, None))
-    assert served(queue) == [(1, "accept"), (2, "accept"), (3, "accept"), (1, "accept"),
-                             (2, "accept")]
+    assert served(queue) == [
+        (1, "accept"),
+        (2, "accept"),
+        (3, "accept"),
+        (1, "accept"),
+        (2, "accept"),
+    ]
 
 
 def test_given_streams_ending_then_they_go_first_in_the_order_they_ended_each_until_done():
@@ -213,8 +235,14 @@ def test_given_streams_ending_then_they_go_first_in_the_order_they_ended_each_un
     queue.put(3, (0, "finish", None), ending=True)
     queue.put(2, (0, "finish", None), ending=True)
     queue.put(2, (0, "close", None), ending=True)
-    assert served(queue) == [(3, "accept"), (3, "finish"), (2, "accept"), (2, "finish"),
-                             (2, "close"), (1, "accept")]
+    assert served(queue) == [
+        (3, "accept"),
+        (3, "finish"),
+        (2, "accept"),
+        (2, "finish"),
+        (2, "close"),
+        (1, "accept"),
+    ]
 
 
 def test_given_a_stream_being_run_when_it_ends_then_its_finish_comes_next():

@@ -1,4 +1,5 @@
 """The shared speech helpers other test suites build on."""
+
 from tests.speech import alaw, alaw_to_pcm, read_wav, speak, ulaw, ulaw_to_pcm
 
 

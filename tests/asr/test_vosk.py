@@ -1,4 +1,5 @@
 """The Vosk recognizer on the real Korean model (deterministic copy, see conftest)."""
+
 from __future__ import annotations
 
 import json
@@ -45,7 +46,8 @@ def assert_words_fit(transcript: Transcript) -> None:
 
 @pytest.mark.parametrize("sentence", [LEAK, STREETLIGHT, NOISE])
 def test_given_speech_when_streamed_in_20ms_frames_then_equals_offline_decode_of_the_file(
-        recognizer, sentence):
+    recognizer, sentence
+):
     wav = speak(sentence)
     pcm, rate = read_wav(wav)
     streamed, _ = stream_decode(recognizer, pcm, sample_rate=rate)
@@ -65,8 +67,7 @@ def test_given_mu_law_audio_when_decoded_twice_then_same_transcript(recognizer):
     assert first.text
 
 
-def test_given_a_used_recognizer_when_reused_then_same_one_and_decodes_as_when_fresh(
-        vosk_config):
+def test_given_a_used_recognizer_when_reused_then_same_one_and_decodes_as_when_fresh(vosk_config):
     pool = VoskRecognizer(vosk_config)
     leak, _ = read_wav(speak(LEAK))
     light, _ = read_wav(speak(STREETLIGHT))
@@ -122,8 +123,7 @@ def test_given_silence_when_finished_then_empty_transcript(recognizer):
     assert transcript == Transcript(text="", words=(), duration_s=1.0)
 
 
-def test_given_a_grammar_when_streamed_then_only_its_words_and_own_pooled_recognizer(
-        vosk_config):
+def test_given_a_grammar_when_streamed_then_only_its_words_and_own_pooled_recognizer(vosk_config):
     pool = VoskRecognizer(vosk_config)
     grammar = ["네", "아니요", "신고 접수"]
     vocabulary = {word for phrase in grammar for word in phrase.split()}
@@ -134,8 +134,11 @@ def test_given_a_grammar_when_streamed_then_only_its_words_and_own_pooled_recogn
     assert set(transcript.text.split()) <= vocabulary
 
     engines = {}
-    for label, kind in (("plain", None), ("same grammar as JSON", json.dumps(grammar)),
-                        ("other grammar", ["네"])):
+    for label, kind in (
+        ("plain", None),
+        ("same grammar as JSON", json.dumps(grammar)),
+        ("other grammar", ["네"]),
+    ):
         stream = pool.open_stream(grammar=kind)
         engines[label] = stream.engine_id
         stream.close()
@@ -148,16 +151,20 @@ def test_given_a_grammar_when_streamed_then_only_its_words_and_own_pooled_recogn
     assert pool.stats().created == 3
 
 
-@pytest.mark.parametrize(("grammar", "problem"), [
-    ("[]", "no phrases"),
-    ('{"네": 1}', "list of phrases"),
-    ('["네", ', "not valid JSON"),
-    ('["네", 2]', "not a string"),
-    (["네", ""], "empty phrase"),
-    (["zzqx 네"], "not in the speech model's vocabulary: zzqx"),
-])
+@pytest.mark.parametrize(
+    ("grammar", "problem"),
+    [
+        ("[]", "no phrases"),
+        ('{"네": 1}', "list of phrases"),
+        ('["네", ', "not valid JSON"),
+        ('["네", 2]', "not a string"),
+        (["네", ""], "empty phrase"),
+        (["zzqx 네"], "not in the speech model's vocabulary: zzqx"),
+    ],
+)
 def test_given_a_bad_grammar_when_opening_then_asr_error_and_process_survives(
-        recognizer, grammar, problem):
+    recognizer, grammar, problem
+):
     with pytest.raises(AsrError, match=problem):
         recognizer.open_stream(grammar=grammar)
     with pytest.raises(AsrError, match=problem):
@@ -173,8 +180,7 @@ def test_given_an_absurd_sample_rate_when_opening_then_asr_error(recognizer, rat
         transcribe_pcm(recognizer=recognizer, pcm16=b"\0" * 320, sample_rate=rate)
 
 
-def test_given_odd_length_audio_when_accepted_then_asr_error_and_stream_still_works(
-        recognizer):
+def test_given_odd_length_audio_when_accepted_then_asr_error_and_stream_still_works(recognizer):
     pcm, _ = read_wav(speak(LEAK))
     stream = recognizer.open_stream()
     try:
@@ -182,8 +188,7 @@ def test_given_odd_length_audio_when_accepted_then_asr_error_and_stream_still_wo
             stream.accept(b"\0" * 321)
         for frame in frames(pcm, sample_rate=8000):
             stream.accept(frame)
-        assert stream.finish() == transcribe_pcm(recognizer=recognizer, pcm16=pcm,
-                                                 sample_rate=8000)
+        assert stream.finish() == transcribe_pcm(recognizer=recognizer, pcm16=pcm, sample_rate=8000)
     finally:
         stream.close()
     with pytest.raises(AsrError, match="whole number"):
@@ -221,20 +226,30 @@ def _broken_models(root: Path) -> dict[str, Path]:
         (garbage / name).write_bytes(b"not a model\n" * 10)
     a_file = root / "a-file"
     a_file.write_text("x")
-    return {"missing": missing, "empty": empty, "conf-only": conf_only, "hollow": hollow,
-            "garbage": garbage, "a-file": a_file}
+    return {
+        "missing": missing,
+        "empty": empty,
+        "conf-only": conf_only,
+        "hollow": hollow,
+        "garbage": garbage,
+        "a-file": a_file,
+    }
 
 
-@pytest.mark.parametrize(("case", "problem"), [
-    ("missing", "does not exist"),
-    ("a-file", "does not exist"),
-    ("empty", "not a Vosk model: missing or empty am/final.mdl"),
-    ("conf-only", "missing or empty am/final.mdl, graph/HCLr.fst, graph/Gr.fst"),
-    ("hollow", "missing or empty am/final.mdl, conf/model.conf, graph/HCLG.fst"),
-    ("garbage", "Vosk could not load the speech model"),
-])
+@pytest.mark.parametrize(
+    ("case", "problem"),
+    [
+        ("missing", "does not exist"),
+        ("a-file", "does not exist"),
+        ("empty", "not a Vosk model: missing or empty am/final.mdl"),
+        ("conf-only", "missing or empty am/final.mdl, graph/HCLr.fst, graph/Gr.fst"),
+        ("hollow", "missing or empty am/final.mdl, conf/model.conf, graph/HCLG.fst"),
+        ("garbage", "Vosk could not load the speech model"),
+    ],
+)
 def test_given_a_bad_model_path_when_used_then_asr_error_names_it_and_process_survives(
-        tmp_path, case, problem):
+    tmp_path, case, problem
+):
     path = _broken_models(tmp_path)[case]
     asr = VoskRecognizer(AsrConfig(model_path=path))
     with pytest.raises(AsrError, match=problem):
@@ -245,8 +260,9 @@ def test_given_a_bad_model_path_when_used_then_asr_error_names_it_and_process_su
 
 
 def test_given_live_capacity_when_full_then_none_and_a_slot_frees_on_close(vosk_config):
-    pool = VoskRecognizer(AsrConfig(model_path=vosk_config.model_path, max_live_streams=2,
-                                    pool_size=2))
+    pool = VoskRecognizer(
+        AsrConfig(model_path=vosk_config.model_path, max_live_streams=2, pool_size=2)
+    )
     first = pool.try_open_stream()
     second = pool.try_open_stream()
     assert first is not None and second is not None
@@ -266,15 +282,13 @@ def test_given_live_capacity_when_full_then_none_and_a_slot_frees_on_close(vosk_
 
 def test_given_two_calls_at_once_when_decoded_in_threads_then_each_as_if_alone(recognizer):
     pcms = [read_wav(speak(text))[0] for text in (LEAK, NOISE)]
-    alone = [transcribe_pcm(recognizer=recognizer, pcm16=pcm, sample_rate=8000)
-             for pcm in pcms]
+    alone = [transcribe_pcm(recognizer=recognizer, pcm16=pcm, sample_rate=8000) for pcm in pcms]
     together: list[Transcript | None] = [None, None]
     barrier = threading.Barrier(2)
 
     def decode(index: int) -> None:
         barrier.wait()
-        together[index] = transcribe_pcm(recognizer=recognizer, pcm16=pcms[index],
-                                         sample_rate=8000)
+        together[index] = transcribe_pcm(recognizer=recognizer, pcm16=pcms[index], sample_rate=8000)
 
     threads = [threading.Thread(target=decode, args=(i,)) for i in range(2)]
     for thread in threads:
@@ -285,8 +299,7 @@ def test_given_two_calls_at_once_when_decoded_in_threads_then_each_as_if_alone(r
     assert recognizer.stats().live == 0
 
 
-def test_given_a_small_pool_when_streams_close_then_least_recently_used_are_dropped(
-        vosk_config):
+def test_given_a_small_pool_when_streams_close_then_least_recently_used_are_dropped(vosk_config):
     pool = VoskRecognizer(AsrConfig(model_path=vosk_config.model_path, pool_size=1))
     plain = pool.open_stream()
     with_grammar = pool.open_stream(grammar=["네"])
@@ -303,9 +316,11 @@ def test_given_a_small_pool_when_streams_close_then_least_recently_used_are_drop
 
 
 def test_given_warm_up_speech_when_warming_then_the_pool_holds_that_many_and_decodes_as_fresh(
-        vosk_config):
-    pool = VoskRecognizer(AsrConfig(model_path=vosk_config.model_path, pool_size=3,
-                                    max_live_streams=2))
+    vosk_config,
+):
+    pool = VoskRecognizer(
+        AsrConfig(model_path=vosk_config.model_path, pool_size=3, max_live_streams=2)
+    )
     warmup, _ = read_wav(speak(STREETLIGHT))
     leak, _ = read_wav(speak(LEAK))
     fresh, _ = stream_decode(VoskRecognizer(vosk_config), leak)

@@ -1,5 +1,6 @@
 """The `hotline` command, through typer's runner and, where the real process matters
 (exit status, stderr without a traceback, signals), as a subprocess."""
+
 from __future__ import annotations
 
 import os
@@ -8,16 +9,17 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-from hotline import migrate
 from cli.app import app
 from cli.supervisor import Child, supervise
 from core.settings import DEFAULT_SECRET, Settings, get_settings
+from hotline import migrate
 from tests.conftest import wait_until
 from tests.services import free_port
 
@@ -72,11 +74,14 @@ def test_db_current_tells_whether_an_upgrade_is_needed(env, runner):
     assert "up to date" in after.output
 
 
-@pytest.mark.parametrize("url, message", [
-    ("not a url at all", "unusable database URL"),
-    ("nosuchdb://x/y", "unusable database URL"),
-    ("postgresql+psycopg://postgres@127.0.0.1:1/none", "database error"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("not a url at all", "unusable database URL"),
+        ("nosuchdb://x/y", "unusable database URL"),
+        ("postgresql+psycopg://postgres@127.0.0.1:1/none", "database error"),
+    ],
+)
 def test_given_bad_database_url_when_db_upgrade_then_clear_error_and_exit_1(
     env, runner, monkeypatch, url, message
 ):
@@ -90,9 +95,13 @@ def test_given_bad_database_url_when_db_upgrade_then_clear_error_and_exit_1(
 
 
 def test_given_bad_database_url_when_run_as_a_process_then_stderr_has_no_traceback(env):
-    proc = subprocess.run([str(HOTLINE), "db", "upgrade"], capture_output=True, text=True,
-                          env={**os.environ, "HOTLINE_DATABASE_URL": "nosuchdb://x/y"},
-                          timeout=60)
+    proc = subprocess.run(
+        [str(HOTLINE), "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOTLINE_DATABASE_URL": "nosuchdb://x/y"},
+        timeout=60,
+    )
 
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: unusable database URL")
@@ -100,8 +109,9 @@ def test_given_bad_database_url_when_run_as_a_process_then_stderr_has_no_traceba
 
 
 @pytest.mark.parametrize("environment", ["test", "production"])
-def test_given_default_secret_outside_development_then_settings_refuse(env, monkeypatch,
-                                                                        environment):
+def test_given_default_secret_outside_development_then_settings_refuse(
+    env, monkeypatch, environment
+):
     monkeypatch.setenv("HOTLINE_ENVIRONMENT", environment)
 
     with pytest.raises(ValueError, match="HOTLINE_SECRET_KEY is still the default"):
@@ -175,8 +185,9 @@ def test_users_add_prints_the_token_once_and_list_shows_the_user(env, runner):
     listed = runner.invoke(app, ["users", "list"])
 
     assert added.exit_code == 0, added.output
-    token = next(line.split(": ", 1)[1] for line in added.output.splitlines()
-                 if line.startswith("token: "))
+    token = next(
+        line.split(": ", 1)[1] for line in added.output.splitlines() if line.startswith("token: ")
+    )
     assert len(token) >= 20
     assert "alice" in listed.output and "admin" in listed.output
     assert token not in listed.output
@@ -242,8 +253,9 @@ def _children_of(pid: int) -> set[int]:
     found = set()
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
-            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines()
-                          if ":\t" in line)
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
         except OSError:
             continue
         if int(fields.get("PPid", "0").strip()) == pid:
@@ -254,20 +266,35 @@ def _children_of(pid: int) -> set[int]:
 def test_run_serves_the_api_seeds_demo_users_and_stops_everything_on_sigterm(env, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [str(HOTLINE), "run"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "HOTLINE_WEB__HOST": "127.0.0.1", "HOTLINE_WEB__PORT": str(port),
-             "HOTLINE_TELEPHONY__HOST": "127.0.0.1",
-             "HOTLINE_TELEPHONY__PORT": str(free_port())})
+        [str(HOTLINE), "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={
+            **os.environ,
+            "HOTLINE_WEB__HOST": "127.0.0.1",
+            "HOTLINE_WEB__PORT": str(port),
+            "HOTLINE_TELEPHONY__HOST": "127.0.0.1",
+            "HOTLINE_TELEPHONY__PORT": str(free_port()),
+        },
+    )
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
-                              daemon=True)
+    reader = threading.Thread(
+        target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True
+    )
     reader.start()
     try:
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/docs") or proc.poll() is not None,
-                   timeout=60, message="the web server")
+        wait_until(
+            lambda: _answers(f"http://127.0.0.1:{port}/docs") or proc.poll() is not None,
+            timeout=60,
+            message="the web server",
+        )
         assert proc.poll() is None, "".join(lines)
-        wait_until(lambda: "SIP edge listening" in "".join(lines) or proc.poll() is not None,
-                   timeout=60, message="the SIP edge")
+        wait_until(
+            lambda: "SIP edge listening" in "".join(lines) or proc.poll() is not None,
+            timeout=60,
+            message="the SIP edge",
+        )
         assert proc.poll() is None, "".join(lines)
         children = _children_of(proc.pid)
         assert len(children) == 3  # web, worker + beat, SIP edge
@@ -296,16 +323,17 @@ def _answers(url: str) -> bool:
 
 
 def test_given_next_years_holidays_not_loaded_when_run_starts_then_it_warns_until_entered(
-        env, runner):
-    from datetime import date, datetime, timezone
+    env, runner
+):
+    from datetime import date, datetime
 
-    from dispatch.policies import set_calendar_day
     from cli.app import _calendar_warnings, _session
     from core.clock import FrozenClock
+    from dispatch.policies import set_calendar_day
 
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     settings = get_settings()
-    late_2026 = FrozenClock(datetime(2026, 12, 1, tzinfo=timezone.utc))
+    late_2026 = FrozenClock(datetime(2026, 12, 1, tzinfo=UTC))
     [warning] = _calendar_warnings(settings, late_2026)
     assert "holidays of 2027 are not loaded" in warning
     with _session(settings) as session:

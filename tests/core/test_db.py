@@ -1,21 +1,35 @@
 """core.db helpers that the write paths rely on."""
-from datetime import datetime, timezone
+
+from datetime import UTC, datetime
 
 import pytest
 
 from core.db import build_row
 from tickets.models import Channel, Status, Ticket, TicketEvent
 
-NOW = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 
 
 def test_given_some_values_when_row_built_then_model_defaults_fill_the_rest():
-    ticket = build_row(Ticket, {"number": "20261127-000001", "channel": Channel.phone,
-                                "description": "路灯不亮", "created_at": NOW, "updated_at": NOW})
+    ticket = build_row(
+        Ticket,
+        {
+            "number": "20261127-000001",
+            "channel": Channel.phone,
+            "description": "路灯不亮",
+            "created_at": NOW,
+            "updated_at": NOW,
+        },
+    )
     assert ticket.status == Status.intake and ticket.return_count == 0
     assert ticket.caller_name is None and ticket.id is None
-    assert ticket.model_fields_set == {"number", "channel", "description", "created_at",
-                                       "updated_at"}
+    assert ticket.model_fields_set == {
+        "number",
+        "channel",
+        "description",
+        "created_at",
+        "updated_at",
+    }
 
 
 def test_given_default_factory_when_rows_built_then_each_gets_its_own_value():
@@ -31,8 +45,16 @@ def test_given_required_field_missing_when_row_built_then_type_error_names_it():
 
 
 def test_given_built_row_when_added_and_flushed_then_it_is_inserted_with_its_values(session):
-    ticket = build_row(Ticket, {"number": "T-build-row", "channel": Channel.web,
-                                "description": "小区停水", "created_at": NOW, "updated_at": NOW})
+    ticket = build_row(
+        Ticket,
+        {
+            "number": "T-build-row",
+            "channel": Channel.web,
+            "description": "小区停水",
+            "created_at": NOW,
+            "updated_at": NOW,
+        },
+    )
     ticket.title = "停水"  # an instrumented change after building
     session.add(ticket)
     session.flush()
@@ -43,5 +65,14 @@ def test_given_built_row_when_added_and_flushed_then_it_is_inserted_with_its_val
 
 def test_given_an_unknown_field_when_row_built_then_type_error_names_it():
     with pytest.raises(TypeError, match="no field colour"):
-        build_row(Ticket, {"number": "x", "channel": Channel.phone, "description": "d",
-                           "created_at": NOW, "updated_at": NOW, "colour": "red"})
+        build_row(
+            Ticket,
+            {
+                "number": "x",
+                "channel": Channel.phone,
+                "description": "d",
+                "created_at": NOW,
+                "updated_at": NOW,
+                "colour": "red",
+            },
+        )

@@ -9,54 +9,67 @@ import pytest
 from dispatch.calendar import DEFAULT_TZ, WorkCalendar
 
 
-@pytest.mark.parametrize(("day", "expected"), [
-    pytest.param(date(2026, 11, 27), True, id="ordinary-friday"),
-    pytest.param(date(2026, 11, 28), False, id="ordinary-saturday"),
-    pytest.param(date(2026, 10, 1), False, id="national-day"),
-    pytest.param(date(2026, 10, 7), False, id="national-day-last"),
-    pytest.param(date(2026, 10, 10), True, id="national-day-makeup-saturday"),
-    pytest.param(date(2026, 9, 20), True, id="makeup-sunday-september"),
-    pytest.param(date(2026, 2, 16), False, id="spring-festival"),
-    pytest.param(date(2026, 2, 23), False, id="spring-festival-monday"),
-    pytest.param(date(2026, 2, 14), True, id="spring-festival-makeup-saturday"),
-    pytest.param(date(2026, 2, 28), True, id="spring-festival-makeup-saturday-after"),
-    pytest.param(date(2026, 1, 1), False, id="new-year"),
-])
-def test_given_known_year_when_asking_then_chinese_calendar_decides(day: date,
-                                                                     expected: bool) -> None:
+@pytest.mark.parametrize(
+    ("day", "expected"),
+    [
+        pytest.param(date(2026, 11, 27), True, id="ordinary-friday"),
+        pytest.param(date(2026, 11, 28), False, id="ordinary-saturday"),
+        pytest.param(date(2026, 10, 1), False, id="national-day"),
+        pytest.param(date(2026, 10, 7), False, id="national-day-last"),
+        pytest.param(date(2026, 10, 10), True, id="national-day-makeup-saturday"),
+        pytest.param(date(2026, 9, 20), True, id="makeup-sunday-september"),
+        pytest.param(date(2026, 2, 16), False, id="spring-festival"),
+        pytest.param(date(2026, 2, 23), False, id="spring-festival-monday"),
+        pytest.param(date(2026, 2, 14), True, id="spring-festival-makeup-saturday"),
+        pytest.param(date(2026, 2, 28), True, id="spring-festival-makeup-saturday-after"),
+        pytest.param(date(2026, 1, 1), False, id="new-year"),
+    ],
+)
+def test_given_known_year_when_asking_then_chinese_calendar_decides(
+    day: date, expected: bool
+) -> None:
     calendar = WorkCalendar()
     assert calendar.is_workday(day) is expected
     assert calendar.is_known(day)
 
 
-@pytest.mark.parametrize(("day", "expected"), [
-    pytest.param(date(2026, 10, 1), "国庆节", id="holiday"),
-    pytest.param(date(2026, 10, 10), "国庆节调休", id="makeup-day"),
-    pytest.param(date(2026, 2, 17), "春节", id="spring-festival"),
-    pytest.param(date(2026, 11, 27), None, id="ordinary-workday"),
-    pytest.param(date(2026, 11, 28), None, id="ordinary-weekend"),
-    pytest.param(date(2027, 1, 1), None, id="unknown-year"),
-])
+@pytest.mark.parametrize(
+    ("day", "expected"),
+    [
+        pytest.param(date(2026, 10, 1), "国庆节", id="holiday"),
+        pytest.param(date(2026, 10, 10), "国庆节调休", id="makeup-day"),
+        pytest.param(date(2026, 2, 17), "春节", id="spring-festival"),
+        pytest.param(date(2026, 11, 27), None, id="ordinary-workday"),
+        pytest.param(date(2026, 11, 28), None, id="ordinary-weekend"),
+        pytest.param(date(2027, 1, 1), None, id="unknown-year"),
+    ],
+)
 def test_holiday_name_in_chinese(day: date, expected: str | None) -> None:
     assert WorkCalendar().holiday_name(day) == expected
 
 
-@pytest.mark.parametrize(("day", "expected"), [
-    pytest.param(date(2027, 1, 1), True, id="friday"),
-    pytest.param(date(2027, 1, 2), False, id="saturday"),
-    pytest.param(date(2027, 1, 4), True, id="monday"),
-    pytest.param(date(2003, 1, 1), True, id="before-2004-wednesday"),
-])
+@pytest.mark.parametrize(
+    ("day", "expected"),
+    [
+        pytest.param(date(2027, 1, 1), True, id="friday"),
+        pytest.param(date(2027, 1, 2), False, id="saturday"),
+        pytest.param(date(2027, 1, 4), True, id="monday"),
+        pytest.param(date(2003, 1, 1), True, id="before-2004-wednesday"),
+    ],
+)
 def test_given_year_chinese_calendar_does_not_know_then_monday_to_friday_and_unknown(
-        day: date, expected: bool) -> None:
+    day: date, expected: bool
+) -> None:
     calendar = WorkCalendar()
     assert calendar.is_workday(day) is expected
     assert not calendar.is_known(day)
 
 
 def test_given_override_for_2027_then_it_wins_and_the_year_counts_as_loaded() -> None:
-    calendar = WorkCalendar({date(2027, 1, 1): False, date(2027, 2, 6): True},
-                            names={date(2027, 1, 1): "元旦", date(2027, 2, 6): "春节调休"})
+    calendar = WorkCalendar(
+        {date(2027, 1, 1): False, date(2027, 2, 6): True},
+        names={date(2027, 1, 1): "元旦", date(2027, 2, 6): "春节调休"},
+    )
     assert not calendar.is_workday(date(2027, 1, 1))
     assert calendar.is_workday(date(2027, 2, 6))
     assert calendar.is_workday(date(2027, 1, 5))
@@ -66,10 +79,13 @@ def test_given_override_for_2027_then_it_wins_and_the_year_counts_as_loaded() ->
     assert calendar.holiday_name(date(2027, 2, 6)) == "春节调休"
 
 
-@pytest.mark.parametrize(("day", "is_workday"), [
-    pytest.param(date(2026, 10, 3), True, id="holiday-made-workday"),
-    pytest.param(date(2026, 11, 30), False, id="workday-made-holiday"),
-])
+@pytest.mark.parametrize(
+    ("day", "is_workday"),
+    [
+        pytest.param(date(2026, 10, 3), True, id="holiday-made-workday"),
+        pytest.param(date(2026, 11, 30), False, id="workday-made-holiday"),
+    ],
+)
 def test_given_override_in_known_year_then_override_wins(day: date, is_workday: bool) -> None:
     calendar = WorkCalendar({day: is_workday})
     assert calendar.is_workday(day) is is_workday

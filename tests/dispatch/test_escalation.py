@@ -4,13 +4,17 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import delete, select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accounts.models import Role, User
+from core.db import make_session_factory
+from core.errors import Forbidden, NotFound
+from core.settings import Settings, SmtpSettings, WebhookSettings
 from dispatch import escalation
 from dispatch.calendar import WorkCalendar
 from dispatch.escalation import (
@@ -21,11 +25,19 @@ from dispatch.escalation import (
     escalations_for_user,
     sweep,
 )
-from accounts.models import Role, User
-from dispatch.models import Assignment, AssignmentRole, Clock, ClockUnit, Escalation, EscalationKind, Notification, NotificationStatus, SlaPolicy, Unit, UnitLevel
-from core.settings import Settings, SmtpSettings, WebhookSettings
-from core.db import make_session_factory
-from core.errors import Forbidden, NotFound
+from dispatch.models import (
+    Assignment,
+    AssignmentRole,
+    Clock,
+    ClockUnit,
+    Escalation,
+    EscalationKind,
+    Notification,
+    NotificationStatus,
+    SlaPolicy,
+    Unit,
+    UnitLevel,
+)
 from tests.conftest import START
 from tickets import service as tickets
 from tickets.models import Status, Ticket, TicketCounter, TicketCreate, TicketEvent
@@ -47,61 +59,104 @@ def make_unit(session: Session, code: str, *, head_email: str | None = None) -> 
     return unit
 
 
-def make_user(session: Session, username: str, role: Role, unit: Unit | None = None, *,
-              is_head: bool = False, email: str | None = None, active: bool = True) -> User:
-    user = User(username=username, display_name=username, role=role,
-                unit_id=unit.id if unit else None, is_head=is_head, email=email,
-                active=active, created_at=START,
-                token_hash=hashlib.sha256(username.encode()).hexdigest())
+def make_user(
+    session: Session,
+    username: str,
+    role: Role,
+    unit: Unit | None = None,
+    *,
+    is_head: bool = False,
+    email: str | None = None,
+    active: bool = True,
+) -> User:
+    user = User(
+        username=username,
+        display_name=username,
+        role=role,
+        unit_id=unit.id if unit else None,
+        is_head=is_head,
+        email=email,
+        active=active,
+        created_at=START,
+        token_hash=hashlib.sha256(username.encode()).hexdigest(),
+    )
     session.add(user)
     session.flush()
     return user
 
 
 def make_policy(session: Session, **fields) -> SlaPolicy:
-    policy = SlaPolicy.model_validate({
-        "name": f"test-{uuid.uuid4().hex[:8]}", "sign_limit": 24, "sign_unit": ClockUnit.hours,
-        "reply_limit": 72, "reply_unit": ClockUnit.hours, "close_limit": 120,
-        "close_unit": ClockUnit.hours, "warn_ratio": 0.75, **fields})
+    policy = SlaPolicy.model_validate(
+        {
+            "name": f"test-{uuid.uuid4().hex[:8]}",
+            "sign_limit": 24,
+            "sign_unit": ClockUnit.hours,
+            "reply_limit": 72,
+            "reply_unit": ClockUnit.hours,
+            "close_limit": 120,
+            "close_unit": ClockUnit.hours,
+            "warn_ratio": 0.75,
+            **fields,
+        }
+    )
     session.add(policy)
     session.flush()
     return policy
 
 
 def make_ticket(session: Session, now: datetime = START, description: str = "路灯不亮") -> Ticket:
-    return tickets.create_ticket(session, data=TicketCreate(description=description),
-                                 actor="operator:test", now=now).ticket
+    return tickets.create_ticket(
+        session, data=TicketCreate(description=description), actor="operator:test", now=now
+    ).ticket
 
 
-def make_assignment(session: Session, *, ticket: Ticket, unit: Unit, policy: SlaPolicy,
-                    start: datetime = START, role: AssignmentRole = AssignmentRole.lead,
-                    clock: Clock | None = Clock.sign) -> Assignment:
+def make_assignment(
+    session: Session,
+    *,
+    ticket: Ticket,
+    unit: Unit,
+    policy: SlaPolicy,
+    start: datetime = START,
+    role: AssignmentRole = AssignmentRole.lead,
+    clock: Clock | None = Clock.sign,
+) -> Assignment:
     hours = {c: getattr(policy, f"{c.value}_limit") for c in Clock}
     assignment = Assignment(
-        ticket_id=ticket.id, unit_id=unit.id, role=role, policy_id=policy.id,
-        dispatched_by="system", started_at=start,
-        sign_due_at=start + hours[Clock.sign] * H, reply_due_at=start + hours[Clock.reply] * H,
-        close_due_at=start + hours[Clock.close] * H)
+        ticket_id=ticket.id,
+        unit_id=unit.id,
+        role=role,
+        policy_id=policy.id,
+        dispatched_by="system",
+        started_at=start,
+        sign_due_at=start + hours[Clock.sign] * H,
+        reply_due_at=start + hours[Clock.reply] * H,
+        close_due_at=start + hours[Clock.close] * H,
+    )
     arm(assignment, clock=clock, policy=policy, calendar=CALENDAR)
     session.add(assignment)
     session.flush()
     return assignment
 
 
-def settings_for(tmp_path, *, smtp_port: int | None = None,
-                 webhook_url: str | None = None) -> Settings:
+def settings_for(
+    tmp_path, *, smtp_port: int | None = None, webhook_url: str | None = None
+) -> Settings:
     return Settings(
-        environment="test", data_dir=tmp_path,
+        environment="test",
+        data_dir=tmp_path,
         smtp=SmtpSettings(host="127.0.0.1", port=smtp_port) if smtp_port else SmtpSettings(),
-        webhook=WebhookSettings(url=webhook_url, secret="s3cret") if webhook_url
-        else WebhookSettings())
+        webhook=WebhookSettings(url=webhook_url, secret="s3cret")
+        if webhook_url
+        else WebhookSettings(),
+    )
 
 
 def savepoint_factory(session: Session) -> Callable[[], Session]:
     """Sessions on the test's connection: each unit of work the sweep commits becomes a
     savepoint release inside the test's rolled-back transaction."""
-    return lambda: Session(bind=session.connection(), join_transaction_mode="create_savepoint",
-                           expire_on_commit=False)
+    return lambda: Session(
+        bind=session.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
 
 
 class Scene:
@@ -111,20 +166,36 @@ class Scene:
     def __init__(self, session: Session) -> None:
         self.unit = make_unit(session, "URBAN", head_email="urban-head@units.example.org")
         self.other = make_unit(session, "WATER")
-        self.handler = make_user(session, "urban.handler", Role.handler, self.unit,
-                                 email="urban@units.example.org")
-        self.head = make_user(session, "urban.head", Role.handler, self.unit, is_head=True,
-                              email="head@units.example.org")
-        make_user(session, "urban.gone", Role.handler, self.unit, active=False,
-                  email="gone@units.example.org")
+        self.handler = make_user(
+            session, "urban.handler", Role.handler, self.unit, email="urban@units.example.org"
+        )
+        self.head = make_user(
+            session,
+            "urban.head",
+            Role.handler,
+            self.unit,
+            is_head=True,
+            email="head@units.example.org",
+        )
+        make_user(
+            session,
+            "urban.gone",
+            Role.handler,
+            self.unit,
+            active=False,
+            email="gone@units.example.org",
+        )
         self.stranger = make_user(session, "water.handler", Role.handler, self.other)
-        self.supervisors = [make_user(session, f"sup{i}", Role.supervisor,
-                                      email=f"sup{i}@12345.example.org") for i in (1, 2)]
+        self.supervisors = [
+            make_user(session, f"sup{i}", Role.supervisor, email=f"sup{i}@12345.example.org")
+            for i in (1, 2)
+        ]
         self.operator = make_user(session, "op", Role.operator)
         self.policy = make_policy(session)
         self.ticket = make_ticket(session)
-        self.assignment = make_assignment(session, ticket=self.ticket, unit=self.unit,
-                                          policy=self.policy)
+        self.assignment = make_assignment(
+            session, ticket=self.ticket, unit=self.unit, policy=self.policy
+        )
 
 
 @pytest.fixture
@@ -145,8 +216,13 @@ def swept(session: Session, factory: Callable[[], Session], **kwargs) -> escalat
 
 
 def fired(session: Session, assignment: Assignment) -> list[Escalation]:
-    return list(session.scalars(select(Escalation).where(
-        Escalation.assignment_id == assignment.id).order_by(Escalation.level)))
+    return list(
+        session.scalars(
+            select(Escalation)
+            .where(Escalation.assignment_id == assignment.id)
+            .order_by(Escalation.level)
+        )
+    )
 
 
 def escalation_notes(session: Session, ticket: Ticket) -> list[TicketEvent]:
@@ -170,7 +246,8 @@ def test_given_fired_levels_when_rearmed_then_next_is_the_first_unfired_step(ses
 
 
 def test_given_armed_assignment_when_disarmed_or_armed_without_clock_then_nothing_is_due(
-        session, scene):
+    session, scene
+):
     a = scene.assignment
     disarm(a)
     assert (a.escalation_clock, a.next_escalation_at) == (None, None)
@@ -184,17 +261,18 @@ def test_given_workday_reply_clock_when_armed_then_warning_skips_the_weekend(ses
     # (1.5 days: 14 h left on Friday, then Monday) ends on Monday at 22:00 Beijing.
     policy = make_policy(session, reply_limit=2, reply_unit=ClockUnit.workdays)
     a = make_assignment(session, ticket=scene.ticket, unit=scene.unit, policy=policy)
-    a.reply_due_at = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)
+    a.reply_due_at = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
     arm(a, clock=Clock.reply, policy=policy, calendar=CALENDAR)
     assert a.escalation_clock == Clock.reply
-    assert a.next_escalation_at == datetime(2026, 11, 30, 14, 0, tzinfo=timezone.utc)
+    assert a.next_escalation_at == datetime(2026, 11, 30, 14, 0, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------- the sweep
 
 
 def test_given_armed_assignment_when_swept_before_warning_then_nothing_fires(
-        session, scene, factory, clock, tmp_path):
+    session, scene, factory, clock, tmp_path
+):
     clock.set(WARN - timedelta(seconds=1))
     result = swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
     assert (result.fired, result.assignments) == (0, 0)
@@ -202,7 +280,8 @@ def test_given_armed_assignment_when_swept_before_warning_then_nothing_fires(
 
 
 def test_given_dispatched_ticket_when_warning_time_passes_then_level_1_warns_active_handlers(
-        session, scene, factory, clock, tmp_path):
+    session, scene, factory, clock, tmp_path
+):
     clock.set(WARN)
     result = swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
     assert (result.fired, result.assignments, result.failed) == (1, 1, 0)
@@ -219,23 +298,30 @@ def test_given_dispatched_ticket_when_warning_time_passes_then_level_1_warns_act
     [note] = escalation_notes(session, scene.ticket)
     assert note.actor == "system" and note.reason == warning.message
     assert note.data["escalation_id"] == warning.id and note.data["level"] == 1
-    inapp = session.scalars(select(Notification).where(
-        Notification.escalation_id == warning.id)).all()
+    inapp = session.scalars(
+        select(Notification).where(Notification.escalation_id == warning.id)
+    ).all()
     assert sorted(n.user_id for n in inapp) == [scene.handler.id, scene.head.id]
     assert {(n.channel, n.status) for n in inapp} == {("inapp", NotificationStatus.sent)}
 
 
 def test_given_missed_sweeps_when_swept_late_then_every_due_level_fires_once_in_order(
-        session, scene, factory, clock, tmp_path):
+    session, scene, factory, clock, tmp_path
+):
     clock.set(SUPERVISE + 2 * H)
     result = swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
     assert (result.fired, result.assignments) == (3, 1)
     steps = fired(session, scene.assignment)
     assert [(e.level, e.kind) for e in steps] == [
-        (1, EscalationKind.warning), (2, EscalationKind.chase), (3, EscalationKind.supervision)]
+        (1, EscalationKind.warning),
+        (2, EscalationKind.chase),
+        (3, EscalationKind.supervision),
+    ]
     assert [e.scheduled_at for e in steps] == [WARN, CHASE, SUPERVISE]
     assert {e.fired_at for e in steps} == {clock.now()}
-    assert steps[1].message.startswith(f"【催办】工单 {scene.ticket.number}（URBAN局）已超过签收时限")
+    assert steps[1].message.startswith(
+        f"【催办】工单 {scene.ticket.number}（URBAN局）已超过签收时限"
+    )
     assert steps[2].addressee == "head" and steps[2].recipients == [scene.head.id]
     assert "24 小时" in steps[2].message
     assert len(escalation_notes(session, scene.ticket)) == 3
@@ -246,7 +332,8 @@ def test_given_missed_sweeps_when_swept_late_then_every_due_level_fires_once_in_
 
 
 def test_given_chain_end_reached_when_leadership_fires_then_supervisors_are_told_and_clock_stops(
-        session, scene, factory, clock, tmp_path):
+    session, scene, factory, clock, tmp_path
+):
     clock.set(LEAD)
     swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
     last = fired(session, scene.assignment)[-1]
@@ -259,7 +346,8 @@ def test_given_chain_end_reached_when_leadership_fires_then_supervisors_are_told
 
 
 def test_given_signed_assignment_when_sign_deadline_passes_then_only_the_reply_clock_counts(
-        session, scene, factory, clock, tmp_path):
+    session, scene, factory, clock, tmp_path
+):
     a = scene.assignment
     arm(a, clock=Clock.reply, policy=scene.policy, calendar=CALENDAR)
     session.add(a)
@@ -270,29 +358,50 @@ def test_given_signed_assignment_when_sign_deadline_passes_then_only_the_reply_c
     swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
     steps = fired(session, a)
     assert [(e.clock, e.kind) for e in steps] == [
-        (Clock.reply, EscalationKind.warning), (Clock.reply, EscalationKind.chase)]
+        (Clock.reply, EscalationKind.warning),
+        (Clock.reply, EscalationKind.chase),
+    ]
     assert "已超过回复时限" in steps[1].message
 
 
 def test_given_custom_chain_when_swept_then_levels_follow_the_policy(
-        session, scene, factory, clock, tmp_path):
-    policy = make_policy(session, chain=[
-        {"kind": "chase", "after_breach_hours": 0},
-        {"kind": "leadership", "after_breach_hours": 2}])
+    session, scene, factory, clock, tmp_path
+):
+    policy = make_policy(
+        session,
+        chain=[
+            {"kind": "chase", "after_breach_hours": 0},
+            {"kind": "leadership", "after_breach_hours": 2},
+        ],
+    )
     a = make_assignment(session, ticket=scene.ticket, unit=scene.unit, policy=policy)
     clock.set(CHASE + 2 * H)
     swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
     assert [(e.level, e.kind) for e in fired(session, a)] == [
-        (1, EscalationKind.chase), (2, EscalationKind.leadership)]
+        (1, EscalationKind.chase),
+        (2, EscalationKind.leadership),
+    ]
 
 
 def test_given_step_already_recorded_when_swept_then_the_unique_step_is_not_duplicated(
-        session, scene, factory, clock, tmp_path):
+    session, scene, factory, clock, tmp_path
+):
     a = scene.assignment
-    session.add(Escalation(
-        ticket_id=scene.ticket.id, assignment_id=a.id, unit_id=scene.unit.id, clock=Clock.sign,
-        level=1, kind=EscalationKind.warning, deadline=CHASE, scheduled_at=WARN, fired_at=WARN,
-        addressee="handlers", message="recorded before"))
+    session.add(
+        Escalation(
+            ticket_id=scene.ticket.id,
+            assignment_id=a.id,
+            unit_id=scene.unit.id,
+            clock=Clock.sign,
+            level=1,
+            kind=EscalationKind.warning,
+            deadline=CHASE,
+            scheduled_at=WARN,
+            fired_at=WARN,
+            addressee="handlers",
+            message="recorded before",
+        )
+    )
     session.flush()
     clock.set(CHASE)
     result = swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
@@ -304,9 +413,12 @@ def test_given_step_already_recorded_when_swept_then_the_unique_step_is_not_dupl
 
 
 def test_given_more_due_than_a_batch_when_swept_then_every_batch_is_processed(
-        session, scene, factory, clock, tmp_path):
-    extra = [make_assignment(session, ticket=make_ticket(session), unit=scene.unit,
-                             policy=scene.policy) for _ in range(4)]
+    session, scene, factory, clock, tmp_path
+):
+    extra = [
+        make_assignment(session, ticket=make_ticket(session), unit=scene.unit, policy=scene.policy)
+        for _ in range(4)
+    ]
     clock.set(WARN)
     result = swept(session, factory, now=clock.now(), batch=2, settings=settings_for(tmp_path))
     assert (result.fired, result.assignments) == (5, 5)
@@ -314,7 +426,8 @@ def test_given_more_due_than_a_batch_when_swept_then_every_batch_is_processed(
 
 
 def test_given_one_assignment_failing_when_swept_then_it_is_rolled_back_and_others_still_fire(
-        session, scene, factory, clock, tmp_path):
+    session, scene, factory, clock, tmp_path
+):
     broken_ticket = make_ticket(session)
     broken = make_assignment(session, ticket=broken_ticket, unit=scene.unit, policy=scene.policy)
     # An archived ticket takes no notes, so firing on it fails half-way through.
@@ -323,23 +436,33 @@ def test_given_one_assignment_failing_when_swept_then_it_is_rolled_back_and_othe
     session.flush()
     sent: list[int] = []
     clock.set(WARN)
-    result = swept(session, factory, now=clock.now(), enqueue=sent.append,
-                   settings=settings_for(tmp_path, smtp_port=2525))
+    result = swept(
+        session,
+        factory,
+        now=clock.now(),
+        enqueue=sent.append,
+        settings=settings_for(tmp_path, smtp_port=2525),
+    )
     assert (result.fired, result.assignments, result.failed) == (1, 1, 1)
     assert fired(session, broken) == []
     session.refresh(broken)
     assert (broken.escalation_level, broken.next_escalation_at) == (0, WARN)
     good = fired(session, scene.assignment)[0]
-    assert sent == list(session.scalars(select(Notification.id).where(
-        Notification.escalation_id == good.id, Notification.channel == "email")
-        .order_by(Notification.id)))
+    assert sent == list(
+        session.scalars(
+            select(Notification.id)
+            .where(Notification.escalation_id == good.id, Notification.channel == "email")
+            .order_by(Notification.id)
+        )
+    )
 
 
 # ---------------------------------------------------------------- notifications
 
 
 def test_given_smtp_and_webhook_when_supervision_fires_then_head_gets_mail_after_commit(
-        session, scene, factory, clock, tmp_path):
+    session, scene, factory, clock, tmp_path
+):
     a = scene.assignment
     arm(a, clock=Clock.sign, policy=scene.policy, calendar=CALENDAR, level=2)
     session.add(a)
@@ -353,15 +476,25 @@ def test_given_smtp_and_webhook_when_supervision_fires_then_head_gets_mail_after
         sent.append(notification_id)
 
     clock.set(SUPERVISE)
-    swept(session, factory, now=clock.now(), enqueue=enqueue,
-          settings=settings_for(tmp_path, smtp_port=2525, webhook_url="http://127.0.0.1:9/hook"))
+    swept(
+        session,
+        factory,
+        now=clock.now(),
+        enqueue=enqueue,
+        settings=settings_for(tmp_path, smtp_port=2525, webhook_url="http://127.0.0.1:9/hook"),
+    )
     [supervision] = fired(session, a)
-    rows = session.scalars(select(Notification).where(
-        Notification.escalation_id == supervision.id).order_by(Notification.id)).all()
+    rows = session.scalars(
+        select(Notification)
+        .where(Notification.escalation_id == supervision.id)
+        .order_by(Notification.id)
+    ).all()
     by_channel = {c: [n for n in rows if n.channel == c] for c in ("inapp", "email", "webhook")}
     assert [n.user_id for n in by_channel["inapp"]] == [scene.head.id]
     assert [(n.user_id, n.address) for n in by_channel["email"]] == [
-        (scene.head.id, "head@units.example.org"), (None, "urban-head@units.example.org")]
+        (scene.head.id, "head@units.example.org"),
+        (None, "urban-head@units.example.org"),
+    ]
     assert all(n.status == NotificationStatus.pending for n in by_channel["email"])
     assert by_channel["email"][0].subject.startswith("【督办】工单")
     [hook] = by_channel["webhook"]
@@ -370,7 +503,8 @@ def test_given_smtp_and_webhook_when_supervision_fires_then_head_gets_mail_after
 
 
 def test_given_no_smtp_nor_webhook_when_step_fires_then_only_inapp_notices_exist(
-        session, scene, factory, clock, tmp_path):
+    session, scene, factory, clock, tmp_path
+):
     sent: list[int] = []
     clock.set(WARN)
     swept(session, factory, now=clock.now(), enqueue=sent.append, settings=settings_for(tmp_path))
@@ -382,31 +516,37 @@ def test_given_no_smtp_nor_webhook_when_step_fires_then_only_inapp_notices_exist
 
 
 def test_given_lead_and_co_units_when_either_escalates_then_both_see_every_step(
-        session, scene, factory, clock, tmp_path):
-    co = make_assignment(session, ticket=scene.ticket, unit=scene.other, policy=scene.policy,
-                         role=AssignmentRole.co)
+    session, scene, factory, clock, tmp_path
+):
+    co = make_assignment(
+        session, ticket=scene.ticket, unit=scene.other, policy=scene.policy, role=AssignmentRole.co
+    )
     clock.set(CHASE)
     swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
     steps = escalations_for_ticket(session, ticket_id=scene.ticket.id)
     assert sorted((e.assignment_id, e.level) for e in steps) == sorted(
-        [(scene.assignment.id, 1), (scene.assignment.id, 2), (co.id, 1), (co.id, 2)])
+        [(scene.assignment.id, 1), (scene.assignment.id, 2), (co.id, 1), (co.id, 2)]
+    )
 
 
 def test_given_merged_tickets_when_either_escalates_then_parent_and_children_see_it(
-        session, scene, factory, clock, tmp_path):
+    session, scene, factory, clock, tmp_path
+):
     child = make_ticket(session, description="同一路灯又坏了")
-    child_assignment = make_assignment(session, ticket=child, unit=scene.other,
-                                       policy=scene.policy)
+    child_assignment = make_assignment(session, ticket=child, unit=scene.other, policy=scene.policy)
     clock.set(WARN)
     swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
-    tickets.merge(session, child=child, parent=scene.ticket, actor="dispatcher:test",
-                  now=clock.now())
+    tickets.merge(
+        session, child=child, parent=scene.ticket, actor="dispatcher:test", now=clock.now()
+    )
     session.flush()
     expected = {scene.assignment.id, child_assignment.id}
-    assert {e.assignment_id for e in escalations_for_ticket(
-        session, ticket_id=scene.ticket.id)} == expected
-    assert {e.assignment_id
-            for e in escalations_for_ticket(session, ticket_id=child.id)} == expected
+    assert {
+        e.assignment_id for e in escalations_for_ticket(session, ticket_id=scene.ticket.id)
+    } == expected
+    assert {
+        e.assignment_id for e in escalations_for_ticket(session, ticket_id=child.id)
+    } == expected
     unrelated = make_ticket(session, description="别的事")
     assert escalations_for_ticket(session, ticket_id=unrelated.id) == []
     with pytest.raises(NotFound):
@@ -414,15 +554,20 @@ def test_given_merged_tickets_when_either_escalates_then_parent_and_children_see
 
 
 def test_given_fired_steps_when_listed_per_user_then_each_sees_their_unit_or_their_address(
-        session, scene, factory, clock, tmp_path):
+    session, scene, factory, clock, tmp_path
+):
     clock.set(LEAD)
     swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
 
     def kinds(user: User, **kwargs) -> list[EscalationKind]:
         return [e.kind for e in escalations_for_user(session, user=user, **kwargs)]
 
-    newest_first = [EscalationKind.leadership, EscalationKind.supervision, EscalationKind.chase,
-                    EscalationKind.warning]
+    newest_first = [
+        EscalationKind.leadership,
+        EscalationKind.supervision,
+        EscalationKind.chase,
+        EscalationKind.warning,
+    ]
     assert kinds(scene.handler) == newest_first
     assert kinds(scene.supervisors[0]) == [EscalationKind.leadership]
     assert kinds(scene.stranger) == []
@@ -444,17 +589,20 @@ def chase(session, scene, factory, clock, tmp_path) -> Escalation:
 
 
 def test_given_chase_when_unit_handler_acknowledges_then_it_is_recorded_once(
-        session, scene, chase, clock):
+    session, scene, chase, clock
+):
     clock.advance(minutes=5)
     first = clock.now()
     acked = acknowledge(session, escalation_id=chase.id, user=scene.handler, now=first)
     assert (acked.acknowledged_at, acked.acknowledged_by_id) == (first, scene.handler.id)
     clock.advance(hours=1)
-    again = acknowledge(session, escalation_id=chase.id, user=scene.supervisors[0],
-                        now=clock.now())
+    again = acknowledge(session, escalation_id=chase.id, user=scene.supervisors[0], now=clock.now())
     assert (again.acknowledged_at, again.acknowledged_by_id) == (first, scene.handler.id)
-    acks = [e for e in tickets.events_of(session, scene.ticket.id)
-            if e.data.get("kind") == "escalation_ack"]
+    acks = [
+        e
+        for e in tickets.events_of(session, scene.ticket.id)
+        if e.data.get("kind") == "escalation_ack"
+    ]
     assert len(acks) == 1
     assert acks[0].actor == "handler:urban.handler"
     assert acks[0].data["escalation_id"] == chase.id
@@ -462,15 +610,20 @@ def test_given_chase_when_unit_handler_acknowledges_then_it_is_recorded_once(
 
 @pytest.mark.parametrize("who", ["head", "supervisor", "admin"])
 def test_given_chase_when_head_or_centre_staff_acknowledge_then_it_is_allowed(
-        session, scene, chase, clock, who):
-    user = {"head": scene.head, "supervisor": scene.supervisors[1],
-            "admin": make_user(session, "root", Role.admin)}[who]
+    session, scene, chase, clock, who
+):
+    user = {
+        "head": scene.head,
+        "supervisor": scene.supervisors[1],
+        "admin": make_user(session, "root", Role.admin),
+    }[who]
     acked = acknowledge(session, escalation_id=chase.id, user=user, now=clock.now())
     assert acked.acknowledged_by_id == user.id
 
 
 def test_given_chase_when_outsiders_acknowledge_then_forbidden_and_nothing_changes(
-        session, scene, chase, clock):
+    session, scene, chase, clock
+):
     inactive = make_user(session, "urban.left", Role.handler, scene.unit, active=False)
     for user in (scene.stranger, scene.operator, inactive):
         with pytest.raises(Forbidden):
@@ -482,7 +635,8 @@ def test_given_chase_when_outsiders_acknowledge_then_forbidden_and_nothing_chang
 
 
 def test_given_a_recipient_outside_the_unit_when_acknowledging_then_it_is_allowed(
-        session, scene, factory, clock, tmp_path):
+    session, scene, factory, clock, tmp_path
+):
     clock.set(LEAD)
     swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
     leadership = fired(session, scene.assignment)[-1]
@@ -496,7 +650,7 @@ def test_given_a_recipient_outside_the_unit_when_acknowledging_then_it_is_allowe
 
 # ---------------------------------------------------------------- exactly once, concurrently
 
-RACE_DAY = datetime(2031, 3, 3, 2, 0, tzinfo=timezone.utc)  # its own ticket-number counter
+RACE_DAY = datetime(2031, 3, 3, 2, 0, tzinfo=UTC)  # its own ticket-number counter
 
 
 @pytest.fixture
@@ -511,8 +665,7 @@ def committed_scene(engine: Engine) -> Iterator[tuple[list[int], int]]:
         ticket_ids, assignment_ids = [], []
         for _ in range(10):
             ticket = make_ticket(s, now=RACE_DAY)
-            assignment = make_assignment(s, ticket=ticket, unit=unit, policy=policy,
-                                         start=RACE_DAY)
+            assignment = make_assignment(s, ticket=ticket, unit=unit, policy=policy, start=RACE_DAY)
             ticket_ids.append(ticket.id)
             assignment_ids.append(assignment.id)
         s.commit()
@@ -533,7 +686,8 @@ def committed_scene(engine: Engine) -> Iterator[tuple[list[int], int]]:
 
 
 def test_given_two_sweeps_at_the_same_instant_when_run_concurrently_then_each_step_fires_once(
-        engine, committed_scene, tmp_path):
+    engine, committed_scene, tmp_path
+):
     assignment_ids, _ = committed_scene
     factory = make_session_factory(engine)
     now = RACE_DAY + 50 * H  # warning, chase and supervision are all due
@@ -557,15 +711,25 @@ def test_given_two_sweeps_at_the_same_instant_when_run_concurrently_then_each_st
     assert sum(r.fired for r in results) == 3 * len(assignment_ids)
     assert sum(r.failed for r in results) == 0
     with factory() as s:
-        rows = s.execute(select(Escalation.assignment_id, Escalation.level)
-                         .where(Escalation.assignment_id.in_(assignment_ids))).all()
+        rows = s.execute(
+            select(Escalation.assignment_id, Escalation.level).where(
+                Escalation.assignment_id.in_(assignment_ids)
+            )
+        ).all()
         assert sorted(rows) == sorted((a, lvl) for a in assignment_ids for lvl in (1, 2, 3))
-        notes = s.scalar(text(
-            "SELECT count(*) FROM ticket_event e JOIN assignment a ON a.ticket_id = e.ticket_id "
-            "WHERE e.action = 'note' AND a.id IN ({})".format(",".join(map(str, assignment_ids)))))
+        notes = s.scalar(
+            text(
+                "SELECT count(*) FROM ticket_event e "
+                "JOIN assignment a ON a.ticket_id = e.ticket_id "
+                "WHERE e.action = 'note' AND a.id IN ({})".format(
+                    ",".join(map(str, assignment_ids))
+                )
+            )
+        )
         assert notes == 3 * len(assignment_ids)
-        levels = s.scalars(select(Assignment.escalation_level)
-                           .where(Assignment.id.in_(assignment_ids))).all()
+        levels = s.scalars(
+            select(Assignment.escalation_level).where(Assignment.id.in_(assignment_ids))
+        ).all()
         assert set(levels) == {3}
 
 

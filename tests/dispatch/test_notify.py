@@ -15,6 +15,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 from sqlmodel import Session
 
+from core.db import make_engine, make_session_factory, session_scope
 from dispatch.models import Clock, EscalationKind, Notification, NotificationStatus
 from dispatch.notify import (
     MAX_ATTEMPTS,
@@ -25,7 +26,6 @@ from dispatch.notify import (
     deliver,
     sign,
 )
-from core.db import make_engine, make_session_factory, session_scope
 from hotline.tables import metadata
 from tests.conftest import START, wait_until
 from tests.dispatch.test_escalation import (
@@ -55,8 +55,9 @@ class Mailbox:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.original_content,
-                                                      policy=email.policy.default))
+        self.messages.append(
+            email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        )
         return "250 Message accepted for delivery"
 
     def start(self) -> None:
@@ -95,8 +96,9 @@ class Receiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_port}/hooks/12345"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -114,10 +116,17 @@ def receiver() -> Iterator[Receiver]:
     r.stop()
 
 
-def pending(session, channel: str, address: str, *, subject: str = "【催办】工单 20261127-000001",
-            body: str = "请立即办理。\nAct on it now.") -> Notification:
-    row = Notification(channel=channel, address=address, subject=subject, body=body,
-                       created_at=START)
+def pending(
+    session,
+    channel: str,
+    address: str,
+    *,
+    subject: str = "【催办】工单 20261127-000001",
+    body: str = "请立即办理。\nAct on it now.",
+) -> Notification:
+    row = Notification(
+        channel=channel, address=address, subject=subject, body=body, created_at=START
+    )
     session.add(row)
     session.flush()
     return row
@@ -135,11 +144,14 @@ def attempt(session: Session, **kwargs) -> NotificationStatus:
 
 
 def test_given_pending_email_when_delivered_then_utf8_mail_arrives_and_it_is_sent_once(
-        session, mailbox, clock, tmp_path):
+    session, mailbox, clock, tmp_path
+):
     settings = settings_for(tmp_path, smtp_port=mailbox.port)
     note = pending(session, "email", "urban@units.example.org")
-    assert attempt(session, notification_id=note.id, now=clock.now(),
-                   settings=settings) == NotificationStatus.sent
+    assert (
+        attempt(session, notification_id=note.id, now=clock.now(), settings=settings)
+        == NotificationStatus.sent
+    )
     [mail] = mailbox.messages
     assert mail["Subject"] == "【催办】工单 20261127-000001"
     assert mail["To"] == "urban@units.example.org"
@@ -147,47 +159,69 @@ def test_given_pending_email_when_delivered_then_utf8_mail_arrives_and_it_is_sen
     assert mail.get_content_charset() == "utf-8"
     assert mail.get_content().replace("\r\n", "\n").strip() == "请立即办理。\nAct on it now."
     assert (note.status, note.attempts, note.sent_at, note.last_error) == (
-        NotificationStatus.sent, 1, clock.now(), None)
+        NotificationStatus.sent,
+        1,
+        clock.now(),
+        None,
+    )
 
     clock.advance(minutes=1)
-    assert attempt(session, notification_id=note.id, now=clock.now(),
-                   settings=settings) == NotificationStatus.sent
+    assert (
+        attempt(session, notification_id=note.id, now=clock.now(), settings=settings)
+        == NotificationStatus.sent
+    )
     assert len(mailbox.messages) == 1 and note.attempts == 1
 
 
 def test_given_smtp_down_when_delivered_then_retried_until_max_attempts_then_failed(
-        session, clock, tmp_path):
+    session, clock, tmp_path
+):
     settings = settings_for(tmp_path, smtp_port=free_port())  # nothing listens there
     note = pending(session, "email", "urban@units.example.org")
-    statuses = [attempt(session, notification_id=note.id, now=clock.now(), settings=settings)
-                for _ in range(MAX_ATTEMPTS)]
+    statuses = [
+        attempt(session, notification_id=note.id, now=clock.now(), settings=settings)
+        for _ in range(MAX_ATTEMPTS)
+    ]
     assert statuses == [NotificationStatus.pending] * (MAX_ATTEMPTS - 1) + [
-        NotificationStatus.failed]
+        NotificationStatus.failed
+    ]
     assert note.attempts == MAX_ATTEMPTS
     assert "Connection refused" in note.last_error or "ConnectionRefused" in note.last_error
 
 
 def test_given_smtp_back_when_retried_then_the_pending_mail_is_sent(
-        session, mailbox, clock, tmp_path):
+    session, mailbox, clock, tmp_path
+):
     note = pending(session, "email", "urban@units.example.org")
     down = settings_for(tmp_path, smtp_port=free_port())
-    assert attempt(session, notification_id=note.id, now=clock.now(),
-                   settings=down) == NotificationStatus.pending
+    assert (
+        attempt(session, notification_id=note.id, now=clock.now(), settings=down)
+        == NotificationStatus.pending
+    )
     assert note.last_error
     clock.advance(minutes=2)
     up = settings_for(tmp_path, smtp_port=mailbox.port)
-    assert attempt(session, notification_id=note.id, now=clock.now(),
-                   settings=up) == NotificationStatus.sent
+    assert (
+        attempt(session, notification_id=note.id, now=clock.now(), settings=up)
+        == NotificationStatus.sent
+    )
     assert (note.attempts, note.sent_at, len(mailbox.messages)) == (2, clock.now(), 1)
 
 
 def test_given_refused_address_when_delivered_then_failed_at_once(
-        session, mailbox, clock, tmp_path):
+    session, mailbox, clock, tmp_path
+):
     mailbox.refuse.add("nobody@units.example.org")
     note = pending(session, "email", "nobody@units.example.org")
-    assert attempt(session, notification_id=note.id, now=clock.now(),
-                   settings=settings_for(tmp_path, smtp_port=mailbox.port)) == \
-        NotificationStatus.failed
+    assert (
+        attempt(
+            session,
+            notification_id=note.id,
+            now=clock.now(),
+            settings=settings_for(tmp_path, smtp_port=mailbox.port),
+        )
+        == NotificationStatus.failed
+    )
     assert note.attempts == 1 and "550" in note.last_error
     assert mailbox.messages == []
 
@@ -203,13 +237,15 @@ def test_given_no_smtp_host_when_email_channel_sends_then_permanent_error(sessio
 
 
 def test_given_pending_webhook_when_delivered_then_signed_json_is_posted(
-        session, receiver, clock, tmp_path):
+    session, receiver, clock, tmp_path
+):
     settings = settings_for(tmp_path, webhook_url=receiver.url)
-    body = json.dumps({"ticket_number": "20261127-000001", "message": "催办"},
-                      ensure_ascii=False)
+    body = json.dumps({"ticket_number": "20261127-000001", "message": "催办"}, ensure_ascii=False)
     note = pending(session, "webhook", receiver.url, body=body)
-    assert attempt(session, notification_id=note.id, now=clock.now(),
-                   settings=settings) == NotificationStatus.sent
+    assert (
+        attempt(session, notification_id=note.id, now=clock.now(), settings=settings)
+        == NotificationStatus.sent
+    )
     [(headers, raw)] = receiver.requests
     assert json.loads(raw) == {"ticket_number": "20261127-000001", "message": "催办"}
     assert headers["Content-Type"].startswith("application/json")
@@ -218,15 +254,29 @@ def test_given_pending_webhook_when_delivered_then_signed_json_is_posted(
     assert headers[SIGNATURE_HEADER] != sign(raw, "wrong secret")
 
 
-@pytest.mark.parametrize(("status", "outcome"), [
-    (503, NotificationStatus.pending), (429, NotificationStatus.pending),
-    (400, NotificationStatus.failed), (404, NotificationStatus.failed)])
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (503, NotificationStatus.pending),
+        (429, NotificationStatus.pending),
+        (400, NotificationStatus.failed),
+        (404, NotificationStatus.failed),
+    ],
+)
 def test_given_receiver_error_when_delivered_then_server_errors_retry_and_client_errors_fail(
-        session, receiver, clock, tmp_path, status, outcome):
+    session, receiver, clock, tmp_path, status, outcome
+):
     receiver.status = status
     note = pending(session, "webhook", receiver.url, body="{}")
-    assert attempt(session, notification_id=note.id, now=clock.now(),
-                   settings=settings_for(tmp_path, webhook_url=receiver.url)) == outcome
+    assert (
+        attempt(
+            session,
+            notification_id=note.id,
+            now=clock.now(),
+            settings=settings_for(tmp_path, webhook_url=receiver.url),
+        )
+        == outcome
+    )
     assert str(status) in note.last_error and note.attempts == 1
 
 
@@ -240,8 +290,10 @@ def test_given_receiver_down_when_webhook_sent_then_retryable_error(session, tmp
 
 def test_given_unknown_channel_when_delivered_then_failed(session, clock, tmp_path):
     note = pending(session, "carrier-pigeon", "loft 3")
-    assert attempt(session, notification_id=note.id, now=clock.now(),
-                   settings=settings_for(tmp_path)) == NotificationStatus.failed
+    assert (
+        attempt(session, notification_id=note.id, now=clock.now(), settings=settings_for(tmp_path))
+        == NotificationStatus.failed
+    )
     assert "carrier-pigeon" in note.last_error
 
 
@@ -249,7 +301,8 @@ def test_given_unknown_channel_when_delivered_then_failed(session, clock, tmp_pa
 
 
 def test_given_supervision_fires_when_outbox_is_drained_then_mail_and_webhook_arrive(
-        session, mailbox, receiver, clock, tmp_path):
+    session, mailbox, receiver, clock, tmp_path
+):
     """Collect what the sweep enqueues after commit, then drain it the way the worker would."""
     scene = Scene(session)
     factory = savepoint_factory(session)
@@ -261,20 +314,26 @@ def test_given_supervision_fires_when_outbox_is_drained_then_mail_and_webhook_ar
     for notification_id in outbox:
         deliver(factory, notification_id=notification_id, now=clock.now(), settings=settings)
     session.expire_all()
-    statuses = session.scalars(select(Notification.status)
-                               .where(Notification.id.in_(outbox))).all()
+    statuses = session.scalars(select(Notification.status).where(Notification.id.in_(outbox))).all()
     assert set(statuses) == {NotificationStatus.sent}
     wait_until(lambda: len(mailbox.messages) == 6, message="six e-mails")
     subjects = sorted((m["To"], m["Subject"][:4]) for m in mailbox.messages)
-    assert subjects == sorted([
-        ("urban@units.example.org", "【预警】"), ("head@units.example.org", "【预警】"),
-        ("urban@units.example.org", "【催办】"), ("head@units.example.org", "【催办】"),
-        ("head@units.example.org", "【督办】"), ("urban-head@units.example.org", "【督办】")])
+    assert subjects == sorted(
+        [
+            ("urban@units.example.org", "【预警】"),
+            ("head@units.example.org", "【预警】"),
+            ("urban@units.example.org", "【催办】"),
+            ("head@units.example.org", "【催办】"),
+            ("head@units.example.org", "【督办】"),
+            ("urban-head@units.example.org", "【督办】"),
+        ]
+    )
     hooks = [json.loads(body) for _, body in receiver.requests]
     assert [(h["level"], h["kind"], h["clock"]) for h in hooks] == [
         (1, EscalationKind.warning.value, Clock.sign.value),
         (2, EscalationKind.chase.value, Clock.sign.value),
-        (3, EscalationKind.supervision.value, Clock.sign.value)]
+        (3, EscalationKind.supervision.value, Clock.sign.value),
+    ]
     assert {h["ticket_number"] for h in hooks} == {scene.ticket.number}
     assert hooks[2]["unit"] == {"code": "URBAN", "name": "URBAN局"}
     assert hooks[2]["deadline"] == scene.assignment.sign_due_at.isoformat()
@@ -287,24 +346,38 @@ def test_given_supervision_fires_when_outbox_is_drained_then_mail_and_webhook_ar
 
 
 def test_given_another_worker_holds_a_fresh_claim_then_nothing_is_sent(
-        session, mailbox, clock, tmp_path):
+    session, mailbox, clock, tmp_path
+):
     note = pending(session, "email", "urban@units.example.org")
     note.claimed_at = clock.now()
     session.flush()
-    assert attempt(session, notification_id=note.id, now=clock.now(),
-                   settings=settings_for(tmp_path, smtp_port=mailbox.port)) == \
-        NotificationStatus.pending
+    assert (
+        attempt(
+            session,
+            notification_id=note.id,
+            now=clock.now(),
+            settings=settings_for(tmp_path, smtp_port=mailbox.port),
+        )
+        == NotificationStatus.pending
+    )
     assert mailbox.messages == [] and note.attempts == 0
 
 
 def test_given_a_claim_left_by_a_dead_worker_then_it_is_taken_over_and_sent(
-        session, mailbox, clock, tmp_path):
+    session, mailbox, clock, tmp_path
+):
     note = pending(session, "email", "urban@units.example.org")
     note.claimed_at, note.attempts = clock.now() - timedelta(minutes=3), 1
     session.flush()
-    assert attempt(session, notification_id=note.id, now=clock.now(),
-                   settings=settings_for(tmp_path, smtp_port=mailbox.port)) == \
-        NotificationStatus.sent
+    assert (
+        attempt(
+            session,
+            notification_id=note.id,
+            now=clock.now(),
+            settings=settings_for(tmp_path, smtp_port=mailbox.port),
+        )
+        == NotificationStatus.sent
+    )
     assert note.claimed_at is None and note.attempts == 2
     wait_until(lambda: len(mailbox.messages) == 1, message="the e-mail")
 
@@ -322,8 +395,9 @@ class _WritesWhileSending:
                 conn.exec_driver_sql("PRAGMA busy_timeout=1000")
             else:
                 conn.exec_driver_sql("SET lock_timeout = '1s'")
-            conn.execute(update(Notification).where(Notification.id == notification.id)
-                         .values(read_at=START))
+            conn.execute(
+                update(Notification).where(Notification.id == notification.id).values(read_at=START)
+            )
             conn.commit()
 
 
@@ -334,9 +408,13 @@ def test_given_a_slow_channel_then_no_lock_is_held_while_it_sends(fresh_db_url, 
     try:
         with session_scope(factory) as session:
             note_id = pending(session, "email", "urban@units.example.org").id
-        status = deliver(factory, notification_id=note_id, now=clock.now(),
-                         settings=settings_for(tmp_path),
-                         channels={"email": _WritesWhileSending(engine)})
+        status = deliver(
+            factory,
+            notification_id=note_id,
+            now=clock.now(),
+            settings=settings_for(tmp_path),
+            channels={"email": _WritesWhileSending(engine)},
+        )
         assert status == NotificationStatus.sent
         with session_scope(factory) as session:
             assert session.get(Notification, note_id).read_at == START

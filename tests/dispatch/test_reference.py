@@ -1,15 +1,15 @@
 """The per-process reference snapshot: reused while nothing changes, rebuilt as soon as any
 process commits a change to rules, units, SLA policies or calendar days."""
+
 from collections.abc import Iterator
 from datetime import date
 
 import pytest
 
+from core.db import make_engine, make_session_factory, session_scope
 from dispatch import policies, reference, rulebook
-
 from dispatch import units as unit_service
 from dispatch.units import UnitUpdate
-from core.db import make_engine, make_session_factory, session_scope
 from hotline.tables import metadata
 
 
@@ -21,8 +21,13 @@ def factory(fresh_db_url, clock) -> Iterator:
     with session_scope(sessions) as session:
         rulebook.load_units(session, text=rulebook.DEFAULT_UNITS_PATH.read_text("utf-8"))
         policies.ensure_default_policies(session)
-        rulebook.import_pack(session, text=rulebook.DEFAULT_RULES_PATH.read_text("utf-8"),
-                             fmt="yaml", now=clock.now(), replace=True)
+        rulebook.import_pack(
+            session,
+            text=rulebook.DEFAULT_RULES_PATH.read_text("utf-8"),
+            fmt="yaml",
+            now=clock.now(),
+            replace=True,
+        )
     yield sessions
     engine.dispose()
 
@@ -63,7 +68,8 @@ def test_given_change_rolled_back_then_cached_snapshot_stays_valid(factory):
     with pytest.raises(RuntimeError):
         with session_scope(factory) as other:
             unit_service.update_unit(other, code="WATER", changes=UnitUpdate(active=False))
-            assert not reference.snapshot(other).units["WATER"].active, \
+            assert not reference.snapshot(other).units["WATER"].active, (
                 "the writing transaction sees its own change"
+            )
             raise RuntimeError("abandon the change")
     assert snap(factory) is before

@@ -1,4 +1,5 @@
 """The pure rules engine: validation, packs, matching and explanations (no database)."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,10 @@ from datetime import time
 from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from core.errors import InvalidInput
 from dispatch.rulebook import DEFAULT_RULES_PATH
 from dispatch.rules import (
     EXPLAIN_CANDIDATES_CAP,
@@ -21,14 +24,21 @@ from dispatch.rules import (
     normalise,
     validate_rule,
 )
-from core.errors import InvalidInput
 from tickets.models import Channel, RequestType, Urgency
 
 
-def spec(name: str, *, priority: int = 100, enabled: bool = True, lead: str = "UNIT",
-         **conditions: Any) -> RuleSpec:
-    return validate_rule({"name": name, "priority": priority, "enabled": enabled,
-                          "conditions": conditions, "actions": {"lead_unit": lead}})
+def spec(
+    name: str, *, priority: int = 100, enabled: bool = True, lead: str = "UNIT", **conditions: Any
+) -> RuleSpec:
+    return validate_rule(
+        {
+            "name": name,
+            "priority": priority,
+            "enabled": enabled,
+            "conditions": conditions,
+            "actions": {"lead_unit": lead},
+        }
+    )
 
 
 def fired(specs: list[RuleSpec], text: str, **facts: Any) -> str | None:
@@ -70,33 +80,54 @@ def test_given_rule_without_conditions_when_validated_then_refused_unless_catch_
     assert validate_rule(with_(conditions={"catch_all": True})).conditions.catch_all
 
 
-@pytest.mark.parametrize(("data", "field", "fragment"), [
-    (with_(conditions__colour="red"), "conditions.colour", "unknown field"),
-    (with_(actions__colour="red"), "actions.colour", "unknown field"),
-    (with_(colour="red"), "colour", "unknown field"),
-    (with_(actions={}), "actions", "at least one action"),
-    (with_(actions={"co_units": ["HOUSING"]}), "actions.co_units", "need a lead_unit"),
-    (with_(actions={"lead_unit": "GAS", "co_units": ["GAS"]}), "actions.co_units",
-     "lead unit GAS cannot also co-handle"),
-    (with_(actions={"lead_unit": "GAS", "co_units": ["A", "B", "A"]}), "actions.co_units",
-     "more than once: A"),
-    (with_(actions={"lead_unit": "燃气公司"}), "actions.lead_unit", "unit codes are"),
-    (with_(actions__category_code="09A301"), "actions.category_code", "2-12 digits"),
-    (with_(actions__urgency="panic"), "actions.urgency", "Input should be"),
-    (with_(conditions__request_types=["anger"]), "conditions.request_types[0]",
-     "Input should be"),
-    (with_(conditions__text_any=["煤气味", "  "]), "conditions.text_any[1]", "at least 1"),
-    (with_(conditions__text_all=["\u3000"]), "conditions.text_all[0]", "at least 1"),
-    (with_(conditions__time_of_day={"start": "25:00", "end": "06:00"}),
-     "conditions.time_of_day.start", "HH:MM"),
-    (with_(conditions__time_of_day={"start": 1320, "end": "06:00"}),
-     "conditions.time_of_day.start", "quoted strings"),
-    (with_(conditions__time_of_day={"start": "06:00", "end": "6:00"}),
-     "conditions.time_of_day", "must differ"),
-    (with_(name=""), "name", "at least 1"),
-    (with_(name="长" * 121), "name", "at most 120"),
-    (with_(priority="first"), "priority", "valid integer"),
-])
+@pytest.mark.parametrize(
+    ("data", "field", "fragment"),
+    [
+        (with_(conditions__colour="red"), "conditions.colour", "unknown field"),
+        (with_(actions__colour="red"), "actions.colour", "unknown field"),
+        (with_(colour="red"), "colour", "unknown field"),
+        (with_(actions={}), "actions", "at least one action"),
+        (with_(actions={"co_units": ["HOUSING"]}), "actions.co_units", "need a lead_unit"),
+        (
+            with_(actions={"lead_unit": "GAS", "co_units": ["GAS"]}),
+            "actions.co_units",
+            "lead unit GAS cannot also co-handle",
+        ),
+        (
+            with_(actions={"lead_unit": "GAS", "co_units": ["A", "B", "A"]}),
+            "actions.co_units",
+            "more than once: A",
+        ),
+        (with_(actions={"lead_unit": "燃气公司"}), "actions.lead_unit", "unit codes are"),
+        (with_(actions__category_code="09A301"), "actions.category_code", "2-12 digits"),
+        (with_(actions__urgency="panic"), "actions.urgency", "Input should be"),
+        (
+            with_(conditions__request_types=["anger"]),
+            "conditions.request_types[0]",
+            "Input should be",
+        ),
+        (with_(conditions__text_any=["煤气味", "  "]), "conditions.text_any[1]", "at least 1"),
+        (with_(conditions__text_all=["\u3000"]), "conditions.text_all[0]", "at least 1"),
+        (
+            with_(conditions__time_of_day={"start": "25:00", "end": "06:00"}),
+            "conditions.time_of_day.start",
+            "HH:MM",
+        ),
+        (
+            with_(conditions__time_of_day={"start": 1320, "end": "06:00"}),
+            "conditions.time_of_day.start",
+            "quoted strings",
+        ),
+        (
+            with_(conditions__time_of_day={"start": "06:00", "end": "6:00"}),
+            "conditions.time_of_day",
+            "must differ",
+        ),
+        (with_(name=""), "name", "at least 1"),
+        (with_(name="长" * 121), "name", "at most 120"),
+        (with_(priority="first"), "priority", "valid integer"),
+    ],
+)
 def test_given_invalid_field_when_validated_then_error_names_its_path(data, field, fragment):
     message = invalid(data)
     assert re.search(rf"(^|: ){re.escape(field)}: ", message), message
@@ -105,7 +136,8 @@ def test_given_invalid_field_when_validated_then_error_names_its_path(data, fiel
 
 def test_given_position_when_validated_then_error_names_it():
     assert invalid(with_(actions={}), where="rules[3]").startswith(
-        'rule "燃气泄漏" (rules[3]): actions: ')
+        'rule "燃气泄漏" (rules[3]): actions: '
+    )
 
 
 def test_given_non_mapping_when_validated_then_refused_as_rule():
@@ -129,19 +161,45 @@ def test_given_clock_time_without_leading_zero_when_validated_then_normalised():
 
 def _varied_specs() -> list[RuleSpec]:
     return [
-        validate_rule({"name": "夜间施工", "priority": 5, "description": "夜里按紧急办",
-                       "conditions": {"text_any": ["施工", "ＫＴＶ"], "text_none": ["白天"],
-                                      "regex": ["噪[音声]"],
-                                      "time_of_day": {"start": "22:00", "end": "06:00"},
-                                      "districts": ["榆阳区"], "channels": ["phone"]},
-                       "actions": {"lead_unit": "URBAN_MGMT", "co_units": ["ECOLOGY"],
-                                   "urgency": "urgent", "category_code": "020601",
-                                   "category_name": "施工噪声", "sla_policy": "general"}}),
-        validate_rule({"name": "表扬", "priority": 1, "enabled": False,
-                       "conditions": {"request_types": ["praise"], "urgencies": ["normal"]},
-                       "actions": {"category_code": "990101"}}),
-        validate_rule({"name": "兜底", "conditions": {"catch_all": True},
-                       "actions": {"request_type": "consultation"}}),
+        validate_rule(
+            {
+                "name": "夜间施工",
+                "priority": 5,
+                "description": "夜里按紧急办",
+                "conditions": {
+                    "text_any": ["施工", "ＫＴＶ"],
+                    "text_none": ["白天"],
+                    "regex": ["噪[音声]"],
+                    "time_of_day": {"start": "22:00", "end": "06:00"},
+                    "districts": ["榆阳区"],
+                    "channels": ["phone"],
+                },
+                "actions": {
+                    "lead_unit": "URBAN_MGMT",
+                    "co_units": ["ECOLOGY"],
+                    "urgency": "urgent",
+                    "category_code": "020601",
+                    "category_name": "施工噪声",
+                    "sla_policy": "general",
+                },
+            }
+        ),
+        validate_rule(
+            {
+                "name": "表扬",
+                "priority": 1,
+                "enabled": False,
+                "conditions": {"request_types": ["praise"], "urgencies": ["normal"]},
+                "actions": {"category_code": "990101"},
+            }
+        ),
+        validate_rule(
+            {
+                "name": "兜底",
+                "conditions": {"catch_all": True},
+                "actions": {"request_type": "consultation"},
+            }
+        ),
     ]
 
 
@@ -161,12 +219,18 @@ def test_given_yaml_dump_then_chinese_is_written_as_is():
 
 def test_given_pack_with_several_bad_rules_when_loaded_then_one_error_lists_them_all():
     good = {"name": "a", "conditions": {"text_any": ["x"]}, "actions": {"lead_unit": "U"}}
-    text = json.dumps({"pack": "p", "version": 1, "rules": [
-        {**good, "name": "bad regex", "conditions": {"regex": ["(("]}},
-        good,
-        {**good, "actions": {}, "name": "no action"},
-        {**good},
-    ]})
+    text = json.dumps(
+        {
+            "pack": "p",
+            "version": 1,
+            "rules": [
+                {**good, "name": "bad regex", "conditions": {"regex": ["(("]}},
+                good,
+                {**good, "actions": {}, "name": "no action"},
+                {**good},
+            ],
+        }
+    )
     with pytest.raises(InvalidInput) as caught:
         load_pack(text, "json")
     message = caught.value.message
@@ -177,16 +241,19 @@ def test_given_pack_with_several_bad_rules_when_loaded_then_one_error_lists_them
     assert len(caught.value.details["errors"]) == 3
 
 
-@pytest.mark.parametrize(("text", "fmt", "fragment"), [
-    ("pack: p\nversion: 1\nrules: [", "yaml", "not valid YAML"),
-    ("{", "json", "not valid JSON"),
-    ("pack: p\nversion: 2\nrules: []", "yaml", "version must be 1"),
-    ("pack: p\nversion: 1\nrules: {}", "yaml", "rules must be a list"),
-    ("pack: p\nversion: 1\nrules: []\nowner: me", "yaml", "unknown field(s) owner"),
-    ("- just a list", "yaml", "expected a mapping"),
-    ("pack: ''\nversion: 1\nrules: []", "yaml", "1-64 characters"),
-    ("{}", "toml", "unknown format"),
-])
+@pytest.mark.parametrize(
+    ("text", "fmt", "fragment"),
+    [
+        ("pack: p\nversion: 1\nrules: [", "yaml", "not valid YAML"),
+        ("{", "json", "not valid JSON"),
+        ("pack: p\nversion: 2\nrules: []", "yaml", "version must be 1"),
+        ("pack: p\nversion: 1\nrules: {}", "yaml", "rules must be a list"),
+        ("pack: p\nversion: 1\nrules: []\nowner: me", "yaml", "unknown field(s) owner"),
+        ("- just a list", "yaml", "expected a mapping"),
+        ("pack: ''\nversion: 1\nrules: []", "yaml", "1-64 characters"),
+        ("{}", "toml", "unknown format"),
+    ],
+)
 def test_given_malformed_pack_when_loaded_then_refused_clearly(text, fmt, fragment):
     with pytest.raises(InvalidInput, match=re.escape(fragment)):
         load_pack(text, fmt)
@@ -196,8 +263,10 @@ def test_given_malformed_pack_when_loaded_then_refused_clearly(text, fmt, fragme
 
 
 def test_given_two_matching_rules_when_matched_then_lower_priority_number_wins():
-    rules = [spec("late", priority=50, text_any=["停水"]), spec("early", priority=10,
-                                                               text_any=["停水"])]
+    rules = [
+        spec("late", priority=50, text_any=["停水"]),
+        spec("early", priority=10, text_any=["停水"]),
+    ]
     assert fired(rules, "小区停水了") == "early"
 
 
@@ -207,8 +276,10 @@ def test_given_equal_priorities_when_matched_then_name_breaks_the_tie():
 
 
 def test_given_disabled_rule_when_matched_then_it_is_skipped():
-    rules = [spec("off", priority=1, enabled=False, text_any=["停水"]),
-             spec("on", priority=2, text_any=["停水"])]
+    rules = [
+        spec("off", priority=1, enabled=False, text_any=["停水"]),
+        spec("on", priority=2, text_any=["停水"]),
+    ]
     assert fired(rules, "停水") == "on"
 
 
@@ -243,12 +314,22 @@ def test_given_regex_only_rule_when_matched_then_it_is_a_candidate():
     assert fired([spec("电话", regex=[r"1[3-9]\d{9}"])], "请回电１３８１２３４５６７８") == "电话"
 
 
-@pytest.mark.parametrize(("moment", "expected"), [
-    (time(22, 0), True), (time(23, 30), True), (time(0, 0), True), (time(5, 59, 59), True),
-    (time(6, 0), False), (time(12, 0), False), (time(21, 59), False), (None, False),
-])
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        (time(22, 0), True),
+        (time(23, 30), True),
+        (time(0, 0), True),
+        (time(5, 59, 59), True),
+        (time(6, 0), False),
+        (time(12, 0), False),
+        (time(21, 59), False),
+        (None, False),
+    ],
+)
 def test_given_window_wrapping_midnight_when_matched_then_start_included_end_excluded(
-        moment, expected):
+    moment, expected
+):
     rules = [spec("夜间", text_any=["施工"], time_of_day={"start": "22:00", "end": "06:00"})]
     assert (fired(rules, "工地施工", local_time=moment) == "夜间") is expected
 
@@ -260,8 +341,10 @@ def test_given_daytime_window_when_matched_then_only_inside_it():
 
 
 def test_given_district_filter_when_matched_then_other_districts_fall_through():
-    rules = [spec("榆阳", priority=1, lead="YY", text_any=["社区"], districts=["榆阳区"]),
-             spec("横山", priority=1, lead="HS", text_any=["社区"], districts=["横山区"])]
+    rules = [
+        spec("榆阳", priority=1, lead="YY", text_any=["社区"], districts=["榆阳区"]),
+        spec("横山", priority=1, lead="HS", text_any=["社区"], districts=["横山区"]),
+    ]
     assert fired(rules, "社区不作为", district="横山区") == "横山"
     assert fired(rules, "社区不作为", district="神木市") is None
     assert fired(rules, "社区不作为") is None
@@ -269,8 +352,7 @@ def test_given_district_filter_when_matched_then_other_districts_fall_through():
 
 def test_given_request_type_urgency_and_channel_filters_when_matched_then_all_must_hold():
     rules = [spec("表扬", request_types=["praise"], urgencies=["normal"], channels=["phone"])]
-    ok = {"request_type": RequestType.praise, "urgency": Urgency.normal,
-          "channel": Channel.phone}
+    ok = {"request_type": RequestType.praise, "urgency": Urgency.normal, "channel": Channel.phone}
     assert fired(rules, "谢谢", **ok) == "表扬"
     assert fired(rules, "谢谢", **{**ok, "request_type": RequestType.complaint}) is None
     assert fired(rules, "谢谢", **{**ok, "urgency": Urgency.urgent}) is None
@@ -278,16 +360,21 @@ def test_given_request_type_urgency_and_channel_filters_when_matched_then_all_mu
 
 
 def test_given_full_width_or_capitals_when_matched_then_normalised_on_both_sides():
-    rules = [spec("ktv", text_any=["ＫＴＶ"]), spec("wifi", text_any=["wifi"]),
-             spec("hotline", text_any=["12345"])]
+    rules = [
+        spec("ktv", text_any=["ＫＴＶ"]),
+        spec("wifi", text_any=["wifi"]),
+        spec("hotline", text_any=["12345"]),
+    ]
     assert fired(rules, "楼下ktv太吵") == "ktv"
     assert fired(rules, "小区ＷｉＦｉ信号差") == "wifi"
     assert fired(rules, "打了１２３４５") == "hotline"
 
 
 def test_given_match_then_matched_terms_use_the_rules_own_spelling():
-    rules = [spec("水", text_any=["停水", "ＷＡＴＥＲ", "电"], text_all=["小区"]),
-             spec("先", priority=1, text_any=["water", "停水"], districts=["横山区"])]
+    rules = [
+        spec("水", text_any=["停水", "ＷＡＴＥＲ", "电"], text_all=["小区"]),
+        spec("先", priority=1, text_any=["water", "停水"], districts=["横山区"]),
+    ]
     found = CompiledRules.build(rules).match(TicketFacts(text="小区water停水"))
     assert found.matched_terms == ("停水", "ＷＡＴＥＲ", "小区")
 
@@ -307,25 +394,43 @@ def test_given_fired_rule_when_explained_then_terms_conditions_and_failed_candid
         spec("施工噪音", priority=3, text_any=["施工", "工地"], regex=["噪[音声]"]),
         spec("无关", priority=0, text_any=["停电"]),
     ]
-    explanation = CompiledRules.build(rules).explain(TicketFacts(
-        text="社区旁工地施工噪音大", district="榆阳区", local_time=time(10, 30)))
+    explanation = CompiledRules.build(rules).explain(
+        TicketFacts(text="社区旁工地施工噪音大", district="榆阳区", local_time=time(10, 30))
+    )
     json.dumps(explanation)  # stored as-is on the ticket's audit event
     assert explanation["fired"] == {
-        "rule": "施工噪音", "priority": 3, "matched_terms": ["施工", "工地"],
+        "rule": "施工噪音",
+        "priority": 3,
+        "matched_terms": ["施工", "工地"],
         "conditions": [
             {"condition": "text_any", "passed": True, "detail": {"hit": ["施工", "工地"]}},
-            {"condition": "regex", "passed": True,
-             "detail": {"pattern": "噪[音声]", "matched": "噪音"}},
-        ]}
+            {
+                "condition": "regex",
+                "passed": True,
+                "detail": {"pattern": "噪[音声]", "matched": "噪音"},
+            },
+        ],
+    }
     assert explanation["actions"] == {"lead_unit": "UNIT"}
     assert explanation["checked"] == [
-        {"rule": "横山社区", "priority": 1,
-         "failed": {"condition": "districts", "passed": False,
-                    "detail": {"expected": ["横山区"], "actual": "榆阳区"}}},
-        {"rule": "夜间", "priority": 2,
-         "failed": {"condition": "time_of_day", "passed": False,
-                    "detail": {"expected": {"start": "22:00", "end": "06:00"},
-                               "actual": "10:30:00"}}},
+        {
+            "rule": "横山社区",
+            "priority": 1,
+            "failed": {
+                "condition": "districts",
+                "passed": False,
+                "detail": {"expected": ["横山区"], "actual": "榆阳区"},
+            },
+        },
+        {
+            "rule": "夜间",
+            "priority": 2,
+            "failed": {
+                "condition": "time_of_day",
+                "passed": False,
+                "detail": {"expected": {"start": "22:00", "end": "06:00"}, "actual": "10:30:00"},
+            },
+        },
     ]
     assert explanation["checked_total"] == 2
     assert explanation["rules_total"] == 4
@@ -333,15 +438,21 @@ def test_given_fired_rule_when_explained_then_terms_conditions_and_failed_candid
 
 def test_given_text_all_failure_when_explained_then_missing_terms_listed():
     explanation = CompiledRules.build([spec("x", text_all=["小区", "停水"])]).explain(
-        TicketFacts(text="小区停电"))
+        TicketFacts(text="小区停电")
+    )
     assert explanation["fired"] is None
     assert explanation["checked"][0]["failed"] == {
-        "condition": "text_all", "passed": False, "detail": {"hit": ["小区"], "missing": ["停水"]}}
+        "condition": "text_all",
+        "passed": False,
+        "detail": {"hit": ["小区"], "missing": ["停水"]},
+    }
 
 
 def test_given_many_failing_candidates_when_explained_then_list_is_capped():
-    rules = [spec(f"r{i:02d}", priority=i, text_any=["施工"], districts=["横山区"])
-             for i in range(EXPLAIN_CANDIDATES_CAP + 5)]
+    rules = [
+        spec(f"r{i:02d}", priority=i, text_any=["施工"], districts=["横山区"])
+        for i in range(EXPLAIN_CANDIDATES_CAP + 5)
+    ]
     explanation = CompiledRules.build(rules).explain(TicketFacts(text="施工", district="榆阳区"))
     assert explanation["fired"] is None and explanation["actions"] is None
     assert len(explanation["checked"]) == EXPLAIN_CANDIDATES_CAP
@@ -423,35 +534,44 @@ SAMPLES = [
 
 @pytest.mark.parametrize(("text", "facts", "unit"), SAMPLES, ids=[s[0][:12] for s in SAMPLES])
 def test_given_typical_request_when_matched_by_default_pack_then_routed_to_right_unit(
-        default_rules, text, facts, unit):
+    default_rules, text, facts, unit
+):
     found = default_rules.match(TicketFacts(text=text, **facts))
     assert found is not None, default_rules.explain(TicketFacts(text=text, **facts))
     assert found.rule.actions.lead_unit == unit, found.rule.name
 
 
 def test_given_gas_leak_when_matched_by_default_pack_then_very_urgent_two_hour_policy(
-        default_rules):
+    default_rules,
+):
     actions = default_rules.match(TicketFacts(text="楼道里一股煤气味")).rule.actions
     assert (actions.urgency, actions.sla_policy) == (Urgency.very_urgent, "emergency-2h")
 
 
-def test_given_estate_water_cut_when_matched_by_default_pack_then_housing_co_handles(
-        default_rules):
+def test_given_estate_water_cut_when_matched_by_default_pack_then_housing_co_handles(default_rules):
     actions = default_rules.match(TicketFacts(text="小区停水两天了")).rule.actions
     assert (actions.lead_unit, actions.co_units, actions.sla_policy) == (
-        "WATER", ["HOUSING"], "utilities-24h")
+        "WATER",
+        ["HOUSING"],
+        "utilities-24h",
+    )
 
 
 def test_given_night_construction_noise_when_matched_then_urgent_only_at_night(default_rules):
     text = "工地施工噪音扰民"
-    assert default_rules.match(TicketFacts(text=text, local_time=time(23))).rule.actions.urgency \
+    assert (
+        default_rules.match(TicketFacts(text=text, local_time=time(23))).rule.actions.urgency
         == Urgency.urgent
-    assert default_rules.match(TicketFacts(text=text, local_time=time(15))).rule.actions.urgency \
+    )
+    assert (
+        default_rules.match(TicketFacts(text=text, local_time=time(15))).rule.actions.urgency
         is None
+    )
 
 
 def test_given_unrelated_text_when_matched_by_default_pack_then_left_for_manual_dispatch(
-        default_rules):
+    default_rules,
+):
     assert default_rules.match(TicketFacts(text="请问今天是星期几")) is None
 
 
@@ -470,7 +590,8 @@ def rule_sets(draw: st.DrawFn) -> list[RuleSpec]:
     specs = []
     for index in range(draw(st.integers(0, 8))):
         conditions: dict[str, Any] = {
-            "text_any": draw(keywords), "text_all": draw(keywords),
+            "text_any": draw(keywords),
+            "text_all": draw(keywords),
             "text_none": draw(st.lists(st.text(ALPHABET, min_size=1, max_size=2), max_size=1)),
             "regex": draw(st.lists(st.sampled_from(PATTERNS), max_size=1)),
             "request_types": draw(st.lists(st.sampled_from(list(RequestType)), max_size=2)),
@@ -480,10 +601,17 @@ def rule_sets(draw: st.DrawFn) -> list[RuleSpec]:
         }
         if not any(conditions.values()):
             conditions["catch_all"] = True
-        specs.append(validate_rule({
-            "name": f"r{index}", "priority": draw(st.integers(0, 3)),
-            "enabled": draw(st.booleans()), "conditions": conditions,
-            "actions": {"lead_unit": "U"}}))
+        specs.append(
+            validate_rule(
+                {
+                    "name": f"r{index}",
+                    "priority": draw(st.integers(0, 3)),
+                    "enabled": draw(st.booleans()),
+                    "conditions": conditions,
+                    "actions": {"lead_unit": "U"},
+                }
+            )
+        )
     return specs
 
 
@@ -500,8 +628,8 @@ def naive(specs: list[RuleSpec], facts: TicketFacts) -> str | None:
             not c.request_types or facts.request_type in c.request_types,
             not c.districts or facts.district in c.districts,
             not c.urgencies or facts.urgency in c.urgencies,
-            c.time_of_day is None or (facts.local_time is not None
-                                      and c.time_of_day.contains(facts.local_time)),
+            c.time_of_day is None
+            or (facts.local_time is not None and c.time_of_day.contains(facts.local_time)),
         ]
         if all(checks):
             return s.name
@@ -509,16 +637,24 @@ def naive(specs: list[RuleSpec], facts: TicketFacts) -> str | None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(specs=rule_sets(),
-       text=st.text([*ALPHABET, "ａ", "ｂ", "丁", " "], max_size=20),
-       request_type=st.none() | st.sampled_from(list(RequestType)),
-       urgency=st.none() | st.sampled_from(list(Urgency)),
-       district=st.none() | st.sampled_from(DISTRICTS),
-       local_time=st.none() | st.times())
+@given(
+    specs=rule_sets(),
+    text=st.text([*ALPHABET, "ａ", "ｂ", "丁", " "], max_size=20),
+    request_type=st.none() | st.sampled_from(list(RequestType)),
+    urgency=st.none() | st.sampled_from(list(Urgency)),
+    district=st.none() | st.sampled_from(DISTRICTS),
+    local_time=st.none() | st.times(),
+)
 def test_given_random_rules_and_text_when_matched_then_agrees_with_naive_evaluation(
-        specs, text, request_type, urgency, district, local_time):
-    facts = TicketFacts(text=text, request_type=request_type, urgency=urgency,
-                        district=district, local_time=local_time)
+    specs, text, request_type, urgency, district, local_time
+):
+    facts = TicketFacts(
+        text=text,
+        request_type=request_type,
+        urgency=urgency,
+        district=district,
+        local_time=local_time,
+    )
     compiled = CompiledRules.build(specs)
     found = compiled.match(facts)
     assert (found.rule.name if found else None) == naive(specs, facts)

@@ -2,6 +2,7 @@
 time, no sockets), the real Vosk recognizer on espeak-ng Korean speech, the real pipeline,
 rules and dispatch, on SQLite and PostgreSQL. Each test has a database of its own, because
 the call services write from threads of their own (the partial writer, the finishers)."""
+
 from __future__ import annotations
 
 import threading
@@ -19,22 +20,28 @@ from asr.config import AsrConfig
 from asr.offline import transcribe_wav
 from asr.processes import DecoderProcesses
 from asr.vosk_engine import VoskRecognizer
+from core import runtime
+from core.clock import FrozenClock
+from core.db import make_engine, make_session_factory
+from core.settings import AsrSettings, Settings, TelephonySettings
 from dispatch import rulebook
 from dispatch import service as dispatching
 from dispatch.models import Assignment, Unit
 from hotline import tasks
-from hotline.calls import callbacks as call_callbacks, dialer as call_dialer, hints as call_hints, intake as call_intake, partials as call_partials, services as call_services, setup as call_setup, status_line
-from core import runtime
-from core.clock import FrozenClock
-from core.settings import AsrSettings, Settings, TelephonySettings
-from core.db import make_engine, make_session_factory
+from hotline.calls import callbacks as call_callbacks
+from hotline.calls import dialer as call_dialer
+from hotline.calls import hints as call_hints
+from hotline.calls import intake as call_intake
+from hotline.calls import partials as call_partials
+from hotline.calls import services as call_services
+from hotline.calls import setup as call_setup
+from hotline.calls import status_line
 from hotline.tables import metadata
 from telephony.endpoint import FRAME_BYTES, CallDirection, CallFailed, CallState, Disposition
 from telephony.flows import FlowSettings, serve_inbound
 from telephony.models import CallbackAttempt, CallbackOutcome, CallRecord, TranscribedBy
 from telephony.recording import EndReason
-from tests.asr.conftest import (  # noqa: F401
-    decoder_processes, recognizer, vosk_config, vosk_model_dir)
+from tests.asr.conftest import decoder_processes, recognizer, vosk_config, vosk_model_dir  # noqa: F401
 from tests.conftest import START
 from tests.factories import World, build_world
 from tests.speech import read_wav, speak
@@ -47,10 +54,14 @@ from tickets.models import Channel, Satisfaction, Status, Ticket, TicketEvent
 LEAK = "도로에 물이 새고 있습니다"
 LEAK_KEYWORD = "로이버"
 LEAK_KEYWORD_ULAW = "립밤"
-KOREAN_RULES = [{"name": "누수 (ko)", "priority": 1,
-                 "conditions": {"text_any": [LEAK_KEYWORD, LEAK_KEYWORD_ULAW]},
-                 "actions": {"category_code": "020301", "category_name": "供水",
-                             "lead_unit": "WATER"}}]
+KOREAN_RULES = [
+    {
+        "name": "누수 (ko)",
+        "priority": 1,
+        "conditions": {"text_any": [LEAK_KEYWORD, LEAK_KEYWORD_ULAW]},
+        "actions": {"category_code": "020301", "category_name": "供水", "lead_unit": "WATER"},
+    }
+]
 
 
 @dataclass
@@ -89,8 +100,9 @@ def db(fresh_db_url: str, clock: FrozenClock) -> Iterator[Db]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(environment="test", data_dir=tmp_path,
-                    telephony=TelephonySettings(partial_interval_s=0.05))
+    return Settings(
+        environment="test", data_dir=tmp_path, telephony=TelephonySettings(partial_interval_s=0.05)
+    )
 
 
 @dataclass
@@ -107,13 +119,19 @@ def task_queue() -> Queue:
 
 
 @pytest.fixture
-def make_services(db, clock, settings, task_queue) -> Iterator[Callable[..., call_services.CallServices]]:
+def make_services(
+    db, clock, settings, task_queue
+) -> Iterator[Callable[..., call_services.CallServices]]:
     made: list[call_services.CallServices] = []
 
     def make(recognizer) -> call_services.CallServices:
-        services = call_services.CallServices(session_factory=db.factory, clock=clock,
-                                      settings=settings, recognizer=recognizer,
-                                      enqueue_transcription=task_queue)
+        services = call_services.CallServices(
+            session_factory=db.factory,
+            clock=clock,
+            settings=settings,
+            recognizer=recognizer,
+            enqueue_transcription=task_queue,
+        )
         made.append(services)
         return services
 
@@ -123,7 +141,7 @@ def make_services(db, clock, settings, task_queue) -> Iterator[Callable[..., cal
 
 
 @pytest.fixture(scope="session")
-def full_recognizer(vosk_model_dir) -> VoskRecognizer:  # noqa: F811
+def full_recognizer(vosk_model_dir) -> VoskRecognizer:
     """Live capacity zero: every call is transcribed offline from its recording."""
     return VoskRecognizer(AsrConfig(model_path=vosk_model_dir, pool_size=2, max_live_streams=0))
 
@@ -131,21 +149,27 @@ def full_recognizer(vosk_model_dir) -> VoskRecognizer:  # noqa: F811
 def frames_of(text: str) -> list[bytes]:
     pcm, rate = read_wav(speak(text))
     assert rate == 8000
-    frames = [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+    frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
     frames[-1] = frames[-1].ljust(FRAME_BYTES, b"\0")
     return frames
 
 
-def caller(text: str = LEAK, *, call_id: str = "call-1@pbx.test",
-           number: str = "13800000000") -> FakeCall:
+def caller(
+    text: str = LEAK, *, call_id: str = "call-1@pbx.test", number: str = "13800000000"
+) -> FakeCall:
     """A caller who waits out the greeting, says `text` and pauses until the report ends."""
-    return FakeCall(frames=silence(200) + frames_of(text) + silence(2500), call_id=call_id,
-                    remote_number=number)
+    return FakeCall(
+        frames=silence(200) + frames_of(text) + silence(2500), call_id=call_id, remote_number=number
+    )
 
 
 def serve(services: call_services.CallServices, call: FakeCall, settings: Settings) -> None:
-    serve_inbound(call, prompts=FakePrompts(), hooks=services.hooks(),
-                  settings=call_setup.flow_settings(settings))
+    serve_inbound(
+        call,
+        prompts=FakePrompts(),
+        hooks=services.hooks(),
+        settings=call_setup.flow_settings(settings),
+    )
     services.on_ended(call)
     services.drain()
 
@@ -166,7 +190,8 @@ def lead_unit(db: Db, ticket_id: int) -> str:
 
 
 def test_given_an_answered_call_then_its_ticket_exists_at_once_and_a_repeat_makes_no_second(
-        db, make_services):
+    db, make_services
+):
     services = make_services(None)
     call = FakeCall(call_id="a1b2@pbx.test", remote_number="13912345678")
 
@@ -191,7 +216,8 @@ def test_given_anonymous_caller_then_the_ticket_has_no_phone(db, make_services):
 
 
 def test_given_a_caller_reporting_a_leak_when_the_report_ends_then_ticket_holds_the_live_transcript_and_goes_to_water(  # noqa: E501
-        db, make_services, recognizer, settings, task_queue):  # noqa: F811
+    db, make_services, recognizer, settings, task_queue
+):
     services = make_services(recognizer)
     call = caller()
 
@@ -209,8 +235,11 @@ def test_given_a_caller_reporting_a_leak_when_the_report_ends_then_ticket_holds_
     assert (ticket.category_code, ticket.caller_phone) == ("020301", "13800000000")
     assert task_queue.sent == []  # nothing for the offline path
     with db.session() as s:
-        note = s.scalars(select(TicketEvent).where(TicketEvent.ticket_id == ticket.id,
-                                                   TicketEvent.action == "note")).one()
+        note = s.scalars(
+            select(TicketEvent).where(
+                TicketEvent.ticket_id == ticket.id, TicketEvent.action == "note"
+            )
+        ).one()
     assert note.data["recording"] == str(recording) and note.data["call_id"] == call.call_id
     assert record.ended_at is not None and record.disposition is Disposition.COMPLETED
 
@@ -222,7 +251,8 @@ def test_given_a_caller_reporting_a_leak_when_the_report_ends_then_ticket_holds_
 
 
 def test_given_live_asr_full_when_the_report_ends_then_the_task_transcribes_it_offline_and_dispatches(  # noqa: E501
-        db, make_services, full_recognizer, recognizer, settings, task_queue, clock):  # noqa: F811
+    db, make_services, full_recognizer, recognizer, settings, task_queue, clock
+):
     services = make_services(full_recognizer)
     call = caller(call_id="offline-1@pbx.test")
 
@@ -248,8 +278,9 @@ def test_given_live_asr_full_when_the_report_ends_then_the_task_transcribes_it_o
     assert db.count(Assignment) == 1
 
 
-def test_given_a_caller_who_hangs_up_during_the_greeting_then_the_ticket_waits_in_the_manual_queue(  # noqa: E501
-        db, make_services, recognizer, settings, task_queue):  # noqa: F811
+def test_given_a_caller_who_hangs_up_during_the_greeting_then_the_ticket_waits_in_the_manual_queue(
+    db, make_services, recognizer, settings, task_queue
+):
     services = make_services(recognizer)
     call = FakeCall(frames=silence(1000), hangup_at_ms=100, call_id="gone@pbx.test")
 
@@ -261,14 +292,17 @@ def test_given_a_caller_who_hangs_up_during_the_greeting_then_the_ticket_waits_i
     assert record.disposition is Disposition.CALLER_HUNG_UP and task_queue.sent == []
 
 
-def test_untranscribed_calls_are_found_for_the_requeue_beat(db, make_services, full_recognizer,
-                                                             settings, clock):
+def test_untranscribed_calls_are_found_for_the_requeue_beat(
+    db, make_services, full_recognizer, settings, clock
+):
     services = make_services(full_recognizer)
     call = caller(call_id="lost@pbx.test")
     serve(services, call, settings)
     with db.session() as s:
         assert call_intake.untranscribed(s, now=clock.now()) == []
-        assert call_intake.untranscribed(s, now=clock.now() + timedelta(minutes=11)) == [call.call_id]
+        assert call_intake.untranscribed(s, now=clock.now() + timedelta(minutes=11)) == [
+            call.call_id
+        ]
 
 
 # ---------------------------------------------------------------- call records
@@ -342,20 +376,23 @@ def test_hints_find_districts_streets_and_spoken_phone_numbers(session, clock):
     places = call_hints.places_of(session.scalars(select(Unit)).all())
     hints = call_hints.five_element_hints(
         "我住在鼓楼街道，小区停水三天了，电话幺三八 一二三四 五六七八，备用 0912-3456789",
-        places=places)
+        places=places,
+    )
     assert hints.streets == ["鼓楼街道"] and hints.districts == ["榆阳区"]
     assert hints.phones == ["13812345678", "09123456789"]
     assert not call_hints.five_element_hints("로이버 먹 리라", places=places)
 
 
 def test_given_a_keyed_ticket_number_without_dash_then_status_and_reply_deadline_are_told(
-        session, clock):
+    session, clock
+):
     from hotline.intake import submit
     from tickets.models import TicketCreate
 
     build_world(session, clock.now())
-    sub = submit(session, data=TicketCreate(description="公司拖欠工资三个月"), actor=None,
-                 now=clock.now())
+    sub = submit(
+        session, data=TicketCreate(description="公司拖欠工资三个月"), actor=None, now=clock.now()
+    )
     [lead] = sub.dispatch.assignments
 
     answer = status_line.lookup_status(session, number=sub.ticket.number.replace("-", ""))
@@ -374,8 +411,12 @@ def reviewed_ticket(db: Db, clock: FrozenClock, phone: str = "13700000000") -> i
 
     now = clock.now()
     with db.session() as s:
-        sub = submit(s, data=TicketCreate(description="小区停水两天了", caller_phone=phone),
-                     actor=None, now=now)
+        sub = submit(
+            s,
+            data=TicketCreate(description="小区停水两天了", caller_phone=phone),
+            actor=None,
+            now=now,
+        )
         [lead, _co] = sub.dispatch.assignments
         handler = db.world.handlers["WATER"]
         dispatching.sign(s, assignment_id=lead.id, actor=handler, now=now)
@@ -401,13 +442,22 @@ class FakeEndpoint:
 
 
 def dialer(services, endpoint, tmp_path) -> call_dialer.CallbackDialer:
-    return call_dialer.CallbackDialer(services=services, endpoint=endpoint, prompts=FakePrompts(),
-                                flow=FlowSettings(recording_dir=tmp_path))
+    return call_dialer.CallbackDialer(
+        services=services,
+        endpoint=endpoint,
+        prompts=FakePrompts(),
+        flow=FlowSettings(recording_dir=tmp_path),
+    )
 
 
 def answering(key: str, call_id: str) -> FakeCall:
-    return FakeCall(frames=silence(30_000), keys=[(500, key)], call_id=call_id,
-                    direction=CallDirection.OUTBOUND, remote_number="13700000000")
+    return FakeCall(
+        frames=silence(30_000),
+        keys=[(500, key)],
+        call_id=call_id,
+        direction=CallDirection.OUTBOUND,
+        remote_number="13700000000",
+    )
 
 
 @pytest.fixture
@@ -418,7 +468,8 @@ def callback_settings(settings: Settings) -> Settings:
 
 
 def test_given_a_reviewed_ticket_when_claimed_by_two_threads_then_exactly_one_gets_it(
-        db, clock, callback_settings):
+    db, clock, callback_settings
+):
     ticket_id = reviewed_ticket(db, clock)
     with db.session() as s:
         assert call_callbacks.schedule_callbacks(s, now=clock.now()) == 1
@@ -430,7 +481,9 @@ def test_given_a_reviewed_ticket_when_claimed_by_two_threads_then_exactly_one_ge
     def claim() -> None:
         barrier.wait()
         with db.session() as s:
-            claimed.append(call_callbacks.claim_callback(s, now=clock.now(), settings=callback_settings))
+            claimed.append(
+                call_callbacks.claim_callback(s, now=clock.now(), settings=callback_settings)
+            )
             s.commit()
 
     threads = [threading.Thread(target=claim) for _ in range(2)]
@@ -446,10 +499,12 @@ def test_given_a_reviewed_ticket_when_claimed_by_two_threads_then_exactly_one_ge
 
 
 def test_given_no_answer_then_the_next_attempt_is_scheduled_and_an_answer_closes_the_ticket(
-        db, clock, make_services, callback_settings, tmp_path):
+    db, clock, make_services, callback_settings, tmp_path
+):
     ticket_id = reviewed_ticket(db, clock)
-    endpoint = FakeEndpoint(Disposition.NO_ANSWER, Disposition.BUSY,
-                            answering("2", "cb-3@pbx.test"))
+    endpoint = FakeEndpoint(
+        Disposition.NO_ANSWER, Disposition.BUSY, answering("2", "cb-3@pbx.test")
+    )
     loop = dialer(make_services(None), endpoint, tmp_path)
 
     first = loop.run_once()
@@ -464,21 +519,30 @@ def test_given_no_answer_then_the_next_attempt_is_scheduled_and_an_answer_closes
     third = loop.run_once()
 
     assert (third.attempt_no, third.outcome, third.call_id) == (
-        3, CallbackOutcome.basically_satisfied, "cb-3@pbx.test")
+        3,
+        CallbackOutcome.basically_satisfied,
+        "cb-3@pbx.test",
+    )
     with db.session() as s:
         ticket = s.get(Ticket, ticket_id)
         attempts = s.scalars(select(CallbackAttempt).order_by(CallbackAttempt.attempt_no)).all()
         record = s.scalars(select(CallRecord)).one()
-    assert ticket.status == Status.closed and ticket.satisfaction == Satisfaction.basically_satisfied
+    assert (
+        ticket.status == Status.closed and ticket.satisfaction == Satisfaction.basically_satisfied
+    )
     assert [a.due_at - START for a in attempts] == [
-        timedelta(0), timedelta(minutes=30), timedelta(minutes=150)]
+        timedelta(0),
+        timedelta(minutes=30),
+        timedelta(minutes=150),
+    ]
     assert all(a.ended_at is not None for a in attempts)
     assert (record.direction, record.ticket_id) == (CallDirection.OUTBOUND, ticket_id)
     assert loop.run_once() is None
 
 
 def test_given_a_dissatisfied_caller_then_the_ticket_is_reopened_and_back_with_water(
-        db, clock, make_services, callback_settings, tmp_path):
+    db, clock, make_services, callback_settings, tmp_path
+):
     ticket_id = reviewed_ticket(db, clock)
     loop = dialer(make_services(None), FakeEndpoint(answering("3", "cb-x@pbx.test")), tmp_path)
 
@@ -493,12 +557,14 @@ def test_given_a_dissatisfied_caller_then_the_ticket_is_reopened_and_back_with_w
         assert call_callbacks.schedule_callbacks(s, now=clock.now()) == 0
 
 
-def test_given_attempts_used_up_then_a_note_asks_for_a_person(db, clock, make_services,
-                                                               callback_settings, tmp_path):
+def test_given_attempts_used_up_then_a_note_asks_for_a_person(
+    db, clock, make_services, callback_settings, tmp_path
+):
     callback_settings.telephony.callback_retry_minutes = [10.0]
     ticket_id = reviewed_ticket(db, clock)
-    loop = dialer(make_services(None), FakeEndpoint(Disposition.FAILED, Disposition.NO_ANSWER),
-                  tmp_path)
+    loop = dialer(
+        make_services(None), FakeEndpoint(Disposition.FAILED, Disposition.NO_ANSWER), tmp_path
+    )
     assert loop.run_once().outcome is CallbackOutcome.failed
     clock.advance(minutes=10)
     assert loop.run_once().outcome is CallbackOutcome.no_answer
@@ -506,18 +572,27 @@ def test_given_attempts_used_up_then_a_note_asks_for_a_person(db, clock, make_se
     assert loop.run_once() is None
     with db.session() as s:
         assert s.get(Ticket, ticket_id).status == Status.reviewed
-        note = s.scalars(select(TicketEvent).where(TicketEvent.ticket_id == ticket_id)
-                         .order_by(TicketEvent.seq.desc())).first()
+        note = s.scalars(
+            select(TicketEvent)
+            .where(TicketEvent.ticket_id == ticket_id)
+            .order_by(TicketEvent.seq.desc())
+        ).first()
     assert note.data["kind"] == "callback_failed"
 
 
 def test_given_a_ticket_closed_by_hand_then_its_pending_attempt_is_cancelled(
-        db, clock, make_services, callback_settings, tmp_path):
+    db, clock, make_services, callback_settings, tmp_path
+):
     ticket_id = reviewed_ticket(db, clock)
     with db.session() as s:
         call_callbacks.schedule_callbacks(s, now=clock.now())
-        dispatching.close(s, ticket_id=ticket_id, actor=None, now=clock.now(),
-                          reason="caller reached by the operator")
+        dispatching.close(
+            s,
+            ticket_id=ticket_id,
+            actor=None,
+            now=clock.now(),
+            reason="caller reached by the operator",
+        )
         s.commit()
     endpoint = FakeEndpoint()
     assert dialer(make_services(None), endpoint, tmp_path).run_once() is None
@@ -526,11 +601,15 @@ def test_given_a_ticket_closed_by_hand_then_its_pending_attempt_is_cancelled(
 
 
 def test_given_the_caller_hangs_up_mid_report_and_the_edge_tells_first_then_the_live_transcript_is_kept(  # noqa: E501
-        db, make_services, recognizer, settings, task_queue):  # noqa: F811
+    db, make_services, recognizer, settings, task_queue
+):
     services = make_services(recognizer)
     speech = frames_of(LEAK)
-    call = FakeCall(frames=silence(200) + speech + silence(2000), call_id="hangup@pbx.test",
-                    hangup_at_ms=200 + 20 * len(speech) + 600)
+    call = FakeCall(
+        frames=silence(200) + speech + silence(2000),
+        call_id="hangup@pbx.test",
+        hangup_at_ms=200 + 20 * len(speech) + 600,
+    )
     hooks = services.hooks()
     finished = hooks.on_finished
 
@@ -539,7 +618,9 @@ def test_given_the_caller_hangs_up_mid_report_and_the_edge_tells_first_then_the_
         finished(c, path, reason)
 
     hooks.on_finished = edge_first
-    serve_inbound(call, prompts=FakePrompts(), hooks=hooks, settings=call_setup.flow_settings(settings))
+    serve_inbound(
+        call, prompts=FakePrompts(), hooks=hooks, settings=call_setup.flow_settings(settings)
+    )
     services.drain()
 
     ticket, record = ticket_of(db, call.call_id)
@@ -549,22 +630,29 @@ def test_given_the_caller_hangs_up_mid_report_and_the_edge_tells_first_then_the_
 
 
 def test_given_menu_callers_then_status_is_read_back_and_callback_requests_reach_the_queue(
-        db, make_services, settings, clock):
+    db, make_services, settings, clock
+):
     from hotline.intake import submit
     from tickets.models import TicketCreate
 
     with db.session() as s:
-        sub = submit(s, data=TicketCreate(description="公司拖欠工资三个月"), actor=None,
-                     now=clock.now())
+        sub = submit(
+            s, data=TicketCreate(description="公司拖欠工资三个月"), actor=None, now=clock.now()
+        )
         s.commit()
     settings.telephony.menu_enabled = True
     services = make_services(None)
     prompts = FakePrompts()
-    keyed = [(400 + 200 * i, k) for i, k in enumerate("2" + sub.ticket.number.replace("-", "")
-                                                     + "#")]
+    keyed = [
+        (400 + 200 * i, k) for i, k in enumerate("2" + sub.ticket.number.replace("-", "") + "#")
+    ]
     status_call = FakeCall(frames=silence(60_000), keys=keyed, call_id="status@pbx.test")
-    serve_inbound(status_call, prompts=prompts, hooks=services.hooks(),
-                  settings=call_setup.flow_settings(settings))
+    serve_inbound(
+        status_call,
+        prompts=prompts,
+        hooks=services.hooks(),
+        settings=call_setup.flow_settings(settings),
+    )
     services.on_ended(status_call)
     heard = status_call.heard(prompts)
     assert "status_dispatched" in heard and "deadline" in heard
@@ -572,8 +660,9 @@ def test_given_menu_callers_then_status_is_read_back_and_callback_requests_reach
 
     keys = [(400 + 200 * i, k) for i, k in enumerate("313912345678#")]
     back = FakeCall(frames=silence(60_000), keys=keys, call_id="back@pbx.test")
-    serve_inbound(back, prompts=prompts, hooks=services.hooks(),
-                  settings=call_setup.flow_settings(settings))
+    serve_inbound(
+        back, prompts=prompts, hooks=services.hooks(), settings=call_setup.flow_settings(settings)
+    )
     ticket, _ = ticket_of(db, "back@pbx.test")
     assert ticket.status == Status.pending_dispatch
     assert ticket.description == "来电要求回拨，回拨号码：13912345678"
@@ -591,17 +680,22 @@ class SpokenGreeting:
 
 
 def warm_settings(tmp_path: Path, vosk_model_dir: Path, **asr: object) -> Settings:
-    return Settings(environment="test", data_dir=tmp_path,
-                    asr=AsrSettings(model_path=vosk_model_dir, max_live_streams=2, **asr))
+    return Settings(
+        environment="test",
+        data_dir=tmp_path,
+        asr=AsrSettings(model_path=vosk_model_dir, max_live_streams=2, **asr),
+    )
 
 
 def test_given_defaults_when_the_edge_starts_then_one_warm_recognizer_per_live_stream(
-        tmp_path, vosk_model_dir):  # noqa: F811
+    tmp_path, vosk_model_dir
+):
     settings = warm_settings(tmp_path, vosk_model_dir)
     recognizer = VoskRecognizer(call_setup.asr_config(settings))
 
-    assert call_setup.warm_recognizers(settings, recognizer, SpokenGreeting(),
-                                  threading.Event()) == 2
+    assert (
+        call_setup.warm_recognizers(settings, recognizer, SpokenGreeting(), threading.Event()) == 2
+    )
     assert recognizer.stats().idle == 2
     streams = [recognizer.try_open_stream() for _ in range(2)]
     assert recognizer.stats().created == 2  # the live calls took warmed ones
@@ -610,16 +704,22 @@ def test_given_defaults_when_the_edge_starts_then_one_warm_recognizer_per_live_s
 
 
 def test_given_warm_up_audio_in_another_format_when_warming_then_converted_and_used(
-        tmp_path, vosk_model_dir):  # noqa: F811
-    settings = warm_settings(tmp_path, vosk_model_dir, warm_recognizers=1,
-                             warmup_audio=speak("가로등이 고장 났어요", rate=16000))
+    tmp_path, vosk_model_dir
+):
+    settings = warm_settings(
+        tmp_path,
+        vosk_model_dir,
+        warm_recognizers=1,
+        warmup_audio=speak("가로등이 고장 났어요", rate=16000),
+    )
     recognizer = VoskRecognizer(call_setup.asr_config(settings))
     assert call_setup.warm_recognizers(settings, recognizer, FakePrompts(), threading.Event()) == 1
     assert recognizer.stats().idle == 1
 
 
 def test_given_broken_warm_up_audio_when_warming_then_logged_and_the_edge_goes_on(
-        tmp_path, vosk_model_dir, caplog):  # noqa: F811
+    tmp_path, vosk_model_dir, caplog
+):
     broken = tmp_path / "warmup.wav"
     broken.write_bytes(b"RIFF not really a wave file")
     settings = warm_settings(tmp_path, vosk_model_dir, warmup_audio=broken)
@@ -636,20 +736,35 @@ def test_given_broken_warm_up_audio_when_warming_then_logged_and_the_edge_goes_o
 
 
 def test_given_decode_process_settings_then_the_edge_decodes_in_that_many_children(
-        tmp_path, vosk_model_dir, monkeypatch):  # noqa: F811
+    tmp_path, vosk_model_dir, monkeypatch
+):
     monkeypatch.setattr(call_setup.os, "cpu_count", lambda: 3)
     default = call_setup.live_recognizer(warm_settings(tmp_path, vosk_model_dir))
     # One process per CPU, one decoder thread each: no more runnable decoders than cores.
     assert default.stats().processes == 3 and default.threads == 1
-    assert call_setup.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
-                                               decode_threads=2)).threads == 2
+    assert (
+        call_setup.live_recognizer(
+            warm_settings(tmp_path, vosk_model_dir, decode_threads=2)
+        ).threads
+        == 2
+    )
     # Fewer processes than CPUs share the CPUs out among them.
-    assert call_setup.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
-                                               decode_processes=2)).threads == 2
-    assert call_setup.live_recognizer(warm_settings(tmp_path, vosk_model_dir,
-                                               decode_processes=1)).threads == 3
+    assert (
+        call_setup.live_recognizer(
+            warm_settings(tmp_path, vosk_model_dir, decode_processes=2)
+        ).threads
+        == 2
+    )
+    assert (
+        call_setup.live_recognizer(
+            warm_settings(tmp_path, vosk_model_dir, decode_processes=1)
+        ).threads
+        == 3
+    )
     assert call_setup.decode_threads(None, 4) == 1 and call_setup.decode_threads(5, 4) == 5
-    threads = call_setup.live_recognizer(warm_settings(tmp_path, vosk_model_dir, decode_processes=0))
+    threads = call_setup.live_recognizer(
+        warm_settings(tmp_path, vosk_model_dir, decode_processes=0)
+    )
     assert isinstance(threads, VoskRecognizer)
 
     settings = warm_settings(tmp_path, vosk_model_dir, decode_processes=2)
@@ -658,10 +773,13 @@ def test_given_decode_process_settings_then_the_edge_decodes_in_that_many_childr
     children.load()
     try:
         # The default warm-up, one per live stream, shared out among the children.
-        assert call_setup.warm_recognizers(settings, children, SpokenGreeting(),
-                                      threading.Event()) == 2
-        services = call_services.CallServices(session_factory=None, clock=None, settings=settings,
-                                      recognizer=children)
+        assert (
+            call_setup.warm_recognizers(settings, children, SpokenGreeting(), threading.Event())
+            == 2
+        )
+        services = call_services.CallServices(
+            session_factory=None, clock=None, settings=settings, recognizer=children
+        )
         assert services._slots is None  # the children take their streams in turn
         services.close()
     finally:

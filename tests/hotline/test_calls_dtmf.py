@@ -1,5 +1,6 @@
 """Status by phone and the callback survey end to end over the real SIP edge, with sipp
 pressing the keys as RFC 2833 telephone-events (the pcaps Debian's sip-tester ships)."""
+
 from __future__ import annotations
 
 import queue
@@ -15,14 +16,23 @@ from telephony.models import CallbackAttempt, CallbackOutcome, CallRecord
 from telephony.sip import SipConfig, SipEdge
 from tests.conftest import wait_until
 from tests.hotline.test_calls import (  # noqa: F401
-    callback_settings, db, make_services, reviewed_ticket, settings, task_queue)
+    callback_settings,
+    db,
+    make_services,
+    reviewed_ticket,
+    settings,
+    task_queue,
+)
 from tests.telephony.fakes import FakePrompts
 from tests.telephony.sip_peers import HOST, free_udp_port, start_sipp
 from tickets.models import Satisfaction, Status, Ticket
 
 PCAPS = Path("/usr/share/sip-tester")
-KEY_FILES = {**{str(d): f"dtmf_2833_{d}.pcap" for d in range(10)},
-             "#": "dtmf_2833_pound.pcap", "*": "dtmf_2833_star.pcap"}
+KEY_FILES = {
+    **{str(d): f"dtmf_2833_{d}.pcap" for d in range(10)},
+    "#": "dtmf_2833_pound.pcap",
+    "*": "dtmf_2833_star.pcap",
+}
 
 SDP = """v=0
       o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
@@ -50,8 +60,10 @@ OK_TO_BYE = """  <send><![CDATA[
 def keys_xml(keys: str, *, gap_ms: int) -> str:
     """sipp actions pressing `keys`, one RFC 2833 event each, `gap_ms` apart. No pause
     after the last: the platform may hang up at once, and sipp must be waiting for BYE."""
-    presses = [f'  <nop><action><exec play_pcap_audio="{PCAPS / KEY_FILES[k]}"/></action></nop>'
-               for k in keys]
+    presses = [
+        f'  <nop><action><exec play_pcap_audio="{PCAPS / KEY_FILES[k]}"/></action></nop>'
+        for k in keys
+    ]
     return f'\n  <pause milliseconds="{gap_ms}"/>\n'.join(presses)
 
 
@@ -134,12 +146,15 @@ def finish(sipp) -> str:
 
 
 def test_given_a_caller_keying_a_ticket_number_then_hears_its_status_and_deadline(
-        db, clock, make_services, settings, tmp_path):  # noqa: F811
+    db, clock, make_services, settings, tmp_path
+):
     with db.session() as s:
         from hotline.intake import submit
         from tickets.models import TicketCreate
-        sub = submit(s, data=TicketCreate(description="小区停水两天了"), actor=None,
-                     now=clock.now())
+
+        sub = submit(
+            s, data=TicketCreate(description="小区停水两天了"), actor=None, now=clock.now()
+        )
         s.commit()
         number, deadline = sub.ticket.number, sub.dispatch.assignments[0].reply_due_at
     services = make_services(None)
@@ -164,8 +179,11 @@ def test_given_a_caller_keying_a_ticket_number_then_hears_its_status_and_deadlin
     edge.start(on_call=on_call, on_ended=services.on_ended)
     # 2 = status by ticket number; then the number's digits and # to end it.
     keys = "2" + number.replace("-", "") + "#"
-    sipp = start_sipp(str(caller_scenario(tmp_path / "status.xml", keys, hold_ms=20000)),
-                      target=f"{HOST}:{edge.address[1]}", timeout=40)
+    sipp = start_sipp(
+        str(caller_scenario(tmp_path / "status.xml", keys, hold_ms=20000)),
+        target=f"{HOST}:{edge.address[1]}",
+        timeout=40,
+    )
     try:
         call = calls_seen.get(timeout=10)
         digits, answer = asked.get(timeout=30)
@@ -179,29 +197,38 @@ def test_given_a_caller_keying_a_ticket_number_then_hears_its_status_and_deadlin
     assert sipp.returncode == 0, out
     assert digits == number.replace("-", "")
     assert answer.status == Status.dispatched.value and answer.deadline == deadline
-    wait_until(lambda: db.one(CallRecord, CallRecord.call_id == call.call_id).ended_at
-               is not None, 10, message="the call record")
+    wait_until(
+        lambda: db.one(CallRecord, CallRecord.call_id == call.call_id).ended_at is not None,
+        10,
+        message="the call record",
+    )
     record = db.one(CallRecord, CallRecord.call_id == call.call_id)
     assert record.disposition is Disposition.COMPLETED and record.ticket_id is None
 
 
-@pytest.mark.parametrize(("key", "outcome", "status"), [
-    ("1", CallbackOutcome.satisfied, Status.closed),
-    ("3", CallbackOutcome.dissatisfied, Status.dispatched),
-])
+@pytest.mark.parametrize(
+    ("key", "outcome", "status"),
+    [
+        ("1", CallbackOutcome.satisfied, Status.closed),
+        ("3", CallbackOutcome.dissatisfied, Status.dispatched),
+    ],
+)
 def test_given_a_replied_ticket_when_the_citizen_keys_a_rating_then_the_callback_records_it(
-        db, clock, make_services, callback_settings, tmp_path, key, outcome,
-        status):  # noqa: F811
+    db, clock, make_services, callback_settings, tmp_path, key, outcome, status
+):
     ticket_id = reviewed_ticket(db, clock)
     uas_port = free_udp_port()
     callback_settings.telephony.callback_uri = f"sip:{{number}}@{HOST}:{uas_port}"
     services = make_services(None)
     edge = SipEdge(SipConfig(host=HOST, port=0, rtp_low=45000, rtp_high=50000))
     edge.start(on_call=lambda call: None, on_ended=services.on_ended)
-    sipp = start_sipp(str(callee_scenario(tmp_path / "callee.xml", key)), port=uas_port,
-                      timeout=40)
-    dialer = call_dialer.CallbackDialer(services=services, endpoint=edge, prompts=FakePrompts(),
-                                  flow=FlowSettings(recording_dir=tmp_path))
+    sipp = start_sipp(str(callee_scenario(tmp_path / "callee.xml", key)), port=uas_port, timeout=40)
+    dialer = call_dialer.CallbackDialer(
+        services=services,
+        endpoint=edge,
+        prompts=FakePrompts(),
+        flow=FlowSettings(recording_dir=tmp_path),
+    )
     try:
         attempt = dialer.run_once()
         out = finish(sipp)

@@ -1,6 +1,7 @@
 """End to end over the real SIP edge: sipp places the call, a raw RTP peer speaks Korean in
 G.711 μ-law, the edge answers into the platform's hooks, live Vosk transcribes, the rules
 dispatch — and the call record holds it all."""
+
 from __future__ import annotations
 
 import queue
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 
 from asr.offline import transcribe_wav
-from hotline.calls import hints as call_hints, setup
+from hotline.calls import hints as call_hints
+from hotline.calls import setup
 from telephony import codecs
 from telephony.endpoint import CallState, Disposition
 from telephony.flows import serve_inbound
@@ -22,8 +24,20 @@ from telephony.rtp import build_rtp
 from telephony.sip import SipConfig, SipEdge
 from tests.conftest import wait_until
 from tests.hotline.test_calls import (  # noqa: F401
-    LEAK, LEAK_KEYWORD_ULAW, db, decoder_processes, frames_of, lead_unit, make_services,
-    recognizer, settings, task_queue, ticket_of, vosk_config, vosk_model_dir)
+    LEAK,
+    LEAK_KEYWORD_ULAW,
+    db,
+    decoder_processes,
+    frames_of,
+    lead_unit,
+    make_services,
+    recognizer,
+    settings,
+    task_queue,
+    ticket_of,
+    vosk_config,
+    vosk_model_dir,
+)
 from tests.telephony.fakes import FakePrompts, silence
 from tests.telephony.sip_peers import HOST, RtpPeer, start_sipp
 from tickets.models import Status
@@ -33,8 +47,12 @@ def start_platform_edge(services, prompts, settings) -> tuple[SipEdge, queue.Que
     """A real SIP edge on loopback serving inbound calls with the platform's hooks; the
     queue receives each call as it is answered."""
     answered: queue.Queue = queue.Queue()
-    serve = partial(serve_inbound, prompts=prompts, hooks=services.hooks(),
-                    settings=setup.flow_settings(settings))
+    serve = partial(
+        serve_inbound,
+        prompts=prompts,
+        hooks=services.hooks(),
+        settings=setup.flow_settings(settings),
+    )
 
     def on_call(call) -> None:
         answered.put(call)
@@ -54,18 +72,29 @@ def rtp():
 
 @pytest.mark.parametrize("decoding", ["decoder processes", "threads of the SIP process"])
 def test_given_a_sip_caller_speaking_korean_then_the_ticket_is_transcribed_live_and_dispatched(
-        db, make_services, recognizer, settings, rtp, decoding, request):  # noqa: F811
-    live = (request.getfixturevalue("decoder_processes") if decoding == "decoder processes"
-            else recognizer)
+    db, make_services, recognizer, settings, rtp, decoding, request
+):
+    live = (
+        request.getfixturevalue("decoder_processes")
+        if decoding == "decoder processes"
+        else recognizer
+    )
     services = make_services(live)
     edge, answered = start_platform_edge(services, FakePrompts(), settings)
-    sipp = start_sipp("uac_call.xml", target=f"{HOST}:{edge.address[1]}",
-                      keys={"rtp_port": rtp.port, "fmts": "0"}, hold=30000)
+    sipp = start_sipp(
+        "uac_call.xml",
+        target=f"{HOST}:{edge.address[1]}",
+        keys={"rtp_port": rtp.port, "fmts": "0"},
+        hold=30000,
+    )
     try:
         call = answered.get(timeout=10)
         wait_until(lambda: call.state == CallState.LISTENING, 10, message="listening")
-        rtp.send((HOST, call.rtp_port), b"".join(frames_of(LEAK) + silence(2500)),
-                 payload_type=codecs.PCMU)
+        rtp.send(
+            (HOST, call.rtp_port),
+            b"".join(frames_of(LEAK) + silence(2500)),
+            payload_type=codecs.PCMU,
+        )
 
         def ended():
             record = db.one(CallRecord, CallRecord.call_id == call.call_id)
@@ -96,8 +125,8 @@ def best_lag_correlation(reference: bytes, recording: bytes) -> float:
     n = len(ref) + len(rec)
     size = 1 << (n - 1).bit_length()
     cross = np.fft.irfft(np.fft.rfft(rec, size) * np.conj(np.fft.rfft(ref, size)), size)
-    lag = int(np.argmax(cross[:len(rec) - len(ref) + 1]))
-    window = rec[lag:lag + len(ref)]
+    lag = int(np.argmax(cross[: len(rec) - len(ref) + 1]))
+    window = rec[lag : lag + len(ref)]
     return float(np.dot(ref, window) / (np.linalg.norm(ref) * np.linalg.norm(window)))
 
 
@@ -108,20 +137,27 @@ def korean_prompts(tmp_path_factory) -> PromptSet:
     return prompts
 
 
-def test_given_a_sip_caller_then_the_recording_is_what_was_sent_and_the_caller_heard_the_greeting(  # noqa: E501
-        db, make_services, settings, rtp, korean_prompts):  # noqa: F811
+def test_given_a_sip_caller_then_the_recording_is_what_was_sent_and_the_caller_heard_the_greeting(
+    db, make_services, settings, rtp, korean_prompts
+):
     services = make_services(None)
     edge, answered = start_platform_edge(services, korean_prompts, settings)
-    sipp = start_sipp("uac_call.xml", target=f"{HOST}:{edge.address[1]}",
-                      keys={"rtp_port": rtp.port, "fmts": "0"}, hold=30000)
+    sipp = start_sipp(
+        "uac_call.xml",
+        target=f"{HOST}:{edge.address[1]}",
+        keys={"rtp_port": rtp.port, "fmts": "0"},
+        hold=30000,
+    )
     speech = b"".join(frames_of(LEAK))
     try:
         call = answered.get(timeout=10)
         wait_until(lambda: call.state == CallState.LISTENING, 10, message="listening")
-        rtp.send((HOST, call.rtp_port), speech + b"".join(silence(2500)),
-                 payload_type=codecs.PCMU)
-        wait_until(lambda: db.one(CallRecord, CallRecord.call_id == call.call_id).ended_at
-                   is not None, 30, message="the report ended")
+        rtp.send((HOST, call.rtp_port), speech + b"".join(silence(2500)), payload_type=codecs.PCMU)
+        wait_until(
+            lambda: db.one(CallRecord, CallRecord.call_id == call.call_id).ended_at is not None,
+            30,
+            message="the report ended",
+        )
         services.drain()
     finally:
         edge.stop()
@@ -140,7 +176,8 @@ def test_given_a_sip_caller_then_the_recording_is_what_was_sent_and_the_caller_h
 
 
 def test_given_a_caller_hanging_up_during_the_greeting_then_a_queued_ticket_and_the_next_call_works_after_rtp_garbage(  # noqa: E501
-        db, make_services, settings, rtp, korean_prompts):  # noqa: F811
+    db, make_services, settings, rtp, korean_prompts
+):
     services = make_services(None)
     edge, answered = start_platform_edge(services, korean_prompts, settings)
     target = f"{HOST}:{edge.address[1]}"
@@ -148,25 +185,41 @@ def test_given_a_caller_hanging_up_during_the_greeting_then_a_queued_ticket_and_
         # The greeting lasts seconds; this caller hangs up after 0.3 s of it, having sent
         # garbage on the media port first: a 1-byte packet, RTP version 1, and an event on a
         # payload type that was never negotiated.
-        hasty = start_sipp("uac_call.xml", target=target,
-                           keys={"rtp_port": rtp.port, "fmts": "0"}, hold=300)
+        hasty = start_sipp(
+            "uac_call.xml", target=target, keys={"rtp_port": rtp.port, "fmts": "0"}, hold=300
+        )
         first = answered.get(timeout=10)
-        for junk in (b"\x80", b"\x40" + bytes(171),
-                     build_rtp(payload_type=101, sequence=1, timestamp=0, ssrc=7,
-                               payload=bytes([200, 0x80, 0, 160]))):
+        for junk in (
+            b"\x80",
+            b"\x40" + bytes(171),
+            build_rtp(
+                payload_type=101,
+                sequence=1,
+                timestamp=0,
+                ssrc=7,
+                payload=bytes([200, 0x80, 0, 160]),
+            ),
+        ):
             rtp.sock.sendto(junk, (HOST, first.rtp_port))
         media = first._media  # the call's RtpSession: the junk is counted, not fatal
-        wait_until(lambda: media.stats["malformed"] + media.stats["other_payload"] >= 3, 5,
-                   message="the junk counted")
+        wait_until(
+            lambda: media.stats["malformed"] + media.stats["other_payload"] >= 3,
+            5,
+            message="the junk counted",
+        )
         hasty.communicate(timeout=20)
         assert hasty.returncode == 0
-        wait_until(lambda: db.one(CallRecord, CallRecord.call_id == first.call_id).ended_at
-                   is not None, 15, message="the first call's record")
+        wait_until(
+            lambda: db.one(CallRecord, CallRecord.call_id == first.call_id).ended_at is not None,
+            15,
+            message="the first call's record",
+        )
         services.drain()
         # the next caller is answered and heard as usual
         rtp.packets.clear()
-        second_sipp = start_sipp("uac_call.xml", target=target,
-                                 keys={"rtp_port": rtp.port, "fmts": "0"}, hold=1500)
+        second_sipp = start_sipp(
+            "uac_call.xml", target=target, keys={"rtp_port": rtp.port, "fmts": "0"}, hold=1500
+        )
         second = answered.get(timeout=10)
         second_sipp.communicate(timeout=20)
         assert second_sipp.returncode == 0

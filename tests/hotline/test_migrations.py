@@ -1,13 +1,13 @@
 """The migrations build exactly the schema hotline.tables declares, on both backends."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 from sqlalchemy import inspect
 
-from hotline import migrate
 from core.db import make_engine
 from core.errors import Conflict
+from hotline import migrate
 
 
 @pytest.fixture

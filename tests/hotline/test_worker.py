@@ -13,13 +13,13 @@ from celery import Celery
 from celery.schedules import crontab
 from sqlalchemy import func, select
 
-from dispatch import notify
-from hotline import tasks
-from dispatch.models import Escalation, Notification, NotificationStatus
 from core import runtime
 from core.clock import FrozenClock, SystemClock
-from core.settings import Settings, SmtpSettings, get_settings
 from core.db import make_engine, make_session_factory
+from core.settings import Settings, SmtpSettings, get_settings
+from dispatch import notify
+from dispatch.models import Escalation, Notification, NotificationStatus
+from hotline import tasks
 from hotline.tables import metadata
 from hotline.worker import BEAT_SCHEDULE, make_app
 from tests import services
@@ -48,7 +48,8 @@ def test_every_beat_entry_names_a_registered_task(tmp_path):
 
 def test_sla_sweep_runs_every_minute_and_expires_before_the_next(tmp_path):
     entry = make_app(Settings(environment="test", data_dir=tmp_path)).conf.beat_schedule[
-        "sla-sweep"]
+        "sla-sweep"
+    ]
     assert entry["task"] == "dispatch.sweep_sla"
     assert entry["schedule"] == crontab(minute="*")
     assert entry["options"]["expires"] < 60
@@ -94,24 +95,26 @@ def test_given_no_broker_url_when_app_is_made_then_filesystem_queue_serves_both_
 def in_process(session, clock, smtp, tmp_path) -> Iterator[tuple[Settings, Celery]]:
     """The tasks' runtime pointed at the test's database and frozen clock; what they send
     goes to a filesystem queue of the test's own (the app made last is the current one)."""
-    settings = Settings(environment="test", data_dir=tmp_path,
-                        smtp=SmtpSettings(host="127.0.0.1", port=smtp.port))
+    settings = Settings(
+        environment="test", data_dir=tmp_path, smtp=SmtpSettings(host="127.0.0.1", port=smtp.port)
+    )
     app = make_app(settings)
-    runtime.set_runtime(settings=settings, session_factory=savepoint_factory(session),
-                        clock=clock)
+    runtime.set_runtime(settings=settings, session_factory=savepoint_factory(session), clock=clock)
     yield settings, app
     runtime.reset_runtime()
 
 
 def test_given_injected_runtime_when_sweep_task_runs_then_deliveries_are_queued(
-        session, clock, in_process):
+    session, clock, in_process
+):
     _, app = in_process
     Scene(session)
     clock.set(SUPERVISE)
     assert tasks.sweep_sla.run() == {"fired": 3, "assignments": 1, "failed": 0}
     session.expire_all()
-    emails = session.scalars(select(Notification.id).where(Notification.channel == "email")
-                             .order_by(Notification.id)).all()
+    emails = session.scalars(
+        select(Notification.id).where(Notification.channel == "email").order_by(Notification.id)
+    ).all()
     assert len(emails) == 6
     queued = []
     with app.connection_for_read() as conn:
@@ -124,16 +127,22 @@ def test_given_injected_runtime_when_sweep_task_runs_then_deliveries_are_queued(
 
 
 def test_given_notifications_never_queued_when_requeue_runs_then_only_those_are_queued(
-        session, clock, in_process):
+    session, clock, in_process
+):
     """A broker outage at commit time: the notification stays pending with no attempt. The
     five-minute beat task queues it again; in-app, fresh and already tried ones are left."""
     _, app = in_process
     now = clock.now()
 
     def note(channel: str, age_min: int, attempts: int = 0) -> Notification:
-        row = Notification(channel=channel, address="hrss@units.example.org", subject="催办",
-                           body="…", attempts=attempts,
-                           created_at=now - timedelta(minutes=age_min))
+        row = Notification(
+            channel=channel,
+            address="hrss@units.example.org",
+            subject="催办",
+            body="…",
+            attempts=attempts,
+            created_at=now - timedelta(minutes=age_min),
+        )
         session.add(row)
         return row
 
@@ -146,22 +155,35 @@ def test_given_notifications_never_queued_when_requeue_runs_then_only_those_are_
     with app.connection_for_read() as conn:
         message = conn.SimpleQueue("celery").get(timeout=5)
         assert (message.headers["task"], message.headers["argsrepr"]) == (
-            "dispatch.deliver_notification", f"({lost.id},)")
+            "dispatch.deliver_notification",
+            f"({lost.id},)",
+        )
         message.ack()
 
 
 def test_given_injected_runtime_when_delivery_task_runs_then_mail_is_sent_or_retried(
-        session, clock, smtp, in_process):
+    session, clock, smtp, in_process
+):
     settings, _ = in_process
-    rows = [Notification(channel="email", address="urban@units.example.org",
-                         subject="【催办】工单 20261127-000001", body="请立即办理。",
-                         created_at=clock.now()) for _ in range(2)]
+    rows = [
+        Notification(
+            channel="email",
+            address="urban@units.example.org",
+            subject="【催办】工单 20261127-000001",
+            body="请立即办理。",
+            created_at=clock.now(),
+        )
+        for _ in range(2)
+    ]
     session.add_all(rows)
     session.flush()
     assert tasks.deliver_notification.run(rows[0].id) == "sent"
     assert len(smtp.messages) == 1
-    runtime.set_runtime(settings=settings.model_copy(
-        update={"smtp": SmtpSettings(host="127.0.0.1", port=services.free_port())}))
+    runtime.set_runtime(
+        settings=settings.model_copy(
+            update={"smtp": SmtpSettings(host="127.0.0.1", port=services.free_port())}
+        )
+    )
     with pytest.raises(notify.DeliveryPending):
         tasks.deliver_notification.run(rows[1].id)
     session.refresh(rows[1])
@@ -187,12 +209,22 @@ def deployment(request, tmp_path) -> Iterator[tuple[Settings, str]]:
     if request.param == "redis+postgres":
         redis_url = request.getfixturevalue("redis_url")
         db_url, drop = services.create_database()
-        yield Settings(environment="test", data_dir=tmp_path, broker_url=redis_url,
-                       database_url=db_url), request.param
+        yield (
+            Settings(
+                environment="test", data_dir=tmp_path, broker_url=redis_url, database_url=db_url
+            ),
+            request.param,
+        )
         drop()
     else:
-        yield Settings(environment="test", data_dir=tmp_path,
-                       database_url=f"sqlite:///{tmp_path / 'core.db'}"), request.param
+        yield (
+            Settings(
+                environment="test",
+                data_dir=tmp_path,
+                database_url=f"sqlite:///{tmp_path / 'core.db'}",
+            ),
+            request.param,
+        )
 
 
 @pytest.fixture
@@ -212,10 +244,26 @@ def worker(deployment, smtp, tmp_path) -> Iterator[Path]:
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "hotline.worker", "worker", "--pool=solo",
-             "--loglevel=INFO", "--without-mingle", "--without-gossip", "--without-heartbeat",
-             "-n", f"test-{name}-{uuid.uuid4().hex[:6]}@localhost"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "hotline.worker",
+                "worker",
+                "--pool=solo",
+                "--loglevel=INFO",
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+                "-n",
+                f"test-{name}-{uuid.uuid4().hex[:6]}@localhost",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield log
     finally:
@@ -229,7 +277,8 @@ def worker(deployment, smtp, tmp_path) -> Iterator[Path]:
 
 @pytest.mark.celery_worker
 def test_given_overdue_assignment_when_beat_sends_the_sweep_then_a_real_worker_mails_the_unit(
-        deployment, worker, smtp: Mailbox):
+    deployment, worker, smtp: Mailbox
+):
     settings, _ = deployment
     engine = make_engine(settings.db_url)
     metadata.create_all(engine)
@@ -245,7 +294,9 @@ def test_given_overdue_assignment_when_beat_sends_the_sweep_then_a_real_worker_m
         try:
             wait_until(lambda: len(smtp.messages) >= 6, timeout=60, message="six e-mails")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- worker log ---\n{worker.read_text()[-4000:]}")
+            raise AssertionError(
+                f"{exc}\n--- worker log ---\n{worker.read_text()[-4000:]}"
+            ) from exc
         subjects = sorted(m["Subject"] for m in smtp.messages)
         assert [s[:4] for s in subjects] == ["【催办】"] * 2 + ["【督办】"] * 2 + ["【预警】"] * 2
         assert all(number in s for s in subjects)
@@ -254,8 +305,9 @@ def test_given_overdue_assignment_when_beat_sends_the_sweep_then_a_real_worker_m
 
         def emails_sent() -> bool:
             with factory() as session:  # a fresh transaction each time, to see the worker's
-                statuses = session.scalars(select(Notification.status)
-                                           .where(Notification.channel == "email")).all()
+                statuses = session.scalars(
+                    select(Notification.status).where(Notification.channel == "email")
+                ).all()
             return set(statuses) == {NotificationStatus.sent}
 
         wait_until(emails_sent, message="e-mail notifications marked sent")
@@ -264,8 +316,9 @@ def test_given_overdue_assignment_when_beat_sends_the_sweep_then_a_real_worker_m
 
 
 @pytest.mark.celery_worker
-def test_given_ticket_created_and_dispatched_when_clock_passes_sign_deadline_then_worker_mails_chase(
-        deployment, worker, smtp: Mailbox):
+def test_given_ticket_created_and_dispatched_when_clock_passes_sign_deadline_then_worker_mails_chase(  # noqa: E501 - the name says the behaviour
+    deployment, worker, smtp: Mailbox
+):
     """The whole path on real components: intake through the pipeline, rules dispatch it to
     HR & social security with a 24 h sign-for clock, time moves 25 h on, beat's sweep runs
     on the real worker, and the chase reaches the unit's handler by e-mail."""
@@ -282,8 +335,12 @@ def test_given_ticket_created_and_dispatched_when_clock_passes_sign_deadline_the
     try:
         with factory() as session:
             build_world(session, clock.now())
-            sub = submit(session, data=TicketCreate(description="公司拖欠工资三个月，老板失联"),
-                         actor=None, now=clock.now())
+            sub = submit(
+                session,
+                data=TicketCreate(description="公司拖欠工资三个月，老板失联"),
+                actor=None,
+                now=clock.now(),
+            )
             session.commit()
             number = sub.ticket.number
             [lead] = sub.dispatch.assignments
@@ -292,13 +349,20 @@ def test_given_ticket_created_and_dispatched_when_clock_passes_sign_deadline_the
         make_app(settings).send_task("dispatch.sweep_sla", kwargs={"now": clock.now().isoformat()})
 
         def chase_mail():
-            return [m for m in smtp.messages if m["Subject"].startswith("【催办】")
-                    and number in m["Subject"] and "hrss@units.example.org" in m["To"]]
+            return [
+                m
+                for m in smtp.messages
+                if m["Subject"].startswith("【催办】")
+                and number in m["Subject"]
+                and "hrss@units.example.org" in m["To"]
+            ]
 
         try:
             wait_until(chase_mail, timeout=60, message="the chase e-mail")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- worker log ---\n{worker.read_text()[-4000:]}")
+            raise AssertionError(
+                f"{exc}\n--- worker log ---\n{worker.read_text()[-4000:]}"
+            ) from exc
         with factory() as session:
             kinds = sorted(session.scalars(select(Escalation.kind)).all())
             assert kinds == ["chase", "warning"]

@@ -4,26 +4,34 @@ Time (``now_ms``) moves only when the flow waits: reading a frame that hasn't "a
 a DTMF timeout, or waiting for playback to finish. Caller frame i arrives at 20·(i+1) ms and
 stays buffered until read, as in ``RtpSession``; keys arrive at their scripted time.
 """
+
 from __future__ import annotations
 
 import threading
 from collections import deque
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
-from telephony.endpoint import (FRAME_BYTES, FRAME_MS, FRAME_SAMPLES, CallDirection,
-                                CallState, Disposition, check_transition)
+from telephony.endpoint import (
+    FRAME_BYTES,
+    FRAME_MS,
+    FRAME_SAMPLES,
+    CallDirection,
+    CallState,
+    Disposition,
+    check_transition,
+)
 
-START = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 
 
 def speech(ms: int, level: float = 6000) -> list[bytes]:
     """Frames loud enough to be speech (≈ -18 dBFS), a 300 Hz tone."""
     t = np.arange(FRAME_SAMPLES * (ms // FRAME_MS)) / 8000
     pcm = (level * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes()
-    return [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+    return [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
 
 
 def silence(ms: int, level: float = 0) -> list[bytes]:
@@ -35,10 +43,17 @@ def silence(ms: int, level: float = 0) -> list[bytes]:
 
 
 class FakeCall:
-    def __init__(self, *, frames: Iterable[bytes] = (), keys: Iterable[tuple[int, str]] = (),
-                 hangup_at_ms: int | None = None, call_id: str = "fake-call-1",
-                 direction: CallDirection = CallDirection.INBOUND,
-                 remote_number: str = "13800000000", codec: str = "PCMU") -> None:
+    def __init__(
+        self,
+        *,
+        frames: Iterable[bytes] = (),
+        keys: Iterable[tuple[int, str]] = (),
+        hangup_at_ms: int | None = None,
+        call_id: str = "fake-call-1",
+        direction: CallDirection = CallDirection.INBOUND,
+        remote_number: str = "13800000000",
+        codec: str = "PCMU",
+    ) -> None:
         self.call_id = call_id
         self.direction = direction
         self.local_uri = "sip:12345@hotline.test"
@@ -141,7 +156,7 @@ class FakeCall:
         for i, (start, pcm) in enumerate(self.played):
             cut = next((ms for queued, ms in self._cuts if queued > i), None)
             if cut is not None:
-                pcm = pcm[:max(0, cut - start) * 16]
+                pcm = pcm[: max(0, cut - start) * 16]
             names += prompts.decode(pcm)
         return names
 
@@ -164,7 +179,7 @@ class FakePrompts:
         return self._by_name[name]
 
     def decode(self, pcm: bytes) -> list[str]:
-        samples = np.frombuffer(pcm[:len(pcm) - len(pcm) % 2], "<i2")
+        samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], "<i2")
         names = []
         for i in range(0, len(samples), self.PIECE_BYTES // 2):
             names.append(self._by_value[int(samples[i])])

@@ -2,6 +2,7 @@
 
 Every port is the test's own (the OS picks it), so xdist workers never collide.
 """
+
 from __future__ import annotations
 
 import queue
@@ -52,23 +53,60 @@ def free_udp_run(count: int = 4) -> int:
     raise RuntimeError("no run of free UDP ports")
 
 
-def sipp_command(scenario: str, *, target: str | None = None, calls: int = 1,
-                 keys: dict[str, object] | None = None,
-                 timeout: float = 15, trace: Path | None = None, rate: int = 10,
-                 hold: int = 0, service: str = "12345",
-                 port: int | None = None, extra: list[str] | None = None) -> list[str]:
+def sipp_command(
+    scenario: str,
+    *,
+    target: str | None = None,
+    calls: int = 1,
+    keys: dict[str, object] | None = None,
+    timeout: float = 15,
+    trace: Path | None = None,
+    rate: int = 10,
+    hold: int = 0,
+    service: str = "12345",
+    port: int | None = None,
+    extra: list[str] | None = None,
+) -> list[str]:
     """A sipp run of scenarios/``scenario`` on its own ports; a UAC when ``target`` is set.
     ``hold``: the length in ms of the scenario's bare ``<pause/>`` (the call's duration)."""
-    cmd = ["sipp", "-sf", str(SCENARIOS / scenario), "-i", HOST, "-p",
-           str(port or free_udp_port()), "-mp", str(free_udp_run()), "-cp",
-           str(free_udp_port()), "-m", str(calls), "-r", str(rate), "-l", str(calls),
-           "-timeout", f"{timeout}s", "-timeout_error", "-nostdin", "-s", service,
-           "-d", str(hold)]
+    cmd = [
+        "sipp",
+        "-sf",
+        str(SCENARIOS / scenario),
+        "-i",
+        HOST,
+        "-p",
+        str(port or free_udp_port()),
+        "-mp",
+        str(free_udp_run()),
+        "-cp",
+        str(free_udp_port()),
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-l",
+        str(calls),
+        "-timeout",
+        f"{timeout}s",
+        "-timeout_error",
+        "-nostdin",
+        "-s",
+        service,
+        "-d",
+        str(hold),
+    ]
     for name, value in (keys or {}).items():
         cmd += ["-key", name, str(value)]
     if trace is not None:
-        cmd += ["-trace_msg", "-message_file", str(trace), "-trace_err", "-error_file",
-                str(trace.with_suffix(".err"))]
+        cmd += [
+            "-trace_msg",
+            "-message_file",
+            str(trace),
+            "-trace_err",
+            "-error_file",
+            str(trace.with_suffix(".err")),
+        ]
     cmd += extra or []
     if target:
         cmd.append(target)
@@ -77,15 +115,25 @@ def sipp_command(scenario: str, *, target: str | None = None, calls: int = 1,
 
 def run_sipp(scenario: str, **kwargs) -> subprocess.CompletedProcess:
     timeout = kwargs.get("timeout", 15)
-    return subprocess.run(sipp_command(scenario, **kwargs), capture_output=True, text=True,
-                          timeout=timeout + 10, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        sipp_command(scenario, **kwargs),
+        capture_output=True,
+        text=True,
+        timeout=timeout + 10,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def start_sipp(scenario: str, **kwargs) -> subprocess.Popen:
     """sipp in the background; as a UAS (a ``port`` and no ``target``) once it listens, so
     that the first request is not lost and then retransmitted into a scripted scenario."""
-    proc = subprocess.Popen(sipp_command(scenario, **kwargs), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        sipp_command(scenario, **kwargs),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     if kwargs.get("port") and not kwargs.get("target"):
         deadline = time.monotonic() + 5
         while not _udp_port_taken(kwargs["port"]) and time.monotonic() < deadline:
@@ -111,9 +159,13 @@ def received(trace: Path, start_line: str, cseq: str) -> list[str]:
     """The messages sipp's ``-trace_msg`` log shows it received with this start line and
     CSeq (sipp itself absorbs retransmissions, so a scenario cannot count them)."""
     blocks = re.split(r"^-{10,}.*$", trace.read_text(), flags=re.M)
-    return [block for block in blocks if "message received" in block
-            and re.search(rf"^{re.escape(start_line)}", block, re.M)
-            and re.search(rf"^CSeq: {re.escape(cseq)}\s*$", block, re.M)]
+    return [
+        block
+        for block in blocks
+        if "message received" in block
+        and re.search(rf"^{re.escape(start_line)}", block, re.M)
+        and re.search(rf"^CSeq: {re.escape(cseq)}\s*$", block, re.M)
+    ]
 
 
 def tone(freq: float = 400.0, seconds: float = 0.5, amplitude: int = 8000) -> bytes:
@@ -123,7 +175,7 @@ def tone(freq: float = 400.0, seconds: float = 0.5, amplitude: int = 8000) -> by
 
 def rms(pcm: bytes) -> float:
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    return float(np.sqrt(np.mean(samples ** 2))) if len(samples) else 0.0
+    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
 
 
 def dominant_frequency(pcm: bytes) -> float:
@@ -158,19 +210,35 @@ class RtpPeer:
         """Send ``pcm`` as 20 ms packets, all at once (the edge's jitter buffer orders them)."""
         encode = codecs.encoder(payload_type)
         for i, offset in enumerate(range(0, len(pcm), FRAME_BYTES)):
-            payload = encode(pcm[offset:offset + FRAME_BYTES])
-            self.sock.sendto(build_rtp(payload_type=payload_type, sequence=i,
-                                       timestamp=i * 160, ssrc=0x5151, payload=payload,
-                                       marker=i == 0), to)
+            payload = encode(pcm[offset : offset + FRAME_BYTES])
+            self.sock.sendto(
+                build_rtp(
+                    payload_type=payload_type,
+                    sequence=i,
+                    timestamp=i * 160,
+                    ssrc=0x5151,
+                    payload=payload,
+                    marker=i == 0,
+                ),
+                to,
+            )
 
     def send_key(self, to: tuple[str, int], key: str, *, payload_type: int = 101) -> None:
         """An RFC 4733 key press: three packets of one event, the last with the end bit."""
         event = "0123456789*#".index(key)
         for i, end in enumerate((False, False, True)):
             payload = struct.pack("!BBH", event, (0x80 if end else 0) | 10, 160 * (i + 1))
-            self.sock.sendto(build_rtp(payload_type=payload_type, sequence=500 + i,
-                                       timestamp=80000, ssrc=0x5151, payload=payload,
-                                       marker=i == 0), to)
+            self.sock.sendto(
+                build_rtp(
+                    payload_type=payload_type,
+                    sequence=500 + i,
+                    timestamp=80000,
+                    ssrc=0x5151,
+                    payload=payload,
+                    marker=i == 0,
+                ),
+                to,
+            )
 
     def received_audio(self, payload_type: int) -> bytes:
         decode = codecs.decoder(payload_type)

@@ -1,16 +1,16 @@
 """Inbound flows on a FakeCall: simulated time, so minutes of call run in milliseconds."""
+
 from __future__ import annotations
 
 import wave
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from telephony.endpoint import FRAME_BYTES, CallState, Disposition
-from telephony.flows import (FlowHooks, FlowSettings, StatusAnswer, serve_inbound,
-                             status_query)
+from telephony.flows import FlowHooks, FlowSettings, StatusAnswer, serve_inbound, status_query
 from telephony.recording import EndpointerSettings, EndReason
 from tests.telephony.fakes import FakeCall, FakePrompts, silence, speech
 
@@ -29,13 +29,15 @@ class Recorder:
             self.lookups.append(number)
             return self.statuses.get(number)
 
-        base = dict(
-            on_answered=lambda call: self.events.append(("answered", call.call_id)),
-            on_audio=lambda call, frame: self.audio.append(frame),
-            on_finished=lambda call, path, reason: self.events.append(("finished", path, reason)),
-            lookup_status=lookup,
-            on_callback_number=lambda call, n: self.events.append(("callback", n)),
-        )
+        base = {
+            "on_answered": lambda call: self.events.append(("answered", call.call_id)),
+            "on_audio": lambda call, frame: self.audio.append(frame),
+            "on_finished": lambda call, path, reason: self.events.append(
+                ("finished", path, reason)
+            ),
+            "lookup_status": lookup,
+            "on_callback_number": lambda call, n: self.events.append(("callback", n)),
+        }
         base.update(overrides)
         return FlowHooks(**base)
 
@@ -60,14 +62,19 @@ def _wav_seconds(path: Path) -> float:
 
 
 def test_given_a_caller_who_speaks_then_pauses_when_served_then_recorded_thanked_and_hung_up(
-        prompts, settings):
+    prompts, settings
+):
     rec = Recorder()
     call = FakeCall(frames=silence(GREETING_MS) + speech(3000) + silence(2500))
     serve_inbound(call, prompts=prompts, hooks=rec.hooks(), settings=settings)
 
     assert call.heard(prompts) == ["greeting", "beep", "closing"]
-    assert call.states == [CallState.GREETING, CallState.LISTENING, CallState.PROMPTING,
-                           CallState.ENDED]
+    assert call.states == [
+        CallState.GREETING,
+        CallState.LISTENING,
+        CallState.PROMPTING,
+        CallState.ENDED,
+    ]
     assert call.disposition is Disposition.COMPLETED
     assert rec.events[0] == ("answered", "fake-call-1")
     _, path, reason = rec.events[1]
@@ -79,7 +86,8 @@ def test_given_a_caller_who_speaks_then_pauses_when_served_then_recorded_thanked
 
 
 def test_given_a_caller_who_hangs_up_mid_sentence_then_recording_kept_and_no_prompt(
-        prompts, settings):
+    prompts, settings
+):
     rec = Recorder()
     call = FakeCall(frames=silence(GREETING_MS) + speech(5000), hangup_at_ms=2000)
     serve_inbound(call, prompts=prompts, hooks=rec.hooks(), settings=settings)
@@ -91,16 +99,14 @@ def test_given_a_caller_who_hangs_up_mid_sentence_then_recording_kept_and_no_pro
     assert call.disposition is Disposition.CALLER_HUNG_UP
 
 
-def test_given_a_hang_up_during_the_greeting_then_finished_without_recording(
-        prompts, settings):
+def test_given_a_hang_up_during_the_greeting_then_finished_without_recording(prompts, settings):
     rec = Recorder()
     call = FakeCall(frames=silence(1000), hangup_at_ms=100)
     serve_inbound(call, prompts=prompts, hooks=rec.hooks(), settings=settings)
     assert rec.events == [("answered", "fake-call-1"), ("finished", None, EndReason.HANGUP)]
 
 
-def test_given_silence_only_when_no_speech_timeout_passes_then_no_speech_prompt(
-        prompts, settings):
+def test_given_silence_only_when_no_speech_timeout_passes_then_no_speech_prompt(prompts, settings):
     rec = Recorder()
     call = FakeCall(frames=silence(20_000, level=30))  # line noise ≈ -60 dBFS
     serve_inbound(call, prompts=prompts, hooks=rec.hooks(), settings=settings)
@@ -124,7 +130,8 @@ def test_given_a_caller_who_never_stops_when_max_length_reached_then_cut(prompts
 
 
 def test_given_a_phone_that_stops_sending_when_quiet_then_the_gap_is_timed_as_silence(
-        prompts, settings):
+    prompts, settings
+):
     rec = Recorder()
     call = FakeCall(frames=silence(GREETING_MS) + speech(1000))  # then no packets at all
     serve_inbound(call, prompts=prompts, hooks=rec.hooks(), settings=settings)
@@ -148,11 +155,13 @@ def test_given_a_failing_asr_hook_then_the_call_is_still_recorded(prompts, setti
 
 
 def test_given_barge_in_when_the_caller_talks_over_the_greeting_then_it_stops_and_records(
-        prompts, settings):
+    prompts, settings
+):
     rec = Recorder()
     call = FakeCall(frames=speech(2000) + silence(2000))
-    serve_inbound(call, prompts=prompts, hooks=rec.hooks(),
-                  settings=replace(settings, barge_in=True))
+    serve_inbound(
+        call, prompts=prompts, hooks=rec.hooks(), settings=replace(settings, barge_in=True)
+    )
 
     assert call.cleared_at == [100]  # after 5 loud frames
     assert call.heard(prompts) == ["greeting", "closing"]
@@ -161,7 +170,7 @@ def test_given_barge_in_when_the_caller_talks_over_the_greeting_then_it_stops_an
 
 
 # ---------------------------------------------------------------- menu
-DEADLINE = datetime(2026, 12, 4, 9, 30, tzinfo=timezone.utc)  # 17:30 in Beijing
+DEADLINE = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)  # 17:30 in Beijing
 TICKET = "20261127000042"
 
 
@@ -169,46 +178,67 @@ def _keys(at: int, text: str, step: int = 300) -> list[tuple[int, str]]:
     return [(at + i * step, k) for i, k in enumerate(text)]
 
 
-def test_given_the_menu_when_caller_picks_2_then_status_and_deadline_are_spoken(
-        prompts, settings):
+def test_given_the_menu_when_caller_picks_2_then_status_and_deadline_are_spoken(prompts, settings):
     rec = Recorder({TICKET: StatusAnswer("in_progress", DEADLINE)})
     call = FakeCall(frames=silence(60_000), keys=_keys(400, "2") + _keys(1000, TICKET + "#"))
-    serve_inbound(call, prompts=prompts, hooks=rec.hooks(),
-                  settings=replace(settings, menu_enabled=True))
+    serve_inbound(
+        call, prompts=prompts, hooks=rec.hooks(), settings=replace(settings, menu_enabled=True)
+    )
 
     digits = [f"digit_{d}" for d in TICKET]
     assert call.heard(prompts) == [
-        "welcome", "menu", "enter_ticket", "ticket", *digits, "status_is",
-        "status_in_progress", "deadline",
-        "digit_2", "digit_0", "digit_2", "digit_6", "year", "ten", "digit_2", "month",
-        "digit_4", "day", "ten", "digit_7", "hour", "digit_3", "ten", "minute", "goodbye"]
+        "welcome",
+        "menu",
+        "enter_ticket",
+        "ticket",
+        *digits,
+        "status_is",
+        "status_in_progress",
+        "deadline",
+        "digit_2",
+        "digit_0",
+        "digit_2",
+        "digit_6",
+        "year",
+        "ten",
+        "digit_2",
+        "month",
+        "digit_4",
+        "day",
+        "ten",
+        "digit_7",
+        "hour",
+        "digit_3",
+        "ten",
+        "minute",
+        "goodbye",
+    ]
     assert rec.lookups == [TICKET]
     assert CallState.MENU in call.states and call.states[0] is CallState.GREETING
     assert not any(e[0] == "answered" for e in rec.events)  # no ticket for a status query
     assert call.disposition is Disposition.COMPLETED
 
 
-def test_given_the_menu_when_a_key_is_pressed_during_it_then_the_menu_stops(
-        prompts, settings):
+def test_given_the_menu_when_a_key_is_pressed_during_it_then_the_menu_stops(prompts, settings):
     call = FakeCall(frames=silence(30_000), keys=[(140, "3")] + _keys(2000, "13800001111#"))
     rec = Recorder()
-    serve_inbound(call, prompts=prompts, hooks=rec.hooks(),
-                  settings=replace(settings, menu_enabled=True))
+    serve_inbound(
+        call, prompts=prompts, hooks=rec.hooks(), settings=replace(settings, menu_enabled=True)
+    )
 
     assert call.cleared_at and call.cleared_at[0] == 140
     assert ("callback", "13800001111") in rec.events
     heard = call.heard(prompts)
     assert heard[:3] == ["welcome", "menu", "enter_callback"]
-    assert heard[3:] == ["callback_is", *[f"digit_{d}" for d in "13800001111"],
-                         "callback_recorded"]
+    assert heard[3:] == ["callback_is", *[f"digit_{d}" for d in "13800001111"], "callback_recorded"]
 
 
-def test_given_the_menu_when_nobody_presses_a_key_then_the_report_flow_runs(
-        prompts, settings):
+def test_given_the_menu_when_nobody_presses_a_key_then_the_report_flow_runs(prompts, settings):
     rec = Recorder()
     call = FakeCall(frames=silence(5400) + speech(2000) + silence(2000))
-    serve_inbound(call, prompts=prompts, hooks=rec.hooks(),
-                  settings=replace(settings, menu_enabled=True))
+    serve_inbound(
+        call, prompts=prompts, hooks=rec.hooks(), settings=replace(settings, menu_enabled=True)
+    )
 
     assert call.heard(prompts) == ["welcome", "menu", "speak_now", "beep", "closing"]
     assert rec.events[0][0] == "answered"
@@ -218,10 +248,17 @@ def test_given_the_menu_when_nobody_presses_a_key_then_the_report_flow_runs(
 def test_given_the_menu_when_an_invalid_key_then_told_and_asked_again(prompts, settings):
     rec = Recorder()
     call = FakeCall(frames=silence(20_000), keys=[(300, "9"), (800, "1")])
-    serve_inbound(call, prompts=prompts, hooks=rec.hooks(),
-                  settings=replace(settings, menu_enabled=True))
-    assert call.heard(prompts)[:6] == ["welcome", "menu", "invalid_key", "menu", "speak_now",
-                                       "beep"]
+    serve_inbound(
+        call, prompts=prompts, hooks=rec.hooks(), settings=replace(settings, menu_enabled=True)
+    )
+    assert call.heard(prompts)[:6] == [
+        "welcome",
+        "menu",
+        "invalid_key",
+        "menu",
+        "speak_now",
+        "beep",
+    ]
 
 
 # ---------------------------------------------------------------- status query
@@ -233,8 +270,18 @@ def test_given_unknown_numbers_when_retried_then_not_found_twice_then_found(prom
 
     assert rec.lookups == ["11", "12", "77"]  # "*" started the third number over
     assert call.heard(prompts) == [
-        "enter_ticket", "not_found", "enter_ticket", "not_found", "enter_ticket",
-        "ticket", "digit_7", "digit_7", "status_is", "status_closed", "goodbye"]
+        "enter_ticket",
+        "not_found",
+        "enter_ticket",
+        "not_found",
+        "enter_ticket",
+        "ticket",
+        "digit_7",
+        "digit_7",
+        "status_is",
+        "status_closed",
+        "goodbye",
+    ]
 
 
 def test_given_only_unknown_numbers_when_three_tries_used_then_goodbye(prompts, settings):
@@ -261,13 +308,20 @@ def test_given_a_hang_up_while_keying_then_the_flow_just_ends(prompts, settings)
 
 
 def test_given_the_caller_talks_while_the_menu_waits_then_that_is_not_in_the_recording(
-        prompts, settings):
+    prompts, settings
+):
     rec = Recorder()
     # Menu over at 200 ms, then 5 s waiting for a key: the caller talks into the void.
-    call = FakeCall(frames=silence(400) + speech(1000, level=3000) + silence(4000)
-                    + speech(2000) + silence(2500))
-    serve_inbound(call, prompts=prompts, hooks=rec.hooks(),
-                  settings=replace(settings, menu_enabled=True))
+    call = FakeCall(
+        frames=silence(400)
+        + speech(1000, level=3000)
+        + silence(4000)
+        + speech(2000)
+        + silence(2500)
+    )
+    serve_inbound(
+        call, prompts=prompts, hooks=rec.hooks(), settings=replace(settings, menu_enabled=True)
+    )
 
     _, path, reason = rec.events[-1]
     assert reason is EndReason.SILENCE

@@ -1,5 +1,6 @@
 """A report flow over a real RtpSession on loopback: pacing, silence and the recording in
 real time (≈ 3 s), where the FakeCall tests simulate time."""
+
 from __future__ import annotations
 
 import queue
@@ -12,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from telephony import codecs
-from telephony.endpoint import (FRAME_BYTES, CallDirection, CallState, Disposition,
-                                check_transition)
+from telephony.endpoint import FRAME_BYTES, CallDirection, CallState, Disposition, check_transition
 from telephony.flows import FlowHooks, FlowSettings, serve_inbound
 from telephony.recording import EndpointerSettings, EndReason
 from telephony.rtp import RtpSession, build_rtp, parse_rtp
@@ -69,12 +69,19 @@ class RtpCall:
 
 
 def test_given_a_real_rtp_caller_when_reporting_then_recording_matches_what_was_said(
-        tmp_path: Path):
+    tmp_path: Path,
+):
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind((HOST, 0))
     peer.settimeout(0.5)
-    media = RtpSession(local_host=HOST, port=0, sock=None, remote=peer.getsockname(),
-                       payload_type=codecs.PCMA, dtmf_payload_type=None)
+    media = RtpSession(
+        local_host=HOST,
+        port=0,
+        sock=None,
+        remote=peer.getsockname(),
+        payload_type=codecs.PCMA,
+        dtmf_payload_type=None,
+    )
     media.start()
     call = RtpCall(media)
     said = silence(300) + speech(1000) + silence(1500)
@@ -83,8 +90,16 @@ def test_given_a_real_rtp_caller_when_reporting_then_recording_matches_what_was_
     def caller() -> None:
         started = time.monotonic()
         for n, frame in enumerate(said):
-            peer.sendto(build_rtp(payload_type=codecs.PCMA, sequence=n, timestamp=160 * n,
-                                  ssrc=7, payload=codecs.alaw_encode(frame)), media.local_address)
+            peer.sendto(
+                build_rtp(
+                    payload_type=codecs.PCMA,
+                    sequence=n,
+                    timestamp=160 * n,
+                    ssrc=7,
+                    payload=codecs.alaw_encode(frame),
+                ),
+                media.local_address,
+            )
             delay = started + (n + 1) * 0.02 - time.monotonic()
             if delay > 0:
                 time.sleep(delay)  # a phone's real-time pace
@@ -92,11 +107,16 @@ def test_given_a_real_rtp_caller_when_reporting_then_recording_matches_what_was_
     sender = threading.Thread(target=caller)
     sender.start()
     prompts = FakePrompts()
-    settings = FlowSettings(recording_dir=tmp_path,
-                            endpointer=EndpointerSettings(end_silence_s=0.8))
+    settings = FlowSettings(
+        recording_dir=tmp_path, endpointer=EndpointerSettings(end_silence_s=0.8)
+    )
     try:
-        serve_inbound(call, prompts=prompts, settings=settings,
-                      hooks=FlowHooks(on_finished=lambda c, p, r: finished.append((p, r))))
+        serve_inbound(
+            call,
+            prompts=prompts,
+            settings=settings,
+            hooks=FlowHooks(on_finished=lambda c, p, r: finished.append((p, r))),
+        )
         sender.join()
         media.stop()  # it would send comfort silence for ever
         heard = []

@@ -17,16 +17,22 @@ def settings(tmp_path: Path) -> FlowSettings:
 def _run(keys, settings, **call_kwargs):
     prompts = FakePrompts()
     results = []
-    call = FakeCall(frames=silence(60_000), keys=keys, direction=CallDirection.OUTBOUND,
-                    **call_kwargs)
+    call = FakeCall(
+        frames=silence(60_000), keys=keys, direction=CallDirection.OUTBOUND, **call_kwargs
+    )
     hooks = FlowHooks(on_survey_result=lambda c, r: results.append((c.call_id, r)))
     returned = survey(call, prompts=prompts, hooks=hooks, settings=settings)
     return returned, results, call.heard(prompts), call
 
 
-@pytest.mark.parametrize(("key", "expected"), [
-    ("1", SurveyResult.SATISFIED), ("2", SurveyResult.BASICALLY_SATISFIED),
-    ("3", SurveyResult.DISSATISFIED)])
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("1", SurveyResult.SATISFIED),
+        ("2", SurveyResult.BASICALLY_SATISFIED),
+        ("3", SurveyResult.DISSATISFIED),
+    ],
+)
 def test_given_a_key_after_the_question_then_the_result_is_reported(settings, key, expected):
     returned, results, heard, call = _run([(500, key)], settings)
     assert returned is expected
@@ -74,8 +80,11 @@ def test_given_a_hang_up_during_the_question_then_no_result(settings):
 
 
 def test_given_a_callee_who_sends_no_audio_when_a_key_comes_during_the_question_then_it_counts(
-        settings):
+    settings,
+):
     prompts = FakePrompts()
     call = FakeCall(frames=[], keys=[(40, "1")], direction=CallDirection.OUTBOUND)
-    assert survey(call, prompts=prompts, hooks=FlowHooks(), settings=settings) \
+    assert (
+        survey(call, prompts=prompts, hooks=FlowHooks(), settings=settings)
         is SurveyResult.SATISFIED
+    )

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from telephony.endpoint import FRAME_BYTES
-from telephony.recording import (Endpointer, EndpointerSettings, EndReason, WavRecorder,
-                                 frame_dbfs, recording_path)
+from telephony.recording import (
+    Endpointer,
+    EndpointerSettings,
+    EndReason,
+    WavRecorder,
+    frame_dbfs,
+    recording_path,
+)
 from tests.speech import read_wav, speak
 from tests.telephony.fakes import silence, speech
 
@@ -24,7 +30,7 @@ def _run(frames: list[bytes], settings: EndpointerSettings | None = None):
 
 def _frames(pcm: bytes) -> list[bytes]:
     pcm += bytes(-len(pcm) % FRAME_BYTES)
-    return [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+    return [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
 
 
 def test_levels_of_silence_noise_and_speech():
@@ -67,8 +73,10 @@ def test_given_espeak_korean_speech_with_line_noise_then_end_is_found_after_it()
     rng = np.random.default_rng(1)
     lead = silence(1000, level=30)
     spoken = _frames(pcm)
-    noisy = [(np.frombuffer(f, "<i2") + rng.standard_normal(160) * 30).astype("<i2").tobytes()
-             for f in spoken]
+    noisy = [
+        (np.frombuffer(f, "<i2") + rng.standard_normal(160) * 30).astype("<i2").tobytes()
+        for f in spoken
+    ]
     reason, at, ep = _run(lead + noisy + silence(4000, level=30))
     assert reason is EndReason.SILENCE
     assert abs(ep.speech_started_at - len(lead)) <= 10  # within 200 ms of the first word
@@ -97,8 +105,12 @@ def test_given_a_hostile_call_id_then_the_recording_stays_in_its_directory(tmp_p
 
 def _noisy(frames: list[bytes], level: float, seed: int) -> list[bytes]:
     rng = np.random.default_rng(seed)
-    return [np.clip(np.frombuffer(f, "<i2") + rng.standard_normal(160) * level,
-                    -32768, 32767).astype("<i2").tobytes() for f in frames]
+    return [
+        np.clip(np.frombuffer(f, "<i2") + rng.standard_normal(160) * level, -32768, 32767)
+        .astype("<i2")
+        .tobytes()
+        for f in frames
+    ]
 
 
 def test_given_street_noise_when_adaptive_then_speech_still_ends_but_fixed_runs_to_max():

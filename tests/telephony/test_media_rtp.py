@@ -1,5 +1,6 @@
 """RtpSession against a raw UDP peer on loopback; every port comes from the OS or the
 allocator, so parallel workers never collide."""
+
 from __future__ import annotations
 
 import socket
@@ -12,8 +13,14 @@ import pytest
 
 from telephony import codecs
 from telephony.endpoint import FRAME_BYTES, FRAME_SAMPLES
-from telephony.rtp import (MediaLoop, NoFreeRtpPort, RtpPortAllocator, RtpSession, build_rtp,
-                           parse_rtp)
+from telephony.rtp import (
+    MediaLoop,
+    NoFreeRtpPort,
+    RtpPortAllocator,
+    RtpSession,
+    build_rtp,
+    parse_rtp,
+)
 from tests.conftest import wait_until
 
 HOST = "127.0.0.1"
@@ -35,11 +42,21 @@ class Peer:
     def send_raw(self, to: tuple[str, int], data: bytes) -> None:
         self.sock.sendto(data, to)
 
-    def send_audio(self, to, payload: bytes, *, pt: int, skip: bool = False,
-                   marker: bool = False) -> None:
+    def send_audio(
+        self, to, payload: bytes, *, pt: int, skip: bool = False, marker: bool = False
+    ) -> None:
         if not skip:
-            self.sock.sendto(build_rtp(payload_type=pt, sequence=self.seq, timestamp=self.ts,
-                                       ssrc=self.ssrc, payload=payload, marker=marker), to)
+            self.sock.sendto(
+                build_rtp(
+                    payload_type=pt,
+                    sequence=self.seq,
+                    timestamp=self.ts,
+                    ssrc=self.ssrc,
+                    payload=payload,
+                    marker=marker,
+                ),
+                to,
+            )
         self.seq = (self.seq + 1) & 0xFFFF
         self.ts = (self.ts + len(payload)) & 0xFFFFFFFF
 
@@ -58,8 +75,15 @@ def peer() -> Iterator[Peer]:
 
 
 def _session(peer: Peer, *, pt: int = codecs.PCMU, **kwargs) -> RtpSession:
-    return RtpSession(local_host=HOST, port=0, sock=None, remote=peer.address,
-                      payload_type=pt, dtmf_payload_type=DTMF_PT, **kwargs)
+    return RtpSession(
+        local_host=HOST,
+        port=0,
+        sock=None,
+        remote=peer.address,
+        payload_type=pt,
+        dtmf_payload_type=DTMF_PT,
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -73,8 +97,9 @@ def sessions() -> Iterator[list[RtpSession]]:
 def _speechlike(seconds: float, amplitude: float = 8000) -> np.ndarray:
     t = np.arange(int(8000 * seconds)) / 8000
     envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 3 * t)
-    signal = sum(np.sin(2 * np.pi * f * t + f) / k
-                 for k, f in enumerate((220, 470, 1130, 2250), start=1))
+    signal = sum(
+        np.sin(2 * np.pi * f * t + f) / k for k, f in enumerate((220, 470, 1130, 2250), start=1)
+    )
     return (amplitude * envelope * signal / 2).astype(np.int16)
 
 
@@ -90,7 +115,7 @@ def _read_all(session: RtpSession, frames: int, timeout: float = 5.0) -> bytes:
 
 def _snr_db(reference: np.ndarray, decoded: np.ndarray) -> float:
     noise = decoded.astype(float) - reference.astype(float)
-    return 10 * np.log10(np.sum(reference.astype(float) ** 2) / np.sum(noise ** 2))
+    return 10 * np.log10(np.sum(reference.astype(float) ** 2) / np.sum(noise**2))
 
 
 @pytest.mark.parametrize("pt", [codecs.PCMU, codecs.PCMA])
@@ -101,8 +126,12 @@ def test_given_g711_stream_when_received_then_16_bit_audio_matches_the_input(pee
     source = _speechlike(1.0)
     encode = codecs.encoder(pt)
     for i in range(0, len(source), FRAME_SAMPLES):
-        peer.send_audio(session.local_address, encode(source[i:i + FRAME_SAMPLES].tobytes()),
-                        pt=pt, marker=i == 0)
+        peer.send_audio(
+            session.local_address,
+            encode(source[i : i + FRAME_SAMPLES].tobytes()),
+            pt=pt,
+            marker=i == 0,
+        )
     received = np.frombuffer(_read_all(session, len(source) // FRAME_SAMPLES), dtype="<i2")
 
     assert len(received) == len(source)
@@ -114,7 +143,8 @@ def test_given_g711_stream_when_received_then_16_bit_audio_matches_the_input(pee
 
 
 def test_given_pcma_call_when_sending_then_packets_carry_pt_8_and_alaw_with_sound_headers(
-        peer, sessions):
+    peer, sessions
+):
     session = _session(peer, pt=codecs.PCMA)
     sessions.append(session)
     source = _speechlike(0.2)
@@ -126,9 +156,13 @@ def test_given_pcma_call_when_sending_then_packets_carry_pt_8_and_alaw_with_soun
     assert {p.payload_type for p in packets} == {codecs.PCMA}
     assert [p.marker for p in packets] == [True] + [False] * 13
     assert len({p.ssrc for p in packets}) == 1
-    assert all((b.sequence - a.sequence) & 0xFFFF == 1 for a, b in zip(packets, packets[1:]))
-    assert all((b.timestamp - a.timestamp) & 0xFFFFFFFF == FRAME_SAMPLES
-               for a, b in zip(packets, packets[1:]))
+    assert all(
+        (b.sequence - a.sequence) & 0xFFFF == 1 for a, b in zip(packets, packets[1:], strict=False)
+    )
+    assert all(
+        (b.timestamp - a.timestamp) & 0xFFFFFFFF == FRAME_SAMPLES
+        for a, b in zip(packets, packets[1:], strict=False)
+    )
     audio = b"".join(p.payload for p in packets[:10])
     assert audio == codecs.alaw_encode(source.tobytes())
     # Once the queue is empty the stream goes on as A-law silence, not μ-law and not nothing.
@@ -146,8 +180,7 @@ def test_given_packets_arriving_20ms_apart_when_sending_then_pace_is_real_time(p
     assert 0.4 < time.monotonic() - started < 0.7
 
 
-def test_given_malformed_packets_when_received_then_counted_and_receiving_goes_on(
-        peer, sessions):
+def test_given_malformed_packets_when_received_then_counted_and_receiving_goes_on(peer, sessions):
     session = _session(peer)
     sessions.append(session)
     session.start()
@@ -159,8 +192,16 @@ def test_given_malformed_packets_when_received_then_counted_and_receiving_goes_o
     peer.send_raw(to, struct.pack("!BBHII", 0x8F, 0, 1, 2, 3) + bytes(8))  # 15 CSRCs, 2 there
     peer.send_raw(to, struct.pack("!BBHIIHH", 0x90, 0, 1, 2, 3, 0xBEDE, 50) + bytes(8))
     peer.send_raw(to, struct.pack("!BBHII", 0xA0, 0, 1, 2, 3) + good[:10] + b"\xff")  # padding
-    peer.send_raw(to, build_rtp(payload_type=DTMF_PT, sequence=peer.seq, timestamp=peer.ts,
-                                ssrc=peer.ssrc, payload=bytes([200, 0x8A, 0, 160])))
+    peer.send_raw(
+        to,
+        build_rtp(
+            payload_type=DTMF_PT,
+            sequence=peer.seq,
+            timestamp=peer.ts,
+            ssrc=peer.ssrc,
+            payload=bytes([200, 0x8A, 0, 160]),
+        ),
+    )
     peer.seq += 1
     for _ in range(4):
         peer.send_audio(to, good, pt=codecs.PCMU)
@@ -173,8 +214,13 @@ def test_given_malformed_packets_when_received_then_counted_and_receiving_goes_o
 
 def test_given_extension_and_csrc_when_well_formed_then_payload_found_after_them():
     payload = b"\x01\x02\x03"
-    data = (struct.pack("!BBHII", 0x91, 8, 7, 8, 9) + b"CSRC"
-            + struct.pack("!HH", 0xBEDE, 1) + b"EXT!" + payload)
+    data = (
+        struct.pack("!BBHII", 0x91, 8, 7, 8, 9)
+        + b"CSRC"
+        + struct.pack("!HH", 0xBEDE, 1)
+        + b"EXT!"
+        + payload
+    )
     packet = parse_rtp(data)
     assert (packet.payload_type, packet.sequence, packet.payload) == (8, 7, payload)
 
@@ -198,8 +244,15 @@ def test_given_packets_from_another_address_when_received_then_ignored(peer, ses
 def test_given_latching_when_first_source_seen_then_locked_to_it_and_sent_to(sessions):
     first, second = Peer(), Peer()
     try:
-        session = RtpSession(local_host=HOST, port=0, sock=None, remote=("192.0.2.1", 4000),
-                             payload_type=codecs.PCMU, dtmf_payload_type=None, latch=True)
+        session = RtpSession(
+            local_host=HOST,
+            port=0,
+            sock=None,
+            remote=("192.0.2.1", 4000),
+            payload_type=codecs.PCMU,
+            dtmf_payload_type=None,
+            latch=True,
+        )
         sessions.append(session)
         session.start()
         frame = codecs.ulaw_encode(bytes(FRAME_BYTES))
@@ -228,7 +281,8 @@ def test_given_a_quiet_caller_when_reading_then_returns_by_the_timeout(peer, ses
 
 
 def test_given_lost_and_reordered_packets_when_read_then_timing_is_kept_with_silence(
-        peer, sessions):
+    peer, sessions
+):
     session = _session(peer)
     sessions.append(session)
     session.start()
@@ -242,8 +296,16 @@ def test_given_lost_and_reordered_packets_when_read_then_timing_is_kept_with_sil
             continue
         peer.send_audio(to, tone, pt=codecs.PCMU, skip=30 <= i < 35)
         if i == 21:
-            peer.sock.sendto(build_rtp(payload_type=0, sequence=held[0], timestamp=held[1],
-                                       ssrc=peer.ssrc, payload=tone), to)
+            peer.sock.sendto(
+                build_rtp(
+                    payload_type=0,
+                    sequence=held[0],
+                    timestamp=held[1],
+                    ssrc=peer.ssrc,
+                    payload=tone,
+                ),
+                to,
+            )
     audio = np.frombuffer(_read_all(session, 50), dtype="<i2").reshape(50, FRAME_SAMPLES)
 
     assert audio.shape[0] == 50  # the recording is as long as what was sent
@@ -253,7 +315,8 @@ def test_given_lost_and_reordered_packets_when_read_then_timing_is_kept_with_sil
 
 
 def test_given_dtmf_with_retransmitted_ends_when_received_then_each_key_reported_once(
-        peer, sessions):
+    peer, sessions
+):
     keys: list[str] = []
     session = _session(peer, on_dtmf=keys.append)
     sessions.append(session)
@@ -261,20 +324,33 @@ def test_given_dtmf_with_retransmitted_ends_when_received_then_each_key_reported
     to = session.local_address
     for code in (1, 2, 11):  # "1", "2", "#"
         start = peer.ts
-        for duration, end in ((160, False), (320, False), (480, False),
-                              (640, True), (640, True), (640, True)):
+        for duration, end in (
+            (160, False),
+            (320, False),
+            (480, False),
+            (640, True),
+            (640, True),
+            (640, True),
+        ):
             payload = bytes([code, 0x8A if end else 0x0A]) + duration.to_bytes(2, "big")
-            peer.sock.sendto(build_rtp(payload_type=DTMF_PT, sequence=peer.seq,
-                                       timestamp=start, ssrc=peer.ssrc, payload=payload,
-                                       marker=duration == 160), to)
+            peer.sock.sendto(
+                build_rtp(
+                    payload_type=DTMF_PT,
+                    sequence=peer.seq,
+                    timestamp=start,
+                    ssrc=peer.ssrc,
+                    payload=payload,
+                    marker=duration == 160,
+                ),
+                to,
+            )
             peer.seq += 1
         peer.ts += 800
     wait_until(lambda: session.stats["received"] == 18, timeout=3, message="events")
     assert keys == ["1", "2", "#"]
 
 
-def test_given_a_sender_reusing_one_timestamp_for_two_presses_then_both_keys_count(
-        peer, sessions):
+def test_given_a_sender_reusing_one_timestamp_for_two_presses_then_both_keys_count(peer, sessions):
     """A replayed capture (sipp's DTMF pcaps) sends "0" twice with identical headers; the
     second press opens with the marker bit after the first ended."""
     keys: list[str] = []
@@ -283,17 +359,32 @@ def test_given_a_sender_reusing_one_timestamp_for_two_presses_then_both_keys_cou
     session.start()
     start = peer.ts
     for _press in range(2):
-        for duration, end in ((0, False), (160, False), (320, True), (320, True),
-                              (320, True)):
+        for duration, end in ((0, False), (160, False), (320, True), (320, True), (320, True)):
             payload = bytes([0, 0x8A if end else 0x0A]) + duration.to_bytes(2, "big")
-            peer.sock.sendto(build_rtp(payload_type=DTMF_PT, sequence=peer.seq,
-                                       timestamp=start, ssrc=peer.ssrc, payload=payload,
-                                       marker=duration == 0), session.local_address)
+            peer.sock.sendto(
+                build_rtp(
+                    payload_type=DTMF_PT,
+                    sequence=peer.seq,
+                    timestamp=start,
+                    ssrc=peer.ssrc,
+                    payload=payload,
+                    marker=duration == 0,
+                ),
+                session.local_address,
+            )
             peer.seq += 1
     # a late copy of a middle packet, after the end: still the second press
     payload = bytes([0, 0x0A]) + (160).to_bytes(2, "big")
-    peer.sock.sendto(build_rtp(payload_type=DTMF_PT, sequence=peer.seq - 3, timestamp=start,
-                               ssrc=peer.ssrc, payload=payload), session.local_address)
+    peer.sock.sendto(
+        build_rtp(
+            payload_type=DTMF_PT,
+            sequence=peer.seq - 3,
+            timestamp=start,
+            ssrc=peer.ssrc,
+            payload=payload,
+        ),
+        session.local_address,
+    )
     wait_until(lambda: session.stats["received"] == 11, timeout=3, message="events")
     assert keys == ["0", "0"]
 
@@ -313,8 +404,14 @@ def test_given_stop_when_audio_was_buffered_then_it_is_read_before_none(peer, se
 
 def test_given_opus_only_offer_when_creating_a_session_then_refused_before_any_thread():
     with pytest.raises(codecs.UnsupportedCodec):
-        RtpSession(local_host=HOST, port=0, sock=None, remote=(HOST, 9),
-                   payload_type=111, dtmf_payload_type=None)
+        RtpSession(
+            local_host=HOST,
+            port=0,
+            sock=None,
+            remote=(HOST, 9),
+            payload_type=111,
+            dtmf_payload_type=None,
+        )
 
 
 def _hold_even_port() -> tuple[socket.socket, int]:
@@ -359,10 +456,22 @@ def test_given_two_sessions_when_one_plays_audio_then_the_other_records_it(sessi
     a_sock.bind((HOST, 0))
     b_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     b_sock.bind((HOST, 0))
-    a = RtpSession(local_host=HOST, port=a_sock.getsockname()[1], sock=a_sock,
-                   remote=b_sock.getsockname(), payload_type=codecs.PCMA, dtmf_payload_type=None)
-    b = RtpSession(local_host=HOST, port=b_sock.getsockname()[1], sock=b_sock,
-                   remote=a_sock.getsockname(), payload_type=codecs.PCMA, dtmf_payload_type=None)
+    a = RtpSession(
+        local_host=HOST,
+        port=a_sock.getsockname()[1],
+        sock=a_sock,
+        remote=b_sock.getsockname(),
+        payload_type=codecs.PCMA,
+        dtmf_payload_type=None,
+    )
+    b = RtpSession(
+        local_host=HOST,
+        port=b_sock.getsockname()[1],
+        sock=b_sock,
+        remote=a_sock.getsockname(),
+        payload_type=codecs.PCMA,
+        dtmf_payload_type=None,
+    )
     sessions += [a, b]
     b.start()
     a.start()
@@ -373,7 +482,7 @@ def test_given_two_sessions_when_one_plays_audio_then_the_other_records_it(sessi
     # Comfort silence first (A-law idle decodes to ±8), then the audio, packet-aligned.
     frames = received.reshape(-1, FRAME_SAMPLES)
     start = int(np.flatnonzero(np.abs(frames).mean(axis=1) > 100)[0]) * FRAME_SAMPLES
-    got = received[start:start + len(source)]
+    got = received[start : start + len(source)]
     assert len(got) == len(source)
     assert np.corrcoef(source, got)[0, 1] > 0.99
     assert b.stats["foreign_source"] == 0 and b.stats["malformed"] == 0
@@ -400,8 +509,11 @@ def test_given_a_busy_cpu_and_a_late_reader_then_no_packet_is_lost(peer, session
         encode = codecs.encoder(codecs.PCMU)
         started = time.monotonic()
         for n, i in enumerate(range(0, len(source), FRAME_SAMPLES)):
-            peer.send_audio(session.local_address, encode(source[i:i + FRAME_SAMPLES].tobytes()),
-                            pt=codecs.PCMU)
+            peer.send_audio(
+                session.local_address,
+                encode(source[i : i + FRAME_SAMPLES].tobytes()),
+                pt=codecs.PCMU,
+            )
             delay = started + (n + 1) * 0.02 - time.monotonic()
             if delay > 0:
                 time.sleep(delay)  # the caller's real-time pace
@@ -414,7 +526,8 @@ def test_given_a_busy_cpu_and_a_late_reader_then_no_packet_is_lost(peer, session
 
 
 def test_given_silence_suppression_when_a_talkspurt_resumes_then_the_pause_is_silence(
-        peer, sessions):
+    peer, sessions
+):
     session = _session(peer)
     sessions.append(session)
     session.start()
@@ -437,8 +550,9 @@ def test_given_30ms_packets_then_frames_are_still_20ms(peer, sessions):
     session.start()
     source = _speechlike(0.6)
     for i in range(0, len(source), 240):
-        peer.send_audio(session.local_address, codecs.alaw_encode(source[i:i + 240].tobytes()),
-                        pt=codecs.PCMA)
+        peer.send_audio(
+            session.local_address, codecs.alaw_encode(source[i : i + 240].tobytes()), pt=codecs.PCMA
+        )
     received = np.frombuffer(_read_all(session, 30), dtype="<i2")
     assert np.corrcoef(source, received)[0, 1] > 0.99
 
@@ -462,8 +576,14 @@ def test_given_a_new_ssrc_mid_call_then_both_streams_are_heard_in_order(peer, se
 
 
 def test_given_a_remote_on_hold_then_nothing_is_sent(sessions):
-    session = RtpSession(local_host=HOST, port=0, sock=None, remote=("0.0.0.0", 0),
-                         payload_type=codecs.PCMU, dtmf_payload_type=None)
+    session = RtpSession(
+        local_host=HOST,
+        port=0,
+        sock=None,
+        remote=("0.0.0.0", 0),
+        payload_type=codecs.PCMU,
+        dtmf_payload_type=None,
+    )
     sessions.append(session)
     session.start()
     session.send_audio(bytes(FRAME_BYTES * 3))
@@ -480,7 +600,8 @@ def loop() -> Iterator[MediaLoop]:
 
 
 def test_given_many_calls_on_one_loop_then_one_thread_serves_them_all_at_real_time_pace(
-        loop, sessions):
+    loop, sessions
+):
     """The SIP process used to run two threads per call; the loop is one for all of them."""
     import threading
 
@@ -495,10 +616,13 @@ def test_given_many_calls_on_one_loop_then_one_thread_serves_them_all_at_real_ti
         wait_until(lambda: len(loop) == 20, timeout=2, message="the sessions joining")
         source = _speechlike(0.4)
         encode = codecs.encoder(codecs.PCMU)
-        for p, session in zip(peers, sessions):
+        for p, session in zip(peers, sessions, strict=False):
             for i in range(0, len(source), FRAME_SAMPLES):
-                p.send_audio(session.local_address,
-                             encode(source[i:i + FRAME_SAMPLES].tobytes()), pt=codecs.PCMU)
+                p.send_audio(
+                    session.local_address,
+                    encode(source[i : i + FRAME_SAMPLES].tobytes()),
+                    pt=codecs.PCMU,
+                )
         for session in sessions:
             received = np.frombuffer(_read_all(session, 20), dtype="<i2")
             assert np.corrcoef(source, received)[0, 1] > 0.99
@@ -521,8 +645,7 @@ def test_given_many_calls_on_one_loop_then_one_thread_serves_them_all_at_real_ti
             p.close()
 
 
-def test_given_a_flood_on_one_call_port_then_other_calls_keep_their_audio_and_pace(
-        loop, sessions):
+def test_given_a_flood_on_one_call_port_then_other_calls_keep_their_audio_and_pace(loop, sessions):
     flooder, caller = Peer(), Peer()
     try:
         flooded = _session(flooder, loop=loop)
@@ -537,8 +660,11 @@ def test_given_a_flood_on_one_call_port_then_other_calls_keep_their_audio_and_pa
         for n, i in enumerate(range(0, len(source), FRAME_SAMPLES)):
             for _ in range(200):  # 10,000 packets a second at the flooded port
                 flooder.send_raw(flooded.local_address, junk)
-            caller.send_audio(victim.local_address,
-                              encode(source[i:i + FRAME_SAMPLES].tobytes()), pt=codecs.PCMU)
+            caller.send_audio(
+                victim.local_address,
+                encode(source[i : i + FRAME_SAMPLES].tobytes()),
+                pt=codecs.PCMU,
+            )
             delay = started + (n + 1) * 0.02 - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -554,7 +680,8 @@ def test_given_a_flood_on_one_call_port_then_other_calls_keep_their_audio_and_pa
 
 
 def test_given_a_key_listener_that_stops_its_own_call_then_the_loop_serves_the_others(
-        loop, sessions):
+    loop, sessions
+):
     keyer, other = Peer(), Peer()
     try:
         stopped: list[RtpSession] = []
@@ -568,15 +695,26 @@ def test_given_a_key_listener_that_stops_its_own_call_then_the_loop_serves_the_o
         sessions.append(bystander)
         session.start()
         bystander.start()
-        keyer.sock.sendto(build_rtp(payload_type=DTMF_PT, sequence=1, timestamp=1,
-                                    ssrc=7, payload=bytes([5, 0x0A, 0, 160]), marker=True),
-                          session.local_address)
+        keyer.sock.sendto(
+            build_rtp(
+                payload_type=DTMF_PT,
+                sequence=1,
+                timestamp=1,
+                ssrc=7,
+                payload=bytes([5, 0x0A, 0, 160]),
+                marker=True,
+            ),
+            session.local_address,
+        )
         wait_until(lambda: stopped, timeout=3, message="the listener's stop")
         wait_until(lambda: len(loop) == 1, timeout=2, message="the stopped session leaving")
         assert session.read_frame(0.1) is None
         sent = bystander.stats["sent"]
-        wait_until(lambda: bystander.stats["sent"] >= sent + 10, timeout=3,
-                   message="the other call's packets")
+        wait_until(
+            lambda: bystander.stats["sent"] >= sent + 10,
+            timeout=3,
+            message="the other call's packets",
+        )
     finally:
         keyer.close()
         other.close()
@@ -602,8 +740,11 @@ def test_given_a_media_loop_held_up_then_the_reader_takes_the_audio_from_the_soc
         source = _speechlike(0.2)
         encode = codecs.encoder(codecs.PCMU)
         for i in range(0, len(source), FRAME_SAMPLES):
-            peer.send_audio(session.local_address,
-                            encode(source[i:i + FRAME_SAMPLES].tobytes()), pt=codecs.PCMU)
+            peer.send_audio(
+                session.local_address,
+                encode(source[i : i + FRAME_SAMPLES].tobytes()),
+                pt=codecs.PCMU,
+            )
         received = np.frombuffer(_read_all(session, 10), dtype="<i2")
         assert np.corrcoef(source, received)[0, 1] > 0.99
         assert session.read_frame(0.05) == b""  # and nothing more was there

@@ -2,15 +2,14 @@ from __future__ import annotations
 
 import shutil
 import wave
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 
 from telephony.flows import REQUIRED_PROMPTS, FlowHooks, FlowSettings, serve_inbound
-from telephony.prompts import (BEEP, LANGUAGES, PromptError, PromptSet, date_pieces,
-                               number_pieces)
+from telephony.prompts import BEEP, LANGUAGES, PromptError, PromptSet, date_pieces, number_pieces
 from telephony.recording import frame_dbfs
 from tests.speech import write_wav
 from tests.telephony.fakes import FakeCall, silence, speech
@@ -47,8 +46,7 @@ def test_given_generated_prompts_when_ensured_again_then_nothing_is_regenerated(
     assert {n: korean.path(n).stat().st_mtime_ns for n in korean.texts} == before
 
 
-def test_given_a_changed_text_when_ensured_then_only_that_prompt_is_regenerated(
-        korean, tmp_path):
+def test_given_a_changed_text_when_ensured_then_only_that_prompt_is_regenerated(korean, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(korean.directory.parent, copy)
     changed = PromptSet(copy, language="ko", texts={"closing": "감사합니다"})
@@ -116,27 +114,48 @@ def test_given_mandarin_when_generated_then_the_cmn_voice_speaks_the_chinese_tex
     assert frame_dbfs(prompts.pcm("digit_7")) > -30
 
 
-@pytest.mark.parametrize(("n", "pieces"), [
-    (0, ["digit_0"]), (7, ["digit_7"]), (10, ["ten"]), (12, ["ten", "digit_2"]),
-    (20, ["digit_2", "ten"]), (31, ["digit_3", "ten", "digit_1"]),
-    (2026, ["digit_2", "digit_0", "digit_2", "digit_6"])])
+@pytest.mark.parametrize(
+    ("n", "pieces"),
+    [
+        (0, ["digit_0"]),
+        (7, ["digit_7"]),
+        (10, ["ten"]),
+        (12, ["ten", "digit_2"]),
+        (20, ["digit_2", "ten"]),
+        (31, ["digit_3", "ten", "digit_1"]),
+        (2026, ["digit_2", "digit_0", "digit_2", "digit_6"]),
+    ],
+)
 def test_numbers_are_composed_from_digits_and_ten(n, pieces):
     assert number_pieces(n) == pieces
 
 
 def test_a_utc_deadline_is_spoken_as_the_local_date_and_time():
-    late = datetime(2026, 12, 31, 16, 5, tzinfo=timezone.utc)  # 1 January, 00:05 in Beijing
+    late = datetime(2026, 12, 31, 16, 5, tzinfo=UTC)  # 1 January, 00:05 in Beijing
     assert date_pieces(late, SHANGHAI) == [
-        "digit_2", "digit_0", "digit_2", "digit_7", "year", "digit_1", "month", "digit_1",
-        "day", "digit_0", "hour", "digit_5", "minute"]
-    midnight = datetime(2026, 3, 1, 16, 0, tzinfo=timezone.utc)  # 2 March, 00:00
+        "digit_2",
+        "digit_0",
+        "digit_2",
+        "digit_7",
+        "year",
+        "digit_1",
+        "month",
+        "digit_1",
+        "day",
+        "digit_0",
+        "hour",
+        "digit_5",
+        "minute",
+    ]
+    midnight = datetime(2026, 3, 1, 16, 0, tzinfo=UTC)  # 2 March, 00:00
     assert date_pieces(midnight, SHANGHAI)[-4:] == ["digit_3", "month", "digit_2", "day"]
 
 
 def test_given_real_prompts_when_a_report_call_is_served_then_they_are_played(korean, tmp_path):
     call = FakeCall(frames=silence(15_000) + speech(1000) + silence(3000))
-    serve_inbound(call, prompts=korean, hooks=FlowHooks(),
-                  settings=FlowSettings(recording_dir=tmp_path))
+    serve_inbound(
+        call, prompts=korean, hooks=FlowHooks(), settings=FlowSettings(recording_dir=tmp_path)
+    )
     played = [pcm for _, pcm in call.played]
     assert played[0] == korean.pcm("greeting") + korean.pcm(BEEP)
     assert played[-1] == korean.pcm("closing")

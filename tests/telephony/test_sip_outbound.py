@@ -1,5 +1,6 @@
 """Outbound calls (satisfaction-survey call-backs) and line registration, against sipp
 playing the citizen's phone or the PBX's registrar on loopback."""
+
 from __future__ import annotations
 
 import hashlib
@@ -45,7 +46,8 @@ def _callee(scenario: str, **kwargs):
 
 
 def test_given_answering_callee_when_dialled_then_call_is_up_with_media_and_our_bye_ends_it(
-        harness, rtp):
+    harness, rtp
+):
     sipp, uri = _callee("uas_answer.xml", keys={"rtp_port": rtp.port})
     call = harness.edge.dial(uri, ring_timeout=5)
     assert call.state == CallState.ANSWERED and call.codec == "PCMU"
@@ -86,17 +88,20 @@ def test_given_callee_not_answering_when_ring_timeout_then_cancel_and_no_answer(
     assert sipp.returncode == 0, out[-2500:]  # it got our CANCEL, then our ACK of the 487
     wait_until(lambda: harness.ended, 5)
     assert harness.ended[0].disposition == Disposition.NO_ANSWER
-    wait_until(lambda: harness.edge.stats()["dialogs"] == 0
-               and harness.edge.stats()["rtp_ports"] == 0, 5)
+    wait_until(
+        lambda: harness.edge.stats()["dialogs"] == 0 and harness.edge.stats()["rtp_ports"] == 0, 5
+    )
 
 
 def test_given_registrar_with_qop_digest_then_line_registers_without_blocking_and_refreshes(
-        tmp_path):
+    tmp_path,
+):
     port = free_udp_port()
     trace = tmp_path / "registrar.log"
     sipp = start_sipp("uas_registrar.xml", port=port, trace=trace, timeout=20)
-    line = SipLine(user="alice", password="s3cret", registrar=f"{HOST}:{port}",
-                   domain="hotline.test")
+    line = SipLine(
+        user="alice", password="s3cret", registrar=f"{HOST}:{port}", domain="hotline.test"
+    )
     began = time.monotonic()
     # T1 of 1 s: no REGISTER retransmission on a loaded machine to upset sipp's script.
     harness = start_edge(mode="registered", lines=(line,), register_expires=60, t1=1.0)

@@ -1,8 +1,10 @@
 """The lifecycle table, and properties over random sequences of actions."""
+
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.errors import IllegalTransition
 from tickets.lifecycle import ACTIVE, IN_PLACE, TRANSITIONS, Action, allowed_actions, next_status
@@ -52,15 +54,18 @@ ILLEGAL = [
 ]
 
 
-@pytest.mark.parametrize("current,action,target,expected", LEGAL,
-                         ids=[f"{c.value}-{a.value}" for c, a, _, _ in LEGAL])
-def test_given_status_when_legal_action_then_reaches_expected_status(current, action, target,
-                                                                     expected):
+@pytest.mark.parametrize(
+    "current,action,target,expected", LEGAL, ids=[f"{c.value}-{a.value}" for c, a, _, _ in LEGAL]
+)
+def test_given_status_when_legal_action_then_reaches_expected_status(
+    current, action, target, expected
+):
     assert next_status(current, action, target) == expected
 
 
-@pytest.mark.parametrize("current,action,target", ILLEGAL,
-                         ids=[f"{c.value}-{a.value}" for c, a, _ in ILLEGAL])
+@pytest.mark.parametrize(
+    "current,action,target", ILLEGAL, ids=[f"{c.value}-{a.value}" for c, a, _ in ILLEGAL]
+)
 def test_given_status_when_illegal_action_then_raises_domain_error(current, action, target):
     with pytest.raises(IllegalTransition) as err:
         next_status(current, action, target)
@@ -83,16 +88,19 @@ ALL_STEPS = [(a, t) for a, table in TRANSITIONS.items() for ts in table.values()
 ALL_STEPS += [(a, None) for a in IN_PLACE]
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(steps=st.lists(st.sampled_from(sorted(set(ALL_STEPS), key=str)), max_size=25))
 def test_no_sequence_of_actions_reaches_an_illegal_state_and_the_log_rebuilds_the_ticket(
-        session, clock, steps):
+    session, clock, steps
+):
     """Random actions, legal or not: illegal ones are refused and change nothing; the status
     is always one the table allows from the previous one; replaying the audit log gives
     exactly the ticket."""
-    ticket = create_ticket(session, data=TicketCreate(description="小区路灯坏了"),
-                           actor="test", now=clock.now()).ticket
+    ticket = create_ticket(
+        session, data=TicketCreate(description="小区路灯坏了"), actor="test", now=clock.now()
+    ).ticket
     for action, target in steps:
         clock.advance(timedelta(minutes=7))
         before = ticket.status
@@ -100,13 +108,26 @@ def test_no_sequence_of_actions_reaches_an_illegal_state_and_the_log_rebuilds_th
             expected = next_status(before, action, target)
         except IllegalTransition:
             with pytest.raises(IllegalTransition):
-                record(session, ticket=ticket, action=action, actor="test", now=clock.now(),
-                       target=target)
+                record(
+                    session,
+                    ticket=ticket,
+                    action=action,
+                    actor="test",
+                    now=clock.now(),
+                    target=target,
+                )
             assert ticket.status == before
             continue
         changes = {"title": f"step {ticket.event_seq}"} if action == A.update else None
-        record(session, ticket=ticket, action=action, actor="test", now=clock.now(),
-               target=target, changes=changes)
+        record(
+            session,
+            ticket=ticket,
+            action=action,
+            actor="test",
+            now=clock.now(),
+            target=target,
+            changes=changes,
+        )
         assert ticket.status == expected
         assert (ticket.closed_at is not None) == (ticket.status in (S.closed, S.archived))
     session.flush()

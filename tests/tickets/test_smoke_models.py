@@ -3,8 +3,12 @@ from tickets.service import create_ticket, events_of, rebuild_state, snapshot
 
 
 def test_given_intake_payload_when_created_then_ticket_has_number_and_create_event(session, clock):
-    intake = create_ticket(session, data=TicketCreate(description="路灯不亮", channel=Channel.api),
-                           actor="user:1", now=clock.now())
+    intake = create_ticket(
+        session,
+        data=TicketCreate(description="路灯不亮", channel=Channel.api),
+        actor="user:1",
+        now=clock.now(),
+    )
     t = intake.ticket
     assert t.status == Status.intake
     assert t.number == "20261127-000001"

@@ -1,6 +1,7 @@
 """The real app on the test database. Every request is its own unit of work and commits;
 all of them, and the test's own `session`, share one outer transaction per test that is
 rolled back at the end (their commits only release savepoints)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -31,8 +32,9 @@ def connection(engine: Engine) -> Iterator[Connection]:
 @pytest.fixture
 def session_factory(connection: Connection) -> Callable[[], Session]:
     def factory() -> Session:
-        return Session(bind=connection, join_transaction_mode="create_savepoint",
-                       expire_on_commit=False)
+        return Session(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
 
     return factory
 
@@ -49,8 +51,9 @@ def session(session_factory: Callable[[], Session]) -> Iterator[Session]:
 
 @pytest.fixture
 def app(session_factory: Callable[[], Session], clock: FrozenClock):
-    return create_app(settings=Settings(environment="test"), session_factory=session_factory,
-                      clock=clock)
+    return create_app(
+        settings=Settings(environment="test"), session_factory=session_factory, clock=clock
+    )
 
 
 @pytest.fixture

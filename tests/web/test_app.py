@@ -4,10 +4,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from dispatch.models import Unit, UnitLevel
-from core.settings import Settings
 from core.db import make_engine
 from core.errors import Conflict
+from core.settings import Settings
+from dispatch.models import Unit, UnitLevel
 from hotline.tables import metadata
 from web.app import create_app
 from web.deps import SessionDep
@@ -32,34 +32,38 @@ def _unit_codes(session) -> set[str]:
     return set(session.scalars(select(Unit.code)))
 
 
-def test_given_route_that_returns_when_request_ends_then_its_writes_are_committed(probe,
-                                                                                  session):
+def test_given_route_that_returns_when_request_ends_then_its_writes_are_committed(probe, session):
     assert probe.post("/probe/KEPT").status_code == 200
     assert "KEPT" in _unit_codes(session)
 
 
-def test_given_route_that_raises_after_writing_when_request_ends_then_nothing_is_kept(probe,
-                                                                                     session):
+def test_given_route_that_raises_after_writing_when_request_ends_then_nothing_is_kept(
+    probe, session
+):
     response = probe.post("/probe/GONE", params={"fail": True})
     assert response.status_code == 409
-    assert response.json() == {"error": {"code": "conflict", "message": "changed my mind",
-                                         "details": {"code": "GONE"}}}
+    assert response.json() == {
+        "error": {"code": "conflict", "message": "changed my mind", "details": {"code": "GONE"}}
+    }
     assert "GONE" not in _unit_codes(session)
 
 
-@pytest.mark.parametrize(("method", "path", "status", "code"), [
-    ("get", "/api/v1/nowhere", 404, "not_found"),
-    ("delete", "/api/v1/tickets", 405, "method_not_allowed"),
-])
-def test_given_unknown_route_or_method_then_the_same_error_envelope(client, method, path,
-                                                                   status, code):
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("get", "/api/v1/nowhere", 404, "not_found"),
+        ("delete", "/api/v1/tickets", 405, "method_not_allowed"),
+    ],
+)
+def test_given_unknown_route_or_method_then_the_same_error_envelope(
+    client, method, path, status, code
+):
     response = client.request(method, path)
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
 
 
-def test_given_no_session_factory_when_app_created_then_no_database_until_first_request(
-        tmp_path):
+def test_given_no_session_factory_when_app_created_then_no_database_until_first_request(tmp_path):
     url = f"sqlite:///{tmp_path / 'lazy' / 'core.db'}"
     app = create_app(settings=Settings(environment="test", database_url=url))
     client = TestClient(app)

@@ -1,5 +1,6 @@
 """Races need real commits from real concurrent transactions, so these tests run on a
 database of their own instead of the rolled-back per-test transaction."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,13 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from dispatch import units
 from accounts.models import Role
-from dispatch.models import Assignment
-from core.settings import Settings
 from core.db import make_engine, make_session_factory, session_scope
-from hotline.tables import metadata
+from core.settings import Settings
+from dispatch import units
+from dispatch.models import Assignment
 from hotline import intake as hotline_intake
+from hotline.tables import metadata
 from tickets.models import IdempotencyKey, Ticket, TicketCounter, TicketCreate, TicketEvent
 from web.app import create_app
 
@@ -29,10 +30,10 @@ def committing(fresh_db_url, clock) -> Iterator[tuple]:
     metadata.create_all(engine)
     factory = make_session_factory(engine)
     with session_scope(factory) as session:
-        _, token = units.create_user(session, username="op", display_name="op",
-                                        role=Role.operator, now=clock.now())
-    app = create_app(settings=Settings(environment="test"), session_factory=factory,
-                     clock=clock)
+        _, token = units.create_user(
+            session, username="op", display_name="op", role=Role.operator, now=clock.now()
+        )
+    app = create_app(settings=Settings(environment="test"), session_factory=factory, clock=clock)
     try:
         yield app, factory, {"Authorization": f"Bearer {token}"}
     finally:
@@ -47,8 +48,11 @@ def test_given_concurrent_posts_with_one_idempotency_key_then_one_ticket(committ
     def submit(_: int):
         client = TestClient(app)
         start.wait()
-        return client.post("/api/v1/tickets", json={"description": "小区停水"},
-                           headers={**headers, "Idempotency-Key": "call-7"})
+        return client.post(
+            "/api/v1/tickets",
+            json={"description": "小区停水"},
+            headers={**headers, "Idempotency-Key": "call-7"},
+        )
 
     with ThreadPoolExecutor(racers) as pool:
         responses = list(pool.map(submit, range(racers)))
@@ -73,8 +77,14 @@ def test_given_many_concurrent_intakes_then_numbers_are_unique_and_gapless(commi
         numbers = []
         for _ in range(each):
             with session_scope(factory) as session:
-                numbers.append(hotline_intake.submit(session, data=TicketCreate(description="小区停水"),
-                                               actor=None, now=clock.now()).ticket.number)
+                numbers.append(
+                    hotline_intake.submit(
+                        session,
+                        data=TicketCreate(description="小区停水"),
+                        actor=None,
+                        now=clock.now(),
+                    ).ticket.number
+                )
         return numbers
 
     with ThreadPoolExecutor(racers) as pool:
@@ -87,13 +97,15 @@ def test_given_a_day_past_a_million_tickets_then_the_number_grows_a_digit(commit
     with session_scope(factory) as session:
         session.add(TicketCounter(day="20261127", last=999_999))
     with session_scope(factory) as session:
-        number = hotline_intake.submit(session, data=TicketCreate(description="路灯不亮"), actor=None,
-                                 now=clock.now()).ticket.number
+        number = hotline_intake.submit(
+            session, data=TicketCreate(description="路灯不亮"), actor=None, now=clock.now()
+        ).ticket.number
     assert number == "20261127-1000000"
 
 
 def test_given_a_burst_of_intakes_then_at_most_the_configured_number_run_at_once(
-        committing, monkeypatch, backend):
+    committing, monkeypatch, backend
+):
     app, _, headers = committing
     # SQLite takes its write lock when the transaction begins, so intakes queue there anyway.
     expected = 1 if backend == "sqlite" else 2
@@ -121,9 +133,14 @@ def test_given_a_burst_of_intakes_then_at_most_the_configured_number_run_at_once
     async def burst():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            return await asyncio.gather(*(
-                client.post("/api/v1/tickets", json={"description": f"路灯不亮 {i}"},
-                            headers=headers) for i in range(6)))
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/api/v1/tickets", json={"description": f"路灯不亮 {i}"}, headers=headers
+                    )
+                    for i in range(6)
+                )
+            )
 
     responses = asyncio.run(burst())
     assert [r.status_code for r in responses] == [201] * 6

@@ -22,38 +22,41 @@ def post(client, headers, key: str | None = None, **fields):
 # ---------------------------------------------------------------- intake
 
 
-def test_given_routable_request_when_created_then_201_with_ticket_and_its_assignments(client,
-                                                                                     auth):
+def test_given_routable_request_when_created_then_201_with_ticket_and_its_assignments(client, auth):
     response = post(client, auth("operator"), description=WATER_CUT, caller_phone="13812345678")
     assert response.status_code == 201
     body = response.json()
     assert re.fullmatch(r"\d{8}-\d{6}", body["ticket"]["number"])
     assert body["ticket"]["status"] == "dispatched"
     assert body["ticket"]["caller_phone"] == "13812345678"
-    assert [(a["unit_code"], a["role"]) for a in body["assignments"]] == \
-        [("WATER", "lead"), ("HOUSING", "co")]
+    assert [(a["unit_code"], a["role"]) for a in body["assignments"]] == [
+        ("WATER", "lead"),
+        ("HOUSING", "co"),
+    ]
 
 
-def test_given_request_no_rule_routes_when_created_then_it_waits_in_the_manual_queue(client,
-                                                                                    auth):
+def test_given_request_no_rule_routes_when_created_then_it_waits_in_the_manual_queue(client, auth):
     body = post(client, auth("operator")).json()
     assert body["ticket"]["status"] == "pending_dispatch"
     assert body["assignments"] == []
 
 
-@pytest.mark.parametrize(("fields", "field"), [
-    ({"description": None}, "description"),
-    ({"description": ""}, "description"),
-    ({"urgency": "asap"}, "urgency"),
-    ({"occurred_at": "2026-11-27T10:00:00"}, "occurred_at"),
-    ({"caller_phone": "call me maybe"}, "caller_phone"),
-    ({"colour": "red"}, "colour"),
-])
-def test_given_invalid_payload_when_creating_then_422_naming_the_field(client, auth, fields,
-                                                                       field):
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"description": None}, "description"),
+        ({"description": ""}, "description"),
+        ({"urgency": "asap"}, "urgency"),
+        ({"occurred_at": "2026-11-27T10:00:00"}, "occurred_at"),
+        ({"caller_phone": "call me maybe"}, "caller_phone"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_given_invalid_payload_when_creating_then_422_naming_the_field(client, auth, fields, field):
     payload = {"description": "路灯不亮", **fields}
-    response = client.post(TICKETS, headers=auth("operator"),
-                           json={k: v for k, v in payload.items() if v is not None})
+    response = client.post(
+        TICKETS, headers=auth("operator"), json={k: v for k, v in payload.items() if v is not None}
+    )
     assert response.status_code == 422
     body = response.json()
     assert body["error"]["code"] == "validation_error"
@@ -62,16 +65,16 @@ def test_given_invalid_payload_when_creating_then_422_naming_the_field(client, a
 
 
 def test_given_body_that_is_not_json_when_creating_then_422(client, auth):
-    response = client.post(TICKETS, headers={**auth("operator"),
-                                             "Content-Type": "application/json"}, content="{")
+    response = client.post(
+        TICKETS, headers={**auth("operator"), "Content-Type": "application/json"}, content="{"
+    )
     assert response.status_code == 422
 
 
 # ---------------------------------------------------------------- idempotency
 
 
-def test_given_same_idempotency_key_when_posted_twice_then_one_ticket_and_200_replay(client,
-                                                                                    auth):
+def test_given_same_idempotency_key_when_posted_twice_then_one_ticket_and_200_replay(client, auth):
     first = post(client, auth("operator"), key="call-42", description=WATER_CUT)
     again = post(client, auth("operator"), key="call-42", description=WATER_CUT)
     assert (first.status_code, again.status_code) == (201, 200)
@@ -81,8 +84,7 @@ def test_given_same_idempotency_key_when_posted_twice_then_one_ticket_and_200_re
 
 
 @pytest.mark.parametrize("key", ["", "k" * 201])
-def test_given_empty_or_overlong_idempotency_key_when_posted_then_422_naming_it(client, auth,
-                                                                                key):
+def test_given_empty_or_overlong_idempotency_key_when_posted_then_422_naming_it(client, auth, key):
     response = post(client, auth("operator"), key=key)
     assert response.status_code == 422
     [problem] = response.json()["error"]["details"]
@@ -106,9 +108,9 @@ def test_given_same_key_from_two_users_when_posted_then_two_tickets(client, auth
 # ---------------------------------------------------------------- listing
 
 
-def test_given_120_tickets_when_paging_then_every_ticket_once_newest_first(client, auth,
-                                                                           session, clock,
-                                                                           world):
+def test_given_120_tickets_when_paging_then_every_ticket_once_newest_first(
+    client, auth, session, clock, world
+):
     for n in range(120):
         if n % 3 == 0:  # three tickets share each instant: the id breaks the tie
             clock.advance(minutes=1)
@@ -128,9 +130,17 @@ def test_given_120_tickets_when_paging_then_every_ticket_once_newest_first(clien
     assert seen == sorted(seen, reverse=True)
 
 
-@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 201}, {"cursor": "garbage"},
-                                    {"created_from": "2026-11-27T10:00:00"},
-                                    {"status": "lost"}, {"category": "abc"}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 201},
+        {"cursor": "garbage"},
+        {"created_from": "2026-11-27T10:00:00"},
+        {"status": "lost"},
+        {"category": "abc"},
+    ],
+)
 def test_given_bad_list_parameters_when_listing_then_422(client, auth, params):
     response = client.get(TICKETS, headers=auth("operator"), params=params)
     assert response.status_code == 422, response.json()
@@ -140,37 +150,55 @@ def test_given_bad_list_parameters_when_listing_then_422(client, auth, params):
 def assorted(session, clock, world):
     now = clock.now()
     made = {
-        "water": new_ticket(session, now, "小区停水", district="榆阳区", urgency=Urgency.urgent,
-                            category_code="020301", caller_phone="13800000001"),
-        "wage": new_ticket(session, now + timedelta(hours=1), "拖欠工资",
-                           request_type=RequestType.complaint, category_code="040101",
-                           channel=Channel.phone),
-        "lamp": new_ticket(session, now + timedelta(hours=2), "路灯不亮", district="横山区",
-                           category_code="030202"),
+        "water": new_ticket(
+            session,
+            now,
+            "小区停水",
+            district="榆阳区",
+            urgency=Urgency.urgent,
+            category_code="020301",
+            caller_phone="13800000001",
+        ),
+        "wage": new_ticket(
+            session,
+            now + timedelta(hours=1),
+            "拖欠工资",
+            request_type=RequestType.complaint,
+            category_code="040101",
+            channel=Channel.phone,
+        ),
+        "lamp": new_ticket(
+            session, now + timedelta(hours=2), "路灯不亮", district="横山区", category_code="030202"
+        ),
     }
-    close_at_intake(session, ticket=made["lamp"], answer="已报修", actor="t",
-                    now=now + timedelta(hours=2))
+    close_at_intake(
+        session, ticket=made["lamp"], answer="已报修", actor="t", now=now + timedelta(hours=2)
+    )
     session.commit()
     return made
 
 
-@pytest.mark.parametrize(("params", "expected"), [
-    ({}, ["lamp", "wage", "water"]),
-    ({"status": ["intake", "closed"]}, ["lamp", "wage", "water"]),
-    ({"status": "closed"}, ["lamp"]),
-    ({"urgency": "urgent"}, ["water"]),
-    ({"district": "榆阳区"}, ["water"]),
-    ({"category": "03"}, ["lamp"]),
-    ({"category": "0403"}, []),
-    ({"request_type": "complaint"}, ["wage"]),
-    ({"channel": "phone"}, ["wage"]),
-    ({"caller_phone": "13800000001"}, ["water"]),
-    ({"q": "工资"}, ["wage"]),
-    ({"created_from": "2026-11-27T11:00:00+08:00"}, ["lamp", "wage"]),
-    ({"created_to": "2026-11-27T03:00:00Z"}, ["water"]),
-])
-def test_given_filters_when_listing_then_only_matching_tickets(client, auth, assorted, params,
-                                                              expected):
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({}, ["lamp", "wage", "water"]),
+        ({"status": ["intake", "closed"]}, ["lamp", "wage", "water"]),
+        ({"status": "closed"}, ["lamp"]),
+        ({"urgency": "urgent"}, ["water"]),
+        ({"district": "榆阳区"}, ["water"]),
+        ({"category": "03"}, ["lamp"]),
+        ({"category": "0403"}, []),
+        ({"request_type": "complaint"}, ["wage"]),
+        ({"channel": "phone"}, ["wage"]),
+        ({"caller_phone": "13800000001"}, ["water"]),
+        ({"q": "工资"}, ["wage"]),
+        ({"created_from": "2026-11-27T11:00:00+08:00"}, ["lamp", "wage"]),
+        ({"created_to": "2026-11-27T03:00:00Z"}, ["water"]),
+    ],
+)
+def test_given_filters_when_listing_then_only_matching_tickets(
+    client, auth, assorted, params, expected
+):
     page = client.get(TICKETS, headers=auth("operator"), params=params).json()
     ids = {t.id: name for name, t in assorted.items()}
     assert [ids[t["id"]] for t in page["items"]] == expected
@@ -200,30 +228,37 @@ def test_given_handler_when_listing_then_only_their_units_tickets(client, auth, 
 
 def test_given_handler_when_reading_own_units_ticket_then_200(client, auth, routed):
     ticket = routed["water"]
-    assert client.get(f"{TICKETS}/{ticket['id']}", headers=auth("water.handler")).json()["id"] \
+    assert (
+        client.get(f"{TICKETS}/{ticket['id']}", headers=auth("water.handler")).json()["id"]
         == ticket["id"]
-    by_number = client.get(f"{TICKETS}/by-number/{ticket['number']}",
-                           headers=auth("water.handler"))
+    )
+    by_number = client.get(f"{TICKETS}/by-number/{ticket['number']}", headers=auth("water.handler"))
     assert by_number.json()["id"] == ticket["id"]
 
 
-@pytest.mark.parametrize("path", ["/{id}", "/by-number/{number}", "/{id}/events",
-                                  "/{id}/assignments", "/{id}/escalations"])
+@pytest.mark.parametrize(
+    "path",
+    ["/{id}", "/by-number/{number}", "/{id}/events", "/{id}/assignments", "/{id}/escalations"],
+)
 def test_given_other_units_ticket_when_handler_reads_it_then_404_like_a_missing_one(
-        client, auth, routed, path):
+    client, auth, routed, path
+):
     wage = routed["wage"]
-    response = client.get(TICKETS + path.format(id=wage["id"], number=wage["number"]),
-                          headers=auth("water.handler"))
-    missing = client.get(TICKETS + path.format(id=999999, number="20990101-000001"),
-                         headers=auth("water.handler"))
+    response = client.get(
+        TICKETS + path.format(id=wage["id"], number=wage["number"]), headers=auth("water.handler")
+    )
+    missing = client.get(
+        TICKETS + path.format(id=999999, number="20990101-000001"), headers=auth("water.handler")
+    )
     assert response.status_code == missing.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
 
 
 def test_given_any_ticket_when_handler_patches_it_then_403(client, auth, routed):
     for ticket in routed.values():
-        response = client.patch(f"{TICKETS}/{ticket['id']}", headers=auth("water.handler"),
-                                json={"district": "榆阳区"})
+        response = client.patch(
+            f"{TICKETS}/{ticket['id']}", headers=auth("water.handler"), json={"district": "榆阳区"}
+        )
         assert response.status_code == 403
 
 
@@ -232,40 +267,56 @@ def test_given_any_ticket_when_handler_patches_it_then_403(client, auth, routed)
 
 @pytest.fixture
 def confidential(client, auth):
-    return post(client, auth("operator"), description=WATER_CUT, caller_name="张三",
-                caller_phone="13812345678", confidential=True).json()["ticket"]
+    return post(
+        client,
+        auth("operator"),
+        description=WATER_CUT,
+        caller_name="张三",
+        caller_phone="13812345678",
+        confidential=True,
+    ).json()["ticket"]
 
 
 def test_given_confidential_caller_when_handler_reads_then_name_and_phone_masked(
-        client, auth, confidential):
+    client, auth, confidential
+):
     ticket = client.get(f"{TICKETS}/{confidential['id']}", headers=auth("water.handler")).json()
     assert (ticket["caller_name"], ticket["caller_phone"]) == ("张*", "138****5678")
     listed = client.get(TICKETS, headers=auth("water.handler")).json()["items"]
     assert (listed[0]["caller_name"], listed[0]["caller_phone"]) == ("张*", "138****5678")
-    events = client.get(f"{TICKETS}/{confidential['id']}/events",
-                        headers=auth("water.handler")).json()
+    events = client.get(
+        f"{TICKETS}/{confidential['id']}/events", headers=auth("water.handler")
+    ).json()
     assert "13812345678" not in str(events) and "张三" not in str(events)
 
 
 @pytest.mark.parametrize("who", ["operator", "dispatcher", "supervisor", "admin"])
-def test_given_confidential_caller_when_centre_staff_reads_then_in_clear(client, auth, who,
-                                                                         confidential):
+def test_given_confidential_caller_when_centre_staff_reads_then_in_clear(
+    client, auth, who, confidential
+):
     ticket = client.get(f"{TICKETS}/{confidential['id']}", headers=auth(who)).json()
     assert (ticket["caller_name"], ticket["caller_phone"]) == ("张三", "13812345678")
 
 
 def test_given_handler_when_searching_by_caller_phone_then_403(client, auth, confidential):
-    response = client.get(TICKETS, params={"caller_phone": "13812345678"},
-                          headers=auth("water.handler"))
+    response = client.get(
+        TICKETS, params={"caller_phone": "13812345678"}, headers=auth("water.handler")
+    )
     assert response.status_code == 403
-    found = client.get(TICKETS, params={"caller_phone": "13812345678"},
-                       headers=auth("operator")).json()["items"]
+    found = client.get(
+        TICKETS, params={"caller_phone": "13812345678"}, headers=auth("operator")
+    ).json()["items"]
     assert [t["id"] for t in found] == [confidential["id"]]
 
 
 def test_given_ordinary_caller_when_handler_reads_then_in_clear(client, auth):
-    created = post(client, auth("operator"), description=WATER_CUT, caller_name="李四",
-                   caller_phone="13900000000").json()["ticket"]
+    created = post(
+        client,
+        auth("operator"),
+        description=WATER_CUT,
+        caller_name="李四",
+        caller_phone="13900000000",
+    ).json()["ticket"]
     ticket = client.get(f"{TICKETS}/{created['id']}", headers=auth("water.handler")).json()
     assert (ticket["caller_name"], ticket["caller_phone"]) == ("李四", "13900000000")
 
@@ -276,8 +327,9 @@ def test_given_ordinary_caller_when_handler_reads_then_in_clear(client, auth):
 def test_given_correction_when_patched_then_changed_and_audited(client, auth):
     ticket = post(client, auth("operator")).json()["ticket"]
     url = f"{TICKETS}/{ticket['id']}"
-    patched = client.patch(url, headers=auth("operator"),
-                           json={"district": "榆阳区", "urgency": "urgent"})
+    patched = client.patch(
+        url, headers=auth("operator"), json={"district": "榆阳区", "urgency": "urgent"}
+    )
     assert patched.status_code == 200
     assert (patched.json()["district"], patched.json()["urgency"]) == ("榆阳区", "urgent")
     unchanged = client.patch(url, headers=auth("operator"), json={"district": "榆阳区"})
@@ -289,11 +341,14 @@ def test_given_correction_when_patched_then_changed_and_audited(client, auth):
     assert events[-1]["actor"] == "operator:operator"
 
 
-@pytest.mark.parametrize(("ticket_id", "payload", "status"), [
-    (None, {"caller_phone": "nope"}, 422),
-    (None, {"number": "x"}, 422),
-    (999999, {"district": "x"}, 404),
-])
+@pytest.mark.parametrize(
+    ("ticket_id", "payload", "status"),
+    [
+        (None, {"caller_phone": "nope"}, 422),
+        (None, {"number": "x"}, 422),
+        (999999, {"district": "x"}, 404),
+    ],
+)
 def test_given_bad_patch_when_applied_then_refused(client, auth, ticket_id, payload, status):
     ticket_id = ticket_id or post(client, auth("operator")).json()["ticket"]["id"]
     response = client.patch(f"{TICKETS}/{ticket_id}", headers=auth("operator"), json=payload)
@@ -303,9 +358,14 @@ def test_given_bad_patch_when_applied_then_refused(client, auth, ticket_id, payl
 def test_given_request_answered_at_intake_when_closed_then_closed_with_answer(client, auth):
     ticket = post(client, auth("operator"), description="公积金怎么提取").json()["ticket"]
     url = f"{TICKETS}/{ticket['id']}/close-at-intake"
-    closed = client.post(url, headers=auth("operator"), json={"answer": "携带身份证到公积金中心办理"})
+    closed = client.post(
+        url, headers=auth("operator"), json={"answer": "携带身份证到公积金中心办理"}
+    )
     assert closed.status_code == 200
-    assert (closed.json()["status"], closed.json()["answer"]) == ("closed", "携带身份证到公积金中心办理")
+    assert (closed.json()["status"], closed.json()["answer"]) == (
+        "closed",
+        "携带身份证到公积金中心办理",
+    )
     again = client.post(url, headers=auth("operator"), json={"answer": "再答一次"})
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "illegal_transition"
@@ -316,12 +376,16 @@ def test_given_request_answered_at_intake_when_closed_then_closed_with_answer(cl
 def test_given_duplicate_request_when_merged_then_child_follows_parent(client, auth):
     parent = post(client, auth("operator"), description=WATER_CUT).json()["ticket"]
     child = post(client, auth("operator"), description=WATER_CUT + "（重复来电）").json()["ticket"]
-    merged = client.post(f"{TICKETS}/{child['id']}/merge", headers=auth("operator"),
-                         json={"parent_id": parent["id"], "reason": "同一小区停水"})
+    merged = client.post(
+        f"{TICKETS}/{child['id']}/merge",
+        headers=auth("operator"),
+        json={"parent_id": parent["id"], "reason": "同一小区停水"},
+    )
     assert merged.status_code == 200
     assert (merged.json()["status"], merged.json()["parent_id"]) == ("merged", parent["id"])
-    child_assignments = client.get(f"{TICKETS}/{child['id']}/assignments",
-                                   headers=auth("operator")).json()
+    child_assignments = client.get(
+        f"{TICKETS}/{child['id']}/assignments", headers=auth("operator")
+    ).json()
     assert {a["status"] for a in child_assignments} == {"withdrawn"}
     parent_events = client.get(f"{TICKETS}/{parent['id']}/events", headers=auth("operator"))
     assert parent_events.json()[-1]["data"]["kind"] == "merged_in"
@@ -331,8 +395,9 @@ def test_given_duplicate_request_when_merged_then_child_follows_parent(client, a
 def test_given_impossible_merge_when_asked_then_refused(client, auth, target, status):
     ticket = post(client, auth("operator")).json()["ticket"]
     parent_id = ticket["id"] if target == "self" else target
-    response = client.post(f"{TICKETS}/{ticket['id']}/merge", headers=auth("operator"),
-                           json={"parent_id": parent_id})
+    response = client.post(
+        f"{TICKETS}/{ticket['id']}/merge", headers=auth("operator"), json={"parent_id": parent_id}
+    )
     assert response.status_code == status
 
 

@@ -1,8 +1,8 @@
 """The working-day calendar's overrides: holidays and make-up working days (调休)."""
+
 from __future__ import annotations
 
 from datetime import date
-
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
@@ -35,18 +35,20 @@ class CalendarEntryRead(BaseModel):
 
 class YearRead(BaseModel):
     year: int
-    known: bool = Field(description="false: this year's holidays are not loaded, so working "
-                        "days are counted as Monday to Friday until an administrator enters them")
+    known: bool = Field(
+        description="false: this year's holidays are not loaded, so working "
+        "days are counted as Monday to Friday until an administrator enters them"
+    )
     holidays: list[CalendarEntryRead]
     makeup_workdays: list[CalendarEntryRead]
 
 
 @router.get("/years/{year}", response_model=YearRead)
-def year(year: Annotated[int, Path(ge=2000, le=2100)], session: SessionDep,
-         _: CurrentUser) -> YearRead:
+def year(
+    year: Annotated[int, Path(ge=2000, le=2100)], session: SessionDep, _: CurrentUser
+) -> YearRead:
     """The working-day calendar of one year, as deadlines will count it."""
-    return YearRead.model_validate(policies.load_calendar(session).year(year),
-                                   from_attributes=True)
+    return YearRead.model_validate(policies.load_calendar(session).year(year), from_attributes=True)
 
 
 @router.get("/days", response_model=list[CalendarDay])
@@ -56,8 +58,7 @@ def list_days(session: SessionDep, _: CurrentUser, year: int | None = None) -> l
 
 @router.put("/days/{day}", response_model=CalendarDay)
 def set_day(day: date, body: CalendarDayBody, session: SessionDep, _: Admin) -> CalendarDay:
-    return policies.set_calendar_day(session, day=day, is_workday=body.is_workday,
-                                     name=body.name)
+    return policies.set_calendar_day(session, day=day, is_workday=body.is_workday, name=body.name)
 
 
 @router.delete("/days/{day}", status_code=204)

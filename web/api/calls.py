@@ -3,6 +3,7 @@ Events. The centre sees calls (operators, dispatchers, supervisors, admins); uni
 
 The SIP edge runs in a process of its own, so the event stream polls the call record's live
 text and its sequence number rather than listening to the recogniser."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,8 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlmodel import Session
 
-from hotline.calls import records as call_records
 from core.db import session_scope
+from hotline.calls import records as call_records
 from telephony.endpoint import CallDirection, Disposition
 from telephony.models import CallbackAttemptRead, CallRead
 from tickets import service as tickets
@@ -49,17 +50,24 @@ class CallPage(BaseModel):
 
 
 @router.get("", response_model=CallPage)
-def list_calls(session: SessionDep, _: IntakeStaff,
-               query: Annotated[CallQuery, Query()]) -> CallPage:
+def list_calls(
+    session: SessionDep, _: IntakeStaff, query: Annotated[CallQuery, Query()]
+) -> CallPage:
     """Newest first."""
     rows, next_cursor = call_records.list_calls(
-        session, filters=call_records.CallFilters(**query.model_dump(exclude={"limit", "cursor"})),
-        limit=query.limit, cursor=query.cursor)
+        session,
+        filters=call_records.CallFilters(**query.model_dump(exclude={"limit", "cursor"})),
+        limit=query.limit,
+        cursor=query.cursor,
+    )
     return CallPage(items=[call_records.call_read(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{call_id:path}/recording", response_class=FileResponse,
-            responses={200: {"content": {"audio/wav": {}}}})
+@router.get(
+    "/{call_id:path}/recording",
+    response_class=FileResponse,
+    responses={200: {"content": {"audio/wav": {}}}},
+)
 def call_recording(call_id: str, session: SessionDep, _: IntakeStaff) -> FileResponse:
     path = call_records.recording_of(session, call_id=call_id)
     return FileResponse(path, media_type="audio/wav", filename=path.name)
@@ -70,18 +78,26 @@ def _sse(event: str, data: dict, ident: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _view(factory: Callable[[], Session], call_id: str,
-          credentials: HTTPAuthorizationCredentials | None = None) -> call_records.LiveView:
+def _view(
+    factory: Callable[[], Session],
+    call_id: str,
+    credentials: HTTPAuthorizationCredentials | None = None,
+) -> call_records.LiveView:
     with session_scope(factory) as session:
         if credentials is not None:
             check_role(authenticated(session, credentials), INTAKE)
         return call_records.live_view(session, call_id=call_id)
 
 
-@router.get("/{call_id:path}/transcript/stream", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
+@router.get(
+    "/{call_id:path}/transcript/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
 async def transcript_stream(
-    call_id: str, request: Request, credentials: Credentials,
+    call_id: str,
+    request: Request,
+    credentials: Credentials,
     timeout_s: Annotated[float, Query(gt=0, le=3600, description="close the stream after")] = 900,
 ) -> StreamingResponse:
     """The live transcript as Server-Sent Events: `partial` ({seq, text}) on every change,
@@ -103,9 +119,15 @@ async def transcript_stream(
                 seen = view.seq
                 yield _sse("partial", {"seq": view.seq, "text": view.text}, view.seq)
             if view.final:
-                yield _sse("final", {"text": view.transcript or "",
-                                     "transcribed_by": view.transcribed_by.value,
-                                     "ticket_id": view.ticket_id}, view.seq)
+                yield _sse(
+                    "final",
+                    {
+                        "text": view.transcript or "",
+                        "transcribed_by": view.transcribed_by.value,
+                        "ticket_id": view.ticket_id,
+                    },
+                    view.seq,
+                )
                 return
             if loop.time() >= deadline:
                 yield _sse("timeout", {"seq": view.seq})
@@ -113,8 +135,11 @@ async def transcript_stream(
             await asyncio.sleep(POLL_S)
             view = await run_in_threadpool(_view, factory, call_id)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/{call_id:path}", response_model=CallRead)
@@ -126,16 +151,19 @@ def get_call(call_id: str, session: SessionDep, _: IntakeStaff) -> CallRead:
 def calls_of_ticket(ticket_id: int, session: SessionDep, _: IntakeStaff) -> list[CallRead]:
     """The calls that made the ticket or called its caller back."""
     tickets.get_ticket(session, ticket_id)
-    rows, _next = call_records.list_calls(session, filters=call_records.CallFilters(ticket_id=ticket_id),
-                                   limit=200)
+    rows, _next = call_records.list_calls(
+        session, filters=call_records.CallFilters(ticket_id=ticket_id), limit=200
+    )
     return [call_records.call_read(r) for r in rows]
 
 
 @tickets_router.get("/{ticket_id}/callbacks", response_model=list[CallbackAttemptRead])
-def callbacks_of_ticket(ticket_id: int, session: SessionDep,
-                        _: IntakeStaff) -> list[CallbackAttemptRead]:
+def callbacks_of_ticket(
+    ticket_id: int, session: SessionDep, _: IntakeStaff
+) -> list[CallbackAttemptRead]:
     """Every satisfaction-callback attempt (回访) of the ticket, in order."""
     tickets.get_ticket(session, ticket_id)
-    return [CallbackAttemptRead.model_validate(a)
-            for a in call_records.callback_attempts(session, ticket_id=ticket_id)]
-
+    return [
+        CallbackAttemptRead.model_validate(a)
+        for a in call_records.callback_attempts(session, ticket_id=ticket_id)
+    ]

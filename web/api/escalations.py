@@ -1,12 +1,11 @@
 """Escalation steps (预警, 催办, 督办, 通报): who has been chased about what, and their
 acknowledgement."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from dispatch import escalation
-
-from dispatch import access
+from dispatch import access, escalation
 from web.api.schemas import EscalationRead
 from web.deps import ClockDep, CurrentUser, SessionDep
 
@@ -14,26 +13,36 @@ router = APIRouter(tags=["escalations"])
 
 
 @router.get("/escalations", response_model=list[EscalationRead])
-def my_escalations(session: SessionDep, user: CurrentUser, unacknowledged: bool = False,
-                   limit: int = Query(default=100, ge=1, le=500)) -> list[EscalationRead]:
+def my_escalations(
+    session: SessionDep,
+    user: CurrentUser,
+    unacknowledged: bool = False,
+    limit: int = Query(default=100, ge=1, le=500),
+) -> list[EscalationRead]:
     """The steps addressed to you or to your unit, newest first."""
-    steps = escalation.escalations_for_user(session, user=user,
-                                            unacknowledged_only=unacknowledged, limit=limit)
+    steps = escalation.escalations_for_user(
+        session, user=user, unacknowledged_only=unacknowledged, limit=limit
+    )
     return [EscalationRead.model_validate(s) for s in steps]
 
 
 @router.get("/tickets/{ticket_id}/escalations", response_model=list[EscalationRead])
-def ticket_escalations(ticket_id: int, session: SessionDep,
-                       user: CurrentUser) -> list[EscalationRead]:
+def ticket_escalations(
+    ticket_id: int, session: SessionDep, user: CurrentUser
+) -> list[EscalationRead]:
     """Every step on the ticket, on the ticket it was merged into and on those merged into
     it — all units on a ticket see the same chain."""
     ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
-    return [EscalationRead.model_validate(s)
-            for s in escalation.escalations_for_ticket(session, ticket_id=ticket.id)]
+    return [
+        EscalationRead.model_validate(s)
+        for s in escalation.escalations_for_ticket(session, ticket_id=ticket.id)
+    ]
 
 
 @router.post("/escalations/{escalation_id}/ack", response_model=EscalationRead)
-def acknowledge(escalation_id: int, session: SessionDep, user: CurrentUser,
-                clock: ClockDep) -> EscalationRead:
+def acknowledge(
+    escalation_id: int, session: SessionDep, user: CurrentUser, clock: ClockDep
+) -> EscalationRead:
     return EscalationRead.model_validate(
-        escalation.acknowledge(session, escalation_id=escalation_id, user=user, now=clock.now()))
+        escalation.acknowledge(session, escalation_id=escalation_id, user=user, now=clock.now())
+    )

@@ -1,4 +1,5 @@
 """SLA policies: the time limits of each clock and the escalation chain."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -12,8 +13,9 @@ router = APIRouter(prefix="/sla-policies", tags=["sla-policies"])
 
 
 @router.get("", response_model=list[SlaPolicy])
-def list_policies(session: SessionDep, _: CurrentUser,
-                  active_only: bool = False) -> list[SlaPolicy]:
+def list_policies(
+    session: SessionDep, _: CurrentUser, active_only: bool = False
+) -> list[SlaPolicy]:
     return policies.list_policies(session, active_only=active_only)
 
 
@@ -28,8 +30,9 @@ def create_policy(data: SlaPolicyCreate, session: SessionDep, _: Admin) -> SlaPo
 
 
 @router.patch("/{policy_id}", response_model=SlaPolicy)
-def update_policy(policy_id: int, data: SlaPolicyUpdate, session: SessionDep,
-                  _: Admin) -> SlaPolicy:
+def update_policy(
+    policy_id: int, data: SlaPolicyUpdate, session: SessionDep, _: Admin
+) -> SlaPolicy:
     """New deadlines apply to dispatches from now on; running clocks keep theirs."""
     return policies.update_policy(session, policy_id=policy_id, changes=data)
 

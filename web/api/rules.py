@@ -1,5 +1,6 @@
 """Dispatch rules (派单目录 as data): read and try them out; the administrator edits them,
 one by one or as packs."""
+
 from __future__ import annotations
 
 from datetime import time
@@ -42,8 +43,11 @@ class DryRunBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=20000,
-                      description="title, description and request, as the caller put them")
+    text: str = Field(
+        min_length=1,
+        max_length=20000,
+        description="title, description and request, as the caller put them",
+    )
     request_type: RequestType | None = None
     urgency: Urgency | None = None
     district: str | None = Field(default=None, max_length=64)
@@ -56,8 +60,9 @@ class PackImport(BaseModel):
 
     text: str = Field(min_length=1, max_length=2_000_000)
     format: PackFormat = "yaml"
-    replace: bool = Field(default=False, description="delete the pack's rules missing from "
-                                                     "the text")
+    replace: bool = Field(
+        default=False, description="delete the pack's rules missing from the text"
+    )
 
 
 @router.get("", response_model=list[Rule])
@@ -72,21 +77,29 @@ def dry_run(body: DryRunBody, session: SessionDep, _: IntakeStaff) -> dict[str, 
     return rulebook.dry_run(session, facts=TicketFacts(**body.model_dump()))
 
 
-@router.get("/export", response_class=Response,
-            responses={200: {"content": {t: {} for t in PACK_MEDIA_TYPES.values()}}})
-def export_pack(session: SessionDep, _: IntakeStaff, pack: str | None = None,
-                fmt: Annotated[PackFormat, Query(alias="format")] = "yaml") -> Response:
+@router.get(
+    "/export",
+    response_class=Response,
+    responses={200: {"content": {t: {} for t in PACK_MEDIA_TYPES.values()}}},
+)
+def export_pack(
+    session: SessionDep,
+    _: IntakeStaff,
+    pack: str | None = None,
+    fmt: Annotated[PackFormat, Query(alias="format")] = "yaml",
+) -> Response:
     """A pack that POST /rules/import reads back; every rule when no pack is named."""
-    return Response(rulebook.export_pack(session, pack=pack, fmt=fmt),
-                    media_type=PACK_MEDIA_TYPES[fmt])
+    return Response(
+        rulebook.export_pack(session, pack=pack, fmt=fmt), media_type=PACK_MEDIA_TYPES[fmt]
+    )
 
 
 @router.post("/import")
-def import_pack(body: PackImport, session: SessionDep, _: Admin,
-                clock: ClockDep) -> dict[str, int]:
+def import_pack(body: PackImport, session: SessionDep, _: Admin, clock: ClockDep) -> dict[str, int]:
     """All or nothing: every problem in the pack is reported and nothing is written."""
-    return rulebook.import_pack(session, text=body.text, fmt=body.format, now=clock.now(),
-                                replace=body.replace)
+    return rulebook.import_pack(
+        session, text=body.text, fmt=body.format, now=clock.now(), replace=body.replace
+    )
 
 
 @router.get("/{rule_id}", response_model=Rule)
@@ -100,10 +113,15 @@ def create_rule(body: RuleCreate, session: SessionDep, _: Admin, clock: ClockDep
 
 
 @router.patch("/{rule_id}", response_model=Rule)
-def update_rule(rule_id: int, body: RuleUpdate, session: SessionDep, _: Admin,
-                clock: ClockDep) -> Rule:
-    return rulebook.update_rule(session, rule_id=rule_id, now=clock.now(),
-                                data=body.model_dump(mode="json", exclude_unset=True))
+def update_rule(
+    rule_id: int, body: RuleUpdate, session: SessionDep, _: Admin, clock: ClockDep
+) -> Rule:
+    return rulebook.update_rule(
+        session,
+        rule_id=rule_id,
+        now=clock.now(),
+        data=body.model_dump(mode="json", exclude_unset=True),
+    )
 
 
 @router.delete("/{rule_id}", status_code=204)

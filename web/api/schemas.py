@@ -1,6 +1,7 @@
 """Request bodies and response shapes of the JSON API that are not a model's own schema,
 and the presenters that turn rows into them for a given user (masking what they may not
 see)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -9,11 +10,20 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import Session
 
-from dispatch import units as unit_service
-
 from accounts import privacy
 from accounts.models import Role, User
-from dispatch.models import Assignment, AssignmentRole, AssignmentStatus, Clock, ClockUnit, EscalationKind, ExtensionStatus, Unit, UnitLevel
+from dispatch import units as unit_service
+from dispatch.models import (
+    Assignment,
+    AssignmentRole,
+    AssignmentStatus,
+    Clock,
+    ClockUnit,
+    EscalationKind,
+    ExtensionStatus,
+    Unit,
+    UnitLevel,
+)
 from dispatch.service import RETURN_REASONS, DispatchResult, assignments_of
 from tickets.models import (
     Channel,
@@ -41,8 +51,9 @@ class TicketQuery(BaseModel):
     request_type: RequestType | None = None
     urgency: Urgency | None = None
     district: str | None = Field(default=None, max_length=64)
-    category: str | None = Field(default=None, pattern=r"^[0-9]{2,12}$",
-                                 description="category code or a prefix of it")
+    category: str | None = Field(
+        default=None, pattern=r"^[0-9]{2,12}$", description="category code or a prefix of it"
+    )
     created_from: AwareDatetime | None = None
     created_to: AwareDatetime | None = Field(default=None, description="exclusive")
     q: str | None = Field(default=None, min_length=1, max_length=200)
@@ -53,8 +64,9 @@ class TicketQuery(BaseModel):
 
 class TicketPage(BaseModel):
     items: list[TicketRead]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on "
-                                                "the last page")
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null on the last page"
+    )
 
 
 class CloseAtIntakeBody(_Body):
@@ -95,16 +107,18 @@ class AssignmentRead(BaseModel):
 
 class TicketWithAssignments(BaseModel):
     ticket: TicketRead
-    assignments: list[AssignmentRead] = Field(description="every unit's share, withdrawn "
-                                                          "ones included, oldest first")
+    assignments: list[AssignmentRead] = Field(
+        description="every unit's share, withdrawn ones included, oldest first"
+    )
 
 
 def ticket_read(ticket: Ticket, user: User) -> TicketRead:
     read = TicketRead.model_validate(ticket)
     if not ticket.confidential or privacy.sees_caller_identity(user):
         return read
-    return read.model_copy(update=_masked_caller({"caller_name": read.caller_name,
-                                                  "caller_phone": read.caller_phone}))
+    return read.model_copy(
+        update=_masked_caller({"caller_name": read.caller_name, "caller_phone": read.caller_phone})
+    )
 
 
 def _masked_caller(fields: dict[str, Any]) -> dict[str, Any]:
@@ -121,27 +135,37 @@ def event_reads(events: list[TicketEvent], ticket: Ticket, user: User) -> list[T
     reads = [TicketEventRead.model_validate(e) for e in events]
     if not ticket.confidential or privacy.sees_caller_identity(user):
         return reads
-    return [r.model_copy(update={"data": {**r.data, "set": _masked_caller(r.data["set"])}})
-            if "set" in r.data else r for r in reads]
+    return [
+        r.model_copy(update={"data": {**r.data, "set": _masked_caller(r.data["set"])}})
+        if "set" in r.data
+        else r
+        for r in reads
+    ]
 
 
 def assignment_reads(session: Session, assignments: list[Assignment]) -> list[AssignmentRead]:
     units = unit_service.units_by_id(session, [a.unit_id for a in assignments])
-    return [AssignmentRead(**a.model_dump(), unit_code=units[a.unit_id].code,
-                           unit_name=units[a.unit_id].name) for a in assignments]
+    return [
+        AssignmentRead(
+            **a.model_dump(), unit_code=units[a.unit_id].code, unit_name=units[a.unit_id].name
+        )
+        for a in assignments
+    ]
 
 
 def assignment_read(session: Session, assignment: Assignment) -> AssignmentRead:
     return assignment_reads(session, [assignment])[0]
 
 
-def ticket_with_assignments(session: Session, ticket: Ticket, user: User,
-                            assignments: list[Assignment] | None = None) -> TicketWithAssignments:
+def ticket_with_assignments(
+    session: Session, ticket: Ticket, user: User, assignments: list[Assignment] | None = None
+) -> TicketWithAssignments:
     """`assignments` saves a query when the caller already has the ticket's assignments."""
     if assignments is None:
         assignments = assignments_of(session, ticket_id=ticket.id)
-    return TicketWithAssignments(ticket=ticket_read(ticket, user),
-                                 assignments=assignment_reads(session, assignments))
+    return TicketWithAssignments(
+        ticket=ticket_read(ticket, user), assignments=assignment_reads(session, assignments)
+    )
 
 
 # ---------------------------------------------------------------- the workflow
@@ -167,8 +191,12 @@ class DispatchRead(TicketWithAssignments):
 
 
 def dispatch_read(session: Session, result: DispatchResult, user: User) -> DispatchRead:
-    return DispatchRead(**ticket_with_assignments(session, result.ticket, user).model_dump(),
-                        rule=result.rule, queued=result.queued, explanation=result.explanation)
+    return DispatchRead(
+        **ticket_with_assignments(session, result.ticket, user).model_dump(),
+        rule=result.rule,
+        queued=result.queued,
+        explanation=result.explanation,
+    )
 
 
 class ReasonBody(_Body):
@@ -177,8 +205,9 @@ class ReasonBody(_Body):
 
 class ReviewReplyBody(_Body):
     approve: bool
-    reason: str | None = Field(default=None, max_length=2000,
-                               description="required when sending the reply back")
+    reason: str | None = Field(
+        default=None, max_length=2000, description="required when sending the reply back"
+    )
 
 
 class CallbackBody(_Body):
@@ -187,8 +216,9 @@ class CallbackBody(_Body):
 
 
 class ReviewReturnBody(_Body):
-    uphold: bool = Field(description="true: the unit keeps the ticket; false: 改派 to "
-                                     "lead_unit_code")
+    uphold: bool = Field(
+        description="true: the unit keeps the ticket; false: 改派 to lead_unit_code"
+    )
     reason: str | None = Field(default=None, max_length=2000)
     lead_unit_code: str | None = None
     co_unit_codes: list[str] = []
@@ -200,8 +230,10 @@ class ReplyBody(_Body):
 
 
 class ReturnBody(_Body):
-    reason_code: str = Field(description="one of " + ", ".join(
-        f"{code} ({label})" for code, label in RETURN_REASONS.items()))
+    reason_code: str = Field(
+        description="one of "
+        + ", ".join(f"{code} ({label})" for code, label in RETURN_REASONS.items())
+    )
     reason: str = Field(min_length=1, max_length=2000)
 
 
@@ -276,8 +308,9 @@ class UnitNode(UnitRead):
 
 def unit_read(unit: Unit, units: dict[int, Unit]) -> UnitRead:
     parent = units.get(unit.parent_id) if unit.parent_id else None
-    return UnitRead(**unit.model_dump(exclude={"parent_id"}),
-                    parent_code=parent.code if parent else None)
+    return UnitRead(
+        **unit.model_dump(exclude={"parent_id"}), parent_code=parent.code if parent else None
+    )
 
 
 def unit_tree(units: list[Unit]) -> list[UnitNode]:
@@ -310,8 +343,13 @@ class UserWithToken(UserRead):
 
 def user_reads(session: Session, users: list[User]) -> list[UserRead]:
     units = unit_service.units_by_id(session, [u.unit_id for u in users])
-    return [UserRead(**u.model_dump(exclude={"unit_id", "token_hash"}),
-                     unit_code=units[u.unit_id].code if u.unit_id else None) for u in users]
+    return [
+        UserRead(
+            **u.model_dump(exclude={"unit_id", "token_hash"}),
+            unit_code=units[u.unit_id].code if u.unit_id else None,
+        )
+        for u in users
+    ]
 
 
 def user_read(session: Session, user: User) -> UserRead:

@@ -1,4 +1,5 @@
 """Tickets: intake, reading, corrections, direct answers and merging."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,11 +11,11 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlmodel import Session
 
+from core.db import session_scope
+from core.settings import Settings
 from dispatch import access
 from dispatch import service as dispatching
 from hotline import intake
-from core.settings import Settings
-from core.db import session_scope
 from tickets import service as tickets
 from tickets.models import TicketCreate, TicketEventRead, TicketRead, TicketUpdate
 from web.api.schemas import (
@@ -47,14 +48,21 @@ from web.deps import (
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 
 IDEMPOTENCY_KEY = HeaderSpec(
-    "Idempotency-Key", max_length=200,
-    description="repeat a submission with the same key to get the first ticket back")
+    "Idempotency-Key",
+    max_length=200,
+    description="repeat a submission with the same key to get the first ticket back",
+)
 
 
-@router.post("", status_code=201, response_model=TicketWithAssignments,
-             responses={200: {"description": "an idempotent replay: the ticket created first"}},
-             openapi_extra=merged(json_body_schema(TicketCreate), BEARER_SECURITY,
-                                  header_parameter(IDEMPOTENCY_KEY)))
+@router.post(
+    "",
+    status_code=201,
+    response_model=TicketWithAssignments,
+    responses={200: {"description": "an idempotent replay: the ticket created first"}},
+    openapi_extra=merged(
+        json_body_schema(TicketCreate), BEARER_SECURITY, header_parameter(IDEMPOTENCY_KEY)
+    ),
+)
 async def create_ticket(request: Request) -> Response:
     """受理: the ticket is created, classified by the rules and dispatched in one unit of
     work. 201 with the ticket and its assignments; 200 with the first ticket for a repeated
@@ -66,14 +74,25 @@ async def create_ticket(request: Request) -> Response:
     idempotency_key = read_header(request, IDEMPOTENCY_KEY)
     state = request.app.state
     return await to_thread.run_sync(
-        _create_ticket, await request.body(), state.session_factory, credentials,
-        state.clock.now(), state.settings, idempotency_key,
-        limiter=state.intake_limiter.current())
+        _create_ticket,
+        await request.body(),
+        state.session_factory,
+        credentials,
+        state.clock.now(),
+        state.settings,
+        idempotency_key,
+        limiter=state.intake_limiter.current(),
+    )
 
 
-def _create_ticket(raw: bytes, factory: Callable[[], Session],
-                   credentials: HTTPAuthorizationCredentials, now: datetime, settings: Settings,
-                   idempotency_key: str | None) -> Response:
+def _create_ticket(
+    raw: bytes,
+    factory: Callable[[], Session],
+    credentials: HTTPAuthorizationCredentials,
+    now: datetime,
+    settings: Settings,
+    idempotency_key: str | None,
+) -> Response:
     # The whole unit of work in one trip to the thread pool (see web.deps), at most
     # settings.web.intake_concurrency at once; the payload is validated once the caller is
     # known to be allowed to send one.
@@ -81,9 +100,14 @@ def _create_ticket(raw: bytes, factory: Callable[[], Session],
         user = check_role(authenticated(session, credentials), INTAKE)
         data = parse_json_body(TicketCreate, raw)
         submission = intake.submit(
-            session, data=data, actor=user, now=now, idempotency_key=idempotency_key,
+            session,
+            data=data,
+            actor=user,
+            now=now,
+            idempotency_key=idempotency_key,
             idempotency_scope=f"user:{user.id}",
-            fallback_unit_code=settings.dispatch.fallback_unit_code, tz=settings.tz,
+            fallback_unit_code=settings.dispatch.fallback_unit_code,
+            tz=settings.tz,
         )
         if submission.created:
             made = submission.dispatch.assignments if submission.dispatch else []
@@ -91,20 +115,27 @@ def _create_ticket(raw: bytes, factory: Callable[[], Session],
         else:
             body = ticket_with_assignments(session, submission.ticket, user)
         content = body.model_dump_json()
-    return Response(content, status_code=201 if submission.created else 200,
-                    media_type="application/json")
+    return Response(
+        content, status_code=201 if submission.created else 200, media_type="application/json"
+    )
 
 
 @router.get("", response_model=TicketPage)
-def list_tickets(session: SessionDep, user: CurrentUser,
-                 query: Annotated[TicketQuery, Query()]) -> TicketPage:
+def list_tickets(
+    session: SessionDep, user: CurrentUser, query: Annotated[TicketQuery, Query()]
+) -> TicketPage:
     """Newest first. A handler sees only the tickets their unit was ever assigned."""
     access.check_ticket_search(user, caller_phone=query.caller_phone)
-    filters = tickets.TicketFilters(**query.model_dump(exclude={"limit", "cursor", "category"}),
-                                    category_prefix=query.category)
-    rows, next_cursor = tickets.list_tickets(session, filters=filters, limit=query.limit,
-                                             cursor=query.cursor,
-                                             restrict=access.visible_ticket_clause(user))
+    filters = tickets.TicketFilters(
+        **query.model_dump(exclude={"limit", "cursor", "category"}), category_prefix=query.category
+    )
+    rows, next_cursor = tickets.list_tickets(
+        session,
+        filters=filters,
+        limit=query.limit,
+        cursor=query.cursor,
+        restrict=access.visible_ticket_clause(user),
+    )
     return TicketPage(items=[ticket_read(t, user) for t in rows], next_cursor=next_cursor)
 
 
@@ -119,11 +150,13 @@ def get_ticket(ticket_id: int, session: SessionDep, user: CurrentUser) -> Ticket
 
 
 @router.patch("/{ticket_id}", response_model=TicketRead)
-def update_ticket(ticket_id: int, data: TicketUpdate, session: SessionDep, user: IntakeStaff,
-                  clock: ClockDep) -> TicketRead:
+def update_ticket(
+    ticket_id: int, data: TicketUpdate, session: SessionDep, user: IntakeStaff, clock: ClockDep
+) -> TicketRead:
     ticket = tickets.get_ticket(session, ticket_id, for_update=True)
-    tickets.update_ticket(session, ticket=ticket, data=data, actor=dispatching.who(user),
-                          now=clock.now())
+    tickets.update_ticket(
+        session, ticket=ticket, data=data, actor=dispatching.who(user), now=clock.now()
+    )
     return ticket_read(ticket, user)
 
 
@@ -134,19 +167,28 @@ def ticket_events(ticket_id: int, session: SessionDep, user: CurrentUser) -> lis
 
 
 @router.post("/{ticket_id}/close-at-intake", response_model=TicketRead)
-def close_at_intake(ticket_id: int, body: CloseAtIntakeBody, session: SessionDep,
-                    user: IntakeStaff, clock: ClockDep) -> TicketRead:
+def close_at_intake(
+    ticket_id: int, body: CloseAtIntakeBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
+) -> TicketRead:
     """直接办结: the operator answered the caller from the knowledge base."""
     ticket = tickets.get_ticket(session, ticket_id, for_update=True)
-    tickets.close_at_intake(session, ticket=ticket, answer=body.answer,
-                            actor=dispatching.who(user), now=clock.now())
+    tickets.close_at_intake(
+        session, ticket=ticket, answer=body.answer, actor=dispatching.who(user), now=clock.now()
+    )
     return ticket_read(ticket, user)
 
 
 @router.post("/{ticket_id}/merge", response_model=TicketRead)
-def merge_ticket(ticket_id: int, body: MergeBody, session: SessionDep, user: IntakeStaff,
-                 clock: ClockDep) -> TicketRead:
+def merge_ticket(
+    ticket_id: int, body: MergeBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
+) -> TicketRead:
     """并单 into `parent_id`: the parent's reply will reach this ticket's caller too."""
-    child = dispatching.merge(session, ticket_id=ticket_id, parent_id=body.parent_id,
-                              actor=user, now=clock.now(), reason=body.reason)
+    child = dispatching.merge(
+        session,
+        ticket_id=ticket_id,
+        parent_id=body.parent_id,
+        actor=user,
+        now=clock.now(),
+        reason=body.reason,
+    )
     return ticket_read(child, user)

@@ -1,4 +1,5 @@
 """Units (承办单位): the centre, city departments, districts, streets and utilities."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -14,8 +15,12 @@ router = APIRouter(prefix="/units", tags=["units"])
 
 
 @router.get("", response_model=list[UnitNode] | list[UnitRead])
-def list_units(session: SessionDep, _: CurrentUser, view: Literal["flat", "tree"] = "flat",
-               active_only: bool = False) -> list[UnitNode] | list[UnitRead]:
+def list_units(
+    session: SessionDep,
+    _: CurrentUser,
+    view: Literal["flat", "tree"] = "flat",
+    active_only: bool = False,
+) -> list[UnitNode] | list[UnitRead]:
     """`view=tree` nests each unit under its parent; `flat` lists them by code."""
     units = unit_service.list_units(session, active_only=active_only)
     if view == "tree":

@@ -1,13 +1,13 @@
 """User accounts and their bearer tokens."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from dispatch import units
-
 from accounts import service as accounts
-from dispatch.units import UserCreate
 from accounts.models import Role
+from dispatch import units
+from dispatch.units import UserCreate
 from web.api.schemas import (
     UserRead,
     UserWithToken,
@@ -33,15 +33,19 @@ def rotate_my_token(session: SessionDep, user: CurrentUser) -> UserWithToken:
 
 
 @router.get("", response_model=list[UserRead])
-def list_users(session: SessionDep, _: Admin, role: Role | None = None,
-               unit_code: str | None = None, active: bool | None = None) -> list[UserRead]:
+def list_users(
+    session: SessionDep,
+    _: Admin,
+    role: Role | None = None,
+    unit_code: str | None = None,
+    active: bool | None = None,
+) -> list[UserRead]:
     users = units.list_users(session, role=role, unit_code=unit_code, active=active)
     return user_reads(session, users)
 
 
 @router.post("", status_code=201, response_model=UserWithToken)
-def create_user(data: UserCreate, session: SessionDep, _: Admin,
-                clock: ClockDep) -> UserWithToken:
+def create_user(data: UserCreate, session: SessionDep, _: Admin, clock: ClockDep) -> UserWithToken:
     """The response carries the new user's token; it is not shown again."""
     user, token = units.create_user(session, **data.model_dump(), now=clock.now())
     return user_with_token(session, user, token)
