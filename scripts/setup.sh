@@ -45,21 +45,24 @@ install_system() {
     as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# install_python [EXTRA]: the checkout's .venv with the project installed editable. The
-# install is skipped when pyproject.toml has not changed since the last one.
+# install_python [EXTRA]: the checkout's .venv with the locked dependencies
+# (requirements/run.txt, or requirements/EXTRA.txt: pinned versions with their hashes, so two
+# machines get the same packages) and the project itself installed editable on top. Skipped
+# when neither the lock nor pyproject.toml has changed since the last install.
 install_python() {
-    local extra="${1:-}" spec="." stamp="$VENV/.hotline-installed" want
-    [ -n "$extra" ] && spec=".[$extra]"
+    local extra="${1:-}" lock="$ROOT/requirements/run.txt" stamp="$VENV/.hotline-installed" want
+    [ -n "$extra" ] && lock="$ROOT/requirements/$extra.txt"
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating $VENV"
         "$(pick_python)" -m venv "$VENV"
     fi
-    want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1) $spec"
+    want="$(cat "$lock" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1) ${extra:-run}"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return 0
     fi
-    say "installing Python packages ($spec)"
-    (cd "$ROOT" && "$VENV/bin/python" -m pip install -q -e "$spec")
+    say "installing Python packages from ${lock#"$ROOT"/}"
+    "$VENV/bin/python" -m pip install -q --require-hashes -r "$lock"
+    (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --no-deps -e .)
     echo "$want" >"$stamp"
 }
 
