@@ -44,7 +44,10 @@ def create_user(
     role = Role(role)
     if role == Role.handler and unit_id is None:
         raise InvalidInput("a handler must belong to a unit: give unit_code", field="unit_code")
-    if session.scalars(select(User.id).where(User.username == username)).first() is not None:
+    if (
+        session.scalars(select(col(User.id)).where(col(User.username) == username)).first()
+        is not None
+    ):
         raise Conflict(f"username {username!r} is taken", username=username)
     token, token_hash = new_token()
     user = User(
@@ -97,7 +100,7 @@ def _active_admins(session: Session) -> int:
         session.scalar(
             select(func.count())
             .select_from(User)
-            .where(User.role == Role.admin, col(User.active).is_(True))
+            .where(col(User.role) == Role.admin, col(User.active).is_(True))
         )
         or 0
     )
@@ -112,9 +115,9 @@ def list_users(
 ) -> list[User]:
     stmt = select(User).order_by(col(User.username))
     if role is not None:
-        stmt = stmt.where(User.role == role)
+        stmt = stmt.where(col(User.role) == role)
     if unit_id is not None:
-        stmt = stmt.where(User.unit_id == unit_id)
+        stmt = stmt.where(col(User.unit_id) == unit_id)
     if active is not None:
         stmt = stmt.where(col(User.active).is_(active))
     return list(session.scalars(stmt))

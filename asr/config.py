@@ -41,8 +41,8 @@ class AsrConfig:
 
     def __post_init__(self) -> None:
         if self.pool_size is None:
-            object.__setattr__(self, "pool_size", max(1, self.max_live_streams))
-        if self.pool_size < 0:
+            object.__setattr__(self, "pool_size", self.pool_limit)
+        if self.pool_limit < 0:
             raise AsrError(f"pool_size must be >= 0, got {self.pool_size}")
         if self.max_live_streams < 0:
             raise AsrError(f"max_live_streams must be >= 0, got {self.max_live_streams}")
@@ -53,6 +53,13 @@ class AsrConfig:
                 "need 0 < live_lag_s <= live_backlog_limit_s, got "
                 f"{self.live_lag_s} and {self.live_backlog_limit_s}"
             )
+
+    @property
+    def pool_limit(self) -> int:
+        """`pool_size` resolved: the warmed recognizers the pool keeps idle at most."""
+        if self.pool_size is None:  # only before __post_init__ has resolved it
+            return max(1, self.max_live_streams)
+        return self.pool_size
 
     def resolved_model_path(self) -> Path:
         if self.model_path is not None:

@@ -172,7 +172,7 @@ class VoskRecognizer:
                 "give at least 0.5 s of speech"
             )
         key = self._key(rate, None)
-        target = min(count, self.config.pool_size)  # the pool keeps no more
+        target = min(count, self.config.pool_limit)  # the pool keeps no more
         added = 0
         for _ in range(target):  # bounded even while calls take warmed ones meanwhile
             with self._lock:
@@ -246,10 +246,10 @@ class VoskRecognizer:
         with self._lock:
             if live:
                 self._live -= 1
-            if engine.usable and self.config.pool_size > 0:
+            if engine.usable and self.config.pool_limit > 0:
                 self._idle.append(engine)
                 # The least recently used go: their graph cache is the coldest.
-                del self._idle[: -self.config.pool_size]
+                del self._idle[: -self.config.pool_limit]
 
 
 class VoskStream:

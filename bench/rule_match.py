@@ -20,8 +20,9 @@ from datetime import time
 from time import perf_counter, perf_counter_ns
 from typing import Any
 
+from dispatch.rule_matching import CompiledRules, TicketFacts, normalise
+from dispatch.rule_specs import RuleSpec, load_pack, validate_rule
 from dispatch.rulebook import DEFAULT_RULES_PATH
-from dispatch.rules import CompiledRules, RuleSpec, TicketFacts, load_pack, normalise, validate_rule
 
 SENTENCES = [
     "我们公司老板拖欠了三个月工资，一直不发，找了好几次都说没钱。",

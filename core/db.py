@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import JSON, DateTime, event
+from sqlalchemy import JSON, DateTime, Table, event
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import class_mapper, make_transient_to_detached, sessionmaker
@@ -22,7 +22,7 @@ from sqlmodel import Session, SQLModel, create_engine
 from core.errors import InvalidInput
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in, timezone-aware UTC out — on SQLite too."""
 
     impl = DateTime(timezone=True)
@@ -147,7 +147,8 @@ def _defaults(
         if info.is_required():
             required.add(name)
         elif info.default_factory is not None:
-            factories.append((name, info.default_factory))
+            # No table model's factory takes the validated data: each is called bare.
+            factories.append((name, cast(Callable[[], Any], info.default_factory)))
         else:
             constants[name] = info.default
     return frozenset(required), constants, tuple(factories)
@@ -189,12 +190,36 @@ def attach(session: Session, *rows: Any) -> None:
 def loaded(session: Session, model: type[_Row], values: Mapping[str, Any]) -> _Row:
     """The row `values` (a plain SELECT's mapping, every column) as a persistent instance:
     the one already in the session's identity map, else a new one attached."""
-    existing = session.identity_map.get(session.identity_key(model, values["id"]))
+    existing: _Row | None = session.identity_map.get(session.identity_key(model, values["id"]))
     if existing is not None:
-        return existing  # type: ignore[return-value]
+        return existing
     row = build_row(model, values)
     attach(session, row)
     return row
+
+
+class _Stored(Protocol):
+    @property
+    def id(self) -> int | None: ...
+
+
+def saved_id(row: _Stored) -> int:
+    """The id of a row that was flushed or loaded. SQLModel types every `id` as optional,
+    since a row has none before its INSERT; asking for the id of a row never written is a
+    bug, and raises LookupError."""
+    ident = row.id
+    if ident is None:
+        raise LookupError(f"{type(row).__name__} has no id: it was never flushed")
+    return ident
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Table. SQLAlchemy's declarative mapping sets `__table__`; SQLModel's
+    class does not declare it, so type checkers cannot see it."""
+    table = model.__table__  # type: ignore[attr-defined]  # see the docstring
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not a table model")
+    return table
 
 
 def keyset_cursor(at: datetime, ident: int) -> str:

@@ -4,19 +4,18 @@ read — a handler only those their unit was ever assigned."""
 from __future__ import annotations
 
 from sqlalchemy import ColumnElement, bindparam, exists, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accounts.models import CENTRE_ROLES, User
 from accounts.service import hash_token
-from core.db import loaded
+from core.db import loaded, table_of
 from core.errors import Forbidden, NotFound
 from dispatch import reference
 from dispatch.models import Assignment
 from tickets.models import Ticket
 
-_BY_TOKEN = select(User.__table__, reference.REVISION).where(
-    User.__table__.c.token_hash == bindparam("token_hash")
-)
+_USERS = table_of(User)
+_BY_TOKEN = select(_USERS, reference.REVISION).where(_USERS.c.token_hash == bindparam("token_hash"))
 
 
 def authenticate(session: Session, *, token: str) -> User | None:
@@ -44,7 +43,9 @@ def visible_ticket_clause(user: User) -> ColumnElement[bool] | None:
     assigned — any assignment status, so a unit keeps seeing the history of its work."""
     if user.role in CENTRE_ROLES:
         return None
-    return exists().where(Assignment.ticket_id == Ticket.id, Assignment.unit_id == user.unit_id)
+    return exists().where(
+        col(Assignment.ticket_id) == Ticket.id, col(Assignment.unit_id) == user.unit_id
+    )
 
 
 def check_ticket_search(user: User, *, caller_phone: str | None) -> None:
@@ -62,7 +63,7 @@ def visible_ticket(
     if (ticket_id is None) == (number is None):
         raise ValueError("give exactly one of ticket_id and number")
     stmt = select(Ticket).where(
-        (Ticket.id == ticket_id) if number is None else (Ticket.number == number)
+        (col(Ticket.id) == ticket_id) if number is None else (col(Ticket.number) == number)
     )
     clause = visible_ticket_clause(user)
     if clause is not None:

@@ -102,7 +102,8 @@ class WorkCalendar:
         if d in self._overrides:
             return self._overrides[d]
         if self._library_knows(d.year):
-            return chinese_calendar.is_workday(d)
+            workday: bool = chinese_calendar.is_workday(d)  # the library is untyped
+            return workday
         return d.weekday() < 5
 
     def _library_knows(self, year: int) -> bool:

@@ -35,7 +35,7 @@ class Unit(SQLModel, table=True):
 
 
 class Rule(SQLModel, table=True):
-    """A dispatch rule as data. `conditions` and `actions` are validated by dispatch.rules."""
+    """A dispatch rule as data. `conditions` and `actions` are validated by dispatch.rule_specs."""
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=120, unique=True, index=True)

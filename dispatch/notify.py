@@ -14,16 +14,17 @@ import ssl
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, Select, or_, select, update
 from sqlmodel import Session, col
 
 from core.db import session_scope
 from core.errors import NotFound
 from core.settings import Settings
 from dispatch.models import Notification, NotificationStatus
+from dispatch.rows import existing
 
 MAX_ATTEMPTS = 5
 # A notification never attempted this long after it was made was never queued (the broker
@@ -156,21 +157,26 @@ def _claim(
 ) -> Notification | NotificationStatus:
     """Take the notification for one attempt with a conditional update; a claim older than
     CLAIM_TTL belonged to a worker that died mid-send and may be taken over."""
-    taken = session.execute(
-        update(Notification)
-        .where(
-            Notification.id == notification_id,
-            Notification.status == NotificationStatus.pending,
-            or_(
-                col(Notification.claimed_at).is_(None),
-                col(Notification.claimed_at) < now - CLAIM_TTL,
-            ),
-        )
-        .values(claimed_at=now, attempts=Notification.attempts + 1)
+    # An UPDATE's result is a CursorResult, which has the rowcount; Session.execute is
+    # typed for every statement.
+    taken = cast(
+        CursorResult[Any],
+        session.execute(
+            update(Notification)
+            .where(
+                col(Notification.id) == notification_id,
+                col(Notification.status) == NotificationStatus.pending,
+                or_(
+                    col(Notification.claimed_at).is_(None),
+                    col(Notification.claimed_at) < now - CLAIM_TTL,
+                ),
+            )
+            .values(claimed_at=now, attempts=Notification.attempts + 1)
+        ),
     )
     notification = session.scalars(
         select(Notification)
-        .where(Notification.id == notification_id)
+        .where(col(Notification.id) == notification_id)
         .execution_options(populate_existing=True)
     ).first()
     if notification is None:
@@ -185,7 +191,7 @@ def _claim(
 def _settle(
     session: Session, *, notification_id: int, now: datetime, error: DeliveryError | None
 ) -> NotificationStatus:
-    notification = session.get(Notification, notification_id, populate_existing=True)
+    notification = existing(session, Notification, notification_id, populate_existing=True)
     notification.claimed_at = None
     if error is None:
         notification.status = NotificationStatus.sent
@@ -201,16 +207,17 @@ def _settle(
 def unqueued(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
     """Deliverable notifications that no task ever picked up, oldest first, so that a broker
     outage at commit time delays an e-mail or webhook but never loses it."""
+    # An id is a primary key, never NULL, though SQLModel types it as optional.
+    ids = cast("Select[int]", select(col(Notification.id)))
     return list(
         session.scalars(
-            select(Notification.id)
-            .where(
-                Notification.status == NotificationStatus.pending,
-                Notification.attempts == 0,
-                Notification.channel != "inapp",
-                Notification.created_at <= now - UNQUEUED_AFTER,
+            ids.where(
+                col(Notification.status) == NotificationStatus.pending,
+                col(Notification.attempts) == 0,
+                col(Notification.channel) != "inapp",
+                col(Notification.created_at) <= now - UNQUEUED_AFTER,
             )
-            .order_by(Notification.id)
+            .order_by(col(Notification.id))
             .limit(limit)
         )
     )

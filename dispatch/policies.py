@@ -149,6 +149,8 @@ def _parse_yaml(text: str) -> list[_Entry]:
         raise InvalidInput(
             f"line 1: expected a list of calendar days; format: {IMPORT_FORMATS}", line=1
         )
+    # The same text as a list composes to a sequence node; its items carry the line numbers.
+    assert isinstance(node, yaml.SequenceNode)
     entries: list[_Entry] = []
     for item, item_node in zip(document, node.value, strict=True):
         entries += _yaml_entry(item, item_node.start_mark.line + 1)

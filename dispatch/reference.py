@@ -20,7 +20,8 @@ from sqlmodel import Session, col, select
 from core.errors import InvalidInput
 from dispatch.calendar import WorkCalendar
 from dispatch.models import CalendarDay, Rule, RuleRevision, SlaPolicy, Unit
-from dispatch.rules import CompiledRules, RuleSpec, validate_rule
+from dispatch.rule_matching import CompiledRules
+from dispatch.rule_specs import RuleSpec, validate_rule
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ def snapshot(session: Session) -> Snapshot:
     transaction = session.get_transaction()
     seen = session.info.get(_SEEN)
     if seen is not None and transaction is not None and seen[0] is transaction:
-        return seen[1]
+        cached: Snapshot = seen[1]  # session.info holds anything
+        return cached
     current = _current(session)
     # the read itself may have begun the transaction
     session.info[_SEEN] = (session.get_transaction(), current)

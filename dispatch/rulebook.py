@@ -22,16 +22,8 @@ from core.errors import Conflict, InvalidInput, NotFound
 from dispatch import reference
 from dispatch.models import Rule, SlaPolicy, Unit, UnitLevel
 from dispatch.reference import rule_spec
-from dispatch.rules import (
-    CompiledRules,
-    Explanation,
-    PackFormat,
-    RuleSpec,
-    TicketFacts,
-    dump_pack,
-    parse_pack,
-    validate_rule,
-)
+from dispatch.rule_matching import CompiledRules, Explanation, TicketFacts
+from dispatch.rule_specs import PackFormat, RuleSpec, dump_pack, parse_pack, validate_rule
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_UNITS_PATH = DATA_DIR / "units.yaml"
@@ -291,7 +283,8 @@ def load_units(session: Session, *, text: str) -> list[Unit]:
         if spec.parent not in parents:
             problems.append(f'unit "{spec.code}": parent "{spec.parent}" not found')
             continue
-        chain, above = {spec.code}, spec.parent
+        chain = {spec.code}
+        above: str | None = spec.parent
         while above is not None and above not in chain:
             chain.add(above)
             above = parents.get(above)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, NoReturn
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from core.db import saved_id
 from core.errors import InvalidInput, NotFound
 from dispatch.calendar import WorkCalendar
 from dispatch.models import Clock, ClockUnit, EscalationKind, SlaPolicy
@@ -301,7 +302,7 @@ def select_policy(
         )
     ]
     if matches:
-        return max(matches, key=lambda p: (_specificity(p), -p.id))
+        return max(matches, key=lambda p: (_specificity(p), -saved_id(p)))
     for policy in active:
         if policy.name == GENERAL_POLICY:
             return policy

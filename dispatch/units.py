@@ -15,6 +15,7 @@ from sqlmodel import Session, col
 
 from accounts import service as accounts
 from accounts.models import Role, User
+from core.db import saved_id
 from core.errors import Conflict, InvalidInput, NotFound
 from dispatch import reference
 from dispatch.models import Unit, UnitLevel
@@ -69,7 +70,7 @@ class UserCreate(BaseModel):
 
 
 def get_unit(session: Session, *, code: str) -> Unit:
-    unit = session.scalars(select(Unit).where(Unit.code == code)).first()
+    unit = session.scalars(select(Unit).where(col(Unit.code) == code)).first()
     if unit is None:
         raise NotFound(f"unit {code!r} does not exist", unit=code)
     return unit
@@ -83,14 +84,14 @@ def list_units(session: Session, *, active_only: bool = False) -> list[Unit]:
 
 
 def _known_unit(session: Session, code: str, field: str) -> Unit:
-    unit = session.scalars(select(Unit).where(Unit.code == code)).first()
+    unit = session.scalars(select(Unit).where(col(Unit.code) == code)).first()
     if unit is None:
         raise InvalidInput(f"{field}: unit {code!r} does not exist", **{field: code})
     return unit
 
 
 def create_unit(session: Session, *, data: UnitCreate) -> Unit:
-    if session.scalars(select(Unit.id).where(Unit.code == data.code)).first() is not None:
+    if session.scalars(select(col(Unit.id)).where(col(Unit.code) == data.code)).first() is not None:
         raise Conflict(f"a unit with code {data.code!r} already exists", code=data.code)
     parent_id = (
         _known_unit(session, data.parent_code, "parent_code").id if data.parent_code else None
@@ -145,7 +146,7 @@ def units_by_id(session: Session, ids: Sequence[int | None]) -> dict[int, Unit]:
     missing = wanted - found.keys()
     if missing:
         rows = session.scalars(select(Unit).where(col(Unit.id).in_(missing)))
-        found.update((u.id, u) for u in rows)
+        found.update((saved_id(u), u) for u in rows)
     return found
 
 

@@ -14,9 +14,9 @@ from sqlmodel import Session
 
 from accounts.models import User
 from core.errors import DomainError
-from dispatch import reference
-from dispatch import service as dispatching
+from dispatch import assignments, reference, routing
 from tickets import service as tickets
+from tickets.intake import Companion, create_ticket
 from tickets.lifecycle import Action
 from tickets.models import Ticket, TicketCreate
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class Submission:
     ticket: Ticket
     created: bool
-    dispatch: dispatching.DispatchResult | None = None
+    dispatch: routing.DispatchResult | None = None
     dispatch_error: str | None = None
 
 
@@ -51,11 +51,11 @@ def submit(
     reference.snapshot(session)
     outcome: dict[str, Any] = {}
 
-    def dispatch(ticket: Ticket, events: list[dict[str, Any]]) -> tickets.Companion | None:
+    def dispatch(ticket: Ticket, events: list[dict[str, Any]]) -> Companion | None:
         if not auto_dispatch:
             return None
         try:
-            outcome["dispatch"], companion = dispatching.plan_new_dispatch(
+            outcome["dispatch"], companion = routing.plan_new_dispatch(
                 session,
                 ticket=ticket,
                 events=events,
@@ -78,10 +78,10 @@ def submit(
             return None
         return companion
 
-    intake = tickets.create_ticket(
+    intake = create_ticket(
         session,
         data=data,
-        actor=dispatching.who(actor),
+        actor=assignments.who(actor),
         now=now,
         idempotency_key=idempotency_key,
         idempotency_scope=idempotency_scope,

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from core.db import make_engine
@@ -84,4 +84,6 @@ def revision(message: str, url: str | None = None) -> Path:
         script = command.revision(
             alembic_config(url), message=message, autogenerate=True, rev_id=rev_id
         )
+    # One head, no --splice: alembic writes exactly one revision and returns its Script.
+    assert isinstance(script, Script)
     return Path(script.path)

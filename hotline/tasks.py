@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
+# celery ships no type information (no py.typed, no stubs installed)
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+# celery ships no type information (no py.typed, no stubs installed)
 from celery import Celery
 from celery.schedules import crontab
 

@@ -300,6 +300,7 @@ class _Flow:
         self, recorder: WavRecorder, endpointer: Endpointer, first: list[bytes]
     ) -> EndReason:
         call = self.call
+        frame: bytes | None  # the first frames, then what the call reads (None: hung up)
         for frame in first:
             recorder.write(frame)
             _hook(self.hooks.on_audio, call, frame)

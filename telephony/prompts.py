@@ -269,8 +269,12 @@ class PromptSet:
                 f"no prompt texts for language {language!r}; known: {', '.join(LANGUAGES)}"
             )
         base = LANGUAGES.get(language)
+        if not voice:
+            if base is None:  # only an empty voice gets here: None was refused above
+                raise PromptError(f"no voice for language {language!r}")
+            voice = base.voice
         self.language = language
-        self.voice = voice or base.voice
+        self.voice = voice
         self.words_per_minute = base.words_per_minute if base else 175
         self.texts: dict[str, str] = {**(base.texts if base else {}), **(texts or {})}
         self.overrides = {name: Path(p) for name, p in (overrides or {}).items()}

@@ -162,7 +162,9 @@ def split_raw(data: bytes, *, strict: bool = True) -> Raw:
 
 
 def _split_commas(value: str) -> list[str]:
-    parts, depth, quoted, current = [], 0, False, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quoted = 0, False
     for ch in value:
         if ch == '"':
             quoted = not quoted

@@ -11,8 +11,8 @@ from sqlmodel import Session
 from accounts.models import Role, User
 from dispatch import policies, rulebook, units
 from dispatch.models import Unit, UnitLevel
+from tickets.intake import create_ticket
 from tickets.models import TicketCreate
-from tickets.service import create_ticket
 
 UNITS = [
     ("CENTRE", "12345热线中心", UnitLevel.centre, None),

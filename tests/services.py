@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -30,7 +31,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
+def _wait(predicate: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -112,7 +113,7 @@ def postgres_server() -> tuple[str, int]:
     return _pg_server
 
 
-def create_database(prefix: str = "hotline_test") -> tuple[str, callable]:
+def create_database(prefix: str = "hotline_test") -> tuple[str, Callable[[], None]]:
     """A fresh database for this run; returns its SQLAlchemy URL and a dropper."""
     host, port = postgres_server()
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
@@ -160,19 +161,19 @@ def redis_server() -> tuple[str, int]:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            atexit.register(
-                lambda: (
-                    proc.terminate(),
-                    proc.wait(10),
-                    shutil.rmtree(workdir, ignore_errors=True),
-                )
-            )
+
+            def stop() -> None:
+                proc.terminate()
+                proc.wait(10)
+                shutil.rmtree(workdir, ignore_errors=True)
+
+            atexit.register(stop)
             _wait(lambda: port_open("127.0.0.1", port), 20, "redis-server")
             _redis_server = ("127.0.0.1", port)
     return _redis_server
 
 
-def claim_redis_index() -> tuple[str, callable]:
+def claim_redis_index() -> tuple[str, Callable[[], None]]:
     """Lock one of Redis's numbered databases (1-15) for this run, so that concurrent runs
     never share keys. The lock lives in db 0 and expires if a run dies."""
     import redis

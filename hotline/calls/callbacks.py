@@ -12,8 +12,8 @@ from sqlmodel import Session, col
 
 from core.errors import NotFound
 from core.settings import Settings
-from dispatch import service as dispatching
-from hotline.calls.records import insert_stmt
+from dispatch import closing
+from hotline.calls.records import insert_stmt, table_of
 from telephony.models import (
     ANSWERED_OUTCOMES,
     CallbackAttempt,
@@ -38,7 +38,7 @@ def schedule_callbacks(session: Session, *, now: datetime, limit: int = 200) -> 
     """A first attempt for every ticket waiting for its callback (reviewed, with a phone
     number) that has none in its current round; pending attempts of tickets that stopped
     waiting (closed by hand, sent back) are cancelled. Safe to run anywhere, any time."""
-    attempts, tickets_t = CallbackAttempt.__table__, Ticket.__table__
+    attempts, tickets_t = table_of(CallbackAttempt), table_of(Ticket)
     due = session.execute(
         select(tickets_t.c.id, tickets_t.c.caller_phone, tickets_t.c.reopen_count)
         .where(
@@ -92,7 +92,7 @@ def claim_callback(
     processes and threads each attempt is dialled once. Commit to publish the claim."""
     if not _in_hours(now, settings):
         return None
-    attempts, tickets_t = CallbackAttempt.__table__, Ticket.__table__
+    attempts, tickets_t = table_of(CallbackAttempt), table_of(Ticket)
     candidates = session.scalars(
         select(attempts.c.id)
         .join(tickets_t, tickets_t.c.id == attempts.c.ticket_id)
@@ -106,7 +106,7 @@ def claim_callback(
         .limit(5)
     ).all()
     for attempt_id in candidates:
-        claimed = session.execute(
+        claimed = session.exec(
             update(attempts)
             .where(
                 attempts.c.id == attempt_id,
@@ -130,12 +130,12 @@ def record_callback_outcome(
     call_id: str | None = None,
     detail: str | None = None,
 ) -> CallbackAttempt | None:
-    """Record how an attempt ended. An answer goes to the ticket (dispatch.service.callback:
+    """Record how an attempt ended. An answer goes to the ticket (dispatch.closing.callback:
     satisfied closes it, dissatisfied reopens it); no answer schedules the next attempt by
     `callback_retry_minutes`. Returns the next attempt, if one was scheduled. Recording an
     attempt that already has its outcome does nothing."""
     attempt = session.scalars(
-        select(CallbackAttempt).where(CallbackAttempt.id == attempt_id).with_for_update()
+        select(CallbackAttempt).where(col(CallbackAttempt.id) == attempt_id).with_for_update()
     ).first()
     if attempt is None:
         raise NotFound(f"callback attempt {attempt_id} does not exist")
@@ -148,9 +148,9 @@ def record_callback_outcome(
     awaited = ticket.status == Status.reviewed and ticket.reopen_count == attempt.round
     if outcome in ANSWERED_OUTCOMES:
         if awaited:
-            dispatching.callback(
+            closing.callback(
                 session,
-                ticket_id=ticket.id,
+                ticket_id=attempt.ticket_id,  # the ticket read above
                 actor=None,
                 now=now,
                 satisfaction=Satisfaction(outcome.value),
@@ -195,11 +195,13 @@ def reap_stale_attempts(
 ) -> int:
     """Attempts claimed by a process that stopped before recording their outcome."""
     stale = session.scalars(
-        select(CallbackAttempt.id).where(
-            CallbackAttempt.started_at < now - older_than, col(CallbackAttempt.outcome).is_(None)
+        select(col(CallbackAttempt.id)).where(
+            col(CallbackAttempt.started_at) < now - older_than,
+            col(CallbackAttempt.outcome).is_(None),
         )
     ).all()
     for attempt_id in stale:
+        assert attempt_id is not None  # a primary key
         record_callback_outcome(
             session,
             attempt_id=attempt_id,

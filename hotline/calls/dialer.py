@@ -54,6 +54,7 @@ class CallbackDialer:
             attempt = claim_callback(session, now=now, settings=s.settings)
         if attempt is None:
             return None
+        assert attempt.id is not None  # a claimed attempt is a stored row
         uri = (self._telephony.callback_uri or "").format(number=attempt.number)
         call_id, detail = None, None
         try:

@@ -21,11 +21,10 @@ from core.db import session_scope
 from core.errors import DomainError
 from core.runtime import SessionFactory
 from core.settings import Settings
-from dispatch import reference
-from dispatch import service as dispatching
+from dispatch import reference, routing
 from hotline import intake
 from hotline.calls.hints import describe, five_element_hints, places_of
-from hotline.calls.records import TEXT_LIMIT, get_call
+from hotline.calls.records import TEXT_LIMIT, get_call, table_of
 from telephony.endpoint import (
     Call,
 )
@@ -138,9 +137,9 @@ def attach_transcript(
     # Nothing was said: a person must listen and decide, no fallback unit.
     fallback = settings.dispatch.fallback_unit_code if text else None
     try:
-        dispatching.dispatch_ticket(
+        routing.dispatch_ticket(
             session,
-            ticket_id=ticket.id,
+            ticket_id=record.ticket_id,  # the ticket read above
             now=now,
             ticket=ticket,
             fallback_unit_code=fallback,
@@ -205,7 +204,7 @@ def untranscribed(
 ) -> list[str]:
     """Calls that ended a while ago with a recording and still no transcript: their
     transcription task was lost (a broker outage, the SIP process stopped mid-call)."""
-    table = CallRecord.__table__
+    table = table_of(CallRecord)
     return list(
         session.scalars(
             select(table.c.call_id)

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
-from core.db import keyset_cursor, parse_keyset_cursor
+from core.db import keyset_cursor, parse_keyset_cursor, table_of
 from core.errors import NotFound
 from telephony.endpoint import (
     Call,
@@ -59,7 +59,7 @@ def upsert_call(session: Session, *, call: Call, now: datetime, **extra: Any) ->
     values = {**call_values(call), **extra, "updated_at": now}
     if values["answered_at"] is None:
         values.pop("answered_at")
-    table = CallRecord.__table__
+    table = table_of(CallRecord)
     stmt = insert_stmt(session)(table).values(**values, created_at=now)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.call_id], set_={k: stmt.excluded[k] for k in values}
@@ -80,7 +80,7 @@ def end_values(call: Call) -> dict[str, Any]:
 
 
 def get_call(session: Session, call_id: str, *, for_update: bool = False) -> CallRecord:
-    stmt = select(CallRecord).where(CallRecord.call_id == call_id)
+    stmt = select(CallRecord).where(col(CallRecord.call_id) == call_id)
     if for_update:
         stmt = stmt.with_for_update()
     record = session.scalars(stmt).first()
@@ -92,8 +92,8 @@ def get_call(session: Session, call_id: str, *, for_update: bool = False) -> Cal
 def set_live_text(session: Session, *, call_id: str, text: str, now: datetime) -> bool:
     """The running transcript, until the final one is attached (a late partial must not
     overwrite it)."""
-    table = CallRecord.__table__
-    done = session.execute(
+    table = table_of(CallRecord)
+    done = session.exec(
         update(table)
         .where(table.c.call_id == call_id, table.c.transcript.is_(None))
         .values(live_text=text[:TEXT_LIMIT], live_seq=table.c.live_seq + 1, updated_at=now)
@@ -128,8 +128,8 @@ def list_calls(
         at, ident = parse_keyset_cursor(cursor)
         conds.append(
             or_(
-                CallRecord.arrived_at < at,
-                and_(CallRecord.arrived_at == at, col(CallRecord.id) < ident),
+                col(CallRecord.arrived_at) < at,
+                and_(col(CallRecord.arrived_at) == at, col(CallRecord.id) < ident),
             )
         )
     stmt = (
@@ -140,7 +140,10 @@ def list_calls(
     )
     rows = list(session.scalars(stmt))
     last = rows[limit - 1] if len(rows) > limit else None
-    return rows[:limit], (keyset_cursor(last.arrived_at, last.id) if last else None)
+    if last is None:
+        return rows[:limit], None
+    assert last.id is not None  # a row read from the table
+    return rows[:limit], keyset_cursor(last.arrived_at, last.id)
 
 
 def call_read(record: CallRecord) -> CallRead:
@@ -158,8 +161,8 @@ def callback_attempts(session: Session, *, ticket_id: int) -> list[CallbackAttem
     return list(
         session.scalars(
             select(CallbackAttempt)
-            .where(CallbackAttempt.ticket_id == ticket_id)
-            .order_by(CallbackAttempt.round, CallbackAttempt.attempt_no)
+            .where(col(CallbackAttempt.ticket_id) == ticket_id)
+            .order_by(col(CallbackAttempt.round), col(CallbackAttempt.attempt_no))
         )
     )
 
@@ -177,7 +180,7 @@ class LiveView:
 
 
 def live_view(session: Session, *, call_id: str) -> LiveView:
-    table = CallRecord.__table__
+    table = table_of(CallRecord)
     row = session.execute(
         select(
             table.c.live_seq,

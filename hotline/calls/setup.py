@@ -83,7 +83,7 @@ def warm_recognizers(
     asr = settings.asr
     config = recognizer.config
     count = (
-        min(config.max_live_streams, config.pool_size)
+        min(config.max_live_streams, config.pool_limit)
         if asr.warm_recognizers is None
         else asr.warm_recognizers
     )

@@ -8,7 +8,7 @@ import re
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from dispatch import service as dispatching
+from dispatch import assignments
 from dispatch.models import Assignment, AssignmentRole
 from telephony.flows import StatusAnswer
 from tickets.models import (
@@ -26,7 +26,9 @@ def ticket_number(digits: str) -> str:
 
 
 def lookup_status(session: Session, *, number: str) -> StatusAnswer | None:
-    ticket = session.scalars(select(Ticket).where(Ticket.number == ticket_number(number))).first()
+    ticket = session.scalars(
+        select(Ticket).where(col(Ticket.number) == ticket_number(number))
+    ).first()
     if ticket is None:
         return None
     if ticket.status == Status.merged and ticket.parent_id:
@@ -34,11 +36,11 @@ def lookup_status(session: Session, *, number: str) -> StatusAnswer | None:
     deadline = None
     if ticket.status not in (Status.closed, Status.archived):
         deadline = session.scalar(
-            select(Assignment.reply_due_at)
+            select(col(Assignment.reply_due_at))
             .where(
-                Assignment.ticket_id == ticket.id,
-                Assignment.role == AssignmentRole.lead,
-                col(Assignment.status).in_(dispatching.LIVE),
+                col(Assignment.ticket_id) == ticket.id,
+                col(Assignment.role) == AssignmentRole.lead,
+                col(Assignment.status).in_(assignments.LIVE),
             )
             .order_by(col(Assignment.id).desc())
             .limit(1)

@@ -4,7 +4,7 @@ ALTER most things in place."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
@@ -17,7 +17,7 @@ from hotline.tables import metadata
 config = context.config
 
 
-def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """Render the project's column types as plain SQLAlchemy types, so that migrations stay
     valid whatever later happens to core.db or SQLModel."""
     if type_ != "type":
@@ -35,7 +35,10 @@ def run_migrations(connection: Connection) -> None:
         # Batch mode rebuilds tables (copy, drop, rename); with foreign keys enforced the drop
         # would fail or cascade. SQLite's own recipe: keys off, migrate, then check them.
         # Set on the raw connection: the pragma is a no-op inside a transaction.
-        connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        raw = connection.connection.driver_connection
+        if raw is None:
+            raise RuntimeError("the SQLite connection has no DBAPI connection to set PRAGMAs on")
+        raw.execute("PRAGMA foreign_keys=OFF")
     context.configure(
         connection=connection,
         target_metadata=metadata,

@@ -13,7 +13,7 @@ FORBIDDEN = ("tickets", "telephony", "hotline", "dispatch", "web")
 
 
 def imported_modules(path: Path) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text("utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from asr import decoder_child
 from asr import processes as procs
 from asr.config import AsrConfig
 from asr.live import LiveTranscriber, LiveTranscriptUnavailable
@@ -205,7 +206,7 @@ def test_given_no_decoder_thread_then_refused():
 # ------------------------------------------------------- the order a child serves requests
 
 
-def served(queue: procs._StreamQueue) -> list[tuple[int, str]]:
+def served(queue: decoder_child._StreamQueue) -> list[tuple[int, str]]:
     """Take and finish every request waiting, as one decoder thread does."""
     order = []
     while queue._ending or queue._turns:
@@ -216,7 +217,7 @@ def served(queue: procs._StreamQueue) -> list[tuple[int, str]]:
 
 
 def test_given_streams_with_work_then_they_take_turns_a_request_each_in_order():
-    queue = procs._StreamQueue()
+    queue = decoder_child._StreamQueue()
     for sid, op in [(1, "accept"), (1, "accept"), (2, "accept"), (3, "accept"), (2, "accept")]:
         queue.put(sid, (0, op, None))
     assert served(queue) == [
@@ -229,7 +230,7 @@ def test_given_streams_with_work_then_they_take_turns_a_request_each_in_order():
 
 
 def test_given_streams_ending_then_they_go_first_in_the_order_they_ended_each_until_done():
-    queue = procs._StreamQueue()
+    queue = decoder_child._StreamQueue()
     for sid in (1, 2, 3):
         queue.put(sid, (0, "accept", None))
     queue.put(3, (0, "finish", None), ending=True)
@@ -246,7 +247,7 @@ def test_given_streams_ending_then_they_go_first_in_the_order_they_ended_each_un
 
 
 def test_given_a_stream_being_run_when_it_ends_then_its_finish_comes_next():
-    queue = procs._StreamQueue()
+    queue = decoder_child._StreamQueue()
     queue.put(1, (0, "accept", None))
     assert queue.take()[0] == 1  # a decoder thread runs it now
     queue.put(2, (0, "accept", None))
@@ -260,7 +261,7 @@ def test_given_a_stream_being_run_when_it_ends_then_its_finish_comes_next():
 
 
 def test_given_no_request_then_a_decoder_thread_waits_for_the_next():
-    queue = procs._StreamQueue()
+    queue = decoder_child._StreamQueue()
     got = []
     thread = threading.Thread(target=lambda: got.append(queue.take()), daemon=True)
     thread.start()

@@ -327,7 +327,8 @@ def test_given_next_years_holidays_not_loaded_when_run_starts_then_it_warns_unti
 ):
     from datetime import date, datetime
 
-    from cli.app import _calendar_warnings, _session
+    from cli.common import _session
+    from cli.processes import _calendar_warnings
     from core.clock import FrozenClock
     from dispatch.policies import set_calendar_day
 

@@ -1,33 +1,24 @@
+"""Escalation: arming the next step, the sweep firing every due step exactly once, and the
+notifications a step sends."""
+
 from __future__ import annotations
 
-import hashlib
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import delete, select, text
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import col
 
 from accounts.models import Role, User
-from core.db import make_session_factory
-from core.errors import Forbidden, NotFound
-from core.settings import Settings, SmtpSettings, WebhookSettings
+from core.db import make_session_factory, saved_id
 from dispatch import escalation
-from dispatch.calendar import WorkCalendar
-from dispatch.escalation import (
-    acknowledge,
-    arm,
-    disarm,
-    escalations_for_ticket,
-    escalations_for_user,
-    sweep,
-)
+from dispatch.escalation import arm, disarm, sweep
 from dispatch.models import (
     Assignment,
-    AssignmentRole,
     Clock,
     ClockUnit,
     Escalation,
@@ -36,198 +27,26 @@ from dispatch.models import (
     NotificationStatus,
     SlaPolicy,
     Unit,
-    UnitLevel,
 )
 from tests.conftest import START
-from tickets import service as tickets
-from tickets.models import Status, Ticket, TicketCounter, TicketCreate, TicketEvent
-
-H = timedelta(hours=1)
-CALENDAR = WorkCalendar()
-# The test policy's sign-for clock: 24 h from dispatch, warning at 75 %, then the default
-# chain's chase at breach, supervision after 24 h and leadership after 72 h.
-WARN, CHASE, SUPERVISE, LEAD = START + 18 * H, START + 24 * H, START + 48 * H, START + 96 * H
-
-
-# ---------------------------------------------------------------- builders
-
-
-def make_unit(session: Session, code: str, *, head_email: str | None = None) -> Unit:
-    unit = Unit(code=code, name=f"{code}局", level=UnitLevel.city, head_email=head_email)
-    session.add(unit)
-    session.flush()
-    return unit
-
-
-def make_user(
-    session: Session,
-    username: str,
-    role: Role,
-    unit: Unit | None = None,
-    *,
-    is_head: bool = False,
-    email: str | None = None,
-    active: bool = True,
-) -> User:
-    user = User(
-        username=username,
-        display_name=username,
-        role=role,
-        unit_id=unit.id if unit else None,
-        is_head=is_head,
-        email=email,
-        active=active,
-        created_at=START,
-        token_hash=hashlib.sha256(username.encode()).hexdigest(),
-    )
-    session.add(user)
-    session.flush()
-    return user
-
-
-def make_policy(session: Session, **fields) -> SlaPolicy:
-    policy = SlaPolicy.model_validate(
-        {
-            "name": f"test-{uuid.uuid4().hex[:8]}",
-            "sign_limit": 24,
-            "sign_unit": ClockUnit.hours,
-            "reply_limit": 72,
-            "reply_unit": ClockUnit.hours,
-            "close_limit": 120,
-            "close_unit": ClockUnit.hours,
-            "warn_ratio": 0.75,
-            **fields,
-        }
-    )
-    session.add(policy)
-    session.flush()
-    return policy
-
-
-def make_ticket(session: Session, now: datetime = START, description: str = "路灯不亮") -> Ticket:
-    return tickets.create_ticket(
-        session, data=TicketCreate(description=description), actor="operator:test", now=now
-    ).ticket
-
-
-def make_assignment(
-    session: Session,
-    *,
-    ticket: Ticket,
-    unit: Unit,
-    policy: SlaPolicy,
-    start: datetime = START,
-    role: AssignmentRole = AssignmentRole.lead,
-    clock: Clock | None = Clock.sign,
-) -> Assignment:
-    hours = {c: getattr(policy, f"{c.value}_limit") for c in Clock}
-    assignment = Assignment(
-        ticket_id=ticket.id,
-        unit_id=unit.id,
-        role=role,
-        policy_id=policy.id,
-        dispatched_by="system",
-        started_at=start,
-        sign_due_at=start + hours[Clock.sign] * H,
-        reply_due_at=start + hours[Clock.reply] * H,
-        close_due_at=start + hours[Clock.close] * H,
-    )
-    arm(assignment, clock=clock, policy=policy, calendar=CALENDAR)
-    session.add(assignment)
-    session.flush()
-    return assignment
-
-
-def settings_for(
-    tmp_path, *, smtp_port: int | None = None, webhook_url: str | None = None
-) -> Settings:
-    return Settings(
-        environment="test",
-        data_dir=tmp_path,
-        smtp=SmtpSettings(host="127.0.0.1", port=smtp_port) if smtp_port else SmtpSettings(),
-        webhook=WebhookSettings(url=webhook_url, secret="s3cret")
-        if webhook_url
-        else WebhookSettings(),
-    )
-
-
-def savepoint_factory(session: Session) -> Callable[[], Session]:
-    """Sessions on the test's connection: each unit of work the sweep commits becomes a
-    savepoint release inside the test's rolled-back transaction."""
-    return lambda: Session(
-        bind=session.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
-
-
-class Scene:
-    """One unit with two handlers (one of them its head), an inactive handler, a handler
-    elsewhere, two supervisors and an operator; one ticket with an armed lead assignment."""
-
-    def __init__(self, session: Session) -> None:
-        self.unit = make_unit(session, "URBAN", head_email="urban-head@units.example.org")
-        self.other = make_unit(session, "WATER")
-        self.handler = make_user(
-            session, "urban.handler", Role.handler, self.unit, email="urban@units.example.org"
-        )
-        self.head = make_user(
-            session,
-            "urban.head",
-            Role.handler,
-            self.unit,
-            is_head=True,
-            email="head@units.example.org",
-        )
-        make_user(
-            session,
-            "urban.gone",
-            Role.handler,
-            self.unit,
-            active=False,
-            email="gone@units.example.org",
-        )
-        self.stranger = make_user(session, "water.handler", Role.handler, self.other)
-        self.supervisors = [
-            make_user(session, f"sup{i}", Role.supervisor, email=f"sup{i}@12345.example.org")
-            for i in (1, 2)
-        ]
-        self.operator = make_user(session, "op", Role.operator)
-        self.policy = make_policy(session)
-        self.ticket = make_ticket(session)
-        self.assignment = make_assignment(
-            session, ticket=self.ticket, unit=self.unit, policy=self.policy
-        )
-
-
-@pytest.fixture
-def scene(session: Session) -> Scene:
-    return Scene(session)
-
-
-@pytest.fixture
-def factory(session: Session) -> Callable[[], Session]:
-    return savepoint_factory(session)
-
-
-def swept(session: Session, factory: Callable[[], Session], **kwargs) -> escalation.SweepResult:
-    """Sweep, then forget what the test's session holds: the sweep changed it elsewhere."""
-    result = sweep(factory, **kwargs)
-    session.expire_all()
-    return result
-
-
-def fired(session: Session, assignment: Assignment) -> list[Escalation]:
-    return list(
-        session.scalars(
-            select(Escalation)
-            .where(Escalation.assignment_id == assignment.id)
-            .order_by(Escalation.level)
-        )
-    )
-
-
-def escalation_notes(session: Session, ticket: Ticket) -> list[TicketEvent]:
-    return [e for e in tickets.events_of(session, ticket.id) if e.data.get("kind") == "escalation"]
-
+from tests.dispatch.escalation_scene import (
+    CALENDAR,
+    CHASE,
+    LEAD,
+    SUPERVISE,
+    WARN,
+    H,
+    escalation_notes,
+    fired,
+    make_assignment,
+    make_policy,
+    make_ticket,
+    make_unit,
+    make_user,
+    settings_for,
+    swept,
+)
+from tickets.models import Status, Ticket, TicketCounter, TicketEvent
 
 # ---------------------------------------------------------------- arm / disarm
 
@@ -512,142 +331,6 @@ def test_given_no_smtp_nor_webhook_when_step_fires_then_only_inapp_notices_exist
     assert set(channels) == {"inapp"} and sent == []
 
 
-# ---------------------------------------------------------------- linked visibility
-
-
-def test_given_lead_and_co_units_when_either_escalates_then_both_see_every_step(
-    session, scene, factory, clock, tmp_path
-):
-    co = make_assignment(
-        session, ticket=scene.ticket, unit=scene.other, policy=scene.policy, role=AssignmentRole.co
-    )
-    clock.set(CHASE)
-    swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
-    steps = escalations_for_ticket(session, ticket_id=scene.ticket.id)
-    assert sorted((e.assignment_id, e.level) for e in steps) == sorted(
-        [(scene.assignment.id, 1), (scene.assignment.id, 2), (co.id, 1), (co.id, 2)]
-    )
-
-
-def test_given_merged_tickets_when_either_escalates_then_parent_and_children_see_it(
-    session, scene, factory, clock, tmp_path
-):
-    child = make_ticket(session, description="同一路灯又坏了")
-    child_assignment = make_assignment(session, ticket=child, unit=scene.other, policy=scene.policy)
-    clock.set(WARN)
-    swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
-    tickets.merge(
-        session, child=child, parent=scene.ticket, actor="dispatcher:test", now=clock.now()
-    )
-    session.flush()
-    expected = {scene.assignment.id, child_assignment.id}
-    assert {
-        e.assignment_id for e in escalations_for_ticket(session, ticket_id=scene.ticket.id)
-    } == expected
-    assert {
-        e.assignment_id for e in escalations_for_ticket(session, ticket_id=child.id)
-    } == expected
-    unrelated = make_ticket(session, description="别的事")
-    assert escalations_for_ticket(session, ticket_id=unrelated.id) == []
-    with pytest.raises(NotFound):
-        escalations_for_ticket(session, ticket_id=10**9)
-
-
-def test_given_fired_steps_when_listed_per_user_then_each_sees_their_unit_or_their_address(
-    session, scene, factory, clock, tmp_path
-):
-    clock.set(LEAD)
-    swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
-
-    def kinds(user: User, **kwargs) -> list[EscalationKind]:
-        return [e.kind for e in escalations_for_user(session, user=user, **kwargs)]
-
-    newest_first = [
-        EscalationKind.leadership,
-        EscalationKind.supervision,
-        EscalationKind.chase,
-        EscalationKind.warning,
-    ]
-    assert kinds(scene.handler) == newest_first
-    assert kinds(scene.supervisors[0]) == [EscalationKind.leadership]
-    assert kinds(scene.stranger) == []
-    assert kinds(scene.operator) == []
-    assert kinds(scene.handler, limit=2) == newest_first[:2]
-    top = escalations_for_user(session, user=scene.handler)[0]
-    acknowledge(session, escalation_id=top.id, user=scene.handler, now=clock.now())
-    assert kinds(scene.handler, unacknowledged_only=True) == newest_first[1:]
-
-
-# ---------------------------------------------------------------- acknowledgement
-
-
-@pytest.fixture
-def chase(session, scene, factory, clock, tmp_path) -> Escalation:
-    clock.set(CHASE)
-    swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
-    return fired(session, scene.assignment)[-1]
-
-
-def test_given_chase_when_unit_handler_acknowledges_then_it_is_recorded_once(
-    session, scene, chase, clock
-):
-    clock.advance(minutes=5)
-    first = clock.now()
-    acked = acknowledge(session, escalation_id=chase.id, user=scene.handler, now=first)
-    assert (acked.acknowledged_at, acked.acknowledged_by_id) == (first, scene.handler.id)
-    clock.advance(hours=1)
-    again = acknowledge(session, escalation_id=chase.id, user=scene.supervisors[0], now=clock.now())
-    assert (again.acknowledged_at, again.acknowledged_by_id) == (first, scene.handler.id)
-    acks = [
-        e
-        for e in tickets.events_of(session, scene.ticket.id)
-        if e.data.get("kind") == "escalation_ack"
-    ]
-    assert len(acks) == 1
-    assert acks[0].actor == "handler:urban.handler"
-    assert acks[0].data["escalation_id"] == chase.id
-
-
-@pytest.mark.parametrize("who", ["head", "supervisor", "admin"])
-def test_given_chase_when_head_or_centre_staff_acknowledge_then_it_is_allowed(
-    session, scene, chase, clock, who
-):
-    user = {
-        "head": scene.head,
-        "supervisor": scene.supervisors[1],
-        "admin": make_user(session, "root", Role.admin),
-    }[who]
-    acked = acknowledge(session, escalation_id=chase.id, user=user, now=clock.now())
-    assert acked.acknowledged_by_id == user.id
-
-
-def test_given_chase_when_outsiders_acknowledge_then_forbidden_and_nothing_changes(
-    session, scene, chase, clock
-):
-    inactive = make_user(session, "urban.left", Role.handler, scene.unit, active=False)
-    for user in (scene.stranger, scene.operator, inactive):
-        with pytest.raises(Forbidden):
-            acknowledge(session, escalation_id=chase.id, user=user, now=clock.now())
-    session.refresh(chase)
-    assert chase.acknowledged_at is None
-    with pytest.raises(NotFound):
-        acknowledge(session, escalation_id=10**9, user=scene.handler, now=clock.now())
-
-
-def test_given_a_recipient_outside_the_unit_when_acknowledging_then_it_is_allowed(
-    session, scene, factory, clock, tmp_path
-):
-    clock.set(LEAD)
-    swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
-    leadership = fired(session, scene.assignment)[-1]
-    outsider = make_user(session, "former.supervisor", Role.operator)
-    leadership.recipients = [*leadership.recipients, outsider.id]
-    session.add(leadership)
-    session.flush()
-    acked = acknowledge(session, escalation_id=leadership.id, user=outsider, now=clock.now())
-    assert acked.acknowledged_by_id == outsider.id
-
-
 # ---------------------------------------------------------------- exactly once, concurrently
 
 RACE_DAY = datetime(2031, 3, 3, 2, 0, tzinfo=UTC)  # its own ticket-number counter
@@ -666,22 +349,22 @@ def committed_scene(engine: Engine) -> Iterator[tuple[list[int], int]]:
         for _ in range(10):
             ticket = make_ticket(s, now=RACE_DAY)
             assignment = make_assignment(s, ticket=ticket, unit=unit, policy=policy, start=RACE_DAY)
-            ticket_ids.append(ticket.id)
-            assignment_ids.append(assignment.id)
+            ticket_ids.append(saved_id(ticket))
+            assignment_ids.append(saved_id(assignment))
         s.commit()
         ids = (unit.id, handler.id, policy.id)
     yield assignment_ids, len(ticket_ids)
     with factory() as s:
-        escalation_ids = select(Escalation.id).where(Escalation.unit_id == ids[0])
-        s.execute(delete(Notification).where(Notification.escalation_id.in_(escalation_ids)))
-        s.execute(delete(Escalation).where(Escalation.unit_id == ids[0]))
-        s.execute(delete(Assignment).where(Assignment.unit_id == ids[0]))
-        s.execute(delete(TicketEvent).where(TicketEvent.ticket_id.in_(ticket_ids)))
-        s.execute(delete(Ticket).where(Ticket.id.in_(ticket_ids)))
-        s.execute(delete(TicketCounter).where(TicketCounter.day == "20310303"))
-        s.execute(delete(User).where(User.id == ids[1]))
-        s.execute(delete(SlaPolicy).where(SlaPolicy.id == ids[2]))
-        s.execute(delete(Unit).where(Unit.id == ids[0]))
+        escalation_ids = select(col(Escalation.id)).where(col(Escalation.unit_id) == ids[0])
+        s.execute(delete(Notification).where(col(Notification.escalation_id).in_(escalation_ids)))
+        s.execute(delete(Escalation).where(col(Escalation.unit_id) == ids[0]))
+        s.execute(delete(Assignment).where(col(Assignment.unit_id) == ids[0]))
+        s.execute(delete(TicketEvent).where(col(TicketEvent.ticket_id).in_(ticket_ids)))
+        s.execute(delete(Ticket).where(col(Ticket.id).in_(ticket_ids)))
+        s.execute(delete(TicketCounter).where(col(TicketCounter.day) == "20310303"))
+        s.execute(delete(User).where(col(User.id) == ids[1]))
+        s.execute(delete(SlaPolicy).where(col(SlaPolicy.id) == ids[2]))
+        s.execute(delete(Unit).where(col(Unit.id) == ids[0]))
         s.commit()
 
 

@@ -28,7 +28,7 @@ from dispatch.notify import (
 )
 from hotline.tables import metadata
 from tests.conftest import START, wait_until
-from tests.dispatch.test_escalation import (
+from tests.dispatch.escalation_scene import (
     SUPERVISE,
     Scene,
     savepoint_factory,

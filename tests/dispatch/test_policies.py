@@ -8,6 +8,7 @@ import pytest
 import yaml
 from sqlmodel import Session, select
 
+from core.db import saved_id
 from core.errors import Conflict, InvalidInput, NotFound
 from dispatch import policies, sla
 from dispatch.models import CalendarDay, Clock, ClockUnit, SlaPolicy
@@ -187,7 +188,7 @@ def test_import_calendar_days_rejects_with_line_number(
 
 # ---------------------------------------------------------------------------- policies
 
-VALID = {
+VALID: dict[str, Any] = {
     "name": "roads-5wd",
     "description": "道路 5 个工作日",
     "category_prefix": "0102",
@@ -205,7 +206,7 @@ VALID = {
 
 def test_create_policy_stores_validated_values(session: Session) -> None:
     created = policies.create_policy(session, data=VALID)
-    stored = policies.get_policy(session, policy_id=created.id)
+    stored = policies.get_policy(session, policy_id=saved_id(created))
     assert stored.name == "roads-5wd"
     assert stored.reply_unit == ClockUnit.workdays
     assert stored.chain == [
@@ -255,19 +256,19 @@ def test_create_policy_refuses_a_taken_name(session: Session) -> None:
 def test_update_policy_merges_and_revalidates(session: Session) -> None:
     created = policies.create_policy(session, data=VALID)
     updated = policies.update_policy(
-        session, policy_id=created.id, changes=SlaPolicyUpdate(reply_limit=3, urgency=None)
+        session, policy_id=saved_id(created), changes=SlaPolicyUpdate(reply_limit=3, urgency=None)
     )
     assert (updated.reply_limit, updated.urgency, updated.close_limit) == (3, None, 8)
     with pytest.raises(InvalidInput, match="warn_ratio"):
-        policies.update_policy(session, policy_id=created.id, changes={"warn_ratio": 2})
-    assert policies.get_policy(session, policy_id=created.id).warn_ratio == 0.6
+        policies.update_policy(session, policy_id=saved_id(created), changes={"warn_ratio": 2})
+    assert policies.get_policy(session, policy_id=saved_id(created)).warn_ratio == 0.6
 
 
 def test_update_policy_refuses_renaming_onto_a_taken_name(session: Session) -> None:
     policies.create_policy(session, data=VALID)
     other = policies.create_policy(session, data={**VALID, "name": "other"})
     with pytest.raises(Conflict, match="roads-5wd"):
-        policies.update_policy(session, policy_id=other.id, changes={"name": "roads-5wd"})
+        policies.update_policy(session, policy_id=saved_id(other), changes={"name": "roads-5wd"})
 
 
 @pytest.mark.parametrize(
@@ -280,13 +281,13 @@ def test_update_policy_refuses_renaming_onto_a_taken_name(session: Session) -> N
 def test_general_policy_stays_the_fallback(session: Session, change: dict[str, Any]) -> None:
     general = policies.create_policy(session, data={"name": "general"})
     with pytest.raises(Conflict, match="fallback"):
-        policies.update_policy(session, policy_id=general.id, changes=change)
+        policies.update_policy(session, policy_id=saved_id(general), changes=change)
 
 
 def test_deactivate_and_list(session: Session) -> None:
     kept = policies.create_policy(session, data=VALID)
     gone = policies.create_policy(session, data={**VALID, "name": "gone"})
-    assert policies.deactivate_policy(session, policy_id=gone.id).active is False
+    assert policies.deactivate_policy(session, policy_id=saved_id(gone)).active is False
     assert [p.name for p in policies.list_policies(session, active_only=True)] == [kept.name]
     assert [p.name for p in policies.list_policies(session)] == ["roads-5wd", "gone"]
 
@@ -316,9 +317,9 @@ def test_ensure_default_policies_is_idempotent(session: Session) -> None:
 
 def test_ensure_default_policies_resets_edited_defaults(session: Session) -> None:
     general = next(p for p in policies.ensure_default_policies(session) if p.name == "general")
-    policies.update_policy(session, policy_id=general.id, changes={"reply_limit": 99})
+    policies.update_policy(session, policy_id=saved_id(general), changes={"reply_limit": 99})
     policies.ensure_default_policies(session)
-    assert policies.get_policy(session, policy_id=general.id).reply_limit == 7
+    assert policies.get_policy(session, policy_id=saved_id(general)).reply_limit == 7
 
 
 def test_defaults_file_names_every_policy_once() -> None:
@@ -384,7 +385,7 @@ def test_policy_for_with_defaults(
 
 def test_policy_for_refuses_an_inactive_name(session: Session) -> None:
     policy = next(p for p in policies.ensure_default_policies(session) if p.name == "complex-15wd")
-    policies.deactivate_policy(session, policy_id=policy.id)
+    policies.deactivate_policy(session, policy_id=saved_id(policy))
     with pytest.raises(InvalidInput, match="complex-15wd"):
         policies.policy_for(
             session, request_type="help", urgency="normal", category_code=None, name="complex-15wd"

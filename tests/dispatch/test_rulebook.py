@@ -15,7 +15,8 @@ from core.errors import Conflict, InvalidInput, NotFound
 from dispatch import rulebook
 from dispatch.models import Rule, RuleRevision, SlaPolicy, Unit, UnitLevel
 from dispatch.policies import ensure_default_policies
-from dispatch.rules import CompiledRules, TicketFacts, dump_pack, load_pack, validate_rule
+from dispatch.rule_matching import CompiledRules, TicketFacts
+from dispatch.rule_specs import dump_pack, load_pack, validate_rule
 from hotline.tables import metadata
 
 POLICIES = ["emergency-2h", "utilities-24h", "general", "complex-15wd", "consultation-3wd"]

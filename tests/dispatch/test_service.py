@@ -1,11 +1,12 @@
-"""The whole 12345 loop through dispatch.service, on SQLite and PostgreSQL."""
+"""The whole 12345 loop through dispatch (routing, handling, review, closing), on SQLite and
+PostgreSQL."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from core.errors import Conflict, IllegalTransition, InvalidInput, NotFound
-from dispatch import service
+from dispatch import assignments, closing, handling, review, routing
 from dispatch.models import AssignmentRole, AssignmentStatus, ClockUnit, ExtensionStatus
 from hotline.intake import submit
 from tests.factories import build_world, new_ticket
@@ -20,7 +21,7 @@ def world(session, clock):
 
 def _dispatched(session, clock, text, **fields):
     ticket = new_ticket(session, clock.now(), text, **fields)
-    result = service.dispatch_ticket(session, ticket_id=ticket.id, now=clock.now())
+    result = routing.dispatch_ticket(session, ticket_id=ticket.id, now=clock.now())
     return ticket, result
 
 
@@ -69,7 +70,7 @@ def test_given_classification_only_rule_and_fallback_unit_when_dispatched_then_f
     session, clock, world
 ):
     ticket = new_ticket(session, clock.now(), "物业费收得太高了")
-    result = service.dispatch_ticket(
+    result = routing.dispatch_ticket(
         session, ticket_id=ticket.id, now=clock.now(), fallback_unit_code="YY"
     )
     assert ticket.category_code == "020101", "the classification still applies"
@@ -79,7 +80,7 @@ def test_given_classification_only_rule_and_fallback_unit_when_dispatched_then_f
 
 def test_given_queued_ticket_when_dispatcher_assigns_by_hand_then_dispatched(session, clock, world):
     ticket, _ = _dispatched(session, clock, "博物馆开放时间")
-    result = service.manual_dispatch(
+    result = routing.manual_dispatch(
         session,
         ticket_id=ticket.id,
         lead_unit_code="URBAN",
@@ -96,19 +97,19 @@ def test_full_loop_dispatch_sign_handle_reply_review_callback_close(session, clo
     lead = result.assignments[0]
     handler = world.handlers["HRSS"]
     clock.advance(hours=2)
-    service.sign(session, assignment_id=lead.id, actor=handler, now=clock.now())
+    handling.sign(session, assignment_id=lead.id, actor=handler, now=clock.now())
     assert ticket.status == Status.signed and lead.escalation_clock == "reply"
-    service.start(session, assignment_id=lead.id, actor=handler, now=clock.now())
+    handling.start(session, assignment_id=lead.id, actor=handler, now=clock.now())
     clock.advance(days=2)
-    service.reply(
+    handling.reply(
         session, assignment_id=lead.id, text="已责令企业三日内支付", actor=handler, now=clock.now()
     )
     assert ticket.status == Status.replied and ticket.reply == "已责令企业三日内支付"
     assert lead.next_escalation_at is None
-    service.review_reply(
+    review.review_reply(
         session, ticket_id=ticket.id, approve=True, actor=world.staff["dispatcher"], now=clock.now()
     )
-    service.callback(
+    closing.callback(
         session,
         ticket_id=ticket.id,
         satisfaction=Satisfaction.satisfied,
@@ -125,18 +126,18 @@ def test_given_reply_sent_back_then_unit_works_again_on_the_same_deadline(sessio
     ticket, result = _dispatched(session, clock, "公司拖欠工资")
     lead = result.assignments[0]
     h = world.handlers["HRSS"]
-    service.sign(session, assignment_id=lead.id, actor=h, now=clock.now())
-    service.reply(session, assignment_id=lead.id, text="已处理", actor=h, now=clock.now())
+    handling.sign(session, assignment_id=lead.id, actor=h, now=clock.now())
+    handling.reply(session, assignment_id=lead.id, text="已处理", actor=h, now=clock.now())
     due = lead.reply_due_at
     with pytest.raises(InvalidInput):
-        service.review_reply(
+        review.review_reply(
             session,
             ticket_id=ticket.id,
             approve=False,
             actor=world.staff["dispatcher"],
             now=clock.now(),
         )
-    service.review_reply(
+    review.review_reply(
         session,
         ticket_id=ticket.id,
         approve=False,
@@ -152,7 +153,7 @@ def test_given_reply_sent_back_then_unit_works_again_on_the_same_deadline(sessio
 def test_given_other_units_handler_when_signing_then_not_found(session, clock, world):
     _, result = _dispatched(session, clock, "公司拖欠工资")
     with pytest.raises(NotFound):
-        service.sign(
+        handling.sign(
             session,
             assignment_id=result.assignments[0].id,
             actor=world.handlers["WATER"],
@@ -165,8 +166,8 @@ def test_given_co_unit_when_it_signs_and_replies_then_lead_status_is_unchanged(
 ):
     ticket, result = _dispatched(session, clock, "小区停水三天了")
     co = next(a for a in result.assignments if a.role == AssignmentRole.co)
-    service.sign(session, assignment_id=co.id, actor=world.handlers["HOUSING"], now=clock.now())
-    service.reply(
+    handling.sign(session, assignment_id=co.id, actor=world.handlers["HOUSING"], now=clock.now())
+    handling.reply(
         session,
         assignment_id=co.id,
         text="已督促物业配合",
@@ -184,7 +185,7 @@ def test_given_wrong_locality_return_when_centre_redispatches_then_history_is_ke
 ):
     ticket, result = _dispatched(session, clock, "路边乱摆摊占道经营")
     old = result.assignments[0]
-    service.return_ticket(
+    handling.return_ticket(
         session,
         assignment_id=old.id,
         reason_code="wrong_mandate",
@@ -194,7 +195,7 @@ def test_given_wrong_locality_return_when_centre_redispatches_then_history_is_ke
     )
     assert ticket.status == Status.returned and ticket.return_count == 1
     clock.advance(hours=3)
-    redo = service.review_return(
+    redo = review.review_return(
         session,
         ticket_id=ticket.id,
         uphold=False,
@@ -206,7 +207,7 @@ def test_given_wrong_locality_return_when_centre_redispatches_then_history_is_ke
     assert ticket.status == Status.dispatched
     new = redo.assignments[0]
     assert new.unit_id == world.units["YY"].id and new.started_at == clock.now()
-    history = service.assignments_of(session, ticket_id=ticket.id)
+    history = assignments.assignments_of(session, ticket_id=ticket.id)
     assert [a.status for a in history] == [AssignmentStatus.withdrawn, AssignmentStatus.dispatched]
     assert history[0].return_reason == "属于区级管辖"
 
@@ -217,10 +218,10 @@ def test_given_return_when_centre_upholds_then_unit_keeps_it_with_its_old_clocks
     ticket, result = _dispatched(session, clock, "路边乱摆摊")
     a = result.assignments[0]
     h = world.handlers["URBAN"]
-    service.sign(session, assignment_id=a.id, actor=h, now=clock.now())
-    service.start(session, assignment_id=a.id, actor=h, now=clock.now())
+    handling.sign(session, assignment_id=a.id, actor=h, now=clock.now())
+    handling.start(session, assignment_id=a.id, actor=h, now=clock.now())
     due = a.reply_due_at
-    service.return_ticket(
+    handling.return_ticket(
         session,
         assignment_id=a.id,
         reason_code="wrong_mandate",
@@ -229,7 +230,7 @@ def test_given_return_when_centre_upholds_then_unit_keeps_it_with_its_old_clocks
         now=clock.now(),
     )
     assert a.next_escalation_at is None
-    service.review_return(
+    review.review_return(
         session,
         ticket_id=ticket.id,
         uphold=True,
@@ -248,9 +249,9 @@ def test_given_extension_asked_before_deadline_when_approved_then_deadline_moves
     ticket, result = _dispatched(session, clock, "公司拖欠工资")
     a = result.assignments[0]
     h = world.handlers["HRSS"]
-    service.sign(session, assignment_id=a.id, actor=h, now=clock.now())
+    handling.sign(session, assignment_id=a.id, actor=h, now=clock.now())
     old_due = a.reply_due_at
-    req = service.request_extension(
+    req = handling.request_extension(
         session,
         assignment_id=a.id,
         extend_by=5,
@@ -260,7 +261,7 @@ def test_given_extension_asked_before_deadline_when_approved_then_deadline_moves
         now=clock.now(),
     )
     with pytest.raises(Conflict):
-        service.request_extension(
+        handling.request_extension(
             session,
             assignment_id=a.id,
             extend_by=1,
@@ -269,7 +270,7 @@ def test_given_extension_asked_before_deadline_when_approved_then_deadline_moves
             actor=h,
             now=clock.now(),
         )
-    service.decide_extension(
+    review.decide_extension(
         session,
         extension_id=req.id,
         approve=True,
@@ -291,7 +292,7 @@ def test_given_deadline_passed_when_extension_asked_then_refused(session, clock,
     a = result.assignments[0]
     clock.advance(days=30)
     with pytest.raises(Conflict, match="before the deadline"):
-        service.request_extension(
+        handling.request_extension(
             session,
             assignment_id=a.id,
             extend_by=2,
@@ -308,13 +309,13 @@ def test_given_dissatisfied_callback_then_ticket_reopens_and_goes_back_to_the_sa
     ticket, result = _dispatched(session, clock, "小区停水")
     lead = next(a for a in result.assignments if a.role == AssignmentRole.lead)
     h = world.handlers["WATER"]
-    service.sign(session, assignment_id=lead.id, actor=h, now=clock.now())
-    service.reply(session, assignment_id=lead.id, text="已恢复供水", actor=h, now=clock.now())
-    service.review_reply(
+    handling.sign(session, assignment_id=lead.id, actor=h, now=clock.now())
+    handling.reply(session, assignment_id=lead.id, text="已恢复供水", actor=h, now=clock.now())
+    review.review_reply(
         session, ticket_id=ticket.id, approve=True, actor=world.staff["dispatcher"], now=clock.now()
     )
     clock.advance(days=1)
-    again = service.callback(
+    again = closing.callback(
         session,
         ticket_id=ticket.id,
         satisfaction="dissatisfied",
@@ -333,7 +334,7 @@ def test_given_dissatisfied_callback_then_ticket_reopens_and_goes_back_to_the_sa
 def test_given_duplicate_requests_when_merged_then_one_reply_closes_both(session, clock, world):
     parent, pr = _dispatched(session, clock, "公司拖欠工资")
     child, _ = _dispatched(session, clock, "我也被这家公司拖欠工资")
-    service.merge(
+    closing.merge(
         session,
         ticket_id=child.id,
         parent_id=parent.id,
@@ -344,16 +345,16 @@ def test_given_duplicate_requests_when_merged_then_one_reply_closes_both(session
     assert child.status == Status.merged
     assert all(
         a.status == AssignmentStatus.withdrawn
-        for a in service.assignments_of(session, ticket_id=child.id)
+        for a in assignments.assignments_of(session, ticket_id=child.id)
     )
     a = pr.assignments[0]
     h = world.handlers["HRSS"]
-    service.sign(session, assignment_id=a.id, actor=h, now=clock.now())
-    service.reply(session, assignment_id=a.id, text="企业已支付全部工资", actor=h, now=clock.now())
-    service.review_reply(
+    handling.sign(session, assignment_id=a.id, actor=h, now=clock.now())
+    handling.reply(session, assignment_id=a.id, text="企业已支付全部工资", actor=h, now=clock.now())
+    review.review_reply(
         session, ticket_id=parent.id, approve=True, actor=world.staff["dispatcher"], now=clock.now()
     )
-    service.callback(
+    closing.callback(
         session,
         ticket_id=parent.id,
         satisfaction="basically_satisfied",
@@ -371,7 +372,7 @@ def test_given_closed_ticket_when_signed_again_then_illegal(session, clock, worl
         session, ticket=ticket, answer="可在线缴纳", actor="operator:x", now=clock.now()
     )
     with pytest.raises(IllegalTransition):
-        service.manual_dispatch(
+        routing.manual_dispatch(
             session,
             ticket_id=ticket.id,
             lead_unit_code="HRSS",
@@ -426,7 +427,7 @@ def test_given_submitted_ticket_when_read_back_then_it_equals_its_rebuilt_audit_
     assert ticket.status == Status.dispatched and ticket.number == sub.ticket.number
     assert [e.seq for e in events_of(session, ticket.id)] == [1, 2]
     assert rebuild_state(events_of(session, ticket.id)) == snapshot(ticket)
-    [stored] = service.assignments_of(session, ticket_id=ticket.id)
+    [stored] = assignments.assignments_of(session, ticket_id=ticket.id)
     assert stored.id == lead.id and stored.unit_id == world.units["HRSS"].id
     assert stored.next_escalation_at is not None and stored.sign_due_at == lead.sign_due_at
 
@@ -441,7 +442,7 @@ def test_given_submitted_ticket_when_changed_in_the_same_session_then_changes_ar
         now=clock.now(),
     )
     [lead] = sub.dispatch.assignments
-    service.sign(
+    handling.sign(
         session,
         assignment_id=lead.id,
         actor=world.handlers["HRSS"],
@@ -450,4 +451,4 @@ def test_given_submitted_ticket_when_changed_in_the_same_session_then_changes_ar
     session.flush()
     session.expire_all()
     assert get_ticket(session, sub.ticket.id).status == Status.signed
-    assert service.assignments_of(session, ticket_id=sub.ticket.id)[0].signed_at is not None
+    assert assignments.assignments_of(session, ticket_id=sub.ticket.id)[0].signed_at is not None

@@ -8,13 +8,15 @@ from sqlalchemy import select
 from accounts import privacy
 from accounts import service as accounts
 from accounts.models import Role, User
+from core.db import saved_id
 from core.errors import Conflict, InvalidInput, NotFound
 from dispatch import access
 from dispatch import units as unit_service
 from dispatch.models import Assignment, AssignmentRole, SlaPolicy, Unit, UnitLevel
 from dispatch.units import UnitCreate, UnitUpdate
+from tickets.intake import create_ticket
 from tickets.models import Ticket, TicketCreate
-from tickets.service import TicketFilters, create_ticket, list_tickets
+from tickets.search import TicketFilters, list_tickets
 
 
 @pytest.fixture
@@ -182,8 +184,8 @@ def _assign(session, ticket: Ticket, unit: Unit, now) -> None:
         session.flush()
     session.add(
         Assignment(
-            ticket_id=ticket.id,
-            unit_id=unit.id,
+            ticket_id=saved_id(ticket),
+            unit_id=saved_id(unit),
             role=AssignmentRole.lead,
             policy_id=policy.id,
             dispatched_by="test",
@@ -215,7 +217,7 @@ def test_given_handler_when_listing_then_only_tickets_assigned_to_their_unit(ses
         rows, _ = list_tickets(
             session, filters=TicketFilters(), restrict=access.visible_ticket_clause(user)
         )
-        return {t.id for t in rows}
+        return {saved_id(t) for t in rows}
 
     assert visible(handler) == {ours.id}
     assert visible(operator) == {ours.id, theirs.id, unassigned.id}

@@ -1,190 +1,46 @@
 """Phone calls into the platform on real components: the call flows on a FakeCall (simulated
 time, no sockets), the real Vosk recognizer on espeak-ng Korean speech, the real pipeline,
 rules and dispatch, on SQLite and PostgreSQL. Each test has a database of its own, because
-the call services write from threads of their own (the partial writer, the finishers)."""
+the call services write from threads of their own (the partial writer, the finishers).
+The shared fixtures and callers are in conftest.py; the callback dialer's tests are in
+test_calls_callbacks.py, the recognizer's start (warm-up, decoder processes) in
+test_calls_setup.py."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-from pydantic import ValidationError
-from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlalchemy import select
 
-from asr.config import AsrConfig
 from asr.offline import transcribe_wav
-from asr.processes import DecoderProcesses
-from asr.vosk_engine import VoskRecognizer
 from core import runtime
-from core.clock import FrozenClock
-from core.db import make_engine, make_session_factory
-from core.settings import AsrSettings, Settings, TelephonySettings
 from dispatch import rulebook
-from dispatch import service as dispatching
 from dispatch.models import Assignment, Unit
 from hotline import tasks
-from hotline.calls import callbacks as call_callbacks
-from hotline.calls import dialer as call_dialer
 from hotline.calls import hints as call_hints
 from hotline.calls import intake as call_intake
 from hotline.calls import partials as call_partials
-from hotline.calls import services as call_services
 from hotline.calls import setup as call_setup
 from hotline.calls import status_line
-from hotline.tables import metadata
-from telephony.endpoint import FRAME_BYTES, CallDirection, CallFailed, CallState, Disposition
-from telephony.flows import FlowSettings, serve_inbound
-from telephony.models import CallbackAttempt, CallbackOutcome, CallRecord, TranscribedBy
+from telephony.endpoint import CallDirection, CallState, Disposition
+from telephony.flows import serve_inbound
+from telephony.models import CallRecord, TranscribedBy
 from telephony.recording import EndReason
-from tests.asr.conftest import decoder_processes, recognizer, vosk_config, vosk_model_dir  # noqa: F401
 from tests.conftest import START
-from tests.factories import World, build_world
-from tests.speech import read_wav, speak
+from tests.factories import build_world
+from tests.hotline.conftest import (
+    LEAK,
+    LEAK_KEYWORD,
+    caller,
+    frames_of,
+    lead_unit,
+    serve,
+    ticket_of,
+)
 from tests.telephony.fakes import FakeCall, FakePrompts, silence
-from tickets.models import Channel, Satisfaction, Status, Ticket, TicketEvent
-
-# espeak-ng's Korean decodes to "로이버 먹 리라" with the deterministic model, and to "모이모
-# 립밤 먹이 니다" once it has been through G.711 μ-law: the rule pack keys on what the
-# recogniser really hears.
-LEAK = "도로에 물이 새고 있습니다"
-LEAK_KEYWORD = "로이버"
-LEAK_KEYWORD_ULAW = "립밤"
-KOREAN_RULES = [
-    {
-        "name": "누수 (ko)",
-        "priority": 1,
-        "conditions": {"text_any": [LEAK_KEYWORD, LEAK_KEYWORD_ULAW]},
-        "actions": {"category_code": "020301", "category_name": "供水", "lead_unit": "WATER"},
-    }
-]
-
-
-@dataclass
-class Db:
-    factory: Callable[[], Session]
-    world: World
-    url: str
-
-    def session(self) -> Session:
-        return self.factory()
-
-    def one(self, model, *where):
-        with self.factory() as s:
-            return s.scalars(select(model).where(*where)).one()
-
-    def count(self, model, *where) -> int:
-        with self.factory() as s:
-            return s.scalar(select(func.count()).select_from(model).where(*where))
-
-
-@pytest.fixture
-def db(fresh_db_url: str, clock: FrozenClock) -> Iterator[Db]:
-    engine = make_engine(fresh_db_url)
-    metadata.create_all(engine)
-    factory = make_session_factory(engine)
-    with factory() as s:
-        world = build_world(s, clock.now())
-        for rule in KOREAN_RULES:
-            rulebook.create_rule(s, data=rule, now=clock.now())
-        s.commit()
-    try:
-        yield Db(factory, world, fresh_db_url)
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        environment="test", data_dir=tmp_path, telephony=TelephonySettings(partial_interval_s=0.05)
-    )
-
-
-@dataclass
-class Queue:
-    sent: list[str] = field(default_factory=list)
-
-    def __call__(self, call_id: str) -> None:
-        self.sent.append(call_id)
-
-
-@pytest.fixture
-def task_queue() -> Queue:
-    return Queue()
-
-
-@pytest.fixture
-def make_services(
-    db, clock, settings, task_queue
-) -> Iterator[Callable[..., call_services.CallServices]]:
-    made: list[call_services.CallServices] = []
-
-    def make(recognizer) -> call_services.CallServices:
-        services = call_services.CallServices(
-            session_factory=db.factory,
-            clock=clock,
-            settings=settings,
-            recognizer=recognizer,
-            enqueue_transcription=task_queue,
-        )
-        made.append(services)
-        return services
-
-    yield make
-    for services in made:
-        services.close()
-
-
-@pytest.fixture(scope="session")
-def full_recognizer(vosk_model_dir) -> VoskRecognizer:
-    """Live capacity zero: every call is transcribed offline from its recording."""
-    return VoskRecognizer(AsrConfig(model_path=vosk_model_dir, pool_size=2, max_live_streams=0))
-
-
-def frames_of(text: str) -> list[bytes]:
-    pcm, rate = read_wav(speak(text))
-    assert rate == 8000
-    frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
-    frames[-1] = frames[-1].ljust(FRAME_BYTES, b"\0")
-    return frames
-
-
-def caller(
-    text: str = LEAK, *, call_id: str = "call-1@pbx.test", number: str = "13800000000"
-) -> FakeCall:
-    """A caller who waits out the greeting, says `text` and pauses until the report ends."""
-    return FakeCall(
-        frames=silence(200) + frames_of(text) + silence(2500), call_id=call_id, remote_number=number
-    )
-
-
-def serve(services: call_services.CallServices, call: FakeCall, settings: Settings) -> None:
-    serve_inbound(
-        call,
-        prompts=FakePrompts(),
-        hooks=services.hooks(),
-        settings=call_setup.flow_settings(settings),
-    )
-    services.on_ended(call)
-    services.drain()
-
-
-def ticket_of(db: Db, call_id: str) -> tuple[Ticket, CallRecord]:
-    record = db.one(CallRecord, CallRecord.call_id == call_id)
-    with db.session() as s:
-        return s.get(Ticket, record.ticket_id), record
-
-
-def lead_unit(db: Db, ticket_id: int) -> str:
-    with db.session() as s:
-        [lead] = s.scalars(select(Assignment).where(Assignment.ticket_id == ticket_id)).all()
-    return next(code for code, unit in db.world.units.items() if unit.id == lead.unit_id)
-
+from tickets.models import Channel, Status, Ticket, TicketEvent
 
 # ---------------------------------------------------------------- intake
 
@@ -402,204 +258,6 @@ def test_given_a_keyed_ticket_number_without_dash_then_status_and_reply_deadline
     assert status_line.ticket_number("20261127000042") == "20261127-000042"
 
 
-# ---------------------------------------------------------------- callbacks (回访)
-
-
-def reviewed_ticket(db: Db, clock: FrozenClock, phone: str = "13700000000") -> int:
-    from hotline.intake import submit
-    from tickets.models import TicketCreate
-
-    now = clock.now()
-    with db.session() as s:
-        sub = submit(
-            s,
-            data=TicketCreate(description="小区停水两天了", caller_phone=phone),
-            actor=None,
-            now=now,
-        )
-        [lead, _co] = sub.dispatch.assignments
-        handler = db.world.handlers["WATER"]
-        dispatching.sign(s, assignment_id=lead.id, actor=handler, now=now)
-        dispatching.reply(s, assignment_id=lead.id, text="已抢修恢复供水", actor=handler, now=now)
-        dispatching.review_reply(s, ticket_id=sub.ticket.id, approve=True, actor=None, now=now)
-        s.commit()
-        return sub.ticket.id
-
-
-class FakeEndpoint:
-    """Dials by script: each entry is a FakeCall to answer with, or a Disposition to fail."""
-
-    def __init__(self, *script) -> None:
-        self.script = list(script)
-        self.dialled: list[str] = []
-
-    def dial(self, uri: str, *, ring_timeout: float):
-        self.dialled.append(uri)
-        step = self.script.pop(0)
-        if isinstance(step, Disposition):
-            raise CallFailed(step, step.value)
-        return step
-
-
-def dialer(services, endpoint, tmp_path) -> call_dialer.CallbackDialer:
-    return call_dialer.CallbackDialer(
-        services=services,
-        endpoint=endpoint,
-        prompts=FakePrompts(),
-        flow=FlowSettings(recording_dir=tmp_path),
-    )
-
-
-def answering(key: str, call_id: str) -> FakeCall:
-    return FakeCall(
-        frames=silence(30_000),
-        keys=[(500, key)],
-        call_id=call_id,
-        direction=CallDirection.OUTBOUND,
-        remote_number="13700000000",
-    )
-
-
-@pytest.fixture
-def callback_settings(settings: Settings) -> Settings:
-    settings.telephony.callback_uri = "sip:{number}@gateway.test"
-    settings.telephony.callback_hours = (0, 24)
-    return settings
-
-
-def test_given_a_reviewed_ticket_when_claimed_by_two_threads_then_exactly_one_gets_it(
-    db, clock, callback_settings
-):
-    ticket_id = reviewed_ticket(db, clock)
-    with db.session() as s:
-        assert call_callbacks.schedule_callbacks(s, now=clock.now()) == 1
-        assert call_callbacks.schedule_callbacks(s, now=clock.now()) == 0
-        s.commit()
-    barrier = threading.Barrier(2)
-    claimed: list[CallbackAttempt | None] = []
-
-    def claim() -> None:
-        barrier.wait()
-        with db.session() as s:
-            claimed.append(
-                call_callbacks.claim_callback(s, now=clock.now(), settings=callback_settings)
-            )
-            s.commit()
-
-    threads = [threading.Thread(target=claim) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-
-    winners = [c for c in claimed if c is not None]
-    assert len(claimed) == 2 and len(winners) == 1
-    assert (winners[0].ticket_id, winners[0].attempt_no) == (ticket_id, 1)
-    assert winners[0].started_at == clock.now()
-
-
-def test_given_no_answer_then_the_next_attempt_is_scheduled_and_an_answer_closes_the_ticket(
-    db, clock, make_services, callback_settings, tmp_path
-):
-    ticket_id = reviewed_ticket(db, clock)
-    endpoint = FakeEndpoint(
-        Disposition.NO_ANSWER, Disposition.BUSY, answering("2", "cb-3@pbx.test")
-    )
-    loop = dialer(make_services(None), endpoint, tmp_path)
-
-    first = loop.run_once()
-    assert first.outcome is CallbackOutcome.no_answer
-    assert endpoint.dialled == ["sip:13700000000@gateway.test"]
-    assert loop.run_once() is None  # the next one is due in 30 minutes
-    clock.advance(minutes=30)
-    assert loop.run_once().outcome is CallbackOutcome.busy
-    clock.advance(minutes=119)
-    assert loop.run_once() is None
-    clock.advance(minutes=1)
-    third = loop.run_once()
-
-    assert (third.attempt_no, third.outcome, third.call_id) == (
-        3,
-        CallbackOutcome.basically_satisfied,
-        "cb-3@pbx.test",
-    )
-    with db.session() as s:
-        ticket = s.get(Ticket, ticket_id)
-        attempts = s.scalars(select(CallbackAttempt).order_by(CallbackAttempt.attempt_no)).all()
-        record = s.scalars(select(CallRecord)).one()
-    assert (
-        ticket.status == Status.closed and ticket.satisfaction == Satisfaction.basically_satisfied
-    )
-    assert [a.due_at - START for a in attempts] == [
-        timedelta(0),
-        timedelta(minutes=30),
-        timedelta(minutes=150),
-    ]
-    assert all(a.ended_at is not None for a in attempts)
-    assert (record.direction, record.ticket_id) == (CallDirection.OUTBOUND, ticket_id)
-    assert loop.run_once() is None
-
-
-def test_given_a_dissatisfied_caller_then_the_ticket_is_reopened_and_back_with_water(
-    db, clock, make_services, callback_settings, tmp_path
-):
-    ticket_id = reviewed_ticket(db, clock)
-    loop = dialer(make_services(None), FakeEndpoint(answering("3", "cb-x@pbx.test")), tmp_path)
-
-    assert loop.run_once().outcome is CallbackOutcome.dissatisfied
-
-    with db.session() as s:
-        ticket = s.get(Ticket, ticket_id)
-    assert ticket.status == Status.dispatched and ticket.reopen_count == 1
-    assert ticket.satisfaction == Satisfaction.dissatisfied
-    # a new round only when the ticket is reviewed again
-    with db.session() as s:
-        assert call_callbacks.schedule_callbacks(s, now=clock.now()) == 0
-
-
-def test_given_attempts_used_up_then_a_note_asks_for_a_person(
-    db, clock, make_services, callback_settings, tmp_path
-):
-    callback_settings.telephony.callback_retry_minutes = [10.0]
-    ticket_id = reviewed_ticket(db, clock)
-    loop = dialer(
-        make_services(None), FakeEndpoint(Disposition.FAILED, Disposition.NO_ANSWER), tmp_path
-    )
-    assert loop.run_once().outcome is CallbackOutcome.failed
-    clock.advance(minutes=10)
-    assert loop.run_once().outcome is CallbackOutcome.no_answer
-    clock.advance(days=1)
-    assert loop.run_once() is None
-    with db.session() as s:
-        assert s.get(Ticket, ticket_id).status == Status.reviewed
-        note = s.scalars(
-            select(TicketEvent)
-            .where(TicketEvent.ticket_id == ticket_id)
-            .order_by(TicketEvent.seq.desc())
-        ).first()
-    assert note.data["kind"] == "callback_failed"
-
-
-def test_given_a_ticket_closed_by_hand_then_its_pending_attempt_is_cancelled(
-    db, clock, make_services, callback_settings, tmp_path
-):
-    ticket_id = reviewed_ticket(db, clock)
-    with db.session() as s:
-        call_callbacks.schedule_callbacks(s, now=clock.now())
-        dispatching.close(
-            s,
-            ticket_id=ticket_id,
-            actor=None,
-            now=clock.now(),
-            reason="caller reached by the operator",
-        )
-        s.commit()
-    endpoint = FakeEndpoint()
-    assert dialer(make_services(None), endpoint, tmp_path).run_once() is None
-    assert endpoint.dialled == []
-    assert db.one(CallbackAttempt).outcome is CallbackOutcome.cancelled
-
-
 def test_given_the_caller_hangs_up_mid_report_and_the_edge_tells_first_then_the_live_transcript_is_kept(  # noqa: E501
     db, make_services, recognizer, settings, task_queue
 ):
@@ -666,127 +324,3 @@ def test_given_menu_callers_then_status_is_read_back_and_callback_requests_reach
     ticket, _ = ticket_of(db, "back@pbx.test")
     assert ticket.status == Status.pending_dispatch
     assert ticket.description == "来电要求回拨，回拨号码：13912345678"
-
-
-# ---------------------------------------------------------------- ASR warm-up at start
-
-
-class SpokenGreeting:
-    """Prompts whose greeting is real speech (the warm-up's default audio)."""
-
-    def pcm(self, name: str) -> bytes:
-        assert name == "greeting"
-        return read_wav(speak(LEAK))[0]
-
-
-def warm_settings(tmp_path: Path, vosk_model_dir: Path, **asr: object) -> Settings:
-    return Settings(
-        environment="test",
-        data_dir=tmp_path,
-        asr=AsrSettings(model_path=vosk_model_dir, max_live_streams=2, **asr),
-    )
-
-
-def test_given_defaults_when_the_edge_starts_then_one_warm_recognizer_per_live_stream(
-    tmp_path, vosk_model_dir
-):
-    settings = warm_settings(tmp_path, vosk_model_dir)
-    recognizer = VoskRecognizer(call_setup.asr_config(settings))
-
-    assert (
-        call_setup.warm_recognizers(settings, recognizer, SpokenGreeting(), threading.Event()) == 2
-    )
-    assert recognizer.stats().idle == 2
-    streams = [recognizer.try_open_stream() for _ in range(2)]
-    assert recognizer.stats().created == 2  # the live calls took warmed ones
-    for stream in streams:
-        stream.close()
-
-
-def test_given_warm_up_audio_in_another_format_when_warming_then_converted_and_used(
-    tmp_path, vosk_model_dir
-):
-    settings = warm_settings(
-        tmp_path,
-        vosk_model_dir,
-        warm_recognizers=1,
-        warmup_audio=speak("가로등이 고장 났어요", rate=16000),
-    )
-    recognizer = VoskRecognizer(call_setup.asr_config(settings))
-    assert call_setup.warm_recognizers(settings, recognizer, FakePrompts(), threading.Event()) == 1
-    assert recognizer.stats().idle == 1
-
-
-def test_given_broken_warm_up_audio_when_warming_then_logged_and_the_edge_goes_on(
-    tmp_path, vosk_model_dir, caplog
-):
-    broken = tmp_path / "warmup.wav"
-    broken.write_bytes(b"RIFF not really a wave file")
-    settings = warm_settings(tmp_path, vosk_model_dir, warmup_audio=broken)
-    recognizer = VoskRecognizer(call_setup.asr_config(settings))
-    assert call_setup.warm_recognizers(settings, recognizer, FakePrompts(), threading.Event()) == 0
-    assert "ASR warm-up skipped" in caplog.text and str(broken) in caplog.text
-    # FakePrompts' greeting is 100 ms of a tone: too short to warm anything.
-    short = warm_settings(tmp_path, vosk_model_dir)
-    assert call_setup.warm_recognizers(short, recognizer, FakePrompts(), threading.Event()) == 0
-    assert "too short" in caplog.text
-    off = warm_settings(tmp_path, vosk_model_dir, warm_recognizers=0)
-    assert call_setup.warm_recognizers(off, recognizer, SpokenGreeting(), threading.Event()) == 0
-    assert recognizer.stats().created == 0
-
-
-def test_given_decode_process_settings_then_the_edge_decodes_in_that_many_children(
-    tmp_path, vosk_model_dir, monkeypatch
-):
-    monkeypatch.setattr(call_setup.os, "cpu_count", lambda: 3)
-    default = call_setup.live_recognizer(warm_settings(tmp_path, vosk_model_dir))
-    # One process per CPU, one decoder thread each: no more runnable decoders than cores.
-    assert default.stats().processes == 3 and default.threads == 1
-    assert (
-        call_setup.live_recognizer(
-            warm_settings(tmp_path, vosk_model_dir, decode_threads=2)
-        ).threads
-        == 2
-    )
-    # Fewer processes than CPUs share the CPUs out among them.
-    assert (
-        call_setup.live_recognizer(
-            warm_settings(tmp_path, vosk_model_dir, decode_processes=2)
-        ).threads
-        == 2
-    )
-    assert (
-        call_setup.live_recognizer(
-            warm_settings(tmp_path, vosk_model_dir, decode_processes=1)
-        ).threads
-        == 3
-    )
-    assert call_setup.decode_threads(None, 4) == 1 and call_setup.decode_threads(5, 4) == 5
-    threads = call_setup.live_recognizer(
-        warm_settings(tmp_path, vosk_model_dir, decode_processes=0)
-    )
-    assert isinstance(threads, VoskRecognizer)
-
-    settings = warm_settings(tmp_path, vosk_model_dir, decode_processes=2)
-    children = call_setup.live_recognizer(settings)
-    assert isinstance(children, DecoderProcesses)
-    children.load()
-    try:
-        # The default warm-up, one per live stream, shared out among the children.
-        assert (
-            call_setup.warm_recognizers(settings, children, SpokenGreeting(), threading.Event())
-            == 2
-        )
-        services = call_services.CallServices(
-            session_factory=None, clock=None, settings=settings, recognizer=children
-        )
-        assert services._slots is None  # the children take their streams in turn
-        services.close()
-    finally:
-        children.close()
-    with pytest.raises(ValidationError):
-        AsrSettings(decode_processes=-1)
-    with pytest.raises(ValidationError):
-        AsrSettings(decode_threads=0)
-    with pytest.raises(ValidationError):
-        AsrSettings(live_batch_s=0)

@@ -13,16 +13,10 @@ from hotline.calls import dialer as call_dialer
 from telephony.endpoint import CallState, Disposition
 from telephony.flows import FlowSettings, serve_inbound
 from telephony.models import CallbackAttempt, CallbackOutcome, CallRecord
-from telephony.sip import SipConfig, SipEdge
+from telephony.sip_config import SipConfig
+from telephony.sip_edge import SipEdge
 from tests.conftest import wait_until
-from tests.hotline.test_calls import (  # noqa: F401
-    callback_settings,
-    db,
-    make_services,
-    reviewed_ticket,
-    settings,
-    task_queue,
-)
+from tests.hotline.conftest import reviewed_ticket
 from tests.telephony.fakes import FakePrompts
 from tests.telephony.sip_peers import HOST, free_udp_port, start_sipp
 from tickets.models import Satisfaction, Status, Ticket

@@ -20,24 +20,11 @@ from telephony.endpoint import CallState, Disposition
 from telephony.flows import serve_inbound
 from telephony.models import CallRecord, TranscribedBy
 from telephony.prompts import PromptSet
-from telephony.rtp import build_rtp
-from telephony.sip import SipConfig, SipEdge
+from telephony.rtp_packet import build_rtp
+from telephony.sip_config import SipConfig
+from telephony.sip_edge import SipEdge
 from tests.conftest import wait_until
-from tests.hotline.test_calls import (  # noqa: F401
-    LEAK,
-    LEAK_KEYWORD_ULAW,
-    db,
-    decoder_processes,
-    frames_of,
-    lead_unit,
-    make_services,
-    recognizer,
-    settings,
-    task_queue,
-    ticket_of,
-    vosk_config,
-    vosk_model_dir,
-)
+from tests.hotline.conftest import LEAK, LEAK_KEYWORD_ULAW, frames_of, lead_unit, ticket_of
 from tests.telephony.fakes import FakePrompts, silence
 from tests.telephony.sip_peers import HOST, RtpPeer, start_sipp
 from tickets.models import Status

@@ -17,17 +17,7 @@ from hotline.calls import services as call_services
 from hotline.worker import make_app
 from telephony.models import CallRecord, TranscribedBy
 from tests.conftest import wait_until
-from tests.hotline.test_calls import (  # noqa: F401
-    LEAK_KEYWORD,
-    Db,
-    caller,
-    full_recognizer,
-    lead_unit,
-    serve,
-    ticket_of,
-    vosk_config,
-    vosk_model_dir,
-)
+from tests.hotline.conftest import LEAK_KEYWORD, Db, caller, lead_unit, serve, ticket_of
 from tickets.models import Status
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +31,7 @@ def test_given_live_asr_full_when_a_real_worker_takes_the_task_then_the_ticket_i
     from dispatch import rulebook
     from hotline.tables import metadata
     from tests.factories import build_world
-    from tests.hotline.test_calls import KOREAN_RULES
+    from tests.hotline.conftest import KOREAN_RULES
 
     url = f"sqlite:///{tmp_path / 'core.db'}"
     settings = Settings(environment="test", data_dir=tmp_path, database_url=url)

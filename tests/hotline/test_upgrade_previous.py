@@ -37,12 +37,16 @@ def load_previous(url: str, backend: str) -> None:
     script = gzip.decompress((DATA / f"main-7e1124d.{backend}.sql.gz").read_bytes()).decode()
     parsed = make_url(url)
     if backend == "sqlite":
+        assert parsed.database is not None
         with sqlite3.connect(parsed.database) as db:
             db.executescript(script)
         return
+    # pg_dump writes psql meta-commands (`\restrict KEY` … `\unrestrict KEY`) around the
+    # dump; they are psql's, not SQL the server takes.
+    sql = "\n".join(line for line in script.split("\n") if not line.startswith("\\"))
     conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(conninfo, autocommit=True) as db:
-        db.execute(script)
+        db.execute(sql)
 
 
 def test_given_a_database_of_the_previous_main_when_db_upgrade_then_the_platform_uses_it(

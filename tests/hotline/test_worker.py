@@ -9,9 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
+# celery ships no type information (no py.typed, no stubs installed)
 from celery import Celery
 from celery.schedules import crontab
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from core import runtime
 from core.clock import FrozenClock, SystemClock
@@ -24,7 +27,7 @@ from hotline.tables import metadata
 from hotline.worker import BEAT_SCHEDULE, make_app
 from tests import services
 from tests.conftest import START, wait_until
-from tests.dispatch.test_escalation import SUPERVISE, Scene, savepoint_factory
+from tests.dispatch.escalation_scene import SUPERVISE, Scene, savepoint_factory
 from tests.dispatch.test_notify import Mailbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -306,7 +309,7 @@ def test_given_overdue_assignment_when_beat_sends_the_sweep_then_a_real_worker_m
         def emails_sent() -> bool:
             with factory() as session:  # a fresh transaction each time, to see the worker's
                 statuses = session.scalars(
-                    select(Notification.status).where(Notification.channel == "email")
+                    select(col(Notification.status)).where(col(Notification.channel) == "email")
                 ).all()
             return set(statuses) == {NotificationStatus.sent}
 
@@ -343,6 +346,7 @@ def test_given_ticket_created_and_dispatched_when_clock_passes_sign_deadline_the
             )
             session.commit()
             number = sub.ticket.number
+            assert sub.dispatch is not None
             [lead] = sub.dispatch.assignments
             assert lead.sign_due_at == START + timedelta(hours=24)
         clock.advance(hours=25)
@@ -364,9 +368,10 @@ def test_given_ticket_created_and_dispatched_when_clock_passes_sign_deadline_the
                 f"{exc}\n--- worker log ---\n{worker.read_text()[-4000:]}"
             ) from exc
         with factory() as session:
-            kinds = sorted(session.scalars(select(Escalation.kind)).all())
+            kinds = sorted(session.scalars(select(col(Escalation.kind))).all())
             assert kinds == ["chase", "warning"]
             assignment = session.get(Assignment, lead.id)
+            assert assignment is not None
             assert assignment.escalation_level == 2
     finally:
         engine.dispose()

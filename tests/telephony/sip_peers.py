@@ -20,8 +20,9 @@ import numpy as np
 
 from telephony import codecs
 from telephony.endpoint import FRAME_BYTES, Call
-from telephony.rtp import build_rtp, parse_rtp
-from telephony.sip import SipConfig, SipEdge
+from telephony.rtp_packet import build_rtp, parse_rtp
+from telephony.sip_config import SipConfig
+from telephony.sip_edge import SipEdge
 
 HOST = "127.0.0.1"
 SCENARIOS = Path(__file__).parent / "scenarios"

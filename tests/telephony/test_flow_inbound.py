@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import wave
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +31,7 @@ class Recorder:
             self.lookups.append(number)
             return self.statuses.get(number)
 
-        base = {
+        base: dict[str, Callable[..., Any]] = {
             "on_answered": lambda call: self.events.append(("answered", call.call_id)),
             "on_audio": lambda call, frame: self.audio.append(frame),
             "on_finished": lambda call, path, reason: self.events.append(

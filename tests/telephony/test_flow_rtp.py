@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import wave
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from telephony import codecs
 from telephony.endpoint import FRAME_BYTES, CallDirection, CallState, Disposition, check_transition
 from telephony.flows import FlowHooks, FlowSettings, serve_inbound
 from telephony.recording import EndpointerSettings, EndReason
-from telephony.rtp import RtpSession, build_rtp, parse_rtp
+from telephony.rtp_packet import build_rtp, parse_rtp
+from telephony.rtp_session import RtpSession
 from tests.telephony.fakes import START, FakePrompts, silence, speech
 
 HOST = "127.0.0.1"
@@ -33,9 +35,10 @@ class RtpCall:
         self.remote_number = "x"
         self.codec = media.codec
         self.state = CallState.ANSWERED
-        self.disposition = None
-        self.arrived_at = self.answered_at = START
-        self.ended_at = None
+        self.disposition: Disposition | None = None
+        self.arrived_at = START
+        self.answered_at: datetime | None = START
+        self.ended_at: datetime | None = None
         self.ended = threading.Event()
         self._keys: queue.Queue[str] = queue.Queue()
 

@@ -1,5 +1,5 @@
 """Inbound calls to the SIP edge from sipp on loopback: each test fixes one pyVoIP 1.6.8
-defect measured against real peers (see telephony/sip.py)."""
+defect measured against real peers (see telephony/sip_edge.py)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from telephony.endpoint import Disposition
-from telephony.sip import SipLine
+from telephony.sip_config import SipLine
 from tests.conftest import wait_until
 from tests.telephony.sip_peers import HOST, RtpPeer, free_udp_port, output, run_sipp, start_edge
 

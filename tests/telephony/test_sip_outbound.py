@@ -12,7 +12,7 @@ import pytest
 
 from telephony import codecs
 from telephony.endpoint import CallFailed, CallState, Disposition
-from telephony.sip import SipLine
+from telephony.sip_config import SipLine
 from tests.conftest import wait_until
 from tests.telephony.sip_peers import (
     HOST,
@@ -120,8 +120,10 @@ def test_given_registrar_with_qop_digest_then_line_registers_without_blocking_an
 
 
 def _digest_is_valid(request: str, method: str, *, password: str) -> bool:
-    """RFC 2617 §3.2.2 with qop=auth, computed independently of telephony.sip."""
-    header = re.search(r"^Authorization: Digest (.*)$", request, re.M).group(1)
+    """RFC 2617 §3.2.2 with qop=auth, computed independently of telephony.sip_registration."""
+    found = re.search(r"^Authorization: Digest (.*)$", request, re.M)
+    assert found is not None, "no Authorization header"
+    header = found.group(1)
     params = dict(re.findall(r'(\w+)="?([^",]*)"?', header))
     assert params["qop"] == "auth" and params["nc"] == "00000001" and params["cnonce"]
 

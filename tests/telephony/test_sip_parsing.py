@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from telephony import sip_message as sm
-from telephony.sip import SipConfig, SipEdge, digest_authorization, parse_challenge, read_offer
+from telephony.sip_config import SipConfig
+from telephony.sip_edge import SipEdge
+from telephony.sip_registration import digest_authorization, parse_challenge
+from telephony.sip_sdp import read_offer
 
 SDP = "v=0\r\no=- 1 1 IN IP4 10.1.2.3\r\ns=-\r\n{c}t=0 0\r\nm=audio 6000 RTP/AVP {fmts}\r\n{attrs}"
 

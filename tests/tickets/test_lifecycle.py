@@ -7,9 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import IllegalTransition
+from tickets.intake import create_ticket
 from tickets.lifecycle import ACTIVE, IN_PLACE, TRANSITIONS, Action, allowed_actions, next_status
 from tickets.models import Status, TicketCreate
-from tickets.service import create_ticket, events_of, rebuild_state, record, snapshot
+from tickets.service import events_of, rebuild_state, record, snapshot
 
 S = Status
 A = Action
@@ -84,7 +85,9 @@ def test_uphold_targets_are_exactly_the_active_statuses():
     assert TRANSITIONS[A.uphold_return][S.returned] == ACTIVE
 
 
-ALL_STEPS = [(a, t) for a, table in TRANSITIONS.items() for ts in table.values() for t in ts]
+ALL_STEPS: list[tuple[Action, Status | None]] = [
+    (a, t) for a, table in TRANSITIONS.items() for ts in table.values() for t in ts
+]
 ALL_STEPS += [(a, None) for a in IN_PLACE]
 
 

@@ -1,5 +1,6 @@
+from tickets.intake import create_ticket
 from tickets.models import Channel, Status, TicketCreate
-from tickets.service import create_ticket, events_of, rebuild_state, snapshot
+from tickets.service import events_of, rebuild_state, snapshot
 
 
 def test_given_intake_payload_when_created_then_ticket_has_number_and_create_event(session, clock):

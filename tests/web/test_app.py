@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlmodel import col
 
 from core.db import make_engine
 from core.errors import Conflict
@@ -29,7 +30,7 @@ def probe(app, client):
 
 
 def _unit_codes(session) -> set[str]:
-    return set(session.scalars(select(Unit.code)))
+    return set(session.scalars(select(col(Unit.code))))
 
 
 def test_given_route_that_returns_when_request_ends_then_its_writes_are_committed(probe, session):

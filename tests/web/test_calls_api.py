@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -165,7 +166,7 @@ def live_site(fresh_db_url, tmp_path) -> Iterator[tuple[str, Engine, dict[str, s
         engine.dispose()
 
 
-def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
+def sse_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
     event, data = None, None
     for line in response.iter_lines():
         if line.startswith("event: "):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from dispatch import access, escalation
+from core.db import saved_id
+from dispatch import access, escalation_visibility
 from web.api.schemas import EscalationRead
 from web.deps import ClockDep, CurrentUser, SessionDep
 
@@ -20,7 +21,7 @@ def my_escalations(
     limit: int = Query(default=100, ge=1, le=500),
 ) -> list[EscalationRead]:
     """The steps addressed to you or to your unit, newest first."""
-    steps = escalation.escalations_for_user(
+    steps = escalation_visibility.escalations_for_user(
         session, user=user, unacknowledged_only=unacknowledged, limit=limit
     )
     return [EscalationRead.model_validate(s) for s in steps]
@@ -35,7 +36,7 @@ def ticket_escalations(
     ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
     return [
         EscalationRead.model_validate(s)
-        for s in escalation.escalations_for_ticket(session, ticket_id=ticket.id)
+        for s in escalation_visibility.escalations_for_ticket(session, ticket_id=saved_id(ticket))
     ]
 
 
@@ -44,5 +45,7 @@ def acknowledge(
     escalation_id: int, session: SessionDep, user: CurrentUser, clock: ClockDep
 ) -> EscalationRead:
     return EscalationRead.model_validate(
-        escalation.acknowledge(session, escalation_id=escalation_id, user=user, now=clock.now())
+        escalation_visibility.acknowledge(
+            session, escalation_id=escalation_id, user=user, now=clock.now()
+        )
     )

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch import rulebook
 from dispatch.models import Rule
-from dispatch.rules import Actions, Conditions, RuleSpec, TicketFacts
+from dispatch.rule_matching import TicketFacts
+from dispatch.rule_specs import Actions, Conditions, RuleSpec
 from tickets.models import Channel, RequestType, Urgency
 from web.deps import Admin, ClockDep, IntakeStaff, SessionDep
 
@@ -74,7 +75,7 @@ def list_rules(session: SessionDep, _: IntakeStaff, pack: str | None = None) -> 
 @router.post("/dry-run")
 def dry_run(body: DryRunBody, session: SessionDep, _: IntakeStaff) -> dict[str, Any]:
     """Which rule would fire for such a ticket, and why; nothing is created."""
-    return rulebook.dry_run(session, facts=TicketFacts(**body.model_dump()))
+    return dict(rulebook.dry_run(session, facts=TicketFacts(**body.model_dump())))
 
 
 @router.get(

@@ -12,7 +12,10 @@ from sqlmodel import Session
 
 from accounts import privacy
 from accounts.models import Role, User
+from core.db import saved_id
 from dispatch import units as unit_service
+from dispatch.assignments import assignments_of
+from dispatch.handling import RETURN_REASONS
 from dispatch.models import (
     Assignment,
     AssignmentRole,
@@ -24,7 +27,7 @@ from dispatch.models import (
     Unit,
     UnitLevel,
 )
-from dispatch.service import RETURN_REASONS, DispatchResult, assignments_of
+from dispatch.routing import DispatchResult
 from tickets.models import (
     Channel,
     RequestType,
@@ -162,7 +165,7 @@ def ticket_with_assignments(
 ) -> TicketWithAssignments:
     """`assignments` saves a query when the caller already has the ticket's assignments."""
     if assignments is None:
-        assignments = assignments_of(session, ticket_id=ticket.id)
+        assignments = assignments_of(session, ticket_id=saved_id(ticket))
     return TicketWithAssignments(
         ticket=ticket_read(ticket, user), assignments=assignment_reads(session, assignments)
     )
@@ -314,7 +317,7 @@ def unit_read(unit: Unit, units: dict[int, Unit]) -> UnitRead:
 
 
 def unit_tree(units: list[Unit]) -> list[UnitNode]:
-    by_id = {u.id: u for u in units}
+    by_id = {saved_id(u): u for u in units}
     nodes = {u.id: UnitNode(**unit_read(u, by_id).model_dump()) for u in units}
     roots = []
     for unit in units:

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlmodel import Session
 
-from core.db import session_scope
+from core.db import saved_id, session_scope
 from core.settings import Settings
-from dispatch import access
-from dispatch import service as dispatching
+from dispatch import access, assignments, closing
 from hotline import intake
+from tickets import search as ticket_search
 from tickets import service as tickets
 from tickets.models import TicketCreate, TicketEventRead, TicketRead, TicketUpdate
 from web.api.schemas import (
@@ -126,10 +126,10 @@ def list_tickets(
 ) -> TicketPage:
     """Newest first. A handler sees only the tickets their unit was ever assigned."""
     access.check_ticket_search(user, caller_phone=query.caller_phone)
-    filters = tickets.TicketFilters(
+    filters = ticket_search.TicketFilters(
         **query.model_dump(exclude={"limit", "cursor", "category"}), category_prefix=query.category
     )
-    rows, next_cursor = tickets.list_tickets(
+    rows, next_cursor = ticket_search.list_tickets(
         session,
         filters=filters,
         limit=query.limit,
@@ -155,7 +155,7 @@ def update_ticket(
 ) -> TicketRead:
     ticket = tickets.get_ticket(session, ticket_id, for_update=True)
     tickets.update_ticket(
-        session, ticket=ticket, data=data, actor=dispatching.who(user), now=clock.now()
+        session, ticket=ticket, data=data, actor=assignments.who(user), now=clock.now()
     )
     return ticket_read(ticket, user)
 
@@ -163,7 +163,7 @@ def update_ticket(
 @router.get("/{ticket_id}/events", response_model=list[TicketEventRead])
 def ticket_events(ticket_id: int, session: SessionDep, user: CurrentUser) -> list[TicketEventRead]:
     ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
-    return event_reads(tickets.events_of(session, ticket.id), ticket, user)
+    return event_reads(tickets.events_of(session, saved_id(ticket)), ticket, user)
 
 
 @router.post("/{ticket_id}/close-at-intake", response_model=TicketRead)
@@ -173,7 +173,7 @@ def close_at_intake(
     """直接办结: the operator answered the caller from the knowledge base."""
     ticket = tickets.get_ticket(session, ticket_id, for_update=True)
     tickets.close_at_intake(
-        session, ticket=ticket, answer=body.answer, actor=dispatching.who(user), now=clock.now()
+        session, ticket=ticket, answer=body.answer, actor=assignments.who(user), now=clock.now()
     )
     return ticket_read(ticket, user)
 
@@ -183,7 +183,7 @@ def merge_ticket(
     ticket_id: int, body: MergeBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
 ) -> TicketRead:
     """并单 into `parent_id`: the parent's reply will reach this ticket's caller too."""
-    child = dispatching.merge(
+    child = closing.merge(
         session,
         ticket_id=ticket_id,
         parent_id=body.parent_id,

@@ -6,6 +6,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 
+from core.db import saved_id
 from dispatch import units as unit_service
 from dispatch.units import UnitCreate, UnitUpdate
 from web.api.schemas import UnitNode, UnitRead, unit_read, unit_tree
@@ -25,7 +26,7 @@ def list_units(
     units = unit_service.list_units(session, active_only=active_only)
     if view == "tree":
         return unit_tree(units)
-    by_id = {u.id: u for u in units}
+    by_id = {saved_id(u): u for u in units}
     return [unit_read(u, by_id) for u in units]
 
 

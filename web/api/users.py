@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from accounts import service as accounts
 from accounts.models import Role
+from core.db import saved_id
 from dispatch import units
 from dispatch.units import UserCreate
 from web.api.schemas import (
@@ -28,7 +29,7 @@ def me(session: SessionDep, user: CurrentUser) -> UserRead:
 @router.post("/me/token", response_model=UserWithToken)
 def rotate_my_token(session: SessionDep, user: CurrentUser) -> UserWithToken:
     """A fresh token for yourself; the one used for this request stops working."""
-    user, token = accounts.rotate_token(session, user_id=user.id)
+    user, token = accounts.rotate_token(session, user_id=saved_id(user))
     return user_with_token(session, user, token)
 
 

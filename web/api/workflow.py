@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Body
 
-from dispatch import access
-from dispatch import service as dispatching
+from core.db import saved_id
+from dispatch import access, assignments, closing, handling, review, routing
 from dispatch.models import ExtensionStatus
 from web.api.schemas import (
     AssignmentRead,
@@ -59,7 +59,7 @@ def dispatch_ticket(
     """Without a body (or without `lead_unit_code`) the rules decide; with one, the named
     units get the ticket — a ticket already with a unit is re-dispatched (改派)."""
     if body is None or body.lead_unit_code is None:
-        result = dispatching.dispatch_ticket(
+        result = routing.dispatch_ticket(
             session,
             ticket_id=ticket_id,
             now=clock.now(),
@@ -68,7 +68,7 @@ def dispatch_ticket(
             tz=settings.tz,
         )
     else:
-        result = dispatching.manual_dispatch(
+        result = routing.manual_dispatch(
             session,
             ticket_id=ticket_id,
             lead_unit_code=body.lead_unit_code,
@@ -87,7 +87,9 @@ def ticket_assignments(
 ) -> list[AssignmentRead]:
     """Every unit's share of the ticket, withdrawn ones included, oldest first."""
     ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
-    return assignment_reads(session, dispatching.assignments_of(session, ticket_id=ticket.id))
+    return assignment_reads(
+        session, assignments.assignments_of(session, ticket_id=saved_id(ticket))
+    )
 
 
 @router.post("/tickets/{ticket_id}/review-reply", response_model=TicketWithAssignments)
@@ -95,7 +97,7 @@ def review_reply(
     ticket_id: int, body: ReviewReplyBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
 ) -> TicketWithAssignments:
     """审核: approve the lead unit's reply, or send it back with a reason."""
-    ticket = dispatching.review_reply(
+    ticket = review.review_reply(
         session,
         ticket_id=ticket_id,
         approve=body.approve,
@@ -111,7 +113,7 @@ def callback(
     ticket_id: int, body: CallbackBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
 ) -> TicketWithAssignments:
     """回访: a satisfied caller closes the ticket; a dissatisfied one reopens it (重办)."""
-    result = dispatching.callback(
+    result = closing.callback(
         session,
         ticket_id=ticket_id,
         satisfaction=body.satisfaction,
@@ -127,7 +129,7 @@ def close(
     ticket_id: int, body: ReasonBody, session: SessionDep, user: Dispatcher, clock: ClockDep
 ) -> TicketWithAssignments:
     """办结 without a callback: the caller could not be reached or was anonymous."""
-    ticket = dispatching.close(
+    ticket = closing.close(
         session, ticket_id=ticket_id, reason=body.reason, actor=user, now=clock.now()
     )
     return ticket_with_assignments(session, ticket, user)
@@ -139,7 +141,7 @@ def review_return(
 ) -> TicketWithAssignments:
     """The centre's verdict on a 退单: uphold the dispatch, or re-dispatch (改派) to
     `lead_unit_code`."""
-    result = dispatching.review_return(
+    result = review.review_return(
         session,
         ticket_id=ticket_id,
         uphold=body.uphold,
@@ -160,7 +162,7 @@ def extension_queue(
     """The centre's queue of extension requests (pending ones by default)."""
     return [
         ExtensionRead.model_validate(r, from_attributes=True)
-        for r in dispatching.extensions(session, status=status)
+        for r in review.extensions(session, status=status)
     ]
 
 
@@ -171,7 +173,7 @@ def ticket_extensions(
     ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
     return [
         ExtensionRead.model_validate(r, from_attributes=True)
-        for r in dispatching.extensions(session, ticket_id=ticket.id)
+        for r in review.extensions(session, ticket_id=ticket.id)
     ]
 
 
@@ -183,7 +185,7 @@ def decide_extension(
     user: Dispatcher,
     clock: ClockDep,
 ) -> ExtensionRead:
-    request = dispatching.decide_extension(
+    request = review.decide_extension(
         session,
         extension_id=extension_id,
         approve=body.approve,
@@ -199,7 +201,7 @@ def reopen(
     ticket_id: int, body: ReasonBody, session: SessionDep, user: Supervisor, clock: ClockDep
 ) -> TicketWithAssignments:
     """重办 of a closed ticket: back to the units that handled it, with fresh clocks."""
-    result = dispatching.reopen(
+    result = closing.reopen(
         session, ticket_id=ticket_id, reason=body.reason, actor=user, now=clock.now()
     )
     return ticket_with_assignments(session, result.ticket, user)
@@ -209,7 +211,7 @@ def reopen(
 def archive(
     ticket_id: int, session: SessionDep, user: Supervisor, clock: ClockDep
 ) -> TicketWithAssignments:
-    ticket = dispatching.archive(session, ticket_id=ticket_id, actor=user, now=clock.now())
+    ticket = closing.archive(session, ticket_id=ticket_id, actor=user, now=clock.now())
     return ticket_with_assignments(session, ticket, user)
 
 
@@ -221,7 +223,7 @@ def sign(
     assignment_id: int, session: SessionDep, user: UnitWorker, clock: ClockDep
 ) -> AssignmentRead:
     """签收: the sign-for clock stops, the reply clock is watched."""
-    assignment = dispatching.sign(session, assignment_id=assignment_id, actor=user, now=clock.now())
+    assignment = handling.sign(session, assignment_id=assignment_id, actor=user, now=clock.now())
     return assignment_read(session, assignment)
 
 
@@ -229,9 +231,7 @@ def sign(
 def start(
     assignment_id: int, session: SessionDep, user: UnitWorker, clock: ClockDep
 ) -> AssignmentRead:
-    assignment = dispatching.start(
-        session, assignment_id=assignment_id, actor=user, now=clock.now()
-    )
+    assignment = handling.start(session, assignment_id=assignment_id, actor=user, now=clock.now())
     return assignment_read(session, assignment)
 
 
@@ -239,7 +239,7 @@ def start(
 def reply(
     assignment_id: int, body: ReplyBody, session: SessionDep, user: UnitWorker, clock: ClockDep
 ) -> AssignmentRead:
-    assignment = dispatching.reply(
+    assignment = handling.reply(
         session, assignment_id=assignment_id, text=body.text, actor=user, now=clock.now()
     )
     return assignment_read(session, assignment)
@@ -250,7 +250,7 @@ def return_ticket(
     assignment_id: int, body: ReturnBody, session: SessionDep, user: UnitWorker, clock: ClockDep
 ) -> AssignmentRead:
     """退单: not this unit's matter (wrong locality or mandate); the centre reviews it."""
-    assignment = dispatching.return_ticket(
+    assignment = handling.return_ticket(
         session,
         assignment_id=assignment_id,
         reason_code=body.reason_code,
@@ -272,7 +272,7 @@ def request_extension(
     clock: ClockDep,
 ) -> ExtensionRead:
     """延期: asked before the reply deadline; the centre decides."""
-    request = dispatching.request_extension(
+    request = handling.request_extension(
         session,
         assignment_id=assignment_id,
         extend_by=body.extend_by,

@@ -8,41 +8,32 @@ table with any event code), accepts RTP from anyone, decodes to 8-bit PCM, spins
 reading a quiet caller, and binds ports without checking them. Nothing of it is imported
 here: even its sound ``PayloadType`` enum would pull in ``audioop`` (see ``codecs``).
 
-Threads: one ``MediaLoop`` thread per process serves every call's RTP on a 20 ms tick. Each
-tick it drains the sockets that have packets, doing the least it can per packet (parse,
-source check, insert into the jitter buffer), wakes each call's reader at most once, and
-sends each call its next packet: audio when some is queued, comfort silence otherwise,
-because phones and SBCs treat a silent RTP stream as a dead call. Decoding G.711 happens in
-the reader's thread. Two threads per call (a receiver woken by every packet, a sender by
-every 20 ms timer) made a busy SIP process wake thousands of times a second, and each
-wake-up preempted a speech decoder on the same cores; a shared tick wakes 50 times a second
-whatever the number of calls, and the sockets' receive buffers hold the packets between
-ticks.
+An ``RtpSession`` has no thread of its own: the process's ``MediaLoop``
+(``telephony.media_loop``) receives and sends for every session on a 20 ms tick, and the
+call's reader decodes in its own thread. Packets are ``telephony.rtp_packet``; ports come from
+``telephony.rtp_ports``.
 """
 
 from __future__ import annotations
 
-import errno
 import heapq
 import ipaddress
 import logging
 import random
-import selectors
 import socket
-import struct
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from telephony import codecs
 from telephony.endpoint import FRAME_BYTES, FRAME_SAMPLES
+from telephony.media_loop import MAX_SEND_BEHIND_S, TICK_S, MediaLoop
+from telephony.rtp_packet import MalformedPacket, RtpPacket, build_rtp, parse_rtp
 
 log = logging.getLogger(__name__)
 
 DTMF_KEYS = "0123456789*#ABCD"
-_HEADER = struct.Struct("!BBHII")
 _MAX_DATAGRAM = 2048
 # A gap longer than this in the sender's timestamps is a new timeline (a re-INVITE to another
 # media server, a restarted phone), not silence to be reproduced sample by sample.
@@ -51,6 +42,8 @@ _MAX_FILL_SAMPLES = 60 * 8000
 _HOLD_HOSTS = frozenset({"0.0.0.0", "::"})
 # Bound on buffered packets when nobody reads (10 minutes of 20 ms packets).
 _MAX_BUFFERED = 30_000
+# What a reader drains itself when the loop kept it waiting: 10 s of a 20 ms stream.
+_READER_DRAIN_LIMIT = 500
 
 
 # How long a telephone-event is remembered to recognise its retransmitted packets.
@@ -61,79 +54,6 @@ _EVENT_MEMORY_S = 5.0
 class _Event:
     ended: bool  # an end packet was seen
     at: float  # monotonic time of its last packet
-
-
-class MalformedPacket(ValueError):
-    pass
-
-
-class NoFreeRtpPort(Exception):
-    def __init__(self, host: str, low: int, high: int) -> None:
-        super().__init__(f"no free even UDP port on {host} in [{low}, {high})")
-
-
-@dataclass(frozen=True, slots=True)
-class RtpPacket:
-    marker: bool
-    payload_type: int
-    sequence: int
-    timestamp: int
-    ssrc: int
-    payload: bytes
-
-
-def parse_rtp(data: bytes) -> RtpPacket:
-    """Parse one RTP packet (RFC 3550 §5.1), checking every length against the datagram."""
-    size = len(data)
-    if size < 12:
-        raise MalformedPacket(f"{size} bytes is shorter than an RTP header")
-    b0, b1, seq, ts, ssrc = _HEADER.unpack_from(data)
-    if b0 >> 6 != 2:
-        raise MalformedPacket(f"RTP version {b0 >> 6}")
-    offset = 12 + 4 * (b0 & 0x0F)
-    if offset > size:
-        raise MalformedPacket("CSRC list runs past the end of the packet")
-    if b0 & 0x10:
-        if offset + 4 > size:
-            raise MalformedPacket("extension header runs past the end of the packet")
-        offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4], "big")
-        if offset > size:
-            raise MalformedPacket("extension runs past the end of the packet")
-    end = size
-    if b0 & 0x20:
-        padding = data[-1]
-        if padding == 0 or offset + padding > size:
-            raise MalformedPacket(f"padding of {padding} bytes does not fit")
-        end -= padding
-    return RtpPacket(
-        marker=bool(b1 & 0x80),
-        payload_type=b1 & 0x7F,
-        sequence=seq,
-        timestamp=ts,
-        ssrc=ssrc,
-        payload=data[offset:end],
-    )
-
-
-def build_rtp(
-    *,
-    payload_type: int,
-    sequence: int,
-    timestamp: int,
-    ssrc: int,
-    payload: bytes,
-    marker: bool = False,
-) -> bytes:
-    return (
-        _HEADER.pack(
-            0x80,
-            (0x80 if marker else 0) | payload_type,
-            sequence & 0xFFFF,
-            timestamp & 0xFFFFFFFF,
-            ssrc,
-        )
-        + payload
-    )
 
 
 def _unwrap(value: int, reference: int | None, bits: int) -> int:
@@ -535,9 +455,9 @@ class RtpSession:
     def _send_due(self, now: float) -> None:
         """Send the packets due by ``now`` (one a tick, more after a late tick); the loop
         calls this every tick."""
-        if now - self._due > _MAX_SEND_BEHIND_S:
+        if now - self._due > MAX_SEND_BEHIND_S:
             self._due = now  # after a stall, resume the pace instead of bursting
-        while self._due <= now + _TICK_S / 2:
+        while self._due <= now + TICK_S / 2:
             self._send_one()
             self._due += FRAME_SAMPLES / 8000
 
@@ -579,225 +499,3 @@ class RtpSession:
                 self._in_flight = False
                 if not self._out:
                     self._out_cond.notify_all()
-
-
-_TICK_S = 0.02
-# Readers are woken every this many ticks (60 ms): well inside a reader's 200 ms timeout and
-# a DTMF key's or a barge-in's reaction time, a third of the wake-ups of every tick.
-_WAKE_READERS_EVERY = 3
-_REPORT_EVERY_S = 30.0  # the loop logs its tick times this often while it carries calls
-_MAX_SEND_BEHIND_S = 0.2
-# Datagrams one session may take per tick: 12 times a 20 ms stream's rate, so a phone's burst
-# after a network stall drains at once, while a flood on one port leaves time for the others.
-_DRAIN_LIMIT = 12
-# What a reader drains itself when the loop kept it waiting: 10 s of a 20 ms stream.
-_READER_DRAIN_LIMIT = 500
-
-
-class MediaLoop:
-    """One thread serving the RTP of many sessions on a 20 ms tick (see the module
-    docstring). ``shared()`` is the process's loop, started on first use; a loop of one's own
-    is for tests and for a process that wants its media on more than one thread.
-
-    ``add`` and ``remove`` only queue the change, which the loop applies at its next tick:
-    they are called from the SIP receive thread, which must not wait for a tick in progress.
-    """
-
-    _shared: MediaLoop | None = None
-    _shared_lock = threading.Lock()
-
-    def __init__(
-        self,
-        *,
-        name: str = "rtp-loop",
-        tick_s: float = _TICK_S,
-        wake_readers_every: int = _WAKE_READERS_EVERY,
-    ) -> None:
-        if wake_readers_every < 1:
-            raise ValueError(f"wake_readers_every must be at least 1, got {wake_readers_every}")
-        self.name = name
-        self.tick_s = tick_s
-        self.wake_readers_every = wake_readers_every
-        self._readers: dict[int, RtpSession] = {}  # with audio they have not been woken for
-        self._selector = selectors.DefaultSelector()
-        self._sessions: dict[int, RtpSession] = {}  # by id; only the loop's thread touches it
-        self._changes: deque[tuple[bool, RtpSession]] = deque()  # (join?, session), in order
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.ticks = 0
-        self.late_ticks = 0  # ticks that began after the next one was due
-        self._durations: list[float] = []  # of the ticks since the last report
-        self._reported = time.monotonic()
-
-    @classmethod
-    def shared(cls) -> MediaLoop:
-        with cls._shared_lock:
-            if cls._shared is None or not cls._shared.running:
-                cls._shared = cls()
-                cls._shared.start()
-            return cls._shared
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
-
-    def __len__(self) -> int:
-        """Sessions served as of the last tick."""
-        return len(self._sessions)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
-        self._selector.close()
-
-    def add(self, session: RtpSession) -> None:
-        if self._stop.is_set():
-            raise RuntimeError(f"media loop {self.name} is stopped")
-        self._changes.append((True, session))
-
-    def remove(self, session: RtpSession) -> None:
-        self._changes.append((False, session))
-
-    def _apply_changes(self) -> None:
-        # In order, so a socket closed and its descriptor number reused by a new session's
-        # socket is unregistered before the new one registers.
-        while self._changes:
-            join, session = self._changes.popleft()
-            if join:
-                if session._stopped or id(session) in self._sessions:
-                    continue
-                self._selector.register(session._sock, selectors.EVENT_READ, session)
-                self._sessions[id(session)] = session
-            elif self._sessions.pop(id(session), None) is not None:
-                try:
-                    self._selector.unregister(session._sock)
-                except (KeyError, ValueError, OSError):
-                    pass
-
-    def _run(self) -> None:
-        due = time.monotonic()
-        while not self._stop.is_set():
-            began = time.monotonic()
-            try:
-                self._tick(began)
-            except Exception:
-                log.exception("media loop %s tick failed", self.name)
-            self.ticks += 1
-            if self._sessions:
-                self._durations.append(time.monotonic() - began)
-                if began - self._reported >= _REPORT_EVERY_S:
-                    self._report(began)
-            due += self.tick_s
-            delay = due - time.monotonic()
-            if delay < -_MAX_SEND_BEHIND_S:
-                self.late_ticks += 1
-                due = time.monotonic()
-            elif delay > 0:
-                self._stop.wait(delay)
-            else:
-                self.late_ticks += 1
-
-    def _report(self, now: float) -> None:
-        durations = sorted(self._durations)
-        late = self.late_ticks - getattr(self, "_late_reported", 0)
-        log.info(
-            "media loop %s: %d calls; %d ticks in %.0f s, %d late; tick p50 %.1f ms, "
-            "p99 %.1f ms, max %.1f ms",
-            self.name,
-            len(self._sessions),
-            len(durations),
-            now - self._reported,
-            late,
-            1000 * durations[len(durations) // 2],
-            1000 * durations[int(len(durations) * 0.99)],
-            1000 * durations[-1],
-        )
-        self._late_reported = self.late_ticks
-        self._durations = []
-        self._reported = now
-
-    def _tick(self, now: float) -> None:
-        self._apply_changes()
-        if not self._sessions:
-            return
-        readers = self._readers
-        for key, _ in self._selector.select(0):
-            session = key.data
-            if session._stopped or not session._recv_lock.acquire(blocking=False):
-                continue  # stopped, or its reader is draining it: the loop must not wait
-            try:
-                if session._drain(_DRAIN_LIMIT):
-                    readers[id(session)] = session
-            except Exception:
-                log.exception("RTP receive on %s failed", session.local_address)
-            finally:
-                session._recv_lock.release()
-        for session in self._sessions.values():
-            if session._stopped:
-                continue  # by a DTMF listener earlier in this tick, or by another thread
-            try:
-                session._send_due(now)
-            except Exception:
-                log.exception("RTP send on %s failed", session.local_address)
-        # Readers are woken last, all at once: woken during the tick, they would contend
-        # for the GIL with the loop at every one of its socket calls. And only every few
-        # ticks: a reader then takes a few frames a wake-up, and every wake-up of the SIP
-        # process is one more preemption of a speech decoder on the same cores.
-        if readers and self.ticks % self.wake_readers_every == 0:
-            for session in readers.values():
-                session._wake_reader()
-            readers.clear()
-
-
-class RtpPortAllocator:
-    """Even UDP ports in ``[low, high)`` that are really bound, so a port held by another
-    process (or another call) is skipped, not discovered when media fails."""
-
-    def __init__(self, host: str, low: int, high: int) -> None:
-        if not 0 < low < high <= 65536:
-            raise ValueError(f"bad RTP port range [{low}, {high})")
-        self.host = host
-        self.low = low + (low & 1)
-        self.high = high
-        self._held: dict[int, socket.socket] = {}
-        self._lock = threading.Lock()
-        self._cursor = self.low
-
-    def allocate(self) -> tuple[int, socket.socket]:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        with self._lock:
-            count = (self.high - self.low + 1) // 2
-            for i in range(count):
-                # Round robin: a port just released isn't handed out again at once, so late
-                # packets of the previous call don't land in the next one.
-                port = self.low + (self._cursor - self.low + 2 * i) % (2 * count)
-                if port >= self.high or port in self._held:
-                    continue
-                sock = socket.socket(family, socket.SOCK_DGRAM)
-                try:
-                    sock.bind((self.host, port))
-                except OSError as exc:
-                    sock.close()
-                    if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                        continue
-                    raise
-                self._held[port] = sock
-                self._cursor = port + 2
-                return port, sock
-        raise NoFreeRtpPort(self.host, self.low, self.high)
-
-    def release(self, port: int) -> None:
-        with self._lock:
-            sock = self._held.pop(port, None)
-        if sock is not None:
-            sock.close()
-
-    @property
-    def in_use(self) -> frozenset[int]:
-        with self._lock:
-            return frozenset(self._held)

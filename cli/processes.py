@@ -1,0 +1,383 @@
+"""The `hotline` commands that start processes: the embedded all-in-one `run` (the web
+server, a Celery worker with beat and the SIP edge under one supervisor) and the production
+processes `web`, `worker`, `beat` and `sip`, one command each.
+
+Domain modules are imported inside the commands that need them, so that `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from cli.common import _print_table, _safe_url, _session, fail, friendly_errors
+from cli.supervisor import Child, start, stop_all, supervise
+from core.clock import Clock, SystemClock
+from core.db import make_engine, make_session_factory
+from core.settings import Settings, get_settings
+from hotline import migrate
+
+# Added to the `hotline` app without a name: its commands are top-level ones.
+processes_app = typer.Typer()
+
+WORKER_APP = "hotline.worker:app"
+WEB_FACTORY = "web.app:create_app"
+SIP_ARGV = [sys.executable, "-m", "cli", "sip"]
+
+
+# ---------------------------------------------------------------- run (embedded default)
+
+
+def _lan_ip() -> str:
+    """The address other machines reach us on (no packet is sent: UDP connect only routes)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def _browser_urls(settings: Settings) -> list[str]:
+    if settings.web.public_url:
+        return [settings.web.public_url.rstrip("/") + "/"]
+    host, port = settings.web.host, settings.web.port
+    if host in ("0.0.0.0", "::", ""):
+        hosts = dict.fromkeys(["127.0.0.1", _lan_ip()])
+        return [f"http://{h}:{port}/" for h in hosts]
+    return [f"http://{host}:{port}/"]
+
+
+def _sip_host(settings: Settings) -> str:
+    """The address callers reach the SIP edge on."""
+    t = settings.telephony
+    if t.advertised_host:
+        return t.advertised_host
+    return _lan_ip() if t.host in ("0.0.0.0", "::", "") else t.host
+
+
+def _softphone_line(settings: Settings) -> str:
+    t = settings.telephony
+    line = f"sip:12345@{_sip_host(settings)}:{t.port}"
+    if all(net.startswith(("127.", "::1")) for net in t.allow):
+        line += (
+            " (only this machine may call; let your LAN in with e.g. "
+            "HOTLINE_TELEPHONY__ALLOW='[\"192.168.0.0/16\"]')"
+        )
+    return line
+
+
+def _demo_users_path(settings: Settings) -> Path:
+    return settings.data_dir / "demo-users.json"
+
+
+def _calendar_warnings(settings: Settings, clock: Clock) -> list[str]:
+    """Working-day deadlines are counted wrongly for a year whose holidays nobody loaded:
+    say so at start-up, for this year and the next."""
+    from dispatch.policies import load_calendar
+
+    this_year = clock.now().astimezone(settings.tz).year
+    with _session(settings) as session:
+        calendar = load_calendar(session, tz=settings.tz)
+    return [
+        f"the holidays of {year} are not loaded: working-day deadlines in {year} count "
+        f"Monday to Friday only. Enter them with PUT /api/v1/calendar/days/{{day}} or "
+        f"POST /api/v1/calendar/days/import"
+        for year in (this_year, this_year + 1)
+        if not calendar.year(year).known
+    ]
+
+
+def _seed_once(settings: Settings, clock: Clock) -> list[dict[str, Any]]:
+    """Seed the demo city on first start. Tokens exist only when users are created (only
+    hashes are stored), so they are kept in the data dir for later starts to show again."""
+    from hotline.seed import seed_demo
+
+    tokens_file = _demo_users_path(settings)
+    with _session(settings) as session:
+        result = seed_demo(session=session, now=clock.now())
+    if not result["seeded"]:
+        return json.loads(tokens_file.read_text("utf-8")) if tokens_file.exists() else []
+    users = result["users"]
+    tokens_file.write_text(json.dumps(users, ensure_ascii=False, indent=1), "utf-8")
+    tokens_file.chmod(0o600)
+    return users
+
+
+@processes_app.command("run")
+@friendly_errors
+def run() -> None:
+    """Everything in one process tree: the embedded default for trying and developing.
+
+    SQLite, Celery on a local transport with embedded beat, demo data, the API and pages.
+    Ctrl-C stops everything.
+    """
+    settings = get_settings()
+    if settings.environment == "production":
+        fail(
+            "`hotline run` is the demo/development mode; in production run "
+            "`hotline web`, `hotline worker` and `hotline beat` (see the README)"
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.db_url)
+    users = _seed_once(settings, SystemClock())
+
+    web_argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        WEB_FACTORY,
+        "--factory",
+        "--host",
+        settings.web.host,
+        "--port",
+        str(settings.web.port),
+    ]
+    worker_argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        WORKER_APP,
+        "worker",
+        "-B",
+        "--pool=threads",
+        "--concurrency=2",
+        "-l",
+        "info",
+        "--schedule",
+        str((settings.data_dir / "celerybeat-schedule").resolve()),
+    ]
+    typer.echo("")
+    typer.secho("12345 hotline is starting", bold=True)
+    typer.echo(f"  database:  {_safe_url(settings.db_url)}")
+    broker = _safe_url(settings.broker)
+    if settings.broker_url is None:
+        broker += f" (files in {settings.broker_folder})"
+    typer.echo(f"  broker:    {broker}")
+    for url in _browser_urls(settings):
+        typer.echo(f"  browser:   {url}   API docs: {url}docs")
+    typer.echo(f"  softphone: {_softphone_line(settings)}")
+    if users:
+        typer.echo("  demo users (send `Authorization: Bearer <token>`):")
+        centre = [u for u in users if u["role"] != "handler"]
+        _print_table(
+            [
+                ("   ", u["username"], u["role"], u.get("unit") or "", u["token"])
+                for u in centre + [u for u in users if u["username"] == "water.handler"]
+            ]
+        )
+        units = len({u.get("unit") for u in users if u["role"] == "handler"})
+        typer.echo(
+            f"  every unit ({units}) has <unit>.handler and <unit>.head users; all tokens "
+            f"are in {_demo_users_path(settings)}"
+        )
+    else:
+        typer.echo("  demo users: none recorded; mint one with `hotline users add`")
+    for warning in _calendar_warnings(settings, SystemClock()):
+        typer.secho(f"  warning: {warning}", fg=typer.colors.YELLOW)
+    typer.echo("  Ctrl-C stops everything.")
+    typer.echo("")
+    children: list[Child] = []
+    try:
+        children.append(start("web server", web_argv))
+        children.append(start("celery worker+beat", worker_argv))
+        children.append(start("SIP edge", SIP_ARGV))
+    except BaseException:
+        stop_all(children)
+        raise
+    raise typer.Exit(supervise(children))
+
+
+# ---------------------------------------------------------------- production processes
+
+
+def _exec(argv: list[str]) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
+def _require_real_broker(settings: Settings) -> None:
+    if settings.environment == "production" and settings.broker_url is None:
+        fail(
+            "HOTLINE_BROKER_URL is not set: production workers and beat need Redis, "
+            "e.g. redis://127.0.0.1:6379/0"
+        )
+
+
+@processes_app.command("web")
+@friendly_errors
+def web(
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+    host: Annotated[str | None, typer.Option(help="default: HOTLINE_WEB__HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default: HOTLINE_WEB__PORT")] = None,
+) -> None:
+    """The API and pages only (production: run as many as needed behind a proxy)."""
+    settings = get_settings()
+    _exec(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            WEB_FACTORY,
+            "--factory",
+            "--host",
+            host or settings.web.host,
+            "--port",
+            str(port or settings.web.port),
+            "--workers",
+            str(workers),
+            "--proxy-headers",
+        ]
+    )
+
+
+@processes_app.command("worker")
+@friendly_errors
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="default: the number of CPUs")] = None,
+    queues: Annotated[str | None, typer.Option("-Q", "--queues", help="comma-separated")] = None,
+) -> None:
+    """A Celery worker on the configured broker (production: any number of them)."""
+    settings = get_settings()
+    _require_real_broker(settings)
+    argv = [sys.executable, "-m", "celery", "-A", WORKER_APP, "worker", "-l", "info"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    if queues:
+        argv += ["-Q", queues]
+    _exec(argv)
+
+
+@processes_app.command("beat")
+@friendly_errors
+def beat() -> None:
+    """The Celery beat scheduler (production: run exactly one)."""
+    settings = get_settings()
+    _require_real_broker(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _exec(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            WORKER_APP,
+            "beat",
+            "-l",
+            "info",
+            "--schedule",
+            str((settings.data_dir / "celerybeat-schedule").resolve()),
+        ]
+    )
+
+
+@processes_app.command("sip")
+@friendly_errors
+def sip() -> None:
+    """The SIP edge: answers calls into tickets (live or offline transcripts), tells ticket
+    status by keypad, and dials the satisfaction callbacks. One per line/PBX trunk."""
+    import logging
+    import threading
+    from functools import partial
+
+    # A call's story (answered, ticket, live ASR full, transcribed, dispatched) is told in
+    # these lines; without a handler only bare warnings would reach stderr.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    from asr.recognizer import AsrError
+    from hotline.calls import setup
+    from hotline.calls.dialer import CallbackDialer
+    from hotline.calls.services import CallServices
+    from telephony.flows import serve_inbound
+    from telephony.prompts import PromptError
+    from telephony.sip_config import SipConfig, SipLine
+    from telephony.sip_edge import SipEdge
+
+    settings = get_settings()
+    t = settings.telephony
+    try:
+        prompts = setup.prompt_set(settings)
+        made = prompts.ensure()
+        recognizer = setup.live_recognizer(settings)
+        recognizer.load()  # the decoder processes start and load the model
+        edge = SipEdge(
+            SipConfig(
+                host=t.host,
+                port=t.port,
+                mode=t.mode,
+                allow=tuple(t.allow),
+                lines=tuple(SipLine(**line.model_dump()) for line in t.lines),
+                advertised_host=_sip_host(settings)
+                if t.host in ("0.0.0.0", "::")
+                else t.advertised_host,
+                rtp_low=t.rtp_low,
+                rtp_high=t.rtp_high,
+                rtp_latch=t.rtp_latch,
+                max_calls=t.max_calls,
+            )
+        )
+    except (PromptError, AsrError, ValueError) as exc:
+        fail(str(exc))
+    engine = make_engine(settings.db_url)
+    services = CallServices(
+        session_factory=make_session_factory(engine),
+        clock=SystemClock(),
+        settings=settings,
+        recognizer=recognizer,
+    )
+    flow = setup.flow_settings(settings)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            edge.start(
+                on_call=partial(
+                    serve_inbound, prompts=prompts, hooks=services.hooks(), settings=flow
+                ),
+                on_ended=services.on_ended,
+            )
+        except OSError as exc:
+            fail(f"cannot listen for SIP on {t.host}:{t.port}: {exc}")
+        host, port = edge.address
+        typer.echo(
+            f"SIP edge listening on {host}:{port} ({t.mode}); point a softphone at "
+            f"{_softphone_line(settings)}"
+        )
+        typer.echo(f"  prompts:    {prompts.directory} ({len(made)} generated)")
+        typer.echo(f"  recordings: {settings.recording_dir}")
+        if t.callback_uri:
+            dialer = CallbackDialer(services=services, endpoint=edge, prompts=prompts, flow=flow)
+            threading.Thread(target=dialer.run, args=(stop,), name="callbacks", daemon=True).start()
+            typer.echo(f"  callbacks:  dialled as {t.callback_uri}")
+        else:
+            typer.echo("  callbacks:  off (set HOTLINE_TELEPHONY__CALLBACK_URI to dial them)")
+        # Calls are answered meanwhile; one that comes first decodes on a fresh recognizer.
+        threading.Thread(
+            target=setup.warm_recognizers,
+            args=(settings, recognizer, prompts, stop),
+            name="asr-warm-up",
+            daemon=True,
+        ).start()
+        while not stop.wait(1.0):
+            pass
+        typer.echo("stopping the SIP edge")
+    finally:
+        stop.set()
+        edge.stop()
+        services.close()
+        if hasattr(recognizer, "close"):
+            recognizer.close()
+        engine.dispose()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,61 @@
+"""What the SIP edge is configured with: ``SipConfig``, its ``SipLine`` accounts, and the
+methods it answers (``ALLOW``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+
+
+@dataclass(frozen=True)
+class SipLine:
+    """One account on a PBX/SBC: ``registrar`` is "host" or "host:port"."""
+
+    user: str
+    password: str
+    registrar: str
+    domain: str = ""  # the AOR's domain; the registrar host when empty
+    auth_user: str = ""  # the digest user name; ``user`` when empty
+
+    @property
+    def registrar_address(self) -> tuple[str, int]:
+        host, _, port = self.registrar.partition(":")
+        return host, int(port or 5060)
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.user}@{self.domain or self.registrar_address[0]}"
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    host: str = "127.0.0.1"  # bind address of SIP and RTP
+    port: int = 5060  # 0: any free port (tests)
+    mode: str = "direct"  # "direct": peers call us, no REGISTER; "registered": register lines
+    # Who may send us requests. Loopback only by default, so that an edge started without
+    # configuration is not an open relay for toll fraud; production lists its PBX/SBC CIDRs.
+    # In registered mode the registrars' addresses are allowed as well.
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    lines: tuple[SipLine, ...] = ()
+    advertised_host: str = ""  # in Via/Contact/SDP when the bind address is not reachable
+    rtp_low: int = 10000
+    rtp_high: int = 20000
+    # Accept the caller's RTP from wherever it first comes and answer there (symmetric RTP)
+    # instead of only from the SDP address: for phones behind NAT calling without an SBC.
+    rtp_latch: bool = False
+    max_calls: int = 60  # beyond it new INVITEs get 503 Service Unavailable
+    user_agent: str = "hotline12345"
+    caller_user: str = "hotline"  # our user part on outbound calls in direct mode
+    answer_delay: float = 0.0  # ring time before the 200 (180 Ringing meanwhile)
+    register_expires: int = 300
+    register_retry: float = 30.0
+    t1: float = 0.5  # RFC 3261 timers
+    t2: float = 4.0
+    ended_call_ttl: float = 32.0  # how long an ended Call-ID still absorbs retransmissions
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("direct", "registered"):
+            raise ValueError(f"mode must be direct or registered, not {self.mode!r}")
+        if self.mode == "registered" and not self.lines:
+            raise ValueError("registered mode needs at least one line")

@@ -1,0 +1,433 @@
+"""The SIP edge's dialogs and calls: ``SipCall`` (a ``telephony.endpoint.Call``), the media it
+speaks through, and the dialog layer of ``SipEdge``: the table of live calls, requests inside
+a dialog (re-INVITE → 200 with the same SDP, the ACK that carries a delayed answer, BYE both
+ways, CANCEL → 487, OPTIONS → 200), starting a call's media and handler, and ending a call
+once, freeing what it held.
+
+New dialogs are made by INVITEs: ``sip_inbound`` (theirs) and ``sip_outbound`` (ours).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import socket
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from telephony import sip_message as sm
+from telephony.endpoint import (
+    CallDirection,
+    CallHandler,
+    CallObserver,
+    CallState,
+    Disposition,
+    check_transition,
+)
+from telephony.rtp_ports import RtpPortAllocator
+from telephony.sip_config import ALLOW, SipConfig
+from telephony.sip_sdp import CODECS, PCMU, Offer, build_sdp, read_offer
+from telephony.sip_transactions import SipTransactions, TxKey
+
+log = logging.getLogger(__name__)
+
+
+class Media(Protocol):
+    """What the edge needs of a call's RTP (``telephony.rtp_session.RtpSession``)."""
+
+    @property
+    def stats(self) -> dict[str, int]: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def set_remote(self, addr: tuple[str, int]) -> None: ...
+    def read_frame(self, timeout: float) -> bytes | None: ...
+    def send_audio(self, pcm16: bytes) -> None: ...
+    def wait_sent(self, timeout: float | None = None) -> bool: ...
+    def clear_audio(self) -> None: ...
+
+
+MediaFactory = Callable[..., Media]
+"""``factory(local_host=, port=, sock=, remote=, payload_type=, dtmf_payload_type=,
+on_dtmf=)``, as ``RtpSession``'s constructor."""
+
+
+def utc_now() -> datetime:
+    """The time of a call's events: ``arrived_at``, ``answered_at``, ``ended_at``."""
+    return datetime.now(UTC)
+
+
+class SipCall:
+    """One call on the edge; implements ``telephony.endpoint.Call``."""
+
+    def __init__(
+        self,
+        *,
+        edge: SipDialogs,
+        call_id: str,
+        direction: CallDirection,
+        local_uri: str,
+        remote_uri: str,
+        peer: tuple[str, int],
+        rtp_port: int,
+        rtp_sock: socket.socket | None,
+    ) -> None:
+        self.call_id = call_id
+        self.direction = direction
+        self.local_uri = local_uri
+        self.remote_uri = remote_uri
+        self.remote_number = sm.uri_user(remote_uri)
+        self.codec = "PCMU"
+        self.state = CallState.RINGING
+        self.disposition: Disposition | None = None
+        self.arrived_at = utc_now()
+        self.answered_at: datetime | None = None
+        self.ended_at: datetime | None = None
+        self.ended = threading.Event()
+        self.rtp_port = rtp_port
+        self.payload_type = PCMU
+        self.dtmf_payload_type: int | None = None
+        self.remote_rtp: tuple[str, int] = ("0.0.0.0", 0)
+        self._edge = edge
+        self._lock = threading.RLock()
+        self._rtp_sock = rtp_sock
+        self._media: Media | None = None
+        self._dtmf: queue.Queue[str] = queue.Queue()
+        self._peer = peer  # where in-dialog requests go
+        self._local_header = ""  # our From/To value, tag included
+        self._remote_header = ""
+        self._remote_target = remote_uri  # Request-URI of in-dialog requests (their Contact)
+        self._route_set: list[str] = []  # Route headers of in-dialog requests (RFC 3261 §12)
+        self._cseq = random.randint(1, 10000)
+        self._session_id = random.randint(1, 2**31)
+        self._sdp_version = 1
+        self._invite: sm.LenientSIPMessage | None = None
+        self._invite_source: tuple[str, int] = peer
+        self._responses: dict[int, bytes] = {}  # our last response per INVITE CSeq
+        self._acks: dict[int, bytes] = {}  # our ACK per outbound INVITE CSeq
+        self._keys: set[TxKey] = set()  # (branch, method) of our requests, dropped at the end
+
+    # --- the Call protocol -------------------------------------------------------------
+    def set_state(self, state: CallState) -> None:
+        with self._lock:
+            check_transition(self.state, state)
+            self.state = state
+
+    def read_frame(self, timeout: float) -> bytes | None:
+        media = self._media
+        if media is None:
+            return None if self.ended.wait(timeout) else b""
+        return media.read_frame(timeout)
+
+    def send_audio(self, pcm: bytes) -> None:
+        if self._media is not None and not self.ended.is_set():
+            self._media.send_audio(pcm)
+
+    def wait_sent(self, timeout: float | None = None) -> bool:
+        if self._media is None or self.ended.is_set():
+            return False
+        return self._media.wait_sent(timeout) and not self.ended.is_set()
+
+    def clear_audio(self) -> None:
+        if self._media is not None:
+            self._media.clear_audio()
+
+    def read_dtmf(self, timeout: float) -> str | None:
+        try:
+            return self._dtmf.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def hangup(self) -> None:
+        self._edge._hangup(self, Disposition.COMPLETED)
+
+    def __repr__(self) -> str:
+        return f"<SipCall {self.direction.value} {self.call_id} {self.state.value}>"
+
+
+class EndedMedia:
+    """What a call reads after it ended: what was received and not read yet, then None."""
+
+    def __init__(self, media: Media) -> None:
+        self.stats = media.stats
+        self._media = media
+
+    def read_frame(self, timeout: float) -> bytes | None:
+        frame = self._media.read_frame(0)
+        return frame or None
+
+    def send_audio(self, pcm: bytes) -> None:
+        pass
+
+    def wait_sent(self, timeout: float | None = None) -> bool:
+        return False
+
+    def clear_audio(self) -> None:
+        pass
+
+    def set_remote(self, addr: tuple[str, int]) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class SipDialogs(SipTransactions):
+    """The dialog layer of ``SipEdge``, over its transactions: live calls by Call-ID, their
+    media (from ``media_factory`` on ports of ``config.rtp_low``..``rtp_high``) and handler
+    threads, requests within a dialog, and the end of a call, told to ``on_ended`` off the
+    SIP receive thread."""
+
+    def __init__(self, config: SipConfig, *, media_factory: MediaFactory) -> None:
+        super().__init__(config)
+        self._media_factory = media_factory
+        self._ports = RtpPortAllocator(config.host, config.rtp_low, config.rtp_high)
+        self._dialogs: dict[str, SipCall] = {}
+        self._handlers: set[threading.Thread] = set()
+        self._observed: queue.Queue[SipCall | None] = queue.Queue()
+        self._on_call: CallHandler | None = None
+        self._on_ended: CallObserver | None = None
+
+    @property
+    def live_calls(self) -> int:
+        with self._lock:
+            return len(self._dialogs)
+
+    # --- a call's media and handler ----------------------------------------------------
+    def _start_handler(self, call: SipCall) -> None:
+        thread = threading.Thread(
+            target=self._serve, args=(call,), daemon=True, name=f"call-{call.call_id[:12]}"
+        )
+        with self._lock:
+            self._handlers.add(thread)
+        thread.start()
+
+    def _serve(self, call: SipCall) -> None:
+        try:
+            if self._on_call is None:
+                raise RuntimeError("the SIP edge is not started")
+            self._on_call(call)
+        except Exception:
+            log.exception("call handler failed on %s", call.call_id)
+        finally:
+            self._hangup(call, Disposition.COMPLETED)
+            with self._lock:
+                self._handlers.discard(threading.current_thread())
+
+    def _start_media(self, call: SipCall, offer: Offer) -> None:
+        call.payload_type, call.codec = offer.payload_type, CODECS[offer.payload_type]
+        call.dtmf_payload_type = offer.dtmf_payload_type
+        call.remote_rtp = (offer.address, offer.port)
+        media = self._media_factory(
+            local_host=self.config.host,
+            port=call.rtp_port,
+            sock=call._rtp_sock,
+            remote=call.remote_rtp,
+            payload_type=offer.payload_type,
+            dtmf_payload_type=offer.dtmf_payload_type,
+            on_dtmf=call._dtmf.put,
+            **({"latch": True} if self.config.rtp_latch else {}),
+        )
+        media.start()
+        call._media = media
+
+    def _our_sdp(self, call: SipCall) -> bytes:
+        return build_sdp(
+            host=self.advertised_host,
+            port=call.rtp_port,
+            session_id=call._session_id,
+            version=call._sdp_version,
+            payload_types=[call.payload_type],
+            dtmf=call.dtmf_payload_type,
+        )
+
+    # --- requests within a dialog: re-INVITE, ACK, CANCEL, BYE, OPTIONS -----------------
+    def _on_reinvite(
+        self, call: SipCall, message: sm.LenientSIPMessage, source: tuple[str, int]
+    ) -> None:
+        cseq = message.cseq[0]
+        offer, problem = read_offer(message)
+        if offer is None and message.raw_message.body:
+            call._responses[cseq] = self._final_response(
+                message,
+                source,
+                488,
+                "Not Acceptable Here",
+                extra=[("Warning", f'305 hotline "{problem}"')],
+            )
+            return
+        if offer is not None and (offer.address, offer.port) != call.remote_rtp:
+            call.remote_rtp = (offer.address, offer.port)
+            if call._media is not None:
+                call._media.set_remote(call.remote_rtp)
+        if contact := sm.uri_of(message.raw_message.get("Contact")):
+            call._remote_target = contact
+        call._sdp_version += 1
+        call._responses[cseq] = self._final_response(
+            message,
+            source,
+            200,
+            "OK",
+            extra=self._contact() + [("Content-Type", "application/sdp")],
+            body=self._our_sdp(call),
+        )
+
+    def _on_ack(self, message: sm.LenientSIPMessage) -> None:
+        key = ("ack", message.call_id, message.cseq[0])
+        with self._lock:
+            self._retx.pop(key, None)
+            call = self._dialogs.get(message.call_id)
+        if call is None or call._media is not None or call.state != CallState.ANSWERED:
+            return
+        # The ACK of a 200 that carried our offer (delayed offer): it holds their answer.
+        answer, problem = read_offer(message)
+        try:
+            if answer is None:
+                raise ValueError(problem)
+            self._start_media(call, answer)
+        except Exception as exc:
+            log.warning("call %s: no usable answer in the ACK: %s", call.call_id, exc)
+            self._hangup(call, Disposition.FAILED)
+            return
+        self._start_handler(call)
+
+    def _on_cancel(self, message: sm.LenientSIPMessage, source: tuple[str, int]) -> None:
+        with self._lock:
+            call = self._dialogs.get(message.call_id)
+            tomb = self._live_tombstone(message.call_id)
+        if call is None or call._invite is None or call._invite.cseq[0] != message.cseq[0]:
+            if tomb is not None:
+                self._respond(message, source, 200, "OK")
+            else:
+                self._respond(message, source, 481, "Call/Transaction Does Not Exist")
+            return
+        self._respond(message, source, 200, "OK")
+        with call._lock:
+            if call.state != CallState.RINGING:
+                return  # answered already: the CANCEL has no effect (RFC 3261 §9.2)
+            invite, cseq = call._invite, call._invite.cseq[0]
+            call._responses[cseq] = self._final_response(
+                invite, call._invite_source, 487, "Request Terminated", to_tag=self._local_tag(call)
+            )
+        self._finish(call, Disposition.CANCELLED)
+
+    def _on_bye(self, message: sm.LenientSIPMessage, source: tuple[str, int]) -> None:
+        with self._lock:
+            call = self._dialogs.get(message.call_id)
+            tomb = self._live_tombstone(message.call_id)
+        if call is None:
+            if tomb is not None:
+                self._respond(message, source, 200, "OK")
+            else:
+                self._respond(message, source, 481, "Call/Transaction Does Not Exist")
+            return
+        self._respond(message, source, 200, "OK")
+        self._finish(call, Disposition.CALLER_HUNG_UP)
+
+    def _on_options(self, message: sm.LenientSIPMessage, source: tuple[str, int]) -> None:
+        self._respond(
+            message,
+            source,
+            200,
+            "OK",
+            to_tag=sm.new_tag(),
+            extra=[("Allow", ALLOW), ("Accept", "application/sdp")],
+        )
+
+    # --- ending ------------------------------------------------------------------------
+    def _hangup(self, call: SipCall, disposition: Disposition) -> None:
+        """End from our side: BYE once answered, 480 to an inbound call still ringing."""
+        with call._lock:
+            state = call.state
+            if state == CallState.ENDED:
+                return
+            if state == CallState.RINGING and call._invite is not None:
+                invite, cseq = call._invite, call._invite.cseq[0]
+                call._responses[cseq] = self._final_response(
+                    invite,
+                    call._invite_source,
+                    480,
+                    "Temporarily Unavailable",
+                    to_tag=self._local_tag(call),
+                )
+        if self._finish(call, disposition) and state != CallState.RINGING:
+            self._send_bye(call)
+
+    def _request_headers(
+        self, call: SipCall, *, branch: str, cseq: str, to: str | None = None, routes: bool = False
+    ) -> list[tuple[str, str]]:
+        """The headers every request of ours in a call carries: Via, Max-Forwards, From, To
+        (``to``: the To of a final response, for its ACK), the route set once the dialog
+        has one (``routes``), Call-ID and CSeq."""
+        return [
+            ("Via", f"SIP/2.0/UDP {self.advertised_host}:{self.address[1]};branch={branch};rport"),
+            ("Max-Forwards", "70"),
+            ("From", call._local_header),
+            ("To", to if to is not None else call._remote_header),
+            *(("Route", route) for route in (call._route_set if routes else ())),
+            ("Call-ID", call.call_id),
+            ("CSeq", cseq),
+        ]
+
+    def _send_bye(self, call: SipCall) -> None:
+        call._cseq += 1
+        branch = sm.new_branch()
+        data = sm.build_request(
+            "BYE",
+            call._remote_target,
+            [
+                *self._request_headers(call, branch=branch, cseq=f"{call._cseq} BYE", routes=True),
+                ("User-Agent", self.config.user_agent),
+            ],
+        )
+        self._client_request(
+            data, call._peer, (branch, "BYE"), lambda m: m.status_code >= 200, None
+        )
+
+    def _finish(self, call: SipCall, disposition: Disposition) -> bool:
+        """End the call once (False if it had ended already) and free what it held."""
+        with call._lock:
+            if call.state == CallState.ENDED:
+                return False
+            check_transition(call.state, CallState.ENDED)
+            call.state = CallState.ENDED
+            call.disposition = disposition
+            call.ended_at = utc_now()
+            media, call._media = call._media, None
+        if media is not None:
+            media.stop()
+            call._media = EndedMedia(media)
+        self._ports.release(call.rtp_port)  # closes the socket if no media took it over
+        with self._lock:
+            self._dialogs.pop(call.call_id, None)
+            for key in call._keys:  # our requests' transactions (final responses we sent
+                self._pending.pop(key, None)  # keep retransmitting until their ACK)
+                self._retx.pop(("req",) + key, None)
+            self._bury(call.call_id, dict(call._responses), dict(call._acks), call._peer)
+        call.ended.set()
+        log.info("call %s ended: %s", call.call_id, disposition.value)
+        self._observed.put(call)
+        return True
+
+    def _observe(self) -> None:
+        """Tells ``on_ended`` about each ended call, off the SIP receive thread."""
+        while (call := self._observed.get()) is not None:
+            try:
+                if self._on_ended is None:
+                    raise RuntimeError("the SIP edge is not started")
+                self._on_ended(call)
+            except Exception:
+                log.exception("on_ended failed for %s", call.call_id)
+
+    # --- helpers -----------------------------------------------------------------------
+    def _contact(self, user: str = "hotline") -> list[tuple[str, str]]:
+        return [("Contact", f"<sip:{user}@{self.advertised_host}:{self.address[1]}>")]
+
+    @staticmethod
+    def _local_tag(call: SipCall) -> str:
+        return sm.header_param(call._local_header, "tag")

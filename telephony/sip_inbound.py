@@ -1,0 +1,160 @@
+"""Calls made to the edge: the server side of INVITE (RFC 3261 §13.3).
+
+A new INVITE gets 100 Trying at once, then (after ``answer_delay``, 180 Ringing meanwhile) a
+200 with our answer, or with our offer when theirs is delayed to the ACK; the call's handler
+starts once media runs. Refusals are final responses retransmitted until their ACK and
+remembered for the Call-ID: 488 for an offer without PCMU/PCMA, 503 beyond ``max_calls`` or
+without a free RTP port, 481/482 for INVITEs that match no dialog. A retransmitted INVITE gets
+the same response again, also for a while after the call ended; one inside a dialog is a
+re-INVITE (``sip_dialogs``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telephony import sip_message as sm
+from telephony.endpoint import CallDirection, CallState, Disposition
+from telephony.rtp_ports import NoFreeRtpPort
+from telephony.sip_dialogs import SipCall, SipDialogs, utc_now
+from telephony.sip_sdp import DTMF_PT, PCMA, PCMU, Offer, build_sdp, read_offer
+
+log = logging.getLogger(__name__)
+
+
+class InboundCalls(SipDialogs):
+    """The user-agent server part of ``SipEdge``: INVITEs that make new calls."""
+
+    def _on_invite(self, message: sm.LenientSIPMessage, source: tuple[str, int]) -> None:
+        call_id, (cseq, _) = message.call_id, message.cseq
+        with self._lock:
+            call = self._dialogs.get(call_id)
+            tomb = self._live_tombstone(call_id)
+        if call is not None:
+            if cseq in call._responses:
+                self._send(
+                    call._responses[cseq], sm.via_target(message.raw_message.get("Via"), source)
+                )
+            elif message.tag("To") and message.tag("To") == self._local_tag(call):
+                self._on_reinvite(call, message, source)
+            else:
+                self._respond(message, source, 482, "Loop Detected")
+            return
+        if tomb is not None:
+            if cseq in tomb.responses:  # a retransmission: the same answer, never a new call
+                self._send(
+                    tomb.responses[cseq], sm.via_target(message.raw_message.get("Via"), source)
+                )
+            else:
+                self._respond(message, source, 481, "Call/Transaction Does Not Exist")
+            return
+        if message.tag("To"):
+            self._respond(message, source, 481, "Call/Transaction Does Not Exist")
+            return
+        if self.live_calls >= self.config.max_calls:
+            self._reject_invite(
+                message, source, 503, "Service Unavailable", extra=[("Retry-After", "5")]
+            )
+            return
+        offer, problem = read_offer(message)
+        delayed_offer = not message.raw_message.body  # we offer in the 200, they answer in ACK
+        if offer is None and not delayed_offer:
+            log.info("INVITE %s refused: %s", call_id, problem)
+            self._reject_invite(
+                message,
+                source,
+                488,
+                "Not Acceptable Here",
+                extra=[("Warning", f'305 hotline "{problem}"')],
+            )
+            return
+        try:
+            port, sock = self._ports.allocate()
+        except NoFreeRtpPort:
+            self._reject_invite(message, source, 503, "Service Unavailable")
+            return
+        raw = message.raw_message
+        call = SipCall(
+            edge=self,
+            call_id=call_id,
+            direction=CallDirection.INBOUND,
+            local_uri=sm.uri_of(raw.get("To")),
+            remote_uri=sm.uri_of(raw.get("From")),
+            peer=source,
+            rtp_port=port,
+            rtp_sock=sock,
+        )
+        local_tag = sm.new_tag()
+        call._local_header = f"{raw.get('To')};tag={local_tag}"
+        call._remote_header = raw.get("From")
+        call._remote_target = sm.uri_of(raw.get("Contact")) or call.remote_uri
+        call._route_set = raw.get_all("Record-Route")
+        call._invite, call._invite_source = message, source
+        with self._lock:
+            self._dialogs[call_id] = call
+        call._responses[cseq] = self._respond(message, source, 100, "Trying")
+        if self.config.answer_delay > 0:
+            call._responses[cseq] = self._respond(
+                message, source, 180, "Ringing", to_tag=local_tag, extra=self._contact()
+            )
+            self._timers.call_later(self.config.answer_delay, lambda: self._answer(call, offer))
+        else:
+            self._answer(call, offer)
+
+    def _answer(self, call: SipCall, offer: Offer | None) -> None:
+        """Send the 200: our answer to their offer, or (``offer`` None) our offer, whose
+        answer comes in the ACK; the handler starts once media runs."""
+        with call._lock:
+            if call.state != CallState.RINGING:
+                return
+            message, source = call._invite, call._invite_source
+            if message is None:
+                raise RuntimeError(f"call {call.call_id} has no INVITE to answer")
+            if offer is not None:
+                try:
+                    self._start_media(call, offer)
+                except Exception:
+                    log.exception("no media for %s", call.call_id)
+                    self._hangup(call, Disposition.FAILED)
+                    return
+                body = self._our_sdp(call)
+            else:
+                body = build_sdp(
+                    host=self.advertised_host,
+                    port=call.rtp_port,
+                    session_id=call._session_id,
+                    version=call._sdp_version,
+                    payload_types=[PCMU, PCMA],
+                    dtmf=DTMF_PT,
+                )
+            cseq = message.cseq[0]
+            call._responses[cseq] = self._final_response(
+                message,
+                source,
+                200,
+                "OK",
+                to_tag=self._local_tag(call),
+                extra=self._contact() + [("Content-Type", "application/sdp")],
+                body=body,
+                on_give_up=lambda: self._hangup(call, Disposition.FAILED),
+            )
+            call.set_state(CallState.ANSWERED)
+            call.answered_at = utc_now()
+        if offer is not None:
+            self._start_handler(call)
+
+    def _reject_invite(
+        self,
+        message: sm.LenientSIPMessage,
+        source: tuple[str, int],
+        status: int,
+        reason: str,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """A final non-2xx to a new INVITE: retransmitted until ACK, remembered for the
+        Call-ID so that a retransmitted INVITE gets it again."""
+        data = self._final_response(
+            message, source, status, reason, to_tag=sm.new_tag(), extra=extra
+        )
+        with self._lock:
+            self._bury(message.call_id, {message.cseq[0]: data}, {}, source)

@@ -1,0 +1,80 @@
+"""Ticket lists: the filters of the ticket search and keyset pagination, newest first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlmodel import Session, col
+
+from core.db import keyset_cursor, parse_keyset_cursor, saved_id
+from tickets.models import Status, Ticket
+
+
+@dataclass
+class TicketFilters:
+    status: list[Status] | None = None
+    channel: str | None = None
+    request_type: str | None = None
+    urgency: str | None = None
+    district: str | None = None
+    category_prefix: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    caller_phone: str | None = None
+    q: str | None = None
+
+
+def list_tickets(
+    session: Session,
+    *,
+    filters: TicketFilters,
+    limit: int = 50,
+    cursor: str | None = None,
+    restrict: ColumnElement[bool] | None = None,
+) -> tuple[list[Ticket], str | None]:
+    """Newest first, keyset-paginated on (created_at, id). `restrict` narrows visibility
+    (a handler sees only their unit's tickets)."""
+    stmt = select(Ticket)
+    conds: list[ColumnElement[bool]] = []
+    f = filters
+    if f.status:
+        conds.append(col(Ticket.status).in_(list(f.status)))
+    for name in ("channel", "request_type", "urgency", "district", "caller_phone"):
+        value = getattr(f, name)
+        if value:
+            conds.append(col(getattr(Ticket, name)) == value)
+    if f.category_prefix:
+        conds.append(col(Ticket.category_code).startswith(f.category_prefix))
+    if f.created_from:
+        conds.append(col(Ticket.created_at) >= f.created_from)
+    if f.created_to:
+        conds.append(col(Ticket.created_at) < f.created_to)
+    if f.q:
+        like = f"%{f.q}%"
+        conds.append(
+            or_(
+                col(Ticket.description).like(like),
+                col(Ticket.title).like(like),
+                col(Ticket.address).like(like),
+                col(Ticket.number) == f.q,
+            )
+        )
+    if restrict is not None:
+        conds.append(restrict)
+    if cursor:
+        at, ident = parse_keyset_cursor(cursor)
+        conds.append(
+            or_(
+                col(Ticket.created_at) < at,
+                and_(col(Ticket.created_at) == at, col(Ticket.id) < ident),
+            )
+        )
+    if conds:
+        stmt = stmt.where(and_(*conds))
+    stmt = stmt.order_by(col(Ticket.created_at).desc(), col(Ticket.id).desc()).limit(limit + 1)
+    rows = list(session.scalars(stmt))
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = keyset_cursor(last.created_at, saved_id(last)) if last else None
+    return rows[:limit], next_cursor
