@@ -24,6 +24,7 @@ from pathlib import Path
 import vosk
 
 from asr.config import AsrConfig
+from asr.model_view import without_dither
 from asr.normalise import normalise_text, normalise_token
 from asr.offline import frames
 from asr.recognizer import (
@@ -67,7 +68,8 @@ def check_model_layout(path: Path) -> None:
 
 
 def load_model(path: Path, *, quiet: bool = True) -> vosk.Model:
-    """The process's one loaded model for `path`, loading it on first use."""
+    """The process's one loaded model for `path`, loading it on first use (through its
+    no-dither view when it dithers: ``asr.model_view``)."""
     key = Path(path).absolute()
     with _models_lock:
         model = _models.get(key)
@@ -76,7 +78,7 @@ def load_model(path: Path, *, quiet: bool = True) -> vosk.Model:
             if quiet:
                 vosk.SetLogLevel(-1)
             try:
-                model = vosk.Model(str(key))
+                model = vosk.Model(str(without_dither(key)))
             except Exception as exc:
                 raise AsrError(f"Vosk could not load the speech model at {key}: {exc}") from None
             _models[key] = model

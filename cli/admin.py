@@ -28,6 +28,8 @@ rules_app = typer.Typer(help="Dispatch rule packs.", no_args_is_help=True)
 prompts_app = typer.Typer(help="Voice prompts of the phone menus.", no_args_is_help=True)
 # Added to the `hotline` app without a name: `sweep` is a top-level command.
 sla_app = typer.Typer()
+# `hotline sweep` tries the broker once, this long, rather than kombu's retries (~50 s).
+BROKER_TIMEOUT_S = 3
 
 
 def _print_json(value: Any) -> None:
@@ -251,14 +253,36 @@ def rules_dry_run(
 @sla_app.command("sweep")
 @friendly_errors
 def sweep() -> None:
-    """Run one SLA sweep now: fire every warning and escalation that is due."""
-    from dispatch import escalation
-    from hotline.worker import app as celery_app
+    """Run one SLA sweep now: fire every warning and escalation that is due.
 
-    def enqueue(notification_id: int) -> None:
-        celery_app.send_task("dispatch.deliver_notification", args=[notification_id])
+    With the broker unreachable the steps still fire and their e-mails and webhooks stay
+    pending in the database (the `requeue-notifications` beat task queues them once the
+    broker is back); the command says so and exits 1, after one short connection try."""
+    from dispatch import escalation
+    from hotline.worker import make_app
 
     settings = get_settings()
+    celery_app = make_app(settings)
+    celery_app.conf.broker_connection_timeout = BROKER_TIMEOUT_S
+    queued: list[int] = []
+    unqueued: list[int] = []
+    broker_error: list[str] = []
+
+    def enqueue(notification_id: int) -> None:
+        if broker_error:  # found down already: do not wait on it once per notification
+            unqueued.append(notification_id)
+            return
+        try:
+            # no publish retries: kombu's default policy waits tens of seconds on a dead broker
+            celery_app.send_task(
+                "dispatch.deliver_notification", args=[notification_id], retry=False
+            )
+        except Exception as exc:  # kombu's OperationalError, or an OSError under it
+            broker_error.append(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+            unqueued.append(notification_id)
+        else:
+            queued.append(notification_id)
+
     engine = make_engine(settings.db_url)
     try:
         result = escalation.sweep(
@@ -272,12 +296,19 @@ def sweep() -> None:
         engine.dispose()
     typer.echo(
         f"fired {result.fired} escalation step(s) on {result.assignments} assignment(s);"
-        " their e-mails and webhooks are queued for the workers"
+        f" {len(queued)} e-mail/webhook delivery(ies) queued for the workers"
         + (
             f"; {result.failed} failed (see the log; the next sweep retries)"
             if result.failed
             else ""
         )
     )
+    if broker_error:
+        fail(
+            f"the broker {_safe_url(settings.broker)} is unreachable ({broker_error[0]}):"
+            f" {len(unqueued)} e-mail/webhook delivery(ies) were not queued. They stay pending"
+            " and nothing is lost: once the broker is back, the workers' beat task"
+            " `requeue-notifications` queues them within minutes."
+        )
     if result.failed:
         raise typer.Exit(1)

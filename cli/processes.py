@@ -294,6 +294,9 @@ def sip() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from accounts.privacy import mask_logs
+
+    mask_logs()  # no caller's number in clear in the log, the SIP edge's lines included
 
     from asr.recognizer import AsrError
     from hotline.calls import setup

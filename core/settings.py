@@ -60,7 +60,7 @@ class TelephonySettings(BaseModel):
     lines: list[SipLineSettings] = Field(default_factory=list)
     rtp_low: int = 10000
     rtp_high: int = 20000
-    rtp_latch: bool = False
+    rtp_latch: bool = True  # symmetric RTP: latch to the first packet from the caller's hosts
     max_calls: int = 60
     recording_dir: Path | None = None  # default: <data_dir>/recordings
     prompts_dir: Path | None = None  # default: <data_dir>/prompts

@@ -26,9 +26,34 @@ def _finish(session: Session, *, ticket: Ticket, now: datetime) -> None:
 
 
 def _close_out(session: Session, *, ticket: Ticket, actor: Actor, now: datetime) -> None:
-    """A closed ticket's assignments are complete, and its merged tickets close with it."""
+    """The one rule for every way a ticket closes (回访, 办结, 直接办结): its assignments are
+    complete, and its merged tickets close with it, carrying the answer their callers get."""
     _finish(session, ticket=ticket, now=now)
-    tickets.close_merged_children(session, parent=ticket, actor=who(actor), now=now)
+    for child in tickets.merged_children(session, saved_id(ticket)):
+        tickets.record(
+            session,
+            ticket=child,
+            action=Action.close_merged,
+            actor=who(actor),
+            now=now,
+            changes={
+                "reply": ticket.reply,
+                "answer": ticket.answer,
+                "satisfaction": ticket.satisfaction,
+            },
+            data={"parent": ticket.number},
+        )
+
+
+def close_at_intake(
+    session: Session, *, ticket_id: int, answer: str, actor: Actor, now: datetime
+) -> Ticket:
+    """直接办结: the operator answered the caller from the knowledge base; the tickets merged
+    into this one are closed with the same answer."""
+    ticket = lock_ticket(session, ticket_id)
+    tickets.close_at_intake(session, ticket=ticket, answer=answer, actor=who(actor), now=now)
+    _close_out(session, ticket=ticket, actor=actor, now=now)
+    return ticket
 
 
 def callback(

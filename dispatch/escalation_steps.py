@@ -245,7 +245,7 @@ def record_notifications(
 
 def _webhook_body(escalation: Escalation, *, ticket: Ticket, unit: Unit) -> str:
     """The JSON a webhook receives, fixed when the step fires so every retry sends the
-    same bytes (and the same signature)."""
+    same bytes under the same `webhook-id` (each attempt is signed with its own timestamp)."""
     return json.dumps(
         {
             "event": "escalation",

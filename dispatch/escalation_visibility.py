@@ -10,20 +10,30 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlmodel import Session, col
 
 from accounts.models import Role, User
-from core.errors import Forbidden, NotFound
+from core.errors import NotFound
+from dispatch.access import visible_ticket_clause
 from dispatch.models import Escalation, Notification
 from tickets import service as tickets
 from tickets.models import Ticket
 
 
-def escalations_for_ticket(session: Session, *, ticket_id: int) -> list[Escalation]:
+def escalations_for_ticket(
+    session: Session, *, ticket_id: int, user: User | None = None
+) -> list[Escalation]:
     """Every step on the ticket (all its units, lead and co-handling alike), on the ticket it
-    was merged into, and on the tickets merged into it — oldest first."""
+    was merged into, and on the tickets merged into it — oldest first.
+
+    With `user`, a linked ticket counts only if the user may see it: a handler whose ticket
+    absorbed another unit's duplicate does not see that unit's steps."""
     ticket = tickets.get_ticket(session, ticket_id)
     linked = {ticket.id}
-    if ticket.parent_id is not None:
-        linked.add(ticket.parent_id)
-    linked.update(session.scalars(select(col(Ticket.id)).where(col(Ticket.parent_id) == ticket.id)))
+    others = select(col(Ticket.id)).where(
+        or_(col(Ticket.parent_id) == ticket.id, col(Ticket.id) == ticket.parent_id)
+    )
+    clause = visible_ticket_clause(user) if user is not None else None
+    if clause is not None:
+        others = others.where(clause)
+    linked.update(session.scalars(others))
     return list(
         session.scalars(
             select(Escalation)
@@ -61,13 +71,20 @@ def _may_acknowledge(user: User, escalation: Escalation) -> bool:
     return user.unit_id == escalation.unit_id and (user.role == Role.handler or user.is_head)
 
 
+def _missing(escalation_id: int) -> NotFound:
+    return NotFound(f"escalation {escalation_id} does not exist", escalation_id=escalation_id)
+
+
 def acknowledge(session: Session, *, escalation_id: int, user: User, now: datetime) -> Escalation:
-    """The unit (or the centre) has seen the step. A second acknowledgement keeps the first."""
+    """The unit (or the centre) has seen the step. A second acknowledgement keeps the first.
+
+    A step the user may not acknowledge is reported as missing, like one that does not
+    exist, so that escalation ids cannot be enumerated."""
     ticket_id = session.scalar(
         select(col(Escalation.ticket_id)).where(col(Escalation.id) == escalation_id)
     )
     if ticket_id is None:
-        raise NotFound(f"escalation {escalation_id} does not exist", escalation_id=escalation_id)
+        raise _missing(escalation_id)
     ticket = tickets.get_ticket(session, ticket_id, for_update=True)
     escalation = session.scalars(
         select(Escalation)
@@ -75,10 +92,7 @@ def acknowledge(session: Session, *, escalation_id: int, user: User, now: dateti
         .execution_options(populate_existing=True)
     ).one()
     if not _may_acknowledge(user, escalation):
-        raise Forbidden(
-            f"{user.username} may not acknowledge escalation {escalation_id}",
-            escalation_id=escalation_id,
-        )
+        raise _missing(escalation_id)
     if escalation.acknowledged_at is not None:
         return escalation
     escalation.acknowledged_at = now

@@ -7,18 +7,17 @@ while it returns `pending`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import smtplib
 import ssl
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, Protocol, cast
 
 import httpx
-from sqlalchemy import CursorResult, Select, or_, select, update
+from sqlalchemy import CursorResult, Select, and_, or_, select, update
 from sqlmodel import Session, col
+from standardwebhooks.webhooks import Webhook
 
 from core.db import session_scope
 from core.errors import NotFound
@@ -32,7 +31,9 @@ MAX_ATTEMPTS = 5
 UNQUEUED_AFTER = timedelta(minutes=5)
 # Longer than any channel's timeout: a claim this old was left by a worker that died.
 CLAIM_TTL = timedelta(minutes=2)
-SIGNATURE_HEADER = "X-Hotline-Signature"
+# Standard Webhooks (https://www.standardwebhooks.com): the signature covers the message id,
+# the timestamp and the body, so a receiver can reject a stale or replayed delivery.
+SECRET_PREFIX = "whsec_"
 
 
 class DeliveryError(Exception):
@@ -49,11 +50,11 @@ class DeliveryPending(Exception):
 
 
 class Channel(Protocol):
-    def send(self, notification: Notification, *, settings: Settings) -> None: ...
+    def send(self, notification: Notification, *, settings: Settings, now: datetime) -> None: ...
 
 
 class EmailChannel:
-    def send(self, notification: Notification, *, settings: Settings) -> None:
+    def send(self, notification: Notification, *, settings: Settings, now: datetime) -> None:
         smtp = settings.smtp
         if not smtp.host:
             raise DeliveryError("SMTP is not configured (HOTLINE_SMTP__HOST)", permanent=True)
@@ -84,23 +85,48 @@ class EmailChannel:
             raise DeliveryError(f"SMTP {smtp.host}:{smtp.port}: {exc!r}") from exc
 
 
-def sign(body: bytes, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def webhook_signer(secret: str) -> Webhook:
+    """A `whsec_…` secret is base64, as Standard Webhooks issues them; any other secret is
+    used as its UTF-8 bytes."""
+    if secret.startswith(SECRET_PREFIX):
+        return Webhook(secret)
+    return Webhook(secret.encode())
+
+
+def message_id(notification: Notification) -> str:
+    """The same for every attempt at one notification, so a receiver can deduplicate."""
+    return f"msg_{notification.id}"
+
+
+def webhook_headers(
+    notification: Notification, *, secret: str | None, now: datetime
+) -> dict[str, str]:
+    """`webhook-id`, `webhook-timestamp` (this attempt's, Unix seconds) and, with a secret,
+    `webhook-signature` over `{id}.{timestamp}.{body}`."""
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        "webhook-id": message_id(notification),
+        "webhook-timestamp": str(int(now.timestamp())),
+    }
+    if secret:
+        at = datetime.fromtimestamp(int(now.timestamp()), tz=UTC)
+        headers["webhook-signature"] = webhook_signer(secret).sign(
+            msg_id=headers["webhook-id"], timestamp=at, data=notification.body
+        )
+    return headers
 
 
 class WebhookChannel:
-    """POSTs the JSON fixed when the step fired; the receiver checks the HMAC signature."""
+    """POSTs the JSON fixed when the step fired, signed the Standard Webhooks way."""
 
-    def send(self, notification: Notification, *, settings: Settings) -> None:
+    def send(self, notification: Notification, *, settings: Settings, now: datetime) -> None:
         url = notification.address or settings.webhook.url
         if not url:
             raise DeliveryError(
                 "no webhook URL is configured (HOTLINE_WEBHOOK__URL)", permanent=True
             )
         body = notification.body.encode()
-        headers = {"Content-Type": "application/json; charset=utf-8"}
-        if settings.webhook.secret:
-            headers[SIGNATURE_HEADER] = sign(body, settings.webhook.secret)
+        headers = webhook_headers(notification, secret=settings.webhook.secret, now=now)
         try:
             response = httpx.post(
                 url, content=body, headers=headers, timeout=settings.webhook.timeout_s
@@ -145,7 +171,7 @@ def deliver(
     try:
         if channel is None:
             raise DeliveryError(f"no channel delivers {message.channel!r}", permanent=True)
-        channel.send(message, settings=settings)
+        channel.send(message, settings=settings, now=now)
     except DeliveryError as exc:
         error = exc
     with session_scope(session_factory) as session:
@@ -205,17 +231,27 @@ def _settle(
 
 
 def unqueued(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
-    """Deliverable notifications that no task ever picked up, oldest first, so that a broker
-    outage at commit time delays an e-mail or webhook but never loses it."""
+    """Deliverable notifications that no task will deliver, oldest first: those no task
+    ever picked up (a broker outage at commit time) and those whose claim expired (a worker
+    killed mid-delivery, whose message the broker may have lost). An outage or a crash
+    delays an e-mail or webhook but never loses it; `deliver`'s claim makes a second copy
+    of a message that is still queued harmless."""
     # An id is a primary key, never NULL, though SQLModel types it as optional.
     ids = cast("Select[int]", select(col(Notification.id)))
+    never_queued = and_(
+        col(Notification.attempts) == 0,
+        col(Notification.created_at) <= now - UNQUEUED_AFTER,
+    )
+    abandoned = and_(
+        col(Notification.claimed_at).is_not(None),
+        col(Notification.claimed_at) < now - CLAIM_TTL,
+    )
     return list(
         session.scalars(
             ids.where(
                 col(Notification.status) == NotificationStatus.pending,
-                col(Notification.attempts) == 0,
                 col(Notification.channel) != "inapp",
-                col(Notification.created_at) <= now - UNQUEUED_AFTER,
+                or_(never_queued, abandoned),
             )
             .order_by(col(Notification.id))
             .limit(limit)

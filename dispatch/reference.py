@@ -22,6 +22,7 @@ from dispatch.calendar import WorkCalendar
 from dispatch.models import CalendarDay, Rule, RuleRevision, SlaPolicy, Unit
 from dispatch.rule_matching import CompiledRules
 from dispatch.rule_specs import RuleSpec, validate_rule
+from dispatch.segment import default_synonyms
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def _compile(session: Session) -> CompiledRules:
             # Only a row written around the rule book can be invalid; one bad rule must not
             # stop every ticket from being dispatched.
             log.error("skipping invalid stored rule %s: %s", rule.id, exc.message)
-    return CompiledRules.build(specs)
+    return CompiledRules.build(specs, default_synonyms())
 
 
 def _build(session: Session, revision: int) -> Snapshot:

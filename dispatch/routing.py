@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from core.db import build_row, saved_id, table_of
 from core.errors import Conflict, InvalidInput
-from dispatch import escalation, policies, reference, sla
+from dispatch import classifier, escalation, policies, reference, sla
 from dispatch.assignments import Actor, assignments_of, lock_ticket, who, withdraw
 from dispatch.calendar import WorkCalendar
 from dispatch.models import (
@@ -211,9 +211,14 @@ def _decide(
 ) -> _Decision:
     """Every refusal (a rule naming an inactive unit, an unknown policy) is raised here,
     before anything is written or changed."""
-    match, explained = reference.snapshot(session).rules.decide(facts_of(ticket, tz))
+    facts = facts_of(ticket, tz)
+    match, explained = reference.snapshot(session).rules.decide(facts)
     # The Explanation as the plain JSON mapping the audit event and the API carry.
     explanation = cast(dict[str, Any], explained)
+    model = classifier.installed()
+    if model is not None and explained["confidence"] != 1.0:
+        # Advice for the dispatcher where the rules were silent or unsure; never routes.
+        explanation["suggestion"] = model.suggest(facts.text).to_data()
     changes: dict[str, Any] = {}
     rule_name = None
     if match is not None:

@@ -6,6 +6,21 @@ all hold wins. Pure: no database and no I/O beyond the text it is given.
 Text conditions are compared on normalised text: NFKC (full-width letters and digits become
 half-width) and lower-cased, on both the keyword and the ticket side. Regular expressions
 run on the NFKC text with IGNORECASE, so write them with half-width characters.
+
+Negation: a keyword inside a clause the caller denies ("不是停水，是水有怪味") does not count
+as a hit, so the denied subject neither routes the ticket nor blocks a `text_none` rule. A
+denied clause starts at 不是/并不是/并非/倒不是 (not after 是, so "是不是停水了" still counts)
+and runs to the next comma when what follows names the subject the caller means (是, 而是,
+主要是, 我们家是: at most four characters before 是).
+
+Emphasis: when the caller stresses one demand among several ("路灯坏了……这些都不算啥，主要是
+小区停电两天了"), the rules hit by the words after the last 主要是/关键是/重点是 are tried first
+(still in priority order), then the rest.
+
+Confidence and alternatives: the winner is still the first rule that holds, but `decide`
+goes on to list the other rules that hold and route elsewhere (`alternatives`, at most
+ALTERNATIVES_CAP, in evaluation order) and rates the choice (`confidence`, 0..1): 1.0 when
+no other unit is in play, lower the closer the best rival's priority is to the winner's.
 """
 
 from __future__ import annotations
@@ -22,9 +37,17 @@ import ahocorasick
 
 from core.errors import InvalidInput
 from dispatch.rule_specs import RuleSpec, TimeWindow
+from dispatch.segment import Synonyms
 from tickets.models import Channel, RequestType, Urgency
 
 EXPLAIN_CANDIDATES_CAP = 20
+ALTERNATIVES_CAP = 3
+CONFIDENCE_PRIORITY_SPAN = 60
+_EMPHASIS = re.compile(r"主要是|关键是|最主要的是|主要想问|主要想反映|我主要说的是|重点是")
+_NEGATED = re.compile(
+    r"(?<!是)(?:并不是|倒不是|不是|并非)([^，,。；;！!？?\s]{1,20})[，,]\s*"
+    r"(?=[^，,。；;！!？?\s]{0,4}是)"
+)
 
 
 def normalise(text: str) -> str:
@@ -63,16 +86,29 @@ class CandidateTrace(TypedDict):
     failed: ConditionOutcome
 
 
+class Alternative(TypedDict):
+    rule: str
+    priority: int
+    lead_unit: str | None
+    matched_terms: list[str]
+
+
 class Explanation(TypedDict):
     """Why a ticket was (or was not) routed; plain JSON for the ticket's audit event.
     `checked` lists the candidates tried before the winner, in order, with the first
-    condition each failed (at most EXPLAIN_CANDIDATES_CAP; `checked_total` counts all)."""
+    condition each failed (at most EXPLAIN_CANDIDATES_CAP; `checked_total` counts all).
+    `alternatives` are the other rules that hold and would send the ticket to another unit,
+    and `confidence` (0..1, None when nothing fired) rates the winner against them.
+    `emergency` is the phrase that kept an emergency call from being routed at all."""
 
     fired: RuleTrace | None
     actions: dict[str, Any] | None
     checked: list[CandidateTrace]
     checked_total: int
     rules_total: int
+    confidence: float | None
+    alternatives: list[Alternative]
+    emergency: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +124,7 @@ class _Context:
     nfkc: str  # NFKC only, for regular expressions
     hits: frozenset[int]  # ids of the keywords found in the text
     facts: TicketFacts
+    emphasis: frozenset[int] = frozenset()  # hits after "主要是/关键是 ..."
 
 
 class _Terms:
@@ -275,14 +312,18 @@ class CompiledRules:
         automaton: Any,
         term_rules: list[tuple[int, ...]],
         always: tuple[int, ...],
+        synonyms: Synonyms | None = None,
     ) -> None:
         self._rules = rules
         self._automaton = automaton
         self._term_rules = term_rules
         self._always = always
+        self._synonyms = synonyms
 
     @classmethod
-    def build(cls, specs: Iterable[RuleSpec]) -> CompiledRules:
+    def build(cls, specs: Iterable[RuleSpec], synonyms: Synonyms | None = None) -> CompiledRules:
+        """`synonyms` rewrite the ticket's wording (dispatch/segment.py) before keywords
+        are looked up; without them keywords match the text as written."""
         enabled = sorted((s for s in specs if s.enabled), key=lambda s: (s.priority, s.name))
         duplicates = sorted(n for n, count in Counter(s.name for s in enabled).items() if count > 1)
         if duplicates:
@@ -343,9 +384,9 @@ class CompiledRules:
         if term_ids:
             automaton = ahocorasick.Automaton()
             for key, tid in term_ids.items():
-                automaton.add_word(key, tid)
+                automaton.add_word(key, (tid, len(key)))
             automaton.make_automaton()
-        return cls(rules, automaton, [tuple(r) for r in term_rules], tuple(always))
+        return cls(rules, automaton, [tuple(r) for r in term_rules], tuple(always), synonyms)
 
     @property
     def specs(self) -> list[RuleSpec]:
@@ -355,21 +396,37 @@ class CompiledRules:
     def _context(self, facts: TicketFacts) -> _Context:
         nfkc = unicodedata.normalize("NFKC", facts.text)
         text = nfkc.lower()
-        hits = (
-            frozenset(tid for _, tid in self._automaton.iter(text))
-            if self._automaton is not None
-            else frozenset()
-        )
-        return _Context(text=text, nfkc=nfkc, hits=hits, facts=facts)
+        if self._synonyms is not None:
+            text = self._synonyms.apply(text)
+        if self._automaton is None:
+            return _Context(text=text, nfkc=nfkc, hits=frozenset(), facts=facts)
+        denied = [m.span(1) for m in _NEGATED.finditer(text)]
+        stressed = [m.end() for m in _EMPHASIS.finditer(text)]
+        found = [
+            (tid, end - length + 1)
+            for end, (tid, length) in self._automaton.iter(text)
+            if not any(start <= end - length + 1 and end < stop for start, stop in denied)
+        ]
+        hits = frozenset(tid for tid, _ in found)
+        emphasis = frozenset(tid for tid, start in found if stressed and start >= stressed[-1])
+        return _Context(text=text, nfkc=nfkc, hits=hits, facts=facts, emphasis=emphasis)
 
     def _candidates(self, ctx: _Context) -> list[int]:
         found = set(self._always)
         for tid in ctx.hits:
             found.update(self._term_rules[tid])
-        return sorted(found)
+        if not ctx.emphasis:
+            return sorted(found)
+        stressed = set(self._always)
+        for tid in ctx.emphasis:
+            stressed.update(self._term_rules[tid])
+        # The demand the caller stresses is tried first, each group in priority order.
+        return sorted(found, key=lambda index: (index not in stressed, index))
 
     def match(self, facts: TicketFacts) -> Match | None:
         ctx = self._context(facts)
+        if self._synonyms is not None and self._synonyms.emergency(ctx.text):
+            return None
         for index in self._candidates(ctx):
             rule = self._rules[index]
             if rule.holds(ctx):
@@ -385,17 +442,23 @@ class CompiledRules:
         ctx = self._context(facts)
         checked: list[CandidateTrace] = []
         checked_total = 0
-        for index in self._candidates(ctx):
+        emergency = self._synonyms.emergency(ctx.text) if self._synonyms is not None else None
+        candidates = [] if emergency else self._candidates(ctx)
+        for position, index in enumerate(candidates):
             rule = self._rules[index]
             failure = rule.first_failure(ctx)
             if failure is None:
                 trace = rule.trace(ctx)
+                alternatives = self._alternatives(ctx, rule, candidates[position + 1 :])
                 return Match(rule.spec, rule.matched_terms(ctx), trace), {
                     "fired": trace,
                     "actions": rule.spec.actions.model_dump(mode="json", exclude_defaults=True),
                     "checked": checked,
                     "checked_total": checked_total,
                     "rules_total": len(self._rules),
+                    "confidence": _confidence(rule.spec, alternatives),
+                    "alternatives": alternatives,
+                    "emergency": None,
                 }
             checked_total += 1
             if len(checked) < EXPLAIN_CANDIDATES_CAP:
@@ -408,4 +471,39 @@ class CompiledRules:
             "checked": checked,
             "checked_total": checked_total,
             "rules_total": len(self._rules),
+            "confidence": None,
+            "alternatives": [],
+            "emergency": emergency,
         }
+
+    def _alternatives(
+        self, ctx: _Context, winner: _Compiled, rest: Sequence[int]
+    ) -> list[Alternative]:
+        """Later rules that also hold and would lead with another unit, one per unit."""
+        units = {winner.spec.actions.lead_unit}
+        found: list[Alternative] = []
+        for index in rest:
+            rule = self._rules[index]
+            unit = rule.spec.actions.lead_unit
+            if unit in units or not rule.holds(ctx):
+                continue
+            units.add(unit)
+            found.append(
+                {
+                    "rule": rule.spec.name,
+                    "priority": rule.spec.priority,
+                    "lead_unit": unit,
+                    "matched_terms": list(rule.matched_terms(ctx)),
+                }
+            )
+            if len(found) == ALTERNATIVES_CAP:
+                break
+        return found
+
+
+def _confidence(winner: RuleSpec, alternatives: list[Alternative]) -> float:
+    """1.0 with no rival unit; else grows with the priority gap to the nearest rival."""
+    if not alternatives:
+        return 1.0
+    gap = min(a["priority"] for a in alternatives) - winner.priority
+    return round(0.5 + 0.5 * min(1.0, max(0, gap) / CONFIDENCE_PRIORITY_SPAN), 2)

@@ -16,11 +16,14 @@ from sqlalchemy.exc import OperationalError
 from asr.recognizer import Recognizer
 from core import runtime
 from core.db import session_scope
-from dispatch import escalation, notify
+from core.errors import InvalidInput
+from dispatch import classifier, escalation, notify
 from dispatch.models import NotificationStatus
 from hotline.calls import intake, setup
 
 # ---------------------------------------------------------------- SLA and notifications
+
+RETRY_BACKOFF_MAX_S = int(notify.CLAIM_TTL.total_seconds() * 3 / 4)
 
 
 @shared_task(name="dispatch.sweep_sla", ignore_result=True)
@@ -46,7 +49,9 @@ def sweep_sla(now: str | None = None) -> dict[str, int]:
     # deliver() gives up after MAX_ATTEMPTS on its own; Celery must not stop retrying first.
     max_retries=notify.MAX_ATTEMPTS,
     retry_backoff=30,
-    retry_backoff_max=30 * 60,
+    # A retry waits in the worker (unacknowledged) until it is due; one that waited past the
+    # broker's visibility timeout (the claim TTL) would be handed out a second time.
+    retry_backoff_max=RETRY_BACKOFF_MAX_S,
     retry_jitter=True,
 )
 def deliver_notification(notification_id: int) -> str:
@@ -70,6 +75,22 @@ def requeue_notifications() -> int:
     for notification_id in ids:
         deliver_notification.delay(notification_id)
     return len(ids)
+
+
+# ---------------------------------------------------------------- learned routing suggestion
+
+
+@shared_task(name="dispatch.train_router", ignore_result=True)
+def train_router() -> int:
+    """Retrain the learned routing suggestion on the centre's history and save it under the
+    data directory; the number of tickets learned from, 0 while the history is too small."""
+    path = runtime.get_settings().data_dir / classifier.MODEL_FILE
+    with session_scope(runtime.get_session_factory()) as session:
+        try:
+            model = classifier.train_from_history(session, path=path)
+        except InvalidInput:
+            return 0
+    return model.trained_on
 
 
 # ---------------------------------------------------------------- calls

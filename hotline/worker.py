@@ -14,6 +14,7 @@ from celery import Celery
 from celery.schedules import crontab
 
 from core.settings import Settings, get_settings
+from dispatch.notify import CLAIM_TTL
 
 TASK_MODULES = ["hotline.tasks"]
 
@@ -28,6 +29,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "dispatch.requeue_notifications",
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 240},
+    },
+    "train-router": {
+        "task": "dispatch.train_router",
+        "schedule": crontab(hour=3, minute=30),
+        "options": {"expires": 3600},
     },
     "requeue-transcriptions": {
         "task": "calls.requeue_transcriptions",
@@ -75,6 +81,11 @@ def make_app(settings: Settings | None = None) -> Celery:
     )
     if settings.broker.startswith("filesystem://"):
         app.conf.broker_transport_options = _filesystem_transport(settings)
+    else:
+        # A message a killed worker took (acks late) comes back after the visibility
+        # timeout — kombu's default is an hour; make it the delivery claim's expiry, so a
+        # notification is retried within minutes, as the README promises.
+        app.conf.broker_transport_options = {"visibility_timeout": int(CLAIM_TTL.total_seconds())}
     return app
 
 

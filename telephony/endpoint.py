@@ -54,6 +54,9 @@ class Disposition(str, enum.Enum):
     NO_ANSWER = "no_answer"  # outbound: ring timeout
     BUSY = "busy"  # outbound: 486/600/603
     FAILED = "failed"  # signalling or media failure
+    # Inbound: turned away unanswered (503: every call slot or RTP port busy) — a missed call
+    # the centre must call back; its record keeps the caller's number.
+    REFUSED = "refused"
 
 
 class IllegalCallTransition(Exception):
@@ -78,7 +81,9 @@ class CallFailed(Exception):
 
 
 class Call(Protocol):
-    call_id: str  # the SIP Call-ID: the idempotency key of everything a call creates
+    # The call's key, the idempotency key of everything a call creates: its SIP Call-ID, made
+    # unique per call and at most 255 long (``telephony.sip_call_keys``).
+    call_id: str
     direction: CallDirection
     local_uri: str
     remote_uri: str  # From of an inbound call, the dialled URI of an outbound one

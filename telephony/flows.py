@@ -121,7 +121,9 @@ class FlowHooks:
 class FlowSettings:
     recording_dir: Path
     menu_enabled: bool = False
-    barge_in: bool = False  # caller speech stops the greeting (off: line echo can trigger it)
+    # Caller speech stops the greeting (off: line echo can trigger it). Either way what the
+    # caller says over the greeting is kept: it opens the recording, nothing of it is lost.
+    barge_in: bool = False
     endpointer: EndpointerSettings = field(default_factory=EndpointerSettings)
     read_timeout_s: float = 0.2
     menu_timeout_s: float = 5.0
@@ -145,7 +147,7 @@ class _CallerGone(Exception):
 @dataclass
 class _Played:
     key: str | None = None  # a key that interrupted the prompt
-    speech: list[bytes] = field(default_factory=list)  # caller audio that barged in
+    speech: list[bytes] = field(default_factory=list)  # caller audio over the prompt, kept
 
 
 def _hook(fn: Callable[..., Any], *args: Any) -> Any:
@@ -192,8 +194,16 @@ class _Flow:
                 return
 
     def play(
-        self, pieces: list[str], *, keys_interrupt: bool = False, barge_in: bool = False
+        self,
+        pieces: list[str],
+        *,
+        keys_interrupt: bool = False,
+        barge_in: bool = False,
+        keep_speech: bool = False,
     ) -> _Played:
+        """Play ``pieces`` to the end, or until a key (``keys_interrupt``) or the caller's
+        speech (``barge_in``) stops them. ``keep_speech``: caller speech heard while they
+        play is kept, from a little before its start, in ``_Played.speech``."""
         call = self.call
         pcm = b"".join(self.prompts.pcm(p) for p in pieces)
         self.discard_backlog()
@@ -203,6 +213,7 @@ class _Flow:
         recent: deque[bytes] = deque(maxlen=start_frames + 5)
         loud_run = 0
         done = 0
+        kept: list[bytes] | None = None  # the caller's speech (and what follows), once heard
         while done < frames:
             frame = call.read_frame(self.settings.read_timeout_s)
             if frame is None:
@@ -215,19 +226,26 @@ class _Flow:
             if not frame:
                 done += self.timeout_frames
                 loud_run = 0
+                if kept is not None:  # no packets: the time still passed
+                    kept += [bytes(FRAME_BYTES)] * self.timeout_frames
                 continue
             done += 1
-            if barge_in:
+            if kept is not None:
+                kept.append(frame)
+            elif barge_in or keep_speech:
                 recent.append(frame)
                 loud = frame_dbfs(frame) >= self.settings.endpointer.threshold_dbfs
                 loud_run = loud_run + 1 if loud else 0
-                if loud_run >= start_frames:
+                if loud_run >= start_frames and barge_in:
                     call.clear_audio()
                     return _Played(speech=list(recent))
+                if loud_run >= start_frames:
+                    log.info("call %s: the caller speaks over the prompt: kept", call.call_id)
+                    kept = list(recent)
         # The frame count is only an estimate of the playing time: wait for the real end.
         if not call.wait_sent(timeout=2.0) and call.ended.is_set():
             raise _CallerGone
-        return _Played()
+        return _Played(speech=kept or [])
 
     def read_key(self, timeout: float) -> str | None:
         key = self.call.read_dtmf(timeout)
@@ -268,10 +286,10 @@ class _Flow:
         try:
             if greet:
                 _enter(call, CallState.GREETING)
-                played = self.play(["greeting", BEEP], barge_in=s.barge_in)
+                played = self.play(["greeting", BEEP], barge_in=s.barge_in, keep_speech=True)
             else:
                 _enter(call, CallState.PROMPTING)
-                played = self.play(["speak_now", BEEP], barge_in=s.barge_in)
+                played = self.play(["speak_now", BEEP], barge_in=s.barge_in, keep_speech=True)
             if not played.speech:
                 self.discard_backlog()
             _enter(call, CallState.LISTENING)

@@ -23,7 +23,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from telephony import codecs
@@ -88,9 +88,11 @@ class RtpSession:
 
     Source lock: by default only packets from ``remote`` (the address in the peer's SDP) are
     accepted. With ``latch=True`` the first source seen is accepted instead and also becomes
-    where we send (symmetric RTP, "comedia"): a phone behind NAT sends from a public address
-    its SDP can't know. Latching is opt-in because it lets whoever sends first take the call's
-    audio; an SBC in front of the platform makes it unnecessary.
+    where we send (symmetric RTP, "comedia", RFC 4961): a phone behind NAT sends from a public
+    address its SDP can't know. ``latch_from`` narrows who may be latched to (the SIP edge
+    passes the SDP's host and the host the INVITE came from, as SBCs do), so that a stranger
+    spraying packets at the port cannot take the call's audio. Packets dropped for their
+    source are counted (``foreign_source``) and logged, once per session and source.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class RtpSession:
         dtmf_payload_type: int | None,
         on_dtmf: Callable[[str], None] | None = None,
         latch: bool = False,
+        latch_from: Collection[str] | None = None,
         jitter_ms: int = 60,
         receive_buffer_bytes: int = 4 * 1024 * 1024,
         loop: MediaLoop | None = None,
@@ -116,6 +119,10 @@ class RtpSession:
         self._on_dtmf = on_dtmf
         self._latch = latch
         self._latched = False
+        self._latch_from = (
+            None if latch_from is None else {_normalise((h, 0))[0] for h in latch_from}
+        )
+        self._foreign_logged: set[tuple[str, int]] = set()
         self._remote = _normalise(remote) if remote is not None else None
         self._jitter_samples = jitter_ms * 8
         self._jitter_s = jitter_ms / 1000
@@ -247,10 +254,18 @@ class RtpSession:
     def _on_datagram(self, data: bytes, source: tuple[str, int]) -> bool:
         """Handle one datagram; True when it put audio in the jitter buffer."""
         remote = self._remote
-        if source != remote:
-            if not (self._latch and not self._latched):
-                self._stats["foreign_source"] += 1
-                return False
+        if source != remote and not self._may_latch(source):
+            self._stats["foreign_source"] += 1
+            if source not in self._foreign_logged and len(self._foreign_logged) < 8:
+                self._foreign_logged.add(source)
+                log.warning(
+                    "RTP from %s dropped on %s: the call's media is %s%s",
+                    source,
+                    self.local_address,
+                    remote,
+                    "" if self._latch else " (a phone behind NAT needs rtp_latch)",
+                )
+            return False
         try:
             packet = parse_rtp(data)
         except MalformedPacket as exc:
@@ -271,8 +286,14 @@ class RtpSession:
         with self._cond:
             if self._latch and not self._latched:
                 self._latched = True
+                if source != self._remote:
+                    log.info(
+                        "RTP latched to %s on %s (the SDP said %s)",
+                        source,
+                        self.local_address,
+                        self._remote,
+                    )
                 self._remote = source
-                log.info("RTP latched to %s on %s", source, self.local_address)
             self._stats["received"] += 1
             if packet.ssrc != self._ssrc:
                 self._new_stream(packet)
@@ -284,6 +305,11 @@ class RtpSession:
                 return self._buffer_audio(ts, packet, now)
         self._on_event(packet)
         return False
+
+    def _may_latch(self, source: tuple[str, int]) -> bool:
+        if not self._latch or self._latched:
+            return False
+        return self._latch_from is None or source[0] in self._latch_from
 
     def _new_stream(self, packet: RtpPacket) -> None:
         if self._ssrc is not None:

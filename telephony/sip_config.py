@@ -41,9 +41,11 @@ class SipConfig:
     advertised_host: str = ""  # in Via/Contact/SDP when the bind address is not reachable
     rtp_low: int = 10000
     rtp_high: int = 20000
-    # Accept the caller's RTP from wherever it first comes and answer there (symmetric RTP)
-    # instead of only from the SDP address: for phones behind NAT calling without an SBC.
-    rtp_latch: bool = False
+    # Accept the caller's RTP from where its first packet comes and answer there (symmetric
+    # RTP, RFC 4961, as SBCs do) instead of only from the SDP address: for phones behind NAT
+    # calling without an SBC. Only the SDP's host or the INVITE's source host can be latched
+    # to; False: strictly the SDP's address (other sources are dropped and logged).
+    rtp_latch: bool = True
     max_calls: int = 60  # beyond it new INVITEs get 503 Service Unavailable
     user_agent: str = "hotline12345"
     caller_user: str = "hotline"  # our user part on outbound calls in direct mode

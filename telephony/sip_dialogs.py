@@ -73,8 +73,10 @@ class SipCall:
         peer: tuple[str, int],
         rtp_port: int,
         rtp_sock: socket.socket | None,
+        sip_call_id: str = "",
     ) -> None:
-        self.call_id = call_id
+        self.call_id = call_id  # the key the platform knows the call by
+        self.sip_call_id = sip_call_id or call_id  # the Call-ID header of its dialog
         self.direction = direction
         self.local_uri = local_uri
         self.remote_uri = remote_uri
@@ -89,6 +91,7 @@ class SipCall:
         self.rtp_port = rtp_port
         self.payload_type = PCMU
         self.dtmf_payload_type: int | None = None
+        self.dtmf_events = "0-16"  # the telephone-events of our SDP (their offer's, within ours)
         self.remote_rtp: tuple[str, int] = ("0.0.0.0", 0)
         self._edge = edge
         self._lock = threading.RLock()
@@ -222,6 +225,7 @@ class SipDialogs(SipTransactions):
     def _start_media(self, call: SipCall, offer: Offer) -> None:
         call.payload_type, call.codec = offer.payload_type, CODECS[offer.payload_type]
         call.dtmf_payload_type = offer.dtmf_payload_type
+        call.dtmf_events = offer.dtmf_events or "0-16"
         call.remote_rtp = (offer.address, offer.port)
         media = self._media_factory(
             local_host=self.config.host,
@@ -231,7 +235,13 @@ class SipDialogs(SipTransactions):
             payload_type=offer.payload_type,
             dtmf_payload_type=offer.dtmf_payload_type,
             on_dtmf=call._dtmf.put,
-            **({"latch": True} if self.config.rtp_latch else {}),
+            # Symmetric RTP (RFC 4961): latch to the first packet from the SDP's host or
+            # the host the INVITE came from (a phone behind NAT), logged by the session.
+            **(
+                {"latch": True, "latch_from": (offer.address, call._peer[0])}
+                if self.config.rtp_latch
+                else {}
+            ),
         )
         media.start()
         call._media = media
@@ -244,6 +254,7 @@ class SipDialogs(SipTransactions):
             version=call._sdp_version,
             payload_types=[call.payload_type],
             dtmf=call.dtmf_payload_type,
+            dtmf_events=call.dtmf_events,
         )
 
     # --- requests within a dialog: re-INVITE, ACK, CANCEL, BYE, OPTIONS -----------------
@@ -326,6 +337,13 @@ class SipDialogs(SipTransactions):
             else:
                 self._respond(message, source, 481, "Call/Transaction Does Not Exist")
             return
+        if (message.tag("To"), message.tag("From")) != (
+            self._local_tag(call),
+            sm.header_param(call._remote_header, "tag"),
+        ):  # another dialog's BYE (RFC 3261 §12.2.2): the call goes on
+            log.warning("BYE for call %s with foreign tags from %s:%s: 481", call.call_id, *source)
+            self._respond(message, source, 481, "Call/Transaction Does Not Exist")
+            return
         self._respond(message, source, 200, "OK")
         self._finish(call, Disposition.CALLER_HUNG_UP)
 
@@ -370,7 +388,7 @@ class SipDialogs(SipTransactions):
             ("From", call._local_header),
             ("To", to if to is not None else call._remote_header),
             *(("Route", route) for route in (call._route_set if routes else ())),
-            ("Call-ID", call.call_id),
+            ("Call-ID", call.sip_call_id),
             ("CSeq", cseq),
         ]
 
@@ -404,11 +422,11 @@ class SipDialogs(SipTransactions):
             call._media = EndedMedia(media)
         self._ports.release(call.rtp_port)  # closes the socket if no media took it over
         with self._lock:
-            self._dialogs.pop(call.call_id, None)
+            self._dialogs.pop(call.sip_call_id, None)
             for key in call._keys:  # our requests' transactions (final responses we sent
                 self._pending.pop(key, None)  # keep retransmitting until their ACK)
                 self._retx.pop(("req",) + key, None)
-            self._bury(call.call_id, dict(call._responses), dict(call._acks), call._peer)
+            self._bury(call.sip_call_id, dict(call._responses), dict(call._acks), call._peer)
         call.ended.set()
         log.info("call %s ended: %s", call.call_id, disposition.value)
         self._observed.put(call)

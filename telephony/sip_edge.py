@@ -24,8 +24,9 @@ is built of, each in its own module, bottom up:
   negotiated and its 8-bit audio path needs ``audioop``), plugged in through ``media_factory``;
   RTP ports are bound from ``rtp_low``..``rtp_high`` and released at the call's end;
 * admission (here): requests from outside ``allow`` get 403; beyond ``max_calls`` INVITEs get
-  503. In ``registered`` mode the lines' registrars are allowed as well; in ``direct`` mode
-  peers call the edge without any REGISTER.
+  503 and are reported as missed calls (``sip_inbound``); known methods we do not serve get
+  405, unknown ones 501. In ``registered`` mode the lines' registrars are allowed as well;
+  in ``direct`` mode peers call the edge without any REGISTER.
 
 Threads, all bounded: one receives SIP, one runs timers (retransmissions, ring delays,
 registration refreshes), one tells ``on_ended`` (so a slow observer never stalls SIP), one per
@@ -163,8 +164,11 @@ class SipEdge(InboundCalls, OutboundCalls):
             "CANCEL": self._on_cancel,
             "OPTIONS": self._on_options,
         }.get(method)
-        if handler is None:
+        if handler is None and method in sm.KNOWN_METHODS:
             self._respond(message, source, 405, "Method Not Allowed", extra=[("Allow", ALLOW)])
+            return
+        if handler is None:
+            self._respond(message, source, 501, "Not Implemented", extra=[("Allow", ALLOW)])
             return
         handler(message, source)
 

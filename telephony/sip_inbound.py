@@ -3,8 +3,10 @@
 A new INVITE gets 100 Trying at once, then (after ``answer_delay``, 180 Ringing meanwhile) a
 200 with our answer, or with our offer when theirs is delayed to the ACK; the call's handler
 starts once media runs. Refusals are final responses retransmitted until their ACK and
-remembered for the Call-ID: 488 for an offer without PCMU/PCMA, 503 beyond ``max_calls`` or
-without a free RTP port, 481/482 for INVITEs that match no dialog. A retransmitted INVITE gets
+remembered for the Call-ID: 488 for an offer without PCMU/PCMA or with media we cannot reach
+(IPv6 to an IPv4 edge), 503 beyond ``max_calls`` or without a free RTP port (a missed call:
+told to ``on_ended`` with ``Disposition.REFUSED``), 481/482 for INVITEs that match no dialog.
+Each new call gets its key (``Call.call_id``) from ``sip_call_keys``. A retransmitted INVITE gets
 the same response again, also for a while after the call ended; one inside a dialog is a
 re-INVITE (``sip_dialogs``).
 """
@@ -16,14 +18,36 @@ import logging
 from telephony import sip_message as sm
 from telephony.endpoint import CallDirection, CallState, Disposition
 from telephony.rtp_ports import NoFreeRtpPort
-from telephony.sip_dialogs import SipCall, SipDialogs, utc_now
-from telephony.sip_sdp import DTMF_PT, PCMA, PCMU, Offer, build_sdp, read_offer
+from telephony.sip_call_keys import CallKeys
+from telephony.sip_config import SipConfig
+from telephony.sip_dialogs import MediaFactory, SipCall, SipDialogs, utc_now
+from telephony.sip_sdp import (
+    DTMF_PT,
+    PCMA,
+    PCMU,
+    Offer,
+    address_problem,
+    build_sdp,
+    read_offer,
+)
 
 log = logging.getLogger(__name__)
 
 
 class InboundCalls(SipDialogs):
     """The user-agent server part of ``SipEdge``: INVITEs that make new calls."""
+
+    def __init__(self, config: SipConfig, *, media_factory: MediaFactory) -> None:
+        super().__init__(config, media_factory=media_factory)
+        self._call_keys = CallKeys()
+        self._refused = 0
+
+    @property
+    def refused_calls(self) -> int:
+        """How many INVITEs were turned away for capacity since the start (each also told
+        to ``on_ended`` as a call with ``Disposition.REFUSED``)."""
+        with self._lock:
+            return self._refused
 
     def _on_invite(self, message: sm.LenientSIPMessage, source: tuple[str, int]) -> None:
         call_id, (cseq, _) = message.call_id, message.cseq
@@ -55,9 +79,20 @@ class InboundCalls(SipDialogs):
             self._reject_invite(
                 message, source, 503, "Service Unavailable", extra=[("Retry-After", "5")]
             )
+            self._report_refused(message, source, f"all {self.config.max_calls} call slots busy")
             return
         offer, problem = read_offer(message)
         delayed_offer = not message.raw_message.body  # we offer in the 200, they answer in ACK
+        if offer is not None and (unreachable := address_problem(offer, self.config.host)):
+            log.info("INVITE %s refused: %s", call_id, unreachable)
+            self._reject_invite(
+                message,
+                source,
+                488,
+                "Not Acceptable Here",
+                extra=[("Warning", f'301 hotline "{unreachable}"')],
+            )
+            return
         if offer is None and not delayed_offer:
             log.info("INVITE %s refused: %s", call_id, problem)
             self._reject_invite(
@@ -72,11 +107,13 @@ class InboundCalls(SipDialogs):
             port, sock = self._ports.allocate()
         except NoFreeRtpPort:
             self._reject_invite(message, source, 503, "Service Unavailable")
+            self._report_refused(message, source, "no free RTP port")
             return
         raw = message.raw_message
         call = SipCall(
             edge=self,
-            call_id=call_id,
+            call_id=self._call_keys.new_call(call_id),
+            sip_call_id=call_id,
             direction=CallDirection.INBOUND,
             local_uri=sm.uri_of(raw.get("To")),
             remote_uri=sm.uri_of(raw.get("From")),
@@ -100,6 +137,37 @@ class InboundCalls(SipDialogs):
             self._timers.call_later(self.config.answer_delay, lambda: self._answer(call, offer))
         else:
             self._answer(call, offer)
+
+    def _report_refused(
+        self, message: sm.LenientSIPMessage, source: tuple[str, int], why: str
+    ) -> None:
+        """A call turned away for capacity is a missed call: counted, logged, and told to
+        ``on_ended`` (once: a retransmitted INVITE meets the tombstone) as an ended call
+        with ``Disposition.REFUSED``, so that its record holds the number to call back."""
+        raw = message.raw_message
+        call = SipCall(
+            edge=self,
+            call_id=self._call_keys.new_call(message.call_id),
+            sip_call_id=message.call_id,
+            direction=CallDirection.INBOUND,
+            local_uri=sm.uri_of(raw.get("To")),
+            remote_uri=sm.uri_of(raw.get("From")),
+            peer=source,
+            rtp_port=0,
+            rtp_sock=None,
+        )
+        call.set_state(CallState.ENDED)
+        call.disposition, call.ended_at = Disposition.REFUSED, call.arrived_at
+        call.ended.set()
+        with self._lock:
+            self._refused += 1
+        log.warning(
+            "call %s from %r refused with 503 (%s): a missed call to call back",
+            call.call_id,
+            call.remote_number,
+            why,
+        )
+        self._observed.put(call)
 
     def _answer(self, call: SipCall, offer: Offer | None) -> None:
         """Send the 200: our answer to their offer, or (``offer`` None) our offer, whose

@@ -19,6 +19,19 @@ from pyVoIP.SIP import SIPMessage, SIPMessageType
 
 SIP_VERSION = "SIP/2.0"
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+KNOWN_METHODS = ALLOWED_METHODS + (
+    "REGISTER",  # RFC 3261
+    "INFO",  # RFC 6086
+    "PRACK",  # RFC 3262
+    "UPDATE",  # RFC 3311
+    "SUBSCRIBE",  # RFC 6665
+    "NOTIFY",
+    "REFER",  # RFC 3515
+    "MESSAGE",  # RFC 3428
+    "PUBLISH",  # RFC 3903
+)
+"""Methods the edge recognises: those it does not answer get 405 with Allow, any other 501
+(RFC 3261 §8.2.1, §21.5.2)."""
 
 _COMPACT = {
     "i": "Call-ID",
@@ -155,6 +168,8 @@ def split_raw(data: bytes, *, strict: bool = True) -> Raw:
     length = next((v for k, v in headers if k == "Content-Length"), None)
     if length is not None:
         if length.isdigit():
+            if strict and int(length) > len(raw_body):  # RFC 3261 §18.3: 400 to a request
+                raise SipParseError("Content-Length larger than the body", 400)
             raw_body = raw_body[: int(length)]
         elif strict:
             raise SipParseError("bad Content-Length", 400)
@@ -221,12 +236,15 @@ class LenientSIPMessage(SIPMessage):
                 raise SipParseError(f"missing {required}", 400 if raw.get("Via") else None)
         if not re.match(r"^\d+\s+[A-Za-z]+$", raw.get("CSeq")):
             raise SipParseError("bad CSeq", 400)
-        if "sip:" not in raw.get("From").lower() or "sip:" not in raw.get("To").lower():
-            raise SipParseError("From/To is not a SIP URI", 400)
+        if method and raw.get("CSeq").split()[1].upper() != method:  # RFC 3261 §8.1.1.5
+            raise SipParseError("CSeq method is not the request method", 400)
+        for name in ("From", "To"):
+            if not _URI_SCHEME.match(uri_of(raw.get(name))):
+                raise SipParseError(f"{name} holds no URI", 400)
         lines = [heading]
         for name, value in raw.headers:
             if name in _FOR_PYVOIP and value and name != "Content-Length":
-                lines.append(f"{name}: {value}")
+                lines.append(f"{name}: {_for_pyvoip(name, value)}")
         body = _tidy_sdp(raw.body)
         if body and not raw.get("Content-Type"):
             raise SipParseError("body without Content-Type", 400)
@@ -264,6 +282,19 @@ class LenientSIPMessage(SIPMessage):
 
     def tag(self, header: str) -> str:
         return header_param(self.raw_message.get(header), "tag")
+
+
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S")
+"""An absolute URI (RFC 3986 §3.1): From/To may hold any, e.g. ``tel:`` (RFC 3966)."""
+
+
+def _for_pyvoip(name: str, value: str) -> str:
+    """pyVoIP's From/To reader crashes on any URI but ``sip:``: it gets a sip: stand-in for
+    a tel:/other URI (its structures are not used; ``raw_message`` keeps the value)."""
+    if name not in ("From", "To") or re.match(r"^\s*sips?:", uri_of(value), re.I):
+        return value
+    tag = header_param(value, "tag")
+    return "<sip:invalid>" + (f";tag={tag}" if tag else "")
 
 
 def _tidy_sdp(body: bytes) -> bytes:
@@ -312,8 +343,14 @@ def uri_of(value: str) -> str:
 
 
 def uri_user(uri: str) -> str:
-    match = re.match(r"^\s*(?:sips?|tel):(?:([^@;>]*)@)?", uri)
-    user = match.group(1) if match and match.group(1) else ""
+    """The user part of a sip:/sips: URI, the number of a tel: URI (RFC 3966, its visual
+    separators dropped); "" when anonymous or absent."""
+    tel = re.match(r"^\s*tel:([^;?>]*)", uri, re.I)
+    if tel:
+        user = re.sub(r"[-.()\s]", "", tel.group(1))
+    else:
+        match = re.match(r"^\s*sips?:(?:([^@;>]*)@)?", uri, re.I)
+        user = match.group(1) if match and match.group(1) else ""
     return "" if user.lower() == "anonymous" else user
 
 

@@ -72,7 +72,7 @@ class OutboundCalls(SipDialogs):
         call._local_header = f"<{local_uri}>;tag={sm.new_tag()}"
         call._remote_header = f"<{uri}>"
         with self._lock:
-            self._dialogs[call.call_id] = call
+            self._dialogs[call.sip_call_id] = call
         tx = self._send_invite(call, line, authorization=None)
         if tx.final.wait(ring_timeout) and tx.final_response().status_code in (401, 407) and line:
             tx = self._send_invite(call, line, authorization=tx.final_response())

@@ -4,6 +4,8 @@ address and codec, and writing ours. Audio is PCMU or PCMA, with RFC 4733 teleph
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 
 import pyVoIP.VoIP  # noqa: F401  (pyVoIP.SIP alone hits a circular import in 1.6.8)
@@ -14,6 +16,7 @@ from telephony import sip_message as sm
 PCMU, PCMA = 0, 8
 CODECS = {PCMU: "PCMU", PCMA: "PCMA"}
 DTMF_PT = 101
+OUR_EVENTS = frozenset(range(17))  # RFC 4733 events we take: DTMF 0-9 * # A-D, and flash
 
 
 @dataclass
@@ -24,6 +27,7 @@ class Offer:
     port: int
     payload_type: int
     dtmf_payload_type: int | None
+    dtmf_events: str = "0-15"  # for our answer's fmtp: theirs within ``OUR_EVENTS``
 
 
 def read_offer(message: sm.LenientSIPMessage) -> tuple[Offer | None, str]:
@@ -55,7 +59,50 @@ def read_offer(message: sm.LenientSIPMessage) -> tuple[Offer | None, str]:
             dtmf = int(pt)
     if chosen is None:
         return None, "no offered codec is PCMU or PCMA"
-    return Offer(connections[-1]["address"], media["port"], chosen, dtmf), ""
+    events = ""
+    if dtmf is not None:
+        events = format_events(offered_events(message.raw_message.body, dtmf) & OUR_EVENTS)
+        if not offered_events(message.raw_message.body, dtmf) & set(range(12)):
+            dtmf, events = None, ""  # no DTMF digit among their events: nothing to read
+    return Offer(connections[-1]["address"], media["port"], chosen, dtmf, events), ""
+
+
+def offered_events(body: bytes, pt: int) -> set[int]:
+    """The events of a telephone-event payload type by its fmtp (RFC 4733 §7.1.1: "0-15"
+    when there is none)."""
+    match = re.search(rb"^a=fmtp:%d[ \t]+([^\r\n]*)" % pt, body, re.M)
+    events: set[int] = set()
+    for part in (match.group(1).decode() if match else "0-15").replace(" ", "").split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (high.isdigit() or not high):
+            events.update(range(int(low), int(high or low) + 1))
+    return events
+
+
+def format_events(events: set[int]) -> str:
+    """``{0, 1, …, 15, 16}`` as ``0-16``: ranges, comma separated."""
+    ranges: list[str] = []
+    for n in sorted(events):
+        if ranges and n - 1 in events:
+            low = ranges[-1].split("-")[0]
+            ranges[-1] = f"{low}-{n}"
+        else:
+            ranges.append(str(n))
+    return ",".join(ranges)
+
+
+def address_problem(offer: Offer, local_host: str) -> str:
+    """Why our RTP socket (bound to ``local_host``) cannot reach the offer's address: an
+    IPv6 c= line to an IPv4 edge or the reverse (answered 488 with Warning 301, RFC 3261
+    §20.43); "" when it can. A host name is left to the resolver."""
+    try:
+        theirs = ipaddress.ip_address(offer.address).version
+    except ValueError:
+        return ""
+    ours = 6 if ":" in local_host else 4
+    if theirs != ours:
+        return f"media address {offer.address} is IPv{theirs}, this edge's RTP is IPv{ours}"
+    return ""
 
 
 def build_sdp(
@@ -66,19 +113,21 @@ def build_sdp(
     version: int,
     payload_types: list[int],
     dtmf: int | None,
+    dtmf_events: str = "0-16",
 ) -> bytes:
     """Our SDP: an offer lists every codec we take, an answer the one chosen."""
     pts = payload_types + ([dtmf] if dtmf is not None else [])
+    family = "IP6" if ":" in host else "IP4"  # RFC 4566 §5.7
     lines = [
         "v=0",
-        f"o=hotline {session_id} {version} IN IP4 {host}",
+        f"o=hotline {session_id} {version} IN {family} {host}",
         "s=hotline",
-        f"c=IN IP4 {host}",
+        f"c=IN {family} {host}",
         "t=0 0",
         f"m=audio {port} RTP/AVP {' '.join(map(str, pts))}",
     ]
     lines += [f"a=rtpmap:{pt} {CODECS[pt]}/8000" for pt in payload_types]
     if dtmf is not None:
-        lines += [f"a=rtpmap:{dtmf} telephone-event/8000", f"a=fmtp:{dtmf} 0-16"]
+        lines += [f"a=rtpmap:{dtmf} telephone-event/8000", f"a=fmtp:{dtmf} {dtmf_events}"]
     lines += ["a=ptime:20", "a=sendrecv"]
     return ("\r\n".join(lines) + "\r\n").encode()

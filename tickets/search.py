@@ -24,6 +24,10 @@ class TicketFilters:
     created_to: datetime | None = None
     caller_phone: str | None = None
     q: str | None = None
+    # False for a reader who is shown confidential callers masked: `q` then matches the
+    # free text of non-confidential tickets only (and any ticket by its number), so a search
+    # cannot confirm a guessed number or name that the reader sees masked.
+    q_in_confidential: bool = True
 
 
 def list_tickets(
@@ -52,15 +56,15 @@ def list_tickets(
     if f.created_to:
         conds.append(col(Ticket.created_at) < f.created_to)
     if f.q:
-        like = f"%{f.q}%"
-        conds.append(
-            or_(
-                col(Ticket.description).like(like),
-                col(Ticket.title).like(like),
-                col(Ticket.address).like(like),
-                col(Ticket.number) == f.q,
-            )
+        # The words as typed: `%`, `_` and the escape character match only themselves.
+        text = or_(
+            col(Ticket.description).contains(f.q, autoescape=True),
+            col(Ticket.title).contains(f.q, autoescape=True),
+            col(Ticket.address).contains(f.q, autoescape=True),
         )
+        if not f.q_in_confidential:
+            text = and_(col(Ticket.confidential).is_(False), text)
+        conds.append(or_(text, col(Ticket.number) == f.q))
     if restrict is not None:
         conds.append(restrict)
     if cursor:

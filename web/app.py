@@ -7,6 +7,7 @@ transaction, and nothing here touches the database until the first request needs
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,11 +18,13 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
+from accounts import privacy
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
 from web import api, errors
 from web.deps import OPENAPI_MODELS, LoopLimiter
+from web.guards import RejectNul
 
 
 class LazySessionFactory:
@@ -40,6 +43,9 @@ class LazySessionFactory:
         return self._factory()
 
 
+LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 def create_app(
     *,
     settings: Settings | None = None,
@@ -47,6 +53,8 @@ def create_app(
     clock: Clock | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
+    # uvicorn has set up its loggers by now: its access log would carry ?caller_phone= in clear.
+    privacy.mask_logs(h for name in LOGGERS for h in logging.getLogger(name).handlers)
     app = FastAPI(
         title="12345 government service hotline",
         version="1",
@@ -57,6 +65,7 @@ def create_app(
     app.state.session_factory = session_factory or LazySessionFactory(settings.db_url)
     app.state.intake_limiter = LoopLimiter(settings.web.intake_concurrency)
     errors.install(app)
+    app.add_middleware(RejectNul)
     for router in api.ROUTERS:
         app.include_router(router, prefix=api.PREFIX)
     _document_parsed_bodies(app)

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, time
 from typing import Annotated, Any, TypeVar
 
 from anyio import CapacityLimiter
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel, ValidationError
-from sqlmodel import Session
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+)
+from sqlmodel import Session, SQLModel
 
 from accounts.models import Role, User
 from core.clock import Clock
@@ -22,6 +31,37 @@ from core.errors import Forbidden
 from core.settings import Settings
 from dispatch import access
 from web import auth
+
+# Row ids are 32-bit in PostgreSQL (SERIAL): a larger one could name no row, and sent to
+# the database it is an error there rather than a miss. Every id the API takes is one of:
+MAX_ID = 2**31 - 1
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+# Dates and times are ISO 8601 text. Pydantic would also take a number (seconds since
+# 1970, or since midnight), in JSON or as query text; the API does not.
+_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?")
+
+
+def _iso_text(value: Any) -> Any:
+    if isinstance(value, bool | int | float) or (
+        isinstance(value, str) and _NUMBER.fullmatch(value.strip())
+    ):
+        raise ValueError("expected an ISO 8601 text, not a number")
+    return value
+
+
+def _storable(value: datetime) -> datetime:
+    # A time near year 1 or 9999 with an offset has no UTC equivalent to store.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of the range of dates") from None
+
+
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_storable)]
+IsoTime = Annotated[time, BeforeValidator(_iso_text)]
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -113,6 +153,38 @@ def parse_json_body(model: type[_Model], raw: bytes) -> _Model:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         ) from None
+
+
+def patch_body(data: _Model, table: type[SQLModel]) -> _Model:
+    """A PATCH body as its route may apply it, or a 422: a field sent as null must be one
+    that `table` lets be empty (leaving a field out is how to keep it), and a datetime must
+    carry its offset."""
+    columns = table.__table__.c  # type: ignore[attr-defined]
+    problems: list[dict[str, Any]] = []
+    for name in sorted(data.model_fields_set):
+        value = getattr(data, name)
+        column = columns.get(name)
+        if value is None and column is not None and not column.nullable:
+            problems.append(
+                {
+                    "type": "null_not_allowed",
+                    "loc": ("body", name),
+                    "msg": "may be left out but not set to null",
+                    "input": None,
+                }
+            )
+        elif isinstance(value, datetime) and value.tzinfo is None:
+            problems.append(
+                {
+                    "type": "timezone_aware",
+                    "loc": ("body", name),
+                    "msg": "Input should have timezone info",
+                    "input": value.isoformat(),
+                }
+            )
+    if problems:
+        raise RequestValidationError(problems)
+    return data
 
 
 def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from accounts import privacy
 from asr.live import DecodeSlots, LiveTranscriber, LiveTranscriptUnavailable
 from asr.recognizer import AsrError, Recognizer
 from core.clock import Clock
@@ -97,7 +98,9 @@ class CallServices:
         with session_scope(self.session_factory) as session:
             ticket = open_ticket(session, call=call, now=now, settings=self.settings)
             upsert_call(session, call=call, now=now, ticket_id=ticket.id)
-        log.info("call %s from %r: ticket %s", call.call_id, call.remote_number, ticket.number)
+        # the caller's number stays out of the log in clear (it may be a confidential caller)
+        caller = privacy.mask_phone(call.remote_number) or "anonymous"
+        log.info("call %s from %s: ticket %s", call.call_id, caller, ticket.number)
         with self._lock:
             if call.call_id in self._live or self.recognizer is None:
                 return

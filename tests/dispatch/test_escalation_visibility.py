@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from accounts.models import Role, User
-from core.errors import Forbidden, NotFound
+from core.errors import NotFound
 from dispatch.escalation_visibility import (
     acknowledge,
     escalations_for_ticket,
@@ -69,6 +69,29 @@ def test_given_merged_tickets_when_either_escalates_then_parent_and_children_see
     assert escalations_for_ticket(session, ticket_id=unrelated.id) == []
     with pytest.raises(NotFound):
         escalations_for_ticket(session, ticket_id=10**9)
+
+
+def test_given_another_units_duplicate_merged_in_when_a_handler_lists_then_its_steps_stay_hidden(
+    session, scene, factory, clock, tmp_path
+):
+    child = make_ticket(session, description="同一路灯又坏了")
+    child_assignment = make_assignment(session, ticket=child, unit=scene.other, policy=scene.policy)
+    clock.set(WARN)
+    swept(session, factory, now=clock.now(), settings=settings_for(tmp_path))
+    tickets.merge(
+        session, child=child, parent=scene.ticket, actor="dispatcher:test", now=clock.now()
+    )
+    session.flush()
+
+    def seen(user: User, ticket_id: int) -> set[int | None]:
+        steps = escalations_for_ticket(session, ticket_id=ticket_id, user=user)
+        return {e.assignment_id for e in steps}
+
+    assert seen(scene.handler, scene.ticket.id) == {scene.assignment.id}
+    assert seen(scene.stranger, child.id) == {child_assignment.id}
+    both = {scene.assignment.id, child_assignment.id}
+    assert seen(scene.supervisors[0], scene.ticket.id) == both
+    assert seen(scene.supervisors[0], child.id) == both
 
 
 def test_given_fired_steps_when_listed_per_user_then_each_sees_their_unit_or_their_address(
@@ -139,17 +162,22 @@ def test_given_chase_when_head_or_centre_staff_acknowledge_then_it_is_allowed(
     assert acked.acknowledged_by_id == user.id
 
 
-def test_given_chase_when_outsiders_acknowledge_then_forbidden_and_nothing_changes(
+def test_given_chase_when_outsiders_acknowledge_then_it_is_missing_to_them_and_nothing_changes(
     session, scene, chase, clock
 ):
     inactive = make_user(session, "urban.left", Role.handler, scene.unit, active=False)
+    with pytest.raises(NotFound) as missing:
+        acknowledge(session, escalation_id=10**9, user=scene.handler, now=clock.now())
     for user in (scene.stranger, scene.operator, inactive):
-        with pytest.raises(Forbidden):
+        with pytest.raises(NotFound) as refused:
             acknowledge(session, escalation_id=chase.id, user=user, now=clock.now())
+        # answered alike: an outsider cannot tell an existing id from a missing one
+        assert type(refused.value) is type(missing.value)
+        assert str(refused.value).replace(str(chase.id), "N") == str(missing.value).replace(
+            str(10**9), "N"
+        )
     session.refresh(chase)
     assert chase.acknowledged_at is None
-    with pytest.raises(NotFound):
-        acknowledge(session, escalation_id=10**9, user=scene.handler, now=clock.now())
 
 
 def test_given_a_recipient_outside_the_unit_when_acknowledging_then_it_is_allowed(

@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import email
 import email.policy
-import hmac
 import json
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,17 +13,17 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 from sqlmodel import Session
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from core.clock import SystemClock
 from core.db import make_engine, make_session_factory, session_scope
 from dispatch.models import Clock, EscalationKind, Notification, NotificationStatus
 from dispatch.notify import (
     MAX_ATTEMPTS,
-    SIGNATURE_HEADER,
     DeliveryError,
     EmailChannel,
     WebhookChannel,
     deliver,
-    sign,
 )
 from hotline.tables import metadata
 from tests.conftest import START, wait_until
@@ -229,16 +228,25 @@ def test_given_refused_address_when_delivered_then_failed_at_once(
 def test_given_no_smtp_host_when_email_channel_sends_then_permanent_error(session, tmp_path):
     note = pending(session, "email", "urban@units.example.org")
     with pytest.raises(DeliveryError) as raised:
-        EmailChannel().send(note, settings=settings_for(tmp_path))
+        EmailChannel().send(note, settings=settings_for(tmp_path), now=START)
     assert raised.value.permanent
 
 
 # ---------------------------------------------------------------- webhook
 
 
-def test_given_pending_webhook_when_delivered_then_signed_json_is_posted(
+def signed_by(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """The Standard Webhooks signature check alone, at the delivery's own timestamp (a
+    test's frozen clock is days behind the real one `Webhook.verify` compares with)."""
+    at = datetime.fromtimestamp(int(headers["webhook-timestamp"]), tz=UTC)
+    expected = Webhook(secret.encode()).sign(headers["webhook-id"], at, body.decode())
+    return expected in headers["webhook-signature"].split(" ")
+
+
+def test_given_pending_webhook_when_delivered_then_json_is_posted_with_standard_webhooks_headers(
     session, receiver, clock, tmp_path
 ):
+    clock.set(SystemClock().now())
     settings = settings_for(tmp_path, webhook_url=receiver.url)
     body = json.dumps({"ticket_number": "20261127-000001", "message": "催办"}, ensure_ascii=False)
     note = pending(session, "webhook", receiver.url, body=body)
@@ -247,11 +255,70 @@ def test_given_pending_webhook_when_delivered_then_signed_json_is_posted(
         == NotificationStatus.sent
     )
     [(headers, raw)] = receiver.requests
-    assert json.loads(raw) == {"ticket_number": "20261127-000001", "message": "催办"}
     assert headers["Content-Type"].startswith("application/json")
-    expected = sign(raw, "s3cret")
-    assert hmac.compare_digest(headers[SIGNATURE_HEADER], expected)
-    assert headers[SIGNATURE_HEADER] != sign(raw, "wrong secret")
+    assert headers["webhook-id"] == f"msg_{note.id}"
+    assert headers["webhook-timestamp"] == str(int(clock.now().timestamp()))
+    # what the README tells receivers to run
+    assert Webhook(b"s3cret").verify(raw, headers) == {
+        "ticket_number": "20261127-000001",
+        "message": "催办",
+    }
+    with pytest.raises(WebhookVerificationError):
+        Webhook(b"wrong secret").verify(raw, headers)
+    with pytest.raises(WebhookVerificationError):  # the id is signed: no re-labelling
+        Webhook(b"s3cret").verify(raw, {**headers, "webhook-id": "msg_other"})
+
+
+def test_given_a_captured_delivery_when_replayed_minutes_later_then_verification_rejects_it(
+    session, receiver, clock, tmp_path
+):
+    clock.set(SystemClock().now() - timedelta(minutes=6))
+    note = pending(session, "webhook", receiver.url, body='{"message": "催办"}')
+    attempt(
+        session,
+        notification_id=note.id,
+        now=clock.now(),
+        settings=settings_for(tmp_path, webhook_url=receiver.url),
+    )
+    [(headers, raw)] = receiver.requests
+    assert signed_by("s3cret", headers, raw)  # genuine, but stale
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(b"s3cret").verify(raw, headers)
+
+
+def test_given_a_failed_webhook_when_retried_then_same_message_id_and_a_fresh_signed_timestamp(
+    session, receiver, clock, tmp_path
+):
+    settings = settings_for(tmp_path, webhook_url=receiver.url)
+    note = pending(session, "webhook", receiver.url, body='{"message": "催办"}')
+    receiver.status = 503
+    assert (
+        attempt(session, notification_id=note.id, now=clock.now(), settings=settings)
+        == NotificationStatus.pending
+    )
+    clock.advance(minutes=1)
+    receiver.status = 200
+    assert (
+        attempt(session, notification_id=note.id, now=clock.now(), settings=settings)
+        == NotificationStatus.sent
+    )
+    (first, raw1), (second, raw2) = receiver.requests
+    assert first["webhook-id"] == second["webhook-id"] == f"msg_{note.id}"
+    assert int(second["webhook-timestamp"]) - int(first["webhook-timestamp"]) == 60
+    assert signed_by("s3cret", first, raw1) and signed_by("s3cret", second, raw2)
+
+
+def test_given_a_whsec_secret_when_delivered_then_it_is_used_as_base64_like_standard_webhooks(
+    session, receiver, clock, tmp_path
+):
+    clock.set(SystemClock().now())
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    settings = settings_for(tmp_path, webhook_url=receiver.url)
+    settings.webhook.secret = secret
+    note = pending(session, "webhook", receiver.url, body="{}")
+    attempt(session, notification_id=note.id, now=clock.now(), settings=settings)
+    [(headers, raw)] = receiver.requests
+    assert Webhook(secret).verify(raw, headers) == {}
 
 
 @pytest.mark.parametrize(
@@ -284,7 +351,7 @@ def test_given_receiver_down_when_webhook_sent_then_retryable_error(session, tmp
     url = f"http://127.0.0.1:{free_port()}/hook"
     note = pending(session, "webhook", url, body="{}")
     with pytest.raises(DeliveryError) as raised:
-        WebhookChannel().send(note, settings=settings_for(tmp_path, webhook_url=url))
+        WebhookChannel().send(note, settings=settings_for(tmp_path, webhook_url=url), now=START)
     assert not raised.value.permanent
 
 
@@ -339,7 +406,8 @@ def test_given_supervision_fires_when_outbox_is_drained_then_mail_and_webhook_ar
     assert hooks[2]["deadline"] == scene.assignment.sign_due_at.isoformat()
     assert hooks[2]["message"].startswith("【督办】")
     for headers, body in receiver.requests:
-        assert headers[SIGNATURE_HEADER] == sign(body, "s3cret")
+        assert signed_by("s3cret", headers, body)
+    assert len({headers["webhook-id"] for headers, _ in receiver.requests}) == 3
 
 
 # ---------------------------------------------------------------- claims
@@ -389,7 +457,7 @@ class _WritesWhileSending:
     def __init__(self, engine) -> None:
         self.engine = engine
 
-    def send(self, notification, *, settings) -> None:
+    def send(self, notification, *, settings, now) -> None:
         with self.engine.connect() as conn:
             if self.engine.dialect.name == "sqlite":
                 conn.exec_driver_sql("PRAGMA busy_timeout=1000")

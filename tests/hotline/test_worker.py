@@ -77,6 +77,19 @@ def test_given_redis_broker_when_app_is_made_then_tasks_are_acked_late_one_at_a_
     assert deliver.max_retries >= notify.MAX_ATTEMPTS - 1
 
 
+def test_given_redis_broker_when_a_worker_dies_mid_delivery_then_the_message_returns_with_the_claim(
+    redis_url,
+):
+    """The README promises a claim expires after two minutes; the broker must hand a killed
+    worker's unacknowledged message out again as soon, not after kombu's default hour."""
+    app = make_app(Settings(environment="test", broker_url=redis_url))
+    timeout = app.conf.broker_transport_options["visibility_timeout"]
+    assert timeout == notify.CLAIM_TTL.total_seconds()
+    app.loader.import_default_modules()
+    # a retry held by a worker until it is due must not outlast the timeout (or be doubled)
+    assert app.tasks["dispatch.deliver_notification"].retry_backoff_max < timeout
+
+
 def test_given_no_broker_url_when_app_is_made_then_filesystem_queue_serves_both_ends(tmp_path):
     app = make_app(Settings(environment="test", data_dir=tmp_path))
     options = app.conf.broker_transport_options
@@ -161,6 +174,41 @@ def test_given_notifications_never_queued_when_requeue_runs_then_only_those_are_
             "dispatch.deliver_notification",
             f"({lost.id},)",
         )
+        message.ack()
+
+
+def test_given_a_worker_killed_mid_delivery_when_requeue_runs_then_attempt_one_is_queued_again(
+    session, clock, in_process
+):
+    """Claimed for attempt 1, never settled: once the claim has expired, the beat task
+    queues it again (a broker that lost the message must not lose the notification); a
+    claim still fresh, or a failed attempt awaiting its retry, is left to its task."""
+    _, app = in_process
+    now = clock.now()
+
+    def note(*, claimed_min_ago: int | None) -> Notification:
+        row = Notification(
+            channel="webhook",
+            address="https://units.example.org/hook",
+            subject="催办",
+            body="{}",
+            attempts=1,
+            claimed_at=None
+            if claimed_min_ago is None
+            else now - timedelta(minutes=claimed_min_ago),
+            created_at=now - timedelta(minutes=30),
+        )
+        session.add(row)
+        return row
+
+    abandoned = note(claimed_min_ago=3)
+    note(claimed_min_ago=1)
+    note(claimed_min_ago=None)
+    session.flush()
+    assert tasks.requeue_notifications.run() == 1
+    with app.connection_for_read() as conn:
+        message = conn.SimpleQueue("celery").get(timeout=5)
+        assert message.headers["argsrepr"] == f"({abandoned.id},)"
         message.ack()
 
 

@@ -171,6 +171,20 @@ def test_given_barge_in_when_the_caller_talks_over_the_greeting_then_it_stops_an
     assert _wav_seconds(path) == pytest.approx(3.8, abs=0.05)  # nothing of the speech lost
 
 
+def test_given_no_barge_in_when_the_caller_talks_over_the_greeting_then_all_speech_is_kept(
+    prompts, settings
+):
+    rec = Recorder()
+    call = FakeCall(frames=speech(2000) + silence(2000))
+    serve_inbound(call, prompts=prompts, hooks=rec.hooks(), settings=settings)
+
+    assert call.cleared_at == []  # the greeting played to its end
+    assert call.heard(prompts) == ["greeting", "beep", "closing"]
+    assert rec.audio[:100] == speech(2000)  # all 2 s, from its start, to the recogniser
+    _, path, _ = rec.events[-1]
+    assert _wav_seconds(path) == pytest.approx(len(rec.audio) * 0.02, abs=0.01)
+
+
 # ---------------------------------------------------------------- menu
 DEADLINE = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)  # 17:30 in Beijing
 TICKET = "20261127000042"

@@ -219,9 +219,10 @@ def test_given_two_edges_when_ten_calls_arrive_then_both_take_some_and_each_call
     assert not first & second and len(first | second) == 10
     for edge in edges:
         wait_until(lambda: settled(edge), 5, message=f"edge {edge.target} settled")
+        # on_ended is told off the SIP thread, just after the dialog is gone
+        wait_until(lambda: len(edge.ended) == len(edge.calls), 5, message="every end told")
         # the caller's BYE reached the edge that answered: it hung up there, not timed out
         assert {call.disposition for call in edge.ended} == {Disposition.CALLER_HUNG_UP}
-        assert len(edge.ended) == len(edge.calls)
 
 
 def test_given_an_edge_dies_unnoticed_when_calls_arrive_then_its_calls_fail_over_to_the_other(

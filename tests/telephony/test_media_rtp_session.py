@@ -4,6 +4,7 @@ RFC 4733 keys, SSRC changes and hold."""
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 
@@ -386,3 +387,32 @@ def test_given_a_remote_on_hold_then_nothing_is_sent(sessions):
     session.send_audio(bytes(FRAME_BYTES * 3))
     assert session.wait_sent(timeout=2)
     assert session.stats["sent"] == 0
+
+
+def test_given_latching_from_other_hosts_when_a_stranger_sends_then_dropped_and_logged(
+    sessions, caplog
+):
+    stranger = Peer()
+    try:
+        session = RtpSession(
+            local_host=HOST,
+            port=0,
+            sock=None,
+            remote=("192.0.2.1", 4000),
+            payload_type=codecs.PCMU,
+            dtmf_payload_type=None,
+            latch=True,
+            latch_from=("192.0.2.1", "198.51.100.7"),  # the SDP's host, the INVITE's source
+        )
+        sessions.append(session)
+        session.start()
+        frame = codecs.ulaw_encode(bytes(FRAME_BYTES))
+        with caplog.at_level(logging.WARNING, logger="telephony.rtp_session"):
+            for _ in range(3):
+                stranger.send_audio(session.local_address, frame, pt=codecs.PCMU)
+            wait_until(lambda: session.stats["foreign_source"] == 3, timeout=3, message="drops")
+        assert session.remote == ("192.0.2.1", 4000) and session.stats["received"] == 0
+        dropped = [r for r in caplog.records if "RTP from" in r.getMessage()]
+        assert len(dropped) == 1  # once per source, not per packet
+    finally:
+        stranger.close()

@@ -3,6 +3,7 @@ empty ``Supported:`` header, on which pyVoIP 1.6.8's parser failed, so it could 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import wave
 from pathlib import Path
@@ -61,5 +62,35 @@ def test_given_baresip_when_it_dials_the_edge_then_call_is_answered_and_audio_he
         assert len(heard) > 8000 * 2  # over a second of baresip's audio
         loud = heard[len(heard) // 4 : len(heard) // 2]
         assert rms(loud) > 2000 and abs(dominant_frequency(loud) - 1000) < 20
+    finally:
+        harness.edge.stop()
+
+
+def test_given_softphone_sending_rtp_from_another_address_than_its_sdp_then_latched_and_logged(
+    tmp_path, caplog
+):
+    # baresip behaves like a phone behind NAT: its SDP names eth0, its RTP comes from loopback.
+    harness = start_edge()  # the default configuration
+    try:
+        host, port = harness.edge.address
+        with caplog.at_level(logging.INFO, logger="telephony.rtp_session"):
+            subprocess.run(
+                [
+                    "baresip",
+                    "-f",
+                    str(_baresip_dir(tmp_path)),
+                    "-e",
+                    f"/dial sip:12345@{host}:{port}",
+                ]
+                + ["-t", "4"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                stdin=subprocess.DEVNULL,
+            )
+            wait_until(lambda: harness.ended, 5, message="the call's end")
+        heard = b"".join(harness.frames[harness.calls[0].call_id])
+        assert rms(heard[len(heard) // 4 : len(heard) // 2]) > 2000  # not an empty call
+        assert any("RTP latched to ('127.0.0.1'" in r.getMessage() for r in caplog.records)
     finally:
         harness.edge.stop()

@@ -345,7 +345,7 @@ def test_given_unsigned_ticket_past_its_deadline_when_swept_then_units_see_and_a
 
     acked = act(client, auth, "water.handler", f"/escalations/{mine[0]['id']}/ack")
     assert acked["acknowledged_at"] is not None
-    act(client, auth, "hrss.handler", f"/escalations/{mine[0]['id']}/ack", status=403)
+    act(client, auth, "hrss.handler", f"/escalations/{mine[0]['id']}/ack", status=404)
     remaining = client.get(
         f"{API}/escalations", headers=auth("water.handler"), params={"unacknowledged": True}
     ).json()

@@ -5,20 +5,21 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from dispatch import policies
 from dispatch.models import CalendarDay
 from web.deps import Admin, CurrentUser, SessionDep
+from web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/calendar", tags=["calendar"])
+router = APIRouter(prefix="/calendar", tags=["calendar"], responses=ERROR_RESPONSES)
 
 
 class CalendarDayBody(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    is_workday: bool
+    is_workday: StrictBool
     name: str | None = Field(default=None, max_length=64)
 
 
@@ -52,7 +53,11 @@ def year(
 
 
 @router.get("/days", response_model=list[CalendarDay])
-def list_days(session: SessionDep, _: CurrentUser, year: int | None = None) -> list[CalendarDay]:
+def list_days(
+    session: SessionDep,
+    _: CurrentUser,
+    year: Annotated[int | None, Query(ge=date.min.year, le=date.max.year)] = None,
+) -> list[CalendarDay]:
     return policies.list_calendar_days(session, year=year)
 
 

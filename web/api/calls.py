@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from core.db import session_scope
@@ -24,10 +24,20 @@ from telephony.endpoint import CallDirection, Disposition
 from telephony.models import CallbackAttemptRead, CallRead
 from tickets import service as tickets
 from web.auth import INTAKE, unauthenticated
-from web.deps import Credentials, IntakeStaff, SessionDep, authenticated, check_role
+from web.deps import (
+    Credentials,
+    IntakeStaff,
+    IsoDateTime,
+    PathId,
+    RowId,
+    SessionDep,
+    authenticated,
+    check_role,
+)
+from web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/calls", tags=["calls"])
-tickets_router = APIRouter(prefix="/tickets", tags=["calls"])
+router = APIRouter(prefix="/calls", tags=["calls"], responses=ERROR_RESPONSES)
+tickets_router = APIRouter(prefix="/tickets", tags=["calls"], responses=ERROR_RESPONSES)
 
 # How often the stream looks at the call record; a partial is written at most every 0.5 s.
 POLL_S = 0.3
@@ -37,9 +47,9 @@ class CallQuery(BaseModel):
     direction: CallDirection | None = None
     disposition: Disposition | None = None
     caller_number: str | None = Field(default=None, max_length=64)
-    ticket_id: int | None = None
-    arrived_from: AwareDatetime | None = None
-    arrived_to: AwareDatetime | None = Field(default=None, description="exclusive")
+    ticket_id: RowId | None = None
+    arrived_from: IsoDateTime | None = None
+    arrived_to: IsoDateTime | None = Field(default=None, description="exclusive")
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = None
 
@@ -148,7 +158,7 @@ def get_call(call_id: str, session: SessionDep, _: IntakeStaff) -> CallRead:
 
 
 @tickets_router.get("/{ticket_id}/calls", response_model=list[CallRead])
-def calls_of_ticket(ticket_id: int, session: SessionDep, _: IntakeStaff) -> list[CallRead]:
+def calls_of_ticket(ticket_id: PathId, session: SessionDep, _: IntakeStaff) -> list[CallRead]:
     """The calls that made the ticket or called its caller back."""
     tickets.get_ticket(session, ticket_id)
     rows, _next = call_records.list_calls(
@@ -159,7 +169,7 @@ def calls_of_ticket(ticket_id: int, session: SessionDep, _: IntakeStaff) -> list
 
 @tickets_router.get("/{ticket_id}/callbacks", response_model=list[CallbackAttemptRead])
 def callbacks_of_ticket(
-    ticket_id: int, session: SessionDep, _: IntakeStaff
+    ticket_id: PathId, session: SessionDep, _: IntakeStaff
 ) -> list[CallbackAttemptRead]:
     """Every satisfaction-callback attempt (回访) of the ticket, in order."""
     tickets.get_ticket(session, ticket_id)

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query
 from core.db import saved_id
 from dispatch import access, escalation_visibility
 from web.api.schemas import EscalationRead
-from web.deps import ClockDep, CurrentUser, SessionDep
+from web.deps import ClockDep, CurrentUser, PathId, SessionDep
+from web.errors import ERROR_RESPONSES
 
-router = APIRouter(tags=["escalations"])
+router = APIRouter(tags=["escalations"], responses=ERROR_RESPONSES)
 
 
 @router.get("/escalations", response_model=list[EscalationRead])
@@ -29,20 +30,21 @@ def my_escalations(
 
 @router.get("/tickets/{ticket_id}/escalations", response_model=list[EscalationRead])
 def ticket_escalations(
-    ticket_id: int, session: SessionDep, user: CurrentUser
+    ticket_id: PathId, session: SessionDep, user: CurrentUser
 ) -> list[EscalationRead]:
     """Every step on the ticket, on the ticket it was merged into and on those merged into
-    it — all units on a ticket see the same chain."""
+    it — all units on a ticket see the same chain; a linked ticket counts only if you
+    may see it."""
     ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
-    return [
-        EscalationRead.model_validate(s)
-        for s in escalation_visibility.escalations_for_ticket(session, ticket_id=saved_id(ticket))
-    ]
+    steps = escalation_visibility.escalations_for_ticket(
+        session, ticket_id=saved_id(ticket), user=user
+    )
+    return [EscalationRead.model_validate(s) for s in steps]
 
 
 @router.post("/escalations/{escalation_id}/ack", response_model=EscalationRead)
 def acknowledge(
-    escalation_id: int, session: SessionDep, user: CurrentUser, clock: ClockDep
+    escalation_id: PathId, session: SessionDep, user: CurrentUser, clock: ClockDep
 ) -> EscalationRead:
     return EscalationRead.model_validate(
         escalation_visibility.acknowledge(

@@ -7,9 +7,10 @@ from fastapi import APIRouter
 from dispatch import policies
 from dispatch.models import SlaPolicy
 from dispatch.policies import SlaPolicyCreate, SlaPolicyUpdate
-from web.deps import Admin, CurrentUser, SessionDep
+from web.deps import Admin, CurrentUser, PathId, SessionDep, patch_body
+from web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/sla-policies", tags=["sla-policies"])
+router = APIRouter(prefix="/sla-policies", tags=["sla-policies"], responses=ERROR_RESPONSES)
 
 
 @router.get("", response_model=list[SlaPolicy])
@@ -20,7 +21,7 @@ def list_policies(
 
 
 @router.get("/{policy_id}", response_model=SlaPolicy)
-def get_policy(policy_id: int, session: SessionDep, _: CurrentUser) -> SlaPolicy:
+def get_policy(policy_id: PathId, session: SessionDep, _: CurrentUser) -> SlaPolicy:
     return policies.get_policy(session, policy_id=policy_id)
 
 
@@ -31,13 +32,13 @@ def create_policy(data: SlaPolicyCreate, session: SessionDep, _: Admin) -> SlaPo
 
 @router.patch("/{policy_id}", response_model=SlaPolicy)
 def update_policy(
-    policy_id: int, data: SlaPolicyUpdate, session: SessionDep, _: Admin
+    policy_id: PathId, data: SlaPolicyUpdate, session: SessionDep, _: Admin
 ) -> SlaPolicy:
     """New deadlines apply to dispatches from now on; running clocks keep theirs."""
-    return policies.update_policy(session, policy_id=policy_id, changes=data)
+    return policies.update_policy(session, policy_id=policy_id, changes=patch_body(data, SlaPolicy))
 
 
 @router.delete("/{policy_id}", response_model=SlaPolicy)
-def deactivate_policy(policy_id: int, session: SessionDep, _: Admin) -> SlaPolicy:
+def deactivate_policy(policy_id: PathId, session: SessionDep, _: Admin) -> SlaPolicy:
     """Deactivates: assignments keep pointing at the policy that set their deadlines."""
     return policies.deactivate_policy(session, policy_id=policy_id)

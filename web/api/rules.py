@@ -3,20 +3,20 @@ one by one or as packs."""
 
 from __future__ import annotations
 
-from datetime import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from dispatch import rulebook
 from dispatch.models import Rule
 from dispatch.rule_matching import TicketFacts
 from dispatch.rule_specs import Actions, Conditions, RuleSpec
 from tickets.models import Channel, RequestType, Urgency
-from web.deps import Admin, ClockDep, IntakeStaff, SessionDep
+from web.deps import Admin, ClockDep, IntakeStaff, IsoTime, PathId, SessionDep, patch_body
+from web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/rules", tags=["rules"])
+router = APIRouter(prefix="/rules", tags=["rules"], responses=ERROR_RESPONSES)
 
 PackFormat = Literal["yaml", "json"]
 PACK_MEDIA_TYPES = {"yaml": "application/yaml", "json": "application/json"}
@@ -32,8 +32,8 @@ class RuleUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     name: str | None = Field(default=None, min_length=1, max_length=120)
-    priority: int | None = None
-    enabled: bool | None = None
+    priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+    enabled: StrictBool | None = None
     description: str | None = Field(default=None, max_length=1000)
     conditions: Conditions | None = None
     actions: Actions | None = None
@@ -53,7 +53,7 @@ class DryRunBody(BaseModel):
     urgency: Urgency | None = None
     district: str | None = Field(default=None, max_length=64)
     channel: Channel | None = None
-    local_time: time | None = Field(default=None, description="intake time, centre's zone")
+    local_time: IsoTime | None = Field(default=None, description="intake time, centre's zone")
 
 
 class PackImport(BaseModel):
@@ -61,7 +61,7 @@ class PackImport(BaseModel):
 
     text: str = Field(min_length=1, max_length=2_000_000)
     format: PackFormat = "yaml"
-    replace: bool = Field(
+    replace: StrictBool = Field(
         default=False, description="delete the pack's rules missing from the text"
     )
 
@@ -104,7 +104,7 @@ def import_pack(body: PackImport, session: SessionDep, _: Admin, clock: ClockDep
 
 
 @router.get("/{rule_id}", response_model=Rule)
-def get_rule(rule_id: int, session: SessionDep, _: IntakeStaff) -> Rule:
+def get_rule(rule_id: PathId, session: SessionDep, _: IntakeStaff) -> Rule:
     return rulebook.get_rule(session, rule_id=rule_id)
 
 
@@ -115,17 +115,17 @@ def create_rule(body: RuleCreate, session: SessionDep, _: Admin, clock: ClockDep
 
 @router.patch("/{rule_id}", response_model=Rule)
 def update_rule(
-    rule_id: int, body: RuleUpdate, session: SessionDep, _: Admin, clock: ClockDep
+    rule_id: PathId, body: RuleUpdate, session: SessionDep, _: Admin, clock: ClockDep
 ) -> Rule:
     return rulebook.update_rule(
         session,
         rule_id=rule_id,
         now=clock.now(),
-        data=body.model_dump(mode="json", exclude_unset=True),
+        data=patch_body(body, Rule).model_dump(mode="json", exclude_unset=True),
     )
 
 
 @router.delete("/{rule_id}", status_code=204)
-def delete_rule(rule_id: int, session: SessionDep, _: Admin) -> Response:
+def delete_rule(rule_id: PathId, session: SessionDep, _: Admin) -> Response:
     rulebook.delete_rule(session, rule_id=rule_id)
     return Response(status_code=204)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from sqlmodel import Session
 
 from accounts import privacy
@@ -39,6 +39,7 @@ from tickets.models import (
     TicketRead,
     Urgency,
 )
+from web.deps import IsoDateTime, RowId
 
 
 class _Body(BaseModel):
@@ -57,8 +58,8 @@ class TicketQuery(BaseModel):
     category: str | None = Field(
         default=None, pattern=r"^[0-9]{2,12}$", description="category code or a prefix of it"
     )
-    created_from: AwareDatetime | None = None
-    created_to: AwareDatetime | None = Field(default=None, description="exclusive")
+    created_from: IsoDateTime | None = None
+    created_to: IsoDateTime | None = Field(default=None, description="exclusive")
     q: str | None = Field(default=None, min_length=1, max_length=200)
     caller_phone: str | None = Field(default=None, max_length=32)
     limit: int = Field(default=50, ge=1, le=200)
@@ -77,7 +78,7 @@ class CloseAtIntakeBody(_Body):
 
 
 class MergeBody(_Body):
-    parent_id: int
+    parent_id: RowId
     reason: str | None = Field(default=None, max_length=2000)
 
 
@@ -115,33 +116,51 @@ class TicketWithAssignments(BaseModel):
     )
 
 
+# A caller's identity also turns up in the free text: the description is often the call's
+# transcript ("我叫张三，电话138…"), and a reply may repeat it.
+_FREE_TEXT = ("title", "description", "request", "answer", "reply")
+_MASKED = ("caller_name", "caller_phone", *_FREE_TEXT)
+
+
 def ticket_read(ticket: Ticket, user: User) -> TicketRead:
     read = TicketRead.model_validate(ticket)
     if not ticket.confidential or privacy.sees_caller_identity(user):
         return read
     return read.model_copy(
-        update=_masked_caller({"caller_name": read.caller_name, "caller_phone": read.caller_phone})
+        update=_masked_caller(read.model_dump(include=set(_MASKED)), names=[ticket.caller_name])
     )
 
 
-def _masked_caller(fields: dict[str, Any]) -> dict[str, Any]:
+def _masked_caller(fields: dict[str, Any], *, names: list[str | None]) -> dict[str, Any]:
     masked = dict(fields)
     if masked.get("caller_name"):
         masked["caller_name"] = privacy.mask_name(masked["caller_name"])
     if masked.get("caller_phone"):
         masked["caller_phone"] = privacy.mask_phone(masked["caller_phone"])
+    for field in _FREE_TEXT:
+        if isinstance(masked.get(field), str):
+            masked[field] = privacy.mask_text(masked[field], names=names)
     return masked
 
 
 def event_reads(events: list[TicketEvent], ticket: Ticket, user: User) -> list[TicketEventRead]:
-    """The audit carries every value a field ever had, the caller's identity included."""
+    """The audit carries every value a field ever had, the caller's identity included: every
+    name the caller ever had is masked wherever it appears."""
     reads = [TicketEventRead.model_validate(e) for e in events]
     if not ticket.confidential or privacy.sees_caller_identity(user):
         return reads
+    names = [ticket.caller_name] + [
+        r.data["set"].get("caller_name") for r in reads if isinstance(r.data.get("set"), dict)
+    ]
     return [
-        r.model_copy(update={"data": {**r.data, "set": _masked_caller(r.data["set"])}})
-        if "set" in r.data
-        else r
+        r.model_copy(
+            update={
+                "reason": privacy.mask_text(r.reason, names=names) if r.reason else r.reason,
+                "data": {**r.data, "set": _masked_caller(r.data["set"], names=names)}
+                if "set" in r.data
+                else r.data,
+            }
+        )
         for r in reads
     ]
 
@@ -207,7 +226,7 @@ class ReasonBody(_Body):
 
 
 class ReviewReplyBody(_Body):
-    approve: bool
+    approve: StrictBool
     reason: str | None = Field(
         default=None, max_length=2000, description="required when sending the reply back"
     )
@@ -219,7 +238,7 @@ class CallbackBody(_Body):
 
 
 class ReviewReturnBody(_Body):
-    uphold: bool = Field(
+    uphold: StrictBool = Field(
         description="true: the unit keeps the ticket; false: 改派 to lead_unit_code"
     )
     reason: str | None = Field(default=None, max_length=2000)
@@ -247,7 +266,7 @@ class ExtensionRequestBody(_Body):
 
 
 class ExtensionDecisionBody(_Body):
-    approve: bool
+    approve: StrictBool
     reason: str | None = Field(default=None, max_length=2000)
 
 

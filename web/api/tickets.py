@@ -11,13 +11,14 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlmodel import Session
 
+from accounts import privacy
 from core.db import saved_id, session_scope
 from core.settings import Settings
 from dispatch import access, assignments, closing
 from hotline import intake
 from tickets import search as ticket_search
 from tickets import service as tickets
-from tickets.models import TicketCreate, TicketEventRead, TicketRead, TicketUpdate
+from tickets.models import Ticket, TicketCreate, TicketEventRead, TicketRead, TicketUpdate
 from web.api.schemas import (
     CloseAtIntakeBody,
     MergeBody,
@@ -35,6 +36,7 @@ from web.deps import (
     CurrentUser,
     HeaderSpec,
     IntakeStaff,
+    PathId,
     SessionDep,
     authenticated,
     check_role,
@@ -42,10 +44,12 @@ from web.deps import (
     json_body_schema,
     merged,
     parse_json_body,
+    patch_body,
     read_header,
 )
+from web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/tickets", tags=["tickets"])
+router = APIRouter(prefix="/tickets", tags=["tickets"], responses=ERROR_RESPONSES)
 
 IDEMPOTENCY_KEY = HeaderSpec(
     "Idempotency-Key",
@@ -127,7 +131,9 @@ def list_tickets(
     """Newest first. A handler sees only the tickets their unit was ever assigned."""
     access.check_ticket_search(user, caller_phone=query.caller_phone)
     filters = ticket_search.TicketFilters(
-        **query.model_dump(exclude={"limit", "cursor", "category"}), category_prefix=query.category
+        **query.model_dump(exclude={"limit", "cursor", "category"}),
+        category_prefix=query.category,
+        q_in_confidential=privacy.sees_caller_identity(user),
     )
     rows, next_cursor = ticket_search.list_tickets(
         session,
@@ -145,14 +151,15 @@ def get_ticket_by_number(number: str, session: SessionDep, user: CurrentUser) ->
 
 
 @router.get("/{ticket_id}", response_model=TicketRead)
-def get_ticket(ticket_id: int, session: SessionDep, user: CurrentUser) -> TicketRead:
+def get_ticket(ticket_id: PathId, session: SessionDep, user: CurrentUser) -> TicketRead:
     return ticket_read(access.visible_ticket(session, user=user, ticket_id=ticket_id), user)
 
 
 @router.patch("/{ticket_id}", response_model=TicketRead)
 def update_ticket(
-    ticket_id: int, data: TicketUpdate, session: SessionDep, user: IntakeStaff, clock: ClockDep
+    ticket_id: PathId, data: TicketUpdate, session: SessionDep, user: IntakeStaff, clock: ClockDep
 ) -> TicketRead:
+    data = patch_body(data, Ticket)
     ticket = tickets.get_ticket(session, ticket_id, for_update=True)
     tickets.update_ticket(
         session, ticket=ticket, data=data, actor=assignments.who(user), now=clock.now()
@@ -161,26 +168,31 @@ def update_ticket(
 
 
 @router.get("/{ticket_id}/events", response_model=list[TicketEventRead])
-def ticket_events(ticket_id: int, session: SessionDep, user: CurrentUser) -> list[TicketEventRead]:
+def ticket_events(
+    ticket_id: PathId, session: SessionDep, user: CurrentUser
+) -> list[TicketEventRead]:
     ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
     return event_reads(tickets.events_of(session, saved_id(ticket)), ticket, user)
 
 
 @router.post("/{ticket_id}/close-at-intake", response_model=TicketRead)
 def close_at_intake(
-    ticket_id: int, body: CloseAtIntakeBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
+    ticket_id: PathId,
+    body: CloseAtIntakeBody,
+    session: SessionDep,
+    user: IntakeStaff,
+    clock: ClockDep,
 ) -> TicketRead:
     """直接办结: the operator answered the caller from the knowledge base."""
-    ticket = tickets.get_ticket(session, ticket_id, for_update=True)
-    tickets.close_at_intake(
-        session, ticket=ticket, answer=body.answer, actor=assignments.who(user), now=clock.now()
+    ticket = closing.close_at_intake(
+        session, ticket_id=ticket_id, answer=body.answer, actor=user, now=clock.now()
     )
     return ticket_read(ticket, user)
 
 
 @router.post("/{ticket_id}/merge", response_model=TicketRead)
 def merge_ticket(
-    ticket_id: int, body: MergeBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
+    ticket_id: PathId, body: MergeBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
 ) -> TicketRead:
     """并单 into `parent_id`: the parent's reply will reach this ticket's caller too."""
     child = closing.merge(

@@ -8,11 +8,13 @@ from fastapi import APIRouter
 
 from core.db import saved_id
 from dispatch import units as unit_service
+from dispatch.models import Unit
 from dispatch.units import UnitCreate, UnitUpdate
 from web.api.schemas import UnitNode, UnitRead, unit_read, unit_tree
-from web.deps import Admin, CurrentUser, SessionDep
+from web.deps import Admin, CurrentUser, SessionDep, patch_body
+from web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/units", tags=["units"])
+router = APIRouter(prefix="/units", tags=["units"], responses=ERROR_RESPONSES)
 
 
 @router.get("", response_model=list[UnitNode] | list[UnitRead])
@@ -44,5 +46,5 @@ def create_unit(data: UnitCreate, session: SessionDep, _: Admin) -> UnitRead:
 
 @router.patch("/{code}", response_model=UnitRead)
 def update_unit(code: str, data: UnitUpdate, session: SessionDep, _: Admin) -> UnitRead:
-    unit = unit_service.update_unit(session, code=code, changes=data)
+    unit = unit_service.update_unit(session, code=code, changes=patch_body(data, Unit))
     return unit_read(unit, unit_service.units_by_id(session, [unit.parent_id]))

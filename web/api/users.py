@@ -16,9 +16,10 @@ from web.api.schemas import (
     user_reads,
     user_with_token,
 )
-from web.deps import Admin, ClockDep, CurrentUser, SessionDep
+from web.deps import Admin, ClockDep, CurrentUser, PathId, SessionDep
+from web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], responses=ERROR_RESPONSES)
 
 
 @router.get("/me", response_model=UserRead)
@@ -53,16 +54,16 @@ def create_user(data: UserCreate, session: SessionDep, _: Admin, clock: ClockDep
 
 
 @router.get("/{user_id}", response_model=UserRead)
-def get_user(user_id: int, session: SessionDep, _: Admin) -> UserRead:
+def get_user(user_id: PathId, session: SessionDep, _: Admin) -> UserRead:
     return user_read(session, accounts.get_user(session, user_id=user_id))
 
 
 @router.post("/{user_id}/token", response_model=UserWithToken)
-def rotate_token(user_id: int, session: SessionDep, _: Admin) -> UserWithToken:
+def rotate_token(user_id: PathId, session: SessionDep, _: Admin) -> UserWithToken:
     user, token = accounts.rotate_token(session, user_id=user_id)
     return user_with_token(session, user, token)
 
 
 @router.post("/{user_id}/deactivate", response_model=UserRead)
-def deactivate_user(user_id: int, session: SessionDep, _: Admin) -> UserRead:
+def deactivate_user(user_id: PathId, session: SessionDep, _: Admin) -> UserRead:
     return user_read(session, accounts.deactivate_user(session, user_id=user_id))

@@ -35,13 +35,15 @@ from web.deps import (
     CurrentUser,
     Dispatcher,
     IntakeStaff,
+    PathId,
     SessionDep,
     SettingsDep,
     Supervisor,
     UnitWorker,
 )
+from web.errors import ERROR_RESPONSES
 
-router = APIRouter(tags=["workflow"])
+router = APIRouter(tags=["workflow"], responses=ERROR_RESPONSES)
 
 
 # ---------------------------------------------------------------- the centre
@@ -49,7 +51,7 @@ router = APIRouter(tags=["workflow"])
 
 @router.post("/tickets/{ticket_id}/dispatch", response_model=DispatchRead)
 def dispatch_ticket(
-    ticket_id: int,
+    ticket_id: PathId,
     session: SessionDep,
     user: IntakeStaff,
     clock: ClockDep,
@@ -83,7 +85,7 @@ def dispatch_ticket(
 
 @router.get("/tickets/{ticket_id}/assignments", response_model=list[AssignmentRead])
 def ticket_assignments(
-    ticket_id: int, session: SessionDep, user: CurrentUser
+    ticket_id: PathId, session: SessionDep, user: CurrentUser
 ) -> list[AssignmentRead]:
     """Every unit's share of the ticket, withdrawn ones included, oldest first."""
     ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
@@ -94,7 +96,11 @@ def ticket_assignments(
 
 @router.post("/tickets/{ticket_id}/review-reply", response_model=TicketWithAssignments)
 def review_reply(
-    ticket_id: int, body: ReviewReplyBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
+    ticket_id: PathId,
+    body: ReviewReplyBody,
+    session: SessionDep,
+    user: IntakeStaff,
+    clock: ClockDep,
 ) -> TicketWithAssignments:
     """审核: approve the lead unit's reply, or send it back with a reason."""
     ticket = review.review_reply(
@@ -110,7 +116,7 @@ def review_reply(
 
 @router.post("/tickets/{ticket_id}/callback", response_model=TicketWithAssignments)
 def callback(
-    ticket_id: int, body: CallbackBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
+    ticket_id: PathId, body: CallbackBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
 ) -> TicketWithAssignments:
     """回访: a satisfied caller closes the ticket; a dissatisfied one reopens it (重办)."""
     result = closing.callback(
@@ -126,7 +132,7 @@ def callback(
 
 @router.post("/tickets/{ticket_id}/close", response_model=TicketWithAssignments)
 def close(
-    ticket_id: int, body: ReasonBody, session: SessionDep, user: Dispatcher, clock: ClockDep
+    ticket_id: PathId, body: ReasonBody, session: SessionDep, user: Dispatcher, clock: ClockDep
 ) -> TicketWithAssignments:
     """办结 without a callback: the caller could not be reached or was anonymous."""
     ticket = closing.close(
@@ -137,7 +143,11 @@ def close(
 
 @router.post("/tickets/{ticket_id}/review-return", response_model=TicketWithAssignments)
 def review_return(
-    ticket_id: int, body: ReviewReturnBody, session: SessionDep, user: Dispatcher, clock: ClockDep
+    ticket_id: PathId,
+    body: ReviewReturnBody,
+    session: SessionDep,
+    user: Dispatcher,
+    clock: ClockDep,
 ) -> TicketWithAssignments:
     """The centre's verdict on a 退单: uphold the dispatch, or re-dispatch (改派) to
     `lead_unit_code`."""
@@ -168,7 +178,7 @@ def extension_queue(
 
 @router.get("/tickets/{ticket_id}/extensions", response_model=list[ExtensionRead])
 def ticket_extensions(
-    ticket_id: int, session: SessionDep, user: CurrentUser
+    ticket_id: PathId, session: SessionDep, user: CurrentUser
 ) -> list[ExtensionRead]:
     ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
     return [
@@ -179,7 +189,7 @@ def ticket_extensions(
 
 @router.post("/extensions/{extension_id}/decision", response_model=ExtensionRead)
 def decide_extension(
-    extension_id: int,
+    extension_id: PathId,
     body: ExtensionDecisionBody,
     session: SessionDep,
     user: Dispatcher,
@@ -198,7 +208,7 @@ def decide_extension(
 
 @router.post("/tickets/{ticket_id}/reopen", response_model=TicketWithAssignments)
 def reopen(
-    ticket_id: int, body: ReasonBody, session: SessionDep, user: Supervisor, clock: ClockDep
+    ticket_id: PathId, body: ReasonBody, session: SessionDep, user: Supervisor, clock: ClockDep
 ) -> TicketWithAssignments:
     """重办 of a closed ticket: back to the units that handled it, with fresh clocks."""
     result = closing.reopen(
@@ -209,7 +219,7 @@ def reopen(
 
 @router.post("/tickets/{ticket_id}/archive", response_model=TicketWithAssignments)
 def archive(
-    ticket_id: int, session: SessionDep, user: Supervisor, clock: ClockDep
+    ticket_id: PathId, session: SessionDep, user: Supervisor, clock: ClockDep
 ) -> TicketWithAssignments:
     ticket = closing.archive(session, ticket_id=ticket_id, actor=user, now=clock.now())
     return ticket_with_assignments(session, ticket, user)
@@ -220,7 +230,7 @@ def archive(
 
 @router.post("/assignments/{assignment_id}/sign", response_model=AssignmentRead)
 def sign(
-    assignment_id: int, session: SessionDep, user: UnitWorker, clock: ClockDep
+    assignment_id: PathId, session: SessionDep, user: UnitWorker, clock: ClockDep
 ) -> AssignmentRead:
     """签收: the sign-for clock stops, the reply clock is watched."""
     assignment = handling.sign(session, assignment_id=assignment_id, actor=user, now=clock.now())
@@ -229,7 +239,7 @@ def sign(
 
 @router.post("/assignments/{assignment_id}/start", response_model=AssignmentRead)
 def start(
-    assignment_id: int, session: SessionDep, user: UnitWorker, clock: ClockDep
+    assignment_id: PathId, session: SessionDep, user: UnitWorker, clock: ClockDep
 ) -> AssignmentRead:
     assignment = handling.start(session, assignment_id=assignment_id, actor=user, now=clock.now())
     return assignment_read(session, assignment)
@@ -237,7 +247,7 @@ def start(
 
 @router.post("/assignments/{assignment_id}/reply", response_model=AssignmentRead)
 def reply(
-    assignment_id: int, body: ReplyBody, session: SessionDep, user: UnitWorker, clock: ClockDep
+    assignment_id: PathId, body: ReplyBody, session: SessionDep, user: UnitWorker, clock: ClockDep
 ) -> AssignmentRead:
     assignment = handling.reply(
         session, assignment_id=assignment_id, text=body.text, actor=user, now=clock.now()
@@ -247,7 +257,7 @@ def reply(
 
 @router.post("/assignments/{assignment_id}/return", response_model=AssignmentRead)
 def return_ticket(
-    assignment_id: int, body: ReturnBody, session: SessionDep, user: UnitWorker, clock: ClockDep
+    assignment_id: PathId, body: ReturnBody, session: SessionDep, user: UnitWorker, clock: ClockDep
 ) -> AssignmentRead:
     """退单: not this unit's matter (wrong locality or mandate); the centre reviews it."""
     assignment = handling.return_ticket(
@@ -265,7 +275,7 @@ def return_ticket(
     "/assignments/{assignment_id}/extensions", status_code=201, response_model=ExtensionRead
 )
 def request_extension(
-    assignment_id: int,
+    assignment_id: PathId,
     body: ExtensionRequestBody,
     session: SessionDep,
     user: UnitWorker,

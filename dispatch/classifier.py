@@ -1,0 +1,171 @@
+"""A learned suggestion beside the rules: which unit the centre's own history would pick.
+
+A TF-IDF model over jieba words and word pairs (dispatch/segment.py) with a multinomial
+logistic regression, trained on the centre's history: a ticket's text labelled with the
+lead unit it was dispatched to, counting only lead assignments the unit did not return
+(replied or completed). Everything runs in-process; there is no external service.
+
+The suggestion is advice shown to the dispatcher with its confidence (the model's
+probability) and the next best units; rules that fire still decide the dispatch. The process
+uses the model installed with `install` (the retraining task installs what it trained) or
+`load_installed` (a process that starts later reads the saved file, re-read when it changes);
+with none installed, dispatch shows no suggestion.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from core.errors import InvalidInput
+from dispatch.models import Assignment, AssignmentRole, AssignmentStatus, Unit
+from dispatch.segment import tokens
+from tickets.models import Ticket
+
+MODEL_FILE = Path("models") / "routing-classifier.pkl"  # under the data directory
+MIN_SAMPLES = 20
+MIN_UNITS = 2
+TOP = 3
+LABELLING_STATUSES = (AssignmentStatus.replied, AssignmentStatus.completed)
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    unit: str
+    confidence: float
+    alternatives: tuple[tuple[str, float], ...]
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit,
+            "confidence": self.confidence,
+            "alternatives": [{"unit": u, "confidence": p} for u, p in self.alternatives],
+        }
+
+
+class UnitClassifier:
+    """Fitted model; `suggest` ranks units for one text."""
+
+    def __init__(self, pipeline: Any, trained_on: int) -> None:
+        self._pipeline = pipeline
+        self.trained_on = trained_on
+
+    @property
+    def units(self) -> list[str]:
+        return [str(u) for u in self._pipeline.classes_]
+
+    def suggest(self, text: str) -> Suggestion:
+        probabilities = self._pipeline.predict_proba([text])[0]
+        ranked = sorted(zip(self.units, probabilities, strict=True), key=lambda up: -up[1])
+        top = [(u, round(float(p), 3)) for u, p in ranked[:TOP]]
+        return Suggestion(unit=top[0][0], confidence=top[0][1], alternatives=tuple(top[1:]))
+
+    def dumps(self) -> bytes:
+        return pickle.dumps(self)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(self.dumps())
+        tmp.replace(path)
+
+
+def load(path: Path) -> UnitClassifier | None:
+    """The model saved at `path` by `train_from_history`, or None when there is none yet.
+    Only load files this platform wrote: the format is pickle."""
+    if not path.exists():
+        return None
+    model = pickle.loads(path.read_bytes())
+    return model if isinstance(model, UnitClassifier) else None
+
+
+_lock = threading.Lock()
+_installed: UnitClassifier | None = None
+_loaded_from: tuple[Path, float] | None = None
+
+
+def install(model: UnitClassifier | None) -> None:
+    """Use `model` for suggestions in this process (None: no suggestions)."""
+    global _installed, _loaded_from
+    with _lock:
+        _installed, _loaded_from = model, None
+
+
+def load_installed(path: Path) -> UnitClassifier | None:
+    """Install the model saved at `path`, re-reading it only when the file changed."""
+    global _installed, _loaded_from
+    with _lock:
+        if not path.exists():
+            return _installed
+        stamp = (path, path.stat().st_mtime)
+        if stamp != _loaded_from:
+            _installed, _loaded_from = load(path), stamp
+        return _installed
+
+
+def installed() -> UnitClassifier | None:
+    return _installed
+
+
+def train(texts: Sequence[str], units: Sequence[str]) -> UnitClassifier:
+    """Fit on (text, lead unit) pairs; needs MIN_SAMPLES pairs over MIN_UNITS units."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    if len(texts) != len(units):
+        raise InvalidInput("texts and units differ in length")
+    if len(texts) < MIN_SAMPLES or len(Counter(units)) < MIN_UNITS:
+        raise InvalidInput(
+            f"too little history to learn from: {len(texts)} tickets over "
+            f"{len(Counter(units))} units (need {MIN_SAMPLES} over {MIN_UNITS})"
+        )
+    pipeline = make_pipeline(
+        TfidfVectorizer(
+            tokenizer=tokens,
+            token_pattern=None,
+            lowercase=False,
+            ngram_range=(1, 2),
+            sublinear_tf=True,
+            min_df=1,
+        ),
+        LogisticRegression(max_iter=2000, C=10.0),
+    )
+    pipeline.fit(list(texts), list(units))
+    return UnitClassifier(pipeline, trained_on=len(texts))
+
+
+def history(session: Session, *, limit: int = 50_000) -> tuple[list[str], list[str]]:
+    """Texts and lead units of tickets whose lead unit kept the ticket (not returned),
+    newest first, at most `limit`."""
+    rows = session.exec(
+        select(Ticket.title, Ticket.description, Ticket.request, Unit.code)
+        .join(Assignment, col(Assignment.ticket_id) == col(Ticket.id))
+        .join(Unit, col(Unit.id) == col(Assignment.unit_id))
+        .where(col(Assignment.role) == AssignmentRole.lead)
+        .where(col(Assignment.status).in_(LABELLING_STATUSES))
+        .order_by(col(Assignment.id).desc())
+        .limit(limit)
+    ).all()
+    texts, units = [], []
+    for title, description, request, code in rows:
+        texts.append("\n".join(p for p in (title, description, request) if p))
+        units.append(code)
+    return texts, units
+
+
+def train_from_history(session: Session, *, path: Path) -> UnitClassifier:
+    """Retrain on the history, save the model to `path` and install it (the scheduled
+    task)."""
+    texts, units = history(session)
+    model = train(texts, units)
+    model.save(path)
+    install(model)
+    return model
