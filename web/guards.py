@@ -40,6 +40,11 @@ class RejectNul:
         if b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
             await _reject(send, "query")
             return
+        if not _textual(scope):
+            # Binary bodies (uploads, audio) may hold NUL bytes; only text bodies are parsed
+            # into strings the database stores.
+            await self.app(scope, receive, send)
+            return
         messages: list[Message] = []
         body = bytearray()
         while True:
@@ -58,6 +63,18 @@ class RejectNul:
             return messages.pop(0) if messages else await receive()
 
         await self.app(scope, replay, send)
+
+
+def _textual(scope: Scope) -> bool:
+    """A body that becomes strings: JSON (`application/json`, `…+json`) or a form."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            kind = value.split(b";", 1)[0].strip().lower()
+            return kind in _TEXT_TYPES or kind.endswith(b"+json")
+    return True  # no declared type: FastAPI reads it as JSON
+
+
+_TEXT_TYPES = frozenset({b"application/json", b"application/x-www-form-urlencoded", b"text/plain"})
 
 
 async def _reject(send: Send, where: str) -> None:

@@ -237,3 +237,39 @@ def test_given_a_number_for_a_time_when_dry_running_then_422(client, auth):
 def test_given_a_datetime_beyond_the_storable_range_when_listing_then_422(client, auth, value):
     response = client.get(API + "/tickets", params={"created_to": value}, headers=auth("admin"))
     assert_validation_error(response, "query")
+
+
+def test_given_a_binary_body_with_nul_bytes_when_posted_then_the_guard_lets_it_through():
+    import asyncio
+
+    from web.guards import RejectNul
+
+    seen: list[bytes] = []
+
+    async def app(scope, receive, send):
+        message = await receive()
+        seen.append(message["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    sent: list[dict] = []
+
+    async def run(content_type: bytes, body: bytes) -> int:
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "path": "/upload",
+            "query_string": b"",
+            "headers": [(b"content-type", content_type)],
+        }
+        await RejectNul(app)(scope, receive, send)
+        return sent[-2]["status"]
+
+    wav = b"RIFF\x00\x00\x00\x00WAVEfmt "
+    assert asyncio.run(run(b"audio/wav", wav)) == 200 and seen == [wav]
+    assert asyncio.run(run(b"application/json", b'{"a": "\\u0000"}')) == 422
