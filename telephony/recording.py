@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
+import struct
 import wave
 from collections import deque
 from dataclasses import dataclass
@@ -135,18 +136,37 @@ def recording_path(directory: Path, call_id: str, suffix: str = "") -> Path:
     return Path(directory) / f"{name[:120]}{suffix}.wav"
 
 
-class WavRecorder:
-    """Writes 20 ms PCM16 frames to a WAV as they come; the header is fixed up on close, so a
-    crash leaves a file that ``sox`` can still repair."""
+class RecordingError(ValueError):
+    """A file that is not a recording we can repair (not a PCM WAV)."""
 
-    def __init__(self, path: Path) -> None:
+
+# ``wave`` writes the canonical 44-byte PCM header: the RIFF size sits at byte 4, the data
+# chunk's size at byte 40.
+_RIFF_SIZE_AT = 4
+_DATA_SIZE_AT = 40
+_HEADER_BYTES = 44
+
+
+class WavRecorder:
+    """Writes 20 ms PCM16 frames to a WAV as they come, keeping the header true as it grows.
+
+    A crash (``kill -9``, an OOM kill) cannot run ``close``, so the header is rewritten after
+    every ``patch_every_s`` of audio: a file left behind plays, and its header covers all but
+    at most the last second. The audio after that is on disk too (the file is unbuffered);
+    ``repair_wav`` makes the header cover it.
+    """
+
+    def __init__(self, path: Path, patch_every_s: float = 1.0) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Never overwrite: a Call-ID comes from the caller's phone and may be reused.
         for n in range(1, 1000):
             candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
             try:
-                self._file = open(candidate, "xb")
+                # Unbuffered: every write reaches the OS at once, so a killed process leaves
+                # all the audio it wrote in the file (an fsync is not needed for that: the
+                # page cache outlives the process; only a power cut would need one).
+                self._file = open(candidate, "xb", buffering=0)
                 break
             except FileExistsError:
                 continue
@@ -158,10 +178,26 @@ class WavRecorder:
         self._wav.setsampwidth(2)
         self._wav.setframerate(SAMPLE_RATE)
         self.samples = 0
+        self._patch_every = max(1, round(patch_every_s * SAMPLE_RATE))
+        self._patched_at = 0  # samples written when the header was last made true
 
     def write(self, pcm16: bytes) -> None:
         self._wav.writeframesraw(pcm16)
         self.samples += len(pcm16) // 2
+        if self.samples - self._patched_at >= self._patch_every:
+            self._patch_header()
+
+    def _patch_header(self) -> None:
+        """Rewrite the RIFF and data sizes for the audio written so far, then seek back."""
+        end = self._file.tell()
+        data = end - _HEADER_BYTES
+        self._file.seek(_RIFF_SIZE_AT)
+        self._file.write(struct.pack("<I", _HEADER_BYTES - 8 + data))
+        self._file.seek(_DATA_SIZE_AT)
+        self._file.write(struct.pack("<I", data))
+        self._file.seek(end)
+        self._file.flush()  # a no-op while unbuffered; keeps the guarantee if that changes
+        self._patched_at = self.samples
 
     def write_silence(self, frames: int) -> None:
         if frames > 0:
@@ -185,3 +221,70 @@ class WavRecorder:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _chunks(data: bytes, start: int) -> list[tuple[bytes, int, int]]:
+    """(id, body offset, declared size) of each RIFF chunk from ``start`` on; the last one
+    may claim more (or less) than the file holds."""
+    out = []
+    at = start
+    while at + 8 <= len(data):
+        cid, size = data[at : at + 4], struct.unpack("<I", data[at + 4 : at + 8])[0]
+        out.append((cid, at + 8, size))
+        at += 8 + size + (size & 1)
+    return out
+
+
+def _whole(data: bytes, start: int) -> bool:
+    """Whether ``data[start:]`` is a run of chunks (printable ids, as RIFF requires, so that
+    audio such as silence is not mistaken for one) ending exactly at the end of the file."""
+    chunks = _chunks(data, start)
+    printable = all(all(32 <= b < 127 for b in cid) for cid, _, _ in chunks)
+    return printable and sum(8 + s + (s & 1) for _, _, s in chunks) == len(data) - start
+
+
+def repair_wav(path: Path) -> float:
+    """Fix the header of a PCM WAV left by a crash and return its duration in seconds.
+
+    The data chunk is taken to run to the end of the file (as ``WavRecorder`` writes it; a
+    trailing partial frame is cut off), unless chunks that fit the file exactly follow it.
+    A file whose header is already true is left untouched, so this is safe to run on every
+    recording. Raises RecordingError for anything that is not a PCM WAV.
+    """
+    path = Path(path)
+    with open(path, "r+b") as f:
+        content = f.read()  # recordings are minutes of 8 kHz audio: a few MB at most
+        if len(content) < 12 or content[:4] != b"RIFF" or content[8:12] != b"WAVE":
+            raise RecordingError(f"{path} is not a WAV file")
+        chunks = _chunks(content, 12)
+        fmt = next((c for c in chunks if c[0] == b"fmt "), None)
+        data = next((c for c in chunks if c[0] == b"data"), None)
+        if fmt is None or data is None or fmt[2] < 16 or fmt[1] + 16 > len(content):
+            raise RecordingError(f"{path} is not a WAV file (no fmt or data chunk)")
+        tag, channels, rate, _, block_align, _ = struct.unpack(
+            "<HHIIHH", content[fmt[1] : fmt[1] + 16]
+        )
+        # 0xFFFE (extensible) carries the real format as a sub-format GUID starting at 24.
+        if tag == 0xFFFE and fmt[2] >= 26:
+            tag = struct.unpack("<H", content[fmt[1] + 24 : fmt[1] + 26])[0]
+        if tag != 1 or channels == 0 or rate == 0 or block_align == 0:
+            raise RecordingError(f"{path} is not a PCM WAV (format {tag:#x})")
+        _, body, declared = data
+        end = body + declared + (declared & 1)
+        if end <= len(content) and _whole(content, end):
+            size, file_end = declared, len(content)  # chunks after the audio fit exactly
+        else:
+            size = (len(content) - body) // block_align * block_align
+            file_end = body + size
+        riff = file_end - 8
+        if file_end != len(content):
+            f.truncate(file_end)
+        if declared != size:
+            f.seek(body - 4)
+            f.write(struct.pack("<I", size))
+        if struct.unpack("<I", content[4:8])[0] != riff:
+            f.seek(4)
+            f.write(struct.pack("<I", riff))
+    if file_end != len(content) or declared != size:
+        log.warning("repaired %s: %d bytes of audio", path, size)
+    return size / block_align / rate
