@@ -298,10 +298,12 @@ def sip() -> None:
 
     mask_logs()  # no caller's number in clear in the log, the SIP edge's lines included
 
+    from datetime import timedelta
+
     from asr.recognizer import AsrError
-    from hotline.calls import setup
+    from hotline.calls import recovery, setup
     from hotline.calls.dialer import CallbackDialer
-    from hotline.calls.services import CallServices
+    from hotline.calls.services import CallServices, send_transcription_task
     from telephony.flows import serve_inbound
     from telephony.prompts import PromptError
     from telephony.sip_config import SipConfig, SipLine
@@ -333,14 +335,34 @@ def sip() -> None:
     except (PromptError, AsrError, ValueError) as exc:
         fail(str(exc))
     engine = make_engine(settings.db_url)
+    session_factory, clock = make_session_factory(engine), SystemClock()
+    # Crash recovery: this process's own row and heartbeat, and before any call is answered
+    # the calls a predecessor on this host (or any edge gone silent) left open are closed.
+    me = recovery.EdgeIdentity.new(socket.gethostname())
+    recovery.register_edge(session_factory, edge=me, now=clock.now())
+    try:
+        closed = recovery.recover_calls(
+            session_factory,
+            now=clock.now(),
+            stale_after=timedelta(seconds=t.edge_stale_after_s),
+            enqueue_transcription=send_transcription_task,
+            this_edge=me,
+        )
+    except Exception:  # the beat's sweep tries again every minute
+        logging.getLogger(__name__).exception("recovering the calls of lost SIP edges failed")
+        closed = []
     services = CallServices(
-        session_factory=make_session_factory(engine),
-        clock=SystemClock(),
+        session_factory=session_factory,
+        clock=clock,
         settings=settings,
         recognizer=recognizer,
+        edge_id=me.id,
     )
     flow = setup.flow_settings(settings)
     stop = threading.Event()
+    recovery.Heartbeat(
+        session_factory, edge_id=me.id, clock=clock, interval_s=t.edge_heartbeat_s, stop=stop
+    ).start()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
@@ -359,6 +381,7 @@ def sip() -> None:
         )
         typer.echo(f"  prompts:    {prompts.directory} ({len(made)} generated)")
         typer.echo(f"  recordings: {settings.recording_dir}")
+        typer.echo(f"  edge:       {me.id} ({len(closed)} lost call(s) recovered)")
         if t.callback_uri:
             dialer = CallbackDialer(services=services, endpoint=edge, prompts=prompts, flow=flow)
             threading.Thread(target=dialer.run, args=(stop,), name="callbacks", daemon=True).start()
@@ -379,6 +402,7 @@ def sip() -> None:
         stop.set()
         edge.stop()
         services.close()
+        recovery.mark_stopped(session_factory, edge_id=me.id, now=clock.now())
         if hasattr(recognizer, "close"):
             recognizer.close()
         engine.dispose()

@@ -79,6 +79,10 @@ class TelephonySettings(BaseModel):
     callback_retry_minutes: list[float] = Field(default_factory=lambda: [30.0, 120.0, 1440.0])
     callback_hours: tuple[int, int] = (8, 21)  # local hours in which callers are dialled
     callback_poll_s: float = 5.0
+    # Crash recovery: each `hotline sip` refreshes its heartbeat this often; a call whose
+    # edge has not done so for `edge_stale_after_s` is closed from its recording.
+    edge_heartbeat_s: float = Field(default=10.0, gt=0)
+    edge_stale_after_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _check_callbacks(self) -> TelephonySettings:

@@ -7,7 +7,7 @@ Task names are stable: queued messages and the beat schedule refer to them."""
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 
 # celery ships no type information (no py.typed, no stubs installed)
 from celery import shared_task
@@ -19,7 +19,7 @@ from core.db import session_scope
 from core.errors import InvalidInput
 from dispatch import classifier, escalation, notify
 from dispatch.models import NotificationStatus
-from hotline.calls import intake, setup
+from hotline.calls import intake, recovery, setup
 
 # ---------------------------------------------------------------- SLA and notifications
 
@@ -146,3 +146,17 @@ def requeue_transcriptions() -> int:
     for call_id in call_ids:
         transcribe_recording.delay(call_id)
     return len(call_ids)
+
+
+@shared_task(name="calls.recover_lost_calls", ignore_result=True)
+def recover_lost_calls() -> int:
+    """Close the calls of SIP edges whose heartbeat stopped (a host that never came back)
+    and queue their transcription; the number of calls closed."""
+    settings = runtime.get_settings()
+    closed = recovery.recover_calls(
+        runtime.get_session_factory(),
+        now=runtime.get_clock().now(),
+        stale_after=timedelta(seconds=settings.telephony.edge_stale_after_s),
+        enqueue_transcription=transcribe_recording.delay,
+    )
+    return len(closed)

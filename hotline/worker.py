@@ -40,6 +40,12 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 240},
     },
+    # Calls left open by a SIP edge that died (its host never came back to restart it).
+    "recover-lost-calls": {
+        "task": "calls.recover_lost_calls",
+        "schedule": crontab(minute="*"),
+        "options": {"expires": 55},
+    },
 }
 
 

@@ -45,6 +45,9 @@ class CallRecord(SQLModel, table=True):
     end_reason: str | None = Field(default=None, max_length=16)  # how the report ended
     recording_path: str | None = Field(default=None, max_length=500)
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    # The `hotline sip` process that answered the call (SipEdgeRecord.id): a call left open
+    # by an edge that died is found by it and closed by crash recovery.
+    edge_id: str | None = Field(default=None, max_length=36, index=True)
     # The running text of live ASR; `live_seq` grows with every change, so a reader in
     # another process (the web's event stream) sees each change once.
     live_text: str = Field(default="", max_length=20000)
@@ -55,6 +58,20 @@ class CallRecord(SQLModel, table=True):
     )
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class SipEdgeRecord(SQLModel, table=True):
+    """One `hotline sip` process: written at its start, its heartbeat refreshed while it
+    lives; `dead_at` is set when it stops or when crash recovery has closed its calls."""
+
+    __tablename__ = "sip_edge"
+
+    id: str = Field(primary_key=True, max_length=36)  # a uuid4, new at every start
+    host: str = Field(max_length=255, index=True)
+    pid: int
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    heartbeat_at: datetime = Field(sa_type=UTCDateTime)
+    dead_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class CallbackOutcome(StrEnum):

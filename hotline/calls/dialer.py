@@ -65,7 +65,10 @@ class CallbackDialer:
         else:
             call_id = call.call_id
             with session_scope(s.session_factory) as session:
-                upsert_call(session, call=call, now=s.clock.now(), ticket_id=attempt.ticket_id)
+                owner = {"edge_id": s.edge_id} if s.edge_id else {}
+                upsert_call(
+                    session, call=call, now=s.clock.now(), ticket_id=attempt.ticket_id, **owner
+                )
             result = survey(call, prompts=self.prompts, hooks=FlowHooks(), settings=self.flow)
             outcome = (
                 CallbackOutcome(result.value) if result is not None else CallbackOutcome.no_input

@@ -89,6 +89,12 @@ def get_call(session: Session, call_id: str, *, for_update: bool = False) -> Cal
     return record
 
 
+def recorded_at(session: Session, call_id: str) -> str | None:
+    """The recording path on the call's record; None without one (or without a record)."""
+    table = table_of(CallRecord)
+    return session.scalars(select(table.c.recording_path).where(table.c.call_id == call_id)).first()
+
+
 def set_live_text(session: Session, *, call_id: str, text: str, now: datetime) -> bool:
     """The running transcript, until the final one is attached (a late partial must not
     overwrite it)."""

@@ -23,7 +23,7 @@ from core.runtime import SessionFactory
 from core.settings import Settings
 from hotline.calls.intake import attach_transcript, open_ticket
 from hotline.calls.partials import PartialWriter
-from hotline.calls.records import end_values, get_call, upsert_call
+from hotline.calls.records import end_values, get_call, recorded_at, upsert_call
 from hotline.calls.setup import asr_config
 from hotline.calls.status_line import lookup_status
 from telephony.endpoint import (
@@ -33,7 +33,7 @@ from telephony.flows import FlowHooks, StatusAnswer
 from telephony.models import (
     TranscribedBy,
 )
-from telephony.recording import EndReason
+from telephony.recording import EndReason, recording_path
 from tickets import service as tickets
 from tickets.lifecycle import Action
 from tickets.models import (
@@ -59,12 +59,14 @@ class CallServices:
         recognizer: Recognizer | None,
         enqueue_transcription: Callable[[str], Any] | None = None,
         finishers: int = 2,
+        edge_id: str | None = None,
     ) -> None:
         self.session_factory = session_factory
+        self.edge_id = edge_id  # this `hotline sip` process (crash recovery finds its calls)
         self.clock = clock
         self.settings = settings
         self.recognizer = recognizer
-        self._enqueue = enqueue_transcription or _send_transcription_task
+        self._enqueue = enqueue_transcription or send_transcription_task
         self._live: dict[str, LiveTranscriber] = {}
         self._lock = threading.Lock()
         self._writer = PartialWriter(session_factory, clock, settings.telephony.partial_interval_s)
@@ -97,7 +99,12 @@ class CallServices:
         now = self.clock.now()
         with session_scope(self.session_factory) as session:
             ticket = open_ticket(session, call=call, now=now, settings=self.settings)
-            upsert_call(session, call=call, now=now, ticket_id=ticket.id)
+            # Where the report will be recorded and who answered, from the start: an edge
+            # that dies mid-call leaves what crash recovery needs to close the call.
+            owner: dict[str, Any] = {"edge_id": self.edge_id} if self.edge_id else {}
+            if recorded_at(session, call.call_id) is None:
+                owner["recording_path"] = str(next_recording(self.settings, call.call_id))
+            upsert_call(session, call=call, now=now, ticket_id=ticket.id, **owner)
         # the caller's number stays out of the log in clear (it may be a confidential caller)
         caller = privacy.mask_phone(call.remote_number) or "anonymous"
         log.info("call %s from %s: ticket %s", call.call_id, caller, ticket.number)
@@ -287,7 +294,18 @@ class CallServices:
             transcriber.cancel()
 
 
-def _send_transcription_task(call_id: str) -> None:
+def next_recording(settings: Settings, call_id: str) -> Path:
+    """The file the report of this call will be recorded to: the first free one of the names
+    `WavRecorder` tries (it never overwrites; a Call-ID may be reused)."""
+    path = recording_path(settings.recording_dir, call_id)
+    for n in range(1, 1000):
+        candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+    return path
+
+
+def send_transcription_task(call_id: str) -> None:
     from hotline.worker import app
 
     app.send_task("calls.transcribe_recording", args=[call_id])

@@ -1,0 +1,128 @@
+"""`kill -9` of `hotline sip` mid-call, as an operator would suffer it: the next start closes
+the call from its recording and queues its transcription."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import wave
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from core.db import make_engine, make_session_factory
+from hotline.calls.recovery import EDGE_LOST
+from telephony import codecs
+from telephony.models import CallRecord
+from tests.conftest import wait_until
+from tests.hotline.conftest import LEAK, frames_of
+from tests.telephony.fakes import silence
+from tests.telephony.sip_peers import HOST, RtpPeer, free_udp_port, free_udp_run, start_sipp
+
+HOTLINE = Path(sys.executable).parent / "hotline"
+
+
+def _start_edge(env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
+    proc = subprocess.Popen(
+        [str(HOTLINE), "sip"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    out = proc.stdout
+    threading.Thread(target=lambda: lines.extend(iter(out.readline, "")), daemon=True).start()
+    wait_until(
+        lambda: "SIP edge listening" in "".join(lines) or proc.poll() is not None,
+        timeout=90,
+        message="the SIP edge",
+    )
+    assert proc.poll() is None, "".join(lines)
+    return proc, lines
+
+
+def sipp_out(sipp) -> str:
+    sipp.kill()
+    return sipp.communicate(timeout=10)[0] or ""
+
+
+def test_given_an_edge_killed_mid_call_when_it_starts_again_then_the_call_is_closed_repaired_and_queued(  # noqa: E501
+    tmp_path,
+):
+    port, media = free_udp_port(), free_udp_run(2)
+    data_dir = tmp_path / "var"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")},
+        "HOTLINE_DATA_DIR": str(data_dir),
+        "HOTLINE_TELEPHONY__HOST": HOST,
+        "HOTLINE_TELEPHONY__PORT": str(port),
+        # one RTP port: the test knows where to send the caller's voice
+        "HOTLINE_TELEPHONY__RTP_LOW": str(media),
+        "HOTLINE_TELEPHONY__RTP_HIGH": str(media + 2),
+    }
+    if "HOTLINE_SECRET_KEY" in os.environ:
+        env["HOTLINE_SECRET_KEY"] = os.environ["HOTLINE_SECRET_KEY"]
+    subprocess.run([str(HOTLINE), "db", "upgrade"], env=env, check=True, capture_output=True)
+    engine = make_engine(f"sqlite:///{(data_dir / 'core.db').resolve()}")
+    factory = make_session_factory(engine)
+
+    def record() -> CallRecord | None:
+        with factory() as s:
+            return s.scalars(select(CallRecord)).first()
+
+    rtp = RtpPeer()
+    proc, lines = _start_edge(env)
+    sipp = start_sipp(
+        "uac_call.xml",
+        target=f"{HOST}:{port}",
+        keys={"rtp_port": rtp.port, "fmts": "0"},
+        hold=60000,
+        timeout=90,
+    )
+    second = None
+    try:
+
+        def recording() -> Path | None:
+            r = record()
+            path = Path(r.recording_path) if r and r.recording_path else None
+            return path if path is not None and path.is_file() else None
+
+        try:
+            path = wait_until(recording, 60, message="the report being recorded")
+        except AssertionError:
+            raise AssertionError("".join(lines) + sipp_out(sipp)) from None
+        assert isinstance(path, Path)
+        rtp.send((HOST, media), b"".join(frames_of(LEAK) + silence(3000)), payload_type=codecs.PCMU)
+        wait_until(lambda: path.stat().st_size > 44 + 3 * 16000, 30, message="3 s recorded")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        killed = record()
+        assert killed is not None and killed.ended_at is None
+
+        second, lines2 = _start_edge(env)
+        assert "1 lost call(s) recovered" in "".join(lines2)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0, "".join(lines2)
+    finally:
+        for p in (proc, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        sipp.kill()
+        sipp.communicate(timeout=10)
+        rtp.close()
+
+    closed = record()
+    assert closed is not None and closed.ended_at is not None and closed.answered_at is not None
+    assert closed.end_reason == EDGE_LOST
+    with wave.open(str(path)) as w:
+        frames, rate = w.getnframes(), w.getframerate()
+    assert 44 + frames * 2 == path.stat().st_size  # the header covers all the audio on disk
+    assert closed.ended_at == closed.answered_at + timedelta(seconds=frames / rate)
+    queued = [
+        f.read_text("utf-8", "replace") for f in (data_dir / "broker").rglob("*") if f.is_file()
+    ]
+    assert [m for m in queued if "calls.transcribe_recording" in m and closed.call_id in m]
+    engine.dispose()
