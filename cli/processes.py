@@ -280,6 +280,35 @@ def beat() -> None:
     )
 
 
+def _drain(edge: Any, prompts: Any, *, timeout_s: float, hard_stop: Any) -> None:
+    """Stops new calls at ``edge`` and waits up to ``timeout_s`` for the live ones to end;
+    those still live then hear the apology and are hung up (their records are written by
+    the normal end of a call). ``hard_stop`` set (a second signal) cuts the wait short."""
+    import threading
+    import time
+
+    from telephony.flows import apologise
+
+    edge.drain()
+    deadline = time.monotonic() + timeout_s
+    while edge.live_calls and time.monotonic() < deadline:
+        if hard_stop.wait(0.2):
+            return
+    calls = edge.calls()
+    if not calls:
+        return
+    typer.echo(f"{len(calls)} call(s) still live after {timeout_s:g} s: apologising")
+    threads = [
+        threading.Thread(target=apologise, args=(call,), kwargs={"prompts": prompts}, daemon=True)
+        for call in calls
+    ]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        if hard_stop.wait(0.2):
+            return
+
+
 @processes_app.command("sip")
 @friendly_errors
 def sip() -> None:
@@ -363,7 +392,16 @@ def sip() -> None:
     recovery.Heartbeat(
         session_factory, edge_id=me.id, clock=clock, interval_s=t.edge_heartbeat_s, stop=stop
     ).start()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    # The first SIGTERM/SIGINT drains the edge (no new calls, the live ones end or hear an
+    # apology); a second one during the drain stops at once.
+    draining, hard_stop = threading.Event(), threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if draining.is_set():
+            hard_stop.set()
+        draining.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
             edge.start(
@@ -395,8 +433,10 @@ def sip() -> None:
             name="asr-warm-up",
             daemon=True,
         ).start()
-        while not stop.wait(1.0):
+        while not draining.wait(1.0):
             pass
+        typer.echo(f"draining the SIP edge: new calls get 503, {edge.live_calls} call(s) live")
+        _drain(edge, prompts, timeout_s=t.drain_timeout_s, hard_stop=hard_stop)
         typer.echo("stopping the SIP edge")
     finally:
         stop.set()

@@ -62,6 +62,9 @@ class TelephonySettings(BaseModel):
     rtp_high: int = 20000
     rtp_latch: bool = True  # symmetric RTP: latch to the first packet from the caller's hosts
     max_calls: int = 60
+    # On SIGTERM/SIGINT new calls get 503; calls in progress have this long to end before
+    # they hear the "maintenance" apology and are hung up.
+    drain_timeout_s: float = Field(default=60.0, ge=0)
     recording_dir: Path | None = None  # default: <data_dir>/recordings
     prompts_dir: Path | None = None  # default: <data_dir>/prompts
     prompt_language: str = "zh"

@@ -474,3 +474,14 @@ def survey(
 ) -> SurveyResult | None:
     """Outbound satisfaction callback; the result also goes to ``hooks.on_survey_result``."""
     return _Flow(call, prompts, hooks, settings).survey()
+
+
+def apologise(call: Call, *, prompts: Prompts, timeout_s: float = 20.0) -> None:
+    """Ends a call the edge cannot keep (draining for a restart): whatever was playing is
+    dropped, the caller hears the "maintenance" apology, and the call is hung up. The end
+    goes through the call's normal end (record, recording, transcript)."""
+    if not call.ended.is_set():
+        call.clear_audio()
+        call.send_audio(prompts.pcm("maintenance"))
+        call.wait_sent(timeout_s)
+    call.hangup()

@@ -41,7 +41,7 @@ import socket
 import threading
 
 from telephony import sip_message as sm
-from telephony.endpoint import CallHandler, CallObserver, Disposition
+from telephony.endpoint import Call, CallHandler, CallObserver, Disposition
 from telephony.rtp_session import RtpSession
 from telephony.sip_config import ALLOW, SipConfig
 from telephony.sip_dialogs import MediaFactory
@@ -111,6 +111,18 @@ class SipEdge(InboundCalls, OutboundCalls):
             self._pending.clear()
             self._tombstones.clear()
         self._transport = None
+
+    def drain(self) -> None:
+        """From now on every new INVITE gets 503 with ``Retry-After`` and is reported as a
+        refused (missed) call; calls in progress go on."""
+        with self._lock:
+            self._draining = True
+        log.info("SIP edge draining: new calls get 503")
+
+    def calls(self) -> list[Call]:
+        """The calls in progress."""
+        with self._lock:
+            return list(self._dialogs.values())
 
     # --- inspection (``live_calls``: see SipDialogs) ------------------------------------
     def stats(self) -> dict[str, int]:

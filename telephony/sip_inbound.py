@@ -41,6 +41,7 @@ class InboundCalls(SipDialogs):
         super().__init__(config, media_factory=media_factory)
         self._call_keys = CallKeys()
         self._refused = 0
+        self._draining = False  # set by SipEdge.drain: every new INVITE gets 503
 
     @property
     def refused_calls(self) -> int:
@@ -74,6 +75,12 @@ class InboundCalls(SipDialogs):
             return
         if message.tag("To"):
             self._respond(message, source, 481, "Call/Transaction Does Not Exist")
+            return
+        if self._draining:
+            self._reject_invite(
+                message, source, 503, "Service Unavailable", extra=[("Retry-After", "60")]
+            )
+            self._report_refused(message, source, "the edge is draining")
             return
         if self.live_calls >= self.config.max_calls:
             self._reject_invite(
