@@ -332,6 +332,7 @@ def sip() -> None:
     from asr.recognizer import AsrError
     from hotline.calls import recovery, setup
     from hotline.calls.dialer import CallbackDialer
+    from hotline.calls.keys import known_call_key
     from hotline.calls.services import CallServices, send_transcription_task
     from telephony.flows import serve_inbound
     from telephony.prompts import PromptError
@@ -345,6 +346,8 @@ def sip() -> None:
         made = prompts.ensure()
         recognizer = setup.live_recognizer(settings)
         recognizer.load()  # the decoder processes start and load the model
+        engine = make_engine(settings.db_url)
+        session_factory, clock = make_session_factory(engine), SystemClock()
         edge = SipEdge(
             SipConfig(
                 host=t.host,
@@ -359,12 +362,11 @@ def sip() -> None:
                 rtp_high=t.rtp_high,
                 rtp_latch=t.rtp_latch,
                 max_calls=t.max_calls,
+                call_key_known=known_call_key(session_factory),
             )
         )
     except (PromptError, AsrError, ValueError) as exc:
         fail(str(exc))
-    engine = make_engine(settings.db_url)
-    session_factory, clock = make_session_factory(engine), SystemClock()
     # Crash recovery: this process's own row and heartbeat, and before any call is answered
     # the calls a predecessor on this host (or any edge gone silent) left open are closed.
     me = recovery.EdgeIdentity.new(socket.gethostname())
@@ -422,7 +424,11 @@ def sip() -> None:
         typer.echo(f"  edge:       {me.id} ({len(closed)} lost call(s) recovered)")
         if t.callback_uri:
             dialer = CallbackDialer(services=services, endpoint=edge, prompts=prompts, flow=flow)
-            threading.Thread(target=dialer.run, args=(stop,), name="callbacks", daemon=True).start()
+            # No callback is claimed or dialled once the drain begins (a survey under way
+            # is a live call: it may finish within the drain timeout).
+            threading.Thread(
+                target=dialer.run, args=(draining,), name="callbacks", daemon=True
+            ).start()
             typer.echo(f"  callbacks:  dialled as {t.callback_uri}")
         else:
             typer.echo("  callbacks:  off (set HOTLINE_TELEPHONY__CALLBACK_URI to dial them)")
@@ -440,6 +446,7 @@ def sip() -> None:
         typer.echo("stopping the SIP edge")
     finally:
         stop.set()
+        draining.set()  # the callback dialer's stop, also when leaving on an error
         edge.stop()
         services.close()
         recovery.mark_stopped(session_factory, edge_id=me.id, now=clock.now())

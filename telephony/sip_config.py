@@ -3,6 +3,7 @@ methods it answers (``ALLOW``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
@@ -55,6 +56,9 @@ class SipConfig:
     t1: float = 0.5  # RFC 3261 timers
     t2: float = 4.0
     ended_call_ttl: float = 32.0  # how long an ended Call-ID still absorbs retransmissions
+    # Whether a call key (``Call.call_id``) is already held by a call record: a Call-ID an
+    # earlier run of this edge (or another edge) took gets ``~2``… here too (CallKeys).
+    call_key_known: Callable[[str], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("direct", "registered"):

@@ -39,7 +39,7 @@ class InboundCalls(SipDialogs):
 
     def __init__(self, config: SipConfig, *, media_factory: MediaFactory) -> None:
         super().__init__(config, media_factory=media_factory)
-        self._call_keys = CallKeys()
+        self._call_keys = CallKeys(known=config.call_key_known)
         self._refused = 0
         self._draining = False  # set by SipEdge.drain: every new INVITE gets 503
 

@@ -43,9 +43,13 @@ class _ClientTx:
 class OutboundCalls(SipDialogs):
     """The user-agent client part of ``SipEdge``: ``dial`` and its INVITE."""
 
+    _draining: bool = False  # SipEdge.drain sets it (InboundCalls holds the instance's)
+
     def dial(self, uri: str, *, ring_timeout: float) -> SipCall:
         if self._transport is None:
             raise RuntimeError("the SIP edge is not started")
+        if self._draining:  # the process is going away: nothing new is started
+            raise CallFailed(Disposition.FAILED, "the SIP edge is draining")
         if self.live_calls >= self.config.max_calls:
             raise CallFailed(Disposition.FAILED, "no free call slot")
         line = self.config.lines[0] if self.config.mode == "registered" else None

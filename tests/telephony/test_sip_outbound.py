@@ -77,6 +77,15 @@ def test_given_busy_callee_when_dialled_then_call_failed_busy(harness):
     assert harness.ended[0].disposition == Disposition.BUSY
 
 
+def test_given_a_draining_edge_when_dialling_then_refused_and_nothing_sent(harness):
+    """SIGTERM drains the edge: no callback is started while it goes away."""
+    harness.edge.drain()
+    with pytest.raises(CallFailed, match="draining") as failure:
+        harness.edge.dial(f"sip:13800000000@{HOST}:{free_udp_port()}", ring_timeout=5)
+    assert failure.value.disposition == Disposition.FAILED
+    assert harness.edge.live_calls == 0 and harness.ended == []
+
+
 def test_given_callee_not_answering_when_ring_timeout_then_cancel_and_no_answer(harness):
     sipp, uri = _callee("uas_no_answer.xml")
     started = time.monotonic()

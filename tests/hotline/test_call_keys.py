@@ -1,0 +1,72 @@
+"""A Call-ID used again after a restart of the SIP edge (or on another edge of the same
+database) is a new call with a new record — never folded into the earlier call's record and
+ticket (issue 15 §2). sipp calls two edges in turn, as an edge and its successor would be."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from hotline.calls.keys import known_call_key
+from hotline.calls.records import end_values, upsert_call
+from telephony.models import CallRecord
+from telephony.sip_call_keys import CallKeys
+from tests.conftest import wait_until
+from tests.telephony.sip_peers import RtpPeer, output, run_sipp, start_edge
+
+CALL_ID = "reused-after-restart@127.0.0.1"
+
+
+def _call_once(db, rtp: RtpPeer):
+    """One edge's life: started with the database check, one sipp call, stopped."""
+    harness = start_edge(call_key_known=known_call_key(db.factory))
+    try:
+        result = run_sipp(
+            "uac_call.xml",
+            target=harness.target,
+            keys={"rtp_port": rtp.port, "fmts": "0"},
+            extra=["-cid_str", CALL_ID],
+        )
+        assert result.returncode == 0, output(result)
+        wait_until(lambda: harness.ended, 5, message="on_ended")
+        (call,) = harness.calls
+        with db.session() as s:  # what the platform writes at the answer and the end
+            upsert_call(s, call=call, now=call.arrived_at)
+            upsert_call(s, call=call, now=call.arrived_at, **end_values(call))
+            s.commit()
+        return call
+    finally:
+        harness.edge.stop()
+
+
+def test_given_a_call_id_an_earlier_edge_took_when_called_again_then_a_new_record(db):
+    rtp = RtpPeer()
+    try:
+        first = _call_once(db, rtp)
+        second = _call_once(db, rtp)  # a fresh edge: its own memory has never met the Call-ID
+    finally:
+        rtp.close()
+    assert first.sip_call_id == second.sip_call_id == CALL_ID
+    assert (first.call_id, second.call_id) == (CALL_ID, f"{CALL_ID}~2")
+    with db.session() as s:
+        keys = s.scalars(select(CallRecord.call_id).order_by(CallRecord.id)).all()
+    assert keys == [CALL_ID, f"{CALL_ID}~2"]
+
+
+def test_given_keys_taken_before_then_the_first_free_suffix_and_memory_follows():
+    taken = {"a@h", "a@h~2", "a@h~3"}
+    keys = CallKeys(known=taken.__contains__)
+    assert keys.new_call("a@h") == "a@h~4"
+    assert keys.new_call("a@h") == "a@h~5"  # this process now remembers four uses
+    assert keys.new_call("b@h") == "b@h"
+
+
+def test_given_the_check_fails_then_the_call_keeps_its_key_and_a_warning(caplog):
+    def broken(key: str) -> bool:
+        raise ConnectionError("database away")
+
+    keys = CallKeys(known=broken)
+    with caplog.at_level(logging.WARNING, logger="telephony.sip_call_keys"):
+        assert keys.new_call("c@h") == "c@h"
+    assert any("database away" in r.getMessage() for r in caplog.records)
