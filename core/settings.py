@@ -145,6 +145,18 @@ class WebSettings(BaseModel):
     # threads only fight over the GIL (bench/pipeline.py: 8 at once cost ~20 % more CPU
     # per intake than 2). Raise it when the database is far away.
     intake_concurrency: int = Field(default=2, ge=1, le=64)
+    # Sign-in sessions of the pages. A shift is ~8–12 h; an operator's console that sits
+    # unused for an hour signs out (the next request asks for the password again).
+    session_idle_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    session_max_hours: int = Field(default=12, ge=1, le=24 * 30)
+    # None: Secure cookies in production only (the embedded default serves plain http on
+    # the LAN); production sits behind TLS (README › Production).
+    cookie_secure: bool | None = None
+    # Failed sign-ins: after `login_max_failures` in a row the account is locked for
+    # `login_lockout_minutes` (an admin can lift it at once); each failure is also slowed.
+    login_max_failures: int = Field(default=5, ge=1, le=100)
+    login_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    default_locale: Literal["zh_CN", "en"] = "zh_CN"
 
 
 class Settings(BaseSettings):
