@@ -156,6 +156,9 @@ class WebSettings(BaseModel):
     # `login_lockout_minutes` (an admin can lift it at once); each failure is also slowed.
     login_max_failures: int = Field(default=5, ge=1, le=100)
     login_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # A failed sign-in is answered after login_delay_s × 2^(failures-1), at most 8×: a
+    # guesser gets a handful of tries a minute before the lock-out even starts.
+    login_delay_s: float = Field(default=0.5, ge=0, le=10)
     default_locale: Literal["zh_CN", "en"] = "zh_CN"
 
 

@@ -113,3 +113,16 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{message} not reached within {timeout}s")
         time.sleep(interval)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id with its smallest cost in tests (the same algorithm and code path; hashes
+    carry their parameters). tests/accounts/test_signin.py checks the production cost."""
+    from argon2 import PasswordHasher
+
+    from accounts import signin
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(signin, "_hasher", cheap)
+    monkeypatch.setattr(signin, "_DUMMY_HASH", cheap.hash("dummy"))

@@ -195,3 +195,11 @@ def test_given_audit_entries_then_newest_first_and_filtered(session, user, clock
     got = audit.entries(session, action="sign_in")
     assert [e.outcome for e in got[:2]] == ["failed", "ok"]
     assert audit.entries(session, user_id=user.id)[0].address == "10.0.0.7"
+
+
+def test_the_production_hasher_is_argon2id_with_rfc_9106_low_memory_parameters():
+    from accounts.signin import production_hasher
+
+    hasher = production_hasher()
+    assert (hasher.time_cost, hasher.memory_cost, hasher.parallelism) == (3, 65536, 4)
+    assert hasher.hash("x").startswith("$argon2id$v=19$m=65536,t=3,p=4$")
