@@ -112,8 +112,12 @@ def users_add(
     name: Annotated[str | None, typer.Option(help="display name (default: USERNAME)")] = None,
     email: Annotated[str | None, typer.Option()] = None,
     head: Annotated[bool, typer.Option("--head", help="the unit's head (gets 督办)")] = False,
+    machine: Annotated[
+        bool, typer.Option("--machine", help="an account for a machine: a token, no password")
+    ] = False,
 ) -> None:
-    """Create an account and print its bearer token — once; only a hash is stored."""
+    """Create an account and print its first password (for the pages; the person changes it
+    at the first sign-in) and its API bearer token — once; only hashes are stored."""
     from accounts.models import Role
     from dispatch import units as unit_service
 
@@ -133,9 +137,68 @@ def users_add(
             is_head=head,
             now=SystemClock().now(),
         )
+        password = None
+        if not machine:
+            from accounts.signin import new_password, set_password
+
+            password = new_password()
+            assert user.id is not None
+            set_password(
+                session,
+                user_id=user.id,
+                password=password,
+                now=SystemClock().now(),
+                must_change=True,
+            )
     typer.echo(f"created {user.username} ({user.role.value}{', ' + unit if unit else ''})")
-    typer.echo(f"token: {token}")
-    typer.echo("Store it now: it is not shown again (only its hash is kept).")
+    if password:
+        typer.echo(f"password: {password}   (to sign in to the pages; changed at first sign-in)")
+    typer.echo(f"token:    {token}   (API bearer token, for machines)")
+    typer.echo("Store them now: they are not shown again (only hashes are kept).")
+
+
+@users_app.command("password")
+@friendly_errors
+def users_password(username: str) -> None:
+    """Reset a person's password: a new one is printed once, to be changed at the next
+    sign-in; their sessions end and a lock-out is lifted."""
+    from accounts.signin import new_password, set_password
+
+    settings = get_settings()
+    password = new_password()
+    with _session(settings) as session:
+        user = _user_named(session, username)
+        assert user.id is not None
+        set_password(
+            session, user_id=user.id, password=password, now=SystemClock().now(), must_change=True
+        )
+    typer.echo(f"password of {username}: {password}")
+    typer.echo("They choose their own at the next sign-in; their sessions have ended.")
+
+
+@users_app.command("unlock")
+@friendly_errors
+def users_unlock(username: str) -> None:
+    """Lift a lock-out after too many failed sign-ins."""
+    from accounts.signin import unlock
+
+    settings = get_settings()
+    with _session(settings) as session:
+        user = _user_named(session, username)
+        assert user.id is not None
+        unlock(session, user_id=user.id)
+    typer.echo(f"{username} can sign in again")
+
+
+def _user_named(session, username: str):
+    from sqlalchemy import select
+
+    from accounts.models import User
+
+    user = session.scalars(select(User).where(User.username == username)).first()
+    if user is None:
+        fail(f"no user {username!r}; `hotline users list` shows them")
+    return user
 
 
 @users_app.command("list")

@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from cli.common import _print_table, _safe_url, _session, fail, friendly_errors
+from cli.common import _safe_url, _session, fail, friendly_errors
 from cli.supervisor import Child, start, stop_all, supervise
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory
@@ -95,20 +95,23 @@ def _calendar_warnings(settings: Settings, clock: Clock) -> list[str]:
     ]
 
 
-def _seed_once(settings: Settings, clock: Clock) -> list[dict[str, Any]]:
-    """Seed the demo city on first start. Tokens exist only when users are created (only
-    hashes are stored), so they are kept in the data dir for later starts to show again."""
+def _seed_once(settings: Settings, clock: Clock) -> tuple[list[dict[str, Any]], bool]:
+    """Seed the demo city on first start; the demo users and whether they were made just now.
+    Passwords and tokens exist only when users are created (only hashes are stored), so
+    they are kept in the data dir's 0600 file — and printed at the first start only."""
     from hotline.seed import seed_demo
 
     tokens_file = _demo_users_path(settings)
     with _session(settings) as session:
         result = seed_demo(session=session, now=clock.now())
     if not result["seeded"]:
-        return json.loads(tokens_file.read_text("utf-8")) if tokens_file.exists() else []
+        users = json.loads(tokens_file.read_text("utf-8")) if tokens_file.exists() else []
+        return users, False
     users = result["users"]
-    tokens_file.write_text(json.dumps(users, ensure_ascii=False, indent=1), "utf-8")
+    tokens_file.touch(mode=0o600)
     tokens_file.chmod(0o600)
-    return users
+    tokens_file.write_text(json.dumps(users, ensure_ascii=False, indent=1), "utf-8")
+    return users, True
 
 
 @processes_app.command("run")
@@ -127,7 +130,7 @@ def run() -> None:
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.db_url)
-    users = _seed_once(settings, SystemClock())
+    users, first_start = _seed_once(settings, SystemClock())
 
     web_argv = [
         sys.executable,
@@ -165,22 +168,30 @@ def run() -> None:
     for url in _browser_urls(settings):
         typer.echo(f"  browser:   {url}   API docs: {url}docs")
     typer.echo(f"  softphone: {_softphone_line(settings)}")
-    if users:
-        typer.echo("  demo users (send `Authorization: Bearer <token>`):")
-        centre = [u for u in users if u["role"] != "handler"]
-        _print_table(
-            [
-                ("   ", u["username"], u["role"], u.get("unit") or "", u["token"])
-                for u in centre + [u for u in users if u["username"] == "water.handler"]
-            ]
-        )
+    demo_file = _demo_users_path(settings)
+    if users and first_start:
+        admin = next((u for u in users if u["role"] == "admin"), None)
+        demo = next((u for u in users if u["role"] != "admin" and u.get("password")), None)
+        typer.echo("  sign in to the pages (shown this once; kept in the file below):")
+        if admin and admin.get("password"):
+            typer.echo(f"    admin                 password {admin['password']}")
+        if demo:
+            typer.echo(
+                "    operator, dispatcher, supervisor, <unit>.handler, <unit>.head   "
+                f"password {demo['password']}"
+            )
         units = len({u.get("unit") for u in users if u["role"] == "handler"})
         typer.echo(
-            f"  every unit ({units}) has <unit>.handler and <unit>.head users; all tokens "
-            f"are in {_demo_users_path(settings)}"
+            f"  {len(users)} demo users ({units} units); their passwords and API tokens: "
+            f"{demo_file}"
+        )
+    elif users:
+        typer.echo(
+            f"  demo users: passwords and API tokens in {demo_file} "
+            "(`hotline users password NAME` resets one)"
         )
     else:
-        typer.echo("  demo users: none recorded; mint one with `hotline users add`")
+        typer.echo("  demo users: none recorded; create one with `hotline users add`")
     for warning in _calendar_warnings(settings, SystemClock()):
         typer.secho(f"  warning: {warning}", fg=typer.colors.YELLOW)
     typer.echo("  Ctrl-C stops everything.")

@@ -1,5 +1,9 @@
 """Demo data for the embedded default: a city's units, the default SLA policies and rule
-pack, and one user per role (a handler and a head for every unit)."""
+pack, and one user per role (a handler and a head for every unit).
+
+Passwords: the admin gets one of its own; every other demo account shares one demo password
+(one argon2id hash, so that seeding stays quick). Both are returned once, for `hotline run`
+to print at the first start and keep in the data directory's 0600 file."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from accounts.models import Role
+from accounts.signin import hash_password, new_password
 from dispatch import policies, rulebook
 from dispatch.models import Unit, UnitLevel
 from dispatch.units import create_user
@@ -39,11 +44,24 @@ def seed_demo(*, session: Session, now: datetime) -> dict[str, Any]:
     )
     session.flush()
     users: list[dict[str, Any]] = []
+    admin_password, demo_password = new_password(), new_password()
+    admin_hash, demo_hash = hash_password(admin_password), hash_password(demo_password)
     for username, name, role in CENTRE_STAFF:
         user, token = create_user(
             session, username=username, display_name=name, role=role, unit_code="CENTRE", now=now
         )
-        users.append({"username": username, "role": role.value, "unit": "CENTRE", "token": token})
+        password = admin_password if role == Role.admin else demo_password
+        user.password_hash = admin_hash if role == Role.admin else demo_hash
+        user.password_changed_at = now
+        users.append(
+            {
+                "username": username,
+                "role": role.value,
+                "unit": "CENTRE",
+                "token": token,
+                "password": password,
+            }
+        )
     for unit in units:
         if unit.level == UnitLevel.centre:
             continue
@@ -59,8 +77,15 @@ def seed_demo(*, session: Session, now: datetime) -> dict[str, Any]:
                 is_head=is_head,
                 now=now,
             )
+            user.password_hash, user.password_changed_at = demo_hash, now
             users.append(
-                {"username": user.username, "role": "handler", "unit": unit.code, "token": token}
+                {
+                    "username": user.username,
+                    "role": "handler",
+                    "unit": unit.code,
+                    "token": token,
+                    "password": demo_password,
+                }
             )
     return {
         "seeded": True,

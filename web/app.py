@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 from pydantic.json_schema import models_json_schema
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
@@ -22,7 +21,7 @@ from accounts import privacy
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
-from web import api, errors
+from web import api, assets, docs, errors, health, pages
 from web.deps import OPENAPI_MODELS, LoopLimiter
 from web.guards import RejectNul
 
@@ -59,6 +58,8 @@ def create_app(
         title="12345 government service hotline",
         version="1",
         description="Intake, dispatch and supervision of 12345 hotline tickets.",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
@@ -69,11 +70,11 @@ def create_app(
     for router in api.ROUTERS:
         app.include_router(router, prefix=api.PREFIX)
     _document_parsed_bodies(app)
+    assets.install(app)
+    docs.install(app)
+    health.install(app)
 
-    @app.get("/", include_in_schema=False)
-    def home() -> RedirectResponse:
-        # No pages yet: a person who opens the site lands on the interactive API docs.
-        return RedirectResponse("/docs")
+    pages.install(app)
 
     return app
 

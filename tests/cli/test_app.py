@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -185,12 +186,44 @@ def test_users_add_prints_the_token_once_and_list_shows_the_user(env, runner):
     listed = runner.invoke(app, ["users", "list"])
 
     assert added.exit_code == 0, added.output
-    token = next(
-        line.split(": ", 1)[1] for line in added.output.splitlines() if line.startswith("token: ")
-    )
-    assert len(token) >= 20
+    printed = {
+        line.split(":", 1)[0]: line.split()[1]
+        for line in added.output.splitlines()
+        if line.startswith(("token:", "password:"))
+    }
+    token, password = printed["token"], printed["password"]
+    assert len(token) >= 20 and len(password) >= 8
     assert "alice" in listed.output and "admin" in listed.output
-    assert token not in listed.output
+    assert token not in listed.output and password not in listed.output
+
+
+def test_users_password_resets_and_unlock_lifts_a_lock_out(env, runner):
+    from sqlmodel import select
+
+    from accounts.models import User
+    from accounts.signin import verify_password
+    from core.db import make_engine, make_session_factory
+
+    runner.invoke(app, ["db", "upgrade"])
+    runner.invoke(app, ["users", "add", "bob", "--role", "operator"])
+    reset = runner.invoke(app, ["users", "password", "bob"])
+    assert reset.exit_code == 0, reset.output
+    password = reset.output.split("password of bob: ", 1)[1].split()[0]
+    engine = make_engine(f"sqlite:///{env / 'core.db'}")
+    try:
+        with make_session_factory(engine)() as session:
+            bob = session.exec(select(User).where(User.username == "bob")).one()
+            assert verify_password(bob, password) and bob.must_change_password
+            bob.failed_logins, bob.locked_until = 5, bob.created_at.replace(year=2999)
+            session.commit()
+        assert runner.invoke(app, ["users", "unlock", "bob"]).exit_code == 0
+        with make_session_factory(engine)() as session:
+            bob = session.exec(select(User).where(User.username == "bob")).one()
+            assert bob.locked_until is None and bob.failed_logins == 0
+    finally:
+        engine.dispose()
+    missing = runner.invoke(app, ["users", "unlock", "nobody"])
+    assert missing.exit_code == 1 and "no user 'nobody'" in missing.output
 
 
 def test_given_taken_username_when_users_add_then_domain_error_exits_1(env, runner):
@@ -298,6 +331,7 @@ def test_run_serves_the_api_seeds_demo_users_and_stops_everything_on_sigterm(env
         assert proc.poll() is None, "".join(lines)
         children = _children_of(proc.pid)
         assert len(children) == 3  # web, worker + beat, SIP edge
+        _sign_in_as_admin(port, "".join(lines))
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, "".join(lines)
@@ -310,9 +344,27 @@ def test_run_serves_the_api_seeds_demo_users_and_stops_everything_on_sigterm(env
     assert f"http://127.0.0.1:{port}/docs" in output
     assert "softphone:" in output
     assert "SIP edge listening on 127.0.0.1:" in output
-    assert "admin" in output and "token" in output.lower()
+    assert "admin" in output and "password" in output
+    demo_users = json.loads((env / "demo-users.json").read_text("utf-8"))
+    assert not any(u["token"] in output for u in demo_users)  # tokens stay in the file
     assert all(not Path(f"/proc/{pid}").exists() for pid in children)
     assert migrate.current(f"sqlite:///{env / 'core.db'}") == migrate.head()
+
+
+def _sign_in_as_admin(port: int, output: str) -> None:
+    """The first start prints the admin's password: it signs in to the pages."""
+    import re
+
+    password = re.search(r"admin\s+password (\S+)", output).group(1)
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=10, follow_redirects=True
+    ) as browser:
+        form = browser.get("/signin").text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        signed = browser.post(
+            "/signin", data={"username": "admin", "password": password, "csrf_token": csrf}
+        )
+        assert signed.status_code == 200 and "系统管理员" in signed.text, signed.text[:500]
 
 
 def _answers(url: str) -> bool:

@@ -83,10 +83,11 @@ def test_given_the_app_when_openapi_requested_then_bearer_auth_is_declared(clien
     assert "/api/v1/tickets/{ticket_id}/dispatch" in spec["paths"]
 
 
-def test_given_a_browser_at_the_root_then_it_lands_on_the_api_docs(client):
+def test_given_a_browser_at_the_root_then_it_is_asked_to_sign_in(client):
     response = client.get("/", follow_redirects=False)
-    assert response.status_code == 307 and response.headers["location"] == "/docs"
-    assert "swagger" in client.get("/").text.lower()
+    assert response.status_code == 303 and response.headers["location"] == "/signin"
+    page = client.get("/")
+    assert 'name="password"' in page.text and "登录" in page.text
 
 
 def _refs(node):

@@ -1,0 +1,17 @@
+"""The pages people work in: server-rendered Jinja2 (``web/templates``), htmx for partial
+updates, sign-in with server-side sessions (``web.pages.people``), Chinese and English
+(``web.pages.i18n``)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from web.pages import home, people, signin
+
+ROUTERS = (signin.router, home.router)
+
+
+def install(app: FastAPI) -> None:
+    people.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
