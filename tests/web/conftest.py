@@ -75,3 +75,35 @@ def world(session: Session, clock: FrozenClock) -> World:
 def auth(world: World) -> Callable[[str], dict[str, str]]:
     """auth("operator"), auth("water.handler"): the headers of that user."""
     return lambda who: {"Authorization": f"Bearer {world.tokens[who]}"}
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's Chromium, once per test process."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def site(fresh_db_url, tmp_path, clock):
+    """The app on a real uvicorn, on a fresh database with the demo city and its accounts."""
+    from tests.web.browser import serve
+
+    with serve(fresh_db_url, tmp_path / "var", clock) as running:
+        yield running
+
+
+@pytest.fixture
+def page(chromium):
+    """A fresh browser context (no cookies) at 1366×768 that cannot reach other hosts."""
+    from tests.web.browser import new_page
+
+    with new_page(chromium) as (opened, seen):
+        yield opened
+        assert seen.aborted == [] and seen.errors == [], (seen.aborted, seen.errors)

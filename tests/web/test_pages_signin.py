@@ -239,3 +239,17 @@ def test_given_search_by_htmx_then_only_the_results_block(client, auth, people):
     fragment = client.get("/", params={"q": water["number"]}, headers={"HX-Request": "true"})
     assert fragment.text.lstrip().startswith('<section id="results">')
     assert water["number"] in fragment.text and "<html" not in fragment.text
+
+
+def test_given_a_browser_at_a_missing_page_then_words_not_json(client, people):
+    sign_in(client, "operator")
+    page = client.get("/no/such/page", headers={"Accept": "text/html"})
+    assert page.status_code == 404 and "页面不存在" in page.text
+    api = client.get("/no/such/page", headers={"Accept": "application/json"})
+    assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+
+
+def test_given_a_bad_query_on_a_page_then_words_and_400(client, people):
+    sign_in(client, "operator")
+    page = client.get("/", params={"q": "x" * 500}, headers={"Accept": "text/html"})
+    assert page.status_code == 400 and "请求有误" in page.text

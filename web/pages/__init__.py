@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from web.pages import home, people, signin
+from web.pages import home, nav, people, signin
 
-ROUTERS = (signin.router, home.router)
+# Each workspace is a module with a `router` (and its navigation entries, web.pages.nav).
+ROUTERS = (signin.router, nav.router, home.router)
 
 
 def install(app: FastAPI) -> None:

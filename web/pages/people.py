@@ -233,6 +233,42 @@ def install(app: FastAPI) -> None:
             status_code=401,
         )
 
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    from core.errors import DomainError, NotFound
+    from web import errors
+
+    def for_pages(json_handler: Any, page_status: Any) -> Any:
+        """The API (and any client that does not ask for HTML) keeps its JSON errors; a
+        browser or htmx gets the same error in words."""
+
+        async def handler(request: Request, exc: Exception) -> Response:
+            wants_page = request.headers.get("hx-request") or "text/html" in request.headers.get(
+                "accept", ""
+            )
+            if request.url.path.startswith(("/api/", "/open311/")) or not wants_page:
+                return await json_handler(request, exc)
+            status = page_status(exc)
+            request.state.person, request.state.csrf_token = None, ""
+            return render(
+                request,
+                "errors/problem.html",
+                {"status": status, "not_found": status == 404},
+                status_code=status,
+            )
+
+        return handler
+
+    app.add_exception_handler(
+        DomainError,
+        for_pages(errors.domain_error, lambda e: 404 if isinstance(e, NotFound) else 400),
+    )
+    app.add_exception_handler(
+        RequestValidationError, for_pages(errors.validation_error, lambda e: 400)
+    )
+    app.add_exception_handler(HTTPException, for_pages(errors.http_error, lambda e: e.status_code))
+
     # The request's unit of work has been rolled back by the time these run: the pages they
     # render show no person (their objects are detached from the closed session).
     @app.exception_handler(CsrfRefused)

@@ -41,6 +41,12 @@ def _vendor_url(name: str) -> str:
     return vendor_url(name)
 
 
+def _nav_items(person: Any) -> list[Any]:
+    from web.pages.nav import items_for
+
+    return items_for(person)
+
+
 def local_time(value: datetime | None, request: Request, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """A stored (UTC) time in the centre's time zone."""
     if value is None:
@@ -51,6 +57,7 @@ def local_time(value: datetime | None, request: Request, fmt: str = "%Y-%m-%d %H
 
 env.globals.update(
     vendor_url=_vendor_url,
+    nav_items=lambda person: _nav_items(person),
     role_names=ROLE_NAMES,
     language_names=i18n.LANGUAGE_NAMES,
     locales=i18n.LOCALES,

@@ -1,0 +1,76 @@
+"""The sign-in and the start page in Chromium: a person signs in with the keyboard, searches
+their tickets live (htmx swaps only the results), switches to English and back, signs out;
+a handler sees only their unit's tickets. Screenshots of each page in both languages."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.sync_api import expect
+
+from tests.web.browser import shot, sign_in
+
+
+def _ticket(site, description: str) -> dict:
+    response = httpx.post(
+        f"{site.url}/api/v1/tickets",
+        headers={"Authorization": f"Bearer {site.token('operator')}"},
+        json={"channel": "phone", "caller_phone": "13800001111", "description": description},
+        timeout=20,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["ticket"]
+
+
+def test_sign_in_search_switch_language_sign_out(site, page):
+    water = _ticket(site, "榆阳区人民路小区从昨天早上开始停水，到现在还没来水")
+    heating = _ticket(site, "家里暖气一直不热，室温只有十二度，老人孩子都冻感冒了")
+
+    page.goto(site.url)
+    expect(page).to_have_url(f"{site.url}/signin")
+    expect(page.locator("h1")).to_have_text("登录")
+    shot(page, "signin")
+    page.fill("input[name=username]", "operator")
+    page.fill("input[name=password]", "wrong-Password-1")
+    page.press("input[name=password]", "Enter")
+    expect(page.locator(".alert.error")).to_have_text("用户名或密码错误。")
+
+    sign_in(page, site, "operator")
+    expect(page.locator("h1")).to_have_text("工单")
+    rows = page.locator("#results tbody tr")
+    expect(rows).to_have_count(2)
+    shot(page, "tickets")
+
+    page.fill("input[name=q]", "暖气")  # htmx: only the results are swapped, the URL follows
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(heating["number"])
+    assert "q=%E6%9A%96%E6%B0%94" in page.url
+    page.fill("input[name=q]", water["number"])
+    expect(rows.first).to_contain_text(water["number"])
+
+    page.click("button[lang=en]")
+    expect(page.locator("h1")).to_have_text("Tickets")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    page.fill("input[name=q]", "")
+    expect(rows).to_have_count(2)
+    shot(page, "tickets")
+    page.goto(f"{site.url}/account")
+    expect(page.locator("h1")).to_have_text("Your account")
+    shot(page, "account")
+    page.click("button[lang=zh-CN]")
+    expect(page.locator("h1")).to_have_text("我的账号")
+    shot(page, "account")
+
+    page.click("text=退出")
+    expect(page).to_have_url(f"{site.url}/signin")
+    page.goto(site.url)
+    expect(page).to_have_url(f"{site.url}/signin")
+
+
+def test_a_handler_sees_only_their_units_tickets(site, page):
+    water = _ticket(site, "榆阳区人民路小区从昨天早上开始停水，到现在还没来水")
+    heating = _ticket(site, "家里暖气一直不热，室温只有十二度，老人孩子都冻感冒了")
+    sign_in(page, site, "water.handler")
+    expect(page.locator("h1")).to_have_text("工单")
+    body = page.locator("#results")
+    expect(body).to_contain_text(water["number"])
+    expect(body).not_to_contain_text(heating["number"])
