@@ -6,10 +6,18 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from web.pages import home, nav, people, signin
+from web.pages import admin, home, inbox, nav, people, queues, signin, ticket
 
 # Each workspace is a module with a `router` (and its navigation entries, web.pages.nav).
-ROUTERS = (signin.router, nav.router, home.router)
+ROUTERS = (
+    signin.router,
+    nav.router,
+    home.router,
+    ticket.router,
+    inbox.router,
+    queues.router,
+    admin.router,
+)
 
 
 def install(app: FastAPI) -> None:
