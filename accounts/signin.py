@@ -223,11 +223,12 @@ TOUCH_EVERY = timedelta(seconds=30)
 
 
 def resume_session(
-    session: Session, *, token: str, now: datetime, policy: SignInPolicy
+    session: Session, *, token: str, now: datetime, policy: SignInPolicy, touch: bool = True
 ) -> tuple[UserSession, User] | None:
     """The live session of cookie ``token`` and its active user, its idle clock reset; None
     when there is none (never was, signed out, idle too long, past its absolute end, user
-    deactivated) — an expired one is ended on the way."""
+    deactivated) — an expired one is ended on the way. ``touch=False``: a check that is
+    not the person's doing (a live stream's periodic look) leaves the idle clock alone."""
     row = session.scalars(
         select(UserSession).where(col(UserSession.token_hash) == hash_token(token))
     ).first()
@@ -244,7 +245,7 @@ def resume_session(
         session.add(row)
         session.flush()
         return None
-    if now - row.last_seen_at >= TOUCH_EVERY:
+    if touch and now - row.last_seen_at >= TOUCH_EVERY:
         row.last_seen_at = now
         session.add(row)
         session.flush()

@@ -21,7 +21,7 @@ from accounts import privacy
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
-from web import api, assets, docs, errors, health, pages
+from web import api, assets, docs, errors, health, live, pages
 from web.deps import OPENAPI_MODELS, LoopLimiter
 from web.guards import RejectNul
 
@@ -75,6 +75,7 @@ def create_app(
     health.install(app)
 
     pages.install(app)
+    live.install(app)
 
     return app
 

@@ -40,6 +40,10 @@ def test_sign_in_search_switch_language_sign_out(site, page):
     expect(rows).to_have_count(2)
     shot(page, "tickets")
 
+    third = _ticket(site, "小区门口的路灯坏了一个多月，晚上黑得看不见路")
+    expect(rows).to_have_count(3)  # the live stream refreshed the list, no reload
+    expect(rows.first).to_contain_text(third["number"])
+
     page.fill("input[name=q]", "暖气")  # htmx: only the results are swapped, the URL follows
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text(heating["number"])
@@ -51,7 +55,7 @@ def test_sign_in_search_switch_language_sign_out(site, page):
     expect(page.locator("h1")).to_have_text("Tickets")
     expect(page.locator("html")).to_have_attribute("lang", "en")
     page.fill("input[name=q]", "")
-    expect(rows).to_have_count(2)
+    expect(rows).to_have_count(3)
     shot(page, "tickets")
     page.goto(f"{site.url}/account")
     expect(page.locator("h1")).to_have_text("Your account")

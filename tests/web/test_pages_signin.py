@@ -237,7 +237,7 @@ def test_given_search_by_htmx_then_only_the_results_block(client, auth, people):
     water = post(client, auth("operator"), description=WATER_CUT).json()["ticket"]
     sign_in(client, "operator")
     fragment = client.get("/", params={"q": water["number"]}, headers={"HX-Request": "true"})
-    assert fragment.text.lstrip().startswith('<section id="results">')
+    assert fragment.text.lstrip().startswith('<section id="results"')
     assert water["number"] in fragment.text and "<html" not in fragment.text
 
 

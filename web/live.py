@@ -1,0 +1,299 @@
+"""Live updates for the pages: ONE Server-Sent Events stream per browser tab, carrying every
+topic the page shows, resumable with ``Last-Event-ID``.
+
+    GET /live?topics=tickets,ticket-42,escalations
+
+Each web process reads what changed (``hotline.live``: ticket events and escalations, in id
+order) once every ``POLL_S`` for all its open tabs, and hands each tab the changes it may see
+(a handler: their unit's tickets only) on the topics it asked for:
+
+    tickets        any visible ticket changed      data: {"ticket_id", "number", "action", "status"}
+    ticket-<id>    that ticket changed             data: the same
+    escalations    an escalation fired             data: the same, action = its kind
+    nav            the waiting-work counts may have changed (after any change; no data)
+    hello          first message: the stream's resume point
+    reset          more was missed than can be replayed: reload the page
+    signed-out     the session ended: the page goes to the sign-in
+
+Every message carries the resume point as its id (``t<ticket event>.e<escalation>``). A tab
+that reconnects — to this process or any other — is first replayed every change after the
+id it sends (header ``Last-Event-ID``, or ``?last_event_id=`` when the page's script has to
+open a new EventSource), so nothing is lost across a reconnect; a change may arrive twice,
+and the pages treat every event as "refresh this part" (idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response, StreamingResponse
+
+from accounts.models import CENTRE_ROLES
+from accounts.signin import resume_session
+from core.db import session_scope
+from hotline import live
+from web.pages.people import SESSION_COOKIE, SignInRequired, policy
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+POLL_S = 0.25
+HEARTBEAT_S = 15.0
+SESSION_CHECK_S = 60.0
+QUEUE_MAX = 2000  # a tab this far behind is cut off and resumes from the database
+REPLAY_MAX = live.BATCH
+TOPIC = re.compile(r"^(tickets|escalations|ticket-\d{1,18})$")
+
+
+@dataclass(frozen=True)
+class Position:
+    ticket: int
+    escalation: int
+
+    def encode(self) -> str:
+        return f"t{self.ticket}.e{self.escalation}"
+
+    @classmethod
+    def decode(cls, text: str | None) -> Position | None:
+        match = re.fullmatch(r"t(\d{1,18})\.e(\d{1,18})", (text or "").strip())
+        return cls(int(match[1]), int(match[2])) if match else None
+
+
+@dataclass(eq=False)
+class Tab:
+    """One open stream."""
+
+    sees_all: bool
+    unit_id: int | None
+    topics: frozenset[str]
+    queue: asyncio.Queue[tuple[live.Change | None, Position]] = field(  # None: "nav"
+        default_factory=lambda: asyncio.Queue(QUEUE_MAX)
+    )
+    overflowed: bool = False
+
+    def may_see(self, change: live.Change) -> bool:
+        return self.sees_all or (self.unit_id is not None and self.unit_id in change.unit_ids)
+
+    def messages(self, change: live.Change, position: Position) -> list[str]:
+        data = {
+            "ticket_id": change.ticket_id,
+            "number": change.number,
+            "action": change.action,
+            "status": change.status,
+        }
+        names = [f"ticket-{change.ticket_id}"]
+        names.append("tickets" if change.kind == "ticket" else "escalations")
+        return [sse(name, data, position) for name in names if name in self.topics]
+
+
+def sse(event: str, data: object | None, position: Position | None) -> str:
+    head = f"id: {position.encode()}\n" if position is not None else ""
+    body = json.dumps(data, ensure_ascii=False) if data is not None else ""
+    return f"{head}event: {event}\ndata: {body}\n\n"
+
+
+class Feed:
+    """The process's reader of changes, running while at least one tab is open."""
+
+    def __init__(self, session_factory) -> None:
+        self._factory = session_factory
+        self.tabs: set[Tab] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._tickets = live.Cursor()
+        self._escalations = live.Cursor()
+        self.position = Position(0, 0)
+        self.started = False
+
+    async def join(self, tab: Tab) -> Position:
+        """Add ``tab``; the resume point it starts from (changes after it will reach it)."""
+        if not self.started:
+            t, e = await run_in_threadpool(self._latest)
+            self._tickets, self._escalations = live.Cursor(low=t), live.Cursor(low=e)
+            self.position, self.started = Position(t, e), True
+        self.tabs.add(tab)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="live-feed")
+        return self.position
+
+    def leave(self, tab: Tab) -> None:
+        self.tabs.discard(tab)
+
+    def _latest(self) -> tuple[int, int]:
+        with session_scope(self._factory) as session:
+            return live.latest_ids(session)
+
+    def _read(self, after: Position) -> tuple[list[live.Change], list[live.Change]]:
+        with session_scope(self._factory) as session:
+            return (
+                live.ticket_changes(session, after=after.ticket),
+                live.escalation_changes(session, after=after.escalation),
+            )
+
+    async def _run(self) -> None:
+        while self.tabs:
+            try:
+                await self.poll()
+            except Exception:  # the database away: keep the tabs, try again
+                log.exception("reading the live changes failed")
+            await asyncio.sleep(POLL_S)
+        self._task = None
+
+    async def poll(self) -> None:
+        tickets, escalations = await run_in_threadpool(
+            self._read, Position(self._tickets.low, self._escalations.low)
+        )
+        now, wait = time.monotonic(), live.GAP_WAIT.total_seconds()
+        fresh_t = set(self._tickets.accept((c.id for c in tickets), now=now, gap_wait_s=wait))
+        fresh_e = set(
+            self._escalations.accept((c.id for c in escalations), now=now, gap_wait_s=wait)
+        )
+        self.position = Position(self._tickets.low, self._escalations.low)
+        changes = [c for c in tickets if c.id in fresh_t] + [
+            c for c in escalations if c.id in fresh_e
+        ]
+        for change in changes:
+            self._send(change)
+        if changes:
+            self._send(None)  # "nav": counts may have changed
+
+    def _send(self, change: live.Change | None) -> None:
+        for tab in list(self.tabs):
+            if change is not None and not tab.may_see(change):
+                continue
+            try:
+                tab.queue.put_nowait((change, self.position))
+            except asyncio.QueueFull:
+                tab.overflowed = True
+
+
+def install(app: FastAPI) -> None:
+    app.state.live_feed = Feed(app.state.session_factory)
+    app.include_router(router)
+
+
+def _replay(factory, tab: Tab, since: Position) -> tuple[list[tuple[live.Change, Position]], bool]:
+    """What ``tab`` missed after ``since`` (visible to it), and whether it was all."""
+    with session_scope(factory) as session:
+        tickets = live.ticket_changes(session, after=since.ticket, limit=REPLAY_MAX + 1)
+        escalations = live.escalation_changes(session, after=since.escalation, limit=REPLAY_MAX + 1)
+    complete = len(tickets) <= REPLAY_MAX and len(escalations) <= REPLAY_MAX
+    missed = []
+    for change in tickets[:REPLAY_MAX]:
+        if tab.may_see(change):
+            missed.append((change, Position(change.id, since.escalation)))
+    top_t = tickets[min(len(tickets), REPLAY_MAX) - 1].id if tickets else since.ticket
+    for change in escalations[:REPLAY_MAX]:
+        if tab.may_see(change):
+            missed.append((change, Position(top_t, change.id)))
+    return missed, complete
+
+
+def _tab_for(request: Request, topics: frozenset[str]) -> tuple[Tab, str]:
+    """The signed-in person's tab (their visibility), and their session token."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise SignInRequired
+    with session_scope(request.app.state.session_factory) as session:
+        resumed = resume_session(
+            session,
+            token=token,
+            now=request.app.state.clock.now(),
+            policy=policy(request.app.state.settings),
+        )
+        if resumed is None:
+            raise SignInRequired
+        _, user = resumed
+        return Tab(sees_all=user.role in CENTRE_ROLES, unit_id=user.unit_id, topics=topics), token
+
+
+def _still_signed_in(request: Request, token: str) -> bool:
+    with session_scope(request.app.state.session_factory) as session:
+        return (
+            resume_session(
+                session,
+                token=token,
+                now=request.app.state.clock.now(),
+                policy=policy(request.app.state.settings),
+                touch=False,
+            )
+            is not None
+        )
+
+
+@router.get("/live")
+async def stream(
+    request: Request,
+    topics: Annotated[str, Query(max_length=2000)] = "",
+    last_event_id: Annotated[str | None, Query(max_length=80)] = None,
+) -> Response:
+    wanted = frozenset(t.strip() for t in topics.split(",") if TOPIC.match(t.strip()))
+    try:
+        tab, token = await run_in_threadpool(_tab_for, request, wanted)
+    except SignInRequired:
+        # 204 tells an EventSource not to reconnect; the page's next request signs in.
+        return Response(status_code=204)
+    feed: Feed = request.app.state.live_feed
+    since = Position.decode(request.headers.get("last-event-id") or last_event_id)
+    start = await feed.join(tab)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield "retry: 2000\n\n"
+            replayed: set[tuple[str, int]] = set()
+            if since is not None:
+                missed, complete = await run_in_threadpool(
+                    _replay, request.app.state.session_factory, tab, since
+                )
+                if not complete:
+                    yield sse("reset", None, start)
+                    return
+                for old, at in missed:
+                    replayed.add((old.kind, old.id))
+                    for message in tab.messages(old, at):
+                        yield message
+                if missed:
+                    yield sse("nav", None, None)
+            yield sse("hello", {"topics": sorted(wanted)}, start)
+            loop = asyncio.get_running_loop()
+            beat = check = loop.time()
+            while True:
+                if tab.overflowed:
+                    return  # the browser reconnects and resumes from its last id
+                try:
+                    change, position = await asyncio.wait_for(tab.queue.get(), timeout=1.0)
+                except TimeoutError:
+                    now = loop.time()
+                    if await request.is_disconnected():
+                        return
+                    if now - check >= SESSION_CHECK_S:
+                        check = now
+                        if not await run_in_threadpool(_still_signed_in, request, token):
+                            yield sse("signed-out", None, None)
+                            return
+                    if now - beat >= HEARTBEAT_S:
+                        beat = now
+                        yield ": keep-alive\n\n"
+                    continue
+                if change is None:
+                    yield sse("nav", None, position)
+                elif (change.kind, change.id) not in replayed:
+                    for message in tab.messages(change, position):
+                        yield message
+        finally:
+            feed.leave(tab)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
