@@ -53,6 +53,8 @@ class Cursor:
         """The ids not delivered before (deliver them), and the low water mark moved on."""
         fresh = [i for i in ids if i > self.low and i not in self.seen]
         self.seen.update(fresh)
+        for found in fresh:
+            self.gaps.pop(found, None)
         top = max(self.seen, default=self.low)
         for missing in range(self.low + 1, top):
             if missing not in self.seen:
