@@ -1,9 +1,15 @@
 """A learned suggestion beside the rules: which unit the centre's own history would pick.
 
-A TF-IDF model over jieba words and word pairs (dispatch/segment.py) with a multinomial
-logistic regression, trained on the centre's history: a ticket's text labelled with the
-lead unit it was dispatched to, counting only lead assignments the unit did not return
-(replied or completed). Everything runs in-process; there is no external service.
+A TF-IDF model over jieba words and word pairs plus character 2-3-grams (dispatch/segment.py;
+the n-grams survive typos and words jieba splits oddly) with a multinomial logistic
+regression, trained on the centre's history: a ticket's text labelled with the lead unit it
+was dispatched to, counting only lead assignments the unit did not return (replied or
+completed). Everything runs in-process; there is no external service.
+
+Little history: the rule pack's own wording is added as prior documents (`prior_documents`:
+each rule's keywords as one document and each keyword alone, labelled with the rule's lead
+unit), so a centre with a few hundred tickets already gets useful suggestions for units its
+history barely covers; the history, being real wording, outweighs them as it grows.
 
 The suggestion is advice shown to the dispatcher with its confidence (the model's
 probability) and the next best units; rules that fire still decide the dispatch. The process
@@ -17,7 +23,7 @@ from __future__ import annotations
 import pickle
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +31,10 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from core.errors import InvalidInput
+from dispatch import reference
 from dispatch.models import Assignment, AssignmentRole, AssignmentStatus, Unit
-from dispatch.segment import tokens
+from dispatch.rule_specs import RuleSpec
+from dispatch.segment import prepared, tokens
 from tickets.models import Ticket
 
 MODEL_FILE = Path("models") / "routing-classifier.pkl"  # under the data directory
@@ -53,9 +61,18 @@ class Suggestion:
 class UnitClassifier:
     """Fitted model; `suggest` ranks units for one text."""
 
-    def __init__(self, pipeline: Any, trained_on: int) -> None:
+    def __init__(
+        self, pipeline: Any, trained_on: int, support: dict[str, int] | None = None
+    ) -> None:
         self._pipeline = pipeline
         self.trained_on = trained_on
+        self._support = support
+
+    def support(self, unit: str) -> int | None:
+        """How many history tickets of `unit` the model learned from (prior documents not
+        counted); None for a model saved before this was recorded."""
+        support = getattr(self, "_support", None)
+        return None if support is None else support.get(unit, 0)
 
     @property
     def units(self) -> list[str]:
@@ -114,11 +131,29 @@ def installed() -> UnitClassifier | None:
     return _installed
 
 
-def train(texts: Sequence[str], units: Sequence[str]) -> UnitClassifier:
-    """Fit on (text, lead unit) pairs; needs MIN_SAMPLES pairs over MIN_UNITS units."""
+def prior_documents(specs: Iterable[RuleSpec]) -> list[tuple[str, str]]:
+    """(text, lead unit) documents from the rules' keywords: per enabled rule with a lead unit
+    one document of all its keywords, its name and category, then each keyword alone."""
+    docs: list[tuple[str, str]] = []
+    for spec in specs:
+        unit = spec.actions.lead_unit
+        keywords = [*spec.conditions.text_any, *spec.conditions.text_all]
+        if not spec.enabled or unit is None or not keywords:
+            continue
+        names = [spec.name, spec.actions.category_name or ""]
+        docs.append((" ".join([*keywords, *names]).strip(), unit))
+        docs += [(keyword, unit) for keyword in keywords]
+    return docs
+
+
+def train(
+    texts: Sequence[str], units: Sequence[str], priors: Sequence[tuple[str, str]] = ()
+) -> UnitClassifier:
+    """Fit on (text, lead unit) pairs; needs MIN_SAMPLES pairs over MIN_UNITS units. `priors`
+    (see `prior_documents`) are learned from too but do not count towards the minimum."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
+    from sklearn.pipeline import make_pipeline, make_union
 
     if len(texts) != len(units):
         raise InvalidInput("texts and units differ in length")
@@ -128,18 +163,22 @@ def train(texts: Sequence[str], units: Sequence[str]) -> UnitClassifier:
             f"{len(Counter(units))} units (need {MIN_SAMPLES} over {MIN_UNITS})"
         )
     pipeline = make_pipeline(
-        TfidfVectorizer(
-            tokenizer=tokens,
-            token_pattern=None,
-            lowercase=False,
-            ngram_range=(1, 2),
-            sublinear_tf=True,
-            min_df=1,
+        make_union(
+            TfidfVectorizer(
+                tokenizer=tokens,
+                token_pattern=None,
+                lowercase=False,
+                ngram_range=(1, 2),
+                sublinear_tf=True,
+            ),
+            TfidfVectorizer(
+                analyzer="char", preprocessor=prepared, ngram_range=(2, 3), sublinear_tf=True
+            ),
         ),
-        LogisticRegression(max_iter=2000, C=10.0),
+        LogisticRegression(max_iter=3000, C=10.0, solver="saga", random_state=0),
     )
-    pipeline.fit(list(texts), list(units))
-    return UnitClassifier(pipeline, trained_on=len(texts))
+    pipeline.fit([*texts, *(t for t, _ in priors)], [*units, *(u for _, u in priors)])
+    return UnitClassifier(pipeline, trained_on=len(texts), support=dict(Counter(units)))
 
 
 def history(session: Session, *, limit: int = 50_000) -> tuple[list[str], list[str]]:
@@ -162,10 +201,10 @@ def history(session: Session, *, limit: int = 50_000) -> tuple[list[str], list[s
 
 
 def train_from_history(session: Session, *, path: Path) -> UnitClassifier:
-    """Retrain on the history, save the model to `path` and install it (the scheduled
-    task)."""
+    """Retrain on the history and the live rules' wording, save the model to `path` and
+    install it (the scheduled task)."""
     texts, units = history(session)
-    model = train(texts, units)
+    model = train(texts, units, prior_documents(reference.snapshot(session).rules.specs))
     model.save(path)
     install(model)
     return model

@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from core.db import build_row, saved_id, table_of
 from core.errors import Conflict, InvalidInput
-from dispatch import classifier, escalation, policies, reference, sla
+from dispatch import advice, classifier, escalation, policies, reference, sla
 from dispatch.assignments import Actor, assignments_of, lock_ticket, who, withdraw
 from dispatch.calendar import WorkCalendar
 from dispatch.models import (
@@ -216,9 +216,22 @@ def _decide(
     # The Explanation as the plain JSON mapping the audit event and the API carry.
     explanation = cast(dict[str, Any], explained)
     model = classifier.installed()
-    if model is not None and explained["confidence"] != 1.0:
-        # Advice for the dispatcher where the rules were silent or unsure; never routes.
-        explanation["suggestion"] = model.suggest(facts.text).to_data()
+    suggestion = model.suggest(facts.text) if model is not None else None
+    if suggestion is not None and explained["confidence"] != 1.0:
+        # Advice for the dispatcher where the rules were silent or unsure.
+        explanation["suggestion"] = suggestion.to_data()
+    gate = advice.advise(match, explained, suggestion, model.support if model else None)
+    if match is not None or suggestion is not None:
+        explanation["advice"] = gate.to_data()
+    if (
+        match is not None
+        and match.rule.actions.lead_unit
+        and gate.source not in advice.AUTO_SOURCES
+    ):
+        # The confidence gate (dispatch/advice.py): a rule the suggestion contradicts, or one
+        # that fired on setting words alone while another unit was in play, does not route;
+        # a proposal of the suggestion alone waits for the dispatcher to confirm it.
+        match = None
     changes: dict[str, Any] = {}
     rule_name = None
     if match is not None:

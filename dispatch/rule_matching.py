@@ -17,10 +17,16 @@ Emphasis: when the caller stresses one demand among several ("路灯坏了……
 小区停电两天了"), the rules hit by the words after the last 主要是/关键是/重点是 are tried first
 (still in priority order), then the rest.
 
-Confidence and alternatives: the winner is still the first rule that holds, but `decide`
-goes on to list the other rules that hold and route elsewhere (`alternatives`, at most
-ALTERNATIVES_CAP, in evaluation order) and rates the choice (`confidence`, 0..1): 1.0 when
-no other unit is in play, lower the closer the best rival's priority is to the winner's.
+Specificity: a rule whose hits are all setting words (小区, 物业, 马路 ...: the wording
+table's `settings`, dispatch/segment.py) is weak; when the first rule that holds is weak and
+a later one routes elsewhere on a subject word, that one wins ("小区里的电梯坏了": elevator,
+not property). With the table's `segmentation` on, a keyword of one or two characters
+strictly inside a longer jieba word is no hit (油烟 in 抽油烟机; 公园 in 河滨公园 is).
+
+Confidence: `decide` also lists the other rules that hold and route elsewhere
+(`alternatives`, at most ALTERNATIVES_CAP) and rates the choice (`confidence`, 0..1): 1.0
+with no rival unit, lower the closer the best rival's priority, at most WEAK_CONFIDENCE
+(WEAK_ALONE_CONFIDENCE with no rival) on setting words alone (`evidence`).
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ from tickets.models import Channel, RequestType, Urgency
 EXPLAIN_CANDIDATES_CAP = 20
 ALTERNATIVES_CAP = 3
 CONFIDENCE_PRIORITY_SPAN = 60
+WEAK_CONFIDENCE = 0.4  # setting words alone, another unit also in play
+WEAK_ALONE_CONFIDENCE = 0.7  # setting words alone, no other unit in play
+SEGMENTED_KEYWORD_LENGTH = 2  # keywords this short must touch a jieba word boundary
 _EMPHASIS = re.compile(r"主要是|关键是|最主要的是|主要想问|主要想反映|我主要说的是|重点是")
 _NEGATED = re.compile(
     r"(?<!是)(?:并不是|倒不是|不是|并非)([^，,。；;！!？?\s]{1,20})[，,]\s*"
@@ -98,7 +107,10 @@ class Explanation(TypedDict):
     `checked` lists the candidates tried before the winner, in order, with the first
     condition each failed (at most EXPLAIN_CANDIDATES_CAP; `checked_total` counts all).
     `alternatives` are the other rules that hold and would send the ticket to another unit,
-    and `confidence` (0..1, None when nothing fired) rates the winner against them.
+    and `confidence` (0..1, None when nothing fired) rates the winner against them;
+    `evidence` is "subject", or "setting" when the winner fired on setting words alone;
+    `wording` names what in the caller's phrasing shaped the choice: "emphasis" (the winner
+    was hit after 主要是/关键是), "negation" (a denied clause was set aside).
     `emergency` is the phrase that kept an emergency call from being routed at all."""
 
     fired: RuleTrace | None
@@ -107,6 +119,8 @@ class Explanation(TypedDict):
     checked_total: int
     rules_total: int
     confidence: float | None
+    evidence: str | None
+    wording: list[str]
     alternatives: list[Alternative]
     emergency: str | None
 
@@ -125,6 +139,8 @@ class _Context:
     hits: frozenset[int]  # ids of the keywords found in the text
     facts: TicketFacts
     emphasis: frozenset[int] = frozenset()  # hits after "主要是/关键是 ..."
+    settings: frozenset[int] = frozenset()  # ids of the setting words (小区, 物业 ...)
+    negated: bool = False  # a keyword was found in a clause the caller denies
 
 
 class _Terms:
@@ -286,6 +302,15 @@ class _Compiled:
                 return test.outcome(ctx)
         return None
 
+    def weak(self, ctx: _Context) -> bool:
+        """Fired on setting words alone (a rule testing no keywords, or a pattern, is not
+        weak)."""
+        if any(isinstance(test, _Regex) for test in self.tests):
+            return False
+        hit = [ctx.hits & terms.ids for terms in self.positive]
+        ids = frozenset().union(*hit) if hit else frozenset()
+        return bool(ids) and ids <= ctx.settings
+
     def matched_terms(self, ctx: _Context) -> tuple[str, ...]:
         found: list[str] = []
         for terms in self.positive:
@@ -313,12 +338,14 @@ class CompiledRules:
         term_rules: list[tuple[int, ...]],
         always: tuple[int, ...],
         synonyms: Synonyms | None = None,
+        settings: frozenset[int] = frozenset(),
     ) -> None:
         self._rules = rules
         self._automaton = automaton
         self._term_rules = term_rules
         self._always = always
         self._synonyms = synonyms
+        self._settings = settings
 
     @classmethod
     def build(cls, specs: Iterable[RuleSpec], synonyms: Synonyms | None = None) -> CompiledRules:
@@ -386,7 +413,13 @@ class CompiledRules:
             for key, tid in term_ids.items():
                 automaton.add_word(key, (tid, len(key)))
             automaton.make_automaton()
-        return cls(rules, automaton, [tuple(r) for r in term_rules], tuple(always), synonyms)
+        settings = frozenset(
+            tid
+            for key, tid in term_ids.items()
+            if synonyms is not None and key in synonyms.settings
+        )
+        term_tuples = [tuple(r) for r in term_rules]
+        return cls(rules, automaton, term_tuples, tuple(always), synonyms, settings)
 
     @property
     def specs(self) -> list[RuleSpec]:
@@ -402,14 +435,29 @@ class CompiledRules:
             return _Context(text=text, nfkc=nfkc, hits=frozenset(), facts=facts)
         denied = [m.span(1) for m in _NEGATED.finditer(text)]
         stressed = [m.end() for m in _EMPHASIS.finditer(text)]
+        inside = self._synonyms.inside_words(text) if self._synonyms is not None else frozenset()
+        every = list(self._automaton.iter(text))
+        kept = [
+            (end, (tid, length))
+            for end, (tid, length) in every
+            if not any(start <= end - length + 1 and end < stop for start, stop in denied)
+        ]
         found = [
             (tid, end - length + 1)
-            for end, (tid, length) in self._automaton.iter(text)
-            if not any(start <= end - length + 1 and end < stop for start, stop in denied)
+            for end, (tid, length) in kept
+            if length > SEGMENTED_KEYWORD_LENGTH or not {end - length + 1, end + 1} <= inside
         ]
         hits = frozenset(tid for tid, _ in found)
         emphasis = frozenset(tid for tid, start in found if stressed and start >= stressed[-1])
-        return _Context(text=text, nfkc=nfkc, hits=hits, facts=facts, emphasis=emphasis)
+        return _Context(
+            text=text,
+            nfkc=nfkc,
+            hits=hits,
+            facts=facts,
+            emphasis=emphasis,
+            settings=hits & self._settings,
+            negated=len(kept) < len(every),
+        )
 
     def _candidates(self, ctx: _Context) -> list[int]:
         found = set(self._always)
@@ -427,11 +475,29 @@ class CompiledRules:
         ctx = self._context(facts)
         if self._synonyms is not None and self._synonyms.emergency(ctx.text):
             return None
-        for index in self._candidates(ctx):
+        candidates = self._candidates(ctx)
+        for position, index in enumerate(candidates):
             rule = self._rules[index]
             if rule.holds(ctx):
+                rule = self._specific(ctx, rule, candidates[position + 1 :])
                 return Match(rule.spec, rule.matched_terms(ctx), rule.trace(ctx))
         return None
+
+    def _specific(self, ctx: _Context, first: _Compiled, rest: Sequence[int]) -> _Compiled:
+        """`first`, unless it stands on setting words alone and a later rule that holds
+        routes elsewhere on a subject word: then that rule."""
+        if not ctx.settings or not first.weak(ctx):
+            return first
+        for index in rest:
+            rule = self._rules[index]
+            if (
+                rule.positive
+                and rule.spec.actions.lead_unit != first.spec.actions.lead_unit
+                and rule.holds(ctx)
+                and not rule.weak(ctx)
+            ):
+                return rule
+        return first
 
     def explain(self, facts: TicketFacts) -> Explanation:
         return self.decide(facts)[1]
@@ -448,15 +514,25 @@ class CompiledRules:
             rule = self._rules[index]
             failure = rule.first_failure(ctx)
             if failure is None:
+                rest = candidates[position + 1 :]
+                chosen = self._specific(ctx, rule, rest)
+                if chosen is not rule:
+                    # The setting-word rule still counts as a rival, ahead of the rest.
+                    rest = [index, *(i for i in rest if self._rules[i] is not chosen)]
+                    rule = chosen
                 trace = rule.trace(ctx)
-                alternatives = self._alternatives(ctx, rule, candidates[position + 1 :])
+                alternatives = self._alternatives(ctx, rule, rest)
+                weak = rule.weak(ctx) and bool(ctx.settings)
+                confidence = _confidence(rule.spec, alternatives)
                 return Match(rule.spec, rule.matched_terms(ctx), trace), {
                     "fired": trace,
                     "actions": rule.spec.actions.model_dump(mode="json", exclude_defaults=True),
                     "checked": checked,
                     "checked_total": checked_total,
                     "rules_total": len(self._rules),
-                    "confidence": _confidence(rule.spec, alternatives),
+                    "confidence": _weakened(confidence, alternatives) if weak else confidence,
+                    "evidence": "setting" if weak else "subject",
+                    "wording": _wording(ctx, rule),
                     "alternatives": alternatives,
                     "emergency": None,
                 }
@@ -472,6 +548,8 @@ class CompiledRules:
             "checked_total": checked_total,
             "rules_total": len(self._rules),
             "confidence": None,
+            "evidence": None,
+            "wording": [],
             "alternatives": [],
             "emergency": emergency,
         }
@@ -507,3 +585,14 @@ def _confidence(winner: RuleSpec, alternatives: list[Alternative]) -> float:
         return 1.0
     gap = min(a["priority"] for a in alternatives) - winner.priority
     return round(0.5 + 0.5 * min(1.0, max(0, gap) / CONFIDENCE_PRIORITY_SPAN), 2)
+
+
+def _weakened(confidence: float, alternatives: list[Alternative]) -> float:
+    """The rating of a match on setting words alone: the setting may well be the subject
+    (物业乱收费) when nothing else fired, much less so when another unit is in play."""
+    return min(confidence, WEAK_CONFIDENCE if alternatives else WEAK_ALONE_CONFIDENCE)
+
+
+def _wording(ctx: _Context, winner: _Compiled) -> list[str]:
+    stressed = any(not terms.ids.isdisjoint(ctx.emphasis) for terms in winner.positive)
+    return [name for name, used in (("emphasis", stressed), ("negation", ctx.negated)) if used]

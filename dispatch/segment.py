@@ -10,6 +10,15 @@ or ambulance (持刀, 着火了, 要跳楼 ...). `Synonyms.emergency` returns th
 rules then route nothing and the ticket stays with the operator, who transfers the caller
 to 110/119/120/122 (国办发〔2020〕53号 keeps those lines separate from 12345).
 
+Settings: words that name where something happens rather than what it is (小区, 物业, 学校,
+医院, 马路, 村 ...). A rule that fired on setting words alone is weak evidence: its match is
+rated low (dispatch/rule_matching.py) and the confidence gate (dispatch/advice.py) may leave
+the ticket to manual dispatch.
+
+Segmentation: with `segmentation: true` in the file, a short keyword hit strictly inside a
+longer jieba word does not count (油烟 in 抽油烟机); see `inner_starts` and
+dispatch/rule_matching.py.
+
 Tokens: `tokens` segments Chinese text with jieba (its dictionary ships in the package; no
 download) for the learned suggestion (dispatch/classifier.py).
 """
@@ -21,6 +30,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -32,11 +42,21 @@ def _normalise(text: str) -> str:
 
 
 class Synonyms:
-    """Variant -> canonical rewriting of normalised text."""
+    """Variant -> canonical rewriting of normalised text, the setting words, the emergency
+    phrases, and whether keyword hits must respect jieba's word boundaries."""
 
-    __slots__ = ("_table", "_pattern", "_emergency")
+    __slots__ = ("_table", "_pattern", "_emergency", "settings", "segmentation")
 
-    def __init__(self, table: Mapping[str, str], emergency: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        table: Mapping[str, str],
+        emergency: Sequence[str] = (),
+        settings: Sequence[str] = (),
+        *,
+        segmentation: bool = False,
+    ) -> None:
+        self.settings = frozenset(_normalise(w) for w in settings if w)
+        self.segmentation = segmentation
         self._table = {_normalise(k): _normalise(v) for k, v in table.items() if k and k != v}
         variants = sorted(self._table, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, variants))) if variants else None
@@ -49,6 +69,10 @@ class Synonyms:
             return None
         found = self._emergency.search(text)
         return found.group(0) if found else None
+
+    def inside_words(self, text: str) -> frozenset[int]:
+        """With segmentation on, the offsets strictly inside jieba words (`inner_starts`)."""
+        return inner_starts(text) if self.segmentation else frozenset()
 
     def __len__(self) -> int:
         return len(self._table)
@@ -69,7 +93,10 @@ def parse_synonyms(text: str) -> Synonyms:
     emergency = data.get("emergency") or []
     if not isinstance(emergency, list) or not all(isinstance(p, str) for p in emergency):
         raise ValueError("emergency must be a list of phrases")
-    return Synonyms(table, emergency)
+    settings = data.get("settings") or []
+    if not isinstance(settings, list) or not all(isinstance(w, str) for w in settings):
+        raise ValueError("settings must be a list of words")
+    return Synonyms(table, emergency, settings, segmentation=bool(data.get("segmentation")))
 
 
 @cache
@@ -77,13 +104,31 @@ def default_synonyms() -> Synonyms:
     return parse_synonyms(DEFAULT_SYNONYMS_PATH.read_text(encoding="utf-8"))
 
 
-def tokens(text: str) -> list[str]:
-    """jieba words of the normalised text, synonyms applied, punctuation and spaces dropped."""
+def _jieba() -> Any:
     import jieba
 
     jieba.setLogLevel(60)
-    text = default_synonyms().apply(_normalise(text))
-    return [w for w in jieba.lcut(text) if w.strip() and not _PUNCT.fullmatch(w)]
+    return jieba
+
+
+def tokens(text: str) -> list[str]:
+    """jieba words of the normalised text, synonyms applied, punctuation and spaces dropped."""
+    text = prepared(text)
+    return [w for w in _jieba().lcut(text) if w.strip() and not _PUNCT.fullmatch(w)]
+
+
+def prepared(text: str) -> str:
+    """The normalised text with the default synonyms applied (the classifier's character
+    n-grams read this)."""
+    return default_synonyms().apply(_normalise(text))
+
+
+def inner_starts(text: str) -> frozenset[int]:
+    """Offsets in `text` that lie strictly inside a jieba word (not at its first character)."""
+    inside: set[int] = set()
+    for _, start, end in _jieba().tokenize(text):
+        inside.update(range(start + 1, end))
+    return frozenset(inside)
 
 
 _PUNCT = re.compile(r"[\W_]+")

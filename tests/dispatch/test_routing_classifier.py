@@ -21,6 +21,7 @@ from tests.dispatch.escalation_scene import (
     make_unit,
     savepoint_factory,
 )
+from tests.dispatch.rule_support import spec
 
 SUBJECTS = {
     "WATER": ["停水", "自来水发黄", "水压太低", "水管爆了", "水表漏水"],
@@ -170,3 +171,31 @@ def test_given_too_little_history_when_scheduled_training_runs_then_nothing_is_s
         assert not (tmp_path / classifier.MODEL_FILE).exists()
     finally:
         runtime.reset_runtime()
+
+
+def test_given_rules_when_prior_documents_made_then_each_rule_and_keyword_is_a_document():
+    specs = [
+        spec("公积金", lead="HOUSING_FUND", text_any=["公积金", "提取"], text_all=["贷款"]),
+        spec("停用", lead="WATER", enabled=False, text_any=["停水"]),
+        spec("按区", lead="DISTRICT", districts=["榆阳区"]),
+    ]
+    docs = classifier.prior_documents(specs)
+    assert docs == [
+        ("公积金 提取 贷款 公积金", "HOUSING_FUND"),
+        ("公积金", "HOUSING_FUND"),
+        ("提取", "HOUSING_FUND"),
+        ("贷款", "HOUSING_FUND"),
+    ]
+
+
+def test_given_prior_documents_when_trained_then_a_unit_without_history_can_be_suggested():
+    priors = classifier.prior_documents(
+        [spec("公积金", lead="HOUSING_FUND", text_any=["公积金", "公积金提取", "公积金贷款"])]
+    )
+    without = classifier.train(*synthetic_history())
+    assert "HOUSING_FUND" not in without.units
+    model = classifier.train(*synthetic_history(), priors)
+    assert model.suggest("想问问公积金怎么提取").unit == "HOUSING_FUND"
+    assert model.trained_on == len(synthetic_history()[0])  # priors are not history
+    assert model.support("WATER") == len(SUBJECTS["WATER"]) * len(SETTINGS)
+    assert model.support("HOUSING_FUND") == 0

@@ -77,9 +77,11 @@ def auth(world: World) -> Callable[[str], dict[str, str]]:
     return lambda who: {"Authorization": f"Bearer {world.tokens[who]}"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """Debian's Chromium, once per test process."""
+    """Debian's Chromium, once per test module (not per session: playwright's sync API keeps
+    an event loop running in this thread while it lives, and other modules' asyncio.run()
+    would fail beside it)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
