@@ -393,6 +393,9 @@ def sip() -> None:
     except Exception:  # the beat's sweep tries again every minute
         logging.getLogger(__name__).exception("recovering the calls of lost SIP edges failed")
         closed = []
+    from dispatch import classifier
+
+    classifier.watch(settings.data_dir / classifier.MODEL_FILE)  # calls routed here get it too
     services = CallServices(
         session_factory=session_factory,
         clock=clock,

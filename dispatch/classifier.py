@@ -127,7 +127,34 @@ def load_installed(path: Path) -> UnitClassifier | None:
         return _installed
 
 
+_watched: Path | None = None
+_checked_at = float("-inf")
+WATCH_EVERY_S = 60.0  # how often a watching process looks whether the file changed
+
+
+def watch(path: Path | None) -> None:
+    """Follow the model file at ``path``: ``installed()`` loads it when it appears and
+    re-reads it when the scheduled retraining (in the worker) replaces it — looking at most
+    every ``WATCH_EVERY_S``. Every process that dispatches (web, SIP edge, worker) watches
+    the same file, so a ticket gets the same advice whichever process routes it."""
+    global _watched, _checked_at
+    with _lock:
+        _watched, _checked_at = path, float("-inf")
+
+
 def installed() -> UnitClassifier | None:
+    global _checked_at
+    path = _watched
+    if path is not None:
+        import time
+
+        now = time.monotonic()
+        if now - _checked_at >= WATCH_EVERY_S:
+            _checked_at = now
+            try:
+                return load_installed(path)
+            except (OSError, pickle.UnpicklingError, EOFError):  # half-written: next time
+                return _installed
     return _installed
 
 

@@ -14,6 +14,7 @@ from celery import Celery
 from celery.schedules import crontab
 
 from core.settings import Settings, get_settings
+from dispatch import classifier
 from dispatch.notify import CLAIM_TTL
 
 TASK_MODULES = ["hotline.tasks"]
@@ -71,6 +72,7 @@ def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    classifier.watch(data_dir / classifier.MODEL_FILE)  # also reloads the other workers' training
     app = Celery("hotline", broker=settings.broker, include=TASK_MODULES)
     app.conf.update(
         task_acks_late=True,

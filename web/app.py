@@ -21,6 +21,7 @@ from accounts import privacy
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
+from dispatch import classifier
 from web import api, assets, docs, errors, health, live, pages
 from web.deps import OPENAPI_MODELS, LoopLimiter
 from web.guards import RejectNul
@@ -62,6 +63,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.settings = settings
+    # Tickets the API routes get the learned suggestion the worker trains (dispatch.classifier).
+    classifier.watch(settings.data_dir / classifier.MODEL_FILE)
     app.state.clock = clock or SystemClock()
     app.state.session_factory = session_factory or LazySessionFactory(settings.db_url)
     app.state.intake_limiter = LoopLimiter(settings.web.intake_concurrency)

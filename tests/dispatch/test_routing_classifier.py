@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,26 @@ def test_given_prior_documents_when_trained_then_a_unit_without_history_can_be_s
     assert model.trained_on == len(synthetic_history()[0])  # priors are not history
     assert model.support("WATER") == len(SUBJECTS["WATER"]) * len(SETTINGS)
     assert model.support("HOUSING_FUND") == 0
+
+
+def test_given_a_watched_model_file_then_installed_loads_it_and_follows_changes(
+    tmp_path, monkeypatch
+):
+    """Every process that dispatches watches the file the worker's training writes."""
+    from dispatch import classifier
+
+    monkeypatch.setattr(classifier, "WATCH_EVERY_S", 0.0)
+    path = tmp_path / classifier.MODEL_FILE
+    classifier.install(None)
+    classifier.watch(path)
+    try:
+        assert classifier.installed() is None  # no file yet
+        pairs = [("家里停水了", "WATER"), ("没有水", "WATER"), ("暖气不热", "HEATING")] * 8
+        model = classifier.train([t for t, _ in pairs], [u for _, u in pairs])
+        path.parent.mkdir(parents=True)
+        path.write_bytes(pickle.dumps(model))
+        loaded = classifier.installed()
+        assert loaded is not None and loaded.suggest("停水好几天") is not None
+    finally:
+        classifier.watch(None)
+        classifier.install(None)
