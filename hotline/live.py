@@ -12,10 +12,11 @@ been seen or the gap is older than ``GAP_WAIT`` (a rolled-back insert leaves a g
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlmodel import Session, col
@@ -152,3 +153,56 @@ def _units_of(session: Session, ticket_ids: set[int]) -> dict[int, frozenset[int
     ):
         found[ticket_id].add(unit_id)
     return {k: frozenset(v) for k, v in found.items()}
+
+
+# ---------------------------------------------------------------- calls in progress
+
+CALLS_ENDED_WITHIN = timedelta(minutes=30)  # an ended call stays on the console this long
+
+
+def call_key(call_id: str) -> str:
+    """A call's name in event names and element ids (a Call-ID may hold any character)."""
+    return hashlib.sha256(call_id.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LiveCall:
+    """A call the operator console shows: in progress, or ended a moment ago."""
+
+    call_id: str
+    caller_number: str
+    arrived_at: datetime
+    answered_at: datetime | None
+    ended_at: datetime | None
+    ticket_id: int | None
+    live_seq: int
+    live_text: str
+
+
+def live_calls(session: Session, *, now: datetime, ended_within: timedelta) -> list[LiveCall]:
+    """Inbound calls not ended, and those ended within ``ended_within`` (their ticket to be
+    completed), oldest first."""
+    from telephony.endpoint import CallDirection
+    from telephony.models import CallRecord
+
+    table = CallRecord.__table__  # type: ignore[attr-defined]
+    rows = session.execute(
+        select(
+            table.c.call_id,
+            table.c.caller_number,
+            table.c.arrived_at,
+            table.c.answered_at,
+            table.c.ended_at,
+            table.c.ticket_id,
+            table.c.live_seq,
+            table.c.live_text,
+        )
+        .where(
+            table.c.direction == CallDirection.INBOUND,
+            table.c.answered_at.is_not(None),
+            (table.c.ended_at.is_(None)) | (table.c.ended_at >= now - ended_within),
+        )
+        .order_by(table.c.arrived_at, table.c.id)
+        .limit(500)
+    ).all()
+    return [LiveCall(*row) for row in rows]

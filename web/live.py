@@ -10,6 +10,8 @@ order) once every ``POLL_S`` for all its open tabs, and hands each tab the chang
     tickets        any visible ticket changed      data: {"ticket_id", "number", "action", "status"}
     ticket-<id>    that ticket changed             data: the same
     escalations    an escalation fired             data: the same, action = its kind
+    calls          a call began, was answered, ended or got its ticket (centre staff only)
+    call-<key>     a call's live transcript grew   data: {"seq", "text"}  (<key>: call_key())
     nav            the waiting-work counts may have changed (after any change; no data)
     hello          first message: the stream's resume point
     reset          more was missed than can be replayed: reload the page
@@ -52,7 +54,8 @@ HEARTBEAT_S = 15.0
 SESSION_CHECK_S = 60.0
 QUEUE_MAX = 2000  # a tab this far behind is cut off and resumes from the database
 REPLAY_MAX = live.BATCH
-TOPIC = re.compile(r"^(tickets|escalations|ticket-\d{1,18})$")
+TOPIC = re.compile(r"^(tickets|escalations|calls|ticket-\d{1,18})$")
+CALLS_ENDED_WITHIN = live.CALLS_ENDED_WITHIN
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ class Tab:
     sees_all: bool
     unit_id: int | None
     topics: frozenset[str]
-    queue: asyncio.Queue[tuple[live.Change | None, Position]] = field(  # None: "nav"
+    # (a change, or None for "nav", or a ready message about calls; the resume point)
+    queue: asyncio.Queue[tuple[live.Change | str | None, Position]] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_MAX)
     )
     overflowed: bool = False
@@ -96,6 +100,9 @@ class Tab:
         return [sse(name, data, position) for name in names if name in self.topics]
 
 
+call_key = live.call_key
+
+
 def sse(event: str, data: object | None, position: Position | None) -> str:
     head = f"id: {position.encode()}\n" if position is not None else ""
     body = json.dumps(data, ensure_ascii=False) if data is not None else ""
@@ -105,7 +112,7 @@ def sse(event: str, data: object | None, position: Position | None) -> str:
 class Feed:
     """The process's reader of changes, running while at least one tab is open."""
 
-    def __init__(self, session_factory) -> None:
+    def __init__(self, session_factory, clock=None) -> None:
         self._factory = session_factory
         self.tabs: set[Tab] = set()
         self._task: asyncio.Task[None] | None = None
@@ -113,6 +120,8 @@ class Feed:
         self._escalations = live.Cursor()
         self.position = Position(0, 0)
         self.started = False
+        self._calls: dict[str, tuple[object, ...]] = {}
+        self._clock = clock
 
     async def join(self, tab: Tab) -> Position:
         """Add ``tab``; the resume point it starts from (changes after it will reach it)."""
@@ -132,11 +141,16 @@ class Feed:
         with session_scope(self._factory) as session:
             return live.latest_ids(session)
 
-    def _read(self, after: Position) -> tuple[list[live.Change], list[live.Change]]:
+    def _read(
+        self, after: Position, calls: bool
+    ) -> tuple[list[live.Change], list[live.Change], list[live.LiveCall] | None]:
         with session_scope(self._factory) as session:
             return (
                 live.ticket_changes(session, after=after.ticket),
                 live.escalation_changes(session, after=after.escalation),
+                live.live_calls(session, now=self._clock.now(), ended_within=CALLS_ENDED_WITHIN)
+                if calls and self._clock is not None
+                else None,
             )
 
     async def _run(self) -> None:
@@ -149,9 +163,12 @@ class Feed:
         self._task = None
 
     async def poll(self) -> None:
-        tickets, escalations = await run_in_threadpool(
-            self._read, Position(self._tickets.low, self._escalations.low)
+        watch_calls = any("calls" in tab.topics and tab.sees_all for tab in self.tabs)
+        tickets, escalations, calls = await run_in_threadpool(
+            self._read, Position(self._tickets.low, self._escalations.low), watch_calls
         )
+        if calls is not None:
+            self._calls_changed(calls)
         now, wait = time.monotonic(), live.GAP_WAIT.total_seconds()
         fresh_t = set(self._tickets.accept((c.id for c in tickets), now=now, gap_wait_s=wait))
         fresh_e = set(
@@ -166,6 +183,30 @@ class Feed:
         if changes:
             self._send(None)  # "nav": counts may have changed
 
+    def _calls_changed(self, calls: list[live.LiveCall]) -> None:
+        """Tell the consoles what changed since the last look: the list, and each call whose
+        live transcript grew (its text as it is now: a missed one is made up by the next)."""
+        now = {c.call_id: c for c in calls}
+        listed = {key: (c.answered_at, c.ended_at, c.ticket_id) for key, c in now.items()}
+        before = {key: value[:3] for key, value in self._calls.items()}
+        messages: list[str] = []
+        if listed != before:
+            messages.append(sse("calls", None, None))
+        for key, c in now.items():
+            if c.live_seq and (key not in self._calls or self._calls[key][3] != c.live_seq):
+                messages.append(
+                    sse(f"call-{call_key(key)}", {"seq": c.live_seq, "text": c.live_text}, None)
+                )
+        self._calls = {key: (*listed[key], c.live_seq) for key, c in now.items()}
+        for tab in list(self.tabs):
+            if "calls" not in tab.topics or not tab.sees_all:
+                continue
+            for message in messages:
+                try:
+                    tab.queue.put_nowait((message, self.position))
+                except asyncio.QueueFull:
+                    tab.overflowed = True
+
     def _send(self, change: live.Change | None) -> None:
         for tab in list(self.tabs):
             if change is not None and not tab.may_see(change):
@@ -177,7 +218,7 @@ class Feed:
 
 
 def install(app: FastAPI) -> None:
-    app.state.live_feed = Feed(app.state.session_factory)
+    app.state.live_feed = Feed(app.state.session_factory, app.state.clock)
     app.include_router(router)
 
 
@@ -284,7 +325,9 @@ async def stream(
                         beat = now
                         yield ": keep-alive\n\n"
                     continue
-                if change is None:
+                if isinstance(change, str):
+                    yield change  # about calls, already addressed to the consoles
+                elif change is None:
                     yield sse("nav", None, position)
                 elif (change.kind, change.id) not in replayed:
                     for message in tab.messages(change, position):

@@ -207,10 +207,13 @@ class RtpPeer:
                 continue
             self.packets.append(parse_rtp(data))
 
-    def send(self, to: tuple[str, int], pcm: bytes, *, payload_type: int) -> None:
-        """Send ``pcm`` as 20 ms packets, all at once (the edge's jitter buffer orders them)."""
+    def send(
+        self, to: tuple[str, int], pcm: bytes, *, payload_type: int, first_sequence: int = 0
+    ) -> None:
+        """Send ``pcm`` as 20 ms packets, all at once (the edge's jitter buffer orders them);
+        ``first_sequence``: where this piece of a longer stream starts (sequence, timestamp)."""
         encode = codecs.encoder(payload_type)
-        for i, offset in enumerate(range(0, len(pcm), FRAME_BYTES)):
+        for i, offset in enumerate(range(0, len(pcm), FRAME_BYTES), start=first_sequence):
             payload = encode(pcm[offset : offset + FRAME_BYTES])
             self.sock.sendto(
                 build_rtp(

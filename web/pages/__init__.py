@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from web.pages import admin, home, inbox, nav, people, queues, signin, ticket
+from web.pages import admin, console, home, inbox, nav, people, queues, signin, ticket
 
 # Each workspace is a module with a `router` (and its navigation entries, web.pages.nav).
 ROUTERS = (
     signin.router,
     nav.router,
     home.router,
+    console.router,
     ticket.router,
     inbox.router,
     queues.router,

@@ -15,7 +15,7 @@ from jinja2_fragments.fastapi import Jinja2Blocks
 from starlette.responses import Response
 
 from web.pages import i18n
-from web.pages.labels import ROLE_NAMES
+from web.pages.labels import ROLE_NAMES, STATUS_NAMES
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -59,6 +59,7 @@ env.globals.update(
     vendor_url=_vendor_url,
     nav_items=lambda person: _nav_items(person),
     role_names=ROLE_NAMES,
+    status_label=lambda status: STATUS_NAMES[status],
     language_names=i18n.LANGUAGE_NAMES,
     locales=i18n.LOCALES,
     current_locale=i18n.current_locale,
