@@ -121,3 +121,34 @@ def list_users(
     if active is not None:
         stmt = stmt.where(col(User.active).is_(active))
     return list(session.scalars(stmt))
+
+
+def reactivate_user(session: Session, *, user_id: int) -> User:
+    """Let a deactivated account sign in and use its token again."""
+    user = get_user(session, user_id=user_id)
+    user.active = True
+    session.add(user)
+    session.flush()
+    return user
+
+
+def change_role(
+    session: Session, *, user_id: int, role: Role, unit_id: int | None, is_head: bool = False
+) -> User:
+    """Give an account another role, unit or headship, under the rules of ``create_user``;
+    the last active administrator keeps the role."""
+    role = Role(role)
+    if role == Role.handler and unit_id is None:
+        raise InvalidInput("a handler must belong to a unit: give unit_code", field="unit_code")
+    user = get_user(session, user_id=user_id)
+    if (
+        user.role == Role.admin
+        and role != Role.admin
+        and user.active
+        and _active_admins(session) <= 1
+    ):
+        raise Conflict("this is the last active administrator; appoint another one first")
+    user.role, user.unit_id, user.is_head = role, unit_id, is_head
+    session.add(user)
+    session.flush()
+    return user

@@ -188,3 +188,18 @@ def list_users(
 ) -> list[User]:
     unit_id = get_unit(session, code=unit_code).id if unit_code is not None else None
     return accounts.list_users(session, role=role, unit_id=unit_id, active=active)
+
+
+def change_user_role(
+    session: Session,
+    *,
+    user_id: int,
+    role: Role,
+    unit_code: str | None = None,
+    is_head: bool = False,
+) -> User:
+    """Move an account to another role and unit (`unit_code`, none for centre staff)."""
+    unit = _known_unit(session, unit_code, "unit_code") if unit_code else None
+    return accounts.change_role(
+        session, user_id=user_id, role=role, unit_id=unit.id if unit else None, is_head=is_head
+    )
