@@ -160,6 +160,14 @@ class WebSettings(BaseModel):
     # guesser gets a handful of tries a minute before the lock-out even starts.
     login_delay_s: float = Field(default=0.5, ge=0, le=10)
     default_locale: Literal["zh_CN", "en"] = "zh_CN"
+    # Files a unit sends with its reply (hotline.attachments): at most this many bytes each,
+    # of these types (by extension, checked against the file's first bytes), kept under
+    # attachment_dir (default: <data_dir>/attachments).
+    attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1, le=512 * 1024 * 1024)
+    attachment_types: list[str] = Field(
+        default_factory=lambda: ["pdf", "jpg", "jpeg", "png", "doc", "docx", "xls", "xlsx", "txt"]
+    )
+    attachment_dir: Path | None = None
 
 
 class Settings(BaseSettings):

@@ -1,19 +1,24 @@
 """The handling unit's work on an assignment: 签收 sign for it, 办理 start, 回复 reply, 退单
-return a ticket that is not theirs, and ask for a 延期 extension. A handler acts for their
-own unit only; each step moves the assignment's clocks and writes the ticket's audit.
+return a ticket that is not theirs, ask for a 延期 extension, put one of its handlers in
+charge, log its contacts with the caller and its notes. A handler acts for their own unit
+only; each step moves the assignment's clocks or writes the ticket's audit. The unit's work
+list and its running clocks are dispatch.unit_work.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import Session, col
 
+from accounts.models import Role, User
 from core.db import saved_id
 from core.errors import Conflict, InvalidInput
 from dispatch import escalation, reference
 from dispatch.assignments import (
+    LIVE,
     Actor,
     get_assignment,
     lock_ticket,
@@ -34,6 +39,7 @@ from dispatch.models import (
 from dispatch.rows import existing
 from tickets import service as tickets
 from tickets.lifecycle import Action
+from tickets.models import TicketEvent
 
 RETURN_REASONS = {"wrong_locality": "属地不符", "wrong_mandate": "职能不符", "other": "其他"}
 
@@ -278,3 +284,115 @@ def request_extension(
         },
     )
     return request
+
+
+# ---------------------------------------------------------------- within the unit
+
+
+def assign_handler(
+    session: Session, *, assignment_id: int, assignee_id: int | None, actor: Actor, now: datetime
+) -> Assignment:
+    """分派 within the unit: one of the unit's handlers is in charge (None: nobody in
+    particular). Another unit's handler, or a person who is not a handler, cannot be."""
+    assignment = get_assignment(session, assignment_id)
+    require_own_unit(actor, assignment)
+    if assignment.status not in LIVE:
+        raise Conflict(
+            f"assignment {assignment.id} is {assignment.status.value}; it is no longer "
+            f"the unit's work",
+            status=assignment.status.value,
+        )
+    assignee = None
+    if assignee_id is not None:
+        assignee = session.get(User, assignee_id)
+        if (
+            assignee is None
+            or not assignee.active
+            or assignee.role != Role.handler
+            or assignee.unit_id != assignment.unit_id
+        ):
+            raise InvalidInput(
+                "the person in charge must be an active handler of the unit",
+                assignee_id=assignee_id,
+            )
+    ticket = lock_ticket(session, assignment.ticket_id)
+    assignment.assignee_id = assignee_id
+    session.add(assignment)
+    tickets.add_note(
+        session,
+        ticket=ticket,
+        actor=who(actor),
+        now=now,
+        kind="assigned",
+        data={
+            "assignment_id": assignment.id,
+            "assignee": assignee.username if assignee else None,
+            "assignee_name": assignee.display_name if assignee else None,
+        },
+    )
+    return assignment
+
+
+CONTACT_METHODS = ("phone", "visit", "sms", "other")
+
+
+def log_contact(
+    session: Session,
+    *,
+    assignment_id: int,
+    method: str,
+    text: str,
+    actor: Actor,
+    now: datetime,
+) -> TicketEvent:
+    """联系记录: the unit called, visited or wrote to the caller; on the ticket's audit."""
+    if method not in CONTACT_METHODS:
+        raise InvalidInput(f"method must be one of {list(CONTACT_METHODS)}", method=method)
+    return _unit_note(
+        session,
+        assignment_id=assignment_id,
+        kind="contact",
+        text=required(text, "a contact needs what was said"),
+        data={"method": method},
+        actor=actor,
+        now=now,
+    )
+
+
+def add_unit_note(
+    session: Session, *, assignment_id: int, text: str, actor: Actor, now: datetime
+) -> TicketEvent:
+    """A working note of the unit on the ticket (备注)."""
+    return _unit_note(
+        session,
+        assignment_id=assignment_id,
+        kind="unit_note",
+        text=required(text, "a note needs text"),
+        data={},
+        actor=actor,
+        now=now,
+    )
+
+
+def _unit_note(
+    session: Session,
+    *,
+    assignment_id: int,
+    kind: str,
+    text: str,
+    data: dict[str, Any],
+    actor: Actor,
+    now: datetime,
+) -> TicketEvent:
+    assignment = get_assignment(session, assignment_id)
+    require_own_unit(actor, assignment)
+    ticket = lock_ticket(session, assignment.ticket_id)
+    return tickets.add_note(
+        session,
+        ticket=ticket,
+        actor=who(actor),
+        now=now,
+        kind=kind,
+        reason=text,
+        data={"assignment_id": assignment.id, **data},
+    )

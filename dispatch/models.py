@@ -159,6 +159,8 @@ class Assignment(SQLModel, table=True):
     escalation_clock: Clock | None = Field(default=Clock.sign, sa_type=enum_type(Clock))
     escalation_level: int = 0
     next_escalation_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # the unit's own handler in charge (分派 within the unit); None: anyone in the unit
+    assignee_id: int | None = Field(default=None, foreign_key="user.id", index=True)
 
 
 class EscalationKind(StrEnum):
@@ -241,3 +243,19 @@ class ExtensionRequest(SQLModel, table=True):
     decided_by: str | None = Field(default=None, max_length=64)
     decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     decision_reason: str | None = Field(default=None, max_length=2000)
+
+
+class Attachment(SQLModel, table=True):
+    """A file a unit sent with its reply. The bytes live in a file store (hotline.attachments),
+    under `storage_key`; who may fetch it is whoever may see the ticket."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    assignment_id: int = Field(foreign_key="assignment.id", index=True)
+    filename: str = Field(max_length=200)  # as uploaded, for the download's name
+    content_type: str = Field(max_length=100)
+    size: int
+    sha256: str = Field(max_length=64)
+    storage_key: str = Field(max_length=200, unique=True)
+    uploaded_by: str = Field(max_length=64)
+    uploaded_at: datetime = Field(sa_type=UTCDateTime)
