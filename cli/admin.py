@@ -192,10 +192,11 @@ def users_unlock(username: str) -> None:
 
 def _user_named(session, username: str):
     from sqlalchemy import select
+    from sqlmodel import col
 
     from accounts.models import User
 
-    user = session.scalars(select(User).where(User.username == username)).first()
+    user = session.scalars(select(User).where(col(User.username) == username)).first()
     if user is None:
         fail(f"no user {username!r}; `hotline users list` shows them")
     return user

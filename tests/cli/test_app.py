@@ -355,12 +355,16 @@ def _sign_in_as_admin(port: int, output: str) -> None:
     """The first start prints the admin's password: it signs in to the pages."""
     import re
 
-    password = re.search(r"admin\s+password (\S+)", output).group(1)
+    found = re.search(r"admin\s+password (\S+)", output)
+    assert found is not None, output
+    password = found.group(1)
     with httpx.Client(
         base_url=f"http://127.0.0.1:{port}", timeout=10, follow_redirects=True
     ) as browser:
         form = browser.get("/signin").text
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert token is not None, form[:300]
+        csrf = token.group(1)
         signed = browser.post(
             "/signin", data={"username": "admin", "password": password, "csrf_token": csrf}
         )

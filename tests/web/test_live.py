@@ -23,7 +23,9 @@ def _browser(site, username: str) -> Iterator[httpx.Client]:
     """A signed-in client (its session cookie)."""
     with httpx.Client(base_url=site.url, timeout=20, follow_redirects=True) as client:
         form = client.get("/signin").text
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        found = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert found is not None
+        csrf = found.group(1)
         signed = client.post(
             "/signin",
             data={"username": username, "password": site.password(username), "csrf_token": csrf},
