@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tickets.models import Status
+from tickets.models import Satisfaction, Status
 from web.pages.i18n import N_
 
 STATUS_NAMES = {
@@ -26,3 +26,28 @@ ROLE_NAMES = {
     "handler": N_("Department handler"),
     "admin": N_("Administrator"),
 }
+
+SATISFACTION_NAMES = {
+    Satisfaction.satisfied: N_("Satisfied"),
+    Satisfaction.basically_satisfied: N_("Basically satisfied"),
+    Satisfaction.dissatisfied: N_("Dissatisfied"),
+}
+# Reasons the platform itself writes on a ticket's events (people's reasons are their own
+# words and are shown as written).
+SYSTEM_REASONS = {
+    "no rule routed the ticket: manual dispatch queue": N_(
+        "No rule was sure enough: waiting for a dispatcher"
+    ),
+    "no rule routed the ticket: fallback unit": N_("No rule fired: sent to the fallback unit"),
+    "call transcript (live)": N_("Transcript of the call (live)"),
+    "call transcript (offline)": N_("Transcript of the call (from the recording)"),
+}
+
+
+def reason_text(reason: str | None) -> str | None:
+    """A system reason as a message id; anything else as written."""
+    if reason is None:
+        return None
+    if reason.startswith("automatic dispatch failed: "):
+        return N_("Automatic dispatch failed: waiting for a dispatcher")
+    return SYSTEM_REASONS.get(reason, reason)

@@ -15,7 +15,7 @@ from jinja2_fragments.fastapi import Jinja2Blocks
 from starlette.responses import Response
 
 from web.pages import i18n
-from web.pages.labels import ROLE_NAMES, STATUS_NAMES
+from web.pages.labels import ROLE_NAMES, SATISFACTION_NAMES, STATUS_NAMES, reason_text
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -60,6 +60,9 @@ env.globals.update(
     nav_items=lambda person: _nav_items(person),
     role_names=ROLE_NAMES,
     status_label=lambda status: STATUS_NAMES[status],
+    satisfaction_label=lambda value: SATISFACTION_NAMES[value],
+    # a system reason translated; a person's reason (their own words) as written
+    event_reason=lambda reason: i18n.gettext(text) if (text := reason_text(reason)) else "",
     language_names=i18n.LANGUAGE_NAMES,
     locales=i18n.LOCALES,
     current_locale=i18n.current_locale,
