@@ -86,18 +86,6 @@ class Item:
         return self.assignment.close_due_at
 
 
-def _latest_lead(ticket_id: Any) -> Any:
-    """The ticket's latest lead assignment (live or not: a reviewed ticket's lead has
-    replied) — correlated on the ticket, so it reads that ticket's few assignments through
-    the ticket_id index, never the whole history (bench/pages.py: grouping every assignment
-    cost ~1 s a page at 20,000 tickets)."""
-    return (
-        select(func.max(col(Assignment.id)))
-        .where(col(Assignment.ticket_id) == ticket_id, col(Assignment.role) == AssignmentRole.lead)
-        .scalar_subquery()
-    )
-
-
 _URGENCY_RANK = case(
     (col(Ticket.urgency) == Urgency.very_urgent, 0),
     (col(Ticket.urgency) == Urgency.urgent, 1),
@@ -201,31 +189,52 @@ def items(
     waiting."""
     if queue == Queue.extensions:
         return _extensions(session, sort=sort, offset=offset, limit=limit)
+    if queue == Queue.merge:
+        members: ColumnElement[bool] = _merge_clause(session, now)
+    else:
+        members = col(Ticket.status) == TICKET_STATUS[queue]
+    if queue in (Queue.manual, Queue.merge) or sort == Sort.newest:
+        # Ordered by the ticket alone: the page is chosen from the (status, created_at)
+        # index first, and only its rows meet their lead assignment — a long manual queue
+        # (tens of thousands) never joins its whole length (bench/pages.py).
+        if sort == Sort.newest:
+            newest = queue in (Queue.manual, Queue.merge)
+            order: list[Any] = [
+                (col(Ticket.created_at) if newest else col(Ticket.updated_at)).desc(),
+                col(Ticket.id).desc(),
+            ]
+        else:
+            order = [_URGENCY_RANK, col(Ticket.created_at), col(Ticket.id)]
+        page = list(
+            session.scalars(
+                select(col(Ticket.id)).where(members).order_by(*order).offset(offset).limit(limit)
+            )
+        )
+        members = col(Ticket.id).in_(page or [-1])
+        rank = {ticket_id: n for n, ticket_id in enumerate(page)}
+    else:
+        rank = None
     lead = aliased(Assignment)
+    latest = (
+        select(func.max(col(Assignment.id)))
+        .where(
+            col(Assignment.role) == AssignmentRole.lead,
+            col(Assignment.ticket_id).in_(select(col(Ticket.id)).where(members)),
+        )
+        .group_by(col(Assignment.ticket_id))
+    )
     stmt = (
         select(Ticket, lead, Unit)
         .select_from(Ticket)
-        .outerjoin(
-            lead,
-            and_(col(lead.ticket_id) == col(Ticket.id), col(lead.id) == _latest_lead(Ticket.id)),
-        )
+        .outerjoin(lead, and_(col(lead.ticket_id) == col(Ticket.id), col(lead.id).in_(latest)))
         .outerjoin(Unit, col(Unit.id) == col(lead.unit_id))
+        .where(members)
     )
-    if queue == Queue.merge:
-        stmt = stmt.where(_merge_clause(session, now))
+    if rank is not None:
+        rows = sorted(session.execute(stmt).all(), key=lambda row: rank[row[0].id])
     else:
-        stmt = stmt.where(col(Ticket.status) == TICKET_STATUS[queue])
-    if sort == Sort.newest:
-        order: list[Any] = [col(Ticket.updated_at).desc(), col(Ticket.id).desc()]
-        if queue in (Queue.manual, Queue.merge):
-            order = [col(Ticket.created_at).desc(), col(Ticket.id).desc()]
-    elif queue in (Queue.manual, Queue.merge):
-        order = [_URGENCY_RANK, col(Ticket.created_at), col(Ticket.id)]
-    elif queue == Queue.returns:
-        order = [col(lead.reply_due_at), col(Ticket.id)]
-    else:
-        order = [col(lead.close_due_at), col(Ticket.id)]
-    rows = session.execute(stmt.order_by(*order).offset(offset).limit(limit)).all()
+        due = col(lead.reply_due_at) if queue == Queue.returns else col(lead.close_due_at)
+        rows = list(session.execute(stmt.order_by(due, col(Ticket.id)).offset(offset).limit(limit)))
     found = [Item(ticket=t, assignment=a, unit=u) for t, a, u in rows]
     if queue == Queue.merge:
         for item in found:
