@@ -116,3 +116,25 @@ def wav_samples(path: str | None) -> np.ndarray:
         return np.zeros(0)
     with wave.open(path, "rb") as w:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+
+
+def alignment(sent: np.ndarray, recorded: np.ndarray, window_s: float = 0.5) -> list[list[float]]:
+    """Where a recording that does not match what was sent went astray: for each stretch of
+    ``window_s`` with sound in it, [its start in the recording (s), where it lies in what was
+    sent (s, best lag), its correlation there]. A lag that grows along the recording is
+    silence put in (packets that came too late for the reader), one that shrinks is audio
+    lost; a low correlation is audio that is not the caller's."""
+    step = int(window_s * RATE)
+    out = []
+    for start in range(0, recorded.size - step + 1, step):
+        piece = recorded[start : start + step]
+        if not np.any(piece) or float(np.sqrt(np.mean(piece * piece))) < 100:
+            continue  # silence matches anywhere
+        size = 1 << (sent.size + step).bit_length()
+        xc = np.fft.irfft(np.fft.rfft(sent, size) * np.conj(np.fft.rfft(piece, size)), size)
+        lag = int(np.argmax(xc[: sent.size - step + 1]))
+        s = sent[lag : lag + step]
+        denominator = float(np.sqrt(np.dot(s, s) * np.dot(piece, piece)))
+        corr = float(np.dot(s, piece)) / denominator if denominator else 0.0
+        out.append([round(start / RATE, 2), round(lag / RATE, 3), round(corr, 3)])
+    return out

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +23,24 @@ from hotline.seed import seed_demo
 from tests.telephony.sip_peers import free_udp_port
 
 HOST = "127.0.0.1"
-HOTLINE = [sys.executable, "-m", "cli", "sip"]
+# `hotline sip` (python -m cli sip) with its threads named in the kernel, so their CPU can be
+# read by name; HOTLINE_BENCH_PROFILE=<file> adds cProfile in every thread (bench/_profiling).
+HOTLINE = [sys.executable, "-m", "bench._profiling", "sip"]
+ROOT = Path(__file__).resolve().parents[1]
+# A thread's kernel name (15 bytes of its Python name) -> the group its CPU is reported in.
+THREAD_GROUPS = (
+    ("rtp-loop", "rtp_loop"),
+    ("sip-recv", "sip_recv"),
+    ("sip-timers", "sip_timers"),
+    ("sip-ended", "sip_ended_observer"),
+    ("call-finish", "call_finishers"),
+    ("call-transcript", "transcript_waiters"),
+    ("call-", "call_flows"),
+    ("asr-decoder", "decoder_pipes"),
+    ("asr-", "live_transcribers"),
+    ("cdr-partials", "partial_writer"),
+    ("python", "main"),
+)
 
 
 class Platform:
@@ -39,6 +57,7 @@ class Platform:
         model: Path,
         extra_env: dict[str, str],
         warmed: bool = False,
+        profile: Path | None = None,
     ) -> None:
         self.name = name
         self.warmed = warmed  # ready once its ASR warm-up is done, not when it listens
@@ -57,9 +76,15 @@ class Platform:
                 "HOTLINE_TELEPHONY__RTP_HIGH": "49999",
                 "HOTLINE_TELEPHONY__PROMPTS_DIR": str(prompts_dir),
                 "HOTLINE_ASR__MODEL_PATH": str(model),
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+                ),
+                **({"HOTLINE_BENCH_PROFILE": str(profile)} if profile else {}),
+                **{k: v for k, v in os.environ.items() if k == "HOTLINE_BENCH_SWITCH_INTERVAL"},
                 **extra_env,
             }
         )
+        self.profile = profile
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
                 HOTLINE,
@@ -75,7 +100,7 @@ class Platform:
     def target(self) -> str:
         return f"{HOST}:{self.port}"
 
-    def wait_ready(self, timeout: float = 300) -> None:
+    def wait_ready(self, timeout: float = 1200) -> None:  # 24 recognizers warm in minutes
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -111,6 +136,27 @@ class Platform:
             except OSError:
                 split.append(0.0)
         return split[0], sum(split[1:])
+
+    def threads(self) -> dict[int, tuple[str, float]]:
+        """The SIP process's live threads: tid -> (kernel name, CPU seconds so far)."""
+        out: dict[int, tuple[str, float]] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        try:
+            tasks = list(Path(f"/proc/{self.proc.pid}/task").iterdir())
+        except OSError:
+            return out
+        for task in tasks:
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue  # the thread ended meanwhile
+            fields = stat.rsplit(")", 1)[1].split()
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        return out
+
+    def thread_sampler(self, interval_s: float = 1.0) -> ThreadSampler:
+        return ThreadSampler(self, interval_s)
 
     def rss_mb(self) -> dict[str, float]:
         """Resident memory of the SIP process and of its decoder processes together."""
@@ -153,6 +199,52 @@ class Platform:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+class ThreadSampler:
+    """Where the SIP process's CPU goes during a step, by thread group (``THREAD_GROUPS``):
+    its threads read from /proc every ``interval_s`` (a call's threads end with the call, so
+    one reading at the end would miss them); what threads spent after their last reading
+    shows as ``unattributed`` (the process's total minus the groups)."""
+
+    def __init__(self, platform: Platform, interval_s: float) -> None:
+        self.platform = platform
+        self.interval_s = interval_s
+        self._first: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="thread-sampler", daemon=True)
+        self._total0 = 0.0
+
+    def __enter__(self) -> ThreadSampler:
+        self._total0 = self.platform.cpu_split()[0]
+        self._sample(first=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sample()
+        self.total = self.platform.cpu_split()[0] - self._total0
+
+    def _sample(self, *, first: bool = False) -> None:
+        for tid, (name, cpu) in self.platform.threads().items():
+            if first or tid not in self._first:
+                self._first[tid] = cpu if first else 0.0
+            self._last[tid] = (name, cpu)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def groups(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for tid, (name, cpu) in self._last.items():
+            group = next((g for prefix, g in THREAD_GROUPS if name.startswith(prefix)), "other")
+            out[group] = out.get(group, 0.0) + cpu - self._first[tid]
+        out["unattributed"] = self.total - sum(out.values())
+        return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
 logs: dict[str, dict[str, Any]] = {}

@@ -3,12 +3,15 @@ platform and the same on raw Vosk, and the live-ASR comparison that interleaves 
 
 from __future__ import annotations
 
+import math
+import os
 import resource
 import statistics
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from bench import _common as common
-from bench._call_audio import FRAME, RATE, Audio, correlation, warm, wav_samples
+from bench._call_audio import FRAME, RATE, Audio, alignment, correlation, warm, wav_samples
 from bench._call_platform import Platform
 from bench._sipp import SCENARIOS, outcomes, peak_concurrent, run_sipp, settled, speak_scenario
 from bench.asr import new_recognizer
@@ -36,6 +39,7 @@ class Plan:
     concurrency_sentences: int  # what each caller says there (bench/asr.py's, in turn)
     setup_rates: tuple[int, ...]  # calls/s, stepped up until one call fails
     setup_seconds: int  # calls placed per rate step: rate x this
+    ramp_s: float  # a concurrency step's calls are all placed within this (ramp_cps)
     asr_streams: tuple[int, ...]  # live-ASR steps (platform and raw Vosk alike)
     asr_sentences: int  # a stream that falls behind shows more on longer speech
     asr_start_spread_s: float  # the calls of an ASR step start within this
@@ -49,25 +53,95 @@ def quantiles_ms(values_s: Sequence[float]) -> dict[str, Any] | None:
     return common.summary_ms(values_s) if values_s else None
 
 
+def ramp_cps(plan: Plan, calls: int) -> int:
+    """How fast a concurrency step's calls are placed: the plan's ramp, faster for big steps
+    so that every call is placed within ``plan.ramp_s`` and all of them overlap while they
+    speak (a call lasts the greeting plus its speech, ~17 s)."""
+    return max(plan.ramp_cps, math.ceil(calls / plan.ramp_s))
+
+
+class Watch:
+    """What a step cost while sipp ran: CPU of the SIP process (by thread group, sampled),
+    of its decoder processes and of sipp (this process's waited-for children), how busy the
+    whole machine was, and the load average at the end."""
+
+    def __init__(self, p: Platform) -> None:
+        self.p = p
+        self.sampler = p.thread_sampler()
+
+    def __enter__(self) -> Watch:
+        self.split0 = self.p.cpu_split()
+        self.children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.machine0 = common.machine_busy()
+        self.t0 = time.perf_counter()
+        self.sampler.__enter__()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.sampler.__exit__()
+        self.wall = time.perf_counter() - self.t0
+        sip1, dec1 = self.p.cpu_split()
+        self.sip, self.dec = sip1 - self.split0[0], dec1 - self.split0[1]
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.sipp = (children.ru_utime + children.ru_stime) - (
+            self.children0.ru_utime + self.children0.ru_stime
+        )
+        self.machine = common.machine_cpu_pct(self.machine0, common.machine_busy())
+        self.load = os.getloadavg()
+
+    def figures(self) -> dict[str, Any]:
+        wall = self.wall or 1e-9
+
+        def pct(seconds: float) -> float:
+            return round(100 * seconds / wall, 1)
+
+        return {
+            "platform_cpu_pct": pct(self.sip + self.dec),
+            "platform_cpu_s": round(self.sip + self.dec, 1),
+            "sip_process_cpu_pct": pct(self.sip),
+            "sip_threads_cpu_s": self.sampler.groups(),
+            "sipp_cpu_pct": pct(self.sipp),
+            "machine_cpu_pct": self.machine,
+            "loadavg_1m": round(self.load[0], 2),
+            "wall_s": round(self.wall, 1),
+        }
+
+
 def concurrency_step(
     p: Platform, url: str, audio: Audio, scenario: Path, calls: int, plan: Plan, workdir: Path
 ) -> dict[str, Any]:
     hold_ms = int(audio.seconds * 1000) + 100
-    timeout = calls / plan.ramp_cps + audio.seconds + 30
-    cpu0, t0 = p.cpu(), time.perf_counter()
-    run = run_sipp(
-        scenario,
-        target=p.target,
-        calls=calls,
-        rate=plan.ramp_cps,
-        hold_ms=hold_ms,
-        workdir=workdir / f"conc-{calls}",
-        timeout_s=timeout,
-    )
-    cpu, wall = p.cpu() - cpu0, time.perf_counter() - t0  # while sipp ran
+    ramp = ramp_cps(plan, calls)
+    timeout = calls / ramp + audio.seconds + 30
+    with Watch(p) as watch:
+        run = run_sipp(
+            scenario,
+            target=p.target,
+            calls=calls,
+            rate=ramp,
+            hold_ms=hold_ms,
+            workdir=workdir / f"conc-{calls}",
+            timeout_s=timeout,
+        )
     seen = settled(url, run.pid, calls, timeout_s=60)
     sent = np.frombuffer(audio.pcm, dtype="<i2").astype(np.float64)
-    correlations = [correlation(sent, wav_samples(c.recording_path)) for c in seen if c.answered]
+    recorded = [wav_samples(c.recording_path) for c in seen if c.answered]
+    correlations = [correlation(sent, samples) for samples in recorded]
+    # What a bad recording looks like next to the good ones: longer by a reader's timeout or
+    # more (silence put in for packets that came too late), shorter (frames lost), or empty.
+    seconds = [round(samples.size / RATE, 2) for samples in recorded]
+    good_seconds = [t for t, x in zip(seconds, correlations, strict=True) if x > GOOD_CORRELATION]
+    bad_recordings = sorted(
+        (round(x, 3), t)
+        for t, x in zip(seconds, correlations, strict=True)
+        if x <= GOOD_CORRELATION
+    )[:8]
+    worst = min(range(len(correlations)), key=correlations.__getitem__, default=None)
+    worst_alignment = (
+        alignment(sent, recorded[worst])
+        if worst is not None and correlations[worst] <= GOOD_CORRELATION and recorded[worst].size
+        else None
+    )
     answered = sum(c.answered for c in seen)
     lost = sum(c.answered and not c.ticket for c in seen)
     bad = sum(x <= GOOD_CORRELATION for x in correlations)
@@ -81,6 +155,7 @@ def concurrency_step(
     )
     return {
         "calls": calls,
+        "ramp_cps": ramp,
         "good": good,
         "sipp_ok": run.returncode == 0,
         "records": len(seen),
@@ -91,11 +166,15 @@ def concurrency_step(
             "min": round(min(correlations), 5) if correlations else None,
             "median": round(statistics.median(correlations), 5) if correlations else None,
             "below_0_99": bad,
+            "worst_with_recorded_s": bad_recordings,
+            "good_recorded_s_median": statistics.median(good_seconds) if good_seconds else None,
+            # the worst recording, stretch by stretch: [at (s), found at in what was sent
+            # (s), correlation] (_call_audio.alignment)
+            "worst_alignment": worst_alignment,
         },
         "transcripts": outcomes(seen),
         "answer_delay_ms": quantiles_ms(run.answer_delays_s),
-        "platform_cpu_s": round(cpu, 1),
-        "platform_cpu_pct": round(100 * cpu / wall, 1),
+        **watch.figures(),
         "sipp_wall_s": round(run.wall_s, 1),
         **({} if run.returncode == 0 else {"sipp_tail": run.output[-600:]}),
     }
@@ -103,17 +182,16 @@ def concurrency_step(
 
 def setup_step(p: Platform, url: str, rate: int, plan: Plan, workdir: Path) -> dict[str, Any]:
     calls = rate * plan.setup_seconds
-    cpu0, t0 = p.cpu(), time.perf_counter()
-    run = run_sipp(
-        SCENARIOS / "uac_setup.xml",
-        target=p.target,
-        calls=calls,
-        rate=rate,
-        hold_ms=SETUP_HOLD_MS,
-        workdir=workdir / f"setup-{rate}",
-        timeout_s=plan.setup_seconds + 30,
-    )
-    cpu, wall = p.cpu() - cpu0, time.perf_counter() - t0  # while sipp ran
+    with Watch(p) as watch:
+        run = run_sipp(
+            SCENARIOS / "uac_setup.xml",
+            target=p.target,
+            calls=calls,
+            rate=rate,
+            hold_ms=SETUP_HOLD_MS,
+            workdir=workdir / f"setup-{rate}",
+            timeout_s=plan.setup_seconds + 30,
+        )
     seen = settled(url, run.pid, calls, timeout_s=60)
     lost = sum(c.answered and not c.ticket for c in seen)
     answered = sum(c.answered for c in seen)
@@ -127,14 +205,20 @@ def setup_step(p: Platform, url: str, rate: int, plan: Plan, workdir: Path) -> d
         "lost_tickets": lost,
         "answer_delay_ms": quantiles_ms(run.answer_delays_s),
         "answer_delays_s": run.answer_delays_s,
-        "platform_cpu_pct": round(100 * cpu / wall, 1),
-        "wall_s": round(wall, 1),
+        **watch.figures(),
         **({} if run.returncode == 0 else {"sipp_tail": run.output[-600:]}),
     }
 
 
 def platform_asr_step(
-    p: Platform, url: str, audio: Audio, scenario: Path, streams: int, plan: Plan, workdir: Path
+    p: Platform,
+    url: str,
+    audio: Audio,
+    scenario: Path,
+    streams: int,
+    plan: Plan,
+    workdir: Path,
+    tag: str = "",
 ) -> dict[str, Any]:
     rate = max(1, round(streams / plan.asr_start_spread_s))
     hold_ms = int(audio.seconds * 1000) + 100
@@ -146,11 +230,13 @@ def platform_asr_step(
         calls=streams,
         rate=rate,
         hold_ms=hold_ms,
-        workdir=workdir / f"asr-{streams}",
+        workdir=workdir / f"asr{tag}-{streams}",
         timeout_s=audio.seconds + 40,
     )
     sipp1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     machine = common.machine_cpu_pct(machine0, common.machine_busy())  # while calls last
+    ours_during_calls = sum(p.cpu_split()) - sip0 - dec0
+    calls_wall = time.perf_counter() - t0
     seen = settled(url, run.pid, streams, timeout_s=60)
     (sip1, dec1), wall = p.cpu_split(), time.perf_counter() - t0  # until every transcript is in
     sip, dec = sip1 - sip0, dec1 - dec0
@@ -188,6 +274,11 @@ def platform_asr_step(
         "decoders_cpu_s": round(dec, 1),
         "sipp_cpu_s": round(sipp_cpu, 1),
         "machine_cpu_pct": machine,
+        # The machine's CPU not spent by the platform or sipp while the calls lasted (the
+        # benchmark, PostgreSQL, other people's work), in % of one core.
+        "others_cpu_pct": round(
+            machine - 100 * (ours_during_calls + sipp_cpu) / max(calls_wall, 1e-9), 1
+        ),
         "wall_s": round(wall, 1),
     }
 
@@ -244,6 +335,7 @@ def raw_asr_step(
         "cpu_pct": round(100 * cpu / wall, 1),
         "cpu_s": round(cpu, 1),
         "machine_cpu_pct": machine,
+        "others_cpu_pct": round(machine - 100 * cpu / wall, 1),
         "wall_s": round(wall, 1),
         "final_lag_ms": quantiles_ms([x for x in lags if x != float("inf")]),
         "max_behind_ms": ms(max(behind)),
@@ -263,6 +355,11 @@ def largest(steps: Sequence[dict[str, Any]], key: str, flag: str) -> int:
     return best
 
 
+def failed_at(steps: Sequence[dict[str, Any]], key: str, flag: str) -> int | None:
+    """The first step value that failed; None when every step run passed."""
+    return next((s[key] for s in steps if not s[flag]), None)
+
+
 def refine(steps: Sequence[dict[str, Any]], key: str, flag: str) -> int | None:
     """Between the last passing step and the first failing one, when they are more than two
     apart: the step half-way (even), so the figure's resolution is 2 streams, not 4."""
@@ -273,14 +370,14 @@ def refine(steps: Sequence[dict[str, Any]], key: str, flag: str) -> int | None:
     return passed + (failed - passed) // 4 * 2
 
 
-def live_asr_steps(
-    p: Platform, url: str, model: Any, audio: Audio, warm_pcm: bytes, plan: Plan, workdir: Path
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+class AsrComparison:
     """The platform and raw Vosk step by step, in the same minutes of a shared machine, on
-    the same audio: each platform step first, then raw Vosk decodes that step's recordings
-    (what the platform's transcribers were fed: the caller's line from the end of the
-    greeting to the BYE). Both start from as many recognizers warmed on the same audio
-    (`warm_pcm`, what a caller's line carries) and keep them across the steps.
+    the same audio: at each step one side runs, then the other (the platform first, or raw
+    Vosk first: ``run(raw_first=...)``, alternated between repeats so that neither always
+    meets the machine a minute later); raw Vosk decodes the latest platform step's
+    recordings (what the platform's transcribers were fed: the caller's line from the end of
+    the greeting to the BYE). Both start from as many recognizers warmed on the same audio
+    (`warm_pcm`, what a caller's line carries) and keep them across steps and repeats.
 
     Not one utterance replayed: raw Vosk used to decode the callers' speech, the same bytes
     every stream and every step, on recognizers warmed on those very bytes. A recognizer
@@ -292,60 +389,113 @@ def live_asr_steps(
     of decoder CPU, 1.65 s with none. Beyond the platform's last step raw Vosk takes that
     step's recordings in turn, each step from the next one on, so that a recogniser
     rarely meets its own last audio again."""
-    scenario = speak_scenario(audio, workdir)
-    common.say(f"raw Vosk: warming {max(plan.asr_streams)} recognizers ...")
-    recognizers = [new_recognizer(model) for _ in range(max(plan.asr_streams))]
-    for recognizer in recognizers:
-        warm(recognizer, warm_pcm)
-    raw_steps: list[dict[str, Any]] = []
-    asr_steps: list[dict[str, Any]] = []
-    heard: list[bytes] = []  # the latest platform step's recordings
 
-    def raw(streams: int) -> None:
+    def __init__(
+        self,
+        p: Platform,
+        url: str,
+        model: Any,
+        audio: Audio,
+        warm_pcm: bytes,
+        plan: Plan,
+        workdir: Path,
+    ) -> None:
+        self.p, self.url, self.model, self.audio = p, url, model, audio
+        self.plan, self.workdir = plan, workdir
+        self.scenario = speak_scenario(audio, workdir)
+        common.say(f"raw Vosk: warming {max(plan.asr_streams)} recognizers ...")
+        self.recognizers = [new_recognizer(model) for _ in range(max(plan.asr_streams))]
+        # On as many threads as the platform's decoder processes warm on (one per CPU):
+        # libvosk releases the GIL; one after another took minutes on a busy machine.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(pool.map(lambda recognizer: warm(recognizer, warm_pcm), self.recognizers))
+        self.heard: list[bytes] = []  # the latest platform step's recordings
+        self.raw_turns = 0
+
+    def raw(self, streams: int) -> dict[str, Any]:
+        heard = self.heard
         common.say(
             f"raw Vosk: {streams} real-time stream(s) on the platform's "
             f"{len(heard)} latest recordings ..."
         )
-        turn = len(raw_steps)
+        turn = self.raw_turns
+        self.raw_turns += 1
         pcms = heard[turn % len(heard) :] + heard[: turn % len(heard)]
-        step = raw_asr_step(model, recognizers, pcms, streams, plan.asr_start_spread_s)
+        step = raw_asr_step(
+            self.model, self.recognizers, pcms, streams, self.plan.asr_start_spread_s
+        )
         common.say(
             f"  sustained {step['sustained']}/{streams}, final lag "
             f"{(step['final_lag_ms'] or {}).get('p95')} ms p95, CPU {step['cpu_s']} s, "
-            f"machine {step['machine_cpu_pct']} %"
+            f"machine {step['machine_cpu_pct']} % (others {step['others_cpu_pct']} %)"
         )
-        raw_steps.append(step)
+        return step
 
-    def live(streams: int) -> None:
+    def live(self, streams: int, tag: str) -> dict[str, Any]:
         common.say(f"platform live ASR: {streams} call(s) ...")
-        step = platform_asr_step(p, url, audio, scenario, streams, plan, workdir)
+        step = platform_asr_step(
+            self.p, self.url, self.audio, self.scenario, streams, self.plan, self.workdir, tag
+        )
         common.say(
             f"  sustained {step['sustained']}/{streams}, lag "
             f"{(step['transcript_lag_ms'] or {}).get('p95')} ms p95, CPU s: SIP "
             f"{step['sip_process_cpu_s']} decoders {step['decoders_cpu_s']} sipp "
-            f"{step['sipp_cpu_s']}; machine {step['machine_cpu_pct']} %"
+            f"{step['sipp_cpu_s']}; machine {step['machine_cpu_pct']} % (others "
+            f"{step['others_cpu_pct']} %)"
         )
-        asr_steps.append(step)
         recorded = [read_wav(Path(path))[0] for path in step["recordings"]]
         if recorded:
-            heard[:] = recorded
+            self.heard[:] = recorded
+        return step
 
-    for streams in plan.asr_streams:
-        if not asr_steps or asr_steps[-1]["all_sustained"]:
-            live(streams)
-        if not heard:
-            raise RuntimeError("the platform recorded none of its calls: nothing to compare")
-        if not raw_steps or raw_steps[-1]["all_sustained"]:
-            raw(streams)
-        if not raw_steps[-1]["all_sustained"] and not asr_steps[-1]["all_sustained"]:
-            break
-    live_between = refine(asr_steps, "streams", "all_sustained")
-    raw_between = refine(raw_steps, "streams", "all_sustained")
-    if live_between:
-        live(live_between)
-    if raw_between:
-        raw(raw_between)
-    return (
-        sorted(raw_steps, key=lambda s: s["streams"]),
-        sorted(asr_steps, key=lambda s: s["streams"]),
-    )
+    def run(
+        self, steps: Sequence[int], *, raw_first: bool = False, tag: str = ""
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One comparison over `steps`: each side stops at its first step where a stream
+        missed the bound, and where its last pass and first miss are 4 apart the step
+        between is run too. Returns (raw Vosk's steps, the platform's), by size."""
+        raw_steps: list[dict[str, Any]] = []
+        asr_steps: list[dict[str, Any]] = []
+
+        def live_on() -> bool:
+            return not asr_steps or asr_steps[-1]["all_sustained"]
+
+        def raw_on() -> bool:
+            return not raw_steps or raw_steps[-1]["all_sustained"]
+
+        def pair(streams: int, *, live: bool, raw: bool) -> None:
+            # raw Vosk needs recordings: the platform goes first until it has made some
+            for side in ("raw", "live") if raw_first and self.heard else ("live", "raw"):
+                if side == "live" and live:
+                    asr_steps.append(self.live(streams, tag))
+                if side == "raw" and raw:
+                    if not self.heard:
+                        raise RuntimeError("the platform recorded none of its calls")
+                    raw_steps.append(self.raw(streams))
+
+        for streams in steps:
+            pair(streams, live=live_on(), raw=raw_on())
+            if not live_on() and not raw_on():
+                break
+        live_between = refine(asr_steps, "streams", "all_sustained")
+        raw_between = refine(raw_steps, "streams", "all_sustained")
+        if live_between == raw_between and live_between:
+            pair(live_between, live=True, raw=True)
+        else:
+            if live_between:
+                pair(live_between, live=True, raw=False)
+            if raw_between:
+                pair(raw_between, live=False, raw=True)
+        return (
+            sorted(raw_steps, key=lambda s: s["streams"]),
+            sorted(asr_steps, key=lambda s: s["streams"]),
+        )
+
+
+def repeat_steps(plan_steps: Sequence[int], capacities: Sequence[int]) -> tuple[int, ...]:
+    """A repeat's steps after the first comparison: from 2 below the smaller capacity found
+    (4 below, at most down to the plan's first step) every 2 up to the plan's top — each
+    side still stops at its first miss, so a repeat takes a few steps, not the ladder."""
+    low = max(min(plan_steps), min(capacities) - 2)
+    top = max(plan_steps)
+    return tuple(range(max(low, 1), top + 1, 2)) or (top,)

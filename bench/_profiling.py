@@ -1,11 +1,13 @@
-"""cProfile for bench/pipeline.py: the hot spots of a profile as shares of the profiled time,
-and a profiler in every thread of a server process, merged."""
+"""cProfile for bench/pipeline.py and bench/calls.py: the hot spots of a profile as shares of
+the profiled time, a profiler in every thread of a server process, merged, and `hotline sip`
+with its threads named in the kernel (their CPU readable by name from /proc)."""
 
 from __future__ import annotations
 
 import cProfile
 import os
 import pstats
+import sys
 import threading
 import time
 from pathlib import Path
@@ -82,3 +84,55 @@ class ThreadProfiles:
         for profile in self.profiles[1:]:
             stats.add(profile)
         stats.dump_stats(path)
+
+
+# ---------------------------------------------------------------- hotline sip under the bench
+
+
+def _name_native_thread(name: str) -> None:
+    """The thread's Python name as its kernel name (``/proc/<pid>/task/<tid>/comm``, 15
+    bytes), so a thread's CPU can be read from /proc by name (Python 3.11 does not do this)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME, the calling thread
+    except (OSError, AttributeError):
+        pass
+
+
+def _named(*_: Any) -> None:
+    _name_native_thread(threading.current_thread().name)
+    sys.setprofile(None)  # once, at the thread's start: no cost afterwards
+
+
+def run_cli_instrumented() -> None:
+    """`python -m bench._profiling sip`: the `hotline` command with every thread named in
+    the kernel (always) and, when ``HOTLINE_BENCH_PROFILE`` names a file, cProfile in every
+    thread on its CPU clock, dumped there at exit (pstats format)."""
+    from cli.app import app
+
+    if os.environ.get("HOTLINE_BENCH_SWITCH_INTERVAL"):  # experiments: the GIL's hand-over
+        sys.setswitchinterval(float(os.environ["HOTLINE_BENCH_SWITCH_INTERVAL"]))
+    path = os.environ.get("HOTLINE_BENCH_PROFILE")
+    profiles = ThreadProfiles() if path else None
+    if profiles is not None:
+        hook = profiles._start_in_thread
+
+        def start(*args: Any) -> None:
+            _name_native_thread(threading.current_thread().name)
+            hook(*args)
+
+        threading.setprofile(start)
+        profiles._start_in_thread()
+    else:
+        threading.setprofile(_named)
+    try:
+        app(prog_name="hotline")
+    finally:
+        if profiles is not None and path:
+            profiles.dump(path)
+
+
+if __name__ == "__main__":
+    run_cli_instrumented()

@@ -4,6 +4,7 @@ each run's calls (its call records, tickets and transcripts)."""
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import time
 from collections import Counter
@@ -89,6 +90,13 @@ def run_sipp(
         stdin=subprocess.DEVNULL,
         text=True,
     )
+    # The callers' network: on a shared machine a sipp held off the CPU sends its RTP late
+    # and the platform records the gap. A few % of one core (sipp_cpu_pct) at nice -5 or
+    # the benchmark's own if higher; its RTP threads, started later, inherit it.
+    try:
+        os.setpriority(os.PRIO_PROCESS, proc.pid, min(-5, os.getpriority(os.PRIO_PROCESS, 0)))
+    except OSError:  # not allowed: sipp runs at the benchmark's priority
+        pass
     try:
         out, _ = proc.communicate(timeout=timeout_s + 30)
     except subprocess.TimeoutExpired:

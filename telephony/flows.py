@@ -138,6 +138,9 @@ class FlowSettings:
 
 # A peer flooding us must not keep discard_backlog() spinning: 60 s of frames at most.
 _MAX_BACKLOG_FRAMES = 3000
+# Frames taken in one read at most: a reader is woken every few ticks (telephony.media_loop)
+# and takes what came meanwhile; after a stall, a second's worth at a time.
+_READ_FRAMES = 50
 
 
 class _CallerGone(Exception):
@@ -180,18 +183,44 @@ class _Flow:
         self.hooks = hooks
         self.settings = settings
         self.timeout_frames = max(1, round(settings.read_timeout_s * 1000 / FRAME_MS))
+        # Frames read in one piece but not yet used (a prompt ended, or speech barged in,
+        # part-way through them): the next read takes these first.
+        self._unread: deque[bytes] = deque()
+        self._read_frames = getattr(call, "read_frames", None)
+
+    def read(self, timeout: float, limit: int = _READ_FRAMES) -> list[bytes] | None:
+        """The caller's next frames: every whole 20 ms frame ready (at most ``limit``), at
+        least one unless ``timeout`` passed with none (``[]``); None once the call ended and
+        all was read. A ``Call`` with ``read_frames`` gives them in one piece (one trip
+        through its lock for the frames of a reader's wake-up); another, one at a time."""
+        if self._unread:
+            return [self._unread.popleft() for _ in range(min(limit, len(self._unread)))]
+        if self._read_frames is None or limit == 1:
+            frame = self.call.read_frame(timeout)
+            return None if frame is None else ([frame] if frame else [])
+        chunk = self._read_frames(timeout, limit)
+        if chunk is None:
+            return None
+        return [chunk[i : i + FRAME_BYTES] for i in range(0, len(chunk), FRAME_BYTES)]
+
+    def unread(self, frames: list[bytes]) -> None:
+        """Give back frames read but not used, for the next read."""
+        self._unread.extendleft(reversed(frames))
 
     # ------------------------------------------------------------ primitives
     def discard_backlog(self) -> None:
         """Drop caller audio that piled up while we waited for keys or for playback to end:
         it would otherwise end a prompt's pacing loop early or open a recording with audio
         from before the beep."""
-        for _ in range(_MAX_BACKLOG_FRAMES):
-            frame = self.call.read_frame(0)
-            if frame is None:
+        self._unread.clear()
+        dropped = 0
+        while dropped < _MAX_BACKLOG_FRAMES:
+            frames = self.read(0)
+            if frames is None:
                 raise _CallerGone
-            if not frame:
+            if not frames:
                 return
+            dropped += len(frames)
 
     def play(
         self,
@@ -215,33 +244,36 @@ class _Flow:
         done = 0
         kept: list[bytes] | None = None  # the caller's speech (and what follows), once heard
         while done < frames:
-            frame = call.read_frame(self.settings.read_timeout_s)
-            if frame is None:
+            got = self.read(self.settings.read_timeout_s, frames - done)
+            if got is None:
                 raise _CallerGone
-            if keys_interrupt:
-                key = call.read_dtmf(0)
-                if key is not None:
-                    call.clear_audio()
-                    return _Played(key=key)
-            if not frame:
+            if not got:
                 done += self.timeout_frames
                 loud_run = 0
                 if kept is not None:  # no packets: the time still passed
                     kept += [bytes(FRAME_BYTES)] * self.timeout_frames
                 continue
-            done += 1
-            if kept is not None:
-                kept.append(frame)
-            elif barge_in or keep_speech:
-                recent.append(frame)
-                loud = frame_dbfs(frame) >= self.settings.endpointer.threshold_dbfs
-                loud_run = loud_run + 1 if loud else 0
-                if loud_run >= start_frames and barge_in:
-                    call.clear_audio()
-                    return _Played(speech=list(recent))
-                if loud_run >= start_frames:
-                    log.info("call %s: the caller speaks over the prompt: kept", call.call_id)
-                    kept = list(recent)
+            for n, frame in enumerate(got):
+                if keys_interrupt:
+                    key = call.read_dtmf(0)
+                    if key is not None:
+                        self.unread(got[n + 1 :])
+                        call.clear_audio()
+                        return _Played(key=key)
+                done += 1
+                if kept is not None:
+                    kept.append(frame)
+                elif barge_in or keep_speech:
+                    recent.append(frame)
+                    loud = frame_dbfs(frame) >= self.settings.endpointer.threshold_dbfs
+                    loud_run = loud_run + 1 if loud else 0
+                    if loud_run >= start_frames and barge_in:
+                        self.unread(got[n + 1 :])
+                        call.clear_audio()
+                        return _Played(speech=list(recent))
+                    if loud_run >= start_frames:
+                        log.info("call %s: the caller speaks over the prompt: kept", call.call_id)
+                        kept = list(recent)
         # The frame count is only an estimate of the playing time: wait for the real end.
         if not call.wait_sent(timeout=2.0) and call.ended.is_set():
             raise _CallerGone
@@ -325,20 +357,30 @@ class _Flow:
             endpointer.feed(frame)
         silence = bytes(FRAME_BYTES)
         while True:
-            frame = call.read_frame(self.settings.read_timeout_s)
-            if frame is None:
+            frames = self.read(self.settings.read_timeout_s)
+            if frames is None:
                 return EndReason.HANGUP
-            if not frame:
+            if not frames:
                 # No packets at all for a while (a phone suppressing silence, or a stalled
                 # network): the time still passed, in the recording and for the recogniser.
                 for _ in range(self.timeout_frames):
                     recorder.write(silence)
                     _hook(self.hooks.on_audio, call, silence)
                 reason = endpointer.feed_silence(self.timeout_frames)
-            else:
-                recorder.write(frame)
+                if reason is not None:
+                    return reason
+                continue
+            # The frames of one wake-up go to the file in one write, up to the one that
+            # ended the turn; what follows it is the caller's audio after the report.
+            reason = None
+            for n, frame in enumerate(frames):
                 _hook(self.hooks.on_audio, call, frame)
                 reason = endpointer.feed(frame)
+                if reason is not None:
+                    self.unread(frames[n + 1 :])
+                    frames = frames[: n + 1]
+                    break
+            recorder.write(b"".join(frames))
             if reason is not None:
                 return reason
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-_HEADER = struct.Struct("!BBHII")
+HEADER = struct.Struct("!BBHII")  # the fixed 12 bytes (RFC 3550 §5.1)
 
 
 class MalformedPacket(ValueError):
@@ -29,7 +29,7 @@ def parse_rtp(data: bytes) -> RtpPacket:
     size = len(data)
     if size < 12:
         raise MalformedPacket(f"{size} bytes is shorter than an RTP header")
-    b0, b1, seq, ts, ssrc = _HEADER.unpack_from(data)
+    b0, b1, seq, ts, ssrc = HEADER.unpack_from(data)
     if b0 >> 6 != 2:
         raise MalformedPacket(f"RTP version {b0 >> 6}")
     offset = 12 + 4 * (b0 & 0x0F)
@@ -67,7 +67,7 @@ def build_rtp(
     marker: bool = False,
 ) -> bytes:
     return (
-        _HEADER.pack(
+        HEADER.pack(
             0x80,
             (0x80 if marker else 0) | payload_type,
             sequence & 0xFFFF,

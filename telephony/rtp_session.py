@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from telephony import codecs
 from telephony.endpoint import FRAME_BYTES, FRAME_SAMPLES
 from telephony.media_loop import MAX_SEND_BEHIND_S, TICK_S, MediaLoop
-from telephony.rtp_packet import MalformedPacket, RtpPacket, build_rtp, parse_rtp
+from telephony.rtp_packet import HEADER, MalformedPacket, RtpPacket, parse_rtp
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ class RtpSession:
       the stream read matches the time the caller spoke. ``b""`` when nothing arrived within
       ``timeout`` (the socket itself is looked at before saying so); ``None`` after
       ``stop()`` once everything received has been read.
+    - ``read_frames(timeout, max_frames)``: as ``read_frame``, with every whole frame ready
+      (up to ``max_frames``) in one piece.
     - ``send_audio(pcm16)`` queues; the media loop paces it at 20 ms a packet.
 
     Source lock: by default only packets from ``remote`` (the address in the peer's SDP) are
@@ -168,7 +170,7 @@ class RtpSession:
         self._lost_before = 0  # loss in earlier SSRCs of this session
         self._recent_events: dict[tuple[int, int], _Event] = {}
 
-        # Send side, guarded by _out_cond.
+        # Send side, guarded by _out_cond; ``_out`` holds audio already encoded.
         self._out_cond = threading.Condition()
         self._closed_out = False
         self._out = bytearray()
@@ -177,6 +179,7 @@ class RtpSession:
         self._ts = random.randrange(1 << 32)
         self._out_ssrc = random.randrange(1, 1 << 32)
         self._silence = bytes([codecs.silence_byte(payload_type)]) * FRAME_SAMPLES
+        self._encoded_zeros = self._encode(bytes(FRAME_BYTES))  # pads a last short packet
         self._marker = True
         self._due = 0.0  # monotonic time the next packet is due, set at start
 
@@ -385,15 +388,28 @@ class RtpSession:
 
     # ------------------------------------------------------------------ reading
     def read_frame(self, timeout: float) -> bytes | None:
+        return self.read_frames(timeout, 1)
+
+    def read_frames(self, timeout: float, max_frames: int) -> bytes | None:
+        """``read_frame``, but every whole frame that is ready (up to ``max_frames``) in one
+        piece: a reader woken every few ticks takes them all in one trip through the lock."""
         deadline = time.monotonic() + timeout
+        limit = max(1, max_frames) * FRAME_BYTES
         drained = False
         while True:
             with self._cond:
                 while True:
                     if len(self._pending) >= FRAME_BYTES:
-                        frame = bytes(self._pending[:FRAME_BYTES])
-                        del self._pending[:FRAME_BYTES]
-                        return frame
+                        if max_frames > 1:  # what else the jitter buffer may give now
+                            now = time.monotonic()
+                            while len(self._pending) < limit and not self._advance(
+                                now, flush=self._closed
+                            ):
+                                pass
+                        size = min(limit, len(self._pending) // FRAME_BYTES * FRAME_BYTES)
+                        frames = bytes(self._pending[:size])
+                        del self._pending[:size]
+                        return frames
                     now = time.monotonic()
                     wait = self._advance(now, flush=self._closed)
                     if wait == 0:
@@ -457,8 +473,11 @@ class RtpSession:
     def send_audio(self, pcm16: bytes) -> None:
         if len(pcm16) % 2:
             pcm16 = pcm16[:-1]
+        # Encoded here, all at once (G.711 is sample by sample): the media loop then only
+        # cuts packets, instead of encoding every packet of every call on its tick.
+        encoded = self._encode(pcm16)
         with self._out_cond:
-            self._out += pcm16
+            self._out += encoded
 
     def clear_audio(self) -> None:
         with self._out_cond:
@@ -488,28 +507,44 @@ class RtpSession:
             self._due += FRAME_SAMPLES / 8000
 
     def _send_one(self) -> None:
+        if not self._out and not self._in_flight:
+            # Nothing queued (most ticks of most calls): comfort silence without the lock.
+            # Only this thread clears ``_in_flight``; audio queued meanwhile goes next tick,
+            # as it would had it come just after the lock.
+            self._send_packet(self._silence)
+            return
         with self._out_cond:
-            chunk = bytes(self._out[:FRAME_BYTES])
-            del self._out[:FRAME_BYTES]
+            chunk = bytes(self._out[:FRAME_SAMPLES])  # encoded: a byte a sample
+            del self._out[:FRAME_SAMPLES]
             self._in_flight = bool(chunk)
             if not chunk:
                 self._out_cond.notify_all()
         if chunk:
-            if len(chunk) < FRAME_BYTES:
-                chunk += bytes(FRAME_BYTES - len(chunk))
-            payload = self._encode(chunk)
+            if len(chunk) < FRAME_SAMPLES:  # the end of the audio, padded with zero samples
+                chunk += self._encoded_zeros[: FRAME_SAMPLES - len(chunk)]
+            payload = chunk
         else:
             payload = self._silence
+        self._send_packet(payload)
+        if chunk:
+            with self._out_cond:
+                self._in_flight = False
+                if not self._out:
+                    self._out_cond.notify_all()
+
+    def _send_packet(self, payload: bytes) -> None:
         remote = self._remote
         if remote is not None and remote[1] and remote[0] not in _HOLD_HOSTS:
-            packet = build_rtp(
-                payload_type=self.payload_type,
-                sequence=self._seq,
-                timestamp=self._ts,
-                ssrc=self._out_ssrc,
-                payload=payload,
-                marker=self._marker,
-            )
+            packet = (
+                HEADER.pack(
+                    0x80,
+                    (0x80 if self._marker else 0) | self.payload_type,
+                    self._seq,
+                    self._ts,
+                    self._out_ssrc,
+                )
+                + payload
+            )  # build_rtp's packet, without its keyword call on every packet of every call
             try:
                 self._sock.sendto(packet, remote)
                 self._stats["sent"] += 1
@@ -520,8 +555,3 @@ class RtpSession:
         # of a sender whose clock keeps running.
         self._seq = (self._seq + 1) & 0xFFFF
         self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
-        if chunk:
-            with self._out_cond:
-                self._in_flight = False
-                if not self._out:
-                    self._out_cond.notify_all()

@@ -111,6 +111,19 @@ class SipCall:
         self._responses: dict[int, bytes] = {}  # our last response per INVITE CSeq
         self._acks: dict[int, bytes] = {}  # our ACK per outbound INVITE CSeq
         self._keys: set[TxKey] = set()  # (branch, method) of our requests, dropped at the end
+        # How ``call_id`` is decided when that may ask the database (``CallKeys.new_call``):
+        # by the call's handler thread or the thread that reports the end, whichever comes
+        # first, never the SIP receive thread (``_decide_key``).
+        self._key_pending: Callable[[], str] | None = None
+        self._key_lock = threading.Lock()
+
+    def _decide_key(self) -> None:
+        """Settle ``call_id`` once (see ``_key_pending``); until then it is the SIP Call-ID
+        fitted to the column, which only a Call-ID met before changes."""
+        with self._key_lock:
+            decide, self._key_pending = self._key_pending, None
+            if decide is not None:
+                self.call_id = decide()
 
     # --- the Call protocol -------------------------------------------------------------
     def set_state(self, state: CallState) -> None:
@@ -123,6 +136,15 @@ class SipCall:
         if media is None:
             return None if self.ended.wait(timeout) else b""
         return media.read_frame(timeout)
+
+    def read_frames(self, timeout: float, max_frames: int) -> bytes | None:
+        """``read_frame``, with every whole frame ready (up to ``max_frames``) in one piece
+        (``RtpSession.read_frames``); the call flows read this way when a call offers it."""
+        media = self._media
+        if media is None:
+            return None if self.ended.wait(timeout) else b""
+        reader = getattr(media, "read_frames", None)
+        return media.read_frame(timeout) if reader is None else reader(timeout, max_frames)
 
     def send_audio(self, pcm: bytes) -> None:
         if self._media is not None and not self.ended.is_set():
@@ -161,6 +183,11 @@ class EndedMedia:
         frame = self._media.read_frame(0)
         return frame or None
 
+    def read_frames(self, timeout: float, max_frames: int) -> bytes | None:
+        reader = getattr(self._media, "read_frames", None)
+        frames = self._media.read_frame(0) if reader is None else reader(0, max_frames)
+        return frames or None
+
     def send_audio(self, pcm: bytes) -> None:
         pass
 
@@ -192,6 +219,8 @@ class SipDialogs(SipTransactions):
         self._ports = RtpPortAllocator(config.host, config.rtp_low, config.rtp_high)
         self._dialogs: dict[str, SipCall] = {}
         self._handlers: set[threading.Thread] = set()
+        self._to_start: queue.Queue[SipCall] = queue.Queue()
+        self._starter: threading.Thread | None = None
         self._observed: queue.Queue[SipCall | None] = queue.Queue()
         self._on_call: CallHandler | None = None
         self._on_ended: CallObserver | None = None
@@ -203,15 +232,39 @@ class SipDialogs(SipTransactions):
 
     # --- a call's media and handler ----------------------------------------------------
     def _start_handler(self, call: SipCall) -> None:
-        thread = threading.Thread(
-            target=self._serve, args=(call,), daemon=True, name=f"call-{call.call_id[:12]}"
-        )
+        """The call's handler thread is started by the ``sip-start`` thread, not here:
+        ``Thread.start`` waits until the new thread runs, which in a busy process is a
+        wait for the GIL or two, and here is the SIP receive thread, whose next INVITE
+        would wait with it (at 120 calls/s the 200s came seconds late)."""
         with self._lock:
-            self._handlers.add(thread)
-        thread.start()
+            if self._starter is None or not self._starter.is_alive():
+                self._starter = threading.Thread(
+                    target=self._start_handlers, name="sip-start", daemon=True
+                )
+                self._starter.start()
+        self._to_start.put(call)
+
+    def _start_handlers(self) -> None:
+        while True:
+            call = self._to_start.get()
+            thread = threading.Thread(
+                target=self._serve, args=(call,), daemon=True, name=f"call-{call.call_id[:12]}"
+            )
+            with self._lock:
+                self._handlers.add(thread)
+            try:
+                thread.start()
+            except RuntimeError:  # no more threads: the call cannot be served
+                log.exception("no thread for call %s", call.call_id)
+                with self._lock:
+                    self._handlers.discard(thread)
+                self._hangup(call, Disposition.FAILED)
 
     def _serve(self, call: SipCall) -> None:
         try:
+            # In the call's own thread: a key check that asks the database would, on the
+            # thread starting every call's handler, hold up the greetings of those behind it.
+            call._decide_key()
             if self._on_call is None:
                 raise RuntimeError("the SIP edge is not started")
             self._on_call(call)
@@ -436,6 +489,7 @@ class SipDialogs(SipTransactions):
         """Tells ``on_ended`` about each ended call, off the SIP receive thread."""
         while (call := self._observed.get()) is not None:
             try:
+                call._decide_key()
                 if self._on_ended is None:
                     raise RuntimeError("the SIP edge is not started")
                 self._on_ended(call)

@@ -6,19 +6,21 @@ starts once media runs. Refusals are final responses retransmitted until their A
 remembered for the Call-ID: 488 for an offer without PCMU/PCMA or with media we cannot reach
 (IPv6 to an IPv4 edge), 503 beyond ``max_calls`` or without a free RTP port (a missed call:
 told to ``on_ended`` with ``Disposition.REFUSED``), 481/482 for INVITEs that match no dialog.
-Each new call gets its key (``Call.call_id``) from ``sip_call_keys``. A retransmitted INVITE gets
-the same response again, also for a while after the call ended; one inside a dialog is a
-re-INVITE (``sip_dialogs``).
+Each new call gets its key (``Call.call_id``) from ``sip_call_keys``, decided off the receive
+thread before the handler starts or the end is reported (it may ask the database). A
+retransmitted INVITE gets the same response again, also for a while after the call ended; one
+inside a dialog is a re-INVITE (``sip_dialogs``).
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from telephony import sip_message as sm
 from telephony.endpoint import CallDirection, CallState, Disposition
 from telephony.rtp_ports import NoFreeRtpPort
-from telephony.sip_call_keys import CallKeys
+from telephony.sip_call_keys import CallKeys, fit
 from telephony.sip_config import SipConfig
 from telephony.sip_dialogs import MediaFactory, SipCall, SipDialogs, utc_now
 from telephony.sip_sdp import (
@@ -119,7 +121,7 @@ class InboundCalls(SipDialogs):
         raw = message.raw_message
         call = SipCall(
             edge=self,
-            call_id=self._call_keys.new_call(call_id),
+            call_id=fit(call_id),
             sip_call_id=call_id,
             direction=CallDirection.INBOUND,
             local_uri=sm.uri_of(raw.get("To")),
@@ -128,6 +130,8 @@ class InboundCalls(SipDialogs):
             rtp_port=port,
             rtp_sock=sock,
         )
+        # The key may cost a database lookup: decided off this thread (SipCall._decide_key).
+        call._key_pending = partial(self._call_keys.new_call, call_id)
         local_tag = sm.new_tag()
         call._local_header = f"{raw.get('To')};tag={local_tag}"
         call._remote_header = raw.get("From")
@@ -154,7 +158,7 @@ class InboundCalls(SipDialogs):
         raw = message.raw_message
         call = SipCall(
             edge=self,
-            call_id=self._call_keys.new_call(message.call_id),
+            call_id=fit(message.call_id),
             sip_call_id=message.call_id,
             direction=CallDirection.INBOUND,
             local_uri=sm.uri_of(raw.get("To")),
@@ -163,6 +167,7 @@ class InboundCalls(SipDialogs):
             rtp_port=0,
             rtp_sock=None,
         )
+        call._key_pending = partial(self._call_keys.new_call, message.call_id)
         call.set_state(CallState.ENDED)
         call.disposition, call.ended_at = Disposition.REFUSED, call.arrived_at
         call.ended.set()

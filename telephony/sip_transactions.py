@@ -16,6 +16,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -112,6 +113,10 @@ class SipTransactions(SipTransport):
         super().__init__(config)
         self._lock = threading.RLock()
         self._tombstones: dict[str, Tombstone] = {}
+        # (expires, Call-ID) in burial order, which is expiry order (one TTL for all): the
+        # purge takes the expired off the front instead of scanning every tombstone, which
+        # at 200 calls/s (6,400 tombstones in 32 s) cost more than the calls' SIP itself.
+        self._burials: deque[tuple[float, str]] = deque()
         self._retx: dict[RetxKey, Retransmission] = {}
         self._pending: dict[TxKey, Callable[[sm.LenientSIPMessage], bool]] = {}
         self._timer_thread: Timers | None = None
@@ -233,14 +238,18 @@ class SipTransactions(SipTransport):
         peer: tuple[str, int],
     ) -> None:
         self._purge_tombstones()
-        self._tombstones[call_id] = Tombstone(
-            time.monotonic() + self.config.ended_call_ttl, responses, acks, peer
-        )
+        expires = time.monotonic() + self.config.ended_call_ttl
+        self._tombstones[call_id] = Tombstone(expires, responses, acks, peer)
+        self._burials.append((expires, call_id))
 
     def _purge_tombstones(self) -> None:
         now = time.monotonic()
-        for call_id in [c for c, t in self._tombstones.items() if t.expires <= now]:
-            del self._tombstones[call_id]
+        burials, tombstones = self._burials, self._tombstones
+        while burials and burials[0][0] <= now:
+            expires, call_id = burials.popleft()
+            tomb = tombstones.get(call_id)
+            if tomb is not None and tomb.expires <= now:  # not buried again since
+                del tombstones[call_id]
 
     def _live_tombstone(self, call_id: str) -> Tombstone | None:
         tomb = self._tombstones.get(call_id)

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
@@ -59,12 +59,31 @@ def upsert_call(session: Session, *, call: Call, now: datetime, **extra: Any) ->
     values = {**call_values(call), **extra, "updated_at": now}
     if values["answered_at"] is None:
         values.pop("answered_at")
-    table = table_of(CallRecord)
-    stmt = insert_stmt(session)(table).values(**values, created_at=now)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.call_id], set_={k: stmt.excluded[k] for k in values}
-    )
-    session.execute(stmt)
+    stmt = _upsert_statement(session.get_bind().dialect.name, frozenset(values))
+    session.execute(stmt, {f"v_{k}": v for k, v in {**values, "created_at": now}.items()})
+
+
+# The upsert for each set of columns written, built once: building it (the ``excluded``
+# alias proxies every column of the table) cost more than running it, three times a call.
+_UPSERTS: dict[tuple[str, frozenset[str]], Any] = {}
+
+
+def _upsert_statement(dialect: str, columns: frozenset[str]) -> Any:
+    stmt = _UPSERTS.get((dialect, columns))
+    if stmt is None:
+        table = table_of(CallRecord)
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        # bindparam names may not be column names in an INSERT's VALUES: prefixed.
+        written = sorted(columns | {"created_at"})
+        base = insert(table).values(
+            {k: bindparam(f"v_{k}", type_=table.c[k].type) for k in written}
+        )
+        stmt = base.on_conflict_do_update(
+            index_elements=[table.c.call_id],
+            set_={k: base.excluded[k] for k in sorted(columns)},
+        )
+        _UPSERTS[(dialect, columns)] = stmt
+    return stmt
 
 
 def end_values(call: Call) -> dict[str, Any]:

@@ -310,6 +310,7 @@ def test_run_serves_the_api_seeds_demo_users_and_stops_everything_on_sigterm(env
             "HOTLINE_TELEPHONY__HOST": "127.0.0.1",
             "HOTLINE_TELEPHONY__PORT": str(free_port()),
         },
+        start_new_session=True,  # a failed test kills the whole tree (web, worker, SIP edge)
     )
     lines: list[str] = []
     reader = threading.Thread(
@@ -337,7 +338,7 @@ def test_run_serves_the_api_seeds_demo_users_and_stops_everything_on_sigterm(env
         assert proc.wait(30) == 0, "".join(lines)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     output = "".join(lines)
     assert f"http://127.0.0.1:{port}/" in output

@@ -416,3 +416,39 @@ def test_given_latching_from_other_hosts_when_a_stranger_sends_then_dropped_and_
         assert len(dropped) == 1  # once per source, not per packet
     finally:
         stranger.close()
+
+
+def test_given_frames_buffered_when_read_in_one_piece_then_they_match_reading_them_one_by_one(
+    peer, sessions
+):
+    one_by_one, in_pieces = new_session(peer), new_session(peer)
+    sessions += [one_by_one, in_pieces]
+    for session in (one_by_one, in_pieces):
+        session.start()
+    source = speechlike(1.0)
+    encode = codecs.encoder(codecs.PCMU)
+    for n, i in enumerate(range(0, len(source), FRAME_SAMPLES)):
+        if n == 20:
+            continue  # one lost packet: its 20 ms come back as silence either way
+        packet = build_rtp(
+            payload_type=codecs.PCMU,
+            sequence=n,
+            timestamp=n * FRAME_SAMPLES,
+            ssrc=0x5EED,
+            payload=encode(source[i : i + FRAME_SAMPLES].tobytes()),
+            marker=n == 0,
+        )
+        for session in (one_by_one, in_pieces):
+            peer.send_raw(session.local_address, packet)
+    expected = read_all(one_by_one, 50)
+    pieces: list[bytes] = []
+    deadline = time.monotonic() + 5
+    while sum(map(len, pieces)) < len(expected) and time.monotonic() < deadline:
+        piece = in_pieces.read_frames(0.2, 7)
+        assert piece is not None
+        assert len(piece) % FRAME_BYTES == 0 and len(piece) <= 7 * FRAME_BYTES
+        pieces.append(piece)
+
+    assert b"".join(pieces) == expected
+    assert any(len(piece) > FRAME_BYTES for piece in pieces)  # more than one frame a read
+    assert expected[20 * FRAME_BYTES : 21 * FRAME_BYTES] == bytes(FRAME_BYTES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -437,3 +438,59 @@ def test_given_many_calls_then_edge_keeps_answering_and_frees_every_port_and_dia
         10,
         message="no state left",
     )
+
+
+def test_given_a_slow_call_key_check_then_the_200_does_not_wait_for_it_and_every_side_sees_its_key(
+    edges, rtp
+):
+    """The key check may ask the database (``SipConfig.call_key_known``): it runs off the SIP
+    receive thread, so the answer does not wait for it, and the handler and the end of the
+    call both see the key it decided."""
+    release = threading.Event()
+    asked_on: list[str] = []
+
+    def known(key: str) -> bool:
+        asked_on.append(threading.current_thread().name)
+        release.wait(10)
+        return not key.endswith("~2")  # the Call-ID was taken before: this call is ~2
+
+    harness = _edge(edges, lambda call: call.ended.wait(10), call_key_known=known)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        sock.settimeout(3)
+        port = sock.getsockname()[1]
+        dialog = (
+            f"From: <sip:13800000000@127.0.0.1:{port}>;tag=k1\r\nCall-ID: slowkey@127.0.0.1\r\n"
+        )
+        offer = (
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp.port} RTP/AVP 0\r\n"
+        )
+        sock.sendto(
+            _request(
+                headers=f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKk1;rport\r\n"
+                f"{dialog}To: <sip:12345@127.0.0.1>\r\nCSeq: 1 INVITE\r\n"
+                f"Contact: <sip:c@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n",
+                body=offer,
+            ),
+            harness.edge.address,
+        )
+        assert sock.recv(65535).startswith(b"SIP/2.0 100 ")
+        ok = sock.recv(65535).decode()  # while the check is still held
+        assert ok.startswith("SIP/2.0 200 ") and not release.is_set()
+        to = re.search(r"^To: (.*)$", ok, re.M).group(1).strip()
+        assert harness.answered.empty()  # the handler waits for its key
+        release.set()
+        call = harness.answered.get(timeout=5)
+        sock.sendto(
+            _request(
+                "BYE",
+                headers=f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKk2"
+                f";rport\r\n{dialog}To: {to}\r\nCSeq: 2 BYE\r\n",
+            ),
+            harness.edge.address,
+        )
+        assert sock.recv(65535).startswith(b"SIP/2.0 200 ")
+    wait_until(lambda: harness.ended, 5)
+    assert call.call_id == harness.ended[0].call_id == "slowkey@127.0.0.1~2"
+    assert asked_on and "sip-recv" not in asked_on
