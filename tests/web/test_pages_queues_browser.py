@@ -79,6 +79,7 @@ def test_dispatch_from_the_queue_and_review_a_return_with_the_keyboard(site, pag
     )
     page.goto(f"{site.url}/queues/returns")
     expect(page.locator("#rows")).to_contain_text("小区内部管网归物业管理")
+    expect(page.locator("#rows a.button.primary")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.locator(".q-returned")).to_contain_text("职能不符")
     shot(page, "queue-return")
@@ -124,6 +125,7 @@ def test_extension_callback_and_the_escalation_board(site, page, clock):
 
     sign_in(page, site, "dispatcher")
     page.goto(f"{site.url}/queues/extensions")
+    expect(page.locator("#rows a.button.primary")).to_be_focused()  # the page is ready
     page.keyboard.press("Enter")
     expect(page.locator("h1")).to_contain_text(ticket["number"])
     shot(page, "queue-extension")
@@ -134,6 +136,7 @@ def test_extension_callback_and_the_escalation_board(site, page, clock):
 
     _api(site, "water.handler", "POST", f"/assignments/{lead['id']}/reply", text="已抢修恢复供水")
     page.goto(f"{site.url}/queues/replies")
+    expect(page.locator("#rows a.button.primary")).to_be_focused()  # the page is ready
     page.keyboard.press("Enter")
     expect(page.locator(".q-reply")).to_have_text("已抢修恢复供水")
     shot(page, "queue-reply")
@@ -142,6 +145,7 @@ def test_extension_callback_and_the_escalation_board(site, page, clock):
     expect(page.locator(".alert.ok")).to_contain_text("待回访")
 
     page.goto(f"{site.url}/queues/callbacks")
+    expect(page.locator("#rows a.button.primary")).to_be_focused()  # the page is ready
     page.keyboard.press("Enter")
     page.locator("input[value=dissatisfied]").focus()
     page.keyboard.press("Space")
