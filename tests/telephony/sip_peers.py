@@ -227,6 +227,28 @@ class RtpPeer:
                 to,
             )
 
+    def speak(
+        self, to: tuple[str, int], frames: list[bytes], *, payload_type: int, stop: threading.Event
+    ) -> threading.Thread:
+        """Send ``frames`` as a phone does, in real time (a second of audio each second),
+        from a thread of their own until done or ``stop`` is set."""
+
+        def run() -> None:
+            for start in range(0, len(frames), 50):
+                if stop.is_set():
+                    return
+                self.send(
+                    to,
+                    b"".join(frames[start : start + 50]),
+                    payload_type=payload_type,
+                    first_sequence=start,
+                )
+                stop.wait(1.0)  # pacing real-time audio, not waiting for a result
+
+        thread = threading.Thread(target=run, name="rtp-speaker", daemon=True)
+        thread.start()
+        return thread
+
     def send_key(self, to: tuple[str, int], key: str, *, payload_type: int = 101) -> None:
         """An RFC 4733 key press: three packets of one event, the last with the end bit."""
         event = "0123456789*#".index(key)

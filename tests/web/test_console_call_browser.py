@@ -58,19 +58,7 @@ def test_an_operator_sees_a_call_live_and_completes_its_ticket(site, page, recog
         speech = frames_of(LEAK)
         talk = [*(speech + silence(700)) * 8, *silence(2500)]  # ~20 s: time to see it live
 
-        def speak() -> None:
-            for start in range(0, len(talk), 50):
-                if stop.is_set():
-                    return
-                rtp.send(
-                    (HOST, call.rtp_port),
-                    b"".join(talk[start : start + 50]),
-                    payload_type=codecs.PCMU,
-                    first_sequence=start,
-                )
-                stop.wait(1.0)  # pacing real-time audio, not waiting for a result
-
-        threading.Thread(target=speak, daemon=True).start()
+        rtp.speak((HOST, call.rtp_port), talk, payload_type=codecs.PCMU, stop=stop)
         transcript = card.locator("p.transcript")
         expect(transcript).not_to_contain_text("等待来电人说话", timeout=18_000)
         heard = transcript.inner_text()

@@ -64,19 +64,7 @@ def test_a_call_becomes_a_ticket_that_is_dispatched_handled_reviewed_called_back
         wait_until(lambda: call.state == CallState.LISTENING, 10, message="listening")
         talk = [*(frames_of(LEAK) + silence(700)) * 6, *silence(2500)]
 
-        def speak() -> None:
-            for start in range(0, len(talk), 50):
-                if stop.is_set():
-                    return
-                rtp.send(
-                    (HOST, call.rtp_port),
-                    b"".join(talk[start : start + 50]),
-                    payload_type=codecs.PCMU,
-                    first_sequence=start,
-                )
-                stop.wait(1.0)  # real-time pacing
-
-        threading.Thread(target=speak, daemon=True).start()
+        rtp.speak((HOST, call.rtp_port), talk, payload_type=codecs.PCMU, stop=stop)
         expect(card.locator("p.transcript")).not_to_contain_text("等待来电人说话", timeout=18_000)
         page.wait_for_url(f"{site.url}/console/tickets/*", timeout=40_000)
         ticket_id = int(page.url.rsplit("/", 1)[1].split("?")[0])
