@@ -5,14 +5,18 @@ ticket (issue 15 §2). sipp calls two edges in turn, as an edge and its successo
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from hotline.calls.keys import known_call_key
+from hotline.calls.keys import KnownKeys, known_call_key
 from hotline.calls.records import end_values, upsert_call
 from telephony.models import CallRecord
 from telephony.sip_call_keys import CallKeys
 from tests.conftest import wait_until
+from tests.telephony.fakes import FakeCall
 from tests.telephony.sip_peers import RtpPeer, output, run_sipp, start_edge
 
 CALL_ID = "reused-after-restart@127.0.0.1"
@@ -69,4 +73,46 @@ def test_given_the_check_fails_then_the_call_keeps_its_key_and_a_warning(caplog)
     keys = CallKeys(known=broken)
     with caplog.at_level(logging.WARNING, logger="telephony.sip_call_keys"):
         assert keys.new_call("c@h") == "c@h"
+    assert any("database away" in r.getMessage() for r in caplog.records)
+
+
+def test_given_a_burst_of_new_calls_then_one_query_answers_those_waiting_together(db):
+    """Keys asked while a lookup runs wait for the next one and share it: a burst of calls
+    costs one round trip, not one session per call in each call's thread."""
+    with db.session() as s:
+        upsert_call(s, call=FakeCall(call_id="taken-7@h"), now=datetime.now(UTC))
+        s.commit()
+    gate, first_started = threading.Event(), threading.Event()
+
+    def slow_first_session():
+        if not first_started.is_set():
+            first_started.set()
+            gate.wait(5)
+        return db.factory()
+
+    known = KnownKeys(slow_first_session)
+    try:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            first = pool.submit(known, "first@h")
+            assert first_started.wait(5)
+            keys = [f"taken-{n}@h" if n == 7 else f"new-{n}@h" for n in range(19)]
+            rest = {key: pool.submit(known, key) for key in keys}
+            wait_until(lambda: len(known._pending) == 19, 5, message="19 keys waiting")
+            gate.set()
+            assert first.result(5) is False
+            answers = {key: f.result(5) for key, f in rest.items()}
+    finally:
+        known.close()
+    assert answers.pop("taken-7@h") is True
+    assert set(answers.values()) == {False}
+    assert known.queries == 2
+
+
+def test_given_the_database_away_then_every_waiting_call_hears_it_and_keeps_its_key(caplog):
+    def away():
+        raise ConnectionError("database away")
+
+    keys = CallKeys(known=KnownKeys(away))
+    with caplog.at_level(logging.WARNING, logger="telephony.sip_call_keys"):
+        assert keys.new_call("d@h") == "d@h"
     assert any("database away" in r.getMessage() for r in caplog.records)
