@@ -109,6 +109,10 @@ class AcdSettings(BaseModel):
     realm: str = "hotline12345"
     register_min_expires: int = 60
     register_max_expires: int = 3600
+    # Offered in this order, one challenge each (RFC 8760). MD5 alone by default: baresip 1.0
+    # (libre) refuses a 401 holding any other challenge; list SHA-256 first where every phone
+    # knows it.
+    digest_algorithms: list[Literal["SHA-256", "MD5"]] = Field(default_factory=lambda: ["MD5"])
     # Ringing an agent: no answer within ring_timeout_s -> the next agent, and the one who
     # missed it goes not-ready (missed). 10 s + 1 s pause keeps one missed ring inside the
     # 15-second answer target when another agent is free.
@@ -137,6 +141,8 @@ class AcdSettings(BaseModel):
             raise ValueError("acd: ring_timeout_s must be > 0, wrap_up_s and retry_pause_s >= 0")
         if not 0 < self.register_min_expires <= self.register_max_expires:
             raise ValueError("acd: need 0 < register_min_expires <= register_max_expires")
+        if not self.digest_algorithms:
+            raise ValueError("acd: digest_algorithms needs at least one of SHA-256, MD5")
         return self
 
 
