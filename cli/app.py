@@ -13,6 +13,7 @@ import typer
 
 from cli.admin import db_app, prompts_app, rules_app, sla_app, users_app
 from cli.processes import processes_app
+from cli.seats import seats_app
 
 app = typer.Typer(
     help="12345 government service hotline platform.",
@@ -26,3 +27,4 @@ app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(rules_app, name="rules")
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(seats_app, name="seats")

@@ -7,6 +7,7 @@ Domain modules are imported inside the commands that need them, so that `--help`
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import signal
@@ -344,6 +345,7 @@ def sip() -> None:
     from hotline.calls import recovery, setup
     from hotline.calls.dialer import CallbackDialer
     from hotline.calls.keys import known_call_key
+    from hotline.calls.seats import DbSeatStore
     from hotline.calls.services import CallServices, send_transcription_task
     from telephony.flows import serve_inbound
     from telephony.prompts import PromptError
@@ -359,6 +361,10 @@ def sip() -> None:
         recognizer.load()  # the decoder processes start and load the model
         engine = make_engine(settings.db_url)
         session_factory, clock = make_session_factory(engine), SystemClock()
+        # This process's identity: in its edge row (crash recovery) and in every seat
+        # binding the registrar writes (which edge a phone registered with).
+        me = recovery.EdgeIdentity.new(socket.gethostname())
+        acd = settings.acd
         edge = SipEdge(
             SipConfig(
                 host=t.host,
@@ -374,13 +380,25 @@ def sip() -> None:
                 rtp_latch=t.rtp_latch,
                 max_calls=t.max_calls,
                 call_key_known=known_call_key(session_factory),
+                # Operators' phones register here (digest auth, bindings in the database);
+                # without seats REGISTER is answered 405 as before.
+                seats=DbSeatStore(session_factory) if acd.enabled else None,
+                seat_realm=acd.realm,
+                register_min_expires=acd.register_min_expires,
+                register_max_expires=acd.register_max_expires,
+                digest_algorithms=tuple(acd.digest_algorithms),
+                # The same on every edge of a deployment, so that they accept each other's
+                # nonces; derived, so that the secret key itself never goes into SIP.
+                registrar_secret=hmac.new(
+                    settings.secret_key.encode(), b"sip-registrar-nonce", "sha256"
+                ).hexdigest(),
+                edge_id=me.id,
             )
         )
     except (PromptError, AsrError, ValueError) as exc:
         fail(str(exc))
     # Crash recovery: this process's own row and heartbeat, and before any call is answered
     # the calls a predecessor on this host (or any edge gone silent) left open are closed.
-    me = recovery.EdgeIdentity.new(socket.gethostname())
     recovery.register_edge(session_factory, edge=me, now=clock.now())
     try:
         closed = recovery.recover_calls(

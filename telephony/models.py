@@ -153,3 +153,46 @@ class CallbackAttemptRead(SQLModel):
     outcome: CallbackOutcome | None
     detail: str | None
     ended_at: datetime | None
+
+
+# ---------------------------------------------------------------- seats (operators' phones)
+
+
+class Seat(SQLModel, table=True):
+    """A SIP extension an operator's phone registers with (``telephony.sip_registrar``).
+    Only the digest hashes of its password are kept (H(ext:realm:password) in MD5 and in
+    SHA-256): they change with the realm, so a new realm needs new passwords."""
+
+    __tablename__ = "seat"
+
+    id: int | None = Field(default=None, primary_key=True)
+    extension: str = Field(max_length=16, unique=True, index=True)
+    display_name: str = Field(default="", max_length=100)
+    realm: str = Field(max_length=100)
+    ha1_md5: str = Field(max_length=32)
+    ha1_sha256: str = Field(max_length=64)
+    enabled: bool = True
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class SeatRegistration(SQLModel, table=True):
+    """One registered Contact of a seat: where its phone is reached (``received_*``, the
+    address its REGISTER came from, for phones behind NAT) until ``expires_at``."""
+
+    __tablename__ = "seat_registration"
+    __table_args__ = (
+        UniqueConstraint("extension", "contact", name="uq_seat_registration_contact"),
+        Index("ix_seat_registration_extension_expires", "extension", "expires_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    extension: str = Field(max_length=16)
+    contact: str = Field(max_length=500)
+    received_host: str = Field(max_length=64)
+    received_port: int
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    call_id: str = Field(max_length=255)
+    cseq: int
+    user_agent: str = Field(default="", max_length=255)
+    edge_id: str = Field(default="", max_length=36)
+    updated_at: datetime = Field(sa_type=UTCDateTime)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from telephony.sip_registrar import SeatStore
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
 
@@ -59,6 +63,18 @@ class SipConfig:
     # Whether a call key (``Call.call_id``) is already held by a call record: a Call-ID an
     # earlier run of this edge (or another edge) took gets ``~2``… here too (CallKeys).
     call_key_known: Callable[[str], bool] | None = None
+    # Operators' phones (seats) register here: None answers REGISTER 405 (the edge is no
+    # registrar). The nonce secret signs digest challenges; edges that share it accept each
+    # other's nonces; empty: a random one for this process.
+    seats: SeatStore | None = None
+    seat_realm: str = "hotline12345"
+    register_min_expires: int = 60
+    register_max_expires: int = 3600
+    registrar_secret: str = ""
+    # Offered in this order of preference, one challenge each (RFC 8760): "SHA-256", "MD5".
+    # MD5 alone by default: baresip 1.0 refuses a 401 with any other challenge in it.
+    digest_algorithms: tuple[str, ...] = ("MD5",)
+    edge_id: str = ""  # written with each binding: which edge the phone registered with
 
     def __post_init__(self) -> None:
         if self.mode not in ("direct", "registered"):

@@ -27,6 +27,11 @@ is built of, each in its own module, bottom up:
   503 and are reported as missed calls (``sip_inbound``); known methods we do not serve get
   405, unknown ones 501. In ``registered`` mode the lines' registrars are allowed as well;
   in ``direct`` mode peers call the edge without any REGISTER.
+* seats (``sip_registrar``): with ``config.seats`` the edge is the registrar of operators'
+  phones; their REGISTERs are answered on a thread of their own (the store may be a
+  database), a retransmission gets the same answer again (or none while the first waits for
+  its turn: its answer is coming), and ``seat_target`` gives the URI that rings a seat.
+  Without it REGISTER gets 405.
 
 Threads, all bounded: one receives SIP, one runs timers (retransmissions, ring delays,
 registration refreshes), one tells ``on_ended`` (so a slow observer never stalls SIP), one per
@@ -37,8 +42,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import queue
+import secrets
 import socket
 import threading
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
 
 from telephony import sip_message as sm
 from telephony.endpoint import Call, CallHandler, CallObserver, Disposition
@@ -47,11 +57,15 @@ from telephony.sip_config import ALLOW, SipConfig
 from telephony.sip_dialogs import MediaFactory
 from telephony.sip_inbound import InboundCalls
 from telephony.sip_outbound import OutboundCalls
+from telephony.sip_registrar import Answer, Registrar, seat_target
 from telephony.sip_registration import Registration
 from telephony.sip_transactions import Timers
 from telephony.sip_transport import EdgeSIPClient
 
 log = logging.getLogger(__name__)
+
+_REGISTER_BACKLOG = 256  # REGISTERs waiting for the registrar; beyond: 503, the phone retries
+_REGISTER_ANSWERS = 4096  # answers kept for retransmitted REGISTERs (RFC 3261 §17.2.2)
 
 
 class SipEdge(InboundCalls, OutboundCalls):
@@ -67,6 +81,29 @@ class SipEdge(InboundCalls, OutboundCalls):
         self._networks = [ipaddress.ip_network(c, strict=False) for c in config.allow]
         self.registrations: list[Registration] = []
         self._observer: threading.Thread | None = None
+        self.registrar: Registrar | None = None
+        self._allow = ALLOW
+        if config.seats is not None:
+            self.registrar = Registrar(
+                config.seats,
+                realm=config.seat_realm,
+                secret=(config.registrar_secret.encode() or secrets.token_bytes(32)),
+                min_expires=config.register_min_expires,
+                max_expires=config.register_max_expires,
+                algorithms=config.digest_algorithms,
+                edge_id=config.edge_id,
+            )
+            self._allow = ALLOW + ", REGISTER"
+        self._registers: queue.Queue[tuple[sm.LenientSIPMessage, tuple[str, int]] | None] = (
+            queue.Queue(_REGISTER_BACKLOG)
+        )
+        self._register_thread: threading.Thread | None = None
+        # (Call-ID, CSeq, branch) -> (when, the response): a retransmitted REGISTER is
+        # answered from here for as long as its client retransmits (64*T1).
+        self._register_answers: OrderedDict[tuple[str, int, str], tuple[float, bytes]] = (
+            OrderedDict()
+        )
+        self._registers_waiting: set[tuple[str, int, str]] = set()  # queued, not answered
 
     # --- SipEndpoint (``address``: see SipTransport; ``dial``: OutboundCalls) ----------
     def start(self, *, on_call: CallHandler, on_ended: CallObserver) -> None:
@@ -80,6 +117,11 @@ class SipEdge(InboundCalls, OutboundCalls):
             host=self.config.host, port=self.config.port, on_datagram=self._on_datagram
         )
         self._transport.start()
+        if self.registrar is not None:
+            self._register_thread = threading.Thread(
+                target=self._serve_registers, name="sip-registrar", daemon=True
+            )
+            self._register_thread.start()
         if self.config.mode == "registered":
             for line in self.config.lines:
                 host = socket.gethostbyname(line.registrar_address[0])
@@ -102,6 +144,13 @@ class SipEdge(InboundCalls, OutboundCalls):
             if thread is not threading.current_thread():  # a handler may stop the edge
                 thread.join(2)
         self._transport.stop()
+        if self._register_thread is not None:
+            self._registers.put(None)
+            self._register_thread.join(5)
+            self._register_thread = None
+            with self._lock:
+                self._register_answers.clear()
+                self._registers_waiting.clear()
         self._timers.stop()
         self._observed.put(None)
         if self._observer is not None:
@@ -123,6 +172,14 @@ class SipEdge(InboundCalls, OutboundCalls):
         """The calls in progress."""
         with self._lock:
             return list(self._dialogs.values())
+
+    def seat_target(self, extension: str) -> str | None:
+        """The URI that rings the seat ``extension`` now (its newest unexpired binding; a
+        phone behind NAT at the address its REGISTER came from); None when no phone is
+        registered for it, or the edge keeps no seats. ``dial`` takes it as it is."""
+        if self.config.seats is None:
+            return None
+        return seat_target(self.config.seats, extension, datetime.now(UTC))
 
     # --- inspection (``live_calls``: see SipDialogs) ------------------------------------
     def stats(self) -> dict[str, int]:
@@ -175,14 +232,76 @@ class SipEdge(InboundCalls, OutboundCalls):
             "BYE": self._on_bye,
             "CANCEL": self._on_cancel,
             "OPTIONS": self._on_options,
+            "REGISTER": self._on_register if self.registrar is not None else None,
         }.get(method)
         if handler is None and method in sm.KNOWN_METHODS:
-            self._respond(message, source, 405, "Method Not Allowed", extra=[("Allow", ALLOW)])
+            self._respond(
+                message, source, 405, "Method Not Allowed", extra=[("Allow", self._allow)]
+            )
             return
         if handler is None:
-            self._respond(message, source, 501, "Not Implemented", extra=[("Allow", ALLOW)])
+            self._respond(message, source, 501, "Not Implemented", extra=[("Allow", self._allow)])
             return
         handler(message, source)
+
+    # --- seats ---------------------------------------------------------------------------
+    def _register_key(self, message: sm.LenientSIPMessage) -> tuple[str, int, str]:
+        branch = message.raw_message.get("Via").partition("branch=")[2].split(";", 1)[0]
+        return message.call_id, message.cseq[0], branch.strip()
+
+    def _on_register(self, message: sm.LenientSIPMessage, source: tuple[str, int]) -> None:
+        key = self._register_key(message)
+        with self._lock:
+            answered = self._register_answers.get(key)
+            if answered is None and key in self._registers_waiting:
+                return  # a retransmission of one not answered yet: its answer is coming
+            if answered is None:
+                self._registers_waiting.add(key)
+        if answered is not None:
+            self._send(answered[1], sm.via_target(message.raw_message.get("Via"), source))
+            return
+        try:
+            self._registers.put_nowait((message, source))
+        except queue.Full:
+            with self._lock:
+                self._registers_waiting.discard(key)
+            log.warning("REGISTER from %s:%s: the registrar is behind, 503", *source)
+            self._respond(message, source, 503, "Service Unavailable", extra=[("Retry-After", "5")])
+
+    def _serve_registers(self) -> None:
+        """The registrar's thread: the store may be a database, never waited for on the
+        thread that receives every call's SIP."""
+        registrar = self.registrar
+        if registrar is None:
+            return
+        while (item := self._registers.get()) is not None:
+            message, source = item
+            try:
+                answer = registrar.handle(message, source)
+            except Exception:
+                log.exception("REGISTER from %s:%s failed", *source)
+                answer = Answer(500, "Server Internal Error", (("Retry-After", "5"),))
+            raw = message.raw_message
+            data = sm.build_response(
+                raw,
+                source,
+                answer.status,
+                answer.reason,
+                to_tag=sm.new_tag(),
+                extra=list(answer.headers) + self._common_headers(),
+            )
+            now = time.monotonic()
+            with self._lock:  # kept before it is sent: the retransmission may beat us here
+                answers = self._register_answers
+                key = self._register_key(message)
+                answers[key] = (now, data)
+                self._registers_waiting.discard(key)
+                while answers and (
+                    len(answers) > _REGISTER_ANSWERS
+                    or next(iter(answers.values()))[0] < now - 64 * self.config.t1
+                ):
+                    answers.popitem(last=False)
+            self._send(data, sm.via_target(raw.get("Via"), source))
 
     def _allowed(self, host: str) -> bool:
         try:

@@ -2,14 +2,18 @@
 
 ``dial`` sends an INVITE with our offer (PCMU and PCMA, telephone-events) to the peer in the
 URI, or in registered mode to the first line's registrar, answering a 401/407 once with
-digest credentials. Every final response is ACKed, retransmitted ones again; a 2xx gives the
-dialog its remote target and route set, a 486/600/603 is busy. Without a final response
-within the ring timeout the INVITE is CANCELled (a 200 that crosses the CANCEL gets a BYE).
+digest credentials. A seat's URI (``SipEdge.seat_target``) goes straight to the phone in
+either mode, at the address its ``;alias=`` names (where its REGISTER came from). Every final
+response is ACKed, retransmitted ones again; a 2xx gives the dialog its remote target and
+route set, a 486/600/603 is busy. Without a final response within the ring timeout (or once
+the caller's ``cancel`` event is set) the INVITE is CANCELled (a 200 that crosses the CANCEL
+gets a BYE).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -18,6 +22,7 @@ from telephony.endpoint import CallDirection, CallFailed, CallState, Disposition
 from telephony.rtp_ports import NoFreeRtpPort
 from telephony.sip_config import ALLOW, SipLine
 from telephony.sip_dialogs import SipCall, SipDialogs, utc_now
+from telephony.sip_registrar import split_alias
 from telephony.sip_registration import digest_authorization, parse_challenge
 from telephony.sip_sdp import DTMF_PT, PCMA, PCMU, build_sdp, read_offer
 
@@ -40,20 +45,46 @@ class _ClientTx:
         return self.response
 
 
+CANCEL_CHECK_S = 0.05  # how soon a set ``cancel`` stops the ringing
+
+
+def _wait_final(tx: _ClientTx, timeout: float, cancel: threading.Event | None) -> bool:
+    """Wait for the INVITE's final response; False on timeout or when ``cancel`` is set.
+    Two events cannot be waited for at once: ``cancel`` is looked at every CANCEL_CHECK_S."""
+    if cancel is None:
+        return tx.final.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while not cancel.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        if tx.final.wait(min(CANCEL_CHECK_S, remaining)):
+            return True
+    return tx.final.is_set()
+
+
 class OutboundCalls(SipDialogs):
     """The user-agent client part of ``SipEdge``: ``dial`` and its INVITE."""
 
     _draining: bool = False  # SipEdge.drain sets it (InboundCalls holds the instance's)
 
-    def dial(self, uri: str, *, ring_timeout: float) -> SipCall:
+    def dial(
+        self, uri: str, *, ring_timeout: float, cancel: threading.Event | None = None
+    ) -> SipCall:
+        """Ring ``uri`` for at most ``ring_timeout`` s. ``cancel``: set by another thread to
+        stop the ringing early (the queued caller hung up while an agent's seat rang): the
+        INVITE is CANCELled within ``CANCEL_CHECK_S`` and ``CallFailed(CANCELLED)`` raised."""
         if self._transport is None:
             raise RuntimeError("the SIP edge is not started")
         if self._draining:  # the process is going away: nothing new is started
             raise CallFailed(Disposition.FAILED, "the SIP edge is draining")
         if self.live_calls >= self.config.max_calls:
             raise CallFailed(Disposition.FAILED, "no free call slot")
-        line = self.config.lines[0] if self.config.mode == "registered" else None
-        target = line.registrar_address if line else sm.uri_hostport(uri)
+        uri, received = split_alias(uri)
+        line = (
+            self.config.lines[0] if self.config.mode == "registered" and received is None else None
+        )
+        target = line.registrar_address if line else (received or sm.uri_hostport(uri))
         local_uri = (
             line.aor
             if line
@@ -78,11 +109,18 @@ class OutboundCalls(SipDialogs):
         with self._lock:
             self._dialogs[call.sip_call_id] = call
         tx = self._send_invite(call, line, authorization=None)
-        if tx.final.wait(ring_timeout) and tx.final_response().status_code in (401, 407) and line:
+        if (
+            _wait_final(tx, ring_timeout, cancel)
+            and tx.final_response().status_code in (401, 407)
+            and line
+        ):
             tx = self._send_invite(call, line, authorization=tx.final_response())
-            tx.final.wait(ring_timeout)
+            _wait_final(tx, ring_timeout, cancel)
         if not tx.final.is_set():
             self._cancel(call, tx)
+            if cancel is not None and cancel.is_set():
+                self._finish(call, Disposition.CANCELLED)
+                raise CallFailed(Disposition.CANCELLED, "cancelled while ringing")
             self._finish(call, Disposition.NO_ANSWER)
             raise CallFailed(Disposition.NO_ANSWER, f"no answer within {ring_timeout}s")
         response = tx.final_response()

@@ -1,6 +1,7 @@
 """The admin workspace: an overview linking each section, and the audit trail. The sections
 are modules of their own: admin_units, admin_users (accounts), admin_rules (dispatch rules and
-the dry run), admin_policies (SLA), admin_calendar and admin_prompts.
+the dry run), admin_policies (SLA), admin_calendar, admin_prompts and admin_seats (operators'
+SIP extensions).
 
 GET /admin          the overview
 GET /admin/audit    sign-ins, failed sign-ins and page actions, by person and action
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from accounts import audit
 from accounts import service as accounts
 from accounts.models import Role
+from dispatch import calendar as work_calendar
 from dispatch import policies, rulebook
 from dispatch import units as unit_service
 from web.deps import ClockDep, SessionDep, SettingsDep
@@ -24,6 +26,7 @@ from web.pages import (
     admin_policies,
     admin_prompts,
     admin_rules,
+    admin_seats,
     admin_units,
     admin_users,
     nav,
@@ -43,6 +46,7 @@ for section in (
     admin_policies.router,
     admin_calendar.router,
     admin_prompts.router,
+    admin_seats.router,
 ):
     router.include_router(section)
 
@@ -54,6 +58,8 @@ ACTION_NAMES = {
     "sign_out_everywhere": N_("Sign-out everywhere"),
     "change_password": N_("Password change"),
     "admin.user.create": N_("Account created"),
+    "admin.calendar.confirm": N_("Calendar year confirmed"),
+    "admin.calendar.withdraw": N_("Calendar year confirmation withdrawn"),
     "admin.user.deactivate": N_("Account deactivated"),
     "admin.user.reactivate": N_("Account reactivated"),
     "admin.user.role": N_("Role or unit changed"),
@@ -69,6 +75,9 @@ ACTION_NAMES = {
     "admin.calendar.delete": N_("Calendar day removed"),
     "admin.calendar.import": N_("Calendar days imported"),
     "admin.prompt.replace": N_("Prompt replaced"),
+    "admin.seat.create": N_("Seat created"),
+    "admin.seat.reset_password": N_("Seat password reset"),
+    "admin.seat.disable": N_("Seat disabled"),
 }
 OUTCOME_NAMES = {"ok": N_("done"), "refused": N_("refused"), "failed": N_("failed")}
 
@@ -88,6 +97,7 @@ def overview(
     calendar = policies.load_calendar(session, tz=settings.tz)
     today = now.astimezone(settings.tz).date()
     years = [calendar.year(y) for y in (today.year, today.year + 1)]
+    confirmed = work_calendar.confirmed_years(session)
     context = {
         "units_total": len(units),
         "units_active": sum(u.active for u in units),
@@ -100,6 +110,8 @@ def overview(
         "years": years,
         "unknown_years": [y.year for y in years if not y.known],
         "today": today,
+        "confirmed_years": confirmed,
+        "to_confirm": work_calendar.years_to_confirm(today, confirmed),
     }
     return render(request, "admin/index.html", context)
 
