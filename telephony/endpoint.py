@@ -33,12 +33,22 @@ class CallState(str, enum.Enum):
     MENU = "menu"
     LISTENING = "listening"
     PROMPTING = "prompting"
+    QUEUED = "queued"  # waiting for an agent (telephony.queue_flow)
+    BRIDGED = "bridged"  # talking to an agent (telephony.bridge)
     ENDED = "ended"
 
 
 # After the answer a call moves freely between the talking states (a status query goes
-# greeting → menu → prompting; a report greeting → listening); ENDED is final.
-_TALKING = {CallState.GREETING, CallState.MENU, CallState.LISTENING, CallState.PROMPTING}
+# greeting → menu → prompting; a report greeting → listening; a queued call greeting →
+# queued → bridged, or → prompting → listening when it overflows); ENDED is final.
+_TALKING = {
+    CallState.GREETING,
+    CallState.MENU,
+    CallState.LISTENING,
+    CallState.PROMPTING,
+    CallState.QUEUED,
+    CallState.BRIDGED,
+}
 TRANSITIONS: dict[CallState, frozenset[CallState]] = {
     CallState.RINGING: frozenset({CallState.ANSWERED, CallState.ENDED}),
     CallState.ANSWERED: frozenset(_TALKING | {CallState.ENDED}),
@@ -120,6 +130,19 @@ class Call(Protocol):
         """End the call from our side (BYE); a no-op once ended."""
 
 
+class BridgeableCall(Call, Protocol):
+    """What a bridge needs beyond ``Call`` (``SipCall`` has it; ``telephony.bridge`` checks):
+    passing keys on, and how much audio waits to be sent, to keep a relay's delay bounded."""
+
+    def send_dtmf(self, key: str) -> bool:
+        """Send a key as RFC 4733 events; False when the peer takes none (no
+        telephone-event in its SDP) or the call has ended."""
+
+    @property
+    def queued_ms(self) -> int:
+        """Audio queued by ``send_audio`` and not yet played."""
+
+
 CallHandler = Callable[[Call], None]
 """Serves one answered call, in a thread of its own; the edge hangs up when it returns."""
 
@@ -137,5 +160,6 @@ class SipEndpoint(Protocol):
     def stop(self) -> None:
         """Hang up every call, stop listening, free every port."""
 
-    def dial(self, uri: str, *, ring_timeout: float) -> Call:
-        """Place an outbound call and wait for the answer; raises CallFailed."""
+    def dial(self, uri: str, *, ring_timeout: float, cancel: threading.Event | None = None) -> Call:
+        """Place an outbound call and wait for the answer; raises CallFailed (CANCELLED
+        soon after ``cancel`` is set by another thread)."""

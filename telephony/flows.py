@@ -63,6 +63,16 @@ REQUIRED_PROMPTS = frozenset(
         "survey_question",
         "invalid_key",
         "thanks",
+        "queue_hold",
+        "queue_position",
+        "queue_position_end",
+        "queue_wait",
+        "queue_wait_end",
+        "count_2",
+        "queue_wait_short",
+        "queue_callback_offer",
+        "queue_overflow",
+        "queue_callback_recorded",
         "ten",
         "year",
         "month",
@@ -309,14 +319,19 @@ class _Flow:
         return digits or None
 
     # ------------------------------------------------------------ flows
-    def report(self, *, greet: bool) -> EndReason:
+    def report(self, *, greet: bool, opening: list[str] | None = None) -> EndReason:
+        """``opening``: what is said before the beep instead of the greeting or "speak now"
+        (a queued call handed to the robot is told why)."""
         call, s = self.call, self.settings
         _hook(self.hooks.on_answered, call)
         path: Path | None = None
         reason = EndReason.HANGUP
         endpointer = Endpointer(s.endpointer)
         try:
-            if greet:
+            if opening is not None:
+                _enter(call, CallState.PROMPTING)
+                played = self.play([*opening, BEEP], barge_in=s.barge_in, keep_speech=True)
+            elif greet:
                 _enter(call, CallState.GREETING)
                 played = self.play(["greeting", BEEP], barge_in=s.barge_in, keep_speech=True)
             else:

@@ -111,6 +111,17 @@ ZH_TEXTS: dict[str, str] = {
     "status_merged": "已合并办理",
     "status_closed": "已办结",
     "status_archived": "已办结归档",
+    # The queue (telephony.queue_flow): "您现在排在第 3 位，预计等待 4 分钟".
+    "queue_hold": "话务员正忙，请稍候，我们将尽快为您接通",
+    "queue_position": "您现在排在第",
+    "queue_position_end": "位",
+    "queue_wait": "预计等待",
+    "queue_wait_end": "分钟",
+    "count_2": "两",  # 两分钟, not 二分钟: 2 counting things
+    "queue_wait_short": "预计等待不到一分钟",
+    "queue_callback_offer": "如需我们给您回电，请按",
+    "queue_overflow": "话务员正忙，请在提示音后说出您的诉求，我们会尽快办理",
+    "queue_callback_recorded": "已为您登记回电，话务员会尽快给您回电，再见",
 }
 
 KO_TEXTS: dict[str, str] = {
@@ -159,6 +170,17 @@ KO_TEXTS: dict[str, str] = {
     "status_merged": "병합 처리",
     "status_closed": "처리 완료",
     "status_archived": "처리 완료",
+    # The queue: "고객님의 대기 순서는 3번입니다. 예상 대기 시간은 4분입니다".
+    "queue_hold": "지금은 상담원이 모두 통화 중입니다. 잠시만 기다려 주세요",
+    "queue_position": "고객님의 대기 순서는",
+    "queue_position_end": "번입니다",
+    "queue_wait": "예상 대기 시간은",
+    "queue_wait_end": "분입니다",
+    "count_2": "이",
+    "queue_wait_short": "예상 대기 시간은 1분 미만입니다",
+    "queue_callback_offer": "상담원의 전화를 원하시면 다음 번호를 눌러 주세요",
+    "queue_overflow": "상담원이 모두 통화 중입니다. 신호음 후에 용건을 말씀해 주세요",
+    "queue_callback_recorded": "회신 전화가 접수되었습니다. 곧 연락 드리겠습니다. 안녕히 계세요",
 }
 
 
@@ -178,6 +200,8 @@ LANGUAGES: dict[str, Language] = {
 
 # Not synthesised: the tone callers are told to speak after.
 BEEP = "beep"
+# Not synthesised either: what a waiting or held caller hears between announcements.
+HOLD = "hold"
 
 
 class PromptError(Exception):
@@ -188,6 +212,20 @@ def _beep() -> bytes:
     t = np.arange(int(SAMPLE_RATE * 0.35)) / SAMPLE_RATE
     ramp = np.minimum(1, np.minimum(t, t[::-1]) / 0.01)  # no clicks at the edges
     return (8000 * ramp * np.sin(2 * np.pi * 1000 * t)).astype("<i2").tobytes()
+
+
+def hold_music(seconds: float = 8.0) -> bytes:
+    """A quiet arpeggio, soft enough under the announcements and never silent: a caller
+    hearing silence thinks the line dropped and hangs up (an abandon the centre caused)."""
+    notes = [523.25, 659.25, 783.99, 659.25]  # C5 E5 G5 E5
+    note_s = 0.5
+    t = np.arange(int(SAMPLE_RATE * note_s)) / SAMPLE_RATE
+    envelope = np.minimum(1, t / 0.02) * np.exp(-3 * t)
+    out = []
+    for i in range(int(seconds / note_s)):
+        f = notes[i % len(notes)]
+        out.append(2500 * envelope * (np.sin(2 * np.pi * f * t) + 0.3 * np.sin(4 * np.pi * f * t)))
+    return np.concatenate(out).astype("<i2").tobytes()
 
 
 def _run(cmd: list[str]) -> None:
@@ -284,12 +322,12 @@ class PromptSet:
         if unknown:
             raise PromptError(f"overrides for unknown prompts: {', '.join(sorted(unknown))}")
         self.directory = Path(directory) / language
-        self._cache: dict[str, bytes] = {BEEP: _beep()}
+        self._cache: dict[str, bytes] = {BEEP: _beep(), HOLD: hold_music()}
         self._lock = threading.Lock()
 
     @property
     def names(self) -> frozenset[str]:
-        return frozenset(self.texts) | {BEEP}
+        return frozenset(self.texts) | {BEEP, HOLD}
 
     def path(self, name: str) -> Path:
         return self.directory / f"{name}.wav"

@@ -1,4 +1,5 @@
-"""Recording the caller (16-bit 8 kHz mono WAV) and deciding when they have finished.
+"""Recording the caller (16-bit 8 kHz mono WAV) and deciding when they have finished; and
+recording a bridged call as one stereo WAV, the caller left and the agent right.
 
 End of speech is energy-based: once speech has been heard, ``end_silence_s`` below the
 threshold ends the turn (the hangover keeps a pause for breath from cutting a caller off);
@@ -15,6 +16,7 @@ import math
 import os
 import re
 import struct
+import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,13 +152,14 @@ _DATA_SIZE_AT = 40
 _HEADER_BYTES = 44
 
 
-def _header(data_bytes: int) -> bytes:
-    """RIFF/WAVE header of 16-bit mono PCM at ``SAMPLE_RATE`` with ``data_bytes`` of audio."""
+def _header(data_bytes: int, channels: int = 1) -> bytes:
+    """RIFF/WAVE header of 16-bit PCM at ``SAMPLE_RATE`` with ``data_bytes`` of audio."""
+    block = 2 * channels
     return (
         b"RIFF"
         + struct.pack("<I", _HEADER_BYTES - 8 + data_bytes)
         + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, SAMPLE_RATE, SAMPLE_RATE * 2, 2, 16)
+        + struct.pack("<IHHIIHH", 16, 1, channels, SAMPLE_RATE, SAMPLE_RATE * block, block, 16)
         + b"data"
         + struct.pack("<I", data_bytes)
     )
@@ -171,7 +174,10 @@ class WavRecorder:
     ``repair_wav`` makes the header cover it.
     """
 
-    def __init__(self, path: Path, patch_every_s: float = 1.0) -> None:
+    def __init__(self, path: Path, patch_every_s: float = 1.0, channels: int = 1) -> None:
+        if channels not in (1, 2):
+            raise ValueError(f"a recording has 1 or 2 channels, not {channels}")
+        self.channels = channels
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Never overwrite: a Call-ID comes from the caller's phone and may be reused.
@@ -192,14 +198,15 @@ class WavRecorder:
         # bookkeeping cost more than the write itself on every 20 ms frame of every call.
         self._fd = self._file.fileno()
         self._data = 0  # bytes of audio written
-        self._file.write(_header(0))
-        self.samples = 0
+        self._file.write(_header(0, channels))
+        self.samples = 0  # per channel
         self._patch_every = max(1, round(patch_every_s * SAMPLE_RATE))
         self._patched_at = 0  # samples written when the header was last made true
 
     def write(self, pcm16: bytes) -> None:
+        """Write PCM16 (interleaved left, right when stereo)."""
         self._data += self._file.write(pcm16) or 0
-        self.samples += len(pcm16) // 2
+        self.samples += len(pcm16) // (2 * self.channels)
         if self.samples - self._patched_at >= self._patch_every:
             self._patch_header()
 
@@ -213,7 +220,7 @@ class WavRecorder:
 
     def write_silence(self, frames: int) -> None:
         if frames > 0:
-            self.write(bytes(FRAME_BYTES * frames))
+            self.write(bytes(FRAME_BYTES * self.channels * frames))
 
     @property
     def duration_s(self) -> float:
@@ -238,6 +245,77 @@ class WavRecorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.close()
+
+
+class Side(str, enum.Enum):
+    CALLER = "caller"  # left
+    AGENT = "agent"  # right
+
+
+class StereoRecorder:
+    """A bridged call as one stereo WAV: the caller left, the agent right, in step.
+
+    Each side's relay thread hands its frames as it reads them; the two never arrive in
+    lockstep (each reader wakes on its own RTP), so a side's frames wait here until the
+    other side's matching frames come, and are written interleaved. A side that falls more
+    than ``max_skew_frames`` behind (its phone stopped sending, its reader stalled) is filled
+    with silence, as the mono recordings count missing time: the two channels stay aligned
+    and the file's length stays the call's. Crash safety is ``WavRecorder``'s: the header is
+    made true every second and ``repair_wav`` fixes the rest.
+    """
+
+    def __init__(self, path: Path, *, max_skew_frames: int = 25) -> None:
+        self._wav = WavRecorder(path, channels=2)
+        self.path = self._wav.path
+        self._pending: dict[Side, bytearray] = {Side.CALLER: bytearray(), Side.AGENT: bytearray()}
+        self._max_skew = max_skew_frames * FRAME_BYTES
+        self._lock = threading.Lock()
+
+    def write(self, side: Side, pcm16: bytes) -> None:
+        with self._lock:
+            if self._wav._file.closed:
+                return
+            self._pending[side] += pcm16
+            left, right = self._pending[Side.CALLER], self._pending[Side.AGENT]
+            behind = Side.AGENT if len(left) > len(right) else Side.CALLER
+            lead = max(len(left), len(right))
+            lag = min(len(left), len(right))
+            if lead - lag > self._max_skew:
+                self._pending[behind] += bytes(lead - lag - self._max_skew)
+            self._flush(min(len(left), len(right)) // 2 * 2)
+
+    def _flush(self, size: int) -> None:
+        if size <= 0:
+            return
+        left, right = self._pending[Side.CALLER], self._pending[Side.AGENT]
+        out = np.empty(size, dtype="<i2")
+        out[0::2] = np.frombuffer(bytes(left[:size]), dtype="<i2")
+        out[1::2] = np.frombuffer(bytes(right[:size]), dtype="<i2")
+        del left[:size]
+        del right[:size]
+        self._wav.write(out.tobytes())
+
+    @property
+    def duration_s(self) -> float:
+        return self._wav.duration_s
+
+    def close(self) -> None:
+        """Write what is left, the shorter side padded with silence."""
+        with self._lock:
+            if self._wav._file.closed:
+                return
+            left, right = self._pending[Side.CALLER], self._pending[Side.AGENT]
+            size = max(len(left), len(right)) // 2 * 2
+            left += bytes(size - len(left))
+            right += bytes(size - len(right))
+            self._flush(size)
+            self._wav.close()
+
+    def __enter__(self) -> StereoRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

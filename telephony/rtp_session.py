@@ -21,8 +21,10 @@ import ipaddress
 import logging
 import random
 import socket
+import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -48,6 +50,13 @@ _READER_DRAIN_LIMIT = 500
 
 # How long a telephone-event is remembered to recognise its retransmitted packets.
 _EVENT_MEMORY_S = 5.0
+# Keys we send (a bridge passing a caller's key on): RFC 4733 events of this length and
+# volume (dBm0 below zero), the end packet sent three times as §2.5.1.4 asks.
+DTMF_SEND_MS = 100
+_DTMF_VOLUME = 10
+_DTMF_END_COPIES = 3
+# Keys queued and not yet sent, at most: a peer holding a key down must not grow memory.
+_MAX_DTMF_QUEUED = 32
 
 
 @dataclass
@@ -182,6 +191,10 @@ class RtpSession:
         self._encoded_zeros = self._encode(bytes(FRAME_BYTES))  # pads a last short packet
         self._marker = True
         self._due = 0.0  # monotonic time the next packet is due, set at start
+        # Keys to send (event code, packets of 20 ms), and the one being sent: [code,
+        # start timestamp, packets sent, packets in all]. Only the loop's thread sends.
+        self._dtmf_out: deque[tuple[int, int]] = deque(maxlen=_MAX_DTMF_QUEUED)
+        self._dtmf_now: list[int] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -484,6 +497,72 @@ class RtpSession:
             self._out.clear()
             self._out_cond.notify_all()
 
+    @property
+    def queued_ms(self) -> int:
+        """Audio queued and not yet sent: a relay keeps this bounded (``telephony.bridge``)."""
+        return len(self._out) // (FRAME_SAMPLES // 20)  # encoded: a byte a sample, 8 a ms
+
+    def send_dtmf(self, key: str, duration_ms: int = DTMF_SEND_MS) -> bool:
+        """Queue a key press as RFC 4733 telephone-events (False when the peer's SDP had no
+        telephone-event, or the key is not one). The event replaces the audio of its 20 ms
+        slots, as a phone's keypad does: what plays meanwhile is dropped, not delayed, so a
+        key passed on in a bridge adds no lasting latency."""
+        if self.dtmf_payload_type is None or len(key) != 1 or key.upper() not in DTMF_KEYS:
+            return False
+        packets = max(2, round(duration_ms / 20))
+        with self._out_cond:
+            self._dtmf_out.append((DTMF_KEYS.index(key.upper()), packets))
+        return True
+
+    def _send_event(self) -> bool:
+        """Send the next packet of a queued key, if any (the loop's thread); True if sent."""
+        event = self._dtmf_now
+        if event is None:
+            if not self._dtmf_out:
+                return False
+            with self._out_cond:
+                code, packets = self._dtmf_out.popleft()
+            event = self._dtmf_now = [code, self._ts, 0, packets]
+        code, start_ts, sent, packets = event
+        sent += 1
+        event[2] = sent
+        end = sent >= packets
+        duration = FRAME_SAMPLES * min(sent, packets)
+        payload = struct.pack("!BBH", code, (0x80 if end else 0) | _DTMF_VOLUME, duration)
+        for _ in range(_DTMF_END_COPIES if end else 1):
+            self._send_raw(payload, self.dtmf_payload_type or 101, start_ts, marker=sent == 1)
+        if end:
+            self._dtmf_now = None
+        # The audio of this slot is dropped (see ``send_dtmf``).
+        if self._out:
+            with self._out_cond:
+                del self._out[:FRAME_SAMPLES]
+                if not self._out:
+                    self._out_cond.notify_all()
+        self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        return True
+
+    def _send_raw(self, payload: bytes, payload_type: int, timestamp: int, *, marker: bool) -> None:
+        remote = self._remote
+        if remote is None or not remote[1] or remote[0] in _HOLD_HOSTS:
+            return
+        packet = (
+            HEADER.pack(
+                0x80,
+                (0x80 if marker else 0) | payload_type,
+                self._seq,
+                timestamp,
+                self._out_ssrc,
+            )
+            + payload
+        )
+        self._seq = (self._seq + 1) & 0xFFFF
+        try:
+            self._sock.sendto(packet, remote)
+            self._stats["sent"] += 1
+        except OSError as exc:
+            log.debug("RTP send to %s failed: %s", remote, exc)
+
     def wait_sent(self, timeout: float | None = None) -> bool:
         """True once everything queued has gone out; False on timeout or stop."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -507,6 +586,8 @@ class RtpSession:
             self._due += FRAME_SAMPLES / 8000
 
     def _send_one(self) -> None:
+        if (self._dtmf_out or self._dtmf_now is not None) and self._send_event():
+            return
         if not self._out and not self._in_flight:
             # Nothing queued (most ticks of most calls): comfort silence without the lock.
             # Only this thread clears ``_in_flight``; audio queued meanwhile goes next tick,

@@ -47,11 +47,36 @@ class Media(Protocol):
     def send_audio(self, pcm16: bytes) -> None: ...
     def wait_sent(self, timeout: float | None = None) -> bool: ...
     def clear_audio(self) -> None: ...
+    def send_dtmf(self, key: str) -> bool: ...
+    @property
+    def queued_ms(self) -> int: ...
 
 
 MediaFactory = Callable[..., Media]
 """``factory(local_host=, port=, sock=, remote=, payload_type=, dtmf_payload_type=,
 on_dtmf=)``, as ``RtpSession``'s constructor."""
+
+
+# Our answer's direction to the peer's offer (RFC 3264 §6.1).
+_ANSWER_DIRECTION = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
+
+
+def offer_direction(body: bytes) -> str:
+    """The direction an SDP offer asks for: its audio's (or the session's) a=sendonly,
+    a=recvonly, a=inactive, else sendrecv; a c= of 0.0.0.0 (RFC 2543 hold) is inactive."""
+    direction = "sendrecv"
+    for raw in body.splitlines():
+        line = raw.strip().decode("ascii", "replace").lower()
+        if line[2:] in _ANSWER_DIRECTION and line.startswith("a="):
+            direction = line[2:]
+        elif line.startswith("c=") and line.split()[-1:] == ["0.0.0.0"]:
+            return "inactive"
+    return direction
 
 
 def utc_now() -> datetime:
@@ -93,6 +118,9 @@ class SipCall:
         self.dtmf_payload_type: int | None = None
         self.dtmf_events = "0-16"  # the telephone-events of our SDP (their offer's, within ours)
         self.remote_rtp: tuple[str, int] = ("0.0.0.0", 0)
+        # The direction of the peer's last offer (RFC 3264 §8.4): "sendonly" or "inactive"
+        # (or c=0.0.0.0, RFC 2543) is a phone putting us on hold (``held_by_peer``).
+        self.remote_direction = "sendrecv"
         self._edge = edge
         self._lock = threading.RLock()
         self._rtp_sock = rtp_sock
@@ -168,6 +196,24 @@ class SipCall:
     def hangup(self) -> None:
         self._edge._hangup(self, Disposition.COMPLETED)
 
+    # --- for a bridge (``telephony.endpoint.BridgeableCall``) ---------------------------
+    def send_dtmf(self, key: str) -> bool:
+        media = self._media
+        if media is None or self.ended.is_set():
+            return False
+        return media.send_dtmf(key)
+
+    @property
+    def queued_ms(self) -> int:
+        media = self._media
+        return 0 if media is None else media.queued_ms
+
+    @property
+    def held_by_peer(self) -> bool:
+        """The far end put the call on hold (an agent's hold key): a bridge plays its hold
+        audio to the other side meanwhile."""
+        return self.remote_direction in ("sendonly", "inactive")
+
     def __repr__(self) -> str:
         return f"<SipCall {self.direction.value} {self.call_id} {self.state.value}>"
 
@@ -196,6 +242,13 @@ class EndedMedia:
 
     def clear_audio(self) -> None:
         pass
+
+    def send_dtmf(self, key: str) -> bool:
+        return False
+
+    @property
+    def queued_ms(self) -> int:
+        return 0
 
     def set_remote(self, addr: tuple[str, int]) -> None:
         pass
@@ -300,7 +353,7 @@ class SipDialogs(SipTransactions):
         call._media = media
 
     def _our_sdp(self, call: SipCall) -> bytes:
-        return build_sdp(
+        sdp = build_sdp(
             host=self.advertised_host,
             port=call.rtp_port,
             session_id=call._session_id,
@@ -309,6 +362,8 @@ class SipDialogs(SipTransactions):
             dtmf=call.dtmf_payload_type,
             dtmf_events=call.dtmf_events,
         )
+        answer = _ANSWER_DIRECTION[call.remote_direction]
+        return sdp if answer == "sendrecv" else sdp.replace(b"a=sendrecv", f"a={answer}".encode())
 
     # --- requests within a dialog: re-INVITE, ACK, CANCEL, BYE, OPTIONS -----------------
     def _on_reinvite(
@@ -331,6 +386,11 @@ class SipDialogs(SipTransactions):
                 call._media.set_remote(call.remote_rtp)
         if contact := sm.uri_of(message.raw_message.get("Contact")):
             call._remote_target = contact
+        if offer is not None:
+            direction = offer_direction(message.raw_message.body)
+            if direction != call.remote_direction:
+                log.info("call %s: the peer's media is now %s", call.call_id, direction)
+            call.remote_direction = direction
         call._sdp_version += 1
         call._responses[cseq] = self._final_response(
             message,

@@ -7,9 +7,10 @@ stays buffered until read, as in ``RtpSession``; keys arrive at their scripted t
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -78,6 +79,10 @@ class FakeCall:
         self._cuts: list[tuple[int, int]] = []  # (how many items were queued, ms)
         self.states: list[CallState] = []
         self.frames_read = 0
+        self.keys_sent: list[str] = []
+        # Told after every move of the simulated time: a queue engine on this call's clock
+        # fires its deadlines from here (tests/telephony/test_queue_flow.py).
+        self.on_time: Callable[[], None] | None = None
 
     # ---------------------------------------------------------------- time
     def _advance_to(self, ms: float) -> None:
@@ -87,6 +92,8 @@ class FakeCall:
             self._end(Disposition.CALLER_HUNG_UP)
             return
         self.now_ms = max(self.now_ms, ms)
+        if self.on_time is not None:
+            self.on_time()
 
     def _end(self, disposition: Disposition) -> None:
         self.state = CallState.ENDED
@@ -149,6 +156,14 @@ class FakeCall:
         if not self.ended.is_set():
             self._end(Disposition.COMPLETED)
 
+    def send_dtmf(self, key: str) -> bool:
+        self.keys_sent.append(key)
+        return not self.ended.is_set()
+
+    @property
+    def queued_ms(self) -> int:
+        return max(0, self._play_end_ms - self.now_ms)
+
     # ---------------------------------------------------------------- for assertions
     def heard(self, prompts: FakePrompts) -> list[str]:
         """The prompt pieces the caller heard, in order (cut prompts up to the cut)."""
@@ -184,3 +199,85 @@ class FakePrompts:
         for i in range(0, len(samples), self.PIECE_BYTES // 2):
             names.append(self._by_value[int(samples[i])])
         return names
+
+
+class PipeCall:
+    """A Call on real time for the bridge's threads: the test feeds the far end's frames
+    and keys (``feed``, ``press``); what the call is sent collects in ``sent``."""
+
+    def __init__(self, call_id: str = "pipe-call", *, remote_number: str = "13800000000") -> None:
+        self.call_id = call_id
+        self.direction = CallDirection.INBOUND
+        self.local_uri = "sip:12345@hotline.test"
+        self.remote_number = remote_number
+        self.remote_uri = f"sip:{remote_number}@caller.test"
+        self.codec = "PCMU"
+        self.state = CallState.ANSWERED
+        self.disposition: Disposition | None = None
+        self.arrived_at = START
+        self.answered_at: datetime | None = START
+        self.ended_at: datetime | None = None
+        self.ended = threading.Event()
+        self._frames: queue.Queue[bytes] = queue.Queue()
+        self._keys: queue.Queue[str] = queue.Queue()
+        self.sent = bytearray()
+        self.cleared = 0
+        self.keys_sent: list[str] = []
+        self.takes_keys = True
+        # What the bridge sees queued to this call; a test sets it to walk the delay bound.
+        self.queued_ms = 10
+        self._lock = threading.Lock()
+
+    def feed(self, pcm: bytes) -> None:
+        for i in range(0, len(pcm), FRAME_BYTES):
+            self._frames.put(pcm[i : i + FRAME_BYTES])
+
+    def press(self, key: str) -> None:
+        self._keys.put(key)
+
+    def far_end_hangs_up(self) -> None:
+        self._end(Disposition.CALLER_HUNG_UP)
+
+    def _end(self, disposition: Disposition) -> None:
+        with self._lock:
+            if self.ended.is_set():
+                return
+            self.state = CallState.ENDED
+            self.disposition = disposition
+            self.ended.set()
+
+    def set_state(self, state: CallState) -> None:
+        check_transition(self.state, state)
+        self.state = state
+
+    def read_frame(self, timeout: float) -> bytes | None:
+        try:
+            return self._frames.get(timeout=0 if self.ended.is_set() else timeout)
+        except queue.Empty:
+            return None if self.ended.is_set() else b""
+
+    def send_audio(self, pcm: bytes) -> None:
+        if not self.ended.is_set():
+            with self._lock:
+                self.sent += pcm
+
+    def wait_sent(self, timeout: float | None = None) -> bool:
+        return not self.ended.is_set()
+
+    def clear_audio(self) -> None:
+        self.cleared += 1
+
+    def read_dtmf(self, timeout: float) -> str | None:
+        try:
+            return self._keys.get(timeout=timeout) if timeout > 0 else self._keys.get_nowait()
+        except queue.Empty:
+            return None
+
+    def hangup(self) -> None:
+        self._end(Disposition.COMPLETED)
+
+    def send_dtmf(self, key: str) -> bool:
+        if not self.takes_keys or self.ended.is_set():
+            return False
+        self.keys_sent.append(key)
+        return True
