@@ -1,32 +1,43 @@
 """How well does the dispatch router route realistic citizen requests?
 
 Scores two files of labelled requests (see their headers for the labelling rules):
-tests/dispatch/routing_eval.yaml (411 requests the rule pack was tuned on, except every 4th,
-id % 4 == 0, the held-out split) and tests/dispatch/routing_holdout.yaml (176 fresh requests
-written before the matching work of issue #15 and never tuned on). A prediction is right when
-it equals the label's `unit` or is in `also`; for `unit: manual` right only when the router
-declines. A wrong unit is a misroute (a return and days lost); no unit where one was expected
-is a manual dispatch (the lesser evil).
 
-Two routers are scored:
+- tests/dispatch/routing_eval.yaml, the evaluation set, in two splits: `tuned` (ids below
+  FRESH_FROM: the rule pack was tuned on every one of them, so for the rules alone these are
+  training figures) and `fresh` (ids from FRESH_FROM: written after the last tuning, before
+  the router was run on them);
+- tests/dispatch/routing_holdout.yaml, written before the matching work of issue #15 and
+  never tuned on: scored in aggregate only, so that nobody tunes on it.
+
+A prediction is right when it equals the label's `unit` or is in `also`; for `unit: manual`
+right only when the router declines. A wrong unit is a misroute (a return and days lost); no
+unit where one was expected is a manual dispatch (the lesser evil).
+
+Routers scored:
 - `rules`: the default Chinese pack (dispatch/data/rules-zh.yaml) alone, first rule wins;
 - `combined`: the unit the dispatcher sees proposed: the rules, the learned suggestion
   (dispatch/classifier.py) and the confidence gate (dispatch/advice.py);
 - `auto_dispatched`: what of that dispatches by itself (dispatch/routing.py): the same, but
-  where the proposal is the model's alone the ticket waits in the manual queue. The
-  suggestion is trained only on texts that are not scored, plus the pack's prior documents:
-  for routing_eval by 4-fold cross-validation over id % 4 (so the held-out split is scored
-  by a model trained on the tuning split alone), for the holdout file on all of
-  routing_eval.
+  where the proposal is the model's alone the ticket waits in the manual queue;
+- `classifier_alone` (holdout file): the suggestion where it reaches MODEL_ROUTES.
+
+The learned suggestion is trained only on what a centre would have in production, its
+history and the rule pack's wording (`prior_documents`), never on the requests it is scored
+on: on routing_eval by 4-fold cross-validation over id % 4 (each request is scored by a
+model whose history is the other three quarters), on the holdout file with all of
+routing_eval as history.
 
 The headline keys (`routing_accuracy`, `manual_share`, `misroute_share`, `requests`) are the
-combined router on the holdout file (`headline` says so); every file, split and router is
-under `files`. Individual failures are listed for routing_eval only: the holdout file is
-scored in aggregate so that nobody tunes on it.
+combined router on the whole of routing_eval; the `holdout_` keys the same router on the
+holdout file; `legend` says what every key is and `files` holds every file, split and router,
+each with what it was scored on and trained on. Individual failures are listed for the tuned
+split only.
 
     python bench/routing.py               # readable figures
     python bench/routing.py --json        # one JSON object
     python bench/routing.py --no-learned  # the rules alone (no training; fast)
+    python bench/routing.py --no-learned --tuning-only  # while tuning a pack: the tuned
+                                          # split only, so the untuned figures stay unseen
 """
 
 from __future__ import annotations
@@ -51,7 +62,25 @@ TESTS = Path(__file__).resolve().parent.parent / "tests" / "dispatch"
 EVAL_PATH = TESTS / "routing_eval.yaml"
 HOLDOUT_PATH = TESTS / "routing_holdout.yaml"
 MANUAL = "manual"
-HELD_OUT_EVERY = 4
+FOLDS = 4
+FRESH_FROM = 712  # routing_eval ids from here were written after the pack's last tuning
+
+EVAL_HISTORY = "the other three quarters of routing_eval (4-fold by id % 4) + the rule pack"
+HOLDOUT_HISTORY = "all of routing_eval + the rule pack"
+LEGEND = {
+    "routing_accuracy": "combined router, routing_eval (all splits): share routed right",
+    "manual_share": "combined router, routing_eval: share left to manual dispatch wrongly",
+    "misroute_share": "combined router, routing_eval: share sent to a wrong unit",
+    "requests": "routing_eval requests scored",
+    "holdout_routing_accuracy": "combined router, routing_holdout: share routed right",
+    "holdout_manual_share": "combined router, routing_holdout: manual dispatch share",
+    "holdout_misroute_share": "combined router, routing_holdout: misroute share",
+    "holdout_requests": "routing_holdout requests scored",
+    "classifier": f"on routing_eval trained on {EVAL_HISTORY}; on routing_holdout on "
+    f"{HOLDOUT_HISTORY}; never on the requests scored",
+    "rules": f"the pack was tuned on routing_eval ids below {FRESH_FROM} (split `tuned`): "
+    "training figures for the rules; `fresh` and routing_holdout were not tuned on",
+}
 
 
 def load_requests(path: Path = EVAL_PATH) -> list[dict[str, Any]]:
@@ -78,6 +107,10 @@ def outcome(request: dict[str, Any], predicted: str) -> str:
     return "manual" if predicted == MANUAL else "misroute"
 
 
+def is_fresh(request: dict[str, Any]) -> bool:
+    return int(request["id"]) >= FRESH_FROM
+
+
 def _shares(outcomes: list[str]) -> dict[str, float]:
     n = len(outcomes) or 1
     return {
@@ -89,13 +122,12 @@ def _shares(outcomes: list[str]) -> dict[str, float]:
 
 
 def evaluate(rules: CompiledRules, requests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rules alone on `requests`, overall, per split and per tag, with the failures."""
     results = []
     for request in requests:
         predicted = predict(rules, request)
         results.append((request, predicted, outcome(request, predicted)))
     every = [o for _, _, o in results]
-    tuning = [o for r, _, o in results if r["id"] % HELD_OUT_EVERY != 0]
-    held_out = [o for r, _, o in results if r["id"] % HELD_OUT_EVERY == 0]
     by_tag: dict[str, list[str]] = defaultdict(list)
     for request, _, o in results:
         for tag in request.get("tags", []):
@@ -106,8 +138,8 @@ def evaluate(rules: CompiledRules, requests: list[dict[str, Any]]) -> dict[str, 
         "routing_accuracy": overall["accuracy"],
         "manual_share": overall["manual_share"],
         "misroute_share": overall["misroute_share"],
-        "tuning_split": _shares(tuning),
-        "held_out_split": _shares(held_out),
+        "tuned_split": _shares([o for r, _, o in results if not is_fresh(r)]),
+        "fresh_split": _shares([o for r, _, o in results if is_fresh(r)]),
         "by_tag": {tag: _shares(os) for tag, os in sorted(by_tag.items())},
         "misroutes": [
             {"id": r["id"], "expected": r["unit"], "predicted": p, "text": r["text"]}
@@ -123,12 +155,18 @@ def evaluate(rules: CompiledRules, requests: list[dict[str, Any]]) -> dict[str, 
 
 
 def _folds(requests: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    return [[r for r in requests if r["id"] % HELD_OUT_EVERY == k] for k in range(HELD_OUT_EVERY)]
+    return [[r for r in requests if r["id"] % FOLDS == k] for k in range(FOLDS)]
 
 
 def _model(rules: CompiledRules, history: list[dict[str, Any]]) -> UnitClassifier:
+    """What the retraining task would learn from `history` as the centre's dispatched
+    tickets: requests left to manual dispatch never got a lead unit, so they are no label."""
     kept = [r for r in history if r["unit"] != MANUAL]
-    return train([r["text"] for r in kept], [r["unit"] for r in kept], prior_documents(rules.specs))
+    return train(
+        [r["text"] for r in kept],
+        [r["unit"] for r in kept],
+        prior_documents(rules.specs, default_synonyms().settings),
+    )
 
 
 def advise_one(
@@ -168,7 +206,8 @@ def combined(
     for r in holdout:
         suggestion = model.suggest(r["text"])
         alone[r["id"]] = suggestion.unit if suggestion.confidence >= MODEL_ROUTES else MANUAL
-    return on_eval, on_holdout, alone, len(prior_documents(rules.specs))
+    priors = len(prior_documents(rules.specs, default_synonyms().settings))
+    return on_eval, on_holdout, alone, priors
 
 
 def _scored(requests: list[dict[str, Any]], predicted: dict[int, str]) -> dict[str, float]:
@@ -178,22 +217,35 @@ def _scored(requests: list[dict[str, Any]], predicted: dict[int, str]) -> dict[s
 def report(*, learned: bool = True) -> dict[str, Any]:
     started = time.perf_counter()
     rules, evaluation, holdout = default_rules(), load_requests(), load_requests(HOLDOUT_PATH)
-    tuning = [r for r in evaluation if r["id"] % HELD_OUT_EVERY != 0]
-    held_out = [r for r in evaluation if r["id"] % HELD_OUT_EVERY == 0]
+    tuned = [r for r in evaluation if not is_fresh(r)]
+    fresh = [r for r in evaluation if is_fresh(r)]
     # ids restart at 1 in each file: one mapping per file
     ruled = {r["id"]: predict(rules, r) for r in evaluation}
     ruled_holdout = {r["id"]: predict(rules, r) for r in holdout}
-    by_rules = evaluate(rules, evaluation)
     files: dict[str, Any] = {
         "routing_eval": {
             "requests": len(evaluation),
+            "classifier_trained_on": EVAL_HISTORY,
             "rules": _scored(evaluation, ruled),
             "splits": {
-                "tuning": {"rules": _scored(tuning, ruled)},
-                "held_out": {"rules": _scored(held_out, ruled)},
+                "tuned": {
+                    "ids": f"1-{FRESH_FROM - 1}",
+                    "scored_on": "requests the rule pack was tuned on (training for the rules)",
+                    "rules": _scored(tuned, ruled),
+                },
+                "fresh": {
+                    "ids": f"{FRESH_FROM}-",
+                    "scored_on": "requests written after the pack's last tuning, not tuned on",
+                    "rules": _scored(fresh, ruled),
+                },
             },
         },
-        "routing_holdout": {"requests": len(holdout), "rules": _scored(holdout, ruled_holdout)},
+        "routing_holdout": {
+            "requests": len(holdout),
+            "classifier_trained_on": HOLDOUT_HISTORY,
+            "scored_on": "requests never tuned on (aggregate only)",
+            "rules": _scored(holdout, ruled_holdout),
+        },
     }
     result: dict[str, Any] = {}
     if learned:
@@ -202,26 +254,33 @@ def report(*, learned: bool = True) -> dict[str, Any]:
         for router, pick in (("combined", _shown), ("auto_dispatched", _auto)):
             shown = {i: pick(a) for i, a in on_eval.items()}
             eval_file[router] = _scored(evaluation, shown)
-            eval_file["splits"]["tuning"][router] = _scored(tuning, shown)
-            eval_file["splits"]["held_out"][router] = _scored(held_out, shown)
+            eval_file["splits"]["tuned"][router] = _scored(tuned, shown)
+            eval_file["splits"]["fresh"][router] = _scored(fresh, shown)
             holdout_file[router] = _scored(holdout, {i: pick(a) for i, a in on_holdout.items()})
         holdout_file["classifier_alone"] = _scored(holdout, alone)
-        headline = holdout_file["combined"]
-        result["headline"] = "combined router on tests/dispatch/routing_holdout.yaml"
+        router = "combined"
+        result["headline"] = "combined router on tests/dispatch/routing_eval.yaml"
         result["learned"] = {"prior_documents": priors, "model_routes_from": MODEL_ROUTES}
         cases = {r["id"]: _shown(on_eval[r["id"]]) for r in evaluation}
     else:
-        headline = files["routing_holdout"]["rules"]
-        result["headline"] = "rules alone on tests/dispatch/routing_holdout.yaml"
-        cases = {r["id"]: ruled[r["id"]] for r in evaluation}
+        router = "rules"
+        result["headline"] = "rules alone on tests/dispatch/routing_eval.yaml"
+        cases = ruled
+    headline, holdout_line = files["routing_eval"][router], files["routing_holdout"][router]
+    listed = tuned  # failures are listed for the tuned split only
     result.update(
         {
             "requests": headline["n"],
             "routing_accuracy": headline["accuracy"],
             "manual_share": headline["manual_share"],
             "misroute_share": headline["misroute_share"],
+            "holdout_requests": holdout_line["n"],
+            "holdout_routing_accuracy": holdout_line["accuracy"],
+            "holdout_manual_share": holdout_line["manual_share"],
+            "holdout_misroute_share": holdout_line["misroute_share"],
+            "legend": LEGEND,
             "files": files,
-            "by_tag": by_rules["by_tag"],
+            "by_tag": evaluate(rules, evaluation)["by_tag"],
             "misroutes": [
                 {
                     "id": r["id"],
@@ -229,12 +288,12 @@ def report(*, learned: bool = True) -> dict[str, Any]:
                     "predicted": cases[r["id"]],
                     "text": r["text"],
                 }
-                for r in evaluation
+                for r in listed
                 if outcome(r, cases[r["id"]]) == "misroute"
             ],
             "manual": [
                 {"id": r["id"], "expected": r["unit"], "text": r["text"]}
-                for r in evaluation
+                for r in listed
                 if outcome(r, cases[r["id"]]) == "manual"
             ],
             "seconds": round(time.perf_counter() - started, 1),
@@ -246,13 +305,28 @@ def report(*, learned: bool = True) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--tuning-only", action="store_true", help="list only tuning-split cases")
     parser.add_argument("--no-learned", action="store_true", help="the rules alone (no training)")
+    parser.add_argument(
+        "--tuning-only",
+        action="store_true",
+        help="print the tuned split's figures and failures only (no fresh, no holdout)",
+    )
     args = parser.parse_args()
     result = report(learned=not args.no_learned)
     if args.tuning_only:
-        for key in ("misroutes", "manual"):
-            result[key] = [c for c in result[key] if c["id"] % HELD_OUT_EVERY != 0]
+        tuned = result["files"]["routing_eval"]["splits"]["tuned"]
+        tuning = {k: v for k, v in result.items() if k in ("misroutes", "manual", "seconds")}
+        result = {"tuned_split": tuned, **tuning}
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return
+    if args.tuning_only:
+        for router in ("rules", "combined", "auto_dispatched"):
+            if router in result["tuned_split"]:
+                s = result["tuned_split"][router]
+                print(f"tuned split  {router:<17} n={s['n']:<4} acc {s['accuracy']:.1%}")
+        _failures(result)
+        return
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return
@@ -261,6 +335,13 @@ def main() -> None:
         f"  routing_accuracy {result['routing_accuracy']:.1%}  manual {result['manual_share']:.1%}"
         f"  misroute {result['misroute_share']:.1%}  (n={result['requests']})"
     )
+    print(
+        f"  holdout: routing_accuracy {result['holdout_routing_accuracy']:.1%}"
+        f"  manual {result['holdout_manual_share']:.1%}"
+        f"  misroute {result['holdout_misroute_share']:.1%}  (n={result['holdout_requests']})"
+    )
+    for key in ("classifier", "rules"):
+        print(f"  {key}: {LEGEND[key]}")
     for name, figures in result["files"].items():
         rows = [(name, figures)] + [
             (f"{name}/{k}", v) for k, v in figures.get("splits", {}).items()
@@ -273,6 +354,11 @@ def main() -> None:
                         f"{label:<26} {router:<17} n={s['n']:<4} acc {s['accuracy']:.1%}"
                         f"  manual {s['manual_share']:.1%}  misroute {s['misroute_share']:.1%}"
                     )
+    _failures(result)
+
+
+def _failures(result: dict[str, Any]) -> None:
+    print(f"failures of the tuned split (ids below {FRESH_FROM}):")
     for case in result["misroutes"]:
         print(f"MISROUTE #{case['id']} {case['expected']} -> {case['predicted']}: {case['text']}")
     for case in result["manual"]:

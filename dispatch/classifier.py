@@ -34,7 +34,7 @@ from core.errors import InvalidInput
 from dispatch import reference
 from dispatch.models import Assignment, AssignmentRole, AssignmentStatus, Unit
 from dispatch.rule_specs import RuleSpec
-from dispatch.segment import prepared, tokens
+from dispatch.segment import default_synonyms, prepared, tokens
 from tickets.models import Ticket
 
 MODEL_FILE = Path("models") / "routing-classifier.pkl"  # under the data directory
@@ -158,10 +158,19 @@ def installed() -> UnitClassifier | None:
     return _installed
 
 
-def prior_documents(specs: Iterable[RuleSpec]) -> list[tuple[str, str]]:
+def prior_documents(
+    specs: Iterable[RuleSpec], settings: Iterable[str] = ()
+) -> list[tuple[str, str]]:
     """(text, lead unit) documents from the rules' keywords: per enabled rule with a lead unit
-    one document of all its keywords, its name and category, then each keyword alone."""
+    one document of all its keywords, its name and category, then each keyword alone.
+
+    A keyword alone is a label only where it names one unit: the locality rules list the
+    same words (社区, 村干部, 调解) once per district, and a setting word (`settings`: 小区,
+    物业 ...) says where, not what. Fed as documents, those taught the model that 村干部
+    means each district at once and 小区 means water; the rule holds such words together
+    with its district or subject, the model sees only the text."""
     docs: list[tuple[str, str]] = []
+    alone: list[tuple[str, str]] = []
     for spec in specs:
         unit = spec.actions.lead_unit
         keywords = [*spec.conditions.text_any, *spec.conditions.text_all]
@@ -169,8 +178,12 @@ def prior_documents(specs: Iterable[RuleSpec]) -> list[tuple[str, str]]:
             continue
         names = [spec.name, spec.actions.category_name or ""]
         docs.append((" ".join([*keywords, *names]).strip(), unit))
-        docs += [(keyword, unit) for keyword in keywords]
-    return docs
+        alone += [(keyword, unit) for keyword in keywords]
+    units: dict[str, set[str]] = {}
+    for keyword, unit in alone:
+        units.setdefault(keyword, set()).add(unit)
+    where = set(settings)
+    return docs + [(k, u) for k, u in alone if len(units[k]) == 1 and k not in where]
 
 
 def train(
@@ -231,7 +244,8 @@ def train_from_history(session: Session, *, path: Path) -> UnitClassifier:
     """Retrain on the history and the live rules' wording, save the model to `path` and
     install it (the scheduled task)."""
     texts, units = history(session)
-    model = train(texts, units, prior_documents(reference.snapshot(session).rules.specs))
+    rules = reference.snapshot(session).rules
+    model = train(texts, units, prior_documents(rules.specs, default_synonyms().settings))
     model.save(path)
     install(model)
     return model

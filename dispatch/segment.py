@@ -8,7 +8,11 @@ first, before keywords are matched; regular expressions still see the caller's o
 Emergencies: the same file lists phrases of something happening now that needs police, fire
 or ambulance (持刀, 着火了, 要跳楼 ...). `Synonyms.emergency` returns the first one found; the
 rules then route nothing and the ticket stays with the operator, who transfers the caller
-to 110/119/120/122 (国办发〔2020〕53号 keeps those lines separate from 12345).
+to 110/119/120/122 (国办发〔2020〕53号 keeps those lines separate from 12345). A phrase the
+caller only fears ("真要着火了就完了", "万一起火了") reports a hazard, not an emergency, and
+is skipped: a worry word (万一, 要是, 真要, 就怕 ...) shortly before it in the same clause says
+so; so is a phrase the caller denies (打不着火了, 没着火). A threat to someone's life (跳楼,
+跳河) counts however it is worded.
 
 Settings: words that name where something happens rather than what it is (小区, 物业, 学校,
 医院, 马路, 村 ...). A rule that fired on setting words alone is weak evidence: its match is
@@ -35,6 +39,15 @@ from typing import Any
 import yaml
 
 DEFAULT_SYNONYMS_PATH = Path(__file__).parent / "data" / "synonyms-zh.yaml"
+
+
+_WORRY = re.compile(
+    r"(?:万一|要是|如果|假如|真要|一旦|就怕|怕|担心|容易|迟早|早晚|会不会|可能)"
+    r"[^，,。；;！!？?]{0,3}$"
+)
+_DENIED = re.compile(r"(?:不|没|没有|未)$")
+_WORRY_BEFORE = 6  # characters looked at before an emergency phrase
+_ALWAYS = ("跳",)  # a threat to someone's life is never only a worry
 
 
 def _normalise(text: str) -> str:
@@ -64,11 +77,18 @@ class Synonyms:
         self._emergency = re.compile("|".join(map(re.escape, phrases))) if phrases else None
 
     def emergency(self, text: str) -> str | None:
-        """The first emergency phrase in the (normalised) text, if any."""
+        """The first emergency phrase in the (normalised) text that the caller does not
+        merely fear, if any."""
         if self._emergency is None:
             return None
-        found = self._emergency.search(text)
-        return found.group(0) if found else None
+        for found in self._emergency.finditer(text):
+            phrase = found.group(0)
+            before = text[max(0, found.start() - _WORRY_BEFORE) : found.start()]
+            if any(w in phrase for w in _ALWAYS):
+                return phrase
+            if not _WORRY.search(before) and not _DENIED.search(before):
+                return phrase
+        return None
 
     def inside_words(self, text: str) -> frozenset[int]:
         """With segmentation on, the offsets strictly inside jieba words (`inner_starts`)."""
