@@ -4,7 +4,9 @@ the reasons, for the operator to merge with one click (``dispatch.closing.merge`
 
 Similarity is the overlap of the two texts' character pairs (Jaccard over bigrams of the
 Chinese text without punctuation): robust to word order and to the operators' and the ASR's
-differing wording, cheap on a few hundred recent tickets. It suggests; a person decides."""
+differing wording, cheap on a few hundred recent tickets. It suggests; a person decides —
+and when a dispatcher says two tickets are not the same request (``dismiss``), the pair is
+never suggested again, here or in the merge-candidates queue."""
 
 from __future__ import annotations
 
@@ -13,9 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from tickets.models import Status, Ticket
+from core.db import saved_id
+from core.errors import Conflict, InvalidInput
+from dispatch.assignments import Actor, lock_ticket, who
+from tickets import service as tickets
+from tickets.models import MergeDismissal, Status, Ticket
 
 WINDOW = timedelta(days=7)
 SIMILAR = 0.35  # bigram Jaccard from which two texts are "similar"
@@ -61,14 +68,18 @@ def similarity(a: str, b: str) -> float:
 def candidates(
     session: Session, *, ticket: Ticket, now: datetime, limit: int = 8
 ) -> list[Candidate]:
-    """Open tickets of the last ``WINDOW`` (not ``ticket``, not already merged) that share
-    its caller or address or resemble its text, best first."""
+    """Open tickets of the last ``WINDOW`` (not ``ticket``, not already merged, not
+    dismissed as another request) that share its caller or address or resemble its text,
+    best first."""
     since = now - WINDOW
     base = select(Ticket).where(
         col(Ticket.id) != ticket.id,
         col(Ticket.created_at) >= since,
         col(Ticket.status).in_(OPEN),
     )
+    dismissed = dismissed_with(session, saved_id(ticket)) if ticket.id is not None else set()
+    if dismissed:
+        base = base.where(col(Ticket.id).not_in(dismissed))
     same: list[Ticket] = []
     keys = []
     if ticket.caller_phone:
@@ -107,3 +118,66 @@ def caller_history(session: Session, *, phone: str, limit: int = 10) -> list[Tic
     )
     rows.sort(key=lambda t: (t.status not in OPEN,))  # stable: newest first within each
     return rows[:limit]
+
+
+# ---------------------------------------------------------------- 不是重复件 dismissal
+
+
+def dismissed_with(session: Session, ticket_id: int) -> set[int]:
+    """The tickets a dispatcher said are not the same request as ``ticket_id``."""
+    rows = session.execute(
+        select(col(MergeDismissal.ticket_id), col(MergeDismissal.other_ticket_id)).where(
+            or_(
+                col(MergeDismissal.ticket_id) == ticket_id,
+                col(MergeDismissal.other_ticket_id) == ticket_id,
+            )
+        )
+    ).all()
+    return {b if a == ticket_id else a for a, b in rows}
+
+
+def dismiss(
+    session: Session,
+    *,
+    ticket_id: int,
+    other_id: int,
+    actor: Actor,
+    now: datetime,
+    reason: str | None = None,
+) -> MergeDismissal:
+    """不是重复件: ``ticket_id`` and ``other_id`` are two requests, not one reported twice.
+    The pair is stored once (lower id first), so it is found from either side, and both
+    tickets' histories say who decided and why. Saying it twice is refused (Conflict): the
+    second dispatcher's page was out of date, and nothing changes."""
+    if ticket_id == other_id:
+        raise InvalidInput("a ticket is always the same request as itself")
+    low, high = sorted((ticket_id, other_id))
+    # locked in id order: the same pair dismissed from either side at once waits, never
+    # deadlocks, and the second finds the first's row
+    first, second = lock_ticket(session, low), lock_ticket(session, high)
+    if high in dismissed_with(session, low):
+        raise Conflict(f"tickets {first.number} and {second.number} are already dismissed")
+    reason = (reason or "").strip() or None
+    row = MergeDismissal(
+        ticket_id=low,
+        other_ticket_id=high,
+        by_user_id=actor.id if actor is not None else None,
+        at=now,
+        reason=reason,
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent dismissal of the same pair won
+        raise Conflict(f"tickets {first.number} and {second.number} are already dismissed") from exc
+    for ticket, other in ((first, second), (second, first)):
+        tickets.add_note(
+            session,
+            ticket=ticket,
+            actor=who(actor),
+            now=now,
+            kind="merge_dismissed",
+            reason=reason,
+            data={"other": other.number, "other_id": saved_id(other)},
+        )
+    return row

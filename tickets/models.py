@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PField
-from sqlalchemy import Column, Index, UniqueConstraint
+from sqlalchemy import CheckConstraint, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.db import JSONType, UTCDateTime, enum_type
@@ -62,6 +62,10 @@ class Ticket(SQLModel, table=True):
     __table_args__ = (
         Index("ix_ticket_status_created", "status", "created_at", "id"),
         Index("ix_ticket_created_id", "created_at", "id"),
+        # The manual-dispatch queue, most urgent first then the longest waiting: one index
+        # range per urgency, read in order a page at a time (web/pages/queues_data.py);
+        # without it each page sorted the whole queue.
+        Index("ix_ticket_status_urgency_created", "status", "urgency", "created_at", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -117,6 +121,25 @@ class TicketEvent(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=2000)
     rule: str | None = Field(default=None, max_length=120)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+
+
+class MergeDismissal(SQLModel, table=True):
+    """A dispatcher's word that two tickets are not the same request: the pair is never
+    offered as a merge candidate again. One row per pair, its ids in ascending order
+    (``ticket_id < other_ticket_id``), so the pair is found from either side."""
+
+    __tablename__ = "merge_dismissal"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "other_ticket_id", name="uq_merge_dismissal_pair"),
+        CheckConstraint("ticket_id < other_ticket_id", name="ck_merge_dismissal_order"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id")
+    other_ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    by_user_id: int | None = Field(default=None, foreign_key="user.id")
+    at: datetime = Field(sa_type=UTCDateTime)
+    reason: str | None = Field(default=None, max_length=2000)
 
 
 class TicketCounter(SQLModel, table=True):

@@ -358,3 +358,21 @@ def test_given_overdue_sign_for_then_board_lists_it_and_supervisor_acknowledges(
     assert done.headers["location"].startswith("/escalations?acknowledged=no&unit=WATER&done=")
     assert f'action="/escalations/{ids[0]}/ack"' not in client.get("/escalations").text
     assert _audit(session, "escalation.ack")[-1].outcome == "ok"
+
+
+def test_the_merge_tab_is_counted_after_the_page_and_exactly(client, auth, staff, session):
+    _ticket(client, auth, caller_phone="13900004444")
+    _ticket(client, auth, "路灯还是不亮", caller_phone="13900004444")
+    sign_in(client, "dispatcher")
+
+    manual = client.get("/queues/manual").text
+    count = client.get("/queues/counts/merge")
+
+    # the manual queue's page does not wait for the two weeks' scan: its tab loads it
+    assert 'hx-get="/queues/counts/merge"' in manual
+    assert count.status_code == 200
+    assert re.fullmatch(r'<span class="q-count" id="q-count-merge">1</span>\s*', count.text)
+    assert 'hx-get="/queues/counts/merge"' not in client.get("/queues/merge").text
+    assert 'hx-get="/queues/counts/' not in client.get("/queues").text
+    sign_in(client, "water.handler")
+    assert client.get("/queues/counts/merge").status_code in (403, 404)

@@ -55,6 +55,9 @@ NOTICES = {
     "extension_approved": N_("Extension for ticket %(number)s approved: new deadline %(due)s."),
     "extension_refused": N_("Extension for ticket %(number)s refused."),
     "merged": N_("Ticket %(number)s merged."),
+    "dismissed": N_(
+        "Not the same request: that pair with ticket %(number)s is no longer suggested."
+    ),
     "acknowledged": N_("Escalation on ticket %(number)s acknowledged."),
 }
 

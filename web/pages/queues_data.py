@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from operator import itemgetter
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, String, and_, func, or_, select, type_coerce
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
+from core.db import saved_id
 from dispatch.assignments import LIVE
 from dispatch.models import (
     Assignment,
@@ -27,7 +28,8 @@ from dispatch.models import (
     ExtensionStatus,
     Unit,
 )
-from tickets.models import Status, Ticket, Urgency
+from hotline.duplicates import dismissed_with
+from tickets.models import MergeDismissal, Status, Ticket, Urgency
 
 MERGE_WINDOW = timedelta(days=14)  # a duplicate is reported within two weeks of the first
 MERGEABLE = (  # README "并单 merge": not yet replied
@@ -86,58 +88,108 @@ class Item:
         return self.assignment.close_due_at
 
 
-_URGENCY_RANK = case(
-    (col(Ticket.urgency) == Urgency.very_urgent, 0),
-    (col(Ticket.urgency) == Urgency.urgent, 1),
-    else_=2,
-)
+URGENCY_ORDER = (Urgency.very_urgent, Urgency.urgent, Urgency.normal)  # the manual queue's
+assert set(URGENCY_ORDER) == set(Urgency), "a new urgency needs its place in the queue"
 
 
 MERGE_SCAN = 200_000  # open tickets of the window read at most (a safety bound)
 
 
-def _merge_ids(session: Session, now: datetime) -> list[int]:
-    """The tickets not yet replied with an older open ticket from the same phone or at the
-    same address, both within MERGE_WINDOW — in one pass over the window's open tickets
-    (read through the created_at index): the correlated "is there an older one" per ticket
-    that this replaces read the window once per ticket (bench/pages.py: 0.4 s a page at
-    20,000 tickets, quadratic in the window)."""
-    # One range of the (status, created_at) index per open status: the window's open
-    # tickets only, never its closed ones (most of a centre's tickets).
-    rows = sorted(
-        (
-            row
-            for status in MERGE_PARENTS
-            for row in session.execute(
-                select(
-                    col(Ticket.id),
-                    col(Ticket.status),
-                    col(Ticket.caller_phone),
-                    col(Ticket.address),
-                )
-                .where(col(Ticket.status) == status, col(Ticket.created_at) >= now - MERGE_WINDOW)
-                .limit(MERGE_SCAN)
-            ).all()
-        ),
-        key=lambda row: row[0],
-    )
+_Open = tuple[int, str, str | None, str | None, str]  # id, status, phone, address, urgency
+_MERGEABLE = frozenset(s.value for s in MERGEABLE)
+_URGENCY_RANK = {u.value: n for n, u in enumerate(URGENCY_ORDER)}
+
+
+def _window(session: Session, now: datetime) -> list[_Open]:
+    """The open tickets of MERGE_WINDOW, oldest (lowest id) first, as plain tuples of
+    strings (converting thousands of enums and rows on every page load cost more than
+    reading them): one range of the (status, created_at) index per open status — never
+    the window's closed tickets, most of a centre's. One query per status: PostgreSQL's
+    generic plan for ``status IN (…)`` (psycopg prepares a statement run five times)
+    scanned the table instead, 150 ms."""
+    since = now - MERGE_WINDOW
+    rows: list[_Open] = []
+    for status in MERGE_PARENTS:
+        rows += session.execute(
+            select(
+                col(Ticket.id),
+                type_coerce(col(Ticket.status), String),
+                col(Ticket.caller_phone),
+                col(Ticket.address),
+                type_coerce(col(Ticket.urgency), String),
+            )
+            .where(col(Ticket.status) == status, col(Ticket.created_at) >= since)
+            .limit(MERGE_SCAN)
+        ).all()
+    rows.sort(key=itemgetter(0))  # a Row's own comparison is pure Python, and slow
+    return rows
+
+
+def dismissed_pairs(session: Session, ticket_ids: list[int]) -> set[tuple[int, int]]:
+    """The dismissed pairs (lower id first) with a ticket from ``ticket_ids`` on the newer
+    side: a dismissal always names the newer ticket as ``other_ticket_id``. Read whole when
+    the ids are many (the table holds a dispatcher's decisions, not a ticket's history)."""
+    if not ticket_ids:
+        return set()
+    stmt = select(col(MergeDismissal.ticket_id), col(MergeDismissal.other_ticket_id))
+    if len(ticket_ids) <= 500:
+        stmt = stmt.where(col(MergeDismissal.other_ticket_id).in_(ticket_ids))
+    else:
+        stmt = stmt.where(col(MergeDismissal.other_ticket_id) >= min(ticket_ids))
+    return {(a, b) for a, b in session.execute(stmt).all()}
+
+
+def _merge_pairs(session: Session, now: datetime) -> tuple[dict[int, int], dict[int, str]]:
+    """Every merge candidate with the ticket it likely repeats (the first reported), and
+    its urgency: the tickets not yet replied with an older open ticket from the same phone
+    or at the same address, both within MERGE_WINDOW, the pair not dismissed — in one pass
+    over the window's open tickets. The correlated "is there an older one" per ticket that
+    this replaces read the window once per ticket (bench/pages.py: 0.4 s a page at 20,000
+    tickets, quadratic in the window); a query per listed candidate for its original
+    needed an address index. Only the first id of a phone or address is kept, except for
+    the few tickets with a dismissed pair: few objects, so no garbage collection pause."""
+    rows = _window(session, now)
+    dismissed = dismissed_pairs(session, [row[0] for row in rows])
+    watched = {b for _, b in dismissed}
+    # every ticket sharing a phone or an address with a ticket of a dismissed pair
+    groups: dict[str, list[int]] = {}
+    for ticket_id, _, phone, address, _ in rows:
+        if ticket_id in watched:
+            for key in (f"p{phone}" if phone else "", f"a{address}" if address else ""):
+                if key:
+                    groups.setdefault(key, [])
     first_phone: dict[str, int] = {}
     first_address: dict[str, int] = {}
-    found: list[int] = []
-    for ticket_id, status, phone, address in rows:  # in id order: the older come first
-        if status in MERGEABLE and (
-            (phone and phone in first_phone) or (address and address in first_address)
-        ):
-            found.append(ticket_id)
+    found: dict[int, int] = {}
+    urgency: dict[int, str] = {}
+    for ticket_id, status, phone, address, urgent in rows:  # in id order: older first
+        if status in _MERGEABLE:
+            if ticket_id in watched:  # a dismissed pair is never offered
+                older = [
+                    other
+                    for key in (f"p{phone}" if phone else "", f"a{address}" if address else "")
+                    if key
+                    for other in groups[key]
+                    if (other, ticket_id) not in dismissed
+                ]
+                original = min(older, default=None)
+            else:
+                original = min(
+                    first_phone.get(phone or "", ticket_id),
+                    first_address.get(address or "", ticket_id),
+                )
+            if original is not None and original != ticket_id:
+                found[ticket_id] = original
+                urgency[ticket_id] = urgent
         if phone:
             first_phone.setdefault(phone, ticket_id)
+            if groups and f"p{phone}" in groups:
+                groups[f"p{phone}"].append(ticket_id)
         if address:
             first_address.setdefault(address, ticket_id)
-    return found
-
-
-def _merge_clause(session: Session, now: datetime) -> ColumnElement[bool]:
-    return col(Ticket.id).in_(_merge_ids(session, now) or [-1])
+            if groups and f"a{address}" in groups:
+                groups[f"a{address}"].append(ticket_id)
+    return found, urgency
 
 
 def count(session: Session, *, queue: Queue, now: datetime) -> int:
@@ -148,7 +200,7 @@ def count(session: Session, *, queue: Queue, now: datetime) -> int:
             .where(col(ExtensionRequest.status) == ExtensionStatus.pending)
         )
     elif queue == Queue.merge:
-        return len(_merge_ids(session, now))
+        return len(_merge_pairs(session, now)[0])
     else:
         stmt = (
             select(func.count())
@@ -179,41 +231,88 @@ def counts(session: Session, *, now: datetime) -> dict[Queue, int]:
     return {queue: count(session, queue=queue, now=now) for queue in Queue}
 
 
+def _manual_due(session: Session, *, offset: int, limit: int) -> list[int]:
+    """A page of the manual queue due first: the most urgent first, then the longest
+    waiting. One range of the (status, urgency, created_at, id) index per urgency, in
+    URGENCY_ORDER, read from the page's start — counting (index only) the urgencies the page
+    lies beyond; ordering by a CASE of the urgency instead sorted the whole queue on every
+    page (bench/pages.py: 0.6 s on PostgreSQL with 25,000 tickets waiting)."""
+    page: list[int] = []
+    for urgency in URGENCY_ORDER:
+        where = (
+            col(Ticket.status) == Status.pending_dispatch,
+            col(Ticket.urgency) == urgency,
+        )
+        if offset:
+            n = int(session.scalar(select(func.count()).select_from(Ticket).where(*where)) or 0)
+            if n <= offset:
+                offset -= n
+                continue
+        page += session.scalars(
+            select(col(Ticket.id))
+            .where(*where)
+            .order_by(col(Ticket.created_at), col(Ticket.id))
+            .offset(offset)
+            .limit(limit - len(page))
+        )
+        offset = 0
+        if len(page) >= limit:
+            break
+    return page
+
+
+def _merge_page(
+    session: Session, *, sort: Sort, now: datetime, offset: int, limit: int
+) -> tuple[list[int], dict[int, int]]:
+    """A page of the merge candidates and each one's original, ordered from the scan (a
+    ticket's id is its place in the order of arrival)."""
+    found, urgency = _merge_pairs(session, now)
+    if sort == Sort.newest:
+        ordered = sorted(found, reverse=True)
+    else:
+        ordered = sorted(
+            found, key=lambda ticket_id: (_URGENCY_RANK[urgency[ticket_id]], ticket_id)
+        )
+    page = ordered[offset : offset + limit]
+    return page, {ticket_id: found[ticket_id] for ticket_id in page}
+
+
 def items(
     session: Session, *, queue: Queue, sort: Sort, now: datetime, offset: int = 0, limit: int = 25
 ) -> list[Item]:
     """One page of the queue. Newest: the latest to arrive first (a ticket's last change —
     the step that put it in the queue; an extension's request). Due: the nearest deadline
     first (the lead unit's reply deadline for a return, its close deadline otherwise; an
-    extension's current reply deadline); the manual queue by urgency, then the longest
-    waiting."""
+    extension's current reply deadline); the manual queue and the merge candidates by
+    urgency, then the longest waiting."""
     if queue == Queue.extensions:
         return _extensions(session, sort=sort, offset=offset, limit=limit)
-    if queue == Queue.merge:
-        members: ColumnElement[bool] = _merge_clause(session, now)
-    else:
-        members = col(Ticket.status) == TICKET_STATUS[queue]
-    if queue in (Queue.manual, Queue.merge) or sort == Sort.newest:
-        # Ordered by the ticket alone: the page is chosen from the (status, created_at)
-        # index first, and only its rows meet their lead assignment — a long manual queue
+    originals: dict[int, int] = {}
+    rank: dict[int, int] | None = None
+    members: ColumnElement[bool]
+    if queue in (Queue.merge, Queue.manual) or sort == Sort.newest:
+        # Ordered by the ticket alone: the page is chosen first (from an index, or the
+        # merge scan), and only its rows meet their lead assignment — a long manual queue
         # (tens of thousands) never joins its whole length (bench/pages.py).
-        if sort == Sort.newest:
-            newest = queue in (Queue.manual, Queue.merge)
-            order: list[Any] = [
-                (col(Ticket.created_at) if newest else col(Ticket.updated_at)).desc(),
-                col(Ticket.id).desc(),
-            ]
+        if queue == Queue.merge:
+            page, originals = _merge_page(session, sort=sort, now=now, offset=offset, limit=limit)
+        elif queue == Queue.manual and sort == Sort.due:
+            page = _manual_due(session, offset=offset, limit=limit)
         else:
-            order = [_URGENCY_RANK, col(Ticket.created_at), col(Ticket.id)]
-        page = list(
-            session.scalars(
-                select(col(Ticket.id)).where(members).order_by(*order).offset(offset).limit(limit)
+            stamp = col(Ticket.created_at) if queue == Queue.manual else col(Ticket.updated_at)
+            page = list(
+                session.scalars(
+                    select(col(Ticket.id))
+                    .where(col(Ticket.status) == TICKET_STATUS[queue])
+                    .order_by(stamp.desc(), col(Ticket.id).desc())
+                    .offset(offset)
+                    .limit(limit)
+                )
             )
-        )
         members = col(Ticket.id).in_(page or [-1])
         rank = {ticket_id: n for n, ticket_id in enumerate(page)}
     else:
-        rank = None
+        members = col(Ticket.status) == TICKET_STATUS[queue]
     lead = aliased(Assignment)
     latest = (
         select(func.max(col(Assignment.id)))
@@ -236,9 +335,15 @@ def items(
         due = col(lead.reply_due_at) if queue == Queue.returns else col(lead.close_due_at)
         rows = list(session.execute(stmt.order_by(due, col(Ticket.id)).offset(offset).limit(limit)))
     found = [Item(ticket=t, assignment=a, unit=u) for t, a, u in rows]
-    if queue == Queue.merge:
+    if originals:
+        parents = {
+            t.id: t
+            for t in session.scalars(
+                select(Ticket).where(col(Ticket.id).in_(set(originals.values())))
+            )
+        }
         for item in found:
-            item.original = next(iter(merge_candidates(session, ticket=item.ticket, now=now)), None)
+            item.original = parents.get(originals.get(item.ticket.id or 0, 0))
     return found
 
 
@@ -268,7 +373,8 @@ def next_ticket(session: Session, *, queue: Queue, now: datetime) -> int | None:
 
 def merge_candidates(session: Session, *, ticket: Ticket, now: datetime) -> list[Ticket]:
     """Open tickets from the same phone or at the same address within MERGE_WINDOW, oldest
-    first (the first reported is the usual parent)."""
+    first (the first reported is the usual parent), but none a dispatcher said is another
+    request."""
     same = []
     if ticket.caller_phone:
         same.append(col(Ticket.caller_phone) == ticket.caller_phone)
@@ -287,6 +393,9 @@ def merge_candidates(session: Session, *, ticket: Ticket, now: datetime) -> list
         .order_by(col(Ticket.created_at), col(Ticket.id))
         .limit(20)
     )
+    dismissed = dismissed_with(session, saved_id(ticket))
+    if dismissed:
+        stmt = stmt.where(col(Ticket.id).not_in(dismissed))
     return list(session.scalars(stmt))
 
 

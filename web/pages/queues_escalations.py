@@ -42,7 +42,7 @@ nav.register(
         N_("Escalations"),
         DISPATCH,
         order=35,
-        count=lambda session, person: queues_data.unacknowledged(session),
+        count=lambda session, person, now: queues_data.unacknowledged(session),
     )
 )
 

@@ -1,20 +1,22 @@
 """The pages of the queues' items: review a return (uphold, or re-dispatch with a reason),
 review a reply (approve, or send back), record a callback (satisfied closes, dissatisfied
-reopens), decide an extension request (the deadline moves), merge a duplicate. Each calls
-the service the API calls, and goes back to its queue with a notice."""
+reopens), decide an extension request (the deadline moves), merge a duplicate or say the
+pair is not one request. Each calls the service the API calls, and goes back to its queue
+with a notice."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from sqlmodel import Session
 from starlette.responses import Response
 
 from core.errors import DomainError, NotFound
-from dispatch import closing, review
+from dispatch import access, closing, review
 from dispatch.handling import RETURN_REASONS
 from dispatch.models import ExtensionRequest, ExtensionStatus
+from hotline import duplicates
 from tickets.models import Satisfaction, Status, Ticket
 from web.api.schemas import ExtensionRead, ticket_read
 from web.deps import ClockDep, PathId, SessionDep, SettingsDep
@@ -25,6 +27,8 @@ from web.pages.queues_common import (
     Dispatching,
     Intake,
     after,
+    hx_block,
+    notice,
     refuse,
     refused_input,
     show,
@@ -374,6 +378,7 @@ def _merge_context(session: Session, person: Person, ticket_id: int, now: Any) -
         "waiting": row.status in queues_data.MERGEABLE,
         "reason": "",
         "problem": None,
+        "notice": None,
     }
 
 
@@ -384,9 +389,11 @@ def merge_page(
     session: SessionDep,
     clock: ClockDep,
     person: Person = Intake,
+    done: Annotated[str | None, Query(max_length=32)] = None,
+    n: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
     context = _merge_context(session, person, ticket_id, clock.now())
-    return show(request, "queues/merge.html", context)
+    return show(request, "queues/merge.html", {**context, "notice": notice(done, n)})
 
 
 @router.post("/queues/merge/{ticket_id}", dependencies=[Depends(csrf_form)])
@@ -423,3 +430,69 @@ def merge(
         target=_target(ticket_id), detail={"parent_id": parent_id},
     )  # fmt: skip
     return after("/queues/merge", "merged", ticket)
+
+
+@router.post("/queues/merge/{ticket_id}/dismiss", dependencies=[Depends(csrf_form)])
+def dismiss(
+    request: Request,
+    ticket_id: PathId,
+    session: SessionDep,
+    clock: ClockDep,
+    other_id: Annotated[int, Form(ge=1, le=2**31 - 1)],
+    reason: Reason = "",
+    person: Person = Intake,
+) -> Response:
+    """不是重复件: the two tickets are different requests; the pair is never a candidate
+    again (hotline.duplicates.dismiss). Without JavaScript the page goes back to this
+    ticket's candidates while it has others, else to the queue; htmx gets the candidates'
+    part of the page in place (with the refusal too: htmx swaps no error answer)."""
+    context = _merge_context(session, person, ticket_id, clock.now())
+    ticket: Ticket = context["row"]
+    htmx = hx_block(request, "candidates")
+    if other_id == ticket_id:
+        refused_input(
+            session, request, clock, person=person, action="ticket.merge_dismiss",
+            target=_target(ticket_id), problem="other_id",
+        )  # fmt: skip
+        problem = _("A ticket is always the same request as itself: choose another ticket.")
+        return show(
+            request,
+            "queues/merge.html",
+            {**context, "problem": problem},
+            status_code=200 if htmx else 400,
+            block=htmx,
+        )
+    try:
+        # the other ticket must be one the reader may see: else it answers as a missing one
+        access.visible_ticket(session, user=person.user, ticket_id=other_id)
+        duplicates.dismiss(
+            session,
+            ticket_id=ticket_id,
+            other_id=other_id,
+            actor=person.user,
+            now=clock.now(),
+            reason=reason,
+        )
+    except DomainError as exc:
+        problem = refuse(
+            session, request, clock, person=person, action="ticket.merge_dismiss",
+            target=_target(ticket_id), exc=exc,
+        )  # fmt: skip
+        context = _merge_context(session, person, ticket_id, clock.now())
+        return show(
+            request,
+            "queues/merge.html",
+            {**context, "problem": problem},
+            status_code=200 if htmx else 409,
+            block=htmx,
+        )
+    record(
+        session, request, clock, action="ticket.merge_dismiss", person=person,
+        target=_target(ticket_id), detail={"other_id": other_id},
+    )  # fmt: skip
+    context = _merge_context(session, person, ticket_id, clock.now())
+    if htmx:
+        done = notice("dismissed", ticket.number)
+        return show(request, "queues/merge.html", {**context, "notice": done}, block=htmx)
+    more = bool(context["candidates"])
+    return after(f"/queues/merge/{ticket_id}" if more else "/queues/merge", "dismissed", ticket)
