@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column
+from sqlalchemy import Column, Index
 from sqlmodel import Field, SQLModel
 
 from core.db import JSONType, UTCDateTime, enum_type
@@ -83,3 +83,67 @@ class AuditEntry(SQLModel, table=True):
 
 # Roles of the 12345 centre itself; only a handler belongs to a department.
 CENTRE_ROLES = frozenset({Role.operator, Role.dispatcher, Role.supervisor, Role.admin})
+
+
+# ---------------------------------------------------------------- operators at their seats
+
+
+class AgentState(StrEnum):
+    """Where an operator is in taking calls (accounts.agents has the moves between them)."""
+
+    signed_out = "signed_out"
+    ready = "ready"
+    not_ready = "not_ready"
+    ringing = "ringing"
+    on_call = "on_call"
+    wrap_up = "wrap_up"
+
+
+class NotReadyReason(StrEnum):
+    break_ = "break"
+    training = "training"
+    meeting = "meeting"
+    after_call_work = "after_call_work"
+    missed = "missed"  # a call rang and was not answered: the queue stops offering calls
+
+
+class AgentStatus(SQLModel, table=True):
+    """An operator's state now: one row per operator who ever signed in at a seat. Every
+    change goes through a compare-and-set on ``version`` (accounts.agents), so that the
+    queue in one process and the console in another never both move the same operator."""
+
+    __tablename__ = "agent_status"
+
+    user_id: int = Field(
+        foreign_key="user.id", primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    state: AgentState = Field(sa_type=enum_type(AgentState), index=True)
+    reason: NotReadyReason | None = Field(default=None, sa_type=enum_type(NotReadyReason))
+    # The seat (SIP extension) bound from the console; NULL when signed out, so that a
+    # seat is bound to one signed-in operator at a time.
+    extension: str | None = Field(default=None, max_length=16, unique=True)
+    skills: str = Field(default="", max_length=500)  # comma list, e.g. "en,urgent"
+    since: datetime = Field(sa_type=UTCDateTime)  # in this state since
+    idle_since: datetime | None = Field(default=None, sa_type=UTCDateTime)  # longest idle first
+    wrap_up_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    call_key: str | None = Field(default=None, max_length=200)
+    version: int = 0
+
+
+class AgentStateChange(SQLModel, table=True):
+    """Every move of every operator, append-only: the basis of occupancy and handle-time
+    figures."""
+
+    __tablename__ = "agent_state_change"
+    # One operator's history in time order (their state at a moment: one index seek).
+    __table_args__ = (Index("ix_agent_state_change_user_id_at", "user_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id")
+    from_state: AgentState = Field(sa_type=enum_type(AgentState))
+    to_state: AgentState = Field(sa_type=enum_type(AgentState))
+    reason: NotReadyReason | None = Field(default=None, sa_type=enum_type(NotReadyReason))
+    call_key: str | None = Field(default=None, max_length=200)
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
+    by_user_id: int | None = Field(default=None, foreign_key="user.id")
+    source: str = Field(max_length=16)  # console, acd, reconciler, admin

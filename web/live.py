@@ -11,6 +11,7 @@ order) once every ``POLL_S`` for all its open tabs, and hands each tab the chang
     ticket-<id>    that ticket changed             data: the same
     escalations    an escalation fired             data: the same, action = its kind
     calls          a call began, was answered, ended or got its ticket (centre staff only)
+    agents         an operator's state changed (centre staff only; no data: re-read them)
     call-<key>     a call's live transcript grew   data: {"seq", "text"}  (<key>: call_key())
     nav            the waiting-work counts may have changed (after any change; no data)
     hello          first message: the stream's resume point
@@ -39,6 +40,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
+from accounts import agents as agent_states
 from accounts.models import CENTRE_ROLES
 from accounts.signin import resume_session
 from core.db import session_scope
@@ -54,7 +56,7 @@ HEARTBEAT_S = 15.0
 SESSION_CHECK_S = 60.0
 QUEUE_MAX = 2000  # a tab this far behind is cut off and resumes from the database
 REPLAY_MAX = live.BATCH
-TOPIC = re.compile(r"^(tickets|escalations|calls|ticket-\d{1,18})$")
+TOPIC = re.compile(r"^(tickets|escalations|calls|agents|ticket-\d{1,18})$")
 CALLS_ENDED_WITHIN = live.CALLS_ENDED_WITHIN
 
 
@@ -121,6 +123,7 @@ class Feed:
         self.position = Position(0, 0)
         self.started = False
         self._calls: dict[str, tuple[object, ...]] = {}
+        self._agents: int | None = None  # accounts.agents.revision as last read
         self._clock = clock
 
     async def join(self, tab: Tab) -> Position:
@@ -142,8 +145,8 @@ class Feed:
             return live.latest_ids(session)
 
     def _read(
-        self, after: Position, calls: bool
-    ) -> tuple[list[live.Change], list[live.Change], list[live.LiveCall] | None]:
+        self, after: Position, calls: bool, agents: bool = False
+    ) -> tuple[list[live.Change], list[live.Change], list[live.LiveCall] | None, int | None]:
         with session_scope(self._factory) as session:
             return (
                 live.ticket_changes(session, after=after.ticket),
@@ -151,6 +154,7 @@ class Feed:
                 live.live_calls(session, now=self._clock.now(), ended_within=CALLS_ENDED_WITHIN)
                 if calls and self._clock is not None
                 else None,
+                agent_states.revision(session) if agents else None,
             )
 
     async def _run(self) -> None:
@@ -164,11 +168,16 @@ class Feed:
 
     async def poll(self) -> None:
         watch_calls = any("calls" in tab.topics and tab.sees_all for tab in self.tabs)
-        tickets, escalations, calls = await run_in_threadpool(
-            self._read, Position(self._tickets.low, self._escalations.low), watch_calls
+        watch_agents = any("agents" in tab.topics and tab.sees_all for tab in self.tabs)
+        tickets, escalations, calls, agents = await run_in_threadpool(
+            self._read,
+            Position(self._tickets.low, self._escalations.low),
+            watch_calls,
+            watch_agents,
         )
         if calls is not None:
             self._calls_changed(calls)
+        self._agents_changed(agents)
         now, wait = time.monotonic(), live.GAP_WAIT.total_seconds()
         fresh_t = set(self._tickets.accept((c.id for c in tickets), now=now, gap_wait_s=wait))
         fresh_e = set(
@@ -202,6 +211,21 @@ class Feed:
             if "calls" not in tab.topics or not tab.sees_all:
                 continue
             for message in messages:
+                try:
+                    tab.queue.put_nowait((message, self.position))
+                except asyncio.QueueFull:
+                    tab.overflowed = True
+
+    def _agents_changed(self, latest: int | None) -> None:
+        """Tell the centre's tabs that an operator's state changed (the agent panel and, later,
+        the wallboard re-read them). The first look tells them too: a move may have come
+        between a tab's first read and this feed's."""
+        seen, self._agents = self._agents, latest
+        if latest is None or latest == seen:
+            return
+        message = sse("agents", None, None)
+        for tab in list(self.tabs):
+            if "agents" in tab.topics and tab.sees_all:
                 try:
                     tab.queue.put_nowait((message, self.position))
                 except asyncio.QueueFull:
