@@ -123,6 +123,10 @@ def after_commit(session: Session, fn: Callable[[], Any]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
+    # SQLAlchemy tells "after_commit" for a SAVEPOINT released too (begin_nested): nothing is
+    # committed yet then, and the outer transaction may still roll back.
+    if session.in_nested_transaction():
+        return
     hooks = session.info.pop(_AFTER_COMMIT_KEY, [])
     for fn in hooks:
         fn()

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.db import build_row
+from core.db import after_commit, build_row, make_engine, make_session_factory
 from tickets.models import Channel, Status, Ticket, TicketEvent
 
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
@@ -76,3 +76,23 @@ def test_given_an_unknown_field_when_row_built_then_type_error_names_it():
                 "colour": "red",
             },
         )
+
+
+def test_given_a_hook_registered_in_a_savepoint_then_it_runs_at_the_real_commit_only(tmp_path):
+    """A SAVEPOINT released is not a commit: a hook (an SSE nudge, a doorbell) registered
+    inside ``begin_nested`` waits for the outer commit and is dropped by its rollback."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'hooks.db'}")
+    factory = make_session_factory(engine)
+    ran: list[str] = []
+    with factory() as session:
+        with session.begin_nested():
+            after_commit(session, lambda: ran.append("committed"))
+        assert ran == []  # the savepoint released: not yet
+        session.commit()
+    assert ran == ["committed"]
+    with factory() as session:
+        with session.begin_nested():
+            after_commit(session, lambda: ran.append("rolled back"))
+        session.rollback()
+        session.commit()
+    assert ran == ["committed"]
