@@ -208,7 +208,7 @@ def serve(url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             sys.executable,
             "-m",
             "uvicorn",
-            "web.app:create_app",
+            "web.app:create_served_app",
             "--factory",
             "--host",
             "127.0.0.1",

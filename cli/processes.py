@@ -29,7 +29,7 @@ from hotline import migrate
 processes_app = typer.Typer()
 
 WORKER_APP = "hotline.worker:app"
-WEB_FACTORY = "web.app:create_app"
+WEB_FACTORY = "web.app:create_served_app"
 SIP_ARGV = [sys.executable, "-m", "cli", "sip"]
 
 

@@ -112,7 +112,7 @@ class AcdSettings(BaseModel):
     # Offered in this order, one challenge each (RFC 8760). MD5 alone by default: baresip 1.0
     # (libre) refuses a 401 holding any other challenge; list SHA-256 first where every phone
     # knows it.
-    digest_algorithms: list[Literal["SHA-256", "MD5"]] = Field(default_factory=lambda: ["MD5"])
+    digest_algorithms: tuple[Literal["SHA-256", "MD5"], ...] = ("MD5",)
     # Ringing an agent: no answer within ring_timeout_s -> the next agent, and the one who
     # missed it goes not-ready (missed). 10 s + 1 s pause keeps one missed ring inside the
     # 15-second answer target when another agent is free.

@@ -2,20 +2,28 @@
 
 chinese-calendar publishes each year once the State Council announces it, so the years it
 knows end a few weeks into the future. Administrators' overrides win over it and fill the
-years it does not know; outside both, Monday–Friday is a guess the UI must flag.
+years it does not know; outside both, Monday–Friday is a guess the UI must flag. Whether a
+year's data is right is a person's judgement: a year is confirmed (marked known) only when
+an administrator says so (calendar_year, below).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
 from chinese_calendar.constants import Holiday
+from sqlmodel import Session, col, select
+
+from core.errors import Conflict, InvalidInput
+from dispatch.models import CalendarYear
 
 DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
+MIN_YEAR, MAX_YEAR = 2000, 2100
+NOTE_LIMIT = 500
 
 _HOLIDAY_ZH = {holiday.value: holiday.chinese for holiday in Holiday}
 
@@ -116,3 +124,75 @@ class WorkCalendar:
                 known = False
             self._library_years[year] = known
         return known
+
+
+# ------------------------------------------------------------ years an administrator confirmed
+#
+# What an unconfirmed year means for the SLA clocks: nothing changes in the arithmetic.
+# Deadlines are counted from the best data there is (chinese-calendar, then the
+# administrators' days, then Monday–Friday), so a deadline never moves because somebody
+# clicked "confirm"; it is only flagged "calendar not confirmed" on the pages wherever it
+# falls in such a year, so that nobody mistakes a guess for a promise. The centre is warned
+# from 1 December while next year waits, because by then China has published it.
+
+WARN_FROM = (12, 1)  # (month, day): next year's holidays are out; confirm them before 1 January
+
+
+def confirmed_years(session: Session) -> frozenset[int]:
+    rows = session.exec(select(CalendarYear.year).where(col(CalendarYear.known))).all()
+    return frozenset(rows)
+
+
+def year_marks(session: Session, *, years: Iterable[int]) -> dict[int, CalendarYear]:
+    wanted = list(years)
+    rows = session.exec(select(CalendarYear).where(col(CalendarYear.year).in_(wanted))).all()
+    return {row.year: row for row in rows}
+
+
+def mark_year(
+    session: Session,
+    *,
+    year: int,
+    known: bool,
+    marked_by: int | None,
+    now: datetime,
+    note: str | None = None,
+) -> CalendarYear:
+    """Confirm a year (known) or withdraw the confirmation; the row keeps who said so last.
+    Saying again what the year already is refuses, so that two administrators clicking at
+    once are told rather than both recorded."""
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise InvalidInput(f"year {year} is outside {MIN_YEAR}–{MAX_YEAR}", year=year)
+    note = (note or "").strip() or None
+    if note is not None and len(note) > NOTE_LIMIT:
+        raise InvalidInput(f"the note is longer than {NOTE_LIMIT} characters", note=len(note))
+    row = session.get(CalendarYear, year, with_for_update=True)
+    if row is None:
+        if not known:
+            raise Conflict(f"{year} was never confirmed", year=year, known=False)
+        row = CalendarYear.model_validate(
+            {"year": year, "known": True, "marked_by": marked_by, "marked_at": now, "note": note}
+        )
+    elif row.known == known:
+        raise Conflict(
+            f"{year} is already {'known' if known else 'withdrawn'}", year=year, known=known
+        )
+    else:
+        row.known, row.marked_by, row.marked_at, row.note = known, marked_by, now, note
+    session.add(row)
+    session.flush()
+    return row
+
+
+def years_to_confirm(today: date, confirmed: Collection[int]) -> list[int]:
+    """The years the centre must be warned about on `today` (a local date): this year while
+    it is not confirmed, and next year from 1 December."""
+    years = [today.year]
+    if (today.month, today.day) >= WARN_FROM:
+        years.append(today.year + 1)
+    return [year for year in years if year not in confirmed]
+
+
+def unconfirmed(due_at: datetime, confirmed: Collection[int], tz: ZoneInfo = DEFAULT_TZ) -> bool:
+    """Whether a deadline falls in a year nobody has confirmed (a local year)."""
+    return due_at.astimezone(tz).year not in confirmed

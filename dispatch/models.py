@@ -259,3 +259,19 @@ class Attachment(SQLModel, table=True):
     storage_key: str = Field(max_length=200, unique=True)
     uploaded_by: str = Field(max_length=64)
     uploaded_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class CalendarYear(SQLModel, table=True):
+    """An administrator's word on a year of the working calendar. China publishes next
+    year's holidays in November or December; until an administrator has checked the
+    calendar against the notice and marked the year known, its working-day deadlines are
+    counted from the best data there is and shown as "calendar not confirmed". Withdrawing
+    keeps the row (known false) with who withdrew it and when."""
+
+    __tablename__ = "calendar_year"
+
+    year: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    known: bool = False
+    marked_by: int | None = Field(default=None, foreign_key="user.id")
+    marked_at: datetime = Field(sa_type=UTCDateTime)
+    note: str | None = Field(default=None, max_length=500)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from telephony.models import (
     TranscribedBy,
 )
 from tickets import service as tickets
-from tickets.lifecycle import Action
+from tickets.lifecycle import EDITABLE, Action
 from tickets.models import (
     Channel,
     Status,
@@ -89,9 +90,16 @@ def attach_transcript(
 ) -> Ticket | None:
     """Put the caller's words on the call record and its ticket, then dispatch the ticket
     by the rules. Idempotent: a transcript already attached stays; a ticket no longer in
-    intake (dispatched, queued, edited on by an operator) is not dispatched again."""
+    intake (dispatched, queued, answered or merged by an operator) is not dispatched again.
+
+    The operator may have acted on the ticket before the words arrived — the console opens
+    the form as the call ends, and decoding the recording takes longer than a quick save.
+    Whatever they did, the words still reach the ticket: the placeholder description, which
+    nobody wrote, is replaced; a description the operator wrote is theirs and stays, and
+    the transcript is kept beside it (the call note the ticket page shows)."""
     record = get_call(session, call_id, for_update=True)
-    if record.transcript is None:
+    fresh = record.transcript is None
+    if fresh:
         record.transcript = text[:TEXT_LIMIT]
         record.transcribed_by = transcribed_by
         record.live_text = text[:TEXT_LIMIT]
@@ -102,38 +110,10 @@ def attach_transcript(
         return None
     ticket = tickets.get_ticket(session, record.ticket_id, for_update=True)
     if ticket.status != Status.intake:
+        if fresh:
+            _put_on_ticket(session, ticket=ticket, record=record, now=now)
         return ticket
-    text = record.transcript or ""
-    hints = five_element_hints(text, places=places_of(reference.snapshot(session).units.values()))
-    changes: dict[str, Any] = {}
-    if ticket.description == PLACEHOLDER:
-        changes["description"] = describe(text, hints)
-    if not ticket.district and len(hints.districts) == 1:
-        changes["district"] = hints.districts[0]
-    if not ticket.street and len(hints.streets) == 1:
-        changes["street"] = hints.streets[0]
-    tickets.update_ticket(
-        session,
-        ticket=ticket,
-        data=TicketUpdate(**changes),
-        actor="system",
-        now=now,
-        reason=f"call transcript ({record.transcribed_by.value})",
-    )
-    tickets.add_note(
-        session,
-        ticket=ticket,
-        actor="system",
-        now=now,
-        kind="call",
-        data={
-            "call_id": call_id,
-            "recording": record.recording_path,
-            "transcribed_by": record.transcribed_by.value,
-            "transcript": record.transcript,
-            "hints": hints.as_dict(),
-        },
-    )
+    text = _put_on_ticket(session, ticket=ticket, record=record, now=now)
     # Nothing was said: a person must listen and decide, no fallback unit.
     fallback = settings.dispatch.fallback_unit_code if text else None
     try:
@@ -157,6 +137,74 @@ def attach_transcript(
             reason=f"automatic dispatch failed: {exc.message}",
         )
     return ticket
+
+
+def _put_on_ticket(session: Session, *, ticket: Ticket, record: CallRecord, now: datetime) -> str:
+    """The transcript into the fields nobody has filled (the placeholder description, a
+    blank district or street) and onto the ticket as the call note; the transcript."""
+    text = record.transcript or ""
+    hints = five_element_hints(text, places=places_of(reference.snapshot(session).units.values()))
+    changes: dict[str, Any] = {}
+    if ticket.description == PLACEHOLDER and text:
+        changes["description"] = describe(text, hints)
+    if not ticket.district and len(hints.districts) == 1:
+        changes["district"] = hints.districts[0]
+    if not ticket.street and len(hints.streets) == 1:
+        changes["street"] = hints.streets[0]
+    if ticket.status in EDITABLE:  # a closed or merged ticket keeps its fields
+        tickets.update_ticket(
+            session,
+            ticket=ticket,
+            data=TicketUpdate(**changes),
+            actor="system",
+            now=now,
+            reason=f"call transcript ({record.transcribed_by.value})",
+        )
+    tickets.add_note(
+        session,
+        ticket=ticket,
+        actor="system",
+        now=now,
+        kind="call",
+        data={
+            "call_id": record.call_id,
+            "recording": record.recording_path,
+            "transcribed_by": record.transcribed_by.value,
+            "transcript": record.transcript,
+            "hints": hints.as_dict(),
+        },
+    )
+    return text
+
+
+@dataclass(frozen=True)
+class CallWords:
+    """A call of a ticket's and the caller's words: final once attached, else the live text
+    so far (None: the transcript is still being made)."""
+
+    call_id: str
+    transcript: str | None
+    live_text: str
+    transcribed_by: TranscribedBy
+
+
+def ticket_calls(session: Session, *, ticket_id: int) -> list[CallWords]:
+    """The calls that made or joined a ticket, oldest first, with their words."""
+    table = table_of(CallRecord)
+    rows = session.execute(
+        select(table.c.call_id, table.c.transcript, table.c.live_text, table.c.transcribed_by)
+        .where(table.c.ticket_id == ticket_id)
+        .order_by(table.c.arrived_at, table.c.call_id)
+    ).all()
+    return [
+        CallWords(
+            call_id=r.call_id,
+            transcript=r.transcript,
+            live_text=r.live_text or "",
+            transcribed_by=TranscribedBy(r.transcribed_by),
+        )
+        for r in rows
+    ]
 
 
 def transcribe_recording(

@@ -1,12 +1,22 @@
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
 import pytest
+from sqlmodel import Session
 
-from dispatch.calendar import DEFAULT_TZ, WorkCalendar
+from core.errors import Conflict, InvalidInput
+from dispatch.calendar import (
+    DEFAULT_TZ,
+    WorkCalendar,
+    confirmed_years,
+    mark_year,
+    unconfirmed,
+    year_marks,
+    years_to_confirm,
+)
 
 
 @pytest.mark.parametrize(
@@ -110,3 +120,54 @@ def test_each_day_is_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_default_zone_is_beijing_time() -> None:
     assert WorkCalendar().tz == DEFAULT_TZ == ZoneInfo("Asia/Shanghai")
+
+
+# ------------------------------------------------------------ years an administrator confirmed
+
+
+@pytest.mark.parametrize(
+    ("today", "confirmed", "expected"),
+    [
+        pytest.param(date(2026, 11, 30), set(), [2026], id="november-this-year-only"),
+        pytest.param(date(2026, 12, 1), set(), [2026, 2027], id="from-1-december-next-too"),
+        pytest.param(date(2026, 12, 31), {2026}, [2027], id="this-confirmed"),
+        pytest.param(date(2026, 12, 1), {2026, 2027}, [], id="both-confirmed"),
+        pytest.param(date(2027, 1, 1), {2027}, [], id="new-year-was-confirmed"),
+    ],
+)
+def test_given_a_day_then_the_years_to_confirm_are_this_and_from_december_next(
+    today: date, confirmed: set[int], expected: list[int]
+) -> None:
+    assert years_to_confirm(today, confirmed) == expected
+
+
+def test_given_a_deadline_then_its_local_year_decides_whether_it_is_flagged() -> None:
+    new_year_eve_utc = datetime(2026, 12, 31, 16, 30, tzinfo=UTC)  # 00:30 on 1 January there
+    assert unconfirmed(new_year_eve_utc, {2026})
+    assert not unconfirmed(new_year_eve_utc, {2027})
+    assert not unconfirmed(new_year_eve_utc, {2026}, tz=ZoneInfo("UTC"))
+
+
+def test_given_an_admin_when_marking_years_then_confirm_and_withdraw_are_told_apart(
+    session: Session,
+) -> None:
+    now = datetime(2026, 12, 2, 2, tzinfo=UTC)
+    assert confirmed_years(session) == frozenset()
+    row = mark_year(session, year=2027, known=True, marked_by=None, now=now, note=" 国办通知 ")
+    assert (row.known, row.note, row.marked_at) == (True, "国办通知", now)
+    assert confirmed_years(session) == {2027}
+    with pytest.raises(Conflict):
+        mark_year(session, year=2027, known=True, marked_by=None, now=now)
+    later = now + timedelta(days=1)
+    mark_year(session, year=2027, known=False, marked_by=None, now=later)
+    assert confirmed_years(session) == frozenset()
+    assert year_marks(session, years=[2026, 2027])[2027].marked_at == later
+    with pytest.raises(Conflict):
+        mark_year(session, year=2027, known=False, marked_by=None, now=later)
+    with pytest.raises(Conflict):  # never confirmed: nothing to withdraw
+        mark_year(session, year=2028, known=False, marked_by=None, now=later)
+    with pytest.raises(InvalidInput):
+        mark_year(session, year=2101, known=True, marked_by=None, now=later)
+    with pytest.raises(InvalidInput):
+        mark_year(session, year=2028, known=True, marked_by=None, now=later, note="x" * 501)
+    assert year_marks(session, years=[2028]) == {}

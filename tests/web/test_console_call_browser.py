@@ -6,21 +6,26 @@ it with the keyboard and saves. Screenshots of the console and the form in both 
 
 from __future__ import annotations
 
+import re
 import threading
 
 from playwright.sync_api import expect
 
 from core.clock import SystemClock
+from hotline.calls import intake as call_intake
+from hotline.calls.records import upsert_call
 from hotline.calls.services import CallServices
 from telephony import codecs
 from telephony.endpoint import CallState
+from telephony.models import TranscribedBy
 from tests.asr.conftest import recognizer, vosk_config, vosk_model_dir  # noqa: F401 - fixtures
 from tests.conftest import wait_until
 from tests.hotline.conftest import LEAK, frames_of
 from tests.hotline.test_calls_sip import start_platform_edge
-from tests.telephony.fakes import FakePrompts, silence
+from tests.telephony.fakes import FakeCall, FakePrompts, silence
 from tests.telephony.sip_peers import HOST, RtpPeer, start_sipp
 from tests.web.browser import shot, sign_in
+from tests.web.test_pages_browser import wait_for_stream, watch_stream
 
 
 def test_an_operator_sees_a_call_live_and_completes_its_ticket(site, page, recognizer):
@@ -36,10 +41,12 @@ def test_an_operator_sees_a_call_live_and_completes_its_ticket(site, page, recog
     sipp = None
     stop = threading.Event()
     try:
+        watch_stream(page)
         sign_in(page, site, "operator")
         page.goto(f"{site.url}/console")
         expect(page.locator("h1")).to_have_text("话务台")
         expect(page.locator("#calls")).to_contain_text("当前没有通话")
+        wait_for_stream(page)  # the call's arrival must reach the page
 
         sipp = start_sipp(
             "uac_call.xml",
@@ -94,3 +101,51 @@ def test_an_operator_sees_a_call_live_and_completes_its_ticket(site, page, recog
         if sipp is not None:
             sipp.kill()
             sipp.communicate(timeout=10)
+
+
+def test_the_form_says_live_when_the_final_transcript_arrives_and_fills_the_description(site, page):
+    """The form opened before the recording was decoded: when the words reach the ticket,
+    the form says so without a reload, the untouched placeholder becomes the description
+    made from them, and saving keeps it (the placeholder is never written back)."""
+    call_id = "late-words@pbx"
+    with site.session_factory() as session:
+        ticket = call_intake.open_ticket(
+            session,
+            call=FakeCall(call_id=call_id, remote_number="13800005555"),
+            now=site.clock.now(),
+            settings=site.settings,
+        )
+        session.flush()
+        upsert_call(
+            session,
+            call=FakeCall(call_id=call_id, remote_number="13800005555"),
+            now=site.clock.now(),
+            ticket_id=ticket.id,
+        )
+        session.commit()
+        ticket_id = ticket.id
+    watch_stream(page)
+    sign_in(page, site, "operator")
+    page.goto(f"{site.url}/console/tickets/{ticket_id}")
+    description = page.locator("textarea[name=description]")
+    expect(description).to_have_value(call_intake.PLACEHOLDER)
+    expect(page.locator("#call-words [role=status]")).to_be_visible()
+    wait_for_stream(page)
+
+    with site.session_factory() as session:
+        call_intake.attach_transcript(
+            session,
+            call_id=call_id,
+            text="人民路12号自来水管爆了",
+            transcribed_by=TranscribedBy.offline,
+            now=site.clock.now(),
+            settings=site.settings,
+        )
+        session.commit()
+
+    expect(page.locator("#call-words .alert.ok")).to_be_visible(timeout=15_000)
+    expect(description).to_have_value(re.compile("人民路12号自来水管爆了"))
+    description.focus()
+    page.keyboard.press("Control+Enter")
+    expect(page.locator(".alert.ok").first).to_have_text("已保存。")
+    expect(description).to_have_value(re.compile("人民路12号自来水管爆了"))

@@ -114,13 +114,20 @@ def test_admin_accounts_rules_dry_run_calendar_and_prompts(site, page, chromium)
 
     # A holiday in a year the bundled calendar does not know yet.
     page.goto(f"{site.url}/admin/calendar?year=2031")
-    expect(page.locator(".bar .badge")).to_have_text("未录入")
+    expect(page.locator("#year-data")).to_have_text("未录入")
+    expect(page.locator("#year-state")).to_have_class("badge warn")  # nobody confirmed it
     page.fill("input[name=day]", "2031-10-01")
     page.fill("input[name=name]", "国庆节")
     page.click("button:has-text('保存日期')")
     expect(page.locator(".alert.ok")).to_have_text("日期已保存。")
     expect(page.locator(".side table")).to_contain_text("国庆节")
     expect(page.locator("td.holiday[title='2031-10-01']")).to_have_count(1)
+    # Checked against the notice: the administrator confirms the year.
+    page.fill("#year-2031 input[name=note]", "国办发明电〔2030〕7号")
+    page.click("#year-2031 button[type=submit]")
+    expect(page.locator("#year-state")).to_have_class("badge ok")
+    expect(page.locator("#year-2031")).to_contain_text("国办发明电〔2030〕7号")
+    shot(page, "admin-calendar-confirmed")
 
     # The greeting replaced with a recording, then playable.
     page.goto(f"{site.url}/admin/prompts")

@@ -21,9 +21,27 @@ def _ticket(site, description: str) -> dict:
     return response.json()["ticket"]
 
 
+# The page's live stream is open: its tab has joined the server's feed (web/live.py joins
+# before the response starts), so a change made from now on reaches the page. A change made
+# right after a page load can otherwise land before the tab joins, and never arrive.
+STREAM_OPEN = (
+    "document.addEventListener('htmx:sseOpen', function () { window.streamOpen = true; }, true);"
+)
+
+
+def watch_stream(page) -> None:
+    """Note, in every document the page loads from now on, when its live stream opens."""
+    page.add_init_script(STREAM_OPEN)
+
+
+def wait_for_stream(page) -> None:
+    page.wait_for_function("window.streamOpen === true", timeout=15_000)
+
+
 def test_sign_in_search_switch_language_sign_out(site, page):
     water = _ticket(site, "榆阳区人民路小区从昨天早上开始停水，到现在还没来水")
     heating = _ticket(site, "家里暖气一直不热，室温只有十二度，老人孩子都冻感冒了")
+    watch_stream(page)
 
     page.goto(site.url)
     expect(page).to_have_url(f"{site.url}/signin")
@@ -40,6 +58,7 @@ def test_sign_in_search_switch_language_sign_out(site, page):
     expect(rows).to_have_count(2)
     shot(page, "tickets")
 
+    wait_for_stream(page)
     third = _ticket(site, "小区门口的路灯坏了一个多月，晚上黑得看不见路")
     expect(rows).to_have_count(3)  # the live stream refreshed the list, no reload
     expect(rows.first).to_contain_text(third["number"])

@@ -7,13 +7,17 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlmodel import col
 
+from core.db import saved_id
+from hotline.calls import intake as call_intake
 from telephony.endpoint import CallDirection
-from telephony.models import CallRecord
+from telephony.models import CallRecord, TranscribedBy
+from tests.telephony.fakes import FakeCall
 from tests.web.test_pages_signin import _csrf, people, sign_in  # noqa: F401 (fixture)
 from tests.web.test_tickets import WATER_CUT, post
-from tickets.models import Status, Ticket
+from tickets.models import Status, Ticket, Urgency
 
 
 def _call(
@@ -149,3 +153,147 @@ def test_given_a_walk_in_then_one_ticket_however_often_posted(client, people, se
 def test_given_a_handler_then_the_console_is_not_theirs(client, people):
     sign_in(client, "water.handler")
     assert client.get("/console").status_code == 403
+
+
+# ---------------------------------------------------------------- the transcript race
+
+LEAK_WORDS = "人民路12号自来水管爆了，水一直往外冒"
+
+
+def _call_ticket(client, session, clock, call_id: str) -> int:
+    """A call answered and ended with its ticket still waiting for the caller's words."""
+    call = FakeCall(call_id=call_id, remote_number="13800004444")
+    ticket = call_intake.open_ticket(
+        session, call=call, now=clock.now(), settings=client.app.state.settings
+    )
+    session.flush()
+    _call(session, clock, call_id=call_id, number="13800004444", text="", ended=True)
+    session.execute(
+        update(CallRecord).where(col(CallRecord.call_id) == call_id).values(ticket_id=ticket.id)
+    )
+    session.commit()
+    return saved_id(ticket)
+
+
+def _transcript_arrives(client, session, clock, call_id: str) -> None:
+    call_intake.attach_transcript(
+        session,
+        call_id=call_id,
+        text=LEAK_WORDS,
+        transcribed_by=TranscribedBy.offline,
+        now=clock.now(),
+        settings=client.app.state.settings,
+    )
+    session.commit()
+
+
+def _save(client, ticket_id: int, form_html: str, description: str):
+    return client.post(
+        f"/console/tickets/{ticket_id}",
+        data={"csrf_token": _csrf(form_html), "description": description, "urgency": "urgent"},
+    )
+
+
+def _description(session, ticket_id: int) -> str:
+    session.expire_all()
+    return session.get(Ticket, ticket_id).description
+
+
+def test_given_the_form_saved_before_the_transcript_then_the_placeholder_is_replaced(
+    client, people, session, clock
+):
+    ticket_id = _call_ticket(client, session, clock, "race-1@pbx")
+    sign_in(client, "operator")
+    form = client.get(f"/console/tickets/{ticket_id}").text
+    assert 'id="call-words"' in form and f"sse:ticket-{ticket_id}" in form  # waiting, live
+    assert _save(client, ticket_id, form, call_intake.PLACEHOLDER).status_code == 200
+
+    _transcript_arrives(client, session, clock, "race-1@pbx")
+
+    assert LEAK_WORDS in _description(session, ticket_id)
+    words = client.get(f"/console/tickets/{ticket_id}/words", headers={"HX-Request": "true"})
+    assert words.status_code == 200 and "<html" not in words.text
+    assert "最终转写已送达" in words.text or "final transcript has arrived" in words.text
+    assert 'data-description="' in words.text and LEAK_WORDS in words.text
+    assert "hx-get" not in words.text  # it has arrived: no more refreshing
+
+
+def test_given_the_transcript_before_the_save_then_the_stale_placeholder_does_not_overwrite_it(
+    client, people, session, clock
+):
+    ticket_id = _call_ticket(client, session, clock, "race-2@pbx")
+    sign_in(client, "operator")
+    form = client.get(f"/console/tickets/{ticket_id}").text  # opened while transcribing
+
+    _transcript_arrives(client, session, clock, "race-2@pbx")
+    saved = _save(client, ticket_id, form, call_intake.PLACEHOLDER)
+
+    assert saved.status_code == 200
+    assert LEAK_WORDS in _description(session, ticket_id)
+    assert session.get(Ticket, ticket_id).urgency == Urgency.urgent  # the rest was saved
+
+
+def test_given_the_operator_wrote_the_description_then_the_transcript_keeps_to_the_ticket_page(
+    client, people, session, clock
+):
+    ticket_id = _call_ticket(client, session, clock, "race-3@pbx")
+    sign_in(client, "operator")
+    form = client.get(f"/console/tickets/{ticket_id}").text
+    mine = "来电人反映人民路水管爆裂，需尽快抢修"
+    _save(client, ticket_id, form, mine)
+
+    _transcript_arrives(client, session, clock, "race-3@pbx")
+
+    assert _description(session, ticket_id) == mine
+    page = client.get(f"/tickets/{ticket_id}").text
+    assert mine in page and LEAK_WORDS in page  # the caller's own words, beside the operator's
+
+
+def test_given_the_ticket_answered_before_the_transcript_then_the_words_still_reach_it(
+    client, people, session, clock
+):
+    ticket_id = _call_ticket(client, session, clock, "race-4@pbx")
+    sign_in(client, "operator")
+    form = client.get(f"/console/tickets/{ticket_id}").text
+    client.post(
+        f"/console/tickets/{ticket_id}/answer",
+        data={"csrf_token": _csrf(form), "answer": "已告知供水热线电话"},
+    )
+
+    _transcript_arrives(client, session, clock, "race-4@pbx")
+
+    session.expire_all()
+    assert session.get(Ticket, ticket_id).status == Status.closed
+    assert LEAK_WORDS in client.get(f"/tickets/{ticket_id}").text
+
+
+# ---------------------------------------------------------------- refusals in words
+
+
+def test_given_an_english_operator_when_the_merge_is_refused_then_it_is_said_in_message_ids(
+    client, auth, people
+):
+    closed = post(client, auth("operator"), description="请问社保卡怎么补办").json()["ticket"]
+    other = post(client, auth("operator"), description="社保卡补办流程").json()["ticket"]
+    sign_in(client, "operator")
+    page = client.get("/").text
+    client.post("/account/locale", data={"locale": "en", "csrf_token": _csrf(page)})
+    token = _csrf(client.get(f"/console/tickets/{closed['id']}").text)
+    client.post(
+        f"/console/tickets/{closed['id']}/answer", data={"csrf_token": token, "answer": "网点补办"}
+    )
+
+    refused = client.post(
+        f"/console/tickets/{other['id']}/merge",
+        data={"csrf_token": token, "parent_id": str(closed["id"])},
+    )
+    assert refused.status_code == 409
+    assert "That ticket cannot take this one" in refused.text
+    assert "cannot merge into" not in refused.text  # the service's developer text
+
+    again = client.post(
+        f"/console/tickets/{closed['id']}/answer", data={"csrf_token": token, "answer": "再答"}
+    )
+    assert again.status_code == 409
+    assert "The direct answer is not possible while the ticket is “Closed”." in again.text
+    assert "close_at_intake" not in again.text

@@ -4,17 +4,20 @@ htmx results block, paging, and the escalations to acknowledge."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
-from accounts.models import AuditEntry, User
+from accounts.models import AuditEntry, Role, User
 from dispatch import escalation
 from dispatch.models import Assignment, Escalation
 from tests.web.test_pages_signin import _csrf, sign_in
 from tests.web.test_pages_ticket import app, staff  # noqa: F401 - fixtures
 from tests.web.test_tickets import WATER_CUT, post
+from web.pages import nav
+from web.pages.nav import NavItem
 
 WAGES = "公司拖欠工资三个月"
 
@@ -143,3 +146,28 @@ def test_given_many_tickets_then_paged_25_at_a_time(client, auth, staff):
     second = client.get("/inbox", params={"page": "2"}).text
     assert len(_rows(second)) == 2
     assert not set(_rows(first)) & set(_rows(second))
+
+
+def test_given_the_clock_moved_then_the_navigation_counts_at_the_apps_time(
+    client, three, clock, monkeypatch
+):
+    """A count that depends on time (a window, a deadline) is taken at the app's clock, as
+    the pages are; counters written as (session, person) keep counting."""
+    seen = []
+
+    def overdue(session, person, now):
+        seen.append(now)
+        return 7
+
+    monkeypatch.setattr(nav, "_ITEMS", list(nav._ITEMS))
+    nav.register(NavItem("/test-overdue", "Inbox", frozenset({Role.handler}), count=overdue))
+    nav.register(NavItem("/test-plain", "Inbox", frozenset({Role.handler}), count=lambda s, p: 3))
+    clock.advance(days=400)
+    sign_in(client, "water.handler")
+
+    counts = client.get("/nav/counts").text
+
+    assert seen == [clock.now()]
+    assert re.search(r'id="nav-count-test-overdue"[^>]*>7<', counts)
+    assert re.search(r'id="nav-count-test-plain"[^>]*>3<', counts)
+    assert re.search(r'id="nav-count-inbox"[^>]*>2<', counts)  # the two water tickets

@@ -11,6 +11,7 @@ import httpx
 from playwright.sync_api import expect
 
 from tests.web.browser import shot, sign_in
+from tests.web.test_pages_browser import wait_for_stream, watch_stream
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
@@ -40,6 +41,7 @@ def test_water_handler_signs_logs_a_contact_replies_with_a_photo_others_see_noth
     water = _ticket(site, "榆阳区人民路小区从昨天早上开始停水，到现在还没来水")
     _ticket(site, "长城路小区自来水管爆了，水流了一地，一直没人来修")
 
+    watch_stream(page)
     sign_in(page, site, "water.handler")
     page.goto(f"{site.url}/inbox")
     expect(page.locator("h1")).to_have_text("本单位工单")
@@ -50,6 +52,7 @@ def test_water_handler_signs_logs_a_contact_replies_with_a_photo_others_see_noth
     expect(rows).to_have_count(1)
     page.fill("input[name=q]", "")
     expect(rows).to_have_count(2)
+    wait_for_stream(page)
     third = _ticket(site, "金沙路小区停水两天了，请尽快恢复供水")
     expect(rows).to_have_count(3)  # the live stream refreshed the list, no reload
     expect(page.locator("#results")).to_contain_text(third["number"])
@@ -84,6 +87,7 @@ def test_water_handler_signs_logs_a_contact_replies_with_a_photo_others_see_noth
     shot(page, "ticket")
 
     co = next(a for a in water["assignments"] if a["role"] == "co")
+    wait_for_stream(page)  # the page the reply came back to
     signed = httpx.post(
         f"{site.url}/api/v1/assignments/{co['id']}/sign",
         headers={"Authorization": f"Bearer {site.token(co['unit_code'].lower() + '.handler')}"},

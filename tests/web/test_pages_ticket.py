@@ -16,6 +16,7 @@ from sqlmodel import col
 from accounts.models import AuditEntry, User
 from accounts.signin import set_password
 from core.clock import FrozenClock
+from core.errors import IllegalTransition
 from core.settings import Settings, WebSettings
 from dispatch import escalation
 from dispatch.models import Assignment, Attachment
@@ -301,3 +302,41 @@ def test_given_a_warning_then_a_yellow_badge_and_the_unit_acknowledges_it(
     assert "已确认收到督办" in after and "已确认" in after.split('id="esc-h"')[1]
     clock.advance(lead.sign_due_at - clock.now() + timedelta(minutes=1))
     assert 'class="clock c-red"' in client.get(f"/tickets/{ticket_id}").text
+
+
+def test_given_an_english_handler_when_the_service_refuses_then_message_ids_not_its_own_words(
+    client, session, water, staff
+):
+    ticket_id = water["ticket"]["id"]
+    a = _lead(session, ticket_id).id
+    operator = session.scalars(select(User).where(col(User.username) == "operator")).one()
+    sign_in(client, "water.handler")
+    _form(client, "/account/locale", {"locale": "en"})
+    _form(client, f"/tickets/{ticket_id}/sign", {"assignment_id": a})
+
+    refused = _form(
+        client, f"/tickets/{ticket_id}/assign", {"assignment_id": a, "assignee_id": operator.id}
+    )
+
+    assert refused.status_code == 400
+    assert "The person in charge must be an active handler of the unit." in refused.text
+    assert "The service refused it" not in refused.text  # the service's sentence, raw
+
+
+def test_given_a_refusal_no_page_catches_then_the_problem_page_says_it_in_words(app, client, staff):
+    """A domain refusal that reaches the app's handler on a page (not the API) is still said
+    in the reader's words, never as the service's text."""
+
+    @app.get("/test-refusal")
+    def refuse() -> None:
+        raise IllegalTransition(
+            "cannot sign a ticket in status closed", status="closed", action="sign"
+        )
+
+    sign_in(client, "water.handler")
+    page = client.get("/test-refusal", headers={"Accept": "text/html"})
+    assert page.status_code == 400
+    assert "工单当前为" in page.text or "Signing for the ticket is not possible" in page.text
+    assert "cannot sign" not in page.text
+    api = client.get("/test-refusal")  # a machine keeps the JSON error
+    assert api.json()["error"]["code"] == "illegal_transition"

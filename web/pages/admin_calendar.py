@@ -5,25 +5,57 @@ GET  /admin/calendar?year=              a year: its months, whether its holidays
 POST /admin/calendar/days               a holiday or a make-up working day
 POST /admin/calendar/days/{day}/delete  remove an override
 POST /admin/calendar/import             many days at once (all or nothing)
+POST /admin/calendar/years/{year}/confirm    the year is known: an administrator checked it
+POST /admin/calendar/years/{year}/withdraw   it is not (any more)
+
+A year is known only when an administrator says so: the page shows this year and the next
+with their holidays and make-up working days, whoever confirmed them and when, and warns
+from 1 December while next year waits. Confirming changes no deadline (see
+dispatch/calendar.py); it takes the "calendar not confirmed" flag off the year's deadlines.
 """
 
 from __future__ import annotations
 
 import calendar as month_calendar
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
+from sqlmodel import Session
 from starlette.responses import Response
 
+from accounts import service as accounts
+from accounts.models import Role
+from core.errors import Conflict, DomainError, InvalidInput
+from dispatch import calendar as work_calendar
 from dispatch import policies
 from web.deps import ClockDep, SessionDep, SettingsDep
+from web.pages import nav
 from web.pages.admin_common import ADMIN, POSTED, Text, attempt, done, notice, words
 from web.pages.i18n import N_, _
+from web.pages.nav import NavItem
 from web.pages.people import Person
 from web.pages.templating import render
 
 router = APIRouter(include_in_schema=False)
+
+
+def _years_waiting(session: Session, person: Person, now: datetime) -> int:
+    """The years an administrator should confirm today: a count in every admin page's
+    navigation, the admin home's included, until they are confirmed."""
+    confirmed = work_calendar.confirmed_years(session)
+    return len(work_calendar.years_to_confirm(now.date(), confirmed))
+
+
+nav.register(
+    NavItem(
+        "/admin/calendar",
+        N_("Working calendar"),
+        frozenset({Role.admin}),
+        order=91,
+        count=_years_waiting,
+    )
+)
 
 MONTH_NAMES = (
     N_("January"),
@@ -40,7 +72,16 @@ MONTH_NAMES = (
     N_("December"),
 )
 WEEKDAY_NAMES = (N_("Mo"), N_("Tu"), N_("We"), N_("Th"), N_("Fr"), N_("Sa"), N_("Su"))
-YEARS = range(2000, 2101)
+YEARS = range(work_calendar.MIN_YEAR, work_calendar.MAX_YEAR + 1)
+YEAR_NOTICES = {
+    "year_confirmed": N_(
+        "Year confirmed: its deadlines are no longer flagged as counted on an unconfirmed calendar."
+    ),
+    "year_withdrawn": N_(
+        "Confirmation withdrawn: the year's deadlines are flagged as counted on an "
+        "unconfirmed calendar."
+    ),
+}
 
 # ---------------------------------------------------------------- the working calendar
 
@@ -84,9 +125,24 @@ def _calendar_page(
     calendar = policies.load_calendar(session, tz=settings.tz)
     summary = calendar.year(year)
     overrides = policies.list_calendar_days(session, year=year)
+    today = request.app.state.clock.now().astimezone(settings.tz).date()
+    shown = sorted({today.year, today.year + 1, year})
+    marks = work_calendar.year_marks(session, years=shown)
+    markers = {u.id: u for u in accounts.list_users(session)}
+    confirmed = frozenset(y for y, mark in marks.items() if mark.known)
     context = {
         "year": year,
         "summary": summary,
+        "years": [
+            {
+                "summary": calendar.year(y),
+                "mark": marks.get(y),
+                "marker": markers.get(marks[y].marked_by) if y in marks else None,
+            }
+            for y in shown
+        ],
+        "to_confirm": work_calendar.years_to_confirm(today, confirmed),
+        "confirmed": year in confirmed,
         "overrides": overrides,
         "months": _months(year, calendar.is_workday, {d.day for d in overrides}),
         "form": form or {"kind": "holiday"},
@@ -95,7 +151,7 @@ def _calendar_page(
         "import_text": import_text,
         "month_names": MONTH_NAMES,
         "weekday_names": WEEKDAY_NAMES,
-        "notice": notice(request),
+        "notice": notice(request) or _year_notice(request),
     }
     return render(request, "admin/calendar.html", context, status_code=status)
 
@@ -210,3 +266,78 @@ def import_days(
             status=422,
         )
     return done("/admin/calendar", "days_imported", year=str(rows[0].day.year))
+
+
+# ---------------------------------------------------------------- confirming a year
+
+
+def _year_notice(request: Request) -> str | None:
+    key = request.query_params.get("done")
+    return _(YEAR_NOTICES[key]) if key in YEAR_NOTICES else None
+
+
+def _mark_refusal(exc: DomainError, known: bool) -> str:
+    if isinstance(exc, Conflict):
+        if known:
+            return _("This year is already confirmed.")
+        return _("This year is not confirmed: there is nothing to withdraw.")
+    if isinstance(exc, InvalidInput) and "note" in exc.details:
+        return _("The note is too long: at most 500 characters.")
+    return _("Only the years 2000 to 2100 can be confirmed.")
+
+
+def _mark(
+    request: Request,
+    session: Any,
+    clock: Any,
+    settings: Any,
+    person: Person,
+    *,
+    year: int,
+    known: bool,
+    note: str,
+) -> Response:
+    _row, refused = attempt(
+        session,
+        request,
+        clock,
+        person,
+        lambda: work_calendar.mark_year(
+            session, year=year, known=known, marked_by=person.id, now=clock.now(), note=note
+        ),
+        action="admin.calendar.confirm" if known else "admin.calendar.withdraw",
+        target=f"year:{year}",
+        detail={"note": note.strip()[:500] or None},
+    )
+    shown = year if year in YEARS else clock.now().astimezone(settings.tz).year
+    if refused is not None:
+        return _calendar_page(
+            request, session, settings, shown, error=_mark_refusal(refused, known), status=409
+        )
+    return done("/admin/calendar", "year_confirmed" if known else "year_withdrawn", year=str(year))
+
+
+@router.post("/admin/calendar/years/{year}/confirm", dependencies=POSTED)
+def confirm_year(
+    year: int,
+    request: Request,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    person: Person = ADMIN,
+    note: Text = "",
+) -> Response:
+    return _mark(request, session, clock, settings, person, year=year, known=True, note=note)
+
+
+@router.post("/admin/calendar/years/{year}/withdraw", dependencies=POSTED)
+def withdraw_year(
+    year: int,
+    request: Request,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    person: Person = ADMIN,
+    note: Text = "",
+) -> Response:
+    return _mark(request, session, clock, settings, person, year=year, known=False, note=note)

@@ -7,6 +7,7 @@ the form for requests that arrive without a call (walk-in, letter, web).
     GET  /console                    calls in progress and just ended (live), new-ticket link
     GET  /console/calls              the calls block (htmx; refreshed on the `calls` event)
     GET  /console/tickets/{id}       the ticket form
+    GET  /console/tickets/{id}/words the call's words block (htmx; on the ticket's events)
     POST /console/tickets/{id}       save the corrections
     POST /console/tickets/{id}/answer   直接办结 with the answer text
     POST /console/tickets/{id}/merge    并单 into another ticket
@@ -29,10 +30,11 @@ from starlette.responses import Response
 
 from accounts.models import CENTRE_ROLES
 from core.db import saved_id
-from core.errors import DomainError
+from core.errors import Conflict, DomainError, IllegalTransition, InvalidInput
 from dispatch import access, assignments, closing
 from dispatch.models import Assignment, Unit
 from hotline import duplicates, intake, live
+from hotline.calls import intake as call_intake
 from hotline.live import CALLS_ENDED_WITHIN, call_key
 from tickets import service as tickets
 from tickets.models import Channel, RequestType, Ticket, TicketCreate, TicketUpdate, Urgency
@@ -40,6 +42,7 @@ from web.api.schemas import ticket_read
 from web.deps import ClockDep, SessionDep, SettingsDep
 from web.pages import nav
 from web.pages.i18n import N_, _
+from web.pages.labels import refusal
 from web.pages.nav import NavItem
 from web.pages.people import Person, csrf_form, record, require
 from web.pages.templating import render
@@ -177,6 +180,19 @@ def _form_context(
         "errors": {},
         "values": {},
         "occurred_local": _local_input(ticket.occurred_at, request),
+        **_words_context(session, ticket),
+    }
+
+
+def _words_context(session: Session, ticket: Ticket) -> dict[str, Any]:
+    """The ticket's calls and whether the caller's words are still being transcribed: the
+    form says so, and fills the description in when they arrive (the placeholder is the
+    only text it replaces)."""
+    calls = call_intake.ticket_calls(session, ticket_id=saved_id(ticket))
+    return {
+        "calls": calls,
+        "transcribing": any(c.transcript is None for c in calls),
+        "placeholder": call_intake.PLACEHOLDER,
     }
 
 
@@ -244,6 +260,18 @@ def ticket_form(
     return render(request, "console/ticket.html", _form_context(request, session, ticket, person))
 
 
+@router.get("/console/tickets/{ticket_id}/words")
+def ticket_words(
+    ticket_id: int, request: Request, session: SessionDep, person: Person = INTAKE
+) -> Response:
+    """Refreshed on each of the ticket's live events: once the final transcript is on the
+    ticket, the block says so and carries the description made from it."""
+    ticket = access.visible_ticket(session, user=person.user, ticket_id=ticket_id)
+    context = {"ticket": ticket_read(ticket, person.user), "live": True}
+    context.update(_words_context(session, ticket))
+    return render(request, "console/ticket.html", context, block="words")
+
+
 @router.post("/console/tickets/{ticket_id}", dependencies=[Depends(csrf_form)])
 async def save_ticket(
     ticket_id: int, request: Request, session: SessionDep, clock: ClockDep, person: Person = INTAKE
@@ -262,6 +290,10 @@ async def _in_thread(func: Any, *args: Any) -> Response:
 def _save(request, session, clock, person, ticket_id, values, errors) -> Response:
     ticket = tickets.get_ticket(session, ticket_id, for_update=True)
     access.visible_ticket(session, user=person.user, ticket_id=ticket_id)
+    if values.get("description") == call_intake.PLACEHOLDER:
+        # Posted back unchanged from the form: nobody wrote it, and the transcript (already
+        # on the ticket, or on its way) must not be overwritten by it.
+        del values["description"]
     try:
         data = TicketUpdate(**{k: v for k, v in values.items() if k not in errors})
     except ValidationError as exc:
@@ -287,7 +319,7 @@ def _save(request, session, clock, person, ticket_id, values, errors) -> Respons
         )
     except DomainError as exc:
         context = _form_context(request, session, ticket, person)
-        context.update(values=values, error=_("Nothing was saved: %(why)s", why=str(exc)))
+        context.update(values=values, error=_("Nothing was saved: %(why)s", why=refusal(exc)))
         return render(request, "console/ticket.html", context, status_code=409)
     record(
         session, request, clock, action="ticket_edit", person=person, target=f"ticket:{ticket_id}"
@@ -316,7 +348,7 @@ def _answer(request, session, clock, person, ticket_id, text) -> Response:
         )
     except DomainError as exc:
         context = _form_context(request, session, ticket, person)
-        context.update(error=_("Not closed: %(why)s", why=str(exc)))
+        context.update(error=_("Not closed: %(why)s", why=refusal(exc)))
         record(
             session,
             request,
@@ -361,7 +393,7 @@ def _merge(request, session, clock, person, ticket_id, raw) -> Response:
         )
     except (ValueError, DomainError) as exc:
         context = _form_context(request, session, ticket, person)
-        context.update(error=_("Not merged: %(why)s", why=str(exc)))
+        context.update(error=_("Not merged: %(why)s", why=_merge_refusal(exc)))
         record(
             session,
             request,
@@ -382,6 +414,21 @@ def _merge(request, session, clock, person, ticket_id, raw) -> Response:
         detail={"parent": parent_id},
     )
     return RedirectResponse(f"/console/tickets/{ticket_id}?merged=1", status_code=303)
+
+
+def _merge_refusal(exc: ValueError | DomainError) -> str:
+    """The service's merge refusals name tickets and states in English; the form says which
+    of the operator's choices was wrong."""
+    if isinstance(exc, ValueError):
+        return _("Choose one of the listed tickets.")
+    if isinstance(exc, InvalidInput):
+        return _("A ticket cannot be merged into itself.")
+    if isinstance(exc, Conflict) and not isinstance(exc, IllegalTransition):
+        return _(
+            "That ticket cannot take this one: it is closed or merged, or this ticket has "
+            "merged tickets of its own."
+        )
+    return refusal(exc)
 
 
 # ---------------------------------------------------------------- without a call

@@ -6,6 +6,7 @@ to the handler or their unit, to acknowledge. Only the person's own unit's work 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -27,7 +28,7 @@ from web.pages.i18n import N_
 from web.pages.nav import NavItem
 from web.pages.people import Person, csrf_form, record, require
 from web.pages.templating import render
-from web.pages.ticket_view import LABELS
+from web.pages.ticket_view import LABELS, unconfirmed_clocks
 
 router = APIRouter(include_in_schema=False)
 
@@ -43,7 +44,7 @@ SORTS = {"due": N_("Nearest deadline"), "received": N_("Newest first"), "number"
 Handler = Annotated[Person, require(Role.handler)]
 
 
-def _waiting(session: Session, person: Person) -> int:
+def _waiting(session: Session, person: Person, now: datetime) -> int:
     if person.user.unit_id is None:
         return 0
     return unit_work.waiting_count(session, unit_id=person.user.unit_id)
@@ -91,6 +92,7 @@ def inbox(
             offset=(page - 1) * PAGE_SIZE,
         )
     pages = max(1, -(-total // PAGE_SIZE))
+    unconfirmed = unconfirmed_clocks(request, session)
     steps = escalation_visibility.escalations_for_user(
         session, user=user, unacknowledged_only=not all_steps, limit=50
     )
@@ -112,7 +114,12 @@ def inbox(
         **LABELS,
         "query": query,
         "rows": [
-            {"item": i, "ticket": ticket_read(i.ticket, user), "assignment": i.assignment}
+            {
+                "item": i,
+                "ticket": ticket_read(i.ticket, user),
+                "assignment": i.assignment,
+                "unconfirmed": unconfirmed(i.assignment, i.clocks),
+            }
             for i in items
         ],
         "total": total,

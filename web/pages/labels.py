@@ -1,9 +1,13 @@
-"""The names of the platform's states and roles, as message ids (translated where shown)."""
+"""The names of the platform's states and roles, as message ids (translated where shown), and
+the domain's refusals in the reader's words."""
 
 from __future__ import annotations
 
+from core.errors import Conflict, DomainError, Forbidden, IllegalTransition, InvalidInput, NotFound
+from dispatch.sla import NoWorkingDays
+from tickets.lifecycle import Action
 from tickets.models import Satisfaction, Status
-from web.pages.i18n import N_
+from web.pages.i18n import N_, _
 
 STATUS_NAMES = {
     Status.intake: N_("Intake"),
@@ -51,3 +55,66 @@ def reason_text(reason: str | None) -> str | None:
     if reason.startswith("automatic dispatch failed: "):
         return N_("Automatic dispatch failed: waiting for a dispatcher")
     return SYSTEM_REASONS.get(reason, reason)
+
+
+# What a person was trying to do when the lifecycle said no (tickets.lifecycle.Action).
+ACTION_NAMES = {
+    Action.create: N_("Creating the ticket"),
+    Action.update: N_("Editing the ticket"),
+    Action.close_at_intake: N_("The direct answer"),
+    Action.queue: N_("Queueing for a dispatcher"),
+    Action.dispatch: N_("Dispatch"),
+    Action.redispatch: N_("Redispatch"),
+    Action.sign: N_("Signing for the ticket"),
+    Action.start: N_("Starting the work"),
+    Action.reply: N_("The reply"),
+    Action.approve_reply: N_("Approving the reply"),
+    Action.send_back: N_("Sending the reply back"),
+    Action.callback: N_("The callback"),
+    Action.close: N_("Closing the ticket"),
+    Action.return_: N_("The return"),
+    Action.uphold_return: N_("Refusing the return"),
+    Action.merge: N_("The merge"),
+    Action.close_merged: N_("Closing with the merged ticket"),
+    Action.reopen: N_("Reopening"),
+    Action.archive: N_("Archiving"),
+    Action.note: N_("The note"),
+}
+# Input refusals the services explain by the field they name (the details' key).
+INPUT_REFUSALS = {
+    "assignee_id": N_("The person in charge must be an active handler of the unit."),
+    "reason_code": N_("Choose one of the listed reasons."),
+    "method": N_("Choose how the caller was contacted."),
+}
+
+
+def refusal(exc: DomainError) -> str:
+    """A domain refusal in the reader's words. The services explain themselves in English
+    for developers and logs; a page shows only message ids, chosen by the error's kind and
+    the details it carries, so a refusal is never raw developer text nor untranslated."""
+    if isinstance(exc, IllegalTransition):
+        action, status = exc.details.get("action"), exc.details.get("status")
+        if action in {a.value for a in Action} and status in {s.value for s in Status}:
+            return _(
+                "%(action)s is not possible while the ticket is “%(status)s”.",
+                action=_(ACTION_NAMES[Action(action)]),
+                status=_(STATUS_NAMES[Status(status)]),
+            )
+        return _("This step is not possible in the ticket's present state.")
+    if isinstance(exc, Conflict):
+        return _(
+            "This step is no longer possible: the ticket has moved on. "
+            "The page shows where it stands now."
+        )
+    if isinstance(exc, NoWorkingDays):
+        return _("The working calendar has no working day in reach for this deadline.")
+    if isinstance(exc, InvalidInput):
+        for key, message in INPUT_REFUSALS.items():
+            if key in exc.details:
+                return _(message)
+        return _("The service could not take what was sent. Nothing was changed.")
+    if isinstance(exc, NotFound):
+        return _("It is not there any more, or it is not yours to see.")
+    if isinstance(exc, Forbidden):
+        return _("Your role may not do this.")
+    return _("This step could not be taken.")

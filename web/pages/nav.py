@@ -5,21 +5,26 @@ again whenever the page's live stream says they changed), so a page never waits 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from fastapi import APIRouter, Request
 from sqlmodel import Session
 from starlette.responses import Response
 
 from accounts.models import Role
-from web.deps import SessionDep
+from web.deps import ClockDep, SessionDep, SettingsDep
 from web.pages.people import CurrentPerson, Person
 from web.pages.templating import render
 
 router = APIRouter(include_in_schema=False)
 
-Counter = Callable[[Session, Person], int]
+# A count of waiting work at `now`: the app's clock (core.clock) in the centre's time zone,
+# so that a count that depends on time (a window, a deadline, the local date) agrees with
+# the pages, which read the same clock, and with tests that move it.
+Counter = Callable[[Session, Person, datetime], int]
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ _ITEMS: list[NavItem] = []
 
 def register(*items: NavItem) -> None:
     for item in items:
+        if item.count is not None and _takes_two(item.count):
+            item = replace(item, count=_timeless(item.count))
         if any(existing.path == item.path for existing in _ITEMS):
             raise ValueError(f"two navigation entries for {item.path}")
         _ITEMS.append(item)
@@ -52,8 +59,28 @@ def items_for(person: Person | None) -> list[NavItem]:
     return [item for item in _ITEMS if person.role in item.roles]
 
 
+def _takes_two(count: Callable[..., int]) -> bool:
+    """A counter written before counts were given the time: (session, person)."""
+    parameters = inspect.signature(count).parameters.values()
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) == 2
+
+
+def _timeless(count: Callable[..., int]) -> Counter:
+    return lambda session, person, now: count(session, person)
+
+
 @router.get("/nav/counts")
-def counts(request: Request, person: CurrentPerson, session: SessionDep) -> Response:
+def counts(
+    request: Request,
+    person: CurrentPerson,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> Response:
     """The waiting work behind each of the person's entries, as out-of-band swaps."""
-    values = {item.key: item.count(session, person) for item in items_for(person) if item.count}
+    now = clock.now().astimezone(settings.tz)
+    values = {
+        item.key: item.count(session, person, now) for item in items_for(person) if item.count
+    }
     return render(request, "nav_counts.html", {"counts": values})

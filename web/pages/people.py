@@ -238,6 +238,7 @@ def install(app: FastAPI) -> None:
 
     from core.errors import DomainError, NotFound
     from web import errors
+    from web.pages.labels import refusal
 
     def for_pages(json_handler: Any, page_status: Any) -> Any:
         """The API (and any client that does not ask for HTML) keeps its JSON errors; a
@@ -251,10 +252,12 @@ def install(app: FastAPI) -> None:
                 return await json_handler(request, exc)
             status = page_status(exc)
             request.state.person, request.state.csrf_token = None, ""
+            # A refusal of the domain's (not a missing page) is said in the reader's words.
+            refused = refusal(exc) if isinstance(exc, DomainError) and status != 404 else None
             return render(
                 request,
                 "errors/problem.html",
-                {"status": status, "not_found": status == 404},
+                {"status": status, "not_found": status == 404, "refused": refused},
                 status_code=status,
             )
 

@@ -23,13 +23,14 @@ from starlette.responses import Response
 
 from core.clock import Clock
 from core.db import saved_id
-from core.errors import Conflict, DomainError, InvalidInput, NotFound
+from core.errors import DomainError, NotFound
 from dispatch import access, escalation_visibility, handling
 from dispatch.assignments import get_assignment
 from dispatch.models import Assignment, ClockUnit
 from hotline import attachments
 from web.deps import ClockDep, PathId, SessionDep, SettingsDep
 from web.pages.i18n import _
+from web.pages.labels import refusal
 from web.pages.people import CurrentPerson, Person, csrf_form, record
 from web.pages.templating import render
 from web.pages.ticket_view import DONE, RETURN_REASON_NAMES, mine, ticket_context
@@ -100,15 +101,8 @@ def _act(
         error = exc.message
     except attachments.AttachmentRefused as exc:
         error = _refused_file(exc, request)
-    except Conflict:
-        error = _(
-            "This step is no longer possible: the ticket has moved on. "
-            "The page shows where it stands now."
-        )
-    except InvalidInput as exc:
-        error = _("The service refused it: %(reason)s", reason=str(exc))
-    except DomainError:
-        error = _("This step could not be taken.")
+    except DomainError as exc:
+        error = refusal(exc)
     if error is None:
         record(
             session,

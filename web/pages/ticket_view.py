@@ -5,6 +5,7 @@ it (web.api.schemas), with the running clocks the escalation chain watches."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +16,8 @@ from accounts import privacy
 from accounts import service as accounts
 from accounts.models import Role, User
 from core.db import saved_id
-from dispatch import access, escalation_visibility, handling, review, unit_work
+from dispatch import access, escalation_visibility, handling, reference, review, unit_work
+from dispatch import calendar as work_calendar
 from dispatch.assignments import LIVE, assignments_of
 from dispatch.models import (
     Assignment,
@@ -27,7 +29,9 @@ from dispatch.models import (
     ExtensionRequest,
     ExtensionStatus,
 )
+from dispatch.unit_work import ClockState
 from hotline import attachments
+from hotline.calls import intake as call_intake
 from tickets import service as tickets
 from tickets.lifecycle import Action, allowed_actions
 from tickets.models import Status
@@ -188,6 +192,30 @@ def mine(person: Person, assignment: Assignment) -> bool:
     return person.role == Role.handler and assignment.unit_id == person.user.unit_id
 
 
+def unconfirmed_clocks(
+    request: Request, session: Session
+) -> Callable[[Assignment, list[ClockState]], frozenset[Clock]]:
+    """The clocks of an assignment counted on a working calendar no administrator has
+    confirmed: working-day clocks whose deadline falls in such a year (a 24/7 clock does
+    not depend on the calendar). They are counted all the same, from the best data there
+    is; their badges say so."""
+    confirmed = work_calendar.confirmed_years(session)
+    policies = {saved_id(p): p for p in reference.snapshot(session).policies}
+    tz = request.app.state.settings.tz
+
+    def flagged(assignment: Assignment, clocks: list[ClockState]) -> frozenset[Clock]:
+        policy = policies.get(assignment.policy_id)
+        return frozenset(
+            c.clock
+            for c in clocks
+            if policy is not None
+            and getattr(policy, f"{c.clock.value}_unit") == ClockUnit.workdays
+            and work_calendar.unconfirmed(c.due_at, confirmed, tz)
+        )
+
+    return flagged
+
+
 def ticket_context(
     request: Request, session: Session, person: Person, *, ticket_id: int, now: Any
 ) -> dict[str, Any]:
@@ -214,14 +242,23 @@ def ticket_context(
     )
     files = attachments.attachments_of(session, ticket_id=saved_id(ticket))
     view = ticket_read(ticket, user)
+    unconfirmed = unconfirmed_clocks(request, session)
+    # The caller's own words stay on the page even where an operator wrote the description.
+    words = [
+        privacy.mask_text(c.transcript, names=[ticket.caller_name]) if masked else c.transcript
+        for c in call_intake.ticket_calls(session, ticket_id=saved_id(ticket))
+        if c.transcript
+    ]
     return {
         **LABELS,
         "ticket": view,
+        "transcripts": words,
         "assignments": [
             {
                 "read": r,
                 "row": a,
                 "clocks": clocks[saved_id(a)],
+                "unconfirmed": unconfirmed(a, clocks[saved_id(a)]),
                 "reply": privacy.mask_text(r.reply, names=[ticket.caller_name])
                 if masked and r.reply
                 else r.reply,

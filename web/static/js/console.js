@@ -33,6 +33,17 @@
   }
   document.body.addEventListener("htmx:afterSettle", restoreFollow);
   document.addEventListener("DOMContentLoaded", restoreFollow);
+  // The final transcript arrived while the ticket form was open: the description the
+  // operator has not touched (still the placeholder) becomes the one made from it.
+  document.body.addEventListener("htmx:afterSettle", function () {
+    var words = document.getElementById("call-words");
+    if (!words || !words.dataset.description) { return; }
+    var box = document.querySelector('#ticket-form textarea[name="description"]');
+    if (box && box.value.trim() === words.dataset.placeholder) {
+      box.value = words.dataset.description;
+      box.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+  });
   // Keys: Ctrl+Enter saves the ticket form; Alt+A goes to the direct answer; Alt+D to the
   // duplicates; Alt+N opens a new ticket (accesskey).
   document.addEventListener("keydown", function (event) {
