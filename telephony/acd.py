@@ -86,6 +86,11 @@ class AcdConfig:
         )
 
 
+_MAX_PASSES = 50
+"""Passes of one ``_dispatch`` at most: each further pass follows a move made in the one
+before (a reservation), so it ends when the agents or the calls do; the bound only keeps a
+misbehaving pool from spinning."""
+
 URGENT_PRIORITY = 20
 REPEAT_CALLER_PRIORITY = 10
 
@@ -280,6 +285,8 @@ class Acd:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._woken = False
+        self._dispatching = False  # a pass runs (under the lock: only its thread re-enters)
+        self._dispatch_again = False
         self.repairs: Counter[str] = Counter()
         self.outcomes: Counter[Outcome] = Counter()
 
@@ -319,6 +326,12 @@ class Acd:
     def wake(self) -> None:
         """Something changed (an agent became ready): offer waiting calls now."""
         if self._thread is None:
+            if self._lock._is_owned():  # type: ignore[attr-defined]
+                # Rung from inside one of the engine's own moves (the pool's move rang an
+                # in-process bell): that move's own pass sees the change — offering now
+                # would find its call half-updated (a ring being set up, a call leaving).
+                self._dispatch_again = True
+                return
             self.run_due()
             return
         with self._cond:
@@ -444,8 +457,26 @@ class Acd:
 
     # --- ringing -----------------------------------------------------------------------
     def _dispatch(self) -> None:
-        """Offer free agents to waiting calls in line order (under the lock). A call in its
-        retry pause keeps its place: calls behind it needing the same skills wait too."""
+        """Offer free agents to waiting calls in line order (under the lock). A pass that
+        starts while one runs in this thread — the pool's own move rang an in-process bell,
+        whose subscriber is ``wake`` — only asks the running pass to go round once more
+        (it would otherwise offer a call whose ring is being set up a second agent)."""
+        if self._dispatching:
+            self._dispatch_again = True
+            return
+        self._dispatching = True
+        try:
+            for _ in range(_MAX_PASSES):
+                self._dispatch_again = False
+                self._dispatch_pass()
+                if not self._dispatch_again:
+                    break
+        finally:
+            self._dispatching = False
+
+    def _dispatch_pass(self) -> None:
+        """One pass of ``_dispatch``. A call in its retry pause keeps its place: calls behind
+        it needing the same skills wait too."""
         now = self.clock()
         paused: set[frozenset[str]] = set()
         exhausted: set[frozenset[str]] = set()  # no agent for these skills this pass
