@@ -23,6 +23,17 @@ class TranscribedBy(StrEnum):
     none = "none"  # not (yet) transcribed
 
 
+class QueueOutcome(StrEnum):
+    """How a call left the queue of operators (the ACD), or why it never joined it."""
+
+    agent = "agent"  # an operator answered it
+    robot = "robot"  # the voice-intake robot took it by design (ACD disabled, a robot line)
+    overflowed = "overflowed"  # the overflow rules sent it to the robot (overflow_reason)
+    callback_requested = "callback_requested"  # the caller pressed the key: a callback task
+    abandoned = "abandoned"  # the caller hung up while waiting
+    refused = "refused"  # not queued at all (the edge was full, the call was rejected)
+
+
 class CallRecord(SQLModel, table=True):
     """One row per call, answered or not, keyed by its SIP Call-ID."""
 
@@ -58,6 +69,24 @@ class CallRecord(SQLModel, table=True):
     )
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
+    # ---- the queue of operators (issue 17): what the contact-centre figures are made of
+    # (hotline.calls.acd_figures has each figure's definition). All NULL for a call that
+    # never reached the queue's decision (outbound calls, calls from before seats).
+    queued_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # joined the queue
+    # Left it: an agent answered, the robot took it, a callback was asked for, hung up.
+    queue_left_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    queue_outcome: QueueOutcome | None = Field(default=None, sa_type=enum_type(QueueOutcome))
+    overflow_reason: str | None = Field(default=None, max_length=32)  # waited, queue_long, ...
+    # The operator who answered (accounts' user.id: telephony sits below accounts, no FK).
+    agent_user_id: int | None = Field(default=None, index=True)
+    agent_extension: str | None = Field(default=None, max_length=16)
+    agent_answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    hold_s: float | None = None  # seconds the caller was on hold during the agent's talk
+    wrap_up_s: float | None = None  # the agent's after-call work for this call
+    transfers: int | None = None  # blind or attended transfers made by the agent
+    rings: int | None = None  # agents rung for this call (1 = the first one answered)
+    priority: int | None = None  # the queue priority it had (higher goes first)
+    skills: str | None = Field(default=None, max_length=200)  # comma list it needed
 
 
 class SipEdgeRecord(SQLModel, table=True):
