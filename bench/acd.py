@@ -80,7 +80,9 @@ def run(*, calls: int, rate: int, agents: int, hold_ms: int, ring_timeout_s: flo
     pool = MemoryAgentPool()
     box: list[Any] = []
     ringer = DialRinger(
-        dial=lambda uri, ring_timeout: box[0].dial(uri, ring_timeout=ring_timeout),
+        dial=lambda uri, ring_timeout, cancel=None: box[0].dial(
+            uri, ring_timeout=ring_timeout, cancel=cancel
+        ),
         target_of=lambda extension: f"sip:{extension}@{HOST}:{seat_port}",
         acd=lambda: box[1],
     )
