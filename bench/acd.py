@@ -37,14 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _common as common
-from telephony.acd import (
-    Acd,
-    AcdConfig,
-    DialRinger,
-    MemoryAgentPool,
-    Outcome,
-    QueueResult,
-)
+from telephony.acd import Acd, AcdConfig, Outcome, QueueResult
+from telephony.acd_dial import DialRinger
+from telephony.acd_memory import MemoryAgentPool
 from telephony.endpoint import Call
 from telephony.flows import FlowHooks, FlowSettings
 from telephony.queue_flow import QueueHooks, QueueOutcome, serve_queue

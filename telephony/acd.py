@@ -2,8 +2,8 @@
 callback takes over instead.
 
 It is pure and event-driven: no database, no polling. What it knows of agents it asks an
-``AgentPool`` (in memory here and in tests; the database one is ``accounts``' next session);
-ringing a seat is a ``Ringer``'s job (``DialRinger``: the edge's ``dial`` in a thread). A call
+``AgentPool`` (``telephony.acd_memory`` in tests; ``hotline.calls.agent_pool`` in the platform);
+ringing a seat is a ``Ringer``'s job (``telephony.acd_dial.DialRinger``: the edge's ``dial`` in a thread). A call
 is offered an agent the moment it joins and the moment something changes: an agent becomes
 ready (the pool's bell calls ``wake``), a ring is answered, missed or fails, a call leaves.
 The only timers are deadlines the engine sets itself — a ring's timeout, the pause before the
@@ -26,235 +26,62 @@ that really exist, repairs every mismatch with a log line, and counts it in ``re
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
-import queue
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from telephony.endpoint import Call, CallFailed, Disposition
+from telephony.acd_types import (
+    REPEAT_CALLER_PRIORITY,
+    URGENT_PRIORITY,
+    AcdConfig,
+    AgentOffer,
+    AgentPool,
+    Clock,
+    Connected,
+    Outcome,
+    Overflowed,
+    OverflowReason,
+    QueueEntry,
+    QueueResult,
+    Repair,
+    RingAttempt,
+    Ringer,
+    Ringing,
+    call_priority,
+)
+from telephony.endpoint import Call, Disposition
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], float]
-"""Seconds on a monotonic scale (``time.monotonic`` outside tests)."""
-
-
-# ---------------------------------------------------------------- configuration
-@dataclass(frozen=True)
-class AcdConfig:
-    """The engine's rules; ``from_settings`` reads ``settings.acd``."""
-
-    ring_timeout_s: float = 10.0
-    retry_pause_s: float = 1.0
-    # The ringer has its own ring timeout (``dial``'s); the engine's timer fires this much
-    # later, so that an answer just inside the timeout is not thrown away by a race.
-    ring_grace_s: float = 0.5
-    position_every_s: float = 30.0
-    overflow_after_s: float | None = 60.0  # None: never by wait
-    overflow_queue_longer_than: int | None = 20  # None: never by length
-    overflow_when_no_agents: bool = True
-    # Until calls have been handled, expected waits assume this handle time.
-    default_handle_s: float = 240.0
-    handle_history: int = 50  # the recent handle times the estimate averages
-
-    def __post_init__(self) -> None:
-        if self.ring_timeout_s <= 0 or self.retry_pause_s < 0 or self.ring_grace_s < 0:
-            raise ValueError("acd: ring_timeout_s must be > 0, retry_pause_s, ring_grace_s >= 0")
-        if self.position_every_s <= 0 or self.default_handle_s <= 0 or self.handle_history < 1:
-            raise ValueError("acd: position_every_s, default_handle_s, handle_history must be > 0")
-        if self.overflow_after_s is not None and self.overflow_after_s <= 0:
-            raise ValueError("acd: overflow_after_s must be > 0 (or None)")
-        if self.overflow_queue_longer_than is not None and self.overflow_queue_longer_than < 0:
-            raise ValueError("acd: overflow_queue_longer_than must be >= 0 (or None)")
-
-    @classmethod
-    def from_settings(cls, acd: Any) -> AcdConfig:
-        """From ``core.settings.AcdSettings`` (duck-typed: telephony does not read settings)."""
-        return cls(
-            ring_timeout_s=acd.ring_timeout_s,
-            retry_pause_s=acd.retry_pause_s,
-            position_every_s=acd.position_every_s,
-            overflow_after_s=acd.overflow_after_s,
-            overflow_queue_longer_than=acd.overflow_queue_longer_than,
-            overflow_when_no_agents=acd.overflow_when_no_agents,
-        )
-
 
 _MAX_PASSES = 50
 """Passes of one ``_dispatch`` at most: each further pass follows a move made in the one
 before (a reservation), so it ends when the agents or the calls do; the bound only keeps a
 misbehaving pool from spinning."""
 
-URGENT_PRIORITY = 20
-REPEAT_CALLER_PRIORITY = 10
-
-
-def call_priority(
-    *,
-    dialled: str,
-    repeat_caller: bool,
-    urgent_lines: Collection[str] = (),
-    repeat_caller_priority: bool = True,
-) -> int:
-    """A call's place in line: urgent lines first, then repeat callers of an open ticket
-    (they are chasing something already promised), then everyone in order of arrival."""
-    if dialled and dialled in urgent_lines:
-        return URGENT_PRIORITY
-    if repeat_caller and repeat_caller_priority:
-        return REPEAT_CALLER_PRIORITY
-    return 0
-
-
-# ---------------------------------------------------------------- agents and ringing
-@dataclass(frozen=True)
-class AgentOffer:
-    """An agent reserved (ringing) for one call."""
-
-    agent_id: str
-    extension: str  # the seat to ring
-    skills: frozenset[str] = frozenset()
-
-
-class AgentPool(Protocol):
-    """The agents as the engine sees them. Every method is an atomic move of one agent's
-    state keyed by the call, so that a repeated or late call of it does nothing."""
-
-    def reserve(self, skills: frozenset[str], call_key: str) -> AgentOffer | None:
-        """The longest-idle ready agent having ``skills`` with a bound seat, now ringing for
-        ``call_key``; None when there is none."""
-
-    def answered(self, agent_id: str, call_key: str) -> None:
-        """The agent picked up: on call."""
-
-    def missed(self, agent_id: str, call_key: str) -> None:
-        """The ring went unanswered (or the seat could not be reached): not ready (missed)."""
-
-    def release(self, agent_id: str, call_key: str) -> None:
-        """The ring stopped through no fault of the agent (the caller hung up): ready again,
-        keeping their place in the idle order."""
-
-    def call_ended(self, agent_id: str, call_key: str) -> None:
-        """The bridged call ended: wrap-up."""
-
-    def signed_in(self, skills: frozenset[str]) -> int:
-        """Agents signed in (in any state) who have ``skills``: none means nobody will come."""
-
-    def next_change_at(self) -> float | None:
-        """When an agent becomes ready by themselves (a wrap-up ends), on the engine's clock;
-        the engine wakes then. None when no such change is pending."""
-
-
-@dataclass(frozen=True)
-class RingAttempt:
-    """One ring of one agent's seat for one call; ``id`` tells a late report from the current."""
-
-    id: int
-    call_key: str
-    offer: AgentOffer
-    timeout_s: float
-    started_at: float
-
-
-class Ringer(Protocol):
-    """Rings seats. ``ring`` must not block: the answer comes back as
-    ``Acd.ring_answered(attempt, leg)`` (hang the leg up if it returns False) or
-    ``Acd.ring_failed(attempt, disposition)``."""
-
-    def ring(self, attempt: RingAttempt) -> None: ...
-
-    def cancel(self, attempt: RingAttempt) -> None:
-        """Stop ringing (the caller left, or the engine's timer gave up on it)."""
-
-
-# ---------------------------------------------------------------- a waiting call
-class Outcome(str, enum.Enum):
-    ANSWERED = "answered"  # bridged to an agent
-    OVERFLOW = "overflow"  # handed to the robot (or a callback) by an overflow rule
-    CALLBACK = "callback"  # the caller pressed the callback key
-    ABANDONED = "abandoned"  # the caller hung up while waiting
-
-
-class OverflowReason(str, enum.Enum):
-    WAITED = "waited"  # overflow_after_s in the queue
-    QUEUE_LONG = "queue_long"  # joined a queue longer than overflow_queue_longer_than
-    NO_AGENTS = "no_agents"  # nobody signed in who could take it
-
-
-@dataclass(frozen=True)
-class Ringing:
-    offer: AgentOffer
-
-
-@dataclass(frozen=True)
-class Connected:
-    """An agent answered: ``leg`` is the agent's call, to bridge with the caller."""
-
-    offer: AgentOffer
-    leg: Call
-
-
-@dataclass(frozen=True)
-class Overflowed:
-    reason: OverflowReason
-
-
-AcdEvent = Ringing | Connected | Overflowed
-
-
-@dataclass(frozen=True)
-class QueueResult:
-    """How a call left the queue; the call record keeps it."""
-
-    call_key: str
-    outcome: Outcome
-    waited_s: float  # joined → answered / left
-    agent_id: str | None = None
-    overflow: OverflowReason | None = None
-    missed_agents: tuple[str, ...] = ()  # agents rung who did not answer, in order
-
-
-@dataclass
-class QueueEntry:
-    """A call in the queue, as its flow holds it: events come in ``events`` (read them with
-    ``next_event``), and the flow tells the engine how the call left."""
-
-    call_key: str
-    priority: int
-    skills: frozenset[str]
-    enqueued_at: float
-    seq: int
-    events: queue.Queue[AcdEvent] = field(default_factory=queue.Queue)
-    ring: RingAttempt | None = None
-    retry_at: float = 0.0
-    agent: AgentOffer | None = None  # once answered
-    answered_at: float | None = None
-    result: QueueResult | None = None
-    missed: list[str] = field(default_factory=list)
-
-    def next_event(self, timeout: float = 0.0) -> AcdEvent | None:
-        try:
-            return self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()
-        except queue.Empty:
-            return None
-
-    @property
-    def order(self) -> tuple[int, float, int]:
-        return (-self.priority, self.enqueued_at, self.seq)
-
-
-@dataclass(frozen=True)
-class Repair:
-    """A stuck state ``reconcile`` found and repaired."""
-
-    kind: str  # "ring_overdue", "caller_gone", "bridged_call_gone"
-    call_key: str
-    agent_id: str | None
+__all__ = [
+    "Acd",
+    "AcdConfig",
+    "AgentOffer",
+    "AgentPool",
+    "Clock",
+    "Connected",
+    "Outcome",
+    "OverflowReason",
+    "Overflowed",
+    "QueueEntry",
+    "QueueResult",
+    "REPEAT_CALLER_PRIORITY",
+    "Repair",
+    "RingAttempt",
+    "Ringer",
+    "Ringing",
+    "URGENT_PRIORITY",
+    "call_priority",
+]
 
 
 # ---------------------------------------------------------------- the engine
@@ -671,226 +498,3 @@ class Acd:
                 repair.agent_id,
             )
         return repairs
-
-
-# ---------------------------------------------------------------- agents in memory
-class AgentState(str, enum.Enum):
-    SIGNED_OUT = "signed_out"
-    READY = "ready"
-    NOT_READY = "not_ready"
-    RINGING = "ringing"
-    ON_CALL = "on_call"
-    WRAP_UP = "wrap_up"
-
-
-@dataclass
-class MemoryAgent:
-    agent_id: str
-    extension: str
-    skills: frozenset[str]
-    state: AgentState = AgentState.READY
-    idle_since: float = 0.0
-    call_key: str | None = None
-    wrap_up_until: float | None = None
-    reason: str = ""
-
-
-class MemoryAgentPool:
-    """An ``AgentPool`` in memory: tests, and a single-process centre without a database.
-    ``on_change`` is the bell: told whenever an agent may have become free."""
-
-    def __init__(self, *, clock: Clock = time.monotonic, wrap_up_s: float = 0.0) -> None:
-        self.clock = clock
-        self.wrap_up_s = wrap_up_s
-        self.agents: dict[str, MemoryAgent] = {}
-        self.on_change: Callable[[], None] | None = None
-        self.history: list[tuple[str, AgentState, str]] = []  # (agent, new state, call key)
-        self._lock = threading.Lock()
-
-    def _move(self, agent: MemoryAgent, state: AgentState, call_key: str | None) -> None:
-        agent.state = state
-        agent.call_key = call_key
-        self.history.append((agent.agent_id, state, call_key or ""))
-
-    def _ring_bell(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
-
-    # --- console moves ------------------------------------------------------------------
-    def sign_in(self, agent_id: str, extension: str, skills: Iterable[str] = ()) -> None:
-        with self._lock:
-            agent = MemoryAgent(agent_id, extension, frozenset(skills), AgentState.NOT_READY)
-            self.agents[agent_id] = agent
-            self.history.append((agent_id, agent.state, ""))
-
-    def set_ready(self, agent_id: str) -> None:
-        with self._lock:
-            agent = self.agents[agent_id]
-            if agent.state in (AgentState.RINGING, AgentState.ON_CALL):
-                raise ValueError(f"agent {agent_id} is {agent.state.value}")
-            agent.idle_since = self.clock()
-            agent.reason = ""
-            self._move(agent, AgentState.READY, None)
-        self._ring_bell()
-
-    def set_not_ready(self, agent_id: str, reason: str = "break") -> None:
-        with self._lock:
-            agent = self.agents[agent_id]
-            if agent.state in (AgentState.RINGING, AgentState.ON_CALL):
-                raise ValueError(f"agent {agent_id} is {agent.state.value}")
-            agent.reason = reason
-            self._move(agent, AgentState.NOT_READY, None)
-
-    def sign_out(self, agent_id: str) -> None:
-        with self._lock:
-            agent = self.agents.pop(agent_id)
-            self._move(agent, AgentState.SIGNED_OUT, None)
-        self._ring_bell()  # the last one out: waiting calls overflow
-
-    # --- the AgentPool protocol -----------------------------------------------------------
-    def _end_wrap_ups(self, now: float) -> None:
-        for agent in self.agents.values():
-            if agent.state is AgentState.WRAP_UP and (agent.wrap_up_until or 0) <= now:
-                agent.idle_since = agent.wrap_up_until or now
-                agent.wrap_up_until = None
-                self._move(agent, AgentState.READY, None)
-
-    def reserve(self, skills: frozenset[str], call_key: str) -> AgentOffer | None:
-        with self._lock:
-            self._end_wrap_ups(self.clock())
-            ready = [
-                a
-                for a in self.agents.values()
-                if a.state is AgentState.READY and skills <= a.skills and a.extension
-            ]
-            if not ready:
-                return None
-            agent = min(ready, key=lambda a: (a.idle_since, a.agent_id))
-            self._move(agent, AgentState.RINGING, call_key)
-            return AgentOffer(agent.agent_id, agent.extension, agent.skills)
-
-    def _mine(self, agent_id: str, call_key: str, *states: AgentState) -> MemoryAgent | None:
-        agent = self.agents.get(agent_id)
-        if agent is None or agent.call_key != call_key or agent.state not in states:
-            return None
-        return agent
-
-    def answered(self, agent_id: str, call_key: str) -> None:
-        with self._lock:
-            agent = self._mine(agent_id, call_key, AgentState.RINGING)
-            if agent is not None:
-                self._move(agent, AgentState.ON_CALL, call_key)
-
-    def missed(self, agent_id: str, call_key: str) -> None:
-        with self._lock:
-            agent = self._mine(agent_id, call_key, AgentState.RINGING)
-            if agent is not None:
-                agent.reason = "missed"
-                self._move(agent, AgentState.NOT_READY, None)
-
-    def release(self, agent_id: str, call_key: str) -> None:
-        with self._lock:
-            agent = self._mine(agent_id, call_key, AgentState.RINGING)
-            if agent is not None:
-                self._move(agent, AgentState.READY, None)  # idle_since kept: their turn
-
-    def call_ended(self, agent_id: str, call_key: str) -> None:
-        with self._lock:
-            agent = self._mine(agent_id, call_key, AgentState.ON_CALL)
-            if agent is None:
-                return
-            now = self.clock()
-            if self.wrap_up_s > 0:
-                agent.wrap_up_until = now + self.wrap_up_s
-                self._move(agent, AgentState.WRAP_UP, None)
-            else:
-                agent.idle_since = now
-                self._move(agent, AgentState.READY, None)
-
-    def signed_in(self, skills: frozenset[str]) -> int:
-        with self._lock:
-            return sum(1 for a in self.agents.values() if skills <= a.skills)
-
-    def next_change_at(self) -> float | None:
-        with self._lock:
-            ends = [
-                a.wrap_up_until
-                for a in self.agents.values()
-                if a.state is AgentState.WRAP_UP and a.wrap_up_until is not None
-            ]
-            return min(ends, default=None)
-
-    def state(self, agent_id: str) -> AgentState:
-        with self._lock:
-            agent = self.agents.get(agent_id)
-            return AgentState.SIGNED_OUT if agent is None else agent.state
-
-
-# ---------------------------------------------------------------- ringing with the edge
-class DialRinger:
-    """Rings a seat with the edge's blocking ``dial`` on a thread per ring. ``target_of``
-    turns an extension into the URI to dial (``SipEdge.seat_target``); None: the seat is not
-    registered, which counts as a failed ring.
-
-    ``cancel`` (the caller hung up or asked for a callback while the seat rang) sets the
-    event ``dial`` watches: the edge CANCELs the INVITE at once (``sip_outbound``), so the seat
-    stops ringing; an answer that crosses the CANCEL is hung up — a short false ring for the
-    agent, never a caller bridged to nobody."""
-
-    def __init__(
-        self,
-        *,
-        dial: Callable[..., Call],
-        target_of: Callable[[str], str | None],
-        acd: Callable[[], Acd],
-    ) -> None:
-        self._dial = dial
-        self._target_of = target_of
-        self._acd = acd
-        self._cancels: dict[int, threading.Event] = {}  # attempt id -> its dial's cancel
-        self._lock = threading.Lock()
-        self.ring_delays_ms: deque[float] = deque(maxlen=1000)  # pick → INVITE sent
-
-    def ring(self, attempt: RingAttempt) -> None:
-        picked = time.monotonic()
-        with self._lock:
-            self._cancels[attempt.id] = threading.Event()
-        thread = threading.Thread(
-            target=self._ring, args=(attempt, picked), name=f"ring-{attempt.id}", daemon=True
-        )
-        thread.start()
-
-    def cancel(self, attempt: RingAttempt) -> None:
-        with self._lock:
-            event = self._cancels.get(attempt.id)
-        if event is not None:
-            event.set()
-
-    def _ring(self, attempt: RingAttempt, picked: float) -> None:
-        with self._lock:
-            cancel = self._cancels.setdefault(attempt.id, threading.Event())
-        try:
-            self._ring_once(attempt, picked, cancel)
-        finally:
-            with self._lock:
-                self._cancels.pop(attempt.id, None)
-
-    def _ring_once(self, attempt: RingAttempt, picked: float, cancel: threading.Event) -> None:
-        acd = self._acd()
-        target = self._target_of(attempt.offer.extension)
-        if target is None:
-            log.warning("seat %s is not registered: cannot ring it", attempt.offer.extension)
-            acd.ring_failed(attempt, Disposition.FAILED)
-            return
-        self.ring_delays_ms.append(1000 * (time.monotonic() - picked))
-        try:
-            leg = self._dial(target, ring_timeout=attempt.timeout_s, cancel=cancel)
-        except CallFailed as failure:
-            acd.ring_failed(attempt, failure.disposition)
-            return
-        except Exception:
-            log.exception("dialling seat %s failed", attempt.offer.extension)
-            acd.ring_failed(attempt, Disposition.FAILED)
-            return
-        if cancel.is_set() or not acd.ring_answered(attempt, leg):
-            leg.hangup()

@@ -12,9 +12,7 @@ from core.settings import AcdSettings
 from telephony.acd import (
     Acd,
     AcdConfig,
-    AgentState,
     Connected,
-    MemoryAgentPool,
     Outcome,
     Overflowed,
     OverflowReason,
@@ -23,6 +21,7 @@ from telephony.acd import (
     Ringing,
     call_priority,
 )
+from telephony.acd_memory import AgentState, MemoryAgentPool
 from telephony.endpoint import Disposition
 from tests.telephony.fakes import FakeCall
 

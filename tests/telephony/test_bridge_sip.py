@@ -18,16 +18,9 @@ import numpy as np
 import pytest
 
 from telephony import codecs
-from telephony.acd import (
-    Acd,
-    AcdConfig,
-    AgentState,
-    DialRinger,
-    MemoryAgentPool,
-    Outcome,
-    OverflowReason,
-    QueueResult,
-)
+from telephony.acd import Acd, AcdConfig, Outcome, OverflowReason, QueueResult
+from telephony.acd_dial import DialRinger
+from telephony.acd_memory import AgentState, MemoryAgentPool
 from telephony.bridge import BridgeResult
 from telephony.endpoint import FRAME_BYTES, Call, CallState
 from telephony.flows import FlowHooks, FlowSettings

@@ -12,15 +12,8 @@ import numpy as np
 import pytest
 
 from core.settings import AcdSettings
-from telephony.acd import (
-    Acd,
-    AcdConfig,
-    AgentState,
-    MemoryAgentPool,
-    Outcome,
-    QueueResult,
-    RingAttempt,
-)
+from telephony.acd import Acd, AcdConfig, Outcome, QueueResult, RingAttempt
+from telephony.acd_memory import AgentState, MemoryAgentPool
 from telephony.bridge import BridgeResult
 from telephony.endpoint import FRAME_BYTES, CallState
 from telephony.flows import FlowHooks, FlowSettings
