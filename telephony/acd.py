@@ -3,9 +3,10 @@ callback takes over instead.
 
 It is pure and event-driven: no database, no polling. What it knows of agents it asks an
 ``AgentPool`` (``telephony.acd_memory`` in tests; ``hotline.calls.agent_pool`` in the platform);
-ringing a seat is a ``Ringer``'s job (``telephony.acd_dial.DialRinger``: the edge's ``dial`` in a thread). A call
-is offered an agent the moment it joins and the moment something changes: an agent becomes
-ready (the pool's bell calls ``wake``), a ring is answered, missed or fails, a call leaves.
+ringing a seat is a ``Ringer``'s job (``telephony.acd_dial.DialRinger``: the edge's ``dial`` in a
+thread). A call is offered an agent the moment it joins and the moment something changes: an
+agent becomes ready (the pool's bell calls ``wake``), a ring is answered, missed or fails, a
+call leaves.
 The only timers are deadlines the engine sets itself — a ring's timeout, the pause before the
 next agent, a call's overflow — and one thread waits on a condition until the nearest of them.
 Its clock is injected: tests move it and call ``run_due`` (no thread, no sleeps).

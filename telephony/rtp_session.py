@@ -8,6 +8,10 @@ table with any event code), accepts RTP from anyone, decodes to 8-bit PCM, spins
 reading a quiet caller, and binds ports without checking them. Nothing of it is imported
 here: even its sound ``PayloadType`` enum would pull in ``audioop`` (see ``codecs``).
 
+Over 600 lines because one session's receive path (parsing, source latching, the jitter
+buffer, RFC 4733 keys) and send path (pacing, comfort noise, keys out) share its state and
+its lock; split, each half would reach into the other's fields.
+
 An ``RtpSession`` has no thread of its own: the process's ``MediaLoop``
 (``telephony.media_loop``) receives and sends for every session on a 20 ms tick, and the
 call's reader decodes in its own thread. Packets are ``telephony.rtp_packet``; ports come from
