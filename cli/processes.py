@@ -80,19 +80,27 @@ def _demo_users_path(settings: Settings) -> Path:
 
 
 def _calendar_warnings(settings: Settings, clock: Clock) -> list[str]:
-    """Working-day deadlines are counted wrongly for a year whose holidays nobody loaded:
-    say so at start-up, for this year and the next."""
+    """Working-day deadlines are counted wrongly for a year whose holidays nobody loaded,
+    and only guessed for a year no administrator has confirmed: say so at start-up, for
+    this year and the next (the next one from 1 December, when China has published it)."""
+    from dispatch.calendar import confirmed_years, years_to_confirm
     from dispatch.policies import load_calendar
 
-    this_year = clock.now().astimezone(settings.tz).year
+    today = clock.now().astimezone(settings.tz).date()
     with _session(settings) as session:
         calendar = load_calendar(session, tz=settings.tz)
+        confirmed = confirmed_years(session)
     return [
         f"the holidays of {year} are not loaded: working-day deadlines in {year} count "
         f"Monday to Friday only. Enter them with PUT /api/v1/calendar/days/{{day}} or "
         f"POST /api/v1/calendar/days/import"
-        for year in (this_year, this_year + 1)
+        for year in (today.year, today.year + 1)
         if not calendar.year(year).known
+    ] + [
+        f"the working calendar of {year} is not confirmed: its working-day deadlines are "
+        f"counted from the best data there is and flagged on the pages; an administrator "
+        f"confirms it at /admin/calendar once its holidays are checked"
+        for year in years_to_confirm(today, confirmed)
     ]
 
 

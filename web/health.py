@@ -11,13 +11,21 @@ gets a web process restarted.
 - broker: the Celery broker the app queues work on — Redis answers PING (other kombu
   transports are connected to); the embedded filesystem transport needs no server;
 - sip_edge: a SIP edge (`hotline sip`) whose heartbeat in the sip_edge table is fresher than
-  TELEPHONY__EDGE_STALE_AFTER_S.
+  TELEPHONY__EDGE_STALE_AFTER_S;
+- calendar: the working calendar is confirmed by an administrator for this year and, from
+  1 December, for the next (dispatch.calendar.years_to_confirm, on the app's clock in the
+  centre's time zone).
 and answers 200 when every required check is ok, 503 otherwise, with every check's status
 and a short detail. The SIP edge is reported but not required by default: the pages and
 the API work without telephony, and a web tier that every load balancer drops because the
 SIP edge died (or because a deployment has none) would turn a telephony outage into a total
 one. `/ready?require=sip_edge` makes it count, for monitoring the telephony, or for a
 single-host install whose one box is useless without it.
+
+The calendar is reported and never required (nor can it be asked for): an unconfirmed year
+changes no deadline, only flags it, and a 503 for it would drop every web node from the
+load balancer on 1 December. It is there so that monitoring sees "2027 not confirmed"
+before 1 January does.
 
 A failing check's detail names the exception's type only; its message — hosts, ports,
 database names — goes to the log, not to whoever can reach the port.
@@ -31,6 +39,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import anyio
 from fastapi import FastAPI, Query, Request
@@ -40,13 +49,14 @@ from sqlalchemy import func, select, text
 from core.clock import Clock
 from core.db import table_of
 from core.settings import Settings
+from dispatch.calendar import confirmed_years, years_to_confirm
 from telephony.models import SipEdgeRecord
 
 log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_S = 2.0
 NO_STORE = {"Cache-Control": "no-store"}
-CHECKS = ("database", "broker", "sip_edge")
+CHECKS = ("database", "broker", "sip_edge", "calendar")
 REQUIRED_BY_DEFAULT = frozenset({"database", "broker"})
 
 
@@ -124,6 +134,17 @@ def check_sip_edge(session_factory: Callable[[], Any], *, now: datetime, stale_a
     )
 
 
+def check_calendar(session_factory: Callable[[], Any], *, now: datetime, tz: ZoneInfo) -> str:
+    today = now.astimezone(tz).date()
+    with session_factory() as session:
+        confirmed = confirmed_years(session)
+    waiting = years_to_confirm(today, confirmed)
+    if waiting:
+        raise CheckFailed("working calendar not confirmed: " + ", ".join(map(str, waiting)))
+    watched = years_to_confirm(today, ())
+    return "confirmed: " + ", ".join(map(str, watched))
+
+
 # ---------------------------------------------------------------- running them
 
 
@@ -145,6 +166,9 @@ class Readiness:
                 now=self._clock.now(),
                 stale_after=self._settings.telephony.edge_stale_after_s,
             ),
+            "calendar": lambda: check_calendar(
+                session_factory, now=self._clock.now(), tz=self._settings.tz
+            ),
         }
         self._failing: set[str] = set()
         self._lock = threading.Lock()
@@ -155,24 +179,21 @@ class Readiness:
     async def run(self, required: frozenset[str]) -> tuple[bool, dict[str, Any]]:
         results: dict[str, dict[str, Any]] = {}
 
-        async def database_then_sip_edge() -> None:
-            # One after the other: the SIP edge is read from the same database, whose own
-            # failure it would only repeat.
+        async def database_then_what_it_holds() -> None:
+            # One after the other: the SIP edge and the calendar are read from the same
+            # database, whose own failure they would only repeat.
             results["database"] = await self._run_one("database")
-            if results["database"]["status"] == "ok":
-                results["sip_edge"] = await self._run_one("sip_edge")
-            else:
-                results["sip_edge"] = {
-                    "status": "error",
-                    "detail": "the database is down",
-                    "ms": 0.0,
-                }
+            for name in ("sip_edge", "calendar"):
+                if results["database"]["status"] == "ok":
+                    results[name] = await self._run_one(name)
+                else:
+                    results[name] = {"status": "error", "detail": "the database is down", "ms": 0.0}
 
         async def broker() -> None:
             results["broker"] = await self._run_one("broker")
 
         async with anyio.create_task_group() as group:
-            group.start_soon(database_then_sip_edge)
+            group.start_soon(database_then_what_it_holds)
             group.start_soon(broker)
         for name, result in results.items():
             result["required"] = name in required

@@ -23,6 +23,14 @@ that reconnects — to this process or any other — is first replayed every cha
 id it sends (header ``Last-Event-ID``, or ``?last_event_id=`` when the page's script has to
 open a new EventSource), so nothing is lost across a reconnect; a change may arrive twice,
 and the pages treat every event as "refresh this part" (idempotent).
+
+The first connect resumes too. A page is read at one moment and its stream joins the feed
+a moment later (the browser parses, loads htmx, opens the EventSource); a change committed
+in between is after the page's data but before the tab's first resume point, and the page
+would stay stale until the next change. So ``PagePosition`` notes where the feed stood
+before the page's own queries ran, base.html puts it in the connect URL
+(``?last_event_id=``), and the stream replays from there. A reconnect's Last-Event-ID
+header still wins over it: it is newer.
 """
 
 from __future__ import annotations
@@ -38,7 +46,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 from starlette.responses import Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from accounts import agents as agent_states
 from accounts.models import CENTRE_ROLES
@@ -241,9 +251,53 @@ class Feed:
                 tab.overflowed = True
 
 
+# Requests that never render a page with a stream: no position is read for them.
+NOT_PAGES = ("/live", "/static/", "/api/", "/nav/", "/health", "/ready", "/docs", "/openapi")
+
+
+class PagePosition:
+    """Notes the feed's position (``request.state.live_position``, encoded; "" when not
+    read) before a signed-in person's page is read, for base.html's connect URL.
+
+    Only full page loads need it: a GET with the session cookie that is not an htmx
+    request (those swap a part of a page whose stream is already open) nor one of
+    ``NOT_PAGES``. Read in a session of its own and before the route runs, so everything the
+    page shows is at or after it — replaying from an older point only repeats changes,
+    which the pages take as "refresh this part". If the database cannot say, the page still
+    renders and its stream starts from the feed's position, as it did before."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            state = scope.setdefault("state", {})
+            state["live_position"] = ""
+            if self._is_page(scope):
+                factory = scope["app"].state.session_factory
+                try:
+                    state["live_position"] = await run_in_threadpool(_latest_position, factory)
+                except Exception:
+                    log.warning("reading the live position for a page failed", exc_info=True)
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _is_page(scope: Scope) -> bool:
+        if scope["method"] != "GET" or scope["path"].startswith(NOT_PAGES):
+            return False
+        connection = HTTPConnection(scope)
+        return "hx-request" not in connection.headers and SESSION_COOKIE in connection.cookies
+
+
+def _latest_position(factory) -> str:
+    with session_scope(factory) as session:
+        return Position(*live.latest_ids(session)).encode()
+
+
 def install(app: FastAPI) -> None:
     app.state.live_feed = Feed(app.state.session_factory, app.state.clock)
     app.include_router(router)
+    app.add_middleware(PagePosition)
 
 
 def _replay(factory, tab: Tab, since: Position) -> tuple[list[tuple[live.Change, Position]], bool]:

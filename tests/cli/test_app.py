@@ -392,8 +392,8 @@ def test_given_next_years_holidays_not_loaded_when_run_starts_then_it_warns_unti
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     settings = get_settings()
     late_2026 = FrozenClock(datetime(2026, 12, 1, tzinfo=UTC))
-    [warning] = _calendar_warnings(settings, late_2026)
+    [warning] = [w for w in _calendar_warnings(settings, late_2026) if "not loaded" in w]
     assert "holidays of 2027 are not loaded" in warning
     with _session(settings) as session:
         set_calendar_day(session, day=date(2027, 1, 1), is_workday=False, name="元旦")
-    assert _calendar_warnings(settings, late_2026) == []
+    assert [w for w in _calendar_warnings(settings, late_2026) if "not loaded" in w] == []

@@ -121,6 +121,26 @@ def sign_in(page: Page, site: Site, username: str, password: str | None = None) 
     page.wait_for_load_state("networkidle")
 
 
+# The page's live stream is open: its tab has joined the server's feed (web/live.py joins
+# before the response starts), so a change made from now on reaches the page. The page's
+# connect URL resumes from where the page was read (web/live.py PagePosition), which covers
+# tickets and escalations; the calls and agents a console watches are not replayed, and a
+# test that expects a change to arrive live waits for the stream before causing it.
+STREAM_OPEN = (
+    "document.addEventListener('htmx:sseOpen', function () { window.streamOpen = true; }, true);"
+)
+
+
+def watch_stream(page: Page) -> None:
+    """Note, in every document the page loads from now on, when its live stream opens."""
+    page.add_init_script(STREAM_OPEN)
+
+
+def wait_for_stream(page: Page) -> None:
+    """Until the current document's live stream is open (`watch_stream` first)."""
+    page.wait_for_function("window.streamOpen === true", timeout=15_000)
+
+
 def shot(page: Page, name: str) -> Path:
     """A screenshot of the viewport, named after the workspace and the page's language."""
     lang = page.evaluate("document.documentElement.lang") or "xx"

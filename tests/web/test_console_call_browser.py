@@ -24,8 +24,7 @@ from tests.hotline.conftest import LEAK, frames_of
 from tests.hotline.test_calls_sip import start_platform_edge
 from tests.telephony.fakes import FakeCall, FakePrompts, silence
 from tests.telephony.sip_peers import HOST, RtpPeer, start_sipp
-from tests.web.browser import shot, sign_in
-from tests.web.test_pages_browser import wait_for_stream, watch_stream
+from tests.web.browser import shot, sign_in, wait_for_stream, watch_stream
 
 
 def test_an_operator_sees_a_call_live_and_completes_its_ticket(site, page, recognizer):

@@ -1,5 +1,6 @@
-"""/health (liveness) and /ready (readiness: database, broker, SIP edge heartbeat), on both
-database backends, against the real Redis and against ports where nothing answers."""
+"""/health (liveness) and /ready (readiness: database, broker, SIP edge heartbeat; the
+working calendar reported), on both database backends, against the real Redis and against
+ports where nothing answers."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlmodel import Session
 
 from core.clock import FrozenClock
 from core.settings import Settings
+from dispatch.calendar import mark_year
 from telephony.models import SipEdgeRecord
 from tests import services
 from web import health
@@ -70,6 +72,12 @@ def add_edge(session: Session, clock: FrozenClock, *, edge_id: str, age_s: float
     session.commit()
 
 
+def confirm(session: Session, clock: FrozenClock, *years: int) -> None:
+    for year in years:
+        mark_year(session, year=year, known=True, marked_by=None, now=clock.now())
+    session.commit()
+
+
 # ---------------------------------------------------------------- /health
 
 
@@ -91,19 +99,22 @@ def test_given_database_redis_and_a_fresh_edge_then_ready_with_every_check_ok(
     ready_client, session, clock
 ):
     add_edge(session, clock, edge_id="edge-live", age_s=5)
+    confirm(session, clock, 2026)  # the clock is in November: next year is not yet asked for
     response = ready_client.get("/ready")
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
     assert body["status"] == "ok"
     checks = body["checks"]
-    assert list(checks) == ["database", "broker", "sip_edge"]
+    assert list(checks) == ["database", "broker", "sip_edge", "calendar"]
     assert {name: c["status"] for name, c in checks.items()} == dict.fromkeys(checks, "ok")
     assert {name: c["required"] for name, c in checks.items()} == {
         "database": True,
         "broker": True,
         "sip_edge": False,
+        "calendar": False,
     }
+    assert checks["calendar"]["detail"] == "confirmed: 2026"
     assert checks["broker"]["detail"] == "Redis answered PING"
     assert checks["sip_edge"]["detail"] == "1 edge(s) alive; newest heartbeat 5 s ago"
     assert all(c["ms"] < health.CHECK_TIMEOUT_S * 1000 for c in checks.values())
@@ -145,6 +156,7 @@ def test_given_a_database_nobody_listens_on_then_503_and_the_database_check_fail
     assert body["checks"]["database"]["detail"].startswith("failed: OperationalError")
     assert body["checks"]["broker"]["status"] == "ok"
     assert body["checks"]["sip_edge"]["detail"] == "the database is down"
+    assert body["checks"]["calendar"]["detail"] == "the database is down"
     # The address stays in the log, out of the unauthenticated answer.
     assert str(port) not in response.text
     assert any(str(port) in r.getMessage() for r in caplog.records if r.name == "web.health")
@@ -254,6 +266,7 @@ def test_given_a_failing_check_then_logged_once_when_it_fails_and_once_when_it_r
     ready_client, session, clock, caplog
 ):
     caplog.set_level("INFO", logger="web.health")
+    confirm(session, clock, 2026)  # only the SIP edge fails here
     for _ in range(3):
         ready_client.get("/ready")
     add_edge(session, clock, edge_id="edge-back", age_s=1)
@@ -264,3 +277,40 @@ def test_given_a_failing_check_then_logged_once_when_it_fails_and_once_when_it_r
         "readiness check sip_edge failed: no SIP edge has ever run",
         "readiness check sip_edge is ok again",
     ]
+
+
+# ---------------------------------------------------------------- /ready, the calendar
+
+
+def test_given_next_year_unconfirmed_from_1_december_then_reported_but_still_ready(
+    ready_client, session, clock
+):
+    """Monitoring sees the year waiting from 1 December; the load balancer keeps the node."""
+    confirm(session, clock, 2026)
+    assert ready_client.get("/ready").json()["checks"]["calendar"]["status"] == "ok"
+
+    clock.advance(days=4)  # 1 December 2026, 10:00 in Beijing
+    response = ready_client.get("/ready")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.json()["checks"]["calendar"] == {
+        "status": "error",
+        "detail": "working calendar not confirmed: 2027",
+        "ms": response.json()["checks"]["calendar"]["ms"],
+        "required": False,
+    }
+
+    confirm(session, clock, 2027)
+    calendar = ready_client.get("/ready").json()["checks"]["calendar"]
+    assert (calendar["status"], calendar["detail"]) == ("ok", "confirmed: 2026, 2027")
+
+
+def test_given_this_year_never_confirmed_then_reported_and_it_cannot_be_required(
+    ready_client,
+):
+    response = ready_client.get("/ready")
+    assert response.status_code == 200
+    assert response.json()["checks"]["calendar"]["detail"] == (
+        "working calendar not confirmed: 2026"
+    )
+    assert ready_client.get("/ready", params={"require": "calendar"}).status_code == 422

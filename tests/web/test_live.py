@@ -4,6 +4,7 @@ what happened in between — against a real uvicorn, with tickets made through t
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import threading
@@ -35,8 +36,11 @@ def _browser(site, username: str) -> Iterator[httpx.Client]:
 
 
 @contextmanager
-def _stream(client: httpx.Client, topics: str, last_event_id: str | None = None) -> Iterator[Queue]:
-    """The stream's events, (event, id, data), on a queue filled by a reader thread."""
+def _stream(
+    client: httpx.Client, topics: str = "", last_event_id: str | None = None, url: str = ""
+) -> Iterator[Queue]:
+    """The stream's events, (event, id, data), on a queue filled by a reader thread; opened
+    at `url` as the page's body names it, or at /live with `topics`."""
     events: Queue = Queue()
     stop = threading.Event()
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
@@ -48,7 +52,12 @@ def _stream(client: httpx.Client, topics: str, last_event_id: str | None = None)
             pass
 
     def _read() -> None:
-        with client.stream("GET", "/live", params={"topics": topics}, headers=headers) as resp:
+        opened = (
+            client.stream("GET", url, headers=headers)
+            if url
+            else client.stream("GET", "/live", params={"topics": topics}, headers=headers)
+        )
+        with opened as resp:
             events.put(("status", None, resp.status_code))
             name, ident, data = None, None, ""
             for line in resp.iter_lines():
@@ -164,3 +173,50 @@ def test_given_sign_out_elsewhere_then_the_stream_says_signed_out(site, monkeypa
         with httpx.Client(base_url=site.url, cookies=client.cookies, timeout=10) as other:
             other.post("/signout/everywhere", data={"csrf_token": csrf})
         _next(events, "signed-out")
+
+
+def _connect_url(page: str) -> str:
+    found = re.search(r'<body[^>]* sse-connect="([^"]+)"', page)
+    assert found is not None, "the page opens no stream"
+    return html.unescape(found.group(1))
+
+
+def test_given_a_change_between_the_page_and_its_stream_then_it_reaches_the_page(site):
+    """The page race: a ticket made after the page was read and before its stream opened is
+    replayed to the page, from the position rendered into the connect URL."""
+    with _browser(site, "operator") as client:
+        url = _connect_url(client.get("/").text)
+        assert re.fullmatch(r"/live\?topics=tickets&last_event_id=t\d+\.e\d+", url), url
+        made = _ticket(site, WATER_CUT)  # while the browser would be loading htmx
+        with _stream(client, url=url) as events:
+            assert _next(events, "status")[2] == 200
+            _, _, data = _next(events, "tickets")
+            assert data["number"] == made["number"]
+            _next(events, "hello")  # the replay came first; the stream is live now
+            later = _ticket(site, NO_HEAT)
+            numbers = {made["number"]}
+            while later["number"] not in numbers:
+                numbers.add(_next(events, "tickets")[2]["number"])
+
+
+def test_given_a_reconnect_header_then_it_wins_over_the_rendered_position(site):
+    """A browser's reconnect sends Last-Event-ID, newer than what the page was read at:
+    what it saw already is not replayed again."""
+    with _browser(site, "operator") as client:
+        url = _connect_url(client.get("/").text)
+        seen = _ticket(site, WATER_CUT)
+        with _stream(client, url=url) as events:
+            assert _next(events, "tickets")[2]["number"] == seen["number"]
+            last = _next(events, "hello")[1]
+        with _stream(client, url=url, last_event_id=last) as events:
+            _next(events, "hello")
+            later = _ticket(site, NO_HEAT)
+            assert _next(events, "tickets")[2]["number"] == later["number"]
+
+
+def test_given_an_htmx_request_or_no_session_then_no_position_is_read(site):
+    with _browser(site, "operator") as client:
+        part = client.get("/", headers={"HX-Request": "true"}).text
+        assert "last_event_id=" not in part
+    signin = httpx.get(f"{site.url}/signin", timeout=10).text
+    assert "sse-connect" not in signin

@@ -340,3 +340,64 @@ def test_given_role_change_of_unknown_role_then_named(admin, session):
     )
     assert page.status_code == 422 and 'id="err-role"' in page.text
     assert _user(session, "water.handler").role == Role.handler
+
+
+def test_given_a_refusal_the_catalogue_does_not_know_then_said_by_its_kind_with_the_value(
+    admin, session
+):
+    """A taken username is a conflict in the reader's words, and the page still names the
+    username refused (the domain's sentence), not only a sentence about tickets."""
+    assert _post(admin, "/account/locale", {"locale": "en"}, page="/account").status_code in (
+        200,
+        303,
+    )
+    page = _post(
+        admin,
+        "/admin/users",
+        {"username": "water.handler", "display_name": "重名", "role": "operator"},
+    )
+    assert page.status_code in (409, 422)
+    assert "This conflicts with what is stored now: username &#39;water.handler&#39; is taken" in (
+        page.text
+    )
+    assert "the ticket has moved on" not in page.text
+    assert [e.outcome for e in _audit(session, "admin.user.create")] == ["refused"]
+
+
+def test_given_the_api_then_an_admin_confirms_and_withdraws_a_year_and_it_is_audited(
+    client, auth, world, session
+):
+    """PUT/DELETE /api/v1/calendar/years/{year}/known: the same confirmation as the admin
+    page's, in the same audit entries; a second confirmation or a withdrawal of nothing is
+    409, another role 403, and the year's read says whether it is confirmed."""
+    path = "/api/v1/calendar/years/2027/known"
+    read = "/api/v1/calendar/years/2027"
+    assert client.get(read, headers=auth("operator")).json()["confirmed"] is False
+    assert client.put(path, headers=auth("dispatcher"), json={}).status_code == 403
+    assert client.delete(path, headers=auth("admin")).status_code == 409
+
+    done = client.put(path, headers=auth("admin"), json={"note": "  国办发明电〔2026〕7号 "})
+    assert done.status_code == 200, done.text
+    assert done.json()["known"] is True and done.json()["note"] == "国办发明电〔2026〕7号"
+    assert client.get(read, headers=auth("operator")).json()["confirmed"] is True
+    again = client.put(path, headers=auth("admin"), json={})
+    assert again.status_code == 409
+    long_note = {"note": "x" * 501}
+    too_long = client.put(
+        "/api/v1/calendar/years/2028/known", headers=auth("admin"), json=long_note
+    )
+    assert too_long.status_code == 422
+    too_early = client.put("/api/v1/calendar/years/1999/known", headers=auth("admin"), json={})
+    assert too_early.status_code == 422
+
+    withdrawn = client.delete(path, headers=auth("admin"))
+    assert withdrawn.status_code == 200 and withdrawn.json()["known"] is False
+    assert client.get(read, headers=auth("operator")).json()["confirmed"] is False
+    entries = [
+        *_audit(session, "admin.calendar.confirm"),
+        *_audit(session, "admin.calendar.withdraw"),
+    ]
+    assert [(e.action, e.target, e.username, e.outcome) for e in entries] == [
+        ("admin.calendar.confirm", "year:2027", "admin", "ok"),
+        ("admin.calendar.withdraw", "year:2027", "admin", "ok"),
+    ]

@@ -117,7 +117,7 @@ def test_registered_phone_shows_and_a_new_password_ends_its_registration(admin, 
     )
     session.commit()
     row = re.search(r'<tr id="seat-1001">.*?</tr>', admin.get("/admin/seats").text, re.S)
-    assert row and "registered" in row.group(0) and "192.0.2.10:40000" in row.group(0)
+    assert row and "已注册" in row.group(0) and "192.0.2.10:40000" in row.group(0)  # registered
     assert "Yealink T46U" in row.group(0)
 
     answer = _post(admin, "/admin/seats/1001/password")
@@ -137,7 +137,7 @@ def test_disable_refuses_the_seat_and_unknown_seats_are_404(admin, session):
     assert answer.status_code == 303 and answer.headers["location"].endswith("done=seat_disabled")
     assert not _seat(session, "1001").enabled
     page = admin.get(answer.headers["location"]).text
-    assert "Seat disabled" in page
+    assert "坐席分机已停用" in page  # "Seat disabled", on the default Chinese page
     assert _post(admin, "/admin/seats/1999/disable").status_code == 404
     assert _post(admin, "/admin/seats/1999/password").status_code == 404
     assert [a[0] for a in _actions(session)] == [

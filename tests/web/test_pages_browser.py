@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 from playwright.sync_api import expect
 
-from tests.web.browser import shot, sign_in
+from tests.web.browser import shot, sign_in, wait_for_stream, watch_stream
 
 
 def _ticket(site, description: str) -> dict:
@@ -19,23 +19,6 @@ def _ticket(site, description: str) -> dict:
     )
     assert response.status_code == 201, response.text
     return response.json()["ticket"]
-
-
-# The page's live stream is open: its tab has joined the server's feed (web/live.py joins
-# before the response starts), so a change made from now on reaches the page. A change made
-# right after a page load can otherwise land before the tab joins, and never arrive.
-STREAM_OPEN = (
-    "document.addEventListener('htmx:sseOpen', function () { window.streamOpen = true; }, true);"
-)
-
-
-def watch_stream(page) -> None:
-    """Note, in every document the page loads from now on, when its live stream opens."""
-    page.add_init_script(STREAM_OPEN)
-
-
-def wait_for_stream(page) -> None:
-    page.wait_for_function("window.streamOpen === true", timeout=15_000)
 
 
 def test_sign_in_search_switch_language_sign_out(site, page):

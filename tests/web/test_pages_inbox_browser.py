@@ -10,8 +10,7 @@ import re
 import httpx
 from playwright.sync_api import expect
 
-from tests.web.browser import shot, sign_in
-from tests.web.test_pages_browser import wait_for_stream, watch_stream
+from tests.web.browser import shot, sign_in, wait_for_stream, watch_stream
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"

@@ -376,3 +376,31 @@ def test_the_merge_tab_is_counted_after_the_page_and_exactly(client, auth, staff
     assert 'hx-get="/queues/counts/' not in client.get("/queues").text
     sign_in(client, "water.handler")
     assert client.get("/queues/counts/merge").status_code in (403, 404)
+
+
+def test_given_a_refusal_not_about_a_unit_then_not_said_to_be_about_one(
+    client, auth, staff, session
+):
+    """Re-dispatching a returned ticket to the unit that returned it is refused by the
+    service; the page says the input was not taken, not that a unit is unknown."""
+    ticket = _returned(client, auth, session)
+    sign_in(client, "dispatcher")
+    same = _form(
+        client,
+        f"/queues/returns/{ticket['id']}",
+        decision="redispatch",
+        lead_unit_code="WATER",
+        reason="再派一次",
+    )
+    assert same.status_code in (400, 409, 422)
+    assert "系统无法接受提交的内容，未作任何更改。" in same.text
+    assert "所选单位或时限策略不存在或已停用" not in same.text
+    assert _audit(session, "ticket.redispatch_return")[-1].outcome == "refused"
+    unknown = _form(
+        client,
+        f"/queues/returns/{ticket['id']}",
+        decision="redispatch",
+        lead_unit_code="NO-SUCH-UNIT",
+        reason="再派一次",
+    )
+    assert "所选单位或时限策略不存在或已停用" in unknown.text

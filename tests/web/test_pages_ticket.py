@@ -340,3 +340,29 @@ def test_given_a_refusal_no_page_catches_then_the_problem_page_says_it_in_words(
     assert "cannot sign" not in page.text
     api = client.get("/test-refusal")  # a machine keeps the JSON error
     assert api.json()["error"]["code"] == "illegal_transition"
+
+
+def test_given_a_pair_dismissed_as_not_the_same_request_then_both_timelines_name_it_and_link(
+    client, auth, staff, session, clock
+):
+    from hotline import duplicates
+
+    first = post(client, auth("operator"), description=WATER_CUT).json()["ticket"]
+    second = post(client, auth("operator"), description=WATER_CUT + "（另一户）").json()["ticket"]
+    duplicates.dismiss(
+        session,
+        ticket_id=second["id"],
+        other_id=first["id"],
+        actor=None,
+        now=clock.now(),
+        reason="两户各自停水",
+    )
+    session.commit()
+    sign_in(client, "dispatcher")
+    _form(client, "/account/locale", {"locale": "en"})
+    for this, other in ((first, second), (second, first)):
+        page = client.get(f"/tickets/{this['id']}").text
+        timeline = page.split('class="timeline"')[-1]
+        assert "<b>Not the same request as another ticket</b>" in timeline
+        assert f'<a href="/tickets/{other["id"]}">{other["number"]}</a>' in timeline
+        assert "两户各自停水" in timeline

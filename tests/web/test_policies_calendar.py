@@ -102,7 +102,13 @@ def test_given_a_year_chinese_calendar_knows_then_holidays_and_makeup_days_are_l
 
 def test_given_a_year_not_loaded_when_admin_enters_its_holidays_then_it_becomes_known(client, auth):
     before = client.get("/api/v1/calendar/years/2027", headers=auth("operator")).json()
-    assert before == {"year": 2027, "known": False, "holidays": [], "makeup_workdays": []}
+    assert before == {
+        "year": 2027,
+        "known": False,
+        "holidays": [],
+        "makeup_workdays": [],
+        "confirmed": False,
+    }
     put = client.put(
         "/api/v1/calendar/days/2027-01-01",
         headers=auth("admin"),

@@ -5,6 +5,7 @@ states."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -120,7 +121,9 @@ def test_supervisors_and_admins_see_it_and_operators_do_not(client, people, supe
 
     assert page.status_code == 200
     assert 'href="/wallboard"' in page.text and "/static/css/wallboard.css" in page.text
-    assert 'sse-connect="/live?topics=calls,agents"' in page.text
+    assert re.search(
+        r'sse-connect="/live\?topics=calls,agents&(amp;)?last_event_id=t\d+\.e\d+"', page.text
+    )
     assert 'id="wb-bell" hidden hx-trigger="sse:calls, sse:agents"' in page.text
     assert 'hx-trigger="board-due, sse:hello, every 15s"' in page.text
     assert client.get("/static/css/wallboard.css").status_code == 200
@@ -132,7 +135,9 @@ def test_an_empty_centre_shows_dashes_not_errors(client, people, supervisor):
 
     assert board.status_code == 200
     assert 'data-waiting="0"' in board.text and 'data-longest=""' in board.text
-    assert 'data-share=""' in board.text and "No operator is signed in" in board.text
+    assert (
+        'data-share=""' in board.text and "当前没有话务员签入坐席" in board.text
+    )  # nobody signed in
 
 
 def test_the_board_shows_the_queue_today_and_each_operator(client, people, supervisor, session):
@@ -145,7 +150,7 @@ def test_the_board_shows_the_queue_today_and_each_operator(client, people, super
     assert 'class="wb-tile wb-alert" id="wb-longest"' in board
     # Today: 5 queued calls ended or waiting = 7 queued; 1 short abandon left out: 1 of 6
     # answered within 15 s.
-    assert 'data-share="0.1667"' in board and "1 of 6 calls" in board
+    assert 'data-share="0.1667"' in board and "6 通中 1 通" in board  # "1 of 6 calls"
     assert 'data-abandoned="2" data-short="1"' in board and 'data-overflowed="1"' in board
     assert 'data-state="on_call" data-count="1"' in board
     assert 'data-state="not_ready" data-count="1"' in board
@@ -157,7 +162,7 @@ def test_the_board_shows_the_queue_today_and_each_operator(client, people, super
     assert 'data-occupancy="0.0167"' in row  # 120 s / 7200 s
     # Admin: on break since 09:30, which is not available time: 0 of 30 min.
     row = board.split(f'data-agent="{admin}"', 1)[1].split("</tr>", 1)[0]
-    assert "Break" in row and 'data-occupancy="0.0000"' in row
+    assert "小休" in row and 'data-occupancy="0.0000"' in row
 
 
 def test_the_board_reads_in_chinese(client, people, supervisor, session):

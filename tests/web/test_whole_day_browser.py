@@ -22,7 +22,7 @@ from tests.hotline.conftest import LEAK, frames_of
 from tests.hotline.test_calls_sip import start_platform_edge
 from tests.telephony.fakes import FakePrompts, silence
 from tests.telephony.sip_peers import HOST, RtpPeer, start_sipp
-from tests.web.browser import new_page, shot, sign_in
+from tests.web.browser import new_page, shot, sign_in, wait_for_stream, watch_stream
 from tests.web.test_pages_inbox_browser import PNG
 
 
@@ -49,8 +49,10 @@ def test_a_call_becomes_a_ticket_that_is_dispatched_handled_reviewed_called_back
     rtp, sipp, stop = RtpPeer(), None, threading.Event()
     try:
         # -- the operator takes the call
+        watch_stream(page)
         sign_in(page, site, "operator")
         page.goto(f"{site.url}/console")
+        wait_for_stream(page)  # the call's arrival must reach the page
         sipp = start_sipp(
             "uac_call.xml",
             target=f"{HOST}:{edge.address[1]}",

@@ -1,16 +1,23 @@
-"""The working-day calendar's overrides: holidays and make-up working days (调休)."""
+"""The working-day calendar's overrides: holidays and make-up working days (调休); and an
+administrator's confirmation of a year (dispatch.calendar: until a year is confirmed its
+working-day deadlines are flagged "calendar not confirmed" on the pages)."""
 
 from __future__ import annotations
 
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from sqlmodel import Session
 
+from accounts import audit
+from accounts.models import User
+from core.clock import Clock
+from dispatch import calendar as work_calendar
 from dispatch import policies
-from dispatch.models import CalendarDay
-from web.deps import Admin, CurrentUser, SessionDep
+from dispatch.models import CalendarDay, CalendarYear
+from web.deps import Admin, ClockDep, CurrentUser, SessionDep
 from web.errors import ERROR_RESPONSES
 
 router = APIRouter(prefix="/calendar", tags=["calendar"], responses=ERROR_RESPONSES)
@@ -42,14 +49,82 @@ class YearRead(BaseModel):
     )
     holidays: list[CalendarEntryRead]
     makeup_workdays: list[CalendarEntryRead]
+    confirmed: bool = Field(
+        default=False,
+        description="an administrator checked this year against the State Council's notice; "
+        "until then its working-day deadlines are flagged as not confirmed",
+    )
+
+
+class YearConfirmation(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    note: str | None = Field(
+        default=None,
+        max_length=work_calendar.NOTE_LIMIT,
+        description="what was checked, e.g. the notice's number (国办发明电〔2026〕…号)",
+    )
+
+
+YearPath = Annotated[int, Path(ge=work_calendar.MIN_YEAR, le=work_calendar.MAX_YEAR)]
 
 
 @router.get("/years/{year}", response_model=YearRead)
-def year(
-    year: Annotated[int, Path(ge=2000, le=2100)], session: SessionDep, _: CurrentUser
-) -> YearRead:
+def year(year: YearPath, session: SessionDep, _: CurrentUser) -> YearRead:
     """The working-day calendar of one year, as deadlines will count it."""
-    return YearRead.model_validate(policies.load_calendar(session).year(year), from_attributes=True)
+    read = YearRead.model_validate(policies.load_calendar(session).year(year), from_attributes=True)
+    read.confirmed = year in work_calendar.confirmed_years(session)
+    return read
+
+
+@router.put("/years/{year}/known", response_model=CalendarYear)
+def confirm_year(
+    year: YearPath,
+    body: YearConfirmation,
+    request: Request,
+    session: SessionDep,
+    clock: ClockDep,
+    user: Admin,
+) -> CalendarYear:
+    """Confirm a year: its holidays and make-up working days were checked. 409 when it is
+    confirmed already (two administrators at once: the second is told)."""
+    return _mark(request, session, clock, user, year=year, known=True, note=body.note)
+
+
+@router.delete("/years/{year}/known", response_model=CalendarYear)
+def withdraw_year(
+    year: YearPath, request: Request, session: SessionDep, clock: ClockDep, user: Admin
+) -> CalendarYear:
+    """Withdraw a confirmation (the year's deadlines are flagged again). The row stays, with
+    who withdrew it and when; 409 when the year is not confirmed."""
+    return _mark(request, session, clock, user, year=year, known=False, note=None)
+
+
+def _mark(
+    request: Request,
+    session: Session,
+    clock: Clock,
+    user: User,
+    *,
+    year: int,
+    known: bool,
+    note: str | None,
+) -> CalendarYear:
+    row = work_calendar.mark_year(
+        session, year=year, known=known, marked_by=user.id, now=clock.now(), note=note
+    )
+    # The same entry as the admin page's, so the audit trail names it alike.
+    audit.record(
+        session,
+        at=clock.now(),
+        action="admin.calendar.confirm" if known else "admin.calendar.withdraw",
+        user_id=user.id,
+        username=user.username,
+        target=f"year:{year}",
+        address=request.client.host if request.client else None,
+        detail={"note": row.note, "via": "api"},
+    )
+    return row
 
 
 @router.get("/days", response_model=list[CalendarDay])

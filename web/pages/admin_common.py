@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from accounts.models import Role
 from core.clock import Clock
-from core.errors import DomainError
+from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from web.pages.i18n import N_, _
 from web.pages.people import Person, csrf_form, record, require
 
@@ -46,10 +46,20 @@ NOTICES = {
 }
 
 # The domain's refusals that the admin pages meet most, as message ids (the others are
-# shown as the domain words them).
+# said by their kind, below).
 DOMAIN_MESSAGES = (
     N_("this is the last active administrator; appoint another one first"),
     N_("a handler must belong to a unit: give unit_code"),
+)
+# Any other refusal, by its kind, in the reader's words; the domain's own sentence follows as
+# the detail. The ticket pages' refusals (web.pages.labels.refusal) speak of a ticket that
+# moved on, which is not what a taken username or extension means; an administrator needs
+# to know which value was refused, and that sentence is the only one that names it.
+KIND_REFUSALS: tuple[tuple[type[DomainError], str], ...] = (
+    (InvalidInput, N_("Not accepted: %(detail)s")),
+    (Conflict, N_("This conflicts with what is stored now: %(detail)s")),
+    (NotFound, N_("Not found: %(detail)s")),
+    (Forbidden, N_("Your role may not do this.")),
 )
 
 
@@ -65,8 +75,15 @@ def done(path: str, key: str, **params: str) -> RedirectResponse:
 
 
 def words(exc: DomainError) -> str:
-    """A domain refusal for the person: translated when the catalogue knows it."""
-    return _(exc.message)
+    """A domain refusal for the person: one of ``DOMAIN_MESSAGES`` translated, any other
+    said by its kind with the domain's sentence as the detail. Nothing was changed either
+    way: ``attempt`` rolled the step back."""
+    if exc.message in DOMAIN_MESSAGES:
+        return _(exc.message)
+    for kind, message in KIND_REFUSALS:
+        if isinstance(exc, kind):
+            return _(message, detail=exc.message)
+    return _("Refused: %(detail)s", detail=exc.message)
 
 
 def field_errors(exc: DomainError) -> dict[str, str]:

@@ -5,9 +5,8 @@ again whenever the page's live stream says they changed), so a page never waits 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from fastapi import APIRouter, Request
@@ -45,8 +44,6 @@ _ITEMS: list[NavItem] = []
 
 def register(*items: NavItem) -> None:
     for item in items:
-        if item.count is not None and _takes_two(item.count):
-            item = replace(item, count=_timeless(item.count))
         if any(existing.path == item.path for existing in _ITEMS):
             raise ValueError(f"two navigation entries for {item.path}")
         _ITEMS.append(item)
@@ -57,17 +54,6 @@ def items_for(person: Person | None) -> list[NavItem]:
     if person is None:
         return []
     return [item for item in _ITEMS if person.role in item.roles]
-
-
-def _takes_two(count: Callable[..., int]) -> bool:
-    """A counter written before counts were given the time: (session, person)."""
-    parameters = inspect.signature(count).parameters.values()
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) == 2
-
-
-def _timeless(count: Callable[..., int]) -> Counter:
-    return lambda session, person, now: count(session, person)
 
 
 @router.get("/nav/counts")

@@ -13,12 +13,13 @@ from starlette.responses import Response
 
 from accounts.models import User
 from core.clock import Clock
-from core.errors import Conflict, DomainError, NotFound
+from core.errors import Conflict, DomainError, InvalidInput, NotFound
 from dispatch import access
 from dispatch.assignments import assignments_of
 from tickets.models import Ticket
 from web.api.schemas import AssignmentRead, assignment_reads, ticket_read
 from web.auth import DISPATCH, INTAKE
+from web.pages import labels
 from web.pages.i18n import N_, _
 from web.pages.labels import STATUS_NAMES
 from web.pages.people import Person, record, require
@@ -112,8 +113,16 @@ def not_found(request: Request) -> Response:
     return render(request, "errors/problem.html", context, status_code=404)
 
 
+# The details the routing and SLA services name an unknown or inactive unit or policy by
+# (dispatch.routing, dispatch.sla).
+UNIT_OR_POLICY = frozenset({"unit", "name"})
+
+
 def refusal(exc: DomainError) -> str:
-    """A refusal of the domain in the reader's words (its own text is for developers)."""
+    """A refusal of the domain in the reader's words (its own text is for developers): the
+    queues' own sentences for a missing ticket, a ticket that moved on and an unknown unit
+    or policy; any other by its kind and details (web.pages.labels), never a sentence
+    about units for a refusal that is not about one."""
     if isinstance(exc, NotFound):
         return _("The ticket named does not exist, or is not yours to see. Nothing was changed.")
     if isinstance(exc, Conflict):
@@ -125,7 +134,9 @@ def refusal(exc: DomainError) -> str:
                 status=_(STATUS_NAMES[next(s for s in STATUS_NAMES if s.value == status)]),
             )
         return _("This step no longer applies to the ticket. Nothing was changed.")
-    return _("The step was refused: a unit or policy named is unknown or inactive.")
+    if isinstance(exc, InvalidInput) and UNIT_OR_POLICY & exc.details.keys():
+        return _("The step was refused: a unit or policy named is unknown or inactive.")
+    return labels.refusal(exc)
 
 
 def refuse(

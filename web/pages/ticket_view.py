@@ -108,6 +108,8 @@ EVENT_NAMES = {
     "assigned": N_("Handler put in charge"),
     "contact": N_("Contact with the caller"),
     "unit_note": N_("Unit's note"),
+    "merge_dismissed": N_("Not the same request as another ticket"),
+    "merged_in": N_("A duplicate merged in"),
 }
 
 # What each action's success says (``?done=``).

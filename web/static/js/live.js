@@ -2,6 +2,8 @@
 // sse-connect; this keeps the id of the last event seen, so that when the extension has to
 // open a new EventSource (after the browser gave up on the old one) the server is told where
 // to resume (?last_event_id=) — the browser's own reconnects send Last-Event-ID themselves.
+// The first connect resumes from where the page was read (base.html's ?last_event_id=), so
+// a change made while the page loaded is replayed to it.
 (function () {
   "use strict";
   var lastId = null;
@@ -10,6 +12,10 @@
   }
   htmx.createEventSource = function (url) {
     if (lastId) {
+      // newer than the position the page was rendered at (base.html), which it replaces
+      url = url.replace(/([?&])last_event_id=[^&]*(&|$)/, function (all, lead, tail) {
+        return tail ? lead : "";
+      });
       url += (url.indexOf("?") < 0 ? "?" : "&") + "last_event_id=" + encodeURIComponent(lastId);
     }
     var source = new EventSource(url, { withCredentials: true });
