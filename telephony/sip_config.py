@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from telephony.sip_registrar import SeatStore
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REFER"  # REFER: inside a call (sip_refer)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """The SIP edge's dialogs and calls: ``SipCall`` (a ``telephony.endpoint.Call``), the media it
 speaks through, and the dialog layer of ``SipEdge``: the table of live calls, requests inside
 a dialog (re-INVITE → 200 with the same SDP, the ACK that carries a delayed answer, BYE both
-ways, CANCEL → 487, OPTIONS → 200), starting a call's media and handler, and ending a call
-once, freeing what it held.
+ways, CANCEL → 487, OPTIONS → 200, REFER → 202 and sipfrag NOTIFYs), starting a call's media
+and handler, and ending a call once, freeing what it held.
+
+REFER (RFC 3515, a phone's transfer key) is parsed and answered by ``telephony.sip_refer``.
 
 New dialogs are made by INVITEs: ``sip_inbound`` (theirs) and ``sip_outbound`` (ours).
 """
@@ -16,7 +18,7 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from telephony import sip_message as sm
 from telephony.endpoint import (
@@ -31,6 +33,9 @@ from telephony.rtp_ports import RtpPortAllocator
 from telephony.sip_config import ALLOW, SipConfig
 from telephony.sip_sdp import CODECS, PCMU, Offer, build_sdp, read_offer
 from telephony.sip_transactions import SipTransactions, TxKey
+
+if TYPE_CHECKING:
+    from telephony.sip_refer import Refer
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +149,9 @@ class SipCall:
         # first, never the SIP receive thread (``_decide_key``).
         self._key_pending: Callable[[], str] | None = None
         self._key_lock = threading.Lock()
+        # Told about a REFER from this call's phone; False declines it. Set by the bridge
+        # for an agent's leg; None: REFERs are declined (603).
+        self.on_refer: Callable[[Refer], bool] | None = None  # telephony.sip_refer
 
     def _decide_key(self) -> None:
         """Settle ``call_id`` once (see ``_key_pending``); until then it is the SIP Call-ID

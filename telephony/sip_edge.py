@@ -57,6 +57,7 @@ from telephony.sip_config import ALLOW, SipConfig
 from telephony.sip_dialogs import MediaFactory
 from telephony.sip_inbound import InboundCalls
 from telephony.sip_outbound import OutboundCalls
+from telephony.sip_refer import ReferHandling
 from telephony.sip_registrar import Answer, Registrar, seat_target
 from telephony.sip_registration import Registration
 from telephony.sip_transactions import Timers
@@ -68,7 +69,7 @@ _REGISTER_BACKLOG = 256  # REGISTERs waiting for the registrar; beyond: 503, the
 _REGISTER_ANSWERS = 4096  # answers kept for retransmitted REGISTERs (RFC 3261 §17.2.2)
 
 
-class SipEdge(InboundCalls, OutboundCalls):
+class SipEdge(InboundCalls, OutboundCalls, ReferHandling):
     """The ``SipEndpoint`` on pyVoIP. ``SipEdge(SipConfig(...)).start(on_call=, on_ended=)``.
 
     ``media_factory`` defaults to ``telephony.rtp_session.RtpSession``; RTP ports come from an
@@ -232,6 +233,7 @@ class SipEdge(InboundCalls, OutboundCalls):
             "BYE": self._on_bye,
             "CANCEL": self._on_cancel,
             "OPTIONS": self._on_options,
+            "REFER": self._on_refer,  # a phone's transfer key, inside a call (RFC 3515)
             "REGISTER": self._on_register if self.registrar is not None else None,
         }.get(method)
         if handler is None and method in sm.KNOWN_METHODS:

@@ -145,7 +145,7 @@ def _put_on_ticket(session: Session, *, ticket: Ticket, record: CallRecord, now:
     text = record.transcript or ""
     hints = five_element_hints(text, places=places_of(reference.snapshot(session).units.values()))
     changes: dict[str, Any] = {}
-    if ticket.description == PLACEHOLDER and text:
+    if ticket.description == PLACEHOLDER:  # nothing said: NO_SPEECH, for the dispatcher
         changes["description"] = describe(text, hints)
     if not ticket.district and len(hints.districts) == 1:
         changes["district"] = hints.districts[0]

@@ -281,3 +281,34 @@ class PipeCall:
             return False
         self.keys_sent.append(key)
         return True
+
+
+class FakeDial:
+    """``dial`` for transfer tests: each call hands out the next scripted answer — a
+    ``PipeCall`` (answered once ``answer`` is set) or a ``CallFailed`` to raise — and honours
+    ``cancel`` as the edge does (``CallFailed(CANCELLED)`` soon after it is set)."""
+
+    def __init__(self, *answers: PipeCall | Exception) -> None:
+        self.answers = list(answers)
+        self.answer = threading.Event()
+        self.dialled: list[tuple[str, float]] = []
+        self.cancelled = threading.Event()
+
+    def __call__(
+        self, uri: str, *, ring_timeout: float, cancel: threading.Event | None = None
+    ) -> PipeCall:
+        from telephony.endpoint import CallFailed
+
+        self.dialled.append((uri, ring_timeout))
+        if not self.answers:
+            raise RuntimeError("nothing more scripted: a dial that breaks")
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        for _ in range(int(ring_timeout / 0.01)):
+            if cancel is not None and cancel.is_set():
+                self.cancelled.set()
+                raise CallFailed(Disposition.CANCELLED)
+            if self.answer.wait(0.01):
+                return answer
+        raise CallFailed(Disposition.NO_ANSWER)

@@ -168,7 +168,7 @@ def test_given_edge_without_seats_then_register_gets_405_with_allow(tmp_path):
         assert result.returncode != 0  # no 401: the edge is no registrar
         text = trace.read_text()
         assert "SIP/2.0 405 Method Not Allowed" in text
-        assert "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\n" in text.replace("\n", "\r\n")
+        assert "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, REFER\r\n" in text.replace("\n", "\r\n")
         assert harness.edge.seat_target("1001") is None
     finally:
         harness.edge.stop()

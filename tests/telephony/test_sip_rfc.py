@@ -121,7 +121,7 @@ def test_given_methods_then_known_but_unsupported_405_with_allow_and_unknown_501
     for method, status in (("INFO", 405), ("REGISTER", 405), ("SUBSCRIBE", 405), ("FOO", 501)):
         (response,) = _exchange(harness.edge.address, _request(method), wait=0.3)
         assert _status(response) == status, method
-        assert b"\r\nAllow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\n" in response
+        assert b"\r\nAllow: INVITE, ACK, BYE, CANCEL, OPTIONS, REFER\r\n" in response
 
 
 def test_given_content_length_larger_than_the_body_then_400(edges):
