@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+import sys
 import wave
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -54,14 +56,27 @@ def transcribe_wav(
 
 
 def read_wav(path: Path) -> tuple[bytes, int]:
-    """(16-bit little-endian mono PCM, sample rate) of a WAV file of that format."""
+    """(16-bit little-endian mono PCM, sample rate) of a 16-bit WAV file: mono as it is; of
+    a stereo one (a call an operator took: caller left, operator right) the left channel —
+    the caller's words are what the ticket is made of."""
     try:
         with wave.open(str(path), "rb") as wav:
-            if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
+            channels = wav.getnchannels()
+            if channels not in (1, 2) or wav.getsampwidth() != 2:
                 raise AsrError(
-                    f"{path} is not 16-bit mono PCM ({wav.getnchannels()} channels, "
+                    f"{path} is not 16-bit mono or stereo PCM ({channels} channels, "
                     f"{8 * wav.getsampwidth()}-bit)"
                 )
-            return wav.readframes(wav.getnframes()), wav.getframerate()
+            pcm = wav.readframes(wav.getnframes())
+            if channels == 2:
+                samples = array.array("h")
+                samples.frombytes(pcm[: len(pcm) - len(pcm) % 4])
+                if sys.byteorder != "little":
+                    samples.byteswap()
+                left = samples[0::2]
+                if sys.byteorder != "little":
+                    left.byteswap()
+                pcm = left.tobytes()
+            return pcm, wav.getframerate()
     except (OSError, EOFError, wave.Error) as exc:
         raise AsrError(f"cannot read {path} as a WAV file: {exc}") from None

@@ -430,6 +430,46 @@ def sip() -> None:
         edge_id=me.id,
     )
     flow = setup.flow_settings(settings)
+    # Operators' seats: the queue (ACD) rings the longest-idle ready operator's phone and
+    # bridges the call; with nobody signed in calls go to the voice-intake robot as before.
+    operators: Any = None
+    acd_engine: Any = None
+    handler: Any
+    if settings.acd.enabled:
+        from core import bell as doorbell
+        from hotline.calls.agent_pool import DbAgentPool
+        from hotline.calls.operators import OperatorCalls, call_handler
+        from telephony.acd import Acd, AcdConfig
+        from telephony.acd_dial import DialRinger
+        from telephony.queue_flow import QueueSettings
+
+        pool = DbAgentPool(
+            session_factory,
+            clock=clock,
+            wrap_up_s=settings.acd.wrap_up_s,
+            bell=doorbell.for_settings(settings),
+        )
+        operators = OperatorCalls(services, settings=settings)
+        ringer = DialRinger(dial=edge.dial, target_of=edge.seat_target, acd=lambda: acd_engine)
+        acd_engine = Acd(
+            pool=pool,
+            ringer=ringer,
+            config=AcdConfig.from_settings(settings.acd),
+            on_result=operators.on_result,
+        )
+        handler = call_handler(
+            services=services,
+            operators=operators,
+            acd=acd_engine,
+            pool=pool,
+            prompts=prompts,
+            flow=flow,
+            queue_settings=QueueSettings.from_settings(settings.acd),
+        )
+        pool.watch(acd_engine.wake)  # an operator ready in any process: offered at once
+        acd_engine.start()
+    else:
+        handler = partial(serve_inbound, prompts=prompts, hooks=services.hooks(), settings=flow)
     stop = threading.Event()
     recovery.Heartbeat(
         session_factory, edge_id=me.id, clock=clock, interval_s=t.edge_heartbeat_s, stop=stop
@@ -446,12 +486,7 @@ def sip() -> None:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
-            edge.start(
-                on_call=partial(
-                    serve_inbound, prompts=prompts, hooks=services.hooks(), settings=flow
-                ),
-                on_ended=services.on_ended,
-            )
+            edge.start(on_call=handler, on_ended=services.on_ended)
         except OSError as exc:
             fail(f"cannot listen for SIP on {t.host}:{t.port}: {exc}")
         host, port = edge.address
@@ -487,11 +522,15 @@ def sip() -> None:
     finally:
         stop.set()
         draining.set()  # the callback dialer's stop, also when leaving on an error
+        if acd_engine is not None:
+            acd_engine.stop()
         edge.stop()
+        if operators is not None:
+            operators.close()
         services.close()
         recovery.mark_stopped(session_factory, edge_id=me.id, now=clock.now())
         if hasattr(recognizer, "close"):
             recognizer.close()
         engine.dispose()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, previous_handler in previous.items():
+            signal.signal(signum, previous_handler)

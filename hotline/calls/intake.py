@@ -89,8 +89,9 @@ def attach_transcript(
     settings: Settings,
 ) -> Ticket | None:
     """Put the caller's words on the call record and its ticket, then dispatch the ticket
-    by the rules. Idempotent: a transcript already attached stays; a ticket no longer in
-    intake (dispatched, queued, answered or merged by an operator) is not dispatched again.
+    by the rules (a robot's call: one an operator took stays with them). Idempotent: a
+    transcript already attached stays; a ticket no longer in intake (dispatched, queued,
+    answered or merged by an operator) is not dispatched again.
 
     The operator may have acted on the ticket before the words arrived — the console opens
     the form as the call ends, and decoding the recording takes longer than a quick save.
@@ -114,6 +115,11 @@ def attach_transcript(
             _put_on_ticket(session, ticket=ticket, record=record, now=now)
         return ticket
     text = _put_on_ticket(session, ticket=ticket, record=record, now=now)
+    if record.agent_user_id is not None:
+        # An operator took the call: the ticket is theirs to decide (answer it directly,
+        # dispatch it, or save it for the dispatchers). Only the voice-intake robot's calls
+        # are classified and dispatched by themselves.
+        return ticket
     # Nothing was said: a person must listen and decide, no fallback unit.
     fallback = settings.dispatch.fallback_unit_code if text else None
     try:

@@ -99,7 +99,9 @@ class CallServices:
         )
 
     # -------------------------------------------------------------- the hooks
-    def on_answered(self, call: Call) -> None:
+    def on_answered(self, call: Call, **record: Any) -> None:
+        """A report starts: the call's ticket, its record (with ``record``'s columns too),
+        and its live transcript."""
         now = self.clock.now()
         with session_scope(self.session_factory) as session:
             ticket = open_ticket(session, call=call, now=now, settings=self.settings)
@@ -108,7 +110,7 @@ class CallServices:
             owner: dict[str, Any] = {"edge_id": self.edge_id} if self.edge_id else {}
             if recorded_at(session, call.call_id) is None:
                 owner["recording_path"] = str(next_recording(self.settings, call.call_id))
-            upsert_call(session, call=call, now=now, ticket_id=ticket.id, **owner)
+            upsert_call(session, call=call, now=now, ticket_id=ticket.id, **owner, **record)
             ticket_id = ticket.id
         if ticket_id is not None:
             with self._lock:
@@ -116,6 +118,16 @@ class CallServices:
         # the caller's number stays out of the log in clear (it may be a confidential caller)
         caller = privacy.mask_phone(call.remote_number) or "anonymous"
         log.info("call %s from %s: ticket %s", call.call_id, caller, ticket.number)
+        self.start_live(call)
+
+    def track_ticket(self, call_id: str, ticket_id: int) -> None:
+        """The ticket a call opened elsewhere (an operator's call: ``hotline.calls.operators``),
+        so that the end of the call finds it as the robot's do."""
+        with self._lock:
+            self._tickets[call_id] = ticket_id
+
+    def start_live(self, call: Call) -> None:
+        """Transcribe the caller live, if a live stream is free (else from the recording)."""
         with self._lock:
             if call.call_id in self._live or self.recognizer is None:
                 return
