@@ -15,6 +15,7 @@ import wave
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from accounts import agents
 from accounts.models import AgentState, Role
@@ -112,7 +113,7 @@ def test_given_an_operator_ready_at_a_registered_seat_when_a_citizen_calls_then_
 
         def record() -> CallRecord | None:
             with factory() as s:
-                return s.scalars(select(CallRecord).where(CallRecord.ended_at.is_not(None))).first()
+                return s.scalars(select(CallRecord).where(col(CallRecord.ended_at).is_not(None))).first()
 
         wait_until(record, 15, message="the call's record ended")
         call = record()
