@@ -113,7 +113,8 @@ def test_given_an_operator_ready_at_a_registered_seat_when_a_citizen_calls_then_
 
         def record() -> CallRecord | None:
             with factory() as s:
-                return s.scalars(select(CallRecord).where(col(CallRecord.ended_at).is_not(None))).first()
+                ended = select(CallRecord).where(col(CallRecord.ended_at).is_not(None))
+                return s.scalars(ended).first()
 
         wait_until(record, 15, message="the call's record ended")
         call = record()
@@ -137,9 +138,7 @@ def test_given_an_operator_ready_at_a_registered_seat_when_a_citizen_calls_then_
         # the bridge closes its file a moment after the edge reports the end
         talk = (call.ended_at - call.agent_answered_at).total_seconds()
         assert talk > 1.0, (call.answered_at, call.agent_answered_at, call.ended_at)
-        wait_until(
-            lambda: stereo_frames() >= 8000 * (talk - 0.5), 10, message="the talk recorded"
-        )
+        wait_until(lambda: stereo_frames() >= 8000 * (talk - 0.5), 10, message="the talk recorded")
         with session_scope(factory) as session:
             state = agents.status(session, operator_id, START)
         assert state.state is AgentState.wrap_up and state.call_key == call.call_id
