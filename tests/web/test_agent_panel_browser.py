@@ -11,12 +11,14 @@ from playwright.sync_api import expect
 from sqlalchemy import select
 
 from accounts.models import AgentStateChange, User
-from tests.web.browser import shot, sign_in
+from tests.web.browser import shot, sign_in, wait_for_stream, watch_stream
 
 
 def test_an_operator_works_the_agent_panel_and_every_move_is_stored(site, page):
     sign_in(page, site, "operator")
+    watch_stream(page)
     page.goto(f"{site.url}/console")
+    wait_for_stream(page)  # the changes below are the stream's to bring
     state = page.locator("#agent-state")
     expect(state).to_have_attribute("data-state", "signed_out")
     assert "agents" in (page.locator("body").get_attribute("sse-connect") or "")
@@ -30,7 +32,7 @@ def test_an_operator_works_the_agent_panel_and_every_move_is_stored(site, page):
         timeout=20,
     )
     assert colleague.status_code == 200, colleague.text
-    expect(page.locator("#agent-counts")).to_have_attribute("data-signed-in", "1", timeout=5000)
+    expect(page.locator("#agent-counts")).to_have_attribute("data-signed-in", "1", timeout=10_000)
     expect(page.locator("#agent-seat")).to_have_value("1001")
     page.click("#agent-sign-in")
     expect(state).to_have_attribute("data-state", "not_ready")
@@ -51,7 +53,7 @@ def test_an_operator_works_the_agent_panel_and_every_move_is_stored(site, page):
         timeout=20,
     )
     assert moved.status_code == 200, moved.text
-    expect(state).to_have_attribute("data-state", "not_ready", timeout=5000)
+    expect(state).to_have_attribute("data-state", "not_ready", timeout=10_000)
     expect(state).to_have_attribute("data-reason", "training")
 
     page.click("#agent-ready")
