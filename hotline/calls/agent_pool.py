@@ -11,6 +11,7 @@ no polling loop anywhere.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -43,6 +44,19 @@ class DbAgentPool:
         self._wrap_up_s = wrap_up_s
         self._bell = bell
         self._monotonic = monotonic
+        # Whether anyone is signed in is asked by every new call (``call_handler``): kept
+        # here and forgotten whenever the doorbell says an operator moved, so a busy edge
+        # does not ask the database 200 times a second what changes a few times an hour.
+        self._signed_in: dict[frozenset[str], int] = {}
+        self._cache_lock = threading.Lock()
+        self._cache_epoch = 0
+        if bell is not None:
+            bell.subscribe(TOPIC, self._forget)
+
+    def _forget(self) -> None:
+        with self._cache_lock:
+            self._signed_in.clear()
+            self._cache_epoch += 1
 
     def watch(self, wake: Callable[[], None]) -> Unsubscribe | None:
         """Call ``wake`` (``Acd.wake``) whenever any operator moves, in any process."""
@@ -82,8 +96,20 @@ class DbAgentPool:
             )
 
     def signed_in(self, skills: frozenset[str]) -> int:
+        """Operators signed in with ``skills``; from the cache the bell keeps true (without
+        a bell, from the database every time)."""
+        with self._cache_lock:
+            cached = self._signed_in.get(skills)
+            epoch = self._cache_epoch
+        if cached is not None:
+            return cached
         with session_scope(self._factory) as session:
-            return agents.signed_in_count(session, skills)
+            count = agents.signed_in_count(session, skills)
+        with self._cache_lock:
+            # A move rung meanwhile may not be in what was read: keep it only if none was.
+            if self._bell is not None and epoch == self._cache_epoch:
+                self._signed_in[skills] = count
+        return count
 
     def next_change_at(self) -> float | None:
         """The next wrap-up's end on the engine's monotonic clock: the engine's timer wakes

@@ -153,3 +153,16 @@ def test_a_wrap_up_ending_is_the_engine_s_next_deadline(world, clock):
     acd.finished("call-6@edge")
     pool = acd.pool
     assert pool.next_change_at() == pytest.approx(ticks.now + 15.0)
+
+
+def test_whether_anyone_is_signed_in_is_kept_until_the_bell_says_an_operator_moved(world, clock):
+    """Every new call asks; the answer is kept and forgotten at each ring of the bell."""
+    factory, acd, _, _, ids, _, bell = world
+    pool = acd.pool
+    assert pool.signed_in(frozenset()) == 2
+    with session_scope(factory) as session:  # a move nobody rang (no bell): not seen yet
+        agents.sign_out(session, ids["wang"], clock.now())
+    assert pool.signed_in(frozenset()) == 2
+    with session_scope(factory) as session:  # a move rung after its commit: seen at once
+        agents.sign_out(session, ids["li"], clock.now(), bell=bell)
+    assert pool.signed_in(frozenset()) == 0
