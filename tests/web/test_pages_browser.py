@@ -82,3 +82,18 @@ def test_a_handler_sees_only_their_units_tickets(site, page):
     body = page.locator("#results")
     expect(body).to_contain_text(water["number"])
     expect(body).not_to_contain_text(heating["number"])
+
+
+def test_a_change_close_behind_another_still_reaches_the_open_page(site, page):
+    """A second ticket right behind the first reaches the open list too: the list is swapped
+    whole, and whatever htmx's throttle drops meanwhile live.js sends again (the case that
+    fails without it is the navigation count's, tests/web/test_pages_queues_browser.py)."""
+    watch_stream(page)
+    sign_in(page, site, "operator")
+    expect(page.locator("h1")).to_have_text("工单")
+    wait_for_stream(page)
+    rows = page.locator("#results tbody tr")
+    first = _ticket(site, "小区门口的路灯坏了一个多月，晚上黑得看不见路")
+    expect(rows.first).to_contain_text(first["number"])  # refreshed: its window began
+    second = _ticket(site, "楼下烧烤摊每天晚上油烟很大，窗户都不敢开")  # inside that window
+    expect(rows.first).to_contain_text(second["number"], timeout=5000)

@@ -29,3 +29,42 @@
     return source;
   };
 })();
+
+// Live regions refresh with hx-trigger="sse:<topic> throttle:<t>". htmx's throttle drops an
+// event that comes within <t> of the one that refreshed the region — it does not defer it —
+// so a second change close behind a first would leave the region showing only the first
+// until some later event. An event dropped that way is sent again as soon as the window is
+// over (one pending per region and topic): the region always ends showing the last change,
+// and a busy topic still refreshes it at most once per window.
+(function () {
+  "use strict";
+  var fired = new WeakMap();  // region -> when htmx last refreshed it
+  var pending = {};  // "<region id>|<topic>" -> timer
+  document.addEventListener("htmx:trigger", function (e) {
+    fired.set(e.target, Date.now());
+  }, true);
+  function windowMs(elt, topic) {
+    var spec = elt.getAttribute("hx-trigger") || "";
+    var escaped = topic.replace(/[.*+?^${}()|[\]\\-]/g, "\\$&");
+    var m = spec.match(new RegExp("sse:" + escaped + "\\s+throttle:(\\d+)(ms|s)\\b"));
+    if (!m) { return 0; }
+    return m[2] === "s" ? 1000 * Number(m[1]) : Number(m[1]);
+  }
+  document.addEventListener("htmx:sseMessage", function (e) {
+    var elt = e.target, topic = e.detail && e.detail.type;
+    if (!topic || !elt.id) { return; }
+    var every = windowMs(elt, topic);
+    if (!every) { return; }
+    // htmx refreshed the region in this very dispatch (it fires before this message is
+    // told): nothing was dropped. Any doubt costs one refresh more, never one less.
+    var last = fired.get(elt) || 0;
+    if (Date.now() - last <= 5) { return; }
+    var key = elt.id + "|" + topic;
+    if (pending[key]) { return; }
+    pending[key] = setTimeout(function () {
+      delete pending[key];
+      var region = document.getElementById(elt.id);  // swapped outerHTML: the new one
+      if (region) { htmx.trigger(region, "sse:" + topic, {}); }
+    }, Math.max(0, last + every + 20 - Date.now()));
+  }, true);
+})();
