@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import struct
-import threading
 import time
 import wave
 from collections.abc import Iterator
@@ -22,12 +21,12 @@ from telephony.acd import Acd, AcdConfig, Outcome, OverflowReason, QueueResult
 from telephony.acd_dial import DialRinger
 from telephony.acd_memory import AgentState, MemoryAgentPool
 from telephony.bridge import BridgeResult
-from telephony.endpoint import FRAME_BYTES, Call, CallState
+from telephony.endpoint import Call, CallState
 from telephony.flows import FlowHooks, FlowSettings
 from telephony.prompts import HOLD
 from telephony.queue_flow import QueueHooks, QueueOutcome, QueueSettings, serve_queue
-from telephony.rtp_packet import build_rtp
 from tests.conftest import wait_until
+from tests.telephony.bridge_audio import best_lag_correlation, noise, on_the_wire, paced_send
 from tests.telephony.fakes import FakePrompts
 from tests.telephony.sip_peers import (
     HOST,
@@ -39,56 +38,6 @@ from tests.telephony.sip_peers import (
 )
 
 DTMF_PT = 101
-
-
-def best_lag_correlation(reference: bytes, recording: bytes) -> float:
-    """The normalised cross-correlation of ``reference`` with the stretch of ``recording`` it
-    matches best (both PCM16), over every lag with FFTs (as tests/hotline/test_calls_sip)."""
-    ref = np.frombuffer(reference, "<i2").astype(np.float64)
-    rec = np.frombuffer(recording, "<i2").astype(np.float64)
-    n = len(ref) + len(rec)
-    size = 1 << (n - 1).bit_length()
-    cross = np.fft.irfft(np.fft.rfft(rec, size) * np.conj(np.fft.rfft(ref, size)), size)
-    lag = int(np.argmax(cross[: len(rec) - len(ref) + 1]))
-    window = rec[lag : lag + len(ref)]
-    return float(np.dot(ref, window) / (np.linalg.norm(ref) * np.linalg.norm(window)))
-
-
-def noise(seconds: float, seed: int) -> bytes:
-    """Band-limited noise: no lag but the true one correlates with it."""
-    rng = np.random.default_rng(seed)
-    raw = rng.standard_normal(int(8000 * seconds) + 8)
-    smooth = np.convolve(raw, np.ones(4) / 4, mode="valid")[: int(8000 * seconds)]
-    return (3000 * smooth).clip(-30000, 30000).astype("<i2").tobytes()
-
-
-def on_the_wire(pcm: bytes) -> bytes:
-    return codecs.ulaw_decode(codecs.ulaw_encode(pcm))
-
-
-def paced_send(peer: RtpPeer, to: tuple[str, int], pcm: bytes, ssrc: int) -> threading.Thread:
-    """Send ``pcm`` as a phone does: one 20 ms packet every 20 ms, on an absolute schedule."""
-
-    def run() -> None:
-        start = time.monotonic()
-        for i, offset in enumerate(range(0, len(pcm), FRAME_BYTES)):
-            delay = start + 0.02 * i - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            payload = codecs.ulaw_encode(pcm[offset : offset + FRAME_BYTES])
-            packet = build_rtp(
-                payload_type=codecs.PCMU,
-                sequence=i,
-                timestamp=i * 160,
-                ssrc=ssrc,
-                payload=payload,
-                marker=i == 0,
-            )
-            peer.sock.sendto(packet, to)
-
-    thread = threading.Thread(target=run, name="paced-rtp", daemon=True)
-    thread.start()
-    return thread
 
 
 @pytest.fixture
