@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import RowMapping, func, insert, select, update
@@ -48,6 +48,7 @@ from accounts.models import (
 from core.bell import Bell
 from core.db import after_commit, table_of
 from core.errors import Conflict, IllegalTransition, InvalidInput, NotFound
+from telephony.models import CallRecord
 
 TOPIC = "agents"
 EXTENSION = re.compile(r"^[0-9]{2,16}$")
@@ -253,6 +254,8 @@ def _move(
             source=source,
         )
     )
+    if agent.state == AgentState.wrap_up and to != AgentState.wrap_up and agent.call_key:
+        _note_wrap_up(session, agent, now)
     _ring_after_commit(session, bell)
     return Agent(
         user_id=agent.user_id,
@@ -265,6 +268,19 @@ def _move(
         wrap_up_until=changes.get("wrap_up_until", agent.wrap_up_until),
         call_key=call_key,
         version=agent.version + 1,
+    )
+
+
+def _note_wrap_up(session: Session, agent: Agent, now: datetime) -> None:
+    """The after-call work of the call just wrapped up, onto its record (the figures' handle
+    time is talk + hold + wrap-up). Only the first operator's: a colleague who took the
+    caller over by a transfer wraps up too, but the call is counted once."""
+    record = table_of(CallRecord).c
+    since = agent.since if agent.since.tzinfo else agent.since.replace(tzinfo=UTC)
+    session.execute(
+        update(table_of(CallRecord))
+        .where(record.call_id == agent.call_key, record.agent_user_id == agent.user_id)
+        .values(wrap_up_s=round(max(0.0, (now - since).total_seconds()), 3))
     )
 
 
@@ -530,6 +546,28 @@ def reserve(
     return None
 
 
+def ring_for(
+    session: Session, user_id: int, call_key: str, now: datetime, *, bell: Bell | None = None
+) -> Agent | None:
+    """This one operator, if ready at a bound seat, moved to ringing for ``call_key`` (a
+    transfer from the console rings their seat: the queue must not ring it meanwhile);
+    None when they are not ready."""
+    agent = _read(session, user_id)
+    if agent is None or agent.state != AgentState.ready or agent.extension is None:
+        return None
+    return _move(
+        session,
+        agent,
+        AgentState.ringing,
+        now=now,
+        source="acd",
+        by_user_id=None,
+        bell=bell,
+        call_key=call_key,
+        values={"idle_since": agent.idle_since},
+    )
+
+
 def _on_call(
     session: Session, user_id: int, call_key: str, states: Iterable[AgentState]
 ) -> Agent | None:
@@ -663,6 +701,81 @@ def end_wrap_ups(
     return moved
 
 
+# ---------------------------------------------------------------- the reconciler's moves
+
+
+def free_from_lost_call(
+    session: Session,
+    agent: Agent,
+    now: datetime,
+    *,
+    wrap_up_until: datetime | None = None,
+    bell: Bell | None = None,
+) -> Agent | None:
+    """``agent`` (as read: the compare-and-set is on that version) is held by a call that no
+    longer exists — its end was never reported (hotline.calls.reconciler). Ringing: ready
+    again, keeping their place in the idle order, as ``release``. On a call: wrap-up until
+    ``wrap_up_until`` when that is still ahead, else ready, as ``call_ended`` would have
+    left them. None when the operator moved meanwhile: whoever moved them knew better."""
+    if agent.state == AgentState.ringing:
+        return _move(
+            session,
+            agent,
+            AgentState.ready,
+            now=now,
+            source="reconciler",
+            by_user_id=None,
+            bell=bell,
+            values={"idle_since": agent.idle_since or now},
+        )
+    if agent.state != AgentState.on_call:
+        raise IllegalTransition(
+            f"only a ringing or on-call operator is held by a call, not {agent.state.value}",
+            state=agent.state.value,
+            user_id=agent.user_id,
+        )
+    if wrap_up_until is not None and wrap_up_until > now:
+        return _move(
+            session,
+            agent,
+            AgentState.wrap_up,
+            now=now,
+            source="reconciler",
+            by_user_id=None,
+            bell=bell,
+            call_key=agent.call_key,
+            values={"wrap_up_until": wrap_up_until},
+        )
+    return _move(
+        session, agent, AgentState.ready, now=now, source="reconciler", by_user_id=None, bell=bell
+    )
+
+
+def end_lost_wrap_ups(
+    session: Session, now: datetime, *, late_by: timedelta, bell: Bell | None = None
+) -> list[Agent]:
+    """Wrap-ups over for more than ``late_by`` that nobody ended (a lost timer) become
+    ready, stored as the reconciler's moves; those moved. ``end_wrap_ups`` is the timely
+    way; this one finds what it missed."""
+    stmt = select(_status).where(
+        _status.c.state == AgentState.wrap_up, _status.c.wrap_up_until <= now - late_by
+    )
+    moved = []
+    for row in list(session.execute(stmt).mappings()):
+        done = _move(
+            session,
+            Agent.of(row),
+            AgentState.ready,
+            now=now,
+            source="reconciler",
+            by_user_id=None,
+            bell=bell,
+        )
+        if done is not None:
+            moved.append(done)
+    return moved
+
+
 def next_wrap_up_end(session: Session) -> datetime | None:
     """When the next wrap-up ends (the queue sets its timer to it)."""
     found: datetime | None = session.scalar(
@@ -688,3 +801,49 @@ def revision(session: Session) -> int:
     pages compare it to tell whether anyone's state changed; the changes' ids could not say
     it, for an id is taken before its commit and a smaller one may become visible later."""
     return int(session.scalar(select(func.coalesce(func.sum(_status.c.version), 0))) or 0)
+
+
+# ---------------------------------------------------------------- crash recovery's moves
+# (hotline.calls.recovery: the SIP edge that carried the call died, so no queue will move
+# these operators again — the call they are held by exists no more.)
+
+_HELD = (AgentState.ringing, AgentState.on_call)
+
+
+def held_by_calls(session: Session) -> dict[str, list[int]]:
+    """Operators held by a call now — rung for it or on it — by the call's key. Few rows
+    (one per operator), so recovery asks here first and then which calls are lost."""
+    held: dict[str, list[int]] = {}
+    rows = session.execute(
+        select(_status.c.call_key, _status.c.user_id)
+        .where(_status.c.state.in_(_HELD), _status.c.call_key.is_not(None))
+        .order_by(_status.c.user_id)
+    )
+    for call_key, user_id in rows:
+        held.setdefault(call_key, []).append(user_id)
+    return held
+
+
+def release_from_lost_call(
+    session: Session,
+    user_id: int,
+    call_key: str,
+    now: datetime,
+    *,
+    wrap_up_s: float = DEFAULT_WRAP_UP_S,
+    bell: Bell | None = None,
+) -> Agent | None:
+    """The call holding the operator was lost with its SIP edge: from the call, wrap-up for
+    ``wrap_up_s`` from now (their draft ticket is still theirs to decide), or ready at once
+    with no wrap-up time; rung but not answered, ready again in their place in the idle
+    order — the reconciler's moves (``free_from_lost_call``). None if they are no longer
+    held by this call; a compare-and-set lost to another writer is read again."""
+    for _attempt in range(CAS_ATTEMPTS):
+        agent = _on_call(session, user_id, call_key, _HELD)
+        if agent is None:
+            return None
+        until = now + timedelta(seconds=wrap_up_s) if wrap_up_s > 0 else None
+        moved = free_from_lost_call(session, agent, now, wrap_up_until=until, bell=bell)
+        if moved is not None:
+            return moved
+    raise Conflict("the operator's state keeps changing; try again", user_id=user_id)

@@ -59,6 +59,13 @@ def read_wav(path: Path) -> tuple[bytes, int]:
     """(16-bit little-endian mono PCM, sample rate) of a 16-bit WAV file: mono as it is; of
     a stereo one (a call an operator took: caller left, operator right) the left channel —
     the caller's words are what the ticket is made of."""
+    channels, rate = read_wav_channels(path)
+    return channels[0], rate
+
+
+def read_wav_channels(path: Path) -> tuple[list[bytes], int]:
+    """Each channel of a 16-bit mono or stereo WAV file as 16-bit little-endian mono PCM,
+    and the sample rate."""
     try:
         with wave.open(str(path), "rb") as wav:
             channels = wav.getnchannels()
@@ -68,15 +75,26 @@ def read_wav(path: Path) -> tuple[bytes, int]:
                     f"{8 * wav.getsampwidth()}-bit)"
                 )
             pcm = wav.readframes(wav.getnframes())
-            if channels == 2:
-                samples = array.array("h")
-                samples.frombytes(pcm[: len(pcm) - len(pcm) % 4])
-                if sys.byteorder != "little":
-                    samples.byteswap()
-                left = samples[0::2]
-                if sys.byteorder != "little":
-                    left.byteswap()
-                pcm = left.tobytes()
-            return pcm, wav.getframerate()
+            rate = wav.getframerate()
     except (OSError, EOFError, wave.Error) as exc:
         raise AsrError(f"cannot read {path} as a WAV file: {exc}") from None
+    if channels == 1:
+        return [pcm], rate
+    samples = array.array("h")
+    samples.frombytes(pcm[: len(pcm) - len(pcm) % 4])
+    if sys.byteorder != "little":
+        samples.byteswap()
+    split = []
+    for channel in (samples[0::2], samples[1::2]):
+        if sys.byteorder != "little":
+            channel.byteswap()
+        split.append(channel.tobytes())
+    return split, rate
+
+
+def transcribe_channels(*, recognizer: Recognizer, path: Path) -> list[Transcript]:
+    """The transcript of each channel of a recording (a bridged call's stereo file: the
+    caller's, then the operator's), each decoded as its live stream would have been, with
+    word times from the start of the file."""
+    channels, rate = read_wav_channels(path)
+    return [transcribe_pcm(recognizer=recognizer, pcm16=pcm, sample_rate=rate) for pcm in channels]

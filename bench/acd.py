@@ -1,34 +1,39 @@
-"""The queue and the bridge under load (issue 17), a first sketch: sipp callers → one SIP
-edge whose handler is the queue flow → the ACD with agents in memory, every agent's seat
-answered by one sipp UAS → bridged until the caller's BYE.
+"""Operators' queue and bridge under load (issue 17), through the real `hotline sip`.
 
-    .venv/bin/python bench/acd.py [--json] [--calls 60 --rate 6 --agents 40 --hold-ms 4000]
+    .venv/bin/python bench/acd.py [--json] [--repeat 3] [--db sqlite|postgres] [--quick]
+    .venv/bin/python bench/acd.py --mode engine [--json]   # the in-process sketch
 
-What it measures now: ``lost_calls`` (placed − answered − abandoned − overflowed − callbacks;
-must be 0), ``answered_within_15s_share``, the ACD's pick-to-dial delay
-(``agent_ring_delay_ms_p95``: from the engine choosing the agent to the ringer starting the
-INVITE), the wait, the peak of calls bridged at once, and the edge process's CPU. The
-offered load is ``rate × (hold + set-up) / agents`` (the occupancy the defaults aim at is
-about 0.8).
+Platform mode (the default): `hotline sip` as a child process, as production runs it, on a
+fresh database (SQLite or PostgreSQL) with operator accounts and seats; every seat's phone
+registers with digest authentication (sipp), the operators are made ready as the console
+makes them, callers and seats are sipp on loopback. Per repeat:
 
-Not yet: ``bridged_calls_max_good`` (a search for the most concurrent bridged calls with
-clean audio) and ``bridge_audio_corr_min`` at load, which need callers and agents that send
-and check audio (the sipp callers here send none; the audio path is shown by
-tests/telephony/test_bridge_sip.py, one call at a time); and the rtpengine comparison.
+  1. baseline: the same sipp callers (audio) with nobody signed in — the voice-intake
+     robot takes them; the SIP process's CPU per call (``_acd_ladder.robot_baseline``);
+  2. the ladder (``_acd_ladder``): steps of concurrent bridged calls with audio both ways
+     (sipp ``rtp_stream`` on both legs, plus 6 sampled calls with Python peers on both legs
+     that check what arrived) until a step is not good;
+  3. the steady load (``_acd_load``): Poisson callers at 80 % operator occupancy.
+
+Figures (``TARGETS``): ``bridged_calls_max_good`` (the highest good step),
+``bridge_audio_corr_min`` (the lowest sampled correlation over the good steps, both legs),
+``answered_within_15s_share`` and ``lost_calls`` (steady load) and
+``agent_ring_delay_ms_p95`` (queue pick → the seat's phone receiving the INVITE, from the
+edge's log and the seat's sipp trace), and ``bridge_cpu_ratio_vs_robot``: the SIP process's
+CPU per bridged call ÷ per robot call, same callers, same run. With ``--repeat`` each figure
+is reported per repeat, with its median and worst.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
-import threading
-import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,171 +42,265 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _common as common
-from telephony.acd import Acd, AcdConfig, Outcome, QueueResult
-from telephony.acd_dial import DialRinger
-from telephony.acd_memory import MemoryAgentPool
-from telephony.endpoint import Call
-from telephony.flows import FlowHooks, FlowSettings
-from telephony.queue_flow import QueueHooks, QueueOutcome, serve_queue
-from telephony.sip_config import SipConfig
-from telephony.sip_edge import SipEdge
-from tests.telephony.fakes import FakePrompts
-from tests.telephony.sip_peers import HOST, free_udp_port, start_sipp
+from bench._acd_ladder import SAMPLE, Rig, ladder_step, robot_baseline
+from bench._acd_load import Load, steady_load
+from bench._acd_platform import bell_of, make_operators, order_ready, register, sign_in_all
+from bench._call_platform import logs, platform
+from telephony import codecs
+from telephony.prompts import BEEP, PromptSet
+from tests.speech import deterministic_vosk_model
+from tests.telephony.bridge_audio import noise
+from tests.telephony.sip_peers import free_udp_port
+
+LADDER = (10, 25, 50, 75, 100, 150, 200, 250, 300, 350, 400)
+QUICK_LADDER = (10, 20)
+STEADY = Load(agents=60, calls=300, talk_s=12.0, wrap_up_s=3.0)
+QUICK_STEADY = Load(agents=8, calls=40, talk_s=4.0, wrap_up_s=3.0)
+TARGETS = {
+    "bridged_calls_max_good": (">=", 250),
+    "bridge_audio_corr_min": (">=", 0.99),
+    "answered_within_15s_share": (">=", 0.95),
+    "lost_calls": ("<=", 0),
+    "agent_ring_delay_ms_p95": ("<=", 50),
+}
+# Larger is better for these; the worst of the repeats is then the smallest.
+HIGHER_IS_BETTER = {"bridged_calls_max_good", "bridge_audio_corr_min", "answered_within_15s_share"}
 
 
-def run(*, calls: int, rate: int, agents: int, hold_ms: int, ring_timeout_s: float) -> dict:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-acd-"))
-    # Where both sides' RTP goes: a socket nobody reads (the sipp peers send no audio).
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind((HOST, 0))
-    seat_port = free_udp_port()
-    results: list[QueueResult] = []
-    outcomes: list[QueueOutcome] = []
-    bridged_now = 0
-    bridged_peak = 0
-    lock = threading.Lock()
+@contextmanager
+def database(kind: str) -> Iterator[tuple[str, str]]:
+    if kind == "sqlite":
+        with common.sqlite_database() as url:
+            yield url, "sqlite"
+    else:
+        with common.postgres_database("hotline_bench_acd") as url:
+            engine, _ = common.session_factory(url)
+            try:
+                version = common.postgres_version(engine)
+            finally:
+                engine.dispose()
+            yield url, f"postgresql {version}"
 
-    def on_bridged(call: Call, leg: Call, offer: Any) -> None:
-        nonlocal bridged_now, bridged_peak
-        with lock:
-            bridged_now += 1
-            bridged_peak = max(bridged_peak, bridged_now)
 
-    def on_ended(call: Call, result: Any) -> None:
-        nonlocal bridged_now
-        with lock:
-            bridged_now -= 1
+@contextmanager
+def open_rig(
+    *,
+    db: str,
+    sampled: int,
+    operators: int,
+    wrap_up_s: float,
+    max_queue: int,
+    keep: Path | None = None,
+    warmed: bool = True,
+) -> Iterator[tuple[Rig, dict[str, Any]]]:
+    """A fresh database with ``sampled`` + ``operators`` operator accounts and seats,
+    `hotline sip` on it (``warmed``: once its recognizers are warm), and every seat's phone
+    registered; nobody signed in yet. Yields the rig and what was set up."""
+    info: dict[str, Any] = {}
+    with ExitStack() as stack:
+        if keep is not None:
+            workdir = Path(tempfile.mkdtemp(prefix="hotline-acd-", dir=keep))
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hotline-acd-")))
+        info["workdir"] = str(workdir) if keep is not None else None
+        cache = Path(tempfile.gettempdir()) / f"hotline-bench-calls-{os.getuid()}"
+        cache.mkdir(mode=0o700, exist_ok=True)
+        prompts = PromptSet(cache / "prompts")
+        prompts.ensure()
+        greeting_s = len(prompts.compose(["greeting", BEEP])) / 2 / 8000
+        model_dir = deterministic_vosk_model(cache)
+        audio = {}
+        for side, seed in (("caller", 1), ("seat", 2)):
+            audio[side] = workdir / f"{side}.ulaw"
+            audio[side].write_bytes(codecs.ulaw_encode(noise(10.0, seed)))
+        url, backend = stack.enter_context(database(db))
+        info["database"] = backend
+        extensions = [f"7{i:03d}" for i in range(sampled)] + [f"8{i:03d}" for i in range(operators)]
+        common.say(f"{len(extensions)} operators and seats ...")
+        made = make_operators(url, extensions)
+        extra = {
+            "HOTLINE_TELEPHONY__MAX_CALLS": str(2 * max_queue + 50),
+            "HOTLINE_ACD__WRAP_UP_S": str(wrap_up_s),
+            # the ladder puts hundreds of calls in the queue within seconds
+            "HOTLINE_ACD__OVERFLOW_QUEUE_LONGER_THAN": str(max_queue),
+        }
+        p = stack.enter_context(
+            platform(
+                name="acd",
+                url=url,
+                workdir=workdir,
+                prompts_dir=cache / "prompts",
+                model=model_dir,
+                warmed=warmed,
+                extra_env=extra,
+            )
+        )
+        rig = Rig(
+            platform=p,
+            url=url,
+            workdir=workdir,
+            bell=bell_of(p.data_dir),
+            sampled=made[:sampled],
+            sample_ports=[free_udp_port() for _ in range(sampled)],
+            load=made[sampled:],
+            load_port=free_udp_port(),
+            caller_audio=audio["caller"],
+            seat_audio=audio["seat"],
+            greeting_s=greeting_s,
+        )
+        reg = register(p.target, made, rig.sample_ports + [rig.load_port] * operators, workdir)
+        info["registered"] = {"ok": reg.successful, "failed": reg.failed}
+        common.say(f"seats registered: {reg.successful} ok, {reg.failed} failed")
+        yield rig, info
+        order_ready(url, rig.bell, [], [o.user_id for o in made])
+    info["platform_log"] = logs.get("acd")
 
-    pool = MemoryAgentPool()
-    box: list[Any] = []
-    ringer = DialRinger(
-        dial=lambda uri, ring_timeout, cancel=None: box[0].dial(
-            uri, ring_timeout=ring_timeout, cancel=cancel
-        ),
-        target_of=lambda extension: f"sip:{extension}@{HOST}:{seat_port}",
-        acd=lambda: box[1],
-    )
-    acd = Acd(
-        pool=pool,
-        ringer=ringer,
-        config=AcdConfig(ring_timeout_s=ring_timeout_s, overflow_after_s=60.0),
-        on_result=results.append,
-    )
-    pool.on_change = acd.wake
-    for n in range(agents):
-        pool.sign_in(f"agent-{n}", f"8{n:03d}")
-        pool.set_ready(f"agent-{n}")
-    serve = functools.partial(
-        serve_queue,
-        acd=acd,
-        prompts=FakePrompts(),
-        hooks=FlowHooks(),
-        settings=FlowSettings(recording_dir=workdir),
-        queue_hooks=QueueHooks(
-            on_bridged=on_bridged,
-            on_bridge_ended=on_ended,
-            on_outcome=lambda call, outcome: outcomes.append(outcome),
-        ),
-    )
 
-    def handler(call: Call) -> None:
-        serve(call)
+def platform_run(
+    *,
+    db: str,
+    ladder: tuple[int, ...],
+    load: Load,
+    rate: float,
+    baseline_calls: int,
+    keep: Path | None = None,
+) -> dict[str, Any]:
+    """One repeat: a fresh database and `hotline sip`, baseline, ladder, steady load."""
+    result: dict[str, Any] = {"mode": "platform"}
+    with open_rig(
+        db=db,
+        sampled=SAMPLE,
+        operators=max(max(ladder), load.agents),
+        wrap_up_s=load.wrap_up_s,
+        max_queue=max(ladder) + SAMPLE,
+        keep=keep,
+    ) as (rig, info):
+        if baseline_calls:
+            common.say(f"baseline: {baseline_calls} calls to the robot ...")
+            result["robot_baseline"] = robot_baseline(rig, baseline_calls, rate=rate)
+            common.say(f"  {result['robot_baseline']}")
+        sign_in_all(rig.url, rig.bell, rig.sampled + rig.load)
+        result["ladder"] = ladder_run(rig, ladder, rate=rate)
+        common.say(
+            f"steady load: {load.calls} calls, {load.agents} agents, "
+            f"λ {load.rate:.2f}/s, talk {load.talk_s} s, wrap-up {load.wrap_up_s} s ..."
+        )
+        result["steady"] = steady_load(rig, load)
+        common.say(f"  {result['steady']}")
+    return result | info | figures(result)
 
-    edge = SipEdge(
-        SipConfig(host=HOST, port=0, rtp_low=20000, rtp_high=30000, max_calls=4 * calls + 10)
-    )
-    box += [edge, acd]
-    edge.start(on_call=handler, on_ended=lambda call: None)
-    acd.start()
-    timeout = calls / rate + hold_ms / 1000 + 60
-    seats = start_sipp(
-        "uas_agent_answer.xml",
-        port=seat_port,
-        calls=calls,
-        keys={"rtp_port": sink.getsockname()[1]},
-        timeout=timeout,
-    )
-    cpu_before = common.cpu_seconds(os.getpid())
-    started = time.monotonic()
-    callers = start_sipp(
-        "uac_call.xml",
-        target=f"{HOST}:{edge.address[1]}",
-        calls=calls,
-        rate=rate,
-        hold=hold_ms,
-        keys={"rtp_port": sink.getsockname()[1], "fmts": "0 101"},
-        timeout=timeout,
-    )
-    try:
-        callers.communicate(timeout=timeout + 30)
-        deadline = time.monotonic() + 30
-        while len(outcomes) < calls and time.monotonic() < deadline:
-            time.sleep(0.1)  # the last flows finishing
-        wall = time.monotonic() - started
-        cpu = common.cpu_seconds(os.getpid()) - cpu_before
-    finally:
-        acd.stop()
-        edge.stop()
-        seats.kill()
-        seats.communicate(timeout=10)
-        sink.close()
-    by = {o: sum(1 for r in results if r.outcome is o) for o in Outcome}
-    answered = [r for r in results if r.outcome is Outcome.ANSWERED]
-    waits = [r.waited_s for r in answered]
-    delays = list(ringer.ring_delays_ms)
+
+def ladder_run(rig: Rig, ladder: tuple[int, ...], *, rate: float) -> list[dict[str, Any]]:
+    """The steps in turn until one is not good."""
+    steps = []
+    for n in ladder:
+        common.say(f"ladder: {n} + {len(rig.sampled)} sampled calls bridged at once ...")
+        step = ladder_step(rig, n, rate=max(rate, n / 6))
+        common.say(
+            f"  good={step['good']} bridged {step['bridged_at_once']} corr min "
+            f"{step['corr_min']} gap max {step['max_gap_ms']} ms, SIP cpu "
+            f"{step['sip_process_cpu_pct']} %, machine {step['machine_cpu_pct']} %"
+        )
+        steps.append(step)
+        if not step["good"]:
+            break
+    return steps
+
+
+def figures(run: dict[str, Any]) -> dict[str, Any]:
+    """The issue's keys from one repeat's steps."""
+    good = [s for s in run["ladder"] if s["good"]]
+    failed = [s for s in run["ladder"] if not s["good"]]
+    steady = run["steady"]
+    base = run.get("robot_baseline")
+    same = next((s for s in run["ladder"] if base and s["calls"] == base["calls"]), None)
+    ratio = None
+    if base and same and base["sip_cpu_pct_per_call"]:
+        ratio = round(same["sip_cpu_pct_per_bridged_call"] / base["sip_cpu_pct_per_call"], 2)
     return {
-        "calls_placed": calls,
-        "callers_sipp_exit": callers.returncode,
-        "answered": by[Outcome.ANSWERED],
-        "abandoned": by[Outcome.ABANDONED],
-        "overflowed": by[Outcome.OVERFLOW],
-        "callbacks": by[Outcome.CALLBACK],
-        "lost_calls": calls - sum(by.values()),
-        "answered_within_15s_share": (
-            round(sum(1 for w in waits if w <= 15) / len(answered), 4) if answered else None
-        ),
-        "wait_s_p50": round(statistics.median(waits), 3) if waits else None,
-        "wait_s_max": round(max(waits), 3) if waits else None,
-        "agent_ring_delay_ms_p95": round(common.percentile(delays, 95), 3) if delays else None,
-        "agent_ring_delay_ms_max": round(max(delays), 3) if delays else None,
-        "bridged_peak": bridged_peak,
-        "offered_occupancy": round(rate * (hold_ms / 1000) / agents, 2),
-        "edge_cpu_s": round(cpu, 2),
-        "wall_s": round(wall, 1),
+        "bridged_calls_max_good": good[-1]["calls"] + good[-1]["sampled"] if good else 0,
+        "bridged_failed_at": failed[0]["calls"] + failed[0]["sampled"] if failed else None,
+        "bridge_audio_corr_min": min((s["corr_min"] for s in good), default=None),
+        "answered_within_15s_share": steady["answered_within_15s_share"],
+        "lost_calls": steady["lost_calls"],
+        "agent_ring_delay_ms_p95": steady["agent_ring_delay_ms_p95"],
+        "bridge_cpu_ratio_vs_robot": ratio,
+        "rtpengine_cpu_ratio": None,  # not measured: see bench/README.md
     }
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and worst of each figure over the repeats."""
+    out: dict[str, Any] = {}
+    for key in [*TARGETS, "bridge_cpu_ratio_vs_robot"]:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if not values:
+            out[key] = None
+            continue
+        worst = min(values) if key in HIGHER_IS_BETTER else max(values)
+        out[key] = statistics.median(values)
+        out[f"{key}_worst"] = worst
+        out[f"{key}_runs"] = values
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--mode", choices=("platform", "engine"), default="platform")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="postgres")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="tiny loads: a smoke run")
+    parser.add_argument("--steps", help="the ladder, e.g. 50,100,150")
+    parser.add_argument("--rate", type=float, default=20.0, help="calls/s placing a step")
+    parser.add_argument("--baseline-calls", type=int, default=50)
+    parser.add_argument("--keep", type=Path, help="keep each repeat's sipp screens and logs here")
+    # engine mode (the sketch): calls, rate, agents, hold
     parser.add_argument("--calls", type=int, default=60)
-    parser.add_argument("--rate", type=int, default=6)
     parser.add_argument("--agents", type=int, default=30)
     parser.add_argument("--hold-ms", type=int, default=4000)
     parser.add_argument("--ring-timeout-s", type=float, default=10.0)
     args = parser.parse_args()
-    common.say(f"{args.calls} calls at {args.rate}/s, {args.agents} agents, {args.hold_ms} ms")
-    result = run(
-        calls=args.calls,
-        rate=args.rate,
-        agents=args.agents,
-        hold_ms=args.hold_ms,
-        ring_timeout_s=args.ring_timeout_s,
-    )
-    result["machine"] = common.machine()
-    result["targets"] = common.verdicts(
-        result,
-        {
-            "lost_calls": ("<=", 0),
-            "answered_within_15s_share": (">=", 0.95),
-            "agent_ring_delay_ms_p95": ("<=", 50),
-        },
-    )
+    result: dict[str, Any] = {"machine": common.machine(), "loadavg_before": os.getloadavg()}
+    if args.mode == "engine":
+        from bench._acd_engine import run_engine
+
+        result |= run_engine(
+            calls=args.calls,
+            rate=round(args.rate),
+            agents=args.agents,
+            hold_ms=args.hold_ms,
+            ring_timeout_s=args.ring_timeout_s,
+        )
+    else:
+        ladder: tuple[int, ...] = QUICK_LADDER if args.quick else LADDER
+        if args.steps:
+            ladder = tuple(int(s) for s in args.steps.split(","))
+        load = QUICK_STEADY if args.quick else STEADY
+        baseline = min(args.baseline_calls, ladder[0])
+        runs = []
+        for i in range(args.repeat):
+            common.say(f"repeat {i + 1}/{args.repeat} (load average {os.getloadavg()})")
+            runs.append(
+                platform_run(
+                    db=args.db,
+                    ladder=ladder,
+                    load=load,
+                    rate=args.rate,
+                    baseline_calls=baseline,
+                    keep=args.keep,
+                )
+            )
+        result["runs"] = runs
+        result |= summarise(runs) if args.repeat > 1 else figures(runs[0])
+    result["loadavg_after"] = os.getloadavg()
+    result["targets"] = common.verdicts(result, TARGETS)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result, default=str))
     else:
         for key, value in result.items():
-            print(f"{key}: {value}")
+            if key != "runs":
+                print(f"{key}: {value}")
 
 
 if __name__ == "__main__":

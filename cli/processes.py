@@ -409,12 +409,18 @@ def sip() -> None:
     # the calls a predecessor on this host (or any edge gone silent) left open are closed.
     recovery.register_edge(session_factory, edge=me, now=clock.now())
     try:
+        from core import bell as doorbell
+
         closed = recovery.recover_calls(
             session_factory,
             now=clock.now(),
             stale_after=timedelta(seconds=t.edge_stale_after_s),
             enqueue_transcription=send_transcription_task,
             this_edge=me,
+            # operators freed from a lost call wrap up as after any call, and the other
+            # edges' queues hear of it
+            wrap_up_s=settings.acd.wrap_up_s,
+            bell=doorbell.for_settings(settings) if settings.acd.enabled else None,
         )
     except Exception:  # the beat's sweep tries again every minute
         logging.getLogger(__name__).exception("recovering the calls of lost SIP edges failed")
@@ -434,22 +440,33 @@ def sip() -> None:
     # bridges the call; with nobody signed in calls go to the voice-intake robot as before.
     operators: Any = None
     acd_engine: Any = None
+    control: Any = None
     handler: Any
     if settings.acd.enabled:
         from core import bell as doorbell
         from hotline.calls.agent_pool import DbAgentPool
+        from hotline.calls.control_runner import CallControl
         from hotline.calls.operators import OperatorCalls, call_handler
+        from hotline.calls.reconciler import start_reconciler
         from telephony.acd import Acd, AcdConfig
         from telephony.acd_dial import DialRinger
         from telephony.queue_flow import QueueSettings
 
+        bell = doorbell.for_settings(settings)
         pool = DbAgentPool(
-            session_factory,
-            clock=clock,
-            wrap_up_s=settings.acd.wrap_up_s,
-            bell=doorbell.for_settings(settings),
+            session_factory, clock=clock, wrap_up_s=settings.acd.wrap_up_s, bell=bell
         )
         operators = OperatorCalls(services, settings=settings)
+        control = CallControl(
+            session_factory,
+            clock,
+            dial=edge.dial,
+            seat_target=edge.seat_target,
+            outside_uri=settings.acd.outside_uri or t.callback_uri,
+            wrap_up_s=settings.acd.wrap_up_s,
+            ring_timeout_s=settings.acd.transfer_ring_timeout_s,
+            bell=bell,
+        )
         ringer = DialRinger(dial=edge.dial, target_of=edge.seat_target, acd=lambda: acd_engine)
         acd_engine = Acd(
             pool=pool,
@@ -465,9 +482,22 @@ def sip() -> None:
             prompts=prompts,
             flow=flow,
             queue_settings=QueueSettings.from_settings(settings.acd),
+            control=control,
         )
+        control.start()
         pool.watch(acd_engine.wake)  # an operator ready in any process: offered at once
         acd_engine.start()
+        # Stuck states (an operator held by a call long gone, a wrap-up nobody ends, a
+        # caller the queue still shows): compared with the calls that exist and repaired.
+        reconciler = start_reconciler(
+            session_factory,
+            settings=settings,
+            clock=clock,
+            engine=acd_engine,
+            edge=edge,
+            edge_id=me.id,
+            bell=bell,
+        )
     else:
         handler = partial(serve_inbound, prompts=prompts, hooks=services.hooks(), settings=flow)
     stop = threading.Event()
@@ -522,7 +552,10 @@ def sip() -> None:
     finally:
         stop.set()
         draining.set()  # the callback dialer's stop, also when leaving on an error
+        if control is not None:
+            control.stop()
         if acd_engine is not None:
+            reconciler.stop()
             acd_engine.stop()
         edge.stop()
         if operators is not None:

@@ -134,6 +134,15 @@ class AcdSettings(BaseModel):
     answer_target_s: float = 15.0
     short_abandon_s: float = 5.0
     reconcile_every_s: float = 30.0  # the stuck-state reconciler's period
+    # Production: the registrar proxy (Kamailio with usrloc, deploy/kamailio) the seats'
+    # phones register with, e.g. "sip:10.0.0.5:5060"; the edges ring a seat through it.
+    # Unset: phones register with the edges themselves (embedded mode).
+    seat_proxy: str | None = None
+    # Transfers and three-way calls to an outside number (a department's hotline) from the
+    # console: how the edge dials it, "{number}" filled in, e.g. "sip:{number}@10.0.0.9".
+    # Unset: the callback line (telephony.callback_uri); neither: only seats can be reached.
+    outside_uri: str | None = None
+    transfer_ring_timeout_s: float = Field(default=20.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> AcdSettings:

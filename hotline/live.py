@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import Session, col
@@ -177,6 +178,9 @@ class LiveCall:
     ticket_id: int | None
     live_seq: int
     live_text: str
+    control_seq: int = 0  # the console's call controls changed (hotline.calls.call_control)
+    # A call an operator took: both speakers' turns so far (None: the robot's call).
+    dialogue: list[dict[str, Any]] | None = None
 
 
 def live_calls(session: Session, *, now: datetime, ended_within: timedelta) -> list[LiveCall]:
@@ -196,6 +200,8 @@ def live_calls(session: Session, *, now: datetime, ended_within: timedelta) -> l
             table.c.ticket_id,
             table.c.live_seq,
             table.c.live_text,
+            table.c.control_seq,
+            table.c.dialogue,
         )
         .where(
             table.c.direction == CallDirection.INBOUND,

@@ -14,7 +14,7 @@ from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
 from asr.recognizer import Recognizer
-from core import runtime
+from core import bell, runtime
 from core.db import session_scope
 from core.errors import InvalidInput
 from dispatch import classifier, escalation, notify
@@ -158,5 +158,7 @@ def recover_lost_calls() -> int:
         now=runtime.get_clock().now(),
         stale_after=timedelta(seconds=settings.telephony.edge_stale_after_s),
         enqueue_transcription=transcribe_recording.delay,
+        wrap_up_s=settings.acd.wrap_up_s,
+        bell=bell.for_settings(settings) if settings.acd.enabled else None,
     )
     return len(closed)

@@ -483,10 +483,12 @@ class Acd:
             if result is not None:
                 repairs.append(Repair("caller_gone", key, None))
         for key in gone_bridged:
-            with self._lock:
+            with self._cond:  # looked up and finished at once: the flow may finish it first
                 entry = self._bridged.get(key)
-            agent = entry.agent.agent_id if entry and entry.agent else None
-            self.finished(key)
+                if entry is None:
+                    continue
+                self.finished(key)
+            agent = entry.agent.agent_id if entry.agent else None
             repairs.append(Repair("bridged_call_gone", key, agent))
         with self._cond:
             self._dispatch()

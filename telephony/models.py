@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from core.db import UTCDateTime, enum_type
+from core.db import JSONType, UTCDateTime, enum_type
 from telephony.endpoint import CallDirection, Disposition
 
 
@@ -32,6 +33,9 @@ class QueueOutcome(StrEnum):
     callback_requested = "callback_requested"  # the caller pressed the key: a callback task
     abandoned = "abandoned"  # the caller hung up while waiting
     refused = "refused"  # not queued at all (the edge was full, the call was rejected)
+    # The platform lost it while it waited: its SIP edge died (crash recovery closes it). Not
+    # the caller's abandon — the figures must not blame the caller for the platform's fault.
+    lost = "lost"
 
 
 class CallRecord(SQLModel, table=True):
@@ -87,6 +91,23 @@ class CallRecord(SQLModel, table=True):
     rings: int | None = None  # agents rung for this call (1 = the first one answered)
     priority: int | None = None  # the queue priority it had (higher goes first)
     skills: str | None = Field(default=None, max_length=200)  # comma list it needed
+    # A bridged call's two-speaker transcript: turns {speaker: caller|operator, start_s,
+    # end_s, text}, times from the answer; written live, final at the end. NULL for a call
+    # no operator took (the robot's: its words are ``transcript``).
+    dialogue: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSONType, nullable=True)
+    )
+    # What the operator's console controls of the bridged call stand at (JSON, written by
+    # the edge that holds it: hold, a transfer under way and its state, a three-way, who
+    # listens in); "" when none. ``control_seq`` grows with every change, as ``live_seq``.
+    control: str = Field(default="", max_length=2000)
+    control_seq: int = 0
+    # A caller who hung up in the queue is called back (漏话回拨): the attempts made from the
+    # missed-calls list, the last one's time, who made it and how it went.
+    callback_attempts: int = 0
+    called_back_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    called_back_by: int | None = None  # accounts' user.id
+    callback_outcome: str | None = Field(default=None, max_length=16)  # reached, no_answer
 
 
 class SipEdgeRecord(SQLModel, table=True):
@@ -225,3 +246,109 @@ class SeatRegistration(SQLModel, table=True):
     user_agent: str = Field(default="", max_length=255)
     edge_id: str = Field(default="", max_length=36)
     updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class CallCommandKind(StrEnum):
+    """What an operator (or a supervisor) asks of a bridged call from the console."""
+
+    hold = "hold"
+    unhold = "unhold"
+    transfer = "transfer"  # blind: ring the target, the caller goes on to it
+    consult = "consult"  # attended: the operator talks to the target first
+    complete = "complete"  # the consulted target takes the caller
+    three_way = "three_way"  # the consulted target joins caller and operator (三方通话)
+    cancel = "cancel"  # the transfer or consultation is given up: back to the caller
+    monitor = "monitor"  # a supervisor's seat listens in silently
+
+
+class CallCommandState(StrEnum):
+    pending = "pending"  # waiting for the edge that holds the call
+    running = "running"  # taken by that edge
+    done = "done"
+    failed = "failed"  # with ``detail`` saying why
+
+
+class CallCommand(SQLModel, table=True):
+    """A console's request to the SIP edge that holds a bridged call. The web process writes
+    it and rings the doorbell; the edge whose call it is takes it (pending -> running by
+    compare-and-set, so two edges or two wake-ups never run one twice), carries it out and
+    writes the result. A command nobody takes within its deadline is failed by the next
+    look at it (``hotline.calls.call_control``)."""
+
+    __tablename__ = "call_command"
+    __table_args__ = (Index("ix_call_command_state_call", "state", "call_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_id: str = Field(max_length=255, index=True)
+    edge_id: str | None = Field(default=None, max_length=36)  # the edge that held the call
+    kind: CallCommandKind = Field(sa_type=enum_type(CallCommandKind))
+    target: str = Field(default="", max_length=64)  # a seat extension or an outside number
+    requested_by: int | None = None  # accounts' user.id (no FK: telephony is below accounts)
+    requested_at: datetime = Field(sa_type=UTCDateTime)
+    state: CallCommandState = Field(
+        default=CallCommandState.pending, sa_type=enum_type(CallCommandState)
+    )
+    detail: str = Field(default="", max_length=500)
+    done_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# ------------------------------------------- Kamailio's registrar tables (production seats)
+
+
+class KamailioLocation(SQLModel, table=True):
+    """A seat's phone registered with Kamailio (usrloc, ``db_mode`` 1: every change written
+    through), in Kamailio 5.6's own ``location`` schema (version 9) so that its ``usrloc``
+    reads and writes it unchanged. Two departures, both set in deploy/kamailio/kamailio.cfg:
+    ``expires`` and ``last_modified`` are epoch seconds (usrloc ``expires_type`` 1), because
+    Kamailio writes a timestamp without zone in its own local time; and ``username`` alone
+    is the seat (``use_domain`` 0). ``received`` is "sip:host:port" of a phone behind NAT.
+    Server defaults are Kamailio's: it leaves out the columns it does not use."""
+
+    __tablename__ = "location"
+    __table_args__ = (
+        UniqueConstraint("ruid", name="location_ruid_idx"),
+        Index("location_account_contact_idx", "username", "domain", "contact"),
+        Index("location_expires_idx", "expires"),
+        Index("location_connection_idx", "server_id", "connection_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    ruid: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+    username: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+    domain: str | None = Field(default=None, max_length=64)
+    contact: str = Field(default="", max_length=512, sa_column_kwargs={"server_default": ""})
+    received: str | None = Field(default=None, max_length=128)
+    path: str | None = Field(default=None, max_length=512)
+    expires: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+    q: float = Field(default=1.0, sa_column_kwargs={"server_default": "1.0"})
+    callid: str = Field(
+        default="Default-Call-ID",
+        max_length=255,
+        sa_column_kwargs={"server_default": "Default-Call-ID"},
+    )
+    cseq: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    last_modified: int = Field(
+        default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
+    flags: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    cflags: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    user_agent: str = Field(default="", max_length=255, sa_column_kwargs={"server_default": ""})
+    socket: str | None = Field(default=None, max_length=64)
+    methods: int | None = None
+    instance: str | None = Field(default=None, max_length=255)
+    reg_id: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    server_id: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    connection_id: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    keepalive: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    partition: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
+class KamailioVersion(SQLModel, table=True):
+    """Kamailio's table of table versions, which its database modules check at start
+    (``location`` 9, ``subscriber`` 7 in 5.6); named by kamailio.cfg's ``version_table`` so
+    that a table called just ``version`` is not taken in the platform's database."""
+
+    __tablename__ = "kamailio_version"
+
+    table_name: str = Field(primary_key=True, max_length=32)
+    table_version: int = 0

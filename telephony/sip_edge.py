@@ -30,8 +30,9 @@ is built of, each in its own module, bottom up:
 * seats (``sip_registrar``): with ``config.seats`` the edge is the registrar of operators'
   phones; their REGISTERs are answered on a thread of their own (the store may be a
   database), a retransmission gets the same answer again (or none while the first waits for
-  its turn: its answer is coming), and ``seat_target`` gives the URI that rings a seat.
-  Without it REGISTER gets 405.
+  its turn: its answer is coming), and ``seat_target`` gives the URI that rings a seat
+  (through Kamailio where the phones register there: the store knows). Without it REGISTER
+  gets 405.
 
 Threads, all bounded: one receives SIP, one runs timers (retransmissions, ring delays,
 registration refreshes), one tells ``on_ended`` (so a slow observer never stalls SIP), one per
@@ -176,7 +177,8 @@ class SipEdge(InboundCalls, OutboundCalls, ReferHandling):
 
     def seat_target(self, extension: str) -> str | None:
         """The URI that rings the seat ``extension`` now (its newest unexpired binding; a
-        phone behind NAT at the address its REGISTER came from); None when no phone is
+        phone behind NAT at the address its REGISTER came from; or, where the phones register
+        with a registrar proxy, the proxy's URI for the seat); None when no phone is
         registered for it, or the edge keeps no seats. ``dial`` takes it as it is."""
         if self.config.seats is None:
             return None

@@ -16,10 +16,11 @@ times within ``failure_window_s`` gets 403 without a look at its credentials unt
 
 Bindings (Contact, the address the REGISTER came from, expiry) live behind ``SeatStore``: the
 in-memory ``MemorySeatStore`` here for tests and the single process, the database one in
-``hotline.calls.seats``. ``seat_target`` turns the newest binding into the URI the edge
-dials; a phone behind NAT is reached at the address its REGISTER came from, which rides in
-the URI as Kamailio's nathelper carries it (``;alias=host~port~1``) so that a URI taken
-from one edge's store can be dialled by another.
+``hotline.calls.seats``. ``seat_target`` asks the store for the URI the edge dials: the
+newest binding, where a phone behind NAT is reached at the address its REGISTER came from,
+which rides in the URI as Kamailio's nathelper carries it (``;alias=host~port~1``) so that a
+URI taken from one edge's store can be dialled by another; or, where the phones register
+with Kamailio instead (production), ``proxy_uri``: the seat at the proxy, which looks it up.
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ class SeatStore(Protocol):
     def bindings(self, extension: str, now: datetime) -> list[SeatBinding]:
         """The bindings not expired at ``now``, newest first."""
 
+    def dial_target(self, extension: str, now: datetime) -> str | None:
+        """The URI that rings the seat now (None: no phone is registered for it). The
+        store decides, because it knows where the phones register: with this edge (the
+        newest binding's ``dial_uri``) or with a registrar proxy in front."""
+
 
 class MemorySeatStore:
     """``SeatStore`` in this process's memory (tests, and an edge without a database)."""
@@ -145,6 +151,10 @@ class MemorySeatStore:
             found = [b for b in self._bindings.values() if b.extension == extension]
         found = [b for b in found if b.expires_at > now]
         return sorted(found, key=lambda b: b.updated_at, reverse=True)
+
+    def dial_target(self, extension: str, now: datetime) -> str | None:
+        found = self.bindings(extension, now)
+        return dial_uri(found[0]) if found else None
 
 
 @dataclass(frozen=True)
@@ -429,7 +439,15 @@ def _remaining(binding: SeatBinding, now: datetime) -> int:
 
 
 def seat_target(store: SeatStore, extension: str, now: datetime) -> str | None:
-    """The URI that rings ``extension`` now: its newest unexpired binding (None: no phone
-    is registered for it)."""
-    found = store.bindings(extension, now)
-    return dial_uri(found[0]) if found else None
+    """The URI that rings ``extension`` now (None: no phone is registered for it): its
+    newest unexpired binding, or the registrar proxy's URI for it (``SeatStore.dial_target``)."""
+    return store.dial_target(extension, now)
+
+
+def proxy_uri(extension: str, proxy: tuple[str, int]) -> str:
+    """The URI that rings a seat through the registrar proxy at ``proxy`` (Kamailio looks
+    the extension up in its usrloc). The ``;alias=`` sends the INVITE to the proxy in either
+    mode (``dial`` strips it), never to a line's registrar."""
+    host, port = proxy
+    shown = f"[{host}]" if ":" in host else host
+    return f"sip:{extension}@{shown}:{port};alias={host}~{port}~1"

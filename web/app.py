@@ -29,7 +29,7 @@ from web.api import acd as acd_api
 from web.api import agents as agents_api
 from web.deps import OPENAPI_MODELS, LoopLimiter
 from web.guards import RejectNul
-from web.pages import agent_panel, wallboard
+from web.pages import agent_panel, call_control, missed_calls, wallboard
 
 
 class LazySessionFactory:
@@ -86,6 +86,8 @@ def create_app(
 
     pages.install(app)
     app.include_router(agent_panel.router)
+    app.include_router(call_control.router)
+    app.include_router(missed_calls.router)
     app.include_router(wallboard.router)
     live.install(app)
 

@@ -206,13 +206,15 @@ class Feed:
         """Tell the consoles what changed since the last look: the list, and each call whose
         live transcript grew (its text as it is now: a missed one is made up by the next)."""
         now = {c.call_id: c for c in calls}
-        listed = {key: (c.answered_at, c.ended_at, c.ticket_id) for key, c in now.items()}
-        before = {key: value[:3] for key, value in self._calls.items()}
+        listed = {
+            key: (c.answered_at, c.ended_at, c.ticket_id, c.control_seq) for key, c in now.items()
+        }
+        before = {key: value[:4] for key, value in self._calls.items()}
         messages: list[str] = []
         if listed != before:
             messages.append(sse("calls", None, None))
         for key, c in now.items():
-            if c.live_seq and (key not in self._calls or self._calls[key][3] != c.live_seq):
+            if c.live_seq and (key not in self._calls or self._calls[key][4] != c.live_seq):
                 messages.append(
                     sse(f"call-{call_key(key)}", {"seq": c.live_seq, "text": c.live_text}, None)
                 )

@@ -30,6 +30,7 @@ class BoardAgent:
     reason: NotReadyReason | None
     in_state_s: int
     today: AgentFigures
+    call_ticket_id: int | None = None  # on a call: its ticket (a supervisor listens in there)
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,23 @@ def board(
     s = table_of(AgentStatus).c
     u = table_of(User).c
     rows = session.execute(
-        select(s.user_id, s.state, s.reason, s.extension, s.since, u.display_name)
+        select(s.user_id, s.state, s.reason, s.extension, s.since, s.call_key, u.display_name)
         .join_from(table_of(AgentStatus), table_of(User), u.id == s.user_id)
         .order_by(s.extension, s.user_id)
     ).all()
+    on_call = [r.call_key for r in rows if r.state == AgentState.on_call and r.call_key]
+    c = table_of(CallRecord).c
+    tickets = (
+        dict(
+            session.execute(
+                select(c.call_id, c.ticket_id).where(
+                    c.call_id.in_(on_call), c.ended_at.is_(None), c.ticket_id.is_not(None)
+                )
+            ).all()
+        )
+        if on_call
+        else {}
+    )
     by_state = dict.fromkeys(AgentState, 0)
     agents = []
     for row in rows:
@@ -111,6 +125,7 @@ def board(
                 reason=NotReadyReason(row.reason) if row.reason else None,
                 in_state_s=max(0, int((now - since).total_seconds())),
                 today=figures or AgentFigures(),
+                call_ticket_id=tickets.get(row.call_key) if state == AgentState.on_call else None,
             )
         )
     waiting, longest = waiting_calls(session, now)

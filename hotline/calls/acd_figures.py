@@ -90,6 +90,9 @@ DEFINITIONS: dict[str, str] = {
     "abandon_wait_avg_s": "mean wait of abandoned calls, short ones included",
     "overflowed": "queued calls the overflow rules gave to the voice-intake robot, by reason",
     "callback_requested": "queued calls whose caller pressed the key for a callback",
+    "lost": "queued calls the platform lost while they waited (their SIP edge died; closed "
+    "by crash recovery): not the caller's abandon, so not in abandoned or abandon_rate; "
+    "they count as not answered in service_level and answer_rate",
     "robot": "calls the voice-intake robot took by design (seats off, a robot line)",
     "transferred": "answered calls the operator transferred at least once",
     "handled": "answered calls that have ended (their talk, hold, wrap-up are known)",
@@ -116,6 +119,7 @@ SUMMED = (
     "callback_requested",
     "robot",
     "refused",
+    "lost",
     "transferred",
     "handled",
     "answer_wait_s",
@@ -166,6 +170,7 @@ class Figures:
     callback_requested: int = 0
     robot: int = 0
     refused: int = 0
+    lost: int = 0
     transferred: int = 0
     handled: int = 0
     answer_wait_s: float = 0.0  # summed over answered calls
@@ -543,6 +548,8 @@ def _count_outcome(figures: Figures, outcome: str | None, reason: str | None, n:
         figures.callback_requested += n
     elif kind is QueueOutcome.robot:
         figures.robot += n
+    elif kind is QueueOutcome.lost:
+        figures.lost += n
     else:
         figures.refused += n
 

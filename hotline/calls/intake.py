@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
-from asr.offline import transcribe_wav
+from accounts import privacy
+from asr.offline import transcribe_channels
 from asr.recognizer import Recognizer
 from core.clock import Clock
 from core.db import session_scope
@@ -24,8 +25,9 @@ from core.runtime import SessionFactory
 from core.settings import Settings
 from dispatch import reference, routing
 from hotline import intake
+from hotline.calls.dialogue import final_dialogue
 from hotline.calls.hints import describe, five_element_hints, places_of
-from hotline.calls.records import TEXT_LIMIT, get_call, table_of
+from hotline.calls.records import TEXT_LIMIT, get_call, set_dialogue, table_of
 from telephony.endpoint import (
     Call,
 )
@@ -192,13 +194,22 @@ class CallWords:
     transcript: str | None
     live_text: str
     transcribed_by: TranscribedBy
+    # A call an operator took: both speakers' turns (None: the robot's call, or one from
+    # before seats — its words are the caller's alone).
+    dialogue: list[dict[str, Any]] | None = None
 
 
 def ticket_calls(session: Session, *, ticket_id: int) -> list[CallWords]:
     """The calls that made or joined a ticket, oldest first, with their words."""
     table = table_of(CallRecord)
     rows = session.execute(
-        select(table.c.call_id, table.c.transcript, table.c.live_text, table.c.transcribed_by)
+        select(
+            table.c.call_id,
+            table.c.transcript,
+            table.c.live_text,
+            table.c.transcribed_by,
+            table.c.dialogue,
+        )
         .where(table.c.ticket_id == ticket_id)
         .order_by(table.c.arrived_at, table.c.call_id)
     ).all()
@@ -208,8 +219,44 @@ def ticket_calls(session: Session, *, ticket_id: int) -> list[CallWords]:
             transcript=r.transcript,
             live_text=r.live_text or "",
             transcribed_by=TranscribedBy(r.transcribed_by),
+            dialogue=r.dialogue,
         )
         for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class ShownWords:
+    """A call's words as a page shows them: the caller's transcript, and for a call an
+    operator took, the turns of both speakers. Reads as the transcript where a page still
+    prints it as text."""
+
+    transcript: str
+    dialogue: list[dict[str, Any]] | None
+
+    def __str__(self) -> str:
+        return self.transcript
+
+
+def shown_words(
+    session: Session, *, ticket_id: int, mask_names: list[str | None] | None = None
+) -> list[ShownWords]:
+    """The words of a ticket's transcribed calls, oldest first; with ``mask_names`` (a
+    confidential caller, a reader who may not see who it is) masked as the fields are —
+    the operator's turns too, which repeat the caller's number and name back."""
+
+    def shown(text: str) -> str:
+        return privacy.mask_text(text, names=mask_names) if mask_names is not None else text
+
+    return [
+        ShownWords(
+            transcript=shown(c.transcript),
+            dialogue=[{**turn, "text": shown(turn["text"])} for turn in c.dialogue]
+            if c.dialogue
+            else None,
+        )
+        for c in ticket_calls(session, ticket_id=ticket_id)
+        if c.transcript
     ]
 
 
@@ -222,30 +269,42 @@ def transcribe_recording(
     settings: Settings,
 ) -> str:
     """Decode a call's recording offline and attach it (the Celery task's body). The
-    decoding runs outside any transaction; attaching is idempotent."""
+    decoding runs outside any transaction; attaching is idempotent.
+
+    A call an operator took is recorded in stereo (caller left, operator right): both
+    channels are decoded and their words merged into the call's dialogue, which replaces
+    the live one; the caller's words are attached as a robot's are, unless the live ones
+    already were (then only the dialogue was missing: the operator's side had no live
+    stream)."""
     with session_scope(session_factory) as session:
         record = get_call(session, call_id)
-        if record.transcript is not None:
+        # on_bridged marks a two-speaker call with an empty dialogue from the start.
+        bridged = record.dialogue is not None or record.agent_user_id is not None
+        attached = record.transcript is not None
+        if attached and not bridged:
             ticket = session.get(Ticket, record.ticket_id) if record.ticket_id else None
             if ticket is None or ticket.status != Status.intake:
                 return "already transcribed"
         path = Path(record.recording_path) if record.recording_path else None
+    dialogue = None
     if path is not None and path.is_file():
-        text, by = transcribe_wav(recognizer=recognizer, path=path).text, TranscribedBy.offline
+        sides = transcribe_channels(recognizer=recognizer, path=path)
+        text, by = sides[0].text, TranscribedBy.offline
+        if bridged:
+            dialogue = final_dialogue(sides[0], sides[1] if len(sides) > 1 else None)
     else:
         log.warning(
             "call %s has no recording at %s; its ticket goes to the manual queue", call_id, path
         )
         text, by = "", TranscribedBy.none
     with session_scope(session_factory) as session:
-        attach_transcript(
-            session,
-            call_id=call_id,
-            text=text,
-            transcribed_by=by,
-            now=clock.now(),
-            settings=settings,
-        )
+        now = clock.now()
+        if dialogue is not None:
+            set_dialogue(session, call_id=call_id, dialogue=dialogue, now=now)
+        if not (bridged and attached):
+            attach_transcript(
+                session, call_id=call_id, text=text, transcribed_by=by, now=now, settings=settings
+            )
     return "transcribed"
 
 

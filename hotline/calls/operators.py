@@ -33,6 +33,7 @@ from sqlmodel import col
 
 from core.db import session_scope, table_of
 from core.settings import Settings
+from hotline.calls.control_runner import CallControl
 from hotline.calls.intake import open_ticket
 from hotline.calls.records import upsert_call
 from hotline.calls.services import CallServices
@@ -122,6 +123,7 @@ class OperatorCalls:
                 agent_extension=offer.extension,
                 agent_answered_at=now,
                 recording_path=str(self._bridge_recording(call)),
+                dialogue=[],  # a two-speaker call from the start (the console shows turns)
                 **self._owner(),
             )
             ticket_id, number = ticket.id, ticket.number
@@ -134,11 +136,14 @@ class OperatorCalls:
             offer.extension,
             number,
         )
-        self.services.start_live(call)
+        self.services.start_live(call, dialogue=True)
+        self.services.start_operator_live(call)
 
     def on_audio(self, call: Call, side: Side, pcm: bytes) -> None:
         if side is Side.CALLER:  # the ticket is made of the caller's words
             self.services.on_audio(call, pcm)
+        else:  # the operator's, for the dialogue
+            self.services.on_operator_audio(call, pcm)
 
     def on_bridge_ended(self, call: Call, result: BridgeResult) -> None:
         now = self.clock.now()
@@ -151,7 +156,8 @@ class OperatorCalls:
                 transfers=len(result.transfers),
             )
         # As the end of a robot's report: the live transcript (or the recording's caller
-        # channel) onto the draft, which an operator's call never dispatches by itself.
+        # channel) onto the draft, which an operator's call never dispatches by itself; the
+        # two sides' turns onto the record (live, or from both channels offline).
         self.services.on_finished(call, result.recording, EndReason.HANGUP)
 
     # ----------------------------------------------------------- the engine's report
@@ -213,6 +219,7 @@ def call_handler(
     prompts: Prompts,
     flow: FlowSettings,
     queue_settings: QueueSettings,
+    control: CallControl | None = None,
 ) -> CallHandler:
     """The edge's handler when the centre has seats: with any operator signed in the call
     waits for one (``serve_queue``); with nobody signed in (nights) it goes straight to the
@@ -227,6 +234,16 @@ def call_handler(
         ),
     )
     queue_hooks = operators.queue_hooks()
+    if control is not None:  # bridges that can dial: transfers, three-way, listening in
+        answered = queue_hooks.on_bridged
+
+        def on_bridged(call: Call, leg: Call, offer: AgentOffer) -> None:
+            control.attach_agent(call.call_id, _user_id(offer.agent_id))
+            answered(call, leg, offer)
+
+        queue_hooks = dataclasses.replace(
+            queue_hooks, on_bridged=on_bridged, bridge_factory=control.bridge_factory
+        )
 
     def handle(call: Call) -> None:
         try:

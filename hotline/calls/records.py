@@ -114,16 +114,52 @@ def recorded_at(session: Session, call_id: str) -> str | None:
     return session.scalars(select(table.c.recording_path).where(table.c.call_id == call_id)).first()
 
 
-def set_live_text(session: Session, *, call_id: str, text: str, now: datetime) -> bool:
-    """The running transcript, until the final one is attached (a late partial must not
-    overwrite it)."""
+def set_live_text(
+    session: Session,
+    *,
+    call_id: str,
+    text: str,
+    now: datetime,
+    dialogue: list[dict[str, Any]] | None = None,
+) -> bool:
+    """The running transcript (and a bridged call's running dialogue), until the final one
+    is attached (a late partial must not overwrite it)."""
     table = table_of(CallRecord)
+    values: dict[str, Any] = {
+        "live_text": text[:TEXT_LIMIT],
+        "live_seq": table.c.live_seq + 1,
+        "updated_at": now,
+    }
+    if dialogue is not None:
+        values["dialogue"] = dialogue
     done = session.exec(
         update(table)
         .where(table.c.call_id == call_id, table.c.transcript.is_(None))
-        .values(live_text=text[:TEXT_LIMIT], live_seq=table.c.live_seq + 1, updated_at=now)
+        .values(**values)
     )
     return done.rowcount == 1
+
+
+def set_dialogue(
+    session: Session, *, call_id: str, dialogue: list[dict[str, Any]], now: datetime
+) -> None:
+    """A bridged call's final two-speaker transcript; ``live_seq`` moves so the pages that
+    show it refresh."""
+    table = table_of(CallRecord)
+    session.exec(
+        update(table)
+        .where(table.c.call_id == call_id)
+        .values(dialogue=dialogue, live_seq=table.c.live_seq + 1, updated_at=now)
+    )
+
+
+def call_dialogue(session: Session, *, call_id: str) -> list[dict[str, Any]] | None:
+    """A call's turns as they stand (None: not a call an operator took)."""
+    table = table_of(CallRecord)
+    row = session.execute(select(table.c.dialogue).where(table.c.call_id == call_id)).first()
+    if row is None:
+        raise NotFound(f"call {call_id} does not exist", call_id=call_id)
+    return row.dialogue
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Crash recovery of calls: each `hotline sip` process (an edge) has a row of its own with a
 heartbeat; the calls it answered carry its id. When an edge dies mid-call (`kill -9`, a lost
 host) its calls stay open — no end, a WAV header that still says a fraction of a second, a
-ticket in intake with placeholder text. `recover_calls` closes them: at the next start of an
-edge on the same host, and from the periodic sweep for a host that never comes back."""
+ticket in intake with placeholder text, an operator stuck "on call" for ever, callers shown
+waiting in a queue that no longer exists. `recover_calls` closes them and frees the operators
+they held: at the next start of an edge on the same host, and from the periodic sweep for a
+host that never comes back."""
 
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlmodel import Session
 
+from accounts import agents
+from core.bell import Bell
 from core.clock import Clock
 from core.db import after_commit, session_scope, table_of
 from core.runtime import SessionFactory
 from telephony.endpoint import CallDirection, Disposition
-from telephony.models import CallRecord, SipEdgeRecord
+from telephony.models import CallRecord, QueueOutcome, SipEdgeRecord
 from telephony.recording import RecordingError, repair_wav
 
 log = logging.getLogger(__name__)
@@ -129,7 +133,22 @@ class _Lost:
     arrived_at: datetime
     answered_at: datetime | None
     recording_path: str | None
+    queued_at: datetime | None
+    queue_left_at: datetime | None
+    queue_outcome: str | None
+    agent_answered_at: datetime | None
     last_seen: datetime
+
+    @property
+    def recording_started(self) -> datetime | None:
+        """When its recording began: an operator's call is recorded from the bridge (one
+        stereo file), a call the robot took after the queue from its overflow, any other
+        from the edge's answer."""
+        if self.agent_answered_at is not None:
+            return self.agent_answered_at
+        if self.queued_at is not None and self.queue_left_at is not None:
+            return self.queue_left_at
+        return self.answered_at
 
 
 def _lost_edges(
@@ -166,14 +185,16 @@ def _lost_edges(
 
 
 def _end_of(lost: _Lost) -> tuple[datetime, str | None]:
-    """When the call ended — its answer plus the audio written — and the recording path to
-    keep (the file may have never been made: a status query, a callback)."""
+    """When the call ended — the start of its recording plus the audio written (the last
+    evidence of it), else the edge's last heartbeat — and the recording path to keep (the
+    file may never have been made: a status query, a callback, a caller still queued)."""
     start = lost.answered_at or lost.arrived_at
-    if lost.recording_path and lost.answered_at is not None:
+    began = lost.recording_started
+    if lost.recording_path and began is not None:
         path = Path(lost.recording_path)
         if path.is_file():
             try:
-                return lost.answered_at + timedelta(seconds=repair_wav(path)), lost.recording_path
+                return began + timedelta(seconds=repair_wav(path)), lost.recording_path
             except (RecordingError, OSError) as exc:
                 log.warning("recording of call %s cannot be repaired: %s", lost.call_id, exc)
     return max(start, min(lost.last_seen, start + timedelta(hours=12))), lost.recording_path
@@ -187,13 +208,20 @@ def recover_calls(
     enqueue_transcription: Callable[[str], Any],
     this_edge: EdgeIdentity | None = None,
     alive: Callable[[int], bool] = pid_alive,
+    wrap_up_s: float = agents.DEFAULT_WRAP_UP_S,
+    bell: Bell | None = None,
 ) -> list[str]:
     """Close every call left open by a dead edge, exactly once even with several
     recoverers at a time, and queue the offline transcription of those whose ticket still
-    waits for its transcript (as for a hang-up whose live transcript was unavailable), so
-    the ticket leaves intake and is dispatched. A dead edge is one whose heartbeat is older
-    than `stale_after`, or — given `this_edge`, at an edge's start — an earlier edge of the
-    same host whose process is gone. Returns the Call-IDs this call closed."""
+    waits for its transcript (as for a hang-up whose live transcript was unavailable): a
+    robot's report leaves intake and is dispatched, an operator's draft gets the caller's
+    words (the stereo file's left channel) and stays the operator's. A call still waiting
+    in the operators' queue leaves it as ``lost``. The operators those calls held (ringing
+    or on the call) are released (``release_operators``), so that they take the next call.
+
+    A dead edge is one whose heartbeat is older than `stale_after`, or — given `this_edge`,
+    at an edge's start — an earlier edge of the same host whose process is gone. Returns
+    the Call-IDs this call closed."""
     with session_scope(session_factory) as session:
         edges = _lost_edges(
             session, now=now, stale_after=stale_after, this_edge=this_edge, alive=alive
@@ -208,6 +236,10 @@ def recover_calls(
                 calls.c.arrived_at,
                 calls.c.answered_at,
                 calls.c.recording_path,
+                calls.c.queued_at,
+                calls.c.queue_left_at,
+                calls.c.queue_outcome,
+                calls.c.agent_answered_at,
             ).where(calls.c.ended_at.is_(None), calls.c.edge_id.in_(list(edges)))
         ).all()
     closed = []
@@ -215,6 +247,9 @@ def recover_calls(
         lost = _Lost(**row._mapping, last_seen=edges[row.edge_id])
         if _close(session_factory, lost=lost, now=now, enqueue=enqueue_transcription):
             closed.append(lost.call_id)
+    release_operators(
+        session_factory, edge_ids=list(edges), now=now, wrap_up_s=wrap_up_s, bell=bell
+    )
     table = table_of(SipEdgeRecord)
     with session_scope(session_factory) as session:
         session.execute(
@@ -232,24 +267,26 @@ def _close(
 ) -> bool:
     ended, recording = _end_of(lost)
     start = lost.answered_at or ended
+    values: dict[str, Any] = {
+        "ended_at": ended,
+        "disposition": Disposition.FAILED,
+        "end_reason": EDGE_LOST,
+        "wait_s": max(0.0, (start - lost.arrived_at).total_seconds()),
+        "talk_s": (
+            max(0.0, (ended - lost.answered_at).total_seconds()) if lost.answered_at else 0.0
+        ),
+        "recording_path": recording,
+        "updated_at": now,
+    }
+    if lost.queued_at is not None and lost.queue_left_at is None:
+        # Still waiting when its edge died: the platform lost it, the caller did not leave.
+        values.update(queue_left_at=max(lost.queued_at, ended), queue_outcome=QueueOutcome.lost)
     table = table_of(CallRecord)
     with session_scope(session_factory) as session:
         done = session.exec(
             update(table)
             .where(table.c.call_id == lost.call_id, table.c.ended_at.is_(None))
-            .values(
-                ended_at=ended,
-                disposition=Disposition.FAILED,
-                end_reason=EDGE_LOST,
-                wait_s=max(0.0, (start - lost.arrived_at).total_seconds()),
-                talk_s=(
-                    max(0.0, (ended - lost.answered_at).total_seconds())
-                    if lost.answered_at
-                    else 0.0
-                ),
-                recording_path=recording,
-                updated_at=now,
-            )
+            .values(**values)
         )
         if done.rowcount != 1:
             return False  # another recoverer (or the edge itself) closed it
@@ -263,3 +300,47 @@ def _close(
         if inbound and row.ticket_id is not None and row.transcript is None:
             after_commit(session, partial(enqueue, lost.call_id))
     return True
+
+
+def release_operators(
+    session_factory: SessionFactory,
+    *,
+    edge_ids: list[str],
+    now: datetime,
+    wrap_up_s: float = agents.DEFAULT_WRAP_UP_S,
+    bell: Bell | None = None,
+) -> list[int]:
+    """Operators held by a call of the dead edges — rung for it, or on it — released: to
+    wrap-up (their draft ticket is still to decide) or, when only rung, ready again. Found
+    from the operators' side, so that an operator is freed even when the edge wrote the
+    call's end and died before it moved them. Returns the operators moved."""
+    if not edge_ids:
+        return []
+    moved = []
+    with session_scope(session_factory) as session:
+        held = agents.held_by_calls(session)
+        if not held:
+            return []
+        calls = table_of(CallRecord)
+        dead = set(edge_ids)  # every edge ever lost: matched here, not sent in the query
+        of_dead_edges = [
+            call_id
+            for call_id, edge_id in session.execute(
+                select(calls.c.call_id, calls.c.edge_id).where(calls.c.call_id.in_(list(held)))
+            )
+            if edge_id in dead
+        ]
+        for call_key in sorted(of_dead_edges):
+            for user_id in held[call_key]:
+                agent = agents.release_from_lost_call(
+                    session, user_id, call_key, now, wrap_up_s=wrap_up_s, bell=bell
+                )
+                if agent is not None:
+                    moved.append(user_id)
+    if moved:
+        log.warning(
+            "released %d operator(s) held by calls of lost SIP edges: %s",
+            len(moved),
+            ", ".join(map(str, moved)),
+        )
+    return moved

@@ -5,25 +5,42 @@ shares: a phone registered with one edge is rung by any other. The operations fo
 the admin page: ``create_seat`` (with a generated password, shown once and never stored: only
 its digest hashes are), ``reset_password``, ``disable_seat`` and ``list_seats`` with each
 seat's registration state.
+
+In production the phones register with Kamailio instead (deploy/kamailio, WITH_SEATS): it
+authenticates them against the ``subscriber`` view over ``seat`` and writes their bindings
+through to ``location`` (``telephony.models.KamailioLocation``). Seats are still made and
+disabled here, in one place; a seat's phone is registered when either table has a live
+binding for it, and with ``settings.acd.seat_proxy`` set the edges ring a seat through the
+proxy, only when ``location`` has one.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Executable, bindparam, delete, select
+from sqlalchemy import Executable, Select, bindparam, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
+from core import runtime
 from core.db import session_scope, table_of
 from core.errors import Conflict, InvalidInput, NotFound
 from core.runtime import SessionFactory
-from telephony.models import Seat, SeatRegistration
-from telephony.sip_registrar import EXTENSION, SeatBinding, SeatCredentials, seat_ha1
+from telephony import sip_message as sm
+from telephony.models import KamailioLocation, Seat, SeatRegistration
+from telephony.sip_registrar import (
+    EXTENSION,
+    SeatBinding,
+    SeatCredentials,
+    dial_uri,
+    proxy_uri,
+    seat_ha1,
+)
 
 # No 0/O, 1/l/I: the password is read off a screen and typed into a phone's settings.
 _ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -115,26 +132,87 @@ def disable_seat(*, session: Session, extension: str) -> Seat:
 
 
 def _drop_registrations(session: Session, extension: str) -> None:
-    table = table_of(SeatRegistration)
+    """The seat's bindings end here, the edges' and Kamailio's: nothing rings the seat any
+    more. Kamailio's in-memory copy rings on only if asked directly, and the phone's next
+    REGISTER fails its digest (a disabled seat is not in ``subscriber``)."""
+    table, location = table_of(SeatRegistration), table_of(KamailioLocation)
     session.execute(delete(table).where(table.c.extension == extension))
+    session.execute(delete(location).where(location.c.username == extension))
+
+
+@dataclass(frozen=True)
+class _Live:
+    """One live binding as the pages show it, from either registrar's table."""
+
+    extension: str
+    contact: str
+    received: str  # "host:port" the REGISTER came from
+    user_agent: str
+    expires_at: datetime
+    updated_at: datetime
+
+
+def _epoch(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _location_live(row: Any) -> _Live:
+    """A ``location`` row: ``received`` ("sip:host:port") is set only for a phone behind NAT,
+    else the REGISTER came from where the Contact names."""
+    try:
+        host, port = sm.uri_hostport(row.received or row.contact)
+        received = f"{host}:{port}"
+    except ValueError:
+        received = ""
+    return _Live(
+        extension=row.username,
+        contact=row.contact,
+        received=received,
+        user_agent=row.user_agent,
+        expires_at=_epoch(row.expires),
+        updated_at=_epoch(row.last_modified),
+    )
+
+
+def _live_locations(now: datetime, extension: str | None = None) -> Select:
+    """Kamailio's live bindings of enabled seats (a REGISTER that raced the seat's
+    disabling must not count)."""
+    location, seats = table_of(KamailioLocation), table_of(Seat)
+    query = (
+        select(location)
+        .join(seats, seats.c.extension == location.c.username)
+        .where(location.c.expires > int(now.timestamp()), seats.c.enabled.is_(True))
+    )
+    if extension is not None:
+        query = query.where(location.c.username == extension)
+    return query
 
 
 def list_seats(*, session: Session, now: datetime) -> list[SeatView]:
-    """Every seat by extension, with its live registrations (the newest one shown)."""
+    """Every seat by extension, with its live registrations (the newest one shown), with
+    the edges or with Kamailio."""
     seats = session.exec(select_rows(Seat).order_by(col(Seat.extension))).all()
     table = table_of(SeatRegistration)
-    rows = session.execute(
-        select(table)
-        .where(table.c.expires_at > now)
-        .order_by(table.c.extension, table.c.updated_at.desc())
-    ).all()
-    by_ext: dict[str, list] = {}
-    for row in rows:
-        by_ext.setdefault(row.extension, []).append(row)
+    rows = session.execute(select(table).where(table.c.expires_at > now)).all()
+    live = [
+        _Live(
+            extension=row.extension,
+            contact=row.contact,
+            received=f"{row.received_host}:{row.received_port}",
+            user_agent=row.user_agent,
+            expires_at=row.expires_at,
+            updated_at=row.updated_at,
+        )
+        for row in rows
+    ]
+    live += [_location_live(row) for row in session.execute(_live_locations(now)).all()]
+    by_ext: dict[str, list[_Live]] = {}
+    for binding in sorted(live, key=lambda b: b.updated_at, reverse=True):
+        by_ext.setdefault(binding.extension, []).append(binding)
     views = []
     for seat in seats:
-        live = by_ext.get(seat.extension, [])
-        newest = live[0] if live else None
+        found = by_ext.get(seat.extension, [])
+        newest = found[0] if found else None
         views.append(
             SeatView(
                 extension=seat.extension,
@@ -142,9 +220,9 @@ def list_seats(*, session: Session, now: datetime) -> list[SeatView]:
                 realm=seat.realm,
                 enabled=seat.enabled,
                 created_at=seat.created_at,
-                registrations=len(live),
+                registrations=len(found),
                 contact=newest.contact if newest else None,
-                received=f"{newest.received_host}:{newest.received_port}" if newest else None,
+                received=newest.received if newest else None,
                 user_agent=newest.user_agent if newest else None,
                 expires_at=newest.expires_at if newest else None,
             )
@@ -152,13 +230,34 @@ def list_seats(*, session: Session, now: datetime) -> list[SeatView]:
     return views
 
 
+def proxy_address(proxy: str) -> tuple[str, int]:
+    """``settings.acd.seat_proxy`` ("sip:10.0.0.5:5060", or without "sip:") as an address."""
+    text = proxy.strip()
+    if not text.lower().startswith(("sip:", "sips:")):
+        text = f"sip:{text}"
+    try:
+        host, port = sm.uri_hostport(text)
+    except ValueError:
+        host, port = "", 0
+    if not host or "@" in text or not 0 < port < 65536:
+        raise ValueError(f"acd.seat_proxy must be like sip:10.0.0.5:5060, not {proxy!r}")
+    return host, port
+
+
 class DbSeatStore:
     """``SeatStore`` on the database: one short unit of work per call (the registrar's
-    thread calls it, never the SIP receive thread)."""
+    thread calls it, never the SIP receive thread).
 
-    def __init__(self, session_factory: SessionFactory) -> None:
+    ``proxy``: where the phones register instead of the edges (Kamailio, "sip:host:port");
+    a seat is then rung through it, when ``location`` holds a live binding for it. None:
+    ``settings.acd.seat_proxy``; "": none, the edges are the registrar."""
+
+    def __init__(self, session_factory: SessionFactory, *, proxy: str | None = None) -> None:
         self._session_factory = session_factory
         self._upserts: dict[str, Executable] = {}
+        if proxy is None:
+            proxy = runtime.get_settings().acd.seat_proxy
+        self.proxy = proxy_address(proxy) if proxy else None
 
     def credentials(self, extension: str) -> SeatCredentials | None:
         table = table_of(Seat)
@@ -262,3 +361,11 @@ class DbSeatStore:
             )
             for row in rows
         ]
+
+    def dial_target(self, extension: str, now: datetime) -> str | None:
+        if self.proxy is None:
+            found = self.bindings(extension, now)
+            return dial_uri(found[0]) if found else None
+        with session_scope(self._session_factory) as session:
+            registered = session.execute(_live_locations(now, extension).limit(1)).first()
+        return proxy_uri(extension, self.proxy) if registered else None

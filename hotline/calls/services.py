@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from accounts import privacy
+from asr.dialogue import TimedStream
 from asr.live import DecodeSlots, LiveTranscriber, LiveTranscriptUnavailable
-from asr.recognizer import AsrError, Recognizer
+from asr.recognizer import AsrError, Recognizer, Stream, Transcript
 from core.clock import Clock
 from core.db import after_commit, session_scope
 from core.runtime import SessionFactory
 from core.settings import Settings
+from hotline.calls.dialogue import CALLER, OPERATOR, CallDialogue, final_dialogue
 from hotline.calls.intake import attach_transcript, open_ticket
 from hotline.calls.partials import PartialWriter
-from hotline.calls.records import end_values, get_call, recorded_at, upsert_call
+from hotline.calls.records import end_values, get_call, recorded_at, set_dialogue, upsert_call
 from hotline.calls.setup import asr_config
 from hotline.calls.status_line import lookup_status
 from telephony.endpoint import (
@@ -44,6 +46,11 @@ log = logging.getLogger(__name__)
 
 
 ABANDON_AFTER_S = 60.0
+# How long a caller's new live stream waits for the stream an operator's side gives up.
+YIELD_WAIT_S = 1.0
+
+# A bridged call's final transcripts, the caller's and the operator's (None: not live).
+Sides = tuple[Transcript | None, Transcript | None]
 
 
 class CallServices:
@@ -68,6 +75,10 @@ class CallServices:
         self.recognizer = recognizer
         self._enqueue = enqueue_transcription or send_transcription_task
         self._live: dict[str, LiveTranscriber] = {}
+        # A bridged call's operator side, live when a stream was free after the caller's,
+        # and its running dialogue.
+        self._operator_live: dict[str, LiveTranscriber] = {}
+        self._dialogues: dict[str, CallDialogue] = {}
         # Each answered call's ticket (opened at answer), so that the end of its report does
         # not go through the intake again to find it (at 100+ calls/s that was a quarter of
         # the database work per call).
@@ -126,30 +137,109 @@ class CallServices:
         with self._lock:
             self._tickets[call_id] = ticket_id
 
-    def start_live(self, call: Call) -> None:
-        """Transcribe the caller live, if a live stream is free (else from the recording)."""
+    def start_live(self, call: Call, *, dialogue: bool = False) -> None:
+        """Transcribe the caller live, if a live stream is free (else from the recording).
+        ``dialogue``: a bridged call, whose running turns are kept with the operator's."""
+        if self.recognizer is None:
+            return
         with self._lock:
-            if call.call_id in self._live or self.recognizer is None:
+            if call.call_id in self._live:
+                return
+            talk = None
+            if dialogue:
+                talk = self._dialogues.setdefault(
+                    call.call_id, CallDialogue(call.call_id, self._writer.offer)
+                )
+        stream = self._open_for_caller(call.call_id)
+        if stream is None:
+            log.info(
+                "live ASR is full: call %s will be transcribed from its recording", call.call_id
+            )
+            return
+        if talk is not None:
+            timed = TimedStream(stream)
+            transcriber = self._transcriber(timed, talk.timed(CALLER, timed), call.call_id)
+        else:
+            transcriber = self._transcriber(
+                stream, partial(self._writer.offer, call.call_id), call.call_id
+            )
+        with self._lock:
+            if call.call_id in self._live:  # started twice at once: one is enough
+                transcriber.cancel()
+                return
+            self._live[call.call_id] = transcriber
+
+    def start_operator_live(self, call: Call) -> None:
+        """The operator's side of a bridged call, live, if a stream is free once the
+        caller's has one (the caller's side comes first: it fills the ticket); else the
+        operator's words come from the recording's right channel after the call."""
+        with self._lock:
+            talk = self._dialogues.get(call.call_id)
+            if (
+                self.recognizer is None
+                or talk is None
+                or call.call_id not in self._live
+                or call.call_id in self._operator_live
+            ):
                 return
             stream = self.recognizer.try_open_stream()
             if stream is None:
-                log.info(
-                    "live ASR is full: call %s will be transcribed from its recording", call.call_id
-                )
+                log.info("live ASR is full: the operator's side of call %s waits", call.call_id)
                 return
-            asr = asr_config(self.settings)
-            self._live[call.call_id] = LiveTranscriber(
-                stream,
-                on_partial=partial(self._writer.offer, call.call_id),
-                lag_s=asr.live_lag_s,
-                backlog_limit_s=asr.live_backlog_limit_s,
-                batch_s=asr.live_batch_s,
-                slots=self._slots,
-                name=f"asr-{call.call_id[:16]}",
+            timed = TimedStream(stream)
+            self._operator_live[call.call_id] = self._transcriber(
+                timed, talk.timed(OPERATOR, timed), call.call_id, "asr-op-"
             )
 
+    def _transcriber(
+        self,
+        stream: Stream,
+        on_partial: Callable[[str], object],
+        call_id: str,
+        prefix: str = "asr-",
+    ) -> LiveTranscriber:
+        asr = asr_config(self.settings)
+        return LiveTranscriber(
+            stream,
+            on_partial=on_partial,
+            lag_s=asr.live_lag_s,
+            backlog_limit_s=asr.live_backlog_limit_s,
+            batch_s=asr.live_batch_s,
+            slots=self._slots,
+            name=f"{prefix}{call_id[:16]}",
+        )
+
+    def _open_for_caller(self, call_id: str) -> Stream | None:
+        """A live stream for a caller; when none is free, an operator's side gives its
+        stream up (its words will come from the recording) and the caller takes it."""
+        assert self.recognizer is not None
+        stream = self.recognizer.try_open_stream()
+        if stream is not None:
+            return stream
+        with self._lock:
+            victim = next(iter(self._operator_live), None)  # the oldest
+            transcriber = self._operator_live.pop(victim) if victim is not None else None
+        if transcriber is None:
+            return None
+        log.info("call %s takes the live stream of call %s's operator side", call_id, victim)
+        transcriber.cancel()
+        # The stream is released once its decoder thread sees the cancel: moments.
+        deadline = time.monotonic() + YIELD_WAIT_S
+        while time.monotonic() < deadline:
+            stream = self.recognizer.try_open_stream()
+            if stream is not None:
+                return stream
+            time.sleep(0.01)
+        return None
+
     def on_audio(self, call: Call, frame: bytes) -> None:
-        transcriber = self._live.get(call.call_id)
+        self._feed(self._live.get(call.call_id), frame)
+
+    def on_operator_audio(self, call: Call, frame: bytes) -> None:
+        self._feed(self._operator_live.get(call.call_id), frame)
+
+    @staticmethod
+    def _feed(transcriber: LiveTranscriber | None, frame: bytes) -> None:
         if transcriber is not None:
             try:
                 transcriber.feed(frame)
@@ -159,13 +249,23 @@ class CallServices:
     def on_finished(self, call: Call, recording: Path | None, reason: EndReason) -> None:
         with self._lock:
             transcriber = self._live.pop(call.call_id, None)
+            operator = self._operator_live.pop(call.call_id, None)
+            bridged = self._dialogues.pop(call.call_id, None) is not None
         if transcriber is not None and recording is not None:
             self._submit(
-                self._waiters, self._await_transcript, call, transcriber, recording, reason
+                self._waiters,
+                self._await_transcript,
+                call,
+                transcriber,
+                recording,
+                reason,
+                operator,
+                bridged,
             )
             return
-        if transcriber is not None:  # the caller left before the report began
-            transcriber.cancel()
+        for unused in (transcriber, operator):  # the caller left before the report began
+            if unused is not None:
+                unused.cancel()
         self._submit(
             self._pool, self._write_end, call, None if recording else "", recording, reason
         )
@@ -196,10 +296,14 @@ class CallServices:
     def _abandon(self, call_id: str) -> None:
         with self._lock:
             transcriber = self._live.pop(call_id, None)
+            operator = self._operator_live.pop(call_id, None)
+            self._dialogues.pop(call_id, None)
             self._tickets.pop(call_id, None)
         if transcriber is not None:
             log.warning("call %s ended without finishing its report; live ASR released", call_id)
             transcriber.cancel()
+        if operator is not None:
+            operator.cancel()
 
     def lookup_status(self, number: str) -> StatusAnswer | None:
         with session_scope(self.session_factory) as session:
@@ -238,24 +342,48 @@ class CallServices:
 
     # -------------------------------------------------------------- the end of a report
     def _await_transcript(
-        self, call: Call, transcriber: LiveTranscriber, recording: Path, reason: EndReason
+        self,
+        call: Call,
+        transcriber: LiveTranscriber,
+        recording: Path,
+        reason: EndReason,
+        operator: LiveTranscriber | None = None,
+        bridged: bool = False,
     ) -> None:
-        text = None
+        timeout = self.settings.telephony.live_finish_timeout_s
+        caller = self._final(call, transcriber, timeout, "")
+        spoken = self._final(call, operator, timeout, "operator's ") if operator else None
+        text = caller.text if caller is not None else None
+        sides = (caller, spoken) if bridged else None
+        self._submit(self._pool, self._write_end, call, text, recording, reason, sides)
+
+    @staticmethod
+    def _final(
+        call: Call, transcriber: LiveTranscriber, timeout: float, whose: str
+    ) -> Transcript | None:
         try:
-            text = transcriber.finish(self.settings.telephony.live_finish_timeout_s).text
+            return transcriber.finish(timeout)
         except LiveTranscriptUnavailable as exc:
             log.warning(
-                "live transcript of call %s unavailable (%s): transcribing the recording",
+                "live %stranscript of call %s unavailable (%s): transcribing the recording",
+                whose,
                 call.call_id,
                 exc,
             )
-        self._submit(self._pool, self._write_end, call, text, recording, reason)
+            return None
 
     def _write_end(
-        self, call: Call, text: str | None, recording: Path | None, reason: EndReason
+        self,
+        call: Call,
+        text: str | None,
+        recording: Path | None,
+        reason: EndReason,
+        sides: Sides | None = None,
     ) -> None:
         """`text`: the live transcript; None to transcribe the recording offline; "" when
-        there was no report to transcribe."""
+        there was no report to transcribe. `sides`: a bridged call's live transcripts — the
+        dialogue is made of them, or, where the operator's side was not live, from the
+        recording's two channels by the transcription task."""
         by = TranscribedBy.none if recording is None else TranscribedBy.live
         self._writer.forget(call.call_id)
         with self._lock:
@@ -274,15 +402,21 @@ class CallServices:
             )
             if text is None and get_call(session, call.call_id).transcript is None:
                 after_commit(session, partial(self._enqueue, call.call_id))
-            else:
-                attach_transcript(
-                    session,
-                    call_id=call.call_id,
-                    text=text or "",
-                    transcribed_by=by,
-                    now=now,
-                    settings=self.settings,
-                )
+                return
+            attach_transcript(
+                session,
+                call_id=call.call_id,
+                text=text or "",
+                transcribed_by=by,
+                now=now,
+                settings=self.settings,
+            )
+            if sides is not None:
+                caller, spoken = sides
+                turns = final_dialogue(caller, spoken)
+                set_dialogue(session, call_id=call.call_id, dialogue=turns, now=now)
+                if spoken is None and recording is not None:
+                    after_commit(session, partial(self._enqueue, call.call_id))
 
     def _done(self, future: Future) -> None:
         with self._lock:
@@ -313,7 +447,8 @@ class CallServices:
         self._pool.shutdown(wait=True)
         self._writer.stop()
         with self._lock:
-            live, self._live = list(self._live.values()), {}
+            live = [*self._live.values(), *self._operator_live.values()]
+            self._live, self._operator_live = {}, {}
         for transcriber in live:
             transcriber.cancel()
 

@@ -4,22 +4,18 @@ a record — and the process exits 0."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 
 from sqlalchemy import select
 
 from core.db import make_engine, make_session_factory
 from telephony.endpoint import Disposition
 from telephony.models import CallRecord
-from tests.cli.test_sip_recovery import HOTLINE, _start_edge, sipp_out
+from tests.cli.sip_processes import edge_env, sipp_out, start_edge
 from tests.conftest import wait_until
 from tests.telephony.sip_peers import (
     HOST,
     RtpPeer,
-    free_udp_port,
-    free_udp_run,
     output,
     run_sipp,
     start_sipp,
@@ -29,21 +25,9 @@ from tests.telephony.sip_peers import (
 def test_given_a_live_call_when_the_edge_gets_sigterm_then_new_calls_get_503_and_the_call_is_ended_with_a_record(  # noqa: E501
     tmp_path,
 ):
-    port, media = free_udp_port(), free_udp_run(4)
-    data_dir = tmp_path / "var"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")},
-        "HOTLINE_DATA_DIR": str(data_dir),
-        "HOTLINE_TELEPHONY__HOST": HOST,
-        "HOTLINE_TELEPHONY__PORT": str(port),
-        "HOTLINE_TELEPHONY__RTP_LOW": str(media),
-        "HOTLINE_TELEPHONY__RTP_HIGH": str(media + 4),
-        "HOTLINE_TELEPHONY__DRAIN_TIMEOUT_S": "3",
-    }
-    if "HOTLINE_SECRET_KEY" in os.environ:
-        env["HOTLINE_SECRET_KEY"] = os.environ["HOTLINE_SECRET_KEY"]
-    subprocess.run([str(HOTLINE), "db", "upgrade"], env=env, check=True, capture_output=True)
-    engine = make_engine(f"sqlite:///{(data_dir / 'core.db').resolve()}")
+    edge = edge_env(tmp_path, rtp_ports=4, extra={"HOTLINE_TELEPHONY__DRAIN_TIMEOUT_S": "3"})
+    env, port = edge.env, edge.port
+    engine = make_engine(edge.db_url)
     factory = make_session_factory(engine)
 
     def records() -> list[CallRecord]:
@@ -51,7 +35,7 @@ def test_given_a_live_call_when_the_edge_gets_sigterm_then_new_calls_get_503_and
             return list(s.scalars(select(CallRecord)))
 
     rtp = RtpPeer()
-    proc, lines = _start_edge(env)
+    proc, lines = start_edge(env)
     long_call = start_sipp(
         "uac_call.xml",
         target=f"{HOST}:{port}",

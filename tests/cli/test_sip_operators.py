@@ -8,7 +8,6 @@ before seats, and the record says why."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import wave
@@ -22,13 +21,12 @@ from accounts.models import AgentState, Role
 from accounts.service import create_user
 from core.db import make_engine, make_session_factory, saved_id, session_scope
 from telephony.models import CallRecord, QueueOutcome
-from tests.cli.test_sip_recovery import HOTLINE, _start_edge, sipp_out
+from tests.cli.sip_processes import HOTLINE, edge_env, sipp_out, start_edge
 from tests.conftest import wait_until
 from tests.telephony.sip_peers import (
     HOST,
     RtpPeer,
     free_udp_port,
-    free_udp_run,
     output,
     run_sipp,
     start_sipp,
@@ -37,20 +35,8 @@ from tickets.models import Status, Ticket
 
 
 def _env(tmp_path: Path) -> tuple[dict[str, str], int]:
-    port, media = free_udp_port(), free_udp_run(8)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")},
-        "HOTLINE_DATA_DIR": str(tmp_path / "var"),
-        "HOTLINE_TELEPHONY__HOST": HOST,
-        "HOTLINE_TELEPHONY__PORT": str(port),
-        "HOTLINE_TELEPHONY__RTP_LOW": str(media),
-        "HOTLINE_TELEPHONY__RTP_HIGH": str(media + 8),
-        "HOTLINE_ACD__RING_TIMEOUT_S": "5",
-    }
-    if "HOTLINE_SECRET_KEY" in os.environ:
-        env["HOTLINE_SECRET_KEY"] = os.environ["HOTLINE_SECRET_KEY"]
-    subprocess.run([str(HOTLINE), "db", "upgrade"], env=env, check=True, capture_output=True)
-    return env, port
+    edge = edge_env(tmp_path, rtp_ports=8, extra={"HOTLINE_ACD__RING_TIMEOUT_S": "5"})
+    return edge.env, edge.port
 
 
 def test_given_an_operator_ready_at_a_registered_seat_when_a_citizen_calls_then_bridged(
@@ -77,7 +63,7 @@ def test_given_an_operator_ready_at_a_registered_seat_when_a_citizen_calls_then_
         agents.set_ready(session, saved_id(operator), START)
         operator_id = saved_id(operator)
 
-    proc, lines = _start_edge(env)
+    proc, lines = start_edge(env)
     caller_rtp, agent_rtp = RtpPeer(), RtpPeer()
     phone = free_udp_port()
     try:
@@ -154,7 +140,7 @@ def test_given_nobody_signed_in_then_the_robot_answers_and_the_record_says_why(t
     factory = make_session_factory(
         make_engine(f"sqlite:///{(tmp_path / 'var' / 'core.db').resolve()}")
     )
-    proc, lines = _start_edge(env)
+    proc, lines = start_edge(env)
     rtp = RtpPeer()
     try:
         result = run_sipp(

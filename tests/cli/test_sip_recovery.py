@@ -3,11 +3,7 @@ the call from its recording and queues its transcription."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import threading
 import wave
 from datetime import timedelta
 from pathlib import Path
@@ -18,54 +14,19 @@ from core.db import make_engine, make_session_factory
 from hotline.calls.recovery import EDGE_LOST
 from telephony import codecs
 from telephony.models import CallRecord
+from tests.cli.sip_processes import edge_env, sipp_out, start_edge
 from tests.conftest import wait_until
 from tests.hotline.conftest import LEAK, frames_of
 from tests.telephony.fakes import silence
-from tests.telephony.sip_peers import HOST, RtpPeer, free_udp_port, free_udp_run, start_sipp
-
-HOTLINE = Path(sys.executable).parent / "hotline"
-
-
-def _start_edge(env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
-    proc = subprocess.Popen(
-        [str(HOTLINE), "sip"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    lines: list[str] = []
-    assert proc.stdout is not None
-    out = proc.stdout
-    threading.Thread(target=lambda: lines.extend(iter(out.readline, "")), daemon=True).start()
-    wait_until(
-        lambda: "SIP edge listening" in "".join(lines) or proc.poll() is not None,
-        timeout=90,
-        message="the SIP edge",
-    )
-    assert proc.poll() is None, "".join(lines)
-    return proc, lines
-
-
-def sipp_out(sipp) -> str:
-    sipp.kill()
-    return sipp.communicate(timeout=10)[0] or ""
+from tests.telephony.sip_peers import HOST, RtpPeer, start_sipp
 
 
 def test_given_an_edge_killed_mid_call_when_it_starts_again_then_the_call_is_closed_repaired_and_queued(  # noqa: E501
     tmp_path,
 ):
-    port, media = free_udp_port(), free_udp_run(2)
-    data_dir = tmp_path / "var"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")},
-        "HOTLINE_DATA_DIR": str(data_dir),
-        "HOTLINE_TELEPHONY__HOST": HOST,
-        "HOTLINE_TELEPHONY__PORT": str(port),
-        # one RTP port: the test knows where to send the caller's voice
-        "HOTLINE_TELEPHONY__RTP_LOW": str(media),
-        "HOTLINE_TELEPHONY__RTP_HIGH": str(media + 2),
-    }
-    if "HOTLINE_SECRET_KEY" in os.environ:
-        env["HOTLINE_SECRET_KEY"] = os.environ["HOTLINE_SECRET_KEY"]
-    subprocess.run([str(HOTLINE), "db", "upgrade"], env=env, check=True, capture_output=True)
-    engine = make_engine(f"sqlite:///{(data_dir / 'core.db').resolve()}")
+    edge = edge_env(tmp_path, rtp_ports=2)  # one RTP port: the test knows where to send
+    env, port, media, data_dir = edge.env, edge.port, edge.media, edge.data_dir
+    engine = make_engine(edge.db_url)
     factory = make_session_factory(engine)
 
     def record() -> CallRecord | None:
@@ -73,7 +34,7 @@ def test_given_an_edge_killed_mid_call_when_it_starts_again_then_the_call_is_clo
             return s.scalars(select(CallRecord)).first()
 
     rtp = RtpPeer()
-    proc, lines = _start_edge(env)
+    proc, lines = start_edge(env)
     sipp = start_sipp(
         "uac_call.xml",
         target=f"{HOST}:{port}",
@@ -101,7 +62,7 @@ def test_given_an_edge_killed_mid_call_when_it_starts_again_then_the_call_is_clo
         killed = record()
         assert killed is not None and killed.ended_at is None
 
-        second, lines2 = _start_edge(env)
+        second, lines2 = start_edge(env)
         assert "1 lost call(s) recovered" in "".join(lines2)
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0, "".join(lines2)

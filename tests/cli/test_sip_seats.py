@@ -4,7 +4,6 @@ the edge that took it (issue 17: operators' phones register to the platform's ed
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 
@@ -12,27 +11,16 @@ from sqlalchemy import select
 
 from core.db import make_engine, make_session_factory
 from telephony.models import SeatRegistration, SipEdgeRecord
-from tests.cli.test_sip_recovery import HOTLINE, _start_edge
+from tests.cli.sip_processes import HOTLINE, edge_env, start_edge
 from tests.conftest import wait_until
-from tests.telephony.sip_peers import HOST, free_udp_port, free_udp_run, output, run_sipp
+from tests.telephony.sip_peers import HOST, free_udp_port, output, run_sipp
 
 
 def test_given_a_seat_made_by_the_cli_when_its_phone_registers_with_hotline_sip_then_bound(
     tmp_path,
 ):
-    port, media = free_udp_port(), free_udp_run(2)
-    data_dir = tmp_path / "var"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")},
-        "HOTLINE_DATA_DIR": str(data_dir),
-        "HOTLINE_TELEPHONY__HOST": HOST,
-        "HOTLINE_TELEPHONY__PORT": str(port),
-        "HOTLINE_TELEPHONY__RTP_LOW": str(media),
-        "HOTLINE_TELEPHONY__RTP_HIGH": str(media + 2),
-    }
-    if "HOTLINE_SECRET_KEY" in os.environ:
-        env["HOTLINE_SECRET_KEY"] = os.environ["HOTLINE_SECRET_KEY"]
-    subprocess.run([str(HOTLINE), "db", "upgrade"], env=env, check=True, capture_output=True)
+    edge = edge_env(tmp_path, rtp_ports=2)
+    env, port = edge.env, edge.port
     made = subprocess.run(
         [str(HOTLINE), "seats", "add", "1001", "--name", "desk 1"],
         env=env,
@@ -42,8 +30,8 @@ def test_given_a_seat_made_by_the_cli_when_its_phone_registers_with_hotline_sip_
     assert made.returncode == 0, made.stdout + made.stderr
     password = re.search(r"password: (\S+)", made.stdout)
     assert password, made.stdout
-    factory = make_session_factory(make_engine(f"sqlite:///{(data_dir / 'core.db').resolve()}"))
-    proc, lines = _start_edge(env)
+    factory = make_session_factory(make_engine(edge.db_url))
+    proc, lines = start_edge(env)
     try:
         phone = free_udp_port()
         wrong = run_sipp(

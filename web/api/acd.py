@@ -52,6 +52,7 @@ class CallFigures(BaseModel):
     callback_requested: int = Field(description=D["callback_requested"])
     robot: int = Field(description=D["robot"])
     refused: int = Field(description="offered calls refused before the queue")
+    lost: int = Field(description=D["lost"])
     transferred: int = Field(description=D["transferred"])
     handled: int = Field(description=D["handled"])
     talk_s: float

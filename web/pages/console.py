@@ -6,6 +6,7 @@ the form for requests that arrive without a call (walk-in, letter, web).
 
     GET  /console                    calls in progress and just ended (live), new-ticket link
     GET  /console/calls              the calls block (htmx; refreshed on the `calls` event)
+    GET  /console/calls/dialogue?call=<Call-ID>   a call's turns (htmx; on its live event)
     GET  /console/tickets/{id}       the ticket form
     GET  /console/tickets/{id}/words the call's words block (htmx; on the ticket's events)
     POST /console/tickets/{id}       save the corrections
@@ -35,6 +36,7 @@ from dispatch import access, assignments, closing
 from dispatch.models import Assignment, Unit
 from hotline import duplicates, intake, live
 from hotline.calls import intake as call_intake
+from hotline.calls import records as call_records
 from hotline.live import CALLS_ENDED_WITHIN, call_key
 from tickets import service as tickets
 from tickets.models import Channel, RequestType, Ticket, TicketCreate, TicketUpdate, Urgency
@@ -136,6 +138,15 @@ def console_calls(request: Request, session: SessionDep, person: Person = INTAKE
     return render(request, "console/index.html", _calls(request, session), block="calls")
 
 
+@router.get("/console/calls/dialogue")
+def call_dialogue(
+    request: Request, session: SessionDep, call: str, person: Person = INTAKE
+) -> Response:
+    """A call's turns so far, refreshed in the calls list on the call's live event."""
+    turns = call_records.call_dialogue(session, call_id=call)
+    return render(request, "_dialogue.html", {"turns": turns or []})
+
+
 # ---------------------------------------------------------------- the ticket form
 
 
@@ -187,12 +198,14 @@ def _form_context(
 def _words_context(session: Session, ticket: Ticket) -> dict[str, Any]:
     """The ticket's calls and whether the caller's words are still being transcribed: the
     form says so, and fills the description in when they arrive (the placeholder is the
-    only text it replaces)."""
+    only text it replaces). A call an operator took shows both speakers' turns, live while
+    it runs (the block refreshes on the call's live event too)."""
     calls = call_intake.ticket_calls(session, ticket_id=saved_id(ticket))
     return {
         "calls": calls,
         "transcribing": any(c.transcript is None for c in calls),
         "placeholder": call_intake.PLACEHOLDER,
+        "key": call_key,
     }
 
 

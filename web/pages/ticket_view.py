@@ -245,12 +245,11 @@ def ticket_context(
     files = attachments.attachments_of(session, ticket_id=saved_id(ticket))
     view = ticket_read(ticket, user)
     unconfirmed = unconfirmed_clocks(request, session)
-    # The caller's own words stay on the page even where an operator wrote the description.
-    words = [
-        privacy.mask_text(c.transcript, names=[ticket.caller_name]) if masked else c.transcript
-        for c in call_intake.ticket_calls(session, ticket_id=saved_id(ticket))
-        if c.transcript
-    ]
+    # The caller's own words stay on the page even where an operator wrote the description;
+    # a call an operator took shows both speakers' turns (masked as the fields are).
+    words = call_intake.shown_words(
+        session, ticket_id=saved_id(ticket), mask_names=[ticket.caller_name] if masked else None
+    )
     return {
         **LABELS,
         "ticket": view,

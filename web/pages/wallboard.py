@@ -24,6 +24,7 @@ from accounts.models import AgentState, Role
 from core.clock import Clock
 from core.settings import Settings
 from hotline.calls import acd_board
+from hotline.calls.call_control import SUPERVISING
 from web.deps import ClockDep, SessionDep, SettingsDep
 from web.pages import nav
 from web.pages.agent_panel import REASONS, STATES, clock_text
@@ -46,6 +47,11 @@ STATE_TILES = (
     AgentState.wrap_up,
     AgentState.not_ready,
 )
+
+
+def _listens(person: Person) -> bool:
+    """Supervisors (and admins) listen in on a call from its console view."""
+    return person.role in SUPERVISING
 
 
 def share(value: float | None) -> str:
@@ -89,7 +95,8 @@ def wallboard(
     settings: SettingsDep,
     person: Person = WATCHING,
 ) -> Response:
-    return render(request, "wallboard/index.html", _context(session, clock, settings))
+    context = _context(session, clock, settings)
+    return render(request, "wallboard/index.html", {**context, "may_listen": _listens(person)})
 
 
 @router.get("/wallboard/board")
@@ -100,4 +107,5 @@ def board(
     settings: SettingsDep,
     person: Person = WATCHING,
 ) -> Response:
-    return render(request, "wallboard/_board.html", _context(session, clock, settings))
+    context = _context(session, clock, settings)
+    return render(request, "wallboard/_board.html", {**context, "may_listen": _listens(person)})

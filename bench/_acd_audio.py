@@ -1,0 +1,139 @@
+"""bench/acd.py's ears on the bridge: Python RTP endpoints on a sample of the calls, both legs.
+
+sipp 3.6 streams audio (``rtp_stream``) but checks nothing it receives, so the load's calls
+carry sipp's audio both ways and a few calls of every step carry a ``Peer`` on each leg
+instead: the caller's peer is in its sipp's SDP, the seat's peer in the seat's sipp's SDP.
+Each peer sends band-limited noise of its own (``tests/telephony/bridge_audio``), paced as a
+phone sends it, and keeps every packet it receives with its arrival time; what the other
+leg's peer received is then compared with what this one sent (best-lag normalised
+cross-correlation), and the arrival times say whether the edge kept the pace (the longest
+gap between two packets while the noise was coming)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from telephony import codecs
+from telephony.rtp_packet import parse_rtp
+from tests.telephony.bridge_audio import best_lag_correlation, noise, on_the_wire, paced_send
+
+HOST = "127.0.0.1"
+NOISE_S = 6.0
+
+
+class Peer:
+    """One leg's phone media: a UDP socket that latches on to the edge's address from the
+    first packet it gets (symmetric RTP, as the edge itself does) and records what arrives."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind((HOST, 0))
+        self.sock.settimeout(0.1)
+        self.port: int = self.sock.getsockname()[1]
+        self.sent_pcm = on_the_wire(noise(NOISE_S, seed))
+        self.arrivals: list[tuple[float, bytes]] = []  # (monotonic, μ-law payload)
+        self.edge: tuple[str, int] | None = None
+        self.send_started: float | None = None
+        self._latched = threading.Event()
+        self._stop = threading.Event()
+        self._sender: threading.Thread | None = None
+        self._thread = threading.Thread(target=self._receive, name="acd-peer", daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, source = self.sock.recvfrom(2048)
+            except (TimeoutError, OSError):
+                continue
+            packet = parse_rtp(data)
+            if packet.payload_type != codecs.PCMU:
+                continue
+            self.arrivals.append((time.monotonic(), packet.payload))
+            if self.edge is None:
+                self.edge = source
+                self._latched.set()
+
+    def speak(self, *, wait_s: float) -> bool:
+        """Send the noise once the edge's address is known (within ``wait_s``); False when
+        nothing came from the edge in time."""
+        if not self._latched.wait(wait_s) or self.edge is None:
+            return False
+        self.send_started = time.monotonic()
+        self._sender = paced_send(self, self.edge, self.sent_pcm, ssrc=0x4000 + self.seed)  # type: ignore[arg-type]  # duck-typed: it uses .sock
+        return True
+
+    def speak_when_heard(self, *, wait_s: float) -> threading.Thread:
+        """The seat's side: its phone talks back once the caller's noise reaches it."""
+        thread = threading.Thread(
+            target=self.speak, kwargs={"wait_s": wait_s}, name="acd-peer-wait", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def heard_since(self, start: float, seconds: float) -> tuple[bytes, float | None, int]:
+        """What came from ``start`` for ``seconds`` (+1 s of delivery): the PCM, the longest
+        gap between two packets in ms (None: fewer than two) and the packet count."""
+        window = [(t, p) for t, p in self.arrivals if start <= t <= start + seconds + 1.0]
+        pcm = b"".join(codecs.ulaw_decode(p) for _, p in window)
+        gaps = [b[0] - a[0] for a, b in zip(window, window[1:], strict=False)]
+        return pcm, (round(1000 * max(gaps), 1) if gaps else None), len(window)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._sender is not None:
+            self._sender.join(NOISE_S + 2)
+        self._thread.join(1)
+        self.sock.close()
+
+
+@dataclass(frozen=True)
+class LegCheck:
+    """One direction of one sampled call: what the listener heard of the speaker's noise."""
+
+    correlation: float
+    max_gap_ms: float | None
+    packets: int
+    # Where each 0.5 s of the noise lies in what was heard, relative to the first: a lag
+    # that grows is silence put in (the other leg ran dry), one that shrinks audio lost.
+    slip_ms: float = 0.0
+    clean_pieces: float = 0.0  # share of the 0.5 s pieces heard with correlation >= 0.99
+
+
+def check_leg(speaker: Peer, listener: Peer) -> LegCheck:
+    if speaker.send_started is None:
+        return LegCheck(0.0, None, 0)
+    heard, gap, packets = listener.heard_since(speaker.send_started, NOISE_S)
+    # Shorter than what was sent (packets lost): padded with silence, which counts against it.
+    heard = heard.ljust(len(speaker.sent_pcm), b"\0")
+    correlation = best_lag_correlation(speaker.sent_pcm, heard)
+    lags, clean = pieces(speaker.sent_pcm, heard)
+    slip = sum(abs(b - a) for a, b in zip(lags, lags[1:], strict=False)) / 8
+    return LegCheck(round(correlation, 5), gap, packets, round(slip, 1), clean)
+
+
+def pieces(sent: bytes, heard: bytes, piece_s: float = 0.5) -> tuple[list[int], float]:
+    """Each ``piece_s`` of ``sent`` found in ``heard``: its lag in samples, and the share of
+    pieces that match (correlation >= 0.99)."""
+    ref = np.frombuffer(sent, "<i2").astype(np.float64)
+    rec = np.frombuffer(heard, "<i2").astype(np.float64)
+    size = 1 << (len(rec) + 4000 - 1).bit_length()
+    spectrum = np.fft.rfft(rec, size)
+    step = int(8000 * piece_s)
+    lags, good = [], 0
+    for k in range(0, len(ref) - step + 1, step):
+        piece = ref[k : k + step]
+        cross = np.fft.irfft(spectrum * np.conj(np.fft.rfft(piece, size)), size)
+        lag = int(np.argmax(cross[: len(rec) - step + 1]))
+        window = rec[lag : lag + step]
+        norm = np.linalg.norm(piece) * np.linalg.norm(window)
+        good += bool(norm) and float(np.dot(piece, window) / norm) >= 0.99
+        lags.append(lag - k)
+    return lags, round(good / len(lags), 3) if lags else 0.0

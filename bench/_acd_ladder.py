@@ -1,0 +1,314 @@
+"""bench/acd.py's ladder: how many calls one `hotline sip` keeps bridged with clean audio
+both ways, and the robot's calls as the baseline of what a call costs the edge.
+
+A step of ``n``: ``SAMPLE`` calls whose two legs are Python peers (``_acd_audio``: sipp does
+the signalling, the peers the media) and ``n`` calls whose two legs are sipp streaming audio
+(``rtp_stream``, callers and seats each their own noise, in a loop). The sampled operators
+are made the longest idle before the step (``order_ready``) and their calls are placed
+first, so the queue gives the sampled calls to the sampled seats. Once every call of the
+step is bridged, each sampled caller's peer sends 6 s of noise and each sampled seat's peer
+answers with its own; both are compared with what the other leg received.
+
+A step is good when: every sipp call succeeded (callers and seats), every call was answered
+by an operator and stayed up through the measurement, every sampled call correlates
+≥ ``CORR_MIN`` both ways, and on every sampled leg the edge kept the pace — no gap between
+two packets longer than ``GAP_MAX_MS`` while the noise came (a gap is packets late or lost).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import _common as common
+from bench._acd_audio import NOISE_S, Peer, check_leg
+from bench._acd_platform import (
+    SCENARIOS,
+    Operator,
+    Record,
+    order_ready,
+    records,
+    scenario_with,
+    start_sipp,
+    wait_records,
+)
+from bench._call_platform import Platform
+from tests.telephony.sip_peers import SCENARIOS as TEST_SCENARIOS
+
+SAMPLE = 6  # sampled calls a step (the rig's sampled operators)
+CORR_MIN = 0.99
+GAP_MAX_MS = 200.0
+CALLER_MEDIA, SEAT_MEDIA = 20000, 30000  # sipp's rtp_stream ports start here (the edge: 40000+)
+
+
+@dataclass
+class Rig:
+    """What every step uses: the platform, its database and doorbell, the operators."""
+
+    platform: Platform
+    url: str
+    workdir: Path
+    bell: Any
+    sampled: list[Operator]
+    sample_ports: list[int]
+    load: list[Operator]
+    load_port: int
+    caller_audio: Path
+    seat_audio: Path
+    greeting_s: float
+
+
+def _seat_scenarios(rig: Rig) -> tuple[Path, Path]:
+    load = scenario_with(
+        rig.workdir,
+        "acd_seat.xml",
+        "acd_seat_load.xml",
+        {"MEDIA_PORT": "[rtpstream_audio_port]", "AGENT_FILE": str(rig.seat_audio)},
+    )
+    text = (SCENARIOS / "acd_seat.xml").read_text()
+    start, end = text.index("  <nop>"), text.index("</nop>") + len("</nop>\n")
+    peer = rig.workdir / "acd_seat_peer.xml"
+    peer.write_text((text[:start] + text[end:]).replace("MEDIA_PORT", "[rtp_port]"))
+    return load, peer
+
+
+def _cpu(rig: Rig) -> tuple[float, float, tuple[float, float]]:
+    sip, decoders = rig.platform.cpu_split()
+    return sip, decoders, common.machine_busy()
+
+
+def ladder_step(rig: Rig, n: int, *, rate: float) -> dict[str, Any]:
+    """One step: ``n`` sipp calls with audio both ways plus the sampled calls (see above)."""
+    assert n <= len(rig.load)
+    order_ready(rig.url, rig.bell, [o.user_id for o in rig.sampled + rig.load])
+    load_seat, peer_seat = _seat_scenarios(rig)
+    caller = scenario_with(
+        rig.workdir, "acd_caller.xml", "acd_caller_run.xml", {"AUDIO_FILE": str(rig.caller_audio)}
+    )
+    ramp_s = n / rate
+    # Greeting, the ramp, the bridging (seconds under load: a ticket and records per call),
+    # the noise, and room either side.
+    hold_ms = round(1000 * (rig.greeting_s + ramp_s + 30 + NOISE_S + 6))
+    bound_s = hold_ms / 1000 + ramp_s + 60
+    callers_p = [Peer(seed=100 + i) for i in range(len(rig.sampled))]
+    seats_p = [Peer(seed=200 + i) for i in range(len(rig.sampled))]
+    runs = []
+    try:
+        seat_runs = [
+            start_sipp(
+                # room for calls rung again after a failed ring; stopped once callers end
+                load_seat, workdir=rig.workdir, name=f"seats-{n}", calls=2 * n,
+                port=rig.load_port, media_port=SEAT_MEDIA, timeout_s=bound_s,
+            )
+        ] + [
+            start_sipp(
+                peer_seat, workdir=rig.workdir, name=f"seat-peer-{n}-{i}", calls=2,
+                port=rig.sample_ports[i], keys={"rtp_port": seats_p[i].port},
+                timeout_s=bound_s + 30,
+            )
+            for i in range(len(rig.sampled))
+        ]  # fmt: skip
+        runs += seat_runs
+        # The sampled calls first, bridged to the sampled seats before the load comes; they
+        # hang up last (a greeting and the wait for their bridging later).
+        sample_hold_ms = hold_ms + round(1000 * (rig.greeting_s + 8))
+        sample_runs = [
+            start_sipp(
+                TEST_SCENARIOS / "uac_call.xml", workdir=rig.workdir, name=f"caller-peer-{n}-{i}",
+                calls=1, target=rig.platform.target, hold_ms=sample_hold_ms,
+                keys={"rtp_port": callers_p[i].port, "fmts": "0"}, timeout_s=bound_s + 30,
+            )
+            for i in range(len(rig.sampled))
+        ]  # fmt: skip
+        runs += sample_runs
+        wait_records(
+            rig.url,
+            [r.pid for r in sample_runs],
+            lambda rs: sum(r.agent_answered_at is not None for r in rs) >= len(rig.sampled),
+            timeout_s=rig.greeting_s + 20,
+        )
+        load_run = start_sipp(
+            caller, workdir=rig.workdir, name=f"callers-{n}", calls=n,
+            target=rig.platform.target, rate=rate, hold_ms=hold_ms,
+            media_port=CALLER_MEDIA, timeout_s=bound_s,
+        )  # fmt: skip
+        runs.append(load_run)
+        pids = [r.pid for r in sample_runs] + [load_run.pid]
+        total = n + len(rig.sampled)
+        seen = wait_records(
+            rig.url,
+            pids,
+            lambda rs: sum(r.agent_answered_at is not None for r in rs) >= total,
+            timeout_s=rig.greeting_s + ramp_s + 30,
+        )
+        bridged_before = sum(r.agent_answered_at is not None for r in seen)
+        cpu0 = _cpu(rig)
+        t0 = time.monotonic()
+        for peer in callers_p:
+            peer.speak(wait_s=1.0)
+        waiting = [peer.speak_when_heard(wait_s=3.0) for peer in seats_p]
+        # The noise plays out in real time; then 1.5 s for the last packets to come.
+        time.sleep(NOISE_S + 1.5)
+        cpu1 = _cpu(rig)
+        window_s = time.monotonic() - t0
+        measured_end = datetime.now(UTC)
+        for thread in waiting:
+            thread.join(1)
+        callers_end = [r.finish(bound_s + 30) for r in [*sample_runs, load_run]]
+        ends = [r.stop() for r in seat_runs] + callers_end
+        seen = wait_records(
+            rig.url, pids, lambda rs: all(r.ended_at is not None for r in rs), timeout_s=30
+        )
+    finally:
+        for r in runs:
+            r.kill()
+        for peer in callers_p + seats_p:
+            peer.close()
+    stayed_up = sum(r.ended_at is not None and r.ended_at >= measured_end for r in seen)
+    figures = _step_figures(
+        rig, n, seen, ends, callers_p, seats_p, sample_runs, bridged_before, cpu0, cpu1, window_s
+    )
+    figures["stayed_up_through_measurement"] = stayed_up
+    figures["good"] = figures["good"] and stayed_up == n + len(rig.sampled)
+    return figures
+
+
+def _step_figures(
+    rig: Rig,
+    n: int,
+    seen: list[Record],
+    ends: list[Any],
+    callers_p: list[Peer],
+    seats_p: list[Peer],
+    sample_runs: list[Any],
+    bridged_before: int,
+    cpu0: tuple[float, float, tuple[float, float]],
+    cpu1: tuple[float, float, tuple[float, float]],
+    window_s: float,
+) -> dict[str, Any]:
+    seat_ends, caller_ends = ends[: 1 + len(rig.sampled)], ends[1 + len(rig.sampled) :]
+    by_ext = {o.extension: i for i, o in enumerate(rig.sampled)}
+    legs: list[dict[str, Any]] = []
+    misrouted = 0
+    for i, run in enumerate(sample_runs):
+        mine = [r for r in seen if f"-{run.pid}@" in r.call_id]
+        seat = by_ext.get(mine[0].agent_extension or "") if mine else None
+        if seat is None:
+            misrouted += 1
+            continue
+        up = check_leg(callers_p[i], seats_p[seat])  # caller → operator
+        down = check_leg(seats_p[seat], callers_p[i])  # operator → caller
+        legs.append(
+            {
+                "seat": rig.sampled[seat].extension,
+                "corr_to_agent": up.correlation,
+                "corr_to_caller": down.correlation,
+                "max_gap_ms": max(
+                    g for g in (up.max_gap_ms, down.max_gap_ms, 0.0) if g is not None
+                ),
+                "packets": [up.packets, down.packets],
+                "slip_ms": [up.slip_ms, down.slip_ms],
+                "clean_pieces": [up.clean_pieces, down.clean_pieces],
+            }
+        )
+    corrs = [c for leg in legs for c in (leg["corr_to_agent"], leg["corr_to_caller"])]
+    gaps = [leg["max_gap_ms"] for leg in legs]
+    answered = sum(r.outcome == "agent" for r in seen)
+    total = n + len(rig.sampled)
+    placed = sum(e.placed for e in caller_ends)
+    sip = cpu1[0] - cpu0[0]
+    good = (
+        all(e.returncode == 0 for e in caller_ends)
+        and all(e.failed == 0 for e in seat_ends)
+        and placed == total
+        and sum(e.successful for e in caller_ends) == total
+        and answered == total
+        and bridged_before == total
+        and misrouted == 0
+        and len(legs) == len(rig.sampled)
+        and min(corrs, default=0.0) >= CORR_MIN
+        and max(gaps, default=GAP_MAX_MS + 1) <= GAP_MAX_MS
+    )
+    shutil.rmtree(rig.platform.data_dir / "recordings", ignore_errors=True)
+    return {
+        "calls": n,
+        "sampled": len(rig.sampled),
+        "good": good,
+        "bridged_at_once": bridged_before,
+        "peak_bridged": peak_bridged(seen),
+        "answered": answered,
+        "placed": placed,
+        "sipp_successful": sum(e.successful for e in caller_ends),
+        "sipp_failed": sum(e.failed for e in caller_ends) + sum(e.failed for e in seat_ends),
+        "sipp_exit_codes": sorted({e.returncode for e in ends}),
+        "misrouted_samples": misrouted,
+        "corr_min": round(min(corrs), 5) if corrs else None,
+        "max_gap_ms": max(gaps) if gaps else None,
+        "sampled_legs": legs,
+        "window_s": round(window_s, 2),
+        "sip_process_cpu_pct": round(100 * sip / window_s, 1),
+        "sip_cpu_pct_per_bridged_call": round(100 * sip / window_s / max(1, bridged_before), 3),
+        "decoders_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / window_s, 1),
+        "machine_cpu_pct": common.machine_cpu_pct(cpu0[2], cpu1[2]),
+        "sipp_tail": None if good else [e.tail[-400:] for e in ends if e.returncode != 0][:2],
+    }
+
+
+def peak_bridged(seen: list[Record]) -> int:
+    points = []
+    for r in seen:
+        if r.agent_answered_at is not None and r.ended_at is not None:
+            points += [(r.agent_answered_at, 1), (r.ended_at, -1)]
+    peak = current = 0
+    for _, delta in sorted(points, key=lambda p: (p[0], p[1])):
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+def robot_baseline(rig: Rig, n: int, *, rate: float) -> dict[str, Any]:
+    """The same callers with nobody signed in: the voice-intake robot takes every call
+    (greeting, then the caller's report recorded, live ASR up to its limit). The SIP
+    process's CPU per call while all of them are past the greeting is what a call costs the
+    edge without a bridge — the baseline of ``bridge_cpu_ratio_vs_robot``."""
+    caller = scenario_with(
+        rig.workdir, "acd_caller.xml", "acd_caller_robot.xml", {"AUDIO_FILE": str(rig.caller_audio)}
+    )
+    ramp_s = n / rate
+    hold_ms = round(1000 * (rig.greeting_s + ramp_s + 4 + 8 + 4))
+    run = start_sipp(
+        caller, workdir=rig.workdir, name=f"robot-{n}", calls=n, target=rig.platform.target,
+        rate=rate, hold_ms=hold_ms, media_port=CALLER_MEDIA, timeout_s=hold_ms / 1000 + 60,
+    )  # fmt: skip
+    try:
+        seen = wait_records(
+            rig.url,
+            [run.pid],
+            lambda rs: sum(r.answered_at is not None for r in rs) >= n,
+            timeout_s=ramp_s + 20,
+        )
+        # past the last call's greeting
+        time.sleep(max(0.0, rig.greeting_s + 2 - (time.monotonic() - run.started - ramp_s)))
+        cpu0, t0 = _cpu(rig), time.monotonic()
+        time.sleep(8.0)  # the measurement window, all calls up
+        cpu1, window_s = _cpu(rig), time.monotonic() - t0
+        end = run.finish(hold_ms / 1000 + 90)
+        seen = records(rig.url, [run.pid])
+    finally:
+        run.kill()
+    sip = cpu1[0] - cpu0[0]
+    shutil.rmtree(rig.platform.data_dir / "recordings", ignore_errors=True)
+    return {
+        "calls": n,
+        "sipp_successful": end.successful,
+        "robot_outcomes": sum(r.outcome == "robot" for r in seen),
+        "window_s": round(window_s, 2),
+        "sip_process_cpu_pct": round(100 * sip / window_s, 1),
+        "sip_cpu_pct_per_call": round(100 * sip / window_s / n, 3),
+        "decoders_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / window_s, 1),
+        "machine_cpu_pct": common.machine_cpu_pct(cpu0[2], cpu1[2]),
+    }

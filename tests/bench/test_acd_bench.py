@@ -1,0 +1,90 @@
+"""bench/acd.py's own analysis, on a tiny load through the real `hotline sip`: the figures'
+keys are there, and ``lost_calls`` is counted from how every placed call really ended (sipp's
+own count of ends and the call records), not assumed. No timing is asserted: the machine is
+shared."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # bench/ reaches tests/ by path, as when run as a program
+
+from bench._acd_load import Load, steady_load  # noqa: E402
+from bench._acd_platform import (  # noqa: E402
+    Record,
+    call_ends,
+    ring_delays_ms,
+    sign_in_all,
+    sipp_end,
+)
+from bench.acd import TARGETS, figures, ladder_run, open_rig  # noqa: E402
+
+
+def _record(call_id: str, outcome: str | None) -> Record:
+    now = datetime.now(UTC)
+    return Record(call_id, now, now, now, outcome, None, None, now)
+
+
+def test_given_calls_without_a_record_or_an_outcome_then_they_are_lost():
+    seen = [
+        _record("1-9@h", "agent"),
+        _record("2-9@h", "abandoned"),
+        _record("3-9@h", "overflowed"),
+        _record("4-9@h", None),  # the queue never said how it left
+    ]
+    ends = call_ends(6, seen)  # two placed calls left no record at all
+    assert (ends["answered"], ends["abandoned"], ends["overflowed"]) == (1, 1, 1)
+    assert ends["no_outcome"] == 1 and ends["records"] == 4
+    assert ends["lost_calls"] == 3
+
+
+def test_given_sipps_last_screen_then_its_ends_are_the_cumulative_column():
+    screen = (
+        "  Total Calls created    |                           |       10                 \n"
+        "  Successful call        |        3                  |        7                 \n"
+        "  Failed call            |        1                  |        2                 \n"
+    )
+    end = sipp_end(1, screen)  # one call had not ended when sipp stopped
+    assert (end.successful, end.failed, end.placed) == (7, 2, 10)
+
+
+def test_given_a_pick_and_the_seats_invite_then_the_ring_delay_is_their_distance():
+    log = "2026-12-04 22:54:05,481 INFO telephony.acd: call 1-7@h rings agent 1 (8000)\n"
+    trace = (
+        "----------------------------------------------- 2026-12-04 22:54:05.493500\n"
+        "UDP message received [700] bytes :\n\nINVITE sip:8000@127.0.0.1:5 SIP/2.0\n\n"
+        "----------------------------------------------- 2026-12-04 22:54:05.993500\n"
+        "UDP message received [700] bytes :\n\nINVITE sip:8000@127.0.0.1:5 SIP/2.0\n"
+    )
+    (delay,) = ring_delays_ms(log, [trace])  # the retransmission is not a ring
+    assert abs(delay - 12.5) < 0.01
+
+
+def test_given_a_tiny_load_through_hotline_sip_then_every_placed_call_is_accounted_for():
+    load = Load(agents=2, calls=6, talk_s=2.0, wrap_up_s=1.0, occupancy=0.5)
+    with open_rig(
+        db="sqlite", sampled=1, operators=2, wrap_up_s=load.wrap_up_s, max_queue=8, warmed=False
+    ) as (rig, info):
+        assert info["registered"] == {"ok": 3, "failed": 0}
+        sign_in_all(rig.url, rig.bell, rig.sampled + rig.load)
+        result = {"ladder": ladder_run(rig, (1,), rate=5), "steady": steady_load(rig, load)}
+    steady = result["steady"]
+    # sipp made every call and saw each of them end; the records say how each one ended
+    assert steady["placed"] == load.calls
+    assert (
+        steady["sipp_successful"] + steady["sipp_failed"] + steady["sipp_not_ended"] == load.calls
+    )
+    assert steady["records"] == load.calls
+    accounted = sum(
+        steady[k] for k in ("answered", "abandoned", "overflowed", "callbacks", "robot")
+    )
+    assert steady["lost_calls"] == steady["placed"] - accounted
+    assert steady["rings_measured"] >= steady["answered"] > 0
+    (step,) = result["ladder"]
+    assert step["placed"] == 2 and len(step["sampled_legs"]) + step["misrouted_samples"] == 1
+    out = figures(result)
+    assert set(TARGETS) <= set(out)
+    assert {"bridge_cpu_ratio_vs_robot", "rtpengine_cpu_ratio", "bridged_failed_at"} <= set(out)
