@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from telephony import codecs
-from telephony.rtp_packet import parse_rtp
-from tests.telephony.bridge_audio import best_lag_correlation, noise, on_the_wire, paced_send
+from telephony.endpoint import FRAME_BYTES
+from telephony.rtp_packet import build_rtp, parse_rtp
+from tests.telephony.bridge_audio import best_lag_correlation, noise, on_the_wire
 
 HOST = "127.0.0.1"
 NOISE_S = 6.0
@@ -41,6 +42,7 @@ class Peer:
         self.arrivals: list[tuple[float, bytes]] = []  # (monotonic, μ-law payload)
         self.edge: tuple[str, int] | None = None
         self.send_started: float | None = None
+        self.late_ms = 0.0  # the most this peer's own sending fell behind its schedule
         self._latched = threading.Event()
         self._stop = threading.Event()
         self._sender: threading.Thread | None = None
@@ -67,8 +69,31 @@ class Peer:
         if not self._latched.wait(wait_s) or self.edge is None:
             return False
         self.send_started = time.monotonic()
-        self._sender = paced_send(self, self.edge, self.sent_pcm, ssrc=0x4000 + self.seed)  # type: ignore[arg-type]  # duck-typed: it uses .sock
+        self._sender = threading.Thread(
+            target=self._paced, args=(self.edge,), name="acd-peer-send", daemon=True
+        )
+        self._sender.start()
         return True
+
+    def _paced(self, to: tuple[str, int]) -> None:
+        """As a phone sends (``bridge_audio.paced_send``), keeping how late this sender
+        itself was: a late sender, not the edge, may be what left the other leg dry."""
+        assert self.send_started is not None
+        for i, offset in enumerate(range(0, len(self.sent_pcm), FRAME_BYTES)):
+            due = self.send_started + 0.02 * i
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.late_ms = max(self.late_ms, 1000 * (time.monotonic() - due))
+            packet = build_rtp(
+                payload_type=codecs.PCMU,
+                sequence=i,
+                timestamp=i * 160,
+                ssrc=0x4000 + self.seed,
+                payload=codecs.ulaw_encode(self.sent_pcm[offset : offset + FRAME_BYTES]),
+                marker=i == 0,
+            )
+            self.sock.sendto(packet, to)
 
     def speak_when_heard(self, *, wait_s: float) -> threading.Thread:
         """The seat's side: its phone talks back once the caller's noise reaches it."""

@@ -213,6 +213,11 @@ def _step_figures(
                 "packets": [up.packets, down.packets],
                 "slip_ms": [up.slip_ms, down.slip_ms],
                 "clean_pieces": [up.clean_pieces, down.clean_pieces],
+                # how late the benchmark's own senders were (caller's, seat's)
+                "sender_late_ms": [
+                    round(callers_p[i].late_ms, 1),
+                    round(seats_p[seat].late_ms, 1),
+                ],
             }
         )
     corrs = [c for leg in legs for c in (leg["corr_to_agent"], leg["corr_to_caller"])]

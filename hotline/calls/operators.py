@@ -11,9 +11,11 @@
   notes the operator, the seat and the answer. The ticket is the operator's to decide
   (answered on the spot, dispatched with or without the suggestion, or saved for the
   dispatchers): ``attach_transcript`` never dispatches a call an operator took;
-- the caller's side of the bridge is transcribed live as the robot's reports are
-  (``CallServices.start_live``); at the end the transcript is attached to the draft the
-  same way (live, or from the stereo recording's caller channel);
+- both sides of the bridge are transcribed live (``CallServices.start_live`` for the
+  caller — it has priority for a stream, it fills the ticket — and
+  ``start_operator_live``); at the end the caller's transcript is attached to the draft as
+  before and both sides' turns are the record's ``dialogue`` (live, or from the stereo
+  recording's two channels by the transcription task);
 - how each call left the queue (``on_result``, told by the engine under its lock, so it is
   handed to a writer thread): answered (with the agents rung), overflowed (and why), a
   callback asked for, or abandoned — each written once, never over an earlier outcome.

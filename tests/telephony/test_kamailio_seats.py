@@ -41,6 +41,7 @@ from hotline.calls.seats import (
 from telephony.endpoint import CallFailed, Disposition
 from telephony.models import CallRecord, KamailioLocation, QueueOutcome
 from telephony.sip_registrar import proxy_uri
+from tests import services
 from tests.cli.sip_processes import edge_env, sipp_out, start_edge
 from tests.conftest import START, wait_until
 from tests.telephony.sip_peers import (
@@ -87,13 +88,17 @@ class Database:
 
 
 @pytest.fixture
-def database(backend: str, fresh_db_url: str) -> Iterator[Database]:
-    if backend != "postgres":
-        pytest.skip("Kamailio keeps the seats in PostgreSQL; SQLite is the embedded mode")
-    migrate.upgrade(fresh_db_url)
-    engine = make_engine(fresh_db_url)
-    yield Database(url=fresh_db_url, factory=make_session_factory(engine))
-    engine.dispose()
+def database() -> Iterator[Database]:
+    """A PostgreSQL database of the test's own: Kamailio keeps the seats' bindings there
+    (SQLite is the embedded mode, where the edge is the registrar)."""
+    url, drop = services.create_database("hotline_kamailio")
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    try:
+        yield Database(url=url, factory=make_session_factory(engine))
+    finally:
+        engine.dispose()
+        drop()
 
 
 @dataclass

@@ -93,7 +93,7 @@ def test_the_operator_holds_and_transfers_and_a_double_click_is_one_command(
         ("hold", "", CallCommandState.pending),
         ("transfer", "8002", CallCommandState.pending),
     ]
-    assert "sent to the phone system" in moved.text
+    assert moved.text.count("cmd-pending") == 2  # both wait for the edge
     operator = session.scalars(select(User).where(User.username == "operator")).one()
     audit = session.scalars(
         select(AuditEntry).where(
