@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -252,7 +253,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny loads: a smoke run")
     parser.add_argument("--steps", help="the ladder, e.g. 50,100,150")
-    parser.add_argument("--rate", type=float, default=20.0, help="calls/s placing a step")
+    parser.add_argument(
+        "--rate", type=float, help="calls/s: placing a ladder step (20), or engine mode's (6)"
+    )
     parser.add_argument("--baseline-calls", type=int, default=50)
     parser.add_argument("--keep", type=Path, help="keep each repeat's sipp screens and logs here")
     # engine mode (the sketch): calls, rate, agents, hold
@@ -261,13 +264,16 @@ def main() -> None:
     parser.add_argument("--hold-ms", type=int, default=4000)
     parser.add_argument("--ring-timeout-s", type=float, default=10.0)
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C: `hotline sip` runs in a session of its own and would
+    # outlive the benchmark otherwise
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result: dict[str, Any] = {"machine": common.machine(), "loadavg_before": os.getloadavg()}
     if args.mode == "engine":
         from bench._acd_engine import run_engine
 
         result |= run_engine(
             calls=args.calls,
-            rate=round(args.rate),
+            rate=round(args.rate or 6),
             agents=args.agents,
             hold_ms=args.hold_ms,
             ring_timeout_s=args.ring_timeout_s,
@@ -286,7 +292,7 @@ def main() -> None:
                     db=args.db,
                     ladder=ladder,
                     load=load,
-                    rate=args.rate,
+                    rate=args.rate or 20.0,
                     baseline_calls=baseline,
                     keep=args.keep,
                 )

@@ -118,9 +118,9 @@ def test_refusals_are_words_and_keep_what_was_typed(client, auth, people, sessio
         follow_redirects=False,
     )
 
-    assert "digits only" in bad.text and 'value="80a2"' in bad.text
-    assert "Choose one of the call" in odd.text
-    assert "Only a supervisor may listen in" in listen.text
+    assert "仅数字" in bad.text and 'value="80a2"' in bad.text
+    assert "请选择通话操作按钮之一" in odd.text
+    assert "只有班长可以监听" in listen.text
     assert plain.status_code == 409  # without htmx: the whole answer says it
     assert session.scalar(select(CallCommand.id)) is None
 
@@ -162,7 +162,7 @@ def test_the_stream_tells_the_console_when_the_edge_wrote_the_controls(site, clo
             )
         assert _next(events, "calls")
         shown = browser.get(f"/console/tickets/{ticket_id}/call", headers=HX).text
-    assert "On hold" in shown and 'value="unhold"' in shown and 'value="hold"' not in shown
+    assert "保持中" in shown and 'value="unhold"' in shown and 'value="hold"' not in shown
 
 
 def test_nothing_to_control_once_the_call_ended(client, auth, people, session, clock):
@@ -175,7 +175,7 @@ def test_nothing_to_control_once_the_call_ended(client, auth, people, session, c
     sign_in(client, "operator")
     csrf = _csrf(client.get(f"/console/tickets/{ticket_id}").text)
     late = _post(client, ticket_id, csrf, action="hold")
-    assert "not on an operator" in late.text and " hidden>" not in late.text
+    assert "该通话已不在话务员线路上" in late.text and " hidden>" not in late.text
     assert 'value="hold"' not in late.text
     assert " hidden>" in client.get(f"/console/tickets/{ticket_id}/call", headers=HX).text
 

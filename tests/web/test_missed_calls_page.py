@@ -50,7 +50,7 @@ def test_an_operator_calls_back_a_caller_who_hung_up_in_the_queue(client, people
     again = client.post(
         "/calls/missed", data={"csrf_token": csrf, "number": NUMBER, "outcome": "reached"}
     )
-    assert again.status_code == 409 and "waiting for a call-back" in again.text
+    assert again.status_code == 409 and "没有该号码的待回拨漏话" in again.text
     audit = session.scalars(
         select(AuditEntry)
         .where(col(AuditEntry.action) == "missed_call_back")
