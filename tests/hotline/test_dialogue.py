@@ -318,3 +318,4 @@ def test_given_live_capacity_full_then_a_new_caller_takes_an_operator_side_s_str
         assert bridged.call_id not in services._operator_live
     finally:
         operators.close()
+        services.close()  # the two calls never end here: their live streams are let go
