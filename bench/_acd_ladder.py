@@ -81,8 +81,10 @@ def _cpu(rig: Rig) -> tuple[float, float, tuple[float, float]]:
     return sip, decoders, common.machine_busy()
 
 
-def ladder_step(rig: Rig, n: int, *, rate: float) -> dict[str, Any]:
-    """One step: ``n`` sipp calls with audio both ways plus the sampled calls (see above)."""
+def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[str, Any]:
+    """One step: ``n`` sipp calls with audio both ways plus the sampled calls (see above).
+    ``room_s``: how long the calls stay up for their bridging before the noise plays (a
+    loaded platform takes seconds to open a ticket and the records of each call)."""
     assert n <= len(rig.load)
     order_ready(rig.url, rig.bell, [o.user_id for o in rig.sampled + rig.load])
     load_seat, peer_seat = _seat_scenarios(rig)
@@ -92,7 +94,7 @@ def ladder_step(rig: Rig, n: int, *, rate: float) -> dict[str, Any]:
     ramp_s = n / rate
     # Greeting, the ramp, the bridging (seconds under load: a ticket and records per call),
     # the noise, and room either side.
-    hold_ms = round(1000 * (rig.greeting_s + ramp_s + 30 + NOISE_S + 6))
+    hold_ms = round(1000 * (rig.greeting_s + ramp_s + room_s + NOISE_S + 6))
     bound_s = hold_ms / 1000 + ramp_s + 60
     callers_p = [Peer(seed=100 + i) for i in range(len(rig.sampled))]
     seats_p = [Peer(seed=200 + i) for i in range(len(rig.sampled))]
@@ -143,7 +145,7 @@ def ladder_step(rig: Rig, n: int, *, rate: float) -> dict[str, Any]:
             rig.url,
             pids,
             lambda rs: sum(r.agent_answered_at is not None for r in rs) >= total,
-            timeout_s=rig.greeting_s + ramp_s + 30,
+            timeout_s=rig.greeting_s + ramp_s + room_s,
         )
         bridged_before = sum(r.agent_answered_at is not None for r in seen)
         cpu0 = _cpu(rig)

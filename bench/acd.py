@@ -191,12 +191,14 @@ def platform_run(
     return result | info | figures(result)
 
 
-def ladder_run(rig: Rig, ladder: tuple[int, ...], *, rate: float) -> list[dict[str, Any]]:
+def ladder_run(
+    rig: Rig, ladder: tuple[int, ...], *, rate: float, room_s: float = 30.0
+) -> list[dict[str, Any]]:
     """The steps in turn until one is not good."""
     steps = []
     for n in ladder:
         common.say(f"ladder: {n} + {len(rig.sampled)} sampled calls bridged at once ...")
-        step = ladder_step(rig, n, rate=max(rate, n / 6))
+        step = ladder_step(rig, n, rate=max(rate, n / 6), room_s=room_s)
         common.say(
             f"  good={step['good']} bridged {step['bridged_at_once']} corr min "
             f"{step['corr_min']} gap max {step['max_gap_ms']} ms, SIP cpu "

@@ -30,6 +30,7 @@ processes_app = typer.Typer()
 
 WORKER_APP = "hotline.worker:app"
 WEB_FACTORY = "web.app:create_served_app"
+WEB_GRACEFUL_S = 5  # seconds a stopping web process waits for open requests (live streams)
 SIP_ARGV = [sys.executable, "-m", "cli", "sip"]
 
 
@@ -151,6 +152,10 @@ def run() -> None:
         settings.web.host,
         "--port",
         str(settings.web.port),
+        # Open live streams (every tab keeps one) would hold a stop for ever: after this
+        # long they are cut, and the browsers reconnect to whatever web process is next.
+        "--timeout-graceful-shutdown",
+        str(WEB_GRACEFUL_S),
     ]
     worker_argv = [
         sys.executable,
@@ -256,6 +261,8 @@ def web(
             "--workers",
             str(workers),
             "--proxy-headers",
+            "--timeout-graceful-shutdown",
+            str(WEB_GRACEFUL_S),
         ]
     )
 

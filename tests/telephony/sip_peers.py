@@ -249,6 +249,43 @@ class RtpPeer:
         thread.start()
         return thread
 
+    def speak_until(
+        self,
+        to: tuple[str, int],
+        words: list[bytes],
+        *,
+        payload_type: int,
+        stop: threading.Event,
+        heard: threading.Event,
+        then: list[bytes],
+        at_most_s: float = 45.0,
+    ) -> threading.Thread:
+        """A caller who says ``words`` again and again, in real time, until ``heard`` is set
+        (the test saw what it waits for) or ``at_most_s`` of talk, then says ``then`` (a
+        silence that ends the report, say). On a loaded machine live decoding may take
+        longer than a fixed script lasts; this caller goes on until it was heard."""
+
+        def run() -> None:
+            sent, limit = 0, int(at_most_s * 50)
+            pending: list[bytes] = []
+            finishing = False
+            while not stop.is_set():
+                if not pending:
+                    if finishing:
+                        return
+                    if heard.is_set() or sent >= limit:
+                        pending, finishing = list(then), True
+                    else:
+                        pending = list(words)
+                second, pending = pending[:50], pending[50:]
+                self.send(to, b"".join(second), payload_type=payload_type, first_sequence=sent)
+                sent += len(second)
+                stop.wait(len(second) / 50)  # pacing real-time audio, not waiting for a result
+
+        thread = threading.Thread(target=run, name="rtp-caller", daemon=True)
+        thread.start()
+        return thread
+
     def send_key(self, to: tuple[str, int], key: str, *, payload_type: int = 101) -> None:
         """An RFC 4733 key press: three packets of one event, the last with the end bit."""
         event = "0123456789*#".index(key)

@@ -64,7 +64,12 @@ def serve(db_url: str, data_dir: Path, clock: Clock) -> Iterator[Site]:
     app = create_app(settings=settings, session_factory=factory, clock=clock)
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=services.free_port(), log_level="warning", lifespan="off"
+            app,
+            host="127.0.0.1",
+            port=services.free_port(),
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,  # open live streams are cut, as `hotline web` does
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
@@ -148,3 +153,37 @@ def shot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.{lang}.png"
     page.screenshot(path=str(path))
     return path
+
+
+def live_words_seen(page: Page, card: Any, site: Site, services: Any, call: Any) -> None:
+    """Waits (bounded) until the call's live words replace the "waiting" line on the console;
+    if they never do, says where they stopped: the recognizer's streams, the call's live
+    transcriber, the record's live text, and what the page shows."""
+    from playwright.sync_api import expect
+    from sqlmodel import select
+
+    from telephony.models import CallRecord
+
+    try:
+        expect(card.locator("p.transcript")).not_to_contain_text("等待来电人说话", timeout=45_000)
+    except AssertionError as exc:
+        with site.session_factory() as session:
+            record = session.exec(
+                select(CallRecord).where(CallRecord.call_id == call.call_id)
+            ).first()
+        transcriber = services._live.get(call.call_id)
+        where = {
+            "recognizer": services.recognizer.stats(),
+            "live_transcriber": None
+            if transcriber is None
+            else {
+                "behind_s": transcriber.behind_s,
+                "failure": transcriber.failure,
+                "degraded": transcriber.degraded,
+            },
+            "record_live_text": None if record is None else record.live_text[:200],
+            "record_ended_at": None if record is None else record.ended_at,
+            "call_state": getattr(call, "state", None),
+            "page_url": page.url,
+        }
+        raise AssertionError(f"the live words never reached the console: {where}") from exc

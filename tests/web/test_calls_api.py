@@ -150,7 +150,12 @@ def live_site(fresh_db_url, tmp_path) -> Iterator[tuple[str, Engine, dict[str, s
     )
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=services.free_port(), log_level="warning", lifespan="off"
+            app,
+            host="127.0.0.1",
+            port=services.free_port(),
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,  # open live streams are cut, as `hotline web` does
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

@@ -24,7 +24,7 @@ from tests.hotline.conftest import LEAK, frames_of
 from tests.hotline.test_calls_sip import start_platform_edge
 from tests.telephony.fakes import FakeCall, FakePrompts, silence
 from tests.telephony.sip_peers import HOST, RtpPeer, start_sipp
-from tests.web.browser import shot, sign_in, wait_for_stream, watch_stream
+from tests.web.browser import live_words_seen, shot, sign_in, wait_for_stream, watch_stream
 
 
 def test_an_operator_sees_a_call_live_and_completes_its_ticket(site, page, recognizer):
@@ -59,20 +59,27 @@ def test_an_operator_sees_a_call_live_and_completes_its_ticket(site, page, recog
         expect(card).to_contain_text("13800000000")
         card.locator("input.follow-call").check()
         wait_until(lambda: call.state == CallState.LISTENING, 10, message="listening")
-        # A caller who goes on for a while (pauses shorter than the end-of-speech hangover),
-        # speaking in real time as a phone does: a second at a time.
-        speech = frames_of(LEAK)
-        talk = [*(speech + silence(700)) * 8, *silence(2500)]  # ~20 s: time to see it live
-
-        rtp.speak((HOST, call.rtp_port), talk, payload_type=codecs.PCMU, stop=stop)
+        # A caller who goes on (pauses shorter than the end-of-speech hangover), speaking in
+        # real time as a phone does, until the operator has seen the words live; then a
+        # silence ends the report.
+        seen = threading.Event()
+        rtp.speak_until(
+            (HOST, call.rtp_port),
+            [*frames_of(LEAK), *silence(700)],
+            payload_type=codecs.PCMU,
+            stop=stop,
+            heard=seen,
+            then=silence(2500),
+        )
         transcript = card.locator("p.transcript")
-        expect(transcript).not_to_contain_text("等待来电人说话", timeout=18_000)
+        live_words_seen(page, card, site, services, call)
+        seen.set()
         heard = transcript.inner_text()
         assert heard.strip()
         shot(page, "console")
 
         # The caller hangs up: the followed call's ticket form opens by itself.
-        page.wait_for_url(f"{site.url}/console/tickets/*", timeout=40_000)
+        page.wait_for_url(f"{site.url}/console/tickets/*", timeout=60_000)
         expect(page.locator("input[name=caller_phone]")).to_have_value("13800000000")
         description = page.locator("textarea[name=description]")
         expect(description).not_to_have_value("")

@@ -32,7 +32,12 @@ def site(tmp_path: Path) -> Iterator[str]:
     )
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=services.free_port(), log_level="warning", lifespan="off"
+            app,
+            host="127.0.0.1",
+            port=services.free_port(),
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,  # open live streams are cut, as `hotline web` does
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

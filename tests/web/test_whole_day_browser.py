@@ -22,7 +22,14 @@ from tests.hotline.conftest import LEAK, frames_of
 from tests.hotline.test_calls_sip import start_platform_edge
 from tests.telephony.fakes import FakePrompts, silence
 from tests.telephony.sip_peers import HOST, RtpPeer, start_sipp
-from tests.web.browser import new_page, shot, sign_in, wait_for_stream, watch_stream
+from tests.web.browser import (
+    live_words_seen,
+    new_page,
+    shot,
+    sign_in,
+    wait_for_stream,
+    watch_stream,
+)
 from tests.web.test_pages_inbox_browser import PNG
 
 
@@ -64,11 +71,18 @@ def test_a_call_becomes_a_ticket_that_is_dispatched_handled_reviewed_called_back
         expect(card).to_have_count(1, timeout=10_000)
         card.locator("input.follow-call").check()
         wait_until(lambda: call.state == CallState.LISTENING, 10, message="listening")
-        talk = [*(frames_of(LEAK) + silence(700)) * 6, *silence(2500)]
-
-        rtp.speak((HOST, call.rtp_port), talk, payload_type=codecs.PCMU, stop=stop)
-        expect(card.locator("p.transcript")).not_to_contain_text("等待来电人说话", timeout=18_000)
-        page.wait_for_url(f"{site.url}/console/tickets/*", timeout=40_000)
+        seen = threading.Event()  # the caller talks until the operator saw the words live
+        rtp.speak_until(
+            (HOST, call.rtp_port),
+            [*frames_of(LEAK), *silence(700)],
+            payload_type=codecs.PCMU,
+            stop=stop,
+            heard=seen,
+            then=silence(2500),
+        )
+        live_words_seen(page, card, site, services, call)
+        seen.set()
+        page.wait_for_url(f"{site.url}/console/tickets/*", timeout=60_000)
         ticket_id = int(page.url.rsplit("/", 1)[1].split("?")[0])
         number = page.locator("h1").inner_text().split()[1]
         # The call's final transcript is attached and routed just after the hang-up: the
