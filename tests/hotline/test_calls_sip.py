@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import wave
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from telephony.endpoint import CallState, Disposition
 from telephony.flows import serve_inbound
 from telephony.models import CallRecord, TranscribedBy
 from telephony.prompts import PromptSet
+from telephony.recording import EndpointerSettings
 from telephony.rtp_packet import build_rtp
 from telephony.sip_config import SipConfig
 from telephony.sip_edge import SipEdge
@@ -30,16 +32,17 @@ from tests.telephony.sip_peers import HOST, RtpPeer, start_sipp
 from tickets.models import Status
 
 
-def start_platform_edge(services, prompts, settings) -> tuple[SipEdge, queue.Queue]:
+def start_platform_edge(
+    services, prompts, settings, endpointer: EndpointerSettings | None = None
+) -> tuple[SipEdge, queue.Queue]:
     """A real SIP edge on loopback serving inbound calls with the platform's hooks; the
-    queue receives each call as it is answered."""
+    queue receives each call as it is answered. ``endpointer``: when the robot takes the
+    report as ended (a test whose caller may stall on a loaded machine gives it longer)."""
     answered: queue.Queue = queue.Queue()
-    serve = partial(
-        serve_inbound,
-        prompts=prompts,
-        hooks=services.hooks(),
-        settings=setup.flow_settings(settings),
-    )
+    flow = setup.flow_settings(settings)
+    if endpointer is not None:
+        flow = replace(flow, endpointer=endpointer)
+    serve = partial(serve_inbound, prompts=prompts, hooks=services.hooks(), settings=flow)
 
     def on_call(call) -> None:
         answered.put(call)

@@ -18,6 +18,7 @@ from hotline.calls.services import CallServices
 from telephony import codecs
 from telephony.endpoint import CallState
 from telephony.models import TranscribedBy
+from telephony.recording import EndpointerSettings
 from tests.asr.conftest import recognizer, vosk_config, vosk_model_dir  # noqa: F401 - fixtures
 from tests.conftest import wait_until
 from tests.hotline.conftest import LEAK, frames_of
@@ -35,7 +36,11 @@ def test_an_operator_sees_a_call_live_and_completes_its_ticket(site, page, recog
         recognizer=recognizer,
         enqueue_transcription=lambda call_id: None,
     )
-    edge, answered = start_platform_edge(services, FakePrompts(), site.settings)
+    # The caller's audio comes from a thread of this busy process: a robot patient with
+    # pauses, so that a stalled sender does not end the report before it was seen live.
+    edge, answered = start_platform_edge(
+        services, FakePrompts(), site.settings, EndpointerSettings(end_silence_s=5.0)
+    )
     rtp = RtpPeer()
     sipp = None
     stop = threading.Event()
@@ -69,7 +74,7 @@ def test_an_operator_sees_a_call_live_and_completes_its_ticket(site, page, recog
             payload_type=codecs.PCMU,
             stop=stop,
             heard=seen,
-            then=silence(2500),
+            then=silence(6000),
         )
         transcript = card.locator("p.transcript")
         live_words_seen(page, card, site, services, call)

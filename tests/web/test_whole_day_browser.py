@@ -16,6 +16,7 @@ from core.clock import SystemClock
 from hotline.calls.services import CallServices
 from telephony import codecs
 from telephony.endpoint import CallState
+from telephony.recording import EndpointerSettings
 from tests.asr.conftest import recognizer, vosk_config, vosk_model_dir  # noqa: F401 - fixtures
 from tests.conftest import wait_until
 from tests.hotline.conftest import LEAK, frames_of
@@ -52,7 +53,11 @@ def test_a_call_becomes_a_ticket_that_is_dispatched_handled_reviewed_called_back
         recognizer=recognizer,
         enqueue_transcription=lambda call_id: None,
     )
-    edge, answered = start_platform_edge(services, FakePrompts(), site.settings)
+    # The caller's audio comes from a thread of this busy process: a robot patient with
+    # pauses, so that a stalled sender does not end the report before it was seen live.
+    edge, answered = start_platform_edge(
+        services, FakePrompts(), site.settings, EndpointerSettings(end_silence_s=5.0)
+    )
     rtp, sipp, stop = RtpPeer(), None, threading.Event()
     try:
         # -- the operator takes the call
@@ -78,7 +83,7 @@ def test_a_call_becomes_a_ticket_that_is_dispatched_handled_reviewed_called_back
             payload_type=codecs.PCMU,
             stop=stop,
             heard=seen,
-            then=silence(2500),
+            then=silence(6000),
         )
         live_words_seen(page, card, site, services, call)
         seen.set()

@@ -1,0 +1,49 @@
+"""The figures a 12345 centre is judged by (issue 18), defined once.
+
+* ``definitions`` — every ticket and unit figure, one function each, whose docstring says
+  what is counted above and below the line and which events and timestamps decide it;
+* ``filters`` — ``Filters`` (period, unit with its children, category prefix, district,
+  channel), applied the same way to every figure;
+* ``compute`` — the figures counted in SQL (``compute``), ``Figure`` with its drill-down
+  selects of ticket ids, and ``overdue`` (count and days late on the policy's clock);
+* ``units`` — 响应率 / 解决率 / 满意率 per unit, the weighted score (``Weights``, 30/35/35 by
+  default), the graded bands (分档) and the rank;
+* ``calls`` — 接通率, 15 s / 30 s, average wait and abandonment on hotline.calls.acd_figures.
+
+Indexes the queries rely on (PostgreSQL plans checked with EXPLAIN on a small city):
+
+* every figure: the period on ``ix_ticket_created_id (created_at, id)``;
+* unit figures: lead assignments joined by ``ix_assignment_ticket_id``;
+* the audit tests (直接办结, 审核通过, 回访, 改派) and "was dispatched" / the unit filter are
+  uncorrelated ``ticket.id IN (SELECT ticket_id ... WHERE action = :a AND at >= :start)``
+  (resp. ``assignment.started_at >= :start``): read once and hashed, not probed per ticket;
+  bounded by the period's start because a ticket's events and assignments come after its
+  intake. Today they scan ticket_event / assignment from ``start`` on; at 1,000,000 tickets
+  a month they want ``ticket_event (action, at, ticket_id)`` and ``assignment (role,
+  started_at, ticket_id, unit_id)`` — a migration not added here;
+* 重复诉求率: a correlated probe per ticket on ``ix_ticket_category_code`` (or
+  ``ix_ticket_caller_phone``); ``ticket (caller_phone, category_code, created_at)`` would
+  make it one index range each;
+* calls: ``ix_call_record_arrived_id (arrived_at, id)``, as hotline.calls.acd_figures.
+"""
+
+from hotline.figures.calls import CallFigures, call_figures
+from hotline.figures.compute import Figure, Overdue, compute, overdue
+from hotline.figures.filters import Filters
+from hotline.figures.units import DEFAULT_BANDS, Band, UnitRates, Weights, band_of, unit_rates
+
+__all__ = [
+    "DEFAULT_BANDS",
+    "Band",
+    "CallFigures",
+    "Figure",
+    "Filters",
+    "Overdue",
+    "UnitRates",
+    "Weights",
+    "band_of",
+    "call_figures",
+    "compute",
+    "overdue",
+    "unit_rates",
+]

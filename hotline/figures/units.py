@@ -1,0 +1,218 @@
+"""三率 per unit: 响应率, 解决率, 满意率, the weighted score an administrator sets (default
+30/35/35, as one county does), the graded band (分档) the 2025 national guidance asks for
+rather than a bare rank order, and the rank order within the period."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, case, func, select
+from sqlmodel import Session
+
+from core.errors import InvalidInput
+from dispatch.models import AssignmentStatus
+from hotline.figures.compute import Figure, context, drill, per_unit
+from hotline.figures.definitions import (
+    Context,
+    Definition,
+    Level,
+    on_time_close_rate,
+    on_time_sign_rate,
+    satisfaction_rate,
+)
+from hotline.figures.filters import A, Filters, Scope, T, resolve
+
+RATES = ("response", "resolution", "satisfaction")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The weights of 响应率, 解决率 and 满意率 in the score, whole percentages summing to
+    100."""
+
+    response: int = 30
+    resolution: int = 35
+    satisfaction: int = 35
+
+    def __post_init__(self) -> None:
+        values = (self.response, self.resolution, self.satisfaction)
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in values):
+            raise InvalidInput("each weight is a whole percentage, 0 or more", weights=values)
+        if sum(values) != 100:
+            raise InvalidInput(
+                f"the weights of 响应率, 解决率 and 满意率 must add up to 100, not {sum(values)}",
+                weights=values,
+            )
+
+
+@dataclass(frozen=True)
+class Band:
+    name: str
+    at_least: float  # the lowest score (0–100) in the band, inclusive
+
+
+DEFAULT_BANDS = (
+    Band("优秀", 90.0),
+    Band("良好", 80.0),
+    Band("合格", 60.0),
+    Band("待改进", 0.0),
+)
+
+
+def check_bands(bands: Sequence[Band]) -> tuple[Band, ...]:
+    """Bands from best to worst with strictly falling thresholds, the last at 0 so every
+    score has one."""
+    if not bands:
+        raise InvalidInput("at least one band is needed")
+    for better, worse in zip(bands, bands[1:], strict=False):
+        if worse.at_least >= better.at_least:
+            raise InvalidInput(
+                "bands go from best to worst, each threshold below the one before",
+                bands=[b.name for b in bands],
+            )
+    if bands[-1].at_least != 0:
+        raise InvalidInput("the last band must start at 0 so that every score has a band")
+    return tuple(bands)
+
+
+def band_of(score: float, bands: Sequence[Band] = DEFAULT_BANDS) -> str:
+    """The first band (best first) whose threshold the score reaches: a score exactly on a
+    threshold is in the better band (90.0 is 优秀 by default)."""
+    for band in bands:
+        if score >= band.at_least:
+            return band.name
+    return bands[-1].name
+
+
+@dataclass
+class UnitRates:
+    """One unit's three rates over its own lead assignments (its children are units of
+    their own here). Each rate is a Figure: counts, rate, and the tickets behind them."""
+
+    unit_id: int
+    response: Figure  # 响应率 = 按时签收率
+    resolution: Figure  # 解决率 = 按时办结率
+    satisfaction: Figure  # 满意率 of the tickets the unit completed
+    score: float | None = None
+    band: str | None = None
+    rank: int | None = None
+    weights_used: dict[str, float] = field(default_factory=dict)
+
+
+def score(
+    rates: Mapping[str, float | None], weights: Weights
+) -> tuple[float | None, dict[str, float]]:
+    """The weighted score 0–100: Σ weight × rate. A rate with nothing to count (None: no
+    sign-for judged yet, nobody surveyed) drops out and the weights of the others are scaled
+    up to 100 in proportion, so a unit is not marked down for what did not happen; with no
+    rate at all there is no score."""
+    present = {name: getattr(weights, name) for name in RATES if rates.get(name) is not None}
+    total = sum(present.values())
+    if not total:
+        return None, {}
+    used = {name: 100 * w / total for name, w in present.items()}
+    value = sum(used[name] * float(rates[name] or 0) for name in used)
+    return value, used
+
+
+def unit_rates(
+    session: Session,
+    *,
+    filters: Filters,
+    now: datetime,
+    weights: Weights | None = None,
+    bands: Sequence[Band] = DEFAULT_BANDS,
+) -> list[UnitRates]:
+    """Every unit with lead assignments under ``filters``: its three rates, score, band and
+    rank, best first. Ranks follow the score, ties sharing a rank (1, 1, 3); units without a
+    score come last, unranked and unbanded."""
+    weights = weights or Weights()
+    bands = check_bands(bands)
+    scope = resolve(session, filters)
+    ctx = context(session, now=now, filters=filters)
+    response, resolution = on_time_sign_rate(ctx), on_time_close_rate(ctx)
+    counts = per_unit(session, scope=scope, definitions=[response, resolution])
+    satisfied = _satisfaction_by_unit(session, scope, ctx)
+    found: list[UnitRates] = []
+    for unit_id in sorted(counts.keys() | satisfied.keys()):
+        own = Scope(filters, (unit_id,))
+        mine = counts.get(unit_id, {})
+        entry = UnitRates(
+            unit_id=unit_id,
+            response=_figure(own, response, mine.get(response.name, (0, 0))),
+            resolution=_figure(own, resolution, mine.get(resolution.name, (0, 0))),
+            satisfaction=_satisfaction_figure(own, ctx, satisfied.get(unit_id, (0, 0))),
+        )
+        entry.score, entry.weights_used = score(
+            {
+                "response": entry.response.rate,
+                "resolution": entry.resolution.rate,
+                "satisfaction": entry.satisfaction.rate,
+            },
+            weights,
+        )
+        if entry.score is not None:
+            entry.band = band_of(entry.score, bands)
+        found.append(entry)
+    _rank(found)
+    return sorted(found, key=lambda u: (u.rank is None, u.rank or 0, u.unit_id))
+
+
+def _rank(units: list[UnitRates]) -> None:
+    scored = sorted((u for u in units if u.score is not None), key=lambda u: -(u.score or 0))
+    previous: float | None = None
+    for position, unit in enumerate(scored, start=1):
+        # scores equal to the 10th decimal are ties (floating sums of the same rates)
+        same = previous is not None and round(unit.score or 0, 10) == round(previous, 10)
+        unit.rank = scored[position - 2].rank if same else position
+        previous = unit.score
+
+
+def _figure(scope: Scope, d: Definition, counts: tuple[int, int]) -> Figure:
+    return Figure(
+        name=d.name,
+        zh=d.zh,
+        numerator=counts[0],
+        denominator=counts[1],
+        numerator_ids=drill(scope, d.level, d.numerator),
+        denominator_ids=drill(scope, d.level, d.denominator),
+    )
+
+
+def _completed_by_unit(d: Definition) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    completed = A.c.status == AssignmentStatus.completed
+    return and_(completed, d.numerator), and_(completed, d.denominator)
+
+
+def _satisfaction_by_unit(
+    session: Session, scope: Scope, ctx: Context
+) -> dict[int, tuple[int, int]]:
+    """满意率 per unit: the surveyed tickets on which the unit completed a lead assignment
+    (each ticket once per unit, though 重办 gave the unit two rounds of it)."""
+    numerator, denominator = _completed_by_unit(satisfaction_rate(ctx))
+    query = (
+        select(
+            A.c.unit_id,
+            func.count(func.distinct(case((numerator, T.c.id)))),
+            func.count(func.distinct(case((denominator, T.c.id)))),
+        )
+        .select_from(A.join(T, A.c.ticket_id == T.c.id))
+        .where(*scope.assignment_where(), A.c.status == AssignmentStatus.completed)
+        .group_by(A.c.unit_id)
+    )
+    return {row[0]: (int(row[1]), int(row[2])) for row in session.execute(query) if row[2]}
+
+
+def _satisfaction_figure(scope: Scope, ctx: Context, counts: tuple[int, int]) -> Figure:
+    d = satisfaction_rate(ctx)
+    numerator, denominator = _completed_by_unit(d)
+    return Figure(
+        name=d.name,
+        zh=d.zh,
+        numerator=counts[0],
+        denominator=counts[1],
+        numerator_ids=drill(scope, Level.assignment, numerator),
+        denominator_ids=drill(scope, Level.assignment, denominator),
+    )

@@ -1,0 +1,1 @@
+"""The knowledge base's built-in data: the colloquial → official synonym table."""

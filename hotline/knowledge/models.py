@@ -1,0 +1,172 @@
+"""Knowledge articles: the current head of each article, every saved version (immutable), and
+the search document of the published version.
+
+The body is Markdown, not HTML: the source an editor types is what is stored and diffed
+between versions, links and attachments are Markdown links, and a page renders it with raw
+HTML switched off (markdown-it-py), so there is no sanitiser to trust and nothing stored can
+carry a script. Search reads the plain text (`search.plain_text`).
+
+Validity: `valid_from` is the first moment an article applies, `valid_until` the first moment
+it no longer does (both UTC; None: open-ended). A published version whose validity does not
+cover the moment of the search is never returned."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import model_validator
+from sqlalchemy import Column, Index, Text, UniqueConstraint, event
+from sqlalchemy.dialects.postgresql import TSVECTOR
+from sqlmodel import Field, SQLModel
+
+from core.db import JSONType, UTCDateTime, enum_type
+
+
+class ArticleStatus(StrEnum):
+    draft = "draft"  # being written or sent back
+    in_review = "in_review"  # submitted to the centre
+    published = "published"  # the head is the version in service
+    retired = "retired"  # withdrawn: never shown again
+
+
+# GB/T 39666-2020 category codes: 2 digits per level, up to three levels.
+CATEGORY_CODE = re.compile(r"^\d{2}(?:\d{2}){0,2}$")
+
+# The fields an editor sets; a version row keeps a copy of each.
+CONTENT_FIELDS = (
+    "title",
+    "body",
+    "category_code",
+    "owner_unit_id",
+    "policy_source",
+    "document_number",
+    "region",
+    "valid_from",
+    "valid_until",
+    "review_due",
+)
+
+
+class KnowledgeArticleBase(SQLModel):
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(min_length=1, max_length=100_000, sa_type=Text)  # Markdown
+    category_code: str = Field(max_length=6)
+    owner_unit_id: int = Field(foreign_key="unit.id")  # answers for the content
+    policy_source: str | None = Field(default=None, max_length=200)  # 政策依据
+    document_number: str | None = Field(default=None, max_length=100)  # 文号
+    region: str | None = Field(default=None, max_length=64)  # None: the whole city
+    valid_from: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    valid_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    review_due: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class KnowledgeArticleCreate(KnowledgeArticleBase):
+    @model_validator(mode="after")
+    def _check(self) -> KnowledgeArticleCreate:
+        check_content(self.model_dump())
+        return self
+
+
+class KnowledgeArticleUpdate(SQLModel):
+    """Only the fields given change; the rest are kept from the head version."""
+
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    body: str | None = Field(default=None, min_length=1, max_length=100_000)
+    category_code: str | None = Field(default=None, max_length=6)
+    owner_unit_id: int | None = None
+    policy_source: str | None = Field(default=None, max_length=200)
+    document_number: str | None = Field(default=None, max_length=100)
+    region: str | None = Field(default=None, max_length=64)
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    review_due: datetime | None = None
+
+
+def check_content(values: dict[str, Any]) -> None:
+    """Raises ValueError for content no article may have."""
+    if not values["title"].strip() or not values["body"].strip():
+        raise ValueError("title and body must not be blank")
+    if not CATEGORY_CODE.match(values["category_code"]):
+        raise ValueError("category_code must be 2, 4 or 6 digits (GB/T 39666-2020)")
+    start, end = values.get("valid_from"), values.get("valid_until")
+    for name in ("valid_from", "valid_until", "review_due"):
+        moment = values.get(name)
+        if moment is not None and moment.tzinfo is None:
+            raise ValueError(f"{name} must carry a time zone")
+    if start is not None and end is not None and end <= start:
+        raise ValueError("valid_until must come after valid_from")
+
+
+class KnowledgeArticle(KnowledgeArticleBase, table=True):
+    """The head of an article: its latest saved version and where it is in review.
+    `published_version` is the version in service (searchable) — an edit of a published
+    article leaves it in service until the centre approves the new version."""
+
+    __tablename__ = "knowledge_article"
+    __table_args__ = (
+        Index("ix_knowledge_article_category_code", "category_code"),
+        Index("ix_knowledge_article_owner_unit_id", "owner_unit_id"),
+        Index("ix_knowledge_article_review_due", "review_due"),  # the review reminders
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=32, unique=True, index=True)
+    status: ArticleStatus = Field(sa_type=enum_type(ArticleStatus), index=True)
+    version: int = 1  # the head version
+    published_version: int | None = None
+    published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    published_by: int | None = Field(default=None, foreign_key="user.id")
+    review_note: str | None = Field(default=None, max_length=1000)  # why it was sent back
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    created_by: int = Field(foreign_key="user.id")
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    updated_by: int = Field(foreign_key="user.id")
+
+
+class KnowledgeArticleVersion(KnowledgeArticleBase, table=True):
+    """Every saved version, as saved: who, when, which fields changed and why. Never updated
+    (an update raises); a direct answer cites the article and this version."""
+
+    __tablename__ = "knowledge_article_version"
+    __table_args__ = (UniqueConstraint("article_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(foreign_key="knowledge_article.id")
+    version: int
+    saved_at: datetime = Field(sa_type=UTCDateTime)
+    saved_by: int = Field(foreign_key="user.id")
+    changed: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    note: str | None = Field(default=None, max_length=1000)
+
+
+@event.listens_for(KnowledgeArticleVersion, "before_update")
+def _versions_are_immutable(*_: Any) -> None:
+    raise RuntimeError("a saved knowledge article version is never changed")
+
+
+# The search document's tsvector on PostgreSQL; SQLite keeps the column empty and searches
+# through FTS5 over the same rows (hotline/knowledge/search.py).
+SearchVector = Text().with_variant(TSVECTOR(), "postgresql")
+
+
+class KnowledgeSearchDoc(SQLModel, table=True):
+    """The search terms of an article's published version, one row per searchable article:
+    jieba words, pinyin of adjacent characters, and character bigrams (space-separated).
+    Derived data: written on publish, removed on retire, rebuilt from the versions."""
+
+    __tablename__ = "knowledge_search"
+    __table_args__ = (Index("ix_knowledge_search_document", "document", postgresql_using="gin"),)
+
+    article_id: int = Field(
+        foreign_key="knowledge_article.id",
+        primary_key=True,
+        sa_column_kwargs={"autoincrement": False},
+    )
+    version: int
+    words: str = Field(sa_type=Text)
+    pinyin: str = Field(sa_type=Text)
+    grams: str = Field(sa_type=Text)
+    document: str | None = Field(default=None, sa_type=SearchVector)

@@ -1,0 +1,337 @@
+"""How citizens' words and articles become search terms, and how an article is scored
+against a query (pure; the index in search.py stores the terms and picks the candidates).
+
+An article's terms, from its published version's title, body, policy source and number:
+- words: jieba's search-mode segmentation (`cut_for_search`), so 公积金 finds 住房公积金;
+- pinyin: the toneless pinyin of every two adjacent characters, so a name or word written
+  with other characters of the same sound (章建国 for 张建国, as speech recognition and fast
+  typing produce) still matches;
+- grams: every two adjacent characters, the fallback for a word with a wrong character.
+
+A query becomes concepts: the caller's content words (stop words dropped), each with its
+alternatives — the word, its search-mode parts, the official terms of the synonym table.
+Scoring goes concept by concept (word 1.0, synonym 0.9, same sound 0.8, near spelling 0.5 ×
+share of bigrams), the same on both databases, and names the reason for every match. A word
+jieba's dictionary knows is taken as said; only unknown ones (slips, names) are also matched
+by sound and spelling, so 施工 does not find 临时供水 (shi gong).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pypinyin import lazy_pinyin
+
+from dispatch.segment import default_synonyms as slip_corrections
+from hotline.knowledge.models import KnowledgeArticleVersion
+
+DEFAULT_SYNONYMS_PATH = Path(__file__).parent / "data" / "synonyms.yaml"
+
+MAX_TERMS = 4000  # per kind and document: a tsvector holds positions up to 16383
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_TERM = re.compile(r"^[0-9a-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+$")
+# Words a caller says around the matter itself.
+STOP_WORDS = frozenset(
+    "我 我们 我家 你 你们 您 他 她 它 他们 的 地 得 了 吗 呢 啊 呀 吧 嘛 哦 是 在 有 和 与 或 "
+    "就 都 也 又 还 再 很 太 怎么 怎么办 怎样 如何 为什么 什么 哪里 哪儿 哪个 多少 几 请问 "
+    "请 问 问问 一下 想 想要 要 能 能不能 可以 可不可以 会 该 应该 这 那 这个 那个 这里 那里 "
+    "这样 那样 一个 个 现在 今天 昨天 已经 一直 老是 总是 到底 给 把 被 让 对 从 到 去 来 "
+    "说 知道 告诉 帮 帮忙 麻烦 谢谢 你好 您好 喂 咨询 反映 情况 事 事情 问题 一些".split()
+)
+
+
+# ---------------------------------------------------------------- text to terms
+
+
+def normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+_MD_IMAGE_OR_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MD_AUTOLINK = re.compile(r"<[a-z][a-z0-9+.-]*:[^>]*>", re.IGNORECASE)
+_MD_MARKUP = re.compile(r"[#*_>`~|]+")
+
+
+def plain_text(markdown: str) -> str:
+    """The words of a Markdown body: link and image texts kept, their addresses dropped."""
+    text = _MD_IMAGE_OR_LINK.sub(r"\1", markdown)
+    text = _MD_AUTOLINK.sub(" ", text)
+    return _MD_MARKUP.sub(" ", text)
+
+
+def _jieba() -> Any:
+    import jieba
+
+    jieba.setLogLevel(60)
+    return jieba
+
+
+def _in_dictionary(word: str) -> bool:
+    return bool(_jieba().get_FREQ(word))  # prefixes of longer words are there with 0
+
+
+def _keep(term: str) -> bool:
+    return bool(_TERM.match(term))
+
+
+def search_words(text: str) -> list[str]:
+    """jieba's search-mode words of normalised text, punctuation and spaces dropped."""
+    return [w for w in _jieba().cut_for_search(text) if _keep(w)]
+
+
+def _precise_words(text: str) -> list[str]:
+    return [w for w in _jieba().lcut(text) if _keep(w)]
+
+
+@lru_cache(maxsize=8192)
+def _syllables(run: str) -> tuple[str, ...]:
+    return tuple(lazy_pinyin(run))
+
+
+def pinyin_pairs(text: str) -> list[str]:
+    """Toneless pinyin of every two adjacent Chinese characters: 张建国 → zhangjian jianguo."""
+    pairs: list[str] = []
+    for run in _CJK.findall(text):
+        sounds = _syllables(run)
+        pairs.extend(a + b for a, b in zip(sounds, sounds[1:], strict=False))
+    return pairs
+
+
+def bigrams(text: str) -> list[str]:
+    grams: list[str] = []
+    for run in _CJK.findall(text):
+        grams.extend(run[i : i + 2] for i in range(len(run) - 1))
+    return grams
+
+
+@dataclass(frozen=True)
+class DocumentTerms:
+    words: list[str]
+    pinyin: list[str]
+    grams: list[str]
+
+
+def document_terms(version: KnowledgeArticleVersion) -> DocumentTerms:
+    parts = [version.title, plain_text(version.body)]
+    parts += [p for p in (version.policy_source, version.document_number) if p]
+    text = normalise("\n".join(parts))
+    return DocumentTerms(
+        words=_distinct(search_words(text))[:MAX_TERMS],
+        pinyin=_distinct(pinyin_pairs(text))[:MAX_TERMS],
+        grams=_distinct(bigrams(text))[:MAX_TERMS],
+    )
+
+
+def _distinct(terms: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(terms))
+
+
+# ---------------------------------------------------------------- synonyms and queries
+
+
+class Synonyms:
+    """Colloquial word → the official terms articles use (each a tuple of jieba words)."""
+
+    def __init__(self, table: Mapping[str, Sequence[str]]) -> None:
+        self._table: dict[str, tuple[tuple[str, ...], ...]] = {}
+        for word, terms in table.items():
+            alternatives = [tuple(_precise_words(normalise(t))) for t in terms]
+            self._table[normalise(word)] = tuple(a for a in alternatives if a)
+        self._keys = sorted(self._table, key=len, reverse=True)
+
+    def official(self, word: str) -> tuple[tuple[str, ...], ...]:
+        return self._table.get(word, ())
+
+    def found_in(self, text: str) -> list[str]:
+        """The table's words that occur in `text`, longest first."""
+        return [k for k in self._keys if k in text]
+
+
+def parse_synonyms(source: str) -> Synonyms:
+    data = yaml.safe_load(source) or {}
+    table = data.get("synonyms") or {}
+    if not isinstance(table, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(t, str) for t in v)
+        for k, v in table.items()
+    ):
+        raise ValueError("synonyms must map a word to a list of official terms")
+    return Synonyms(table)
+
+
+def load_synonyms(path: Path) -> Synonyms:
+    return parse_synonyms(path.read_text(encoding="utf-8"))
+
+
+@cache
+def default_synonyms() -> Synonyms:
+    return load_synonyms(DEFAULT_SYNONYMS_PATH)
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One thing the caller said, and the ways an article may say it."""
+
+    word: str
+    words: tuple[tuple[str, ...], ...]  # the word itself, or all of its search-mode parts
+    official: tuple[tuple[str, ...], ...]  # from the synonym table
+    weight: float
+    # A word jieba's dictionary knows is taken as said; only an unknown one (a slip of the
+    # ear or the pen, a name) is also matched by its sound and its spelling.
+    known: bool
+
+    def terms(self) -> set[str]:
+        return {t for alt in (*self.words, *self.official) for t in alt}
+
+
+@dataclass(frozen=True)
+class Query:
+    concepts: tuple[Concept, ...]
+    pinyin: frozenset[str]
+    grams: frozenset[str]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.concepts or self.pinyin or self.grams)
+
+
+SETTING_WEIGHT = 0.5
+
+
+def _weight(word: str) -> float:
+    """Longer words say more; words naming where something happens (小区, 学校 — the
+    centre's setting words, dispatch/data/synonyms-zh.yaml) say less than what happened."""
+    weight = 1.0 + 0.5 * (min(len(word), 4) - 2) if _CJK.fullmatch(word) else 1.0
+    return weight * SETTING_WEIGHT if word in slip_corrections().settings else weight
+
+
+def _with_lone_characters(words: Sequence[str]) -> list[str]:
+    """A character jieba left on its own joined to the word beside it: jieba splits a name
+    it does not know (章建国 → 章 建国), and the whole name is what sounds like the one in
+    the article."""
+    joined = []
+    for i, word in enumerate(words):
+        if len(word) != 1 or word in STOP_WORDS or not _CJK.fullmatch(word):
+            continue
+        for pair in (words[i - 1 : i + 1] if i else [], words[i : i + 2]):
+            if len(pair) == 2 and all(_CJK.fullmatch(w) for w in pair):
+                if 3 <= len(pair[0] + pair[1]) <= 4:
+                    joined.append(pair[0] + pair[1])
+    return joined
+
+
+def parse_query(query: str, synonyms: Synonyms) -> Query:
+    text = slip_corrections().apply(normalise(query))
+    concepts: dict[str, Concept] = {}
+
+    def add(word: str, *, split: bool = True) -> None:
+        if word in concepts or word in STOP_WORDS:
+            return
+        official = synonyms.official(word)
+        if len(word) < 2 and not official:
+            return  # one character says too little on its own
+        parts: tuple[str, ...] = ()
+        if split:
+            parts = tuple(p for p in search_words(word) if p != word and len(p) > 1)
+        words = ((word,), parts) if parts else ((word,),)
+        concepts[word] = Concept(word, words, official, _weight(word), known=_in_dictionary(word))
+
+    for word in synonyms.found_in(text):
+        add(word)
+    words = _precise_words(text)
+    for word in words:
+        if not any(word in longer for longer in concepts if len(longer) > len(word)):
+            add(word)
+    for joined in _with_lone_characters(words):
+        add(joined, split=False)  # whole, or by its sound or spelling: else it adds nothing
+    content = "".join(c.word for c in concepts.values() if _CJK.fullmatch(c.word))
+    return Query(
+        concepts=tuple(concepts.values()),
+        pinyin=frozenset(pinyin_pairs(content)),
+        grams=frozenset(bigrams(text)),
+    )
+
+
+# ---------------------------------------------------------------- hits
+
+
+@dataclass(frozen=True)
+class Match:
+    """Why an article was found: the caller's word, the article's words it matched, and
+    how — "word", "synonym", "pinyin" (same sound) or "fuzzy" (near spelling)."""
+
+    query_word: str
+    article_words: tuple[str, ...]
+    kind: str
+
+
+@dataclass(frozen=True)
+class Document:
+    """An article's terms, as the scoring reads them."""
+
+    words: frozenset[str]
+    pinyin: frozenset[str]
+    grams: frozenset[str]
+
+
+_FACTORS = {"word": 1.0, "synonym": 0.9, "pinyin": 0.8}
+_FUZZY_FACTOR = 0.5
+_FUZZY_SHARE = 0.5  # of a word's bigrams the article must hold
+
+
+def _match(concept: Concept, doc: Document) -> tuple[Match, float] | None:
+    for alt in concept.words:
+        if set(alt) <= doc.words:
+            return Match(concept.word, alt, "word"), _FACTORS["word"]
+    for alt in concept.official:
+        if set(alt) <= doc.words:
+            return Match(concept.word, alt, "synonym"), _FACTORS["synonym"]
+    if concept.known or not _CJK.fullmatch(concept.word):
+        return None
+    if len(concept.word) >= 2:
+        sounds = set(pinyin_pairs(concept.word))
+        if sounds <= doc.pinyin:
+            return Match(concept.word, _sounding(sounds, doc), "pinyin"), _FACTORS["pinyin"]
+    if len(concept.word) >= 3:
+        grams = bigrams(concept.word)
+        held = [g for g in grams if g in doc.grams]
+        share = len(held) / len(grams)
+        if share >= _FUZZY_SHARE:
+            return Match(concept.word, tuple(held), "fuzzy"), _FUZZY_FACTOR * share
+    return None
+
+
+def _sounding(sounds: set[str], doc: Document) -> tuple[str, ...]:
+    """The article's word (else its characters) that sounds like the caller's."""
+    for word in sorted(doc.words, key=len):
+        if sounds <= set(pinyin_pairs(word)):
+            return (word,)
+    return tuple(g for g in sorted(doc.grams) if set(pinyin_pairs(g)) & sounds)
+
+
+def score(query: Query, doc: Document) -> tuple[float, tuple[Match, ...]]:
+    found = [(c.weight * m[1], c.word, m[0]) for c in query.concepts if (m := _match(c, doc))]
+    found.sort(key=lambda f: f[0], reverse=True)
+    total, matches, counted = 0.0, list[Match](), list[str]()
+    for gain, word, match in found:
+        # Overlapping words (建国 in 章建国) are one thing the caller said: the better
+        # match of the two is the reason, and counts once.
+        if any(word in other or other in word for other in counted):
+            continue
+        counted.append(word)
+        matches.append(match)
+        total += gain
+    if not matches and len(query.grams) >= 2:
+        # The words themselves were mangled: fall back to the characters of the query.
+        held = sorted(query.grams & doc.grams)
+        share = len(held) / len(query.grams)
+        if share >= _FUZZY_SHARE:
+            matches.append(Match("".join(sorted(query.grams)), tuple(held), "fuzzy"))
+            total = _FUZZY_FACTOR * share
+    return round(total, 4), tuple(matches)
