@@ -362,7 +362,7 @@ def _check_zone(tz: ZoneInfo, start: datetime, end: datetime) -> None:
 # ---------------------------------------------------------------- SQL pieces
 
 
-def _seconds(dialect: str, later: Any, earlier: Any) -> Any:
+def seconds_between(dialect: str, later: Any, earlier: Any) -> Any:
     """later − earlier in seconds, in the database (to the millisecond on SQLite, whose
     julianday keeps about 40 µs at today's dates)."""
     if dialect == "postgresql":  # date_part is double precision, extract() numeric (slower)
@@ -444,9 +444,9 @@ def report(
             c.overflow_reason.label("reason"),
             c.agent_user_id.label("agent"),
             c.queued_at.is_not(None).label("queued"),
-            _seconds(dialect, c.queue_left_at, c.queued_at).label("wait"),
+            seconds_between(dialect, c.queue_left_at, c.queued_at).label("wait"),
             and_(c.ended_at.is_not(None), c.agent_answered_at.is_not(None)).label("ended"),
-            _seconds(dialect, c.ended_at, c.agent_answered_at).label("on_line"),
+            seconds_between(dialect, c.ended_at, c.agent_answered_at).label("on_line"),
             func.coalesce(c.hold_s, 0.0).label("hold"),
             func.coalesce(c.wrap_up_s, 0.0).label("wrap_up"),
             c.transfers.label("transfers"),

@@ -66,7 +66,7 @@ def call_figures(
     ).total
     dialect = session.get_bind().dialect.name
     # acd_figures' own definition of the wait, so the ids listed are the calls it counted
-    wait = acd_figures._seconds(dialect, C.c.queue_left_at, C.c.queued_at)
+    wait = acd_figures.seconds_between(dialect, C.c.queue_left_at, C.c.queued_at)
     agent = C.c.queue_outcome == QueueOutcome.agent.value
     abandoned = C.c.queue_outcome == QueueOutcome.abandoned.value
     counted = and_(
