@@ -6,8 +6,10 @@ the published version (hotline/knowledge/terms.py: jieba words, pinyin pairs, ch
 bigrams). Neither database needs a Chinese parser: the terms are computed here, FTS5 splits
 them on spaces (unicode61) and PostgreSQL receives a ready tsvector (A words, B pinyin,
 C grams) and tsquery — literals no text search configuration touches. The database returns
-up to `CANDIDATES` documents holding any query term, ranked by bm25 / ts_rank; terms.score
-ranks them again and gives each hit its reason.
+up to `CANDIDATES` documents holding two of the query's most telling concepts (else one of
+them; else, when no word matched, any of its bigrams), ranked by bm25 / ts_rank; terms.score
+ranks them again and gives each hit its reason. Asking for two concepts first keeps a large
+base fast (the database ranks the few articles holding both, not the thousands naming one).
 
 Only versions in service are returned: the search joins the article (its published version
 must be the indexed one, and not retired) and that version's own validity, compared with the
@@ -46,6 +48,7 @@ from hotline.knowledge.models import (
     KnowledgeSearchDoc,
 )
 from hotline.knowledge.terms import (
+    ConceptTerms,
     Document,
     DocumentTerms,
     Match,
@@ -53,6 +56,7 @@ from hotline.knowledge.terms import (
     Synonyms,
     default_synonyms,
     document_terms,
+    normalise,
     parse_query,
     score,
 )
@@ -212,14 +216,39 @@ class _SqlIndex:
             )
             .where(*in_service)
         )
+        groups = parsed.candidate_terms()
+        ranked: list[tuple[float, int, KnowledgeHit]] = []
+        if len(groups) >= 2:
+            # Articles holding two of the concepts first: few, and where the answer is
+            # nearly always; the database need not rank every article naming one of them.
+            ranked = self._ranked(stmt, parsed, groups, pairs=True)
+        if len(ranked) < limit and groups:
+            ranked = self._ranked(stmt, parsed, groups, pairs=False)
+        if not ranked and parsed.grams:
+            # No word of the query matched as said: the scoring falls back to the query's
+            # characters (terms.score), so fetch the articles holding any of them.
+            fallback = (ConceptTerms(grams=tuple(sorted(parsed.grams))),)
+            ranked = self._ranked(stmt, parsed, fallback, pairs=False)
+        ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        return [hit for _, _, hit in ranked[:limit]]
+
+    def _ranked(
+        self,
+        stmt: Select[Any],
+        parsed: Query,
+        groups: tuple[ConceptTerms, ...],
+        *,
+        pairs: bool,
+    ) -> list[tuple[float, int, KnowledgeHit]]:
         with self._connection() as conn:
-            rows = conn.execute(self._matching(stmt, parsed).limit(CANDIDATES)).all()
+            rows = conn.execute(self._matching(stmt, groups, pairs).limit(CANDIDATES)).all()
         ranked = []
         for order, row in enumerate(rows):
             doc = Document(
                 words=frozenset(row.words.split()),
                 pinyin=frozenset(row.pinyin.split()),
                 grams=frozenset(row.grams.split()),
+                title=normalise(row.title),
             )
             points, matches = score(parsed, doc)
             if matches:
@@ -232,19 +261,25 @@ class _SqlIndex:
                     matches=matches,
                 )
                 ranked.append((points, -order, hit))  # ties: the database's rank
-        ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
-        return [hit for _, _, hit in ranked[:limit]]
+        return ranked
 
     def _vector(self, terms: DocumentTerms) -> Any:
         return None
 
-    def _matching(self, stmt: Select[Any], query: Query) -> Select[Any]:
+    def _matching(
+        self, stmt: Select[Any], groups: tuple[ConceptTerms, ...], pairs: bool
+    ) -> Select[Any]:
+        """`stmt` restricted to the articles holding any of the groups (with `pairs`: two of
+        them), best first by the database's rank."""
         raise NotImplementedError
 
 
-def _query_terms(query: Query) -> tuple[set[str], set[str], set[str]]:
-    words = {t for c in query.concepts for t in c.terms()}
-    return words, set(query.pinyin), set(query.grams)
+def _either(groups: list[str], pairs: bool, and_: str, or_: str) -> str:
+    if not pairs:
+        return f" {or_} ".join(groups)
+    return f" {or_} ".join(
+        f"({a} {and_} {b})" for i, a in enumerate(groups) for b in groups[i + 1 :]
+    )
 
 
 # FTS5 keeps its index in shadow tables (knowledge_fts_data, _idx, ...) that Alembic's schema
@@ -312,14 +347,20 @@ class SqliteKnowledgeIndex(_SqlIndex):
     def _prepare(self, conn: Connection) -> None:
         ensure_fts(conn)
 
-    def _matching(self, stmt: Select[Any], query: Query) -> Select[Any]:
-        groups = []
-        for name, terms in zip(("words", "pinyin", "grams"), _query_terms(query), strict=True):
-            if terms:
-                groups.append(f"{name} : ({' OR '.join(map(_fts_phrase, sorted(terms)))})")
+    def _matching(
+        self, stmt: Select[Any], groups: tuple[ConceptTerms, ...], pairs: bool
+    ) -> Select[Any]:
+        def group(terms: ConceptTerms) -> str:
+            parts = [f"(words : ({' AND '.join(map(_fts_phrase, alt))}))" for alt in terms.words]
+            for name, kind in (("pinyin", terms.pinyin), ("grams", terms.grams)):
+                if kind:
+                    parts.append(f"({name} : ({' OR '.join(map(_fts_phrase, kind))}))")
+            return "(" + " OR ".join(parts) + ")"
+
+        fts_query = _either([group(g) for g in groups], pairs, "AND", "OR")
         return (
             stmt.join(_FTS, _FTS.c.rowid == _DOCS.c.article_id)
-            .where(text("knowledge_fts MATCH :fts_query").bindparams(fts_query=" OR ".join(groups)))
+            .where(text("knowledge_fts MATCH :fts_query").bindparams(fts_query=fts_query))
             .order_by(_FTS.c.rank)
         )
 
@@ -344,13 +385,16 @@ class PostgresKnowledgeIndex(_SqlIndex):
                 lexemes.append(f"{_lexeme(term)}:{position}{weight}")
         return cast(" ".join(lexemes), TSVECTOR())
 
-    def _matching(self, stmt: Select[Any], query: Query) -> Select[Any]:
-        parts = [
-            f"{_lexeme(term)}:{weight}"
-            for weight, terms in zip(self._WEIGHTS, _query_terms(query), strict=True)
-            for term in sorted(terms)
-        ]
-        tsquery = cast(" | ".join(parts), TSQUERY())
+    def _matching(
+        self, stmt: Select[Any], groups: tuple[ConceptTerms, ...], pairs: bool
+    ) -> Select[Any]:
+        def group(terms: ConceptTerms) -> str:
+            parts = ["(" + " & ".join(f"{_lexeme(t)}:A" for t in alt) + ")" for alt in terms.words]
+            parts += [f"{_lexeme(t)}:B" for t in terms.pinyin]
+            parts += [f"{_lexeme(t)}:C" for t in terms.grams]
+            return "(" + " | ".join(parts) + ")"
+
+        tsquery = cast(_either([group(g) for g in groups], pairs, "&", "|"), TSQUERY())
         document: ColumnElement[Any] = _DOCS.c.document
         return stmt.where(document.op("@@")(tsquery)).order_by(
             func.ts_rank(document, tsquery).desc()

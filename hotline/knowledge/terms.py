@@ -11,13 +11,17 @@ An article's terms, from its published version's title, body, policy source and 
 A query becomes concepts: the caller's content words (stop words dropped), each with its
 alternatives — the word, its search-mode parts, the official terms of the synonym table.
 Scoring goes concept by concept (word 1.0, synonym 0.9, same sound 0.8, near spelling 0.5 ×
-share of bigrams), the same on both databases, and names the reason for every match. A word
+share of bigrams), the same on both databases, and names the reason for every match. A
+concept weighs more the longer and the rarer the word (jieba's corpus frequency: 低保 says
+more than 申请), less when it names a place (滨河路, 小区), and half again when the article's
+title holds it. A word
 jieba's dictionary knows is taken as said; only unknown ones (slips, names) are also matched
 by sound and spelling, so 施工 does not find 临时供水 (shi gong).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,7 +47,12 @@ STOP_WORDS = frozenset(
     "就 都 也 又 还 再 很 太 怎么 怎么办 怎样 如何 为什么 什么 哪里 哪儿 哪个 多少 几 请问 "
     "请 问 问问 一下 想 想要 要 能 能不能 可以 可不可以 会 该 应该 这 那 这个 那个 这里 那里 "
     "这样 那样 一个 个 现在 今天 昨天 已经 一直 老是 总是 到底 给 把 被 让 对 从 到 去 来 "
-    "说 知道 告诉 帮 帮忙 麻烦 谢谢 你好 您好 喂 咨询 反映 情况 事 事情 问题 一些".split()
+    "说 知道 告诉 帮 帮忙 麻烦 谢谢 你好 您好 喂 咨询 反映 情况 事 事情 问题 一些 "
+    # the spoken fillers of a phone call: never what the call is about
+    "不能 不会 不要 要不要 这边 那边 家里 我家 好像 咋 咋办 咋弄 怎么弄 我该 里面 有人 没有 "
+    "一点 还有 啥 去哪 去哪里 哪里办 多长时间 时候 什么时候 一直不 那么 这么 然后 就是 "
+    "还是 但是 可是 因为 所以 如果 的话 人家 大家 自己 他们 我们家 听说 一下子 好几天 "
+    "半天 那段 一段 这片 那片 这块 不能不".split()
 )
 
 
@@ -185,9 +194,25 @@ class Concept:
     # A word jieba's dictionary knows is taken as said; only an unknown one (a slip of the
     # ear or the pen, a name) is also matched by its sound and its spelling.
     known: bool
+    # Two of jieba's pieces put together (章 建国 → 章建国): a guess at a name, not a word
+    # the caller is known to have said.
+    joined: bool = False
 
     def terms(self) -> set[str]:
         return {t for alt in (*self.words, *self.official) for t in alt}
+
+
+CANDIDATE_CONCEPTS = 4
+
+
+@dataclass(frozen=True)
+class ConceptTerms:
+    """What an article holds when a concept matches it: all the words of one alternative,
+    or one of the pinyin pairs, or one of the bigrams."""
+
+    words: tuple[tuple[str, ...], ...] = ()
+    pinyin: tuple[str, ...] = ()
+    grams: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,15 +225,60 @@ class Query:
     def empty(self) -> bool:
         return not (self.concepts or self.pinyin or self.grams)
 
+    def candidate_terms(self) -> tuple[ConceptTerms, ...]:
+        """For the query's most telling concepts, what an article holds when the concept
+        matches it (`_match`). The database picks the candidates that are scored from the
+        articles holding them: left to every word the caller said, the articles full of 申请,
+        困难 or a street's name would fill the candidates of a large base and push out the
+        one about 低保. Settings, guessed names and all but the `CANDIDATE_CONCEPTS` rarest
+        concepts are left to the scoring."""
+        matters = [c for c in self.concepts if not is_setting(c.word)] or list(self.concepts)
+        chosen = sorted(matters, key=lambda c: (not c.joined, c.weight), reverse=True)
+        out = []
+        for concept in chosen[:CANDIDATE_CONCEPTS]:
+            words = tuple(dict.fromkeys(alt for alt in (*concept.words, *concept.official) if alt))
+            if concept.known or not _CJK.fullmatch(concept.word):
+                out.append(ConceptTerms(words))
+                continue
+            grams = bigrams(concept.word) if len(concept.word) >= 3 else []
+            out.append(
+                ConceptTerms(words, tuple(dict.fromkeys(pinyin_pairs(concept.word))), tuple(grams))
+            )
+        return tuple(out)
+
 
 SETTING_WEIGHT = 0.5
+# Place names a caller gives (滨河路, 榆阳区, 鼓楼街道): where, not what.
+_PLACE = re.compile(
+    r"^[\u3400-\u9fff]{1,8}(?:区|县|市|镇|乡|村|路|街|巷|街道|大道|大街|小区|社区)$"
+)
+# How much a word says, from how rare it is in jieba's dictionary (its corpus frequency):
+# 申请, 困难, 晚上 are everywhere, 低保, 井盖, 遛狗 name a matter. The log of the inverse
+# frequency, scaled so a middling word (路灯, 电梯: ~12) counts 1.
+_RARITY_SCALE = 12.0
+_RARITY_BOUNDS = (0.6, 1.25)
+
+
+def is_setting(word: str) -> bool:
+    """Words naming where something happens (小区, 学校 — the centre's setting words,
+    dispatch/data/synonyms-zh.yaml — and place names)."""
+    return word in slip_corrections().settings or (len(word) >= 3 and bool(_PLACE.match(word)))
+
+
+def _rarity(word: str) -> float:
+    jieba = _jieba()
+    frequency = jieba.get_FREQ(word) or 0
+    total = jieba.dt.total or 1
+    low, high = _RARITY_BOUNDS
+    return min(high, max(low, math.log(total / max(frequency, 1)) / _RARITY_SCALE))
 
 
 def _weight(word: str) -> float:
-    """Longer words say more; words naming where something happens (小区, 学校 — the
-    centre's setting words, dispatch/data/synonyms-zh.yaml) say less than what happened."""
-    weight = 1.0 + 0.5 * (min(len(word), 4) - 2) if _CJK.fullmatch(word) else 1.0
-    return weight * SETTING_WEIGHT if word in slip_corrections().settings else weight
+    """Longer words say more, and rarer ones; settings say less than what happened."""
+    if not _CJK.fullmatch(word):
+        return 1.0
+    weight = (1.0 + 0.5 * (min(len(word), 4) - 2)) * _rarity(word)
+    return weight * SETTING_WEIGHT if is_setting(word) else weight
 
 
 def _with_lone_characters(words: Sequence[str]) -> list[str]:
@@ -230,7 +300,7 @@ def parse_query(query: str, synonyms: Synonyms) -> Query:
     text = slip_corrections().apply(normalise(query))
     concepts: dict[str, Concept] = {}
 
-    def add(word: str, *, split: bool = True) -> None:
+    def add(word: str, *, split: bool = True, joined: bool = False) -> None:
         if word in concepts or word in STOP_WORDS:
             return
         official = synonyms.official(word)
@@ -240,7 +310,9 @@ def parse_query(query: str, synonyms: Synonyms) -> Query:
         if split:
             parts = tuple(p for p in search_words(word) if p != word and len(p) > 1)
         words = ((word,), parts) if parts else ((word,),)
-        concepts[word] = Concept(word, words, official, _weight(word), known=_in_dictionary(word))
+        concepts[word] = Concept(
+            word, words, official, _weight(word), known=_in_dictionary(word), joined=joined
+        )
 
     for word in synonyms.found_in(text):
         add(word)
@@ -249,7 +321,8 @@ def parse_query(query: str, synonyms: Synonyms) -> Query:
         if not any(word in longer for longer in concepts if len(longer) > len(word)):
             add(word)
     for joined in _with_lone_characters(words):
-        add(joined, split=False)  # whole, or by its sound or spelling: else it adds nothing
+        # whole, or by its sound or spelling: else it adds nothing
+        add(joined, split=False, joined=True)
     content = "".join(c.word for c in concepts.values() if _CJK.fullmatch(c.word))
     return Query(
         concepts=tuple(concepts.values()),
@@ -278,6 +351,7 @@ class Document:
     words: frozenset[str]
     pinyin: frozenset[str]
     grams: frozenset[str]
+    title: str = ""  # normalised: a concept the title names counts more
 
 
 _FACTORS = {"word": 1.0, "synonym": 0.9, "pinyin": 0.8}
@@ -315,8 +389,19 @@ def _sounding(sounds: set[str], doc: Document) -> tuple[str, ...]:
     return tuple(g for g in sorted(doc.grams) if set(pinyin_pairs(g)) & sounds)
 
 
+TITLE_BONUS = 0.5  # a matched concept the title names: the article is about it
+
+
+def _in_title(match: Match, title: str) -> bool:
+    return bool(title) and match.kind != "fuzzy" and all(w in title for w in match.article_words)
+
+
 def score(query: Query, doc: Document) -> tuple[float, tuple[Match, ...]]:
-    found = [(c.weight * m[1], c.word, m[0]) for c in query.concepts if (m := _match(c, doc))]
+    found = [
+        (c.weight * m[1] * (1 + TITLE_BONUS * _in_title(m[0], doc.title)), c.word, m[0])
+        for c in query.concepts
+        if (m := _match(c, doc))
+    ]
     found.sort(key=lambda f: f[0], reverse=True)
     total, matches, counted = 0.0, list[Match](), list[str]()
     for gain, word, match in found:
