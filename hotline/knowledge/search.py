@@ -311,10 +311,10 @@ FTS_OBJECTS = (
 _FTS = table("knowledge_fts", column("rowid"), column("rank"))
 
 
-def ensure_fts(conn: Connection) -> None:
+def ensure_fts(conn: Connection) -> bool:
     """Create SQLite's FTS5 index over knowledge_search if this database has none yet, or
     again if its triggers are gone (a batch migration that rebuilds knowledge_search drops
-    them), from the documents already there."""
+    them), from the documents already there. True when it was all there already."""
     present = {
         (kind, name)
         for kind, name in conn.exec_driver_sql(
@@ -322,10 +322,11 @@ def ensure_fts(conn: Connection) -> None:
         )
     }
     if present >= set(FTS_OBJECTS):
-        return
+        return True
     drop_fts(conn)
     for ddl in _FTS_DDL:
         conn.exec_driver_sql(ddl)
+    return False
 
 
 def drop_fts(conn: Connection) -> None:
@@ -340,12 +341,17 @@ def _fts_phrase(term: str) -> str:
 class SqliteKnowledgeIndex(_SqlIndex):
     def __init__(self, bind: Bind, synonyms: Synonyms | None = None) -> None:
         super().__init__(bind, synonyms)
+        self._fts_ready = False
         if not isinstance(bind, Engine):
             with self._connection() as conn:
                 self._prepare(conn)
 
     def _prepare(self, conn: Connection) -> None:
-        ensure_fts(conn)
+        """Once per index: a search (the console's suggestions run one every few words)
+        must not look the FTS5 table up in sqlite_master each time. Taken as ready once it
+        was found in place (what this transaction created may still be rolled back)."""
+        if not self._fts_ready:
+            self._fts_ready = ensure_fts(conn)
 
     def _matching(
         self, stmt: Select[Any], groups: tuple[ConceptTerms, ...], pairs: bool

@@ -159,9 +159,7 @@ def send_back(
 ) -> KnowledgeArticle:
     """Return an article in review to its writers with the reason; any version in service
     stays in service."""
-    reason = reason.strip()
-    if not reason:
-        raise InvalidInput("a reason is required to send an article back")
+    reason = _reason(reason, "send an article back")
     article = _locked(session, user=user, article_id=article_id)
     check_centre(user, Action.send_back)
     article.status = next_status(Action.send_back, article.status)
@@ -181,9 +179,7 @@ def retire_article(
     index: KnowledgeIndex | None = None,
 ) -> KnowledgeArticle:
     """Withdraw the article: it leaves search at once and cannot be edited again."""
-    reason = reason.strip()
-    if not reason:
-        raise InvalidInput("a reason is required to retire an article")
+    reason = _reason(reason, "retire an article")
     article = _locked(session, user=user, article_id=article_id)
     check_centre(user, Action.retire)
     article.status = next_status(Action.retire, article.status)
@@ -234,6 +230,13 @@ def article_version(
         article_id=article_id,
         version=version,
     )
+
+
+def _reason(reason: str, to: str) -> str:
+    """The reason a send-back or a retirement must give, trimmed; none is a clear error."""
+    if not reason.strip():
+        raise InvalidInput(f"a reason is required to {to}")
+    return reason.strip()
 
 
 def _visible(user: User, article: KnowledgeArticle) -> bool:

@@ -15,13 +15,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
-from playwright.sync_api import Browser, Page, Route
+from playwright.sync_api import Browser, Page, Route, expect
+from sqlmodel import select
 
 from core.clock import Clock
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, WebSettings
 from hotline.seed import seed_demo
 from hotline.tables import metadata
+from telephony.models import CallRecord
 from tests import services
 from tests.conftest import wait_until
 from web.app import create_app
@@ -159,11 +161,6 @@ def live_words_seen(page: Page, card: Any, site: Site, services: Any, call: Any)
     """Waits (bounded) until the call's live words replace the "waiting" line on the console;
     if they never do, says where they stopped: the recognizer's streams, the call's live
     transcriber, the record's live text, and what the page shows."""
-    from playwright.sync_api import expect
-    from sqlmodel import select
-
-    from telephony.models import CallRecord
-
     try:
         expect(card.locator("p.transcript")).not_to_contain_text("等待来电人说话", timeout=45_000)
     except AssertionError as exc:
