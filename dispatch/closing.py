@@ -7,6 +7,7 @@ assignments; reopening sends the ticket back to the units that had it.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session
 
@@ -46,12 +47,20 @@ def _close_out(session: Session, *, ticket: Ticket, actor: Actor, now: datetime)
 
 
 def close_at_intake(
-    session: Session, *, ticket_id: int, answer: str, actor: Actor, now: datetime
+    session: Session,
+    *,
+    ticket_id: int,
+    answer: str,
+    actor: Actor,
+    now: datetime,
+    data: dict[str, Any] | None = None,
 ) -> Ticket:
     """直接办结: the operator answered the caller from the knowledge base; the tickets merged
-    into this one are closed with the same answer."""
+    into this one are closed with the same answer. `data` goes on the event (the article)."""
     ticket = lock_ticket(session, ticket_id)
-    tickets.close_at_intake(session, ticket=ticket, answer=answer, actor=who(actor), now=now)
+    tickets.close_at_intake(
+        session, ticket=ticket, answer=answer, actor=who(actor), now=now, data=data
+    )
     _close_out(session, ticket=ticket, actor=actor, now=now)
     return ticket
 

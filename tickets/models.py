@@ -82,6 +82,9 @@ class Ticket(SQLModel, table=True):
     address: str | None = Field(default=None, max_length=300)
     district: str | None = Field(default=None, max_length=64, index=True)
     street: str | None = Field(default=None, max_length=64)
+    # WGS-84 where the caller or a map located it (the hot-spot map; Open311 lat/long)
+    latitude: float | None = None
+    longitude: float | None = None
     # what happened / what is asked
     title: str | None = Field(default=None, max_length=200)
     description: str = Field(default="", max_length=20000)
@@ -179,6 +182,8 @@ class TicketCreate(BaseModel):
     address: str | None = PField(default=None, max_length=300)
     district: str | None = PField(default=None, max_length=64)
     street: str | None = PField(default=None, max_length=64)
+    latitude: float | None = PField(default=None, ge=-90, le=90)
+    longitude: float | None = PField(default=None, ge=-180, le=180)
     title: str | None = PField(default=None, max_length=200)
     description: str = PField(min_length=1, max_length=20000)
     request: str | None = PField(default=None, max_length=2000)
@@ -207,6 +212,8 @@ class TicketUpdate(BaseModel):
     address: str | None = PField(default=None, max_length=300)
     district: str | None = PField(default=None, max_length=64)
     street: str | None = PField(default=None, max_length=64)
+    latitude: float | None = PField(default=None, ge=-90, le=90)
+    longitude: float | None = PField(default=None, ge=-180, le=180)
     title: str | None = PField(default=None, max_length=200)
     description: str | None = PField(default=None, min_length=1, max_length=20000)
     request: str | None = PField(default=None, max_length=2000)
@@ -230,6 +237,8 @@ class TicketRead(BaseModel):
     address: str | None
     district: str | None
     street: str | None
+    latitude: float | None
+    longitude: float | None
     title: str | None
     description: str
     request: str | None

@@ -231,9 +231,16 @@ def close_merged_children(
 
 
 def close_at_intake(
-    session: Session, *, ticket: Ticket, answer: str, actor: str, now: datetime
+    session: Session,
+    *,
+    ticket: Ticket,
+    answer: str,
+    actor: str,
+    now: datetime,
+    data: dict[str, Any] | None = None,
 ) -> TicketEvent:
-    """直接办结: the operator answered the caller from the knowledge base."""
+    """直接办结: the operator answered the caller from the knowledge base; `data` names the
+    article and version cited, when one was."""
     answer = answer.strip()
     if not answer:
         raise InvalidInput("a direct answer needs the answer given to the caller")
@@ -244,6 +251,7 @@ def close_at_intake(
         actor=actor,
         now=now,
         changes={"answer": answer},
+        data=data,
     )
 
 

@@ -170,3 +170,50 @@ class KnowledgeSearchDoc(SQLModel, table=True):
     pinyin: str = Field(sa_type=Text)
     grams: str = Field(sa_type=Text)
     document: str | None = Field(default=None, sa_type=SearchVector)
+
+
+class UseKind(StrEnum):
+    answered = "answered"  # 直接办结 citing the article (ticket_id set)
+    not_answered = "not_answered"  # "this did not answer it": feedback to the owning unit
+
+
+class KnowledgeUse(SQLModel, table=True):
+    """An operator's use of a published article: a direct answer that cites it (the ticket
+    and the version given to the caller), or feedback that it did not answer the request —
+    which the owning unit sees until someone there marks it handled."""
+
+    __tablename__ = "knowledge_use"
+    __table_args__ = (
+        Index("ix_knowledge_use_article_at", "article_id", "at"),
+        Index("ix_knowledge_use_kind_at", "kind", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(foreign_key="knowledge_article.id")
+    version: int
+    kind: UseKind = Field(sa_type=enum_type(UseKind))
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    user_id: int = Field(foreign_key="user.id")
+    at: datetime = Field(sa_type=UTCDateTime)
+    note: str | None = Field(default=None, max_length=1000)  # what the caller asked
+    handled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    handled_by: int | None = Field(default=None, foreign_key="user.id")
+
+
+class ReminderKind(StrEnum):
+    review = "review"  # review_due is near or past
+    expiry = "expiry"  # valid_until is near
+
+
+class KnowledgeReminder(SQLModel, table=True):
+    """A reminder sent to an article's owning unit: one per article, kind and due date, so
+    a sweep that runs every hour never sends the same one twice."""
+
+    __tablename__ = "knowledge_reminder"
+    __table_args__ = (UniqueConstraint("article_id", "kind", "due"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(foreign_key="knowledge_article.id", index=True)
+    kind: ReminderKind = Field(sa_type=enum_type(ReminderKind))
+    due: datetime = Field(sa_type=UTCDateTime)
+    sent_at: datetime = Field(sa_type=UTCDateTime)
