@@ -1,5 +1,6 @@
 """Demo data for the embedded default: a city's units, the default SLA policies and rule
-pack, and one user per role (a handler and a head for every unit).
+pack, one user per role (a handler and a head for every unit), and a knowledge base of
+published articles (hotline/knowledge/data/demo_articles.yaml).
 
 Passwords: the admin gets one of its own; every other demo account shares one demo password
 (one argon2id hash, so that seeding stays quick). Both are returned once, for `hotline run`
@@ -11,13 +12,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from accounts.models import Role
+from accounts.models import Role, User
 from accounts.signin import hash_password, new_password
 from dispatch import policies, rulebook
 from dispatch.models import Unit, UnitLevel
 from dispatch.units import create_user
+from hotline.knowledge.demo import load_demo_articles
 
 CENTRE_STAFF = [
     ("admin", "系统管理员", Role.admin),
@@ -87,9 +89,13 @@ def seed_demo(*, session: Session, now: datetime) -> dict[str, Any]:
                     "password": demo_password,
                 }
             )
+    session.flush()
+    supervisor = session.scalars(select(User).where(col(User.username) == "supervisor")).one()
+    articles = load_demo_articles(session, approver=supervisor, now=now)
     return {
         "seeded": True,
         "units": len(units),
         "users": users,
         "rules": len(rulebook.list_rules(session)),
+        "articles": articles,
     }

@@ -37,12 +37,14 @@ from dispatch.models import Assignment, Unit
 from hotline import duplicates, intake, live
 from hotline.calls import intake as call_intake
 from hotline.calls import records as call_records
+from hotline.knowledge import usage as knowledge_usage
 from hotline.live import CALLS_ENDED_WITHIN, call_key
 from tickets import service as tickets
 from tickets.models import Channel, RequestType, Ticket, TicketCreate, TicketUpdate, Urgency
 from web.api.schemas import ticket_read
 from web.deps import ClockDep, SessionDep, SettingsDep
 from web.pages import nav
+from web.pages.console_knowledge import article_refusal
 from web.pages.i18n import N_, _
 from web.pages.labels import refusal
 from web.pages.nav import NavItem
@@ -191,6 +193,7 @@ def _form_context(
         "errors": {},
         "values": {},
         "occurred_local": _local_input(ticket.occurred_at, request),
+        "cited_use": knowledge_usage.cited_article(session, ticket_id=ticket_id),
         **_words_context(session, ticket),
     }
 
@@ -346,22 +349,51 @@ async def answer(
 ) -> Response:
     form = await request.form()
     text = str(form.get("answer") or "").strip()
-    return await _in_thread(_answer, request, session, clock, person, ticket_id, text)
+    cited = (str(form.get("article_id") or ""), str(form.get("version") or ""))
+    return await _in_thread(_answer, request, session, clock, person, ticket_id, text, cited)
 
 
-def _answer(request, session, clock, person, ticket_id, text) -> Response:
+def _answer(request, session, clock, person, ticket_id, text, cited) -> Response:
+    """直接办结, citing the knowledge article read to the caller when one was chosen."""
     ticket = access.visible_ticket(session, user=person.user, ticket_id=ticket_id)
+    raw_article, raw_version = cited
+    article_id = int(raw_article) if raw_article.isdigit() else None
+    version = int(raw_version) if raw_version.isdigit() else None
+    errors = {}
     if not text:
+        errors["answer"] = _("Write the answer the caller was given.")
+    if (raw_article or raw_version) and (article_id is None or version is None):
+        errors["answer"] = _("The article cited is not one of the suggestions: choose it again.")
+    if errors:
         context = _form_context(request, session, ticket, person)
-        context.update(errors={"answer": _("Write the answer the caller was given.")})
+        context.update(errors=errors, answer_text=text, cited=(article_id, version))
         return render(request, "console/ticket.html", context, status_code=422)
     try:
-        closing.close_at_intake(
-            session, ticket_id=ticket_id, answer=text[:5000], actor=person.user, now=clock.now()
-        )
+        if article_id is not None and version is not None:
+            knowledge_usage.answer_with_article(
+                session,
+                ticket_id=ticket_id,
+                article_id=article_id,
+                version=version,
+                answer=text[:5000],
+                user=person.user,
+                now=clock.now(),
+            )
+        else:
+            closing.close_at_intake(
+                session,
+                ticket_id=ticket_id,
+                answer=text[:5000],
+                actor=person.user,
+                now=clock.now(),
+            )
     except DomainError as exc:
         context = _form_context(request, session, ticket, person)
-        context.update(error=_("Not closed: %(why)s", why=refusal(exc)))
+        context.update(
+            error=_("Not closed: %(why)s", why=article_refusal(exc) or refusal(exc)),
+            answer_text=text,
+            cited=(article_id, version),
+        )
         record(
             session,
             request,
@@ -379,6 +411,7 @@ def _answer(request, session, clock, person, ticket_id, text) -> Response:
         action="close_at_intake",
         person=person,
         target=f"ticket:{ticket_id}",
+        detail={"article": article_id, "version": version} if article_id else None,
     )
     return RedirectResponse(f"/console/tickets/{ticket_id}?answered=1", status_code=303)
 

@@ -44,12 +44,78 @@
       box.dispatchEvent(new Event("input", { bubbles: true }));
     }
   });
-  // Keys: Ctrl+Enter saves the ticket form; Alt+A goes to the direct answer; Alt+D to the
+  // Knowledge suggestions: a live refresh keeps the suggestion the operator opened open, and
+  // waits while they type feedback in one. "Answer with this article" fills the direct
+  // answer and cites the article's version; Alt+Enter does that and closes at intake.
+  var openArticle = null;
+  document.body.addEventListener("toggle", function (event) {
+    var hit = event.target.closest && event.target.closest(".kb-hit");
+    if (hit && event.target.tagName === "DETAILS" && event.target.open) { openArticle = hit.dataset.article; }
+  }, true);
+  document.body.addEventListener("htmx:beforeRequest", function (event) {
+    var results = document.getElementById("kb-results");
+    if (!results || event.detail.elt.id !== "kb-live") { return; }
+    var active = document.activeElement;
+    if (active && results.contains(active) && active.tagName === "INPUT") { event.preventDefault(); }
+  });
+  document.body.addEventListener("htmx:afterSettle", function () {
+    if (!openArticle) { return; }
+    var hit = document.querySelector('.kb-hit[data-article="' + openArticle + '"] details');
+    if (hit && !hit.open) { hit.open = true; }
+  });
+  function openSuggestion(n) {
+    var details = document.getElementById("kb-" + n);
+    if (!details) { return false; }
+    document.querySelectorAll(".kb-hit details").forEach(function (d) { if (d !== details) { d.open = false; } });
+    details.open = true;
+    openArticle = details.closest(".kb-hit").dataset.article;
+    details.scrollIntoView({ block: "nearest" });
+    var summary = details.querySelector("summary");
+    if (summary) { summary.focus(); }
+    return true;
+  }
+  function cite(hit) {
+    var form = document.getElementById("answer-form");
+    if (!form || !hit) { return null; }
+    form.querySelector('input[name="article_id"]').value = hit.dataset.article;
+    form.querySelector('input[name="version"]').value = hit.dataset.version;
+    form.querySelector('textarea[name="answer"]').value = hit.querySelector(".kb-answer").textContent.trim();
+    var citing = form.querySelector(".kb-citing");
+    citing.querySelector(".kb-citing-name").textContent = hit.dataset.number + " v" + hit.dataset.version;
+    citing.hidden = false;
+    return form;
+  }
+  document.body.addEventListener("click", function (event) {
+    var use = event.target.closest && event.target.closest(".kb-use");
+    if (use) {
+      var form = cite(use.closest(".kb-hit"));
+      if (form) { form.querySelector('textarea[name="answer"]').focus(); }
+      return;
+    }
+    var uncite = event.target.closest && event.target.closest(".kb-uncite");
+    if (uncite) {
+      var answer = document.getElementById("answer-form");
+      answer.querySelector('input[name="article_id"]').value = "";
+      answer.querySelector('input[name="version"]').value = "";
+      answer.querySelector(".kb-citing").hidden = true;
+    }
+  });
+  // Keys: Ctrl+Enter saves the ticket form; Alt+A goes to the direct answer; Alt+1 … Alt+5
+  // open a knowledge suggestion and Alt+Enter answers with the open one; Alt+D goes to the
   // duplicates; Alt+N opens a new ticket (accesskey).
   document.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       var form = document.getElementById("ticket-form");
       if (form) { event.preventDefault(); form.requestSubmit(); }
+    } else if (event.altKey && event.key >= "1" && event.key <= "5") {
+      if (openSuggestion(event.key)) { event.preventDefault(); }
+    } else if (event.altKey && event.key === "Enter") {
+      var open = document.querySelector(".kb-hit details[open]");
+      if (open && open.querySelector(".kb-use")) {
+        event.preventDefault();
+        var form = cite(open.closest(".kb-hit"));
+        if (form) { form.requestSubmit(); }
+      }
     } else if (event.altKey && (event.key === "d" || event.key === "D")) {
       var dups = document.getElementById("duplicates");
       if (dups) { event.preventDefault(); dups.scrollIntoView(); var b = dups.querySelector("button"); if (b) { b.focus(); } }
