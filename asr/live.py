@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from asr.recognizer import DEFAULT_SAMPLE_RATE, FRAME_MS, AsrError, Stream, Transcript
+from core import metrics
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ class LiveTranscriber:
                         break
                 with self._slots.slot():
                     self._decode_some()
+                metrics.ASR_LIVE_LAG_SECONDS.observe(self.behind_s)
             with self._slots.slot():
                 result = self._stream.finish()
             with self._cond:

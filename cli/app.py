@@ -12,7 +12,10 @@ from __future__ import annotations
 import typer
 
 from cli.admin import db_app, prompts_app, rules_app, sla_app, users_app
+from cli.metrics import metrics_app
+from cli.open311 import open311_app
 from cli.processes import processes_app
+from cli.report import report_app
 from cli.seats import seats_app
 
 app = typer.Typer(
@@ -28,3 +31,6 @@ app.add_typer(users_app, name="users")
 app.add_typer(rules_app, name="rules")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(seats_app, name="seats")
+app.add_typer(report_app, name="report")
+app.add_typer(open311_app, name="open311")
+app.add_typer(metrics_app)  # metrics (the exporter of worker and SIP hosts)

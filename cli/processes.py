@@ -20,6 +20,7 @@ import typer
 
 from cli.common import _safe_url, _session, fail, friendly_errors
 from cli.supervisor import Child, start, stop_all, supervise
+from core import metrics
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
@@ -211,6 +212,7 @@ def run() -> None:
     typer.echo("  Ctrl-C stops everything.")
     typer.echo("")
     children: list[Child] = []
+    os.environ.update(metrics.multiproc_env(settings))  # before any child starts: core.metrics
     try:
         children.append(start("web server", web_argv))
         children.append(start("celery worker+beat", worker_argv))

@@ -223,6 +223,8 @@ class WebSettings(BaseModel):
         default_factory=lambda: ["pdf", "jpg", "jpeg", "png", "doc", "docx", "xls", "xlsx", "txt"]
     )
     attachment_dir: Path | None = None
+    # GET /metrics (web.metrics): open to loopback; from elsewhere only with this bearer token.
+    metrics_token: str | None = None
 
 
 class Settings(BaseSettings):

@@ -7,11 +7,13 @@ while it returns `pending`.
 
 from __future__ import annotations
 
+import json
 import smtplib
 import ssl
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import httpx
@@ -64,7 +66,15 @@ class EmailChannel:
         message["Subject"] = notification.subject
         message["From"] = smtp.sender
         message["To"] = notification.address
-        message.set_content(notification.body)
+        text, files = split_attachments(notification, settings=settings)
+        message.set_content(text)
+        for path in files:
+            message.add_attachment(
+                path.read_bytes(),
+                maintype="application",
+                subtype=_SUBTYPES.get(path.suffix, "octet-stream"),
+                filename=path.name,
+            )
         try:
             with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_s) as client:
                 if smtp.starttls:
@@ -83,6 +93,43 @@ class EmailChannel:
             ) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"SMTP {smtp.host}:{smtp.port}: {exc!r}") from exc
+
+
+# A notification made by the platform itself (no escalation: a scheduled report) may end
+# with this line naming files under <data_dir>/reports to attach, as a JSON list of paths
+# relative to the data dir. Escalations' bodies quote citizens' words and never attach.
+ATTACHMENTS_LINE = "\n-- attachments: "
+REPORTS_DIR = "reports"
+_SUBTYPES = {".xlsx": "vnd.openxmlformats-officedocument.spreadsheetml.sheet", ".pdf": "pdf"}
+
+
+def with_attachments(text: str, paths: list[str]) -> str:
+    return text + ATTACHMENTS_LINE + json.dumps(paths)
+
+
+def split_attachments(notification: Notification, *, settings: Settings) -> tuple[str, list[Path]]:
+    """The body's text and the files it names (see ATTACHMENTS_LINE), each checked to lie
+    under the data dir's reports and to exist."""
+    body = notification.body
+    text, found, names = body.rpartition(ATTACHMENTS_LINE)
+    if notification.escalation_id is not None or not found:
+        return body, []
+    try:
+        named = json.loads(names)
+    except ValueError:
+        return body, []
+    if not isinstance(named, list) or not all(isinstance(n, str) for n in named):
+        return body, []
+    root = (settings.data_dir / REPORTS_DIR).resolve()
+    files = []
+    for name in named:
+        path = (settings.data_dir / name).resolve()
+        if not path.is_relative_to(root):
+            raise DeliveryError(f"attachment {name!r} is not under {root}", permanent=True)
+        if not path.is_file():
+            raise DeliveryError(f"attachment {path} does not exist", permanent=True)
+        files.append(path)
+    return text, files
 
 
 def webhook_signer(secret: str) -> Webhook:

@@ -14,12 +14,14 @@ from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
 from asr.recognizer import Recognizer
-from core import bell, runtime
+from core import bell, metrics, runtime
 from core.db import session_scope
 from core.errors import InvalidInput
 from dispatch import classifier, escalation, notify
 from dispatch.models import NotificationStatus
 from hotline.calls import intake, recovery, setup
+from hotline.figures import monthly
+from hotline.knowledge import reminders as knowledge_reminders
 
 # ---------------------------------------------------------------- SLA and notifications
 
@@ -31,13 +33,16 @@ def sweep_sla(now: str | None = None) -> dict[str, int]:
     """Fire due escalations. `now` (ISO 8601 with a zone) replays a sweep at that instant."""
     settings = runtime.get_settings()
     at = datetime.fromisoformat(now) if now else runtime.get_clock().now()
-    result = escalation.sweep(
-        runtime.get_session_factory(),
-        now=at,
-        batch=settings.sla.sweep_batch,
-        enqueue=deliver_notification.delay,
-        settings=settings,
-    )
+    with metrics.SLA_SWEEP_SECONDS.time():
+        result = escalation.sweep(
+            runtime.get_session_factory(),
+            now=at,
+            batch=settings.sla.sweep_batch,
+            enqueue=deliver_notification.delay,
+            settings=settings,
+        )
+    metrics.ESCALATIONS_FIRED.inc(result.fired)
+    metrics.SLA_SWEEP_FAILURES.inc(result.failed)
     return {"fired": result.fired, "assignments": result.assignments, "failed": result.failed}
 
 
@@ -75,6 +80,25 @@ def requeue_notifications() -> int:
     for notification_id in ids:
         deliver_notification.delay(notification_id)
     return len(ids)
+
+
+@shared_task(name="knowledge.remind_reviews", ignore_result=True)
+def remind_knowledge_reviews(now: str | None = None) -> dict[str, int]:
+    """Remind the owning units of articles whose review is due or whose validity ends within
+    a week; one reminder per article, kind and date however often it runs. `now` (ISO 8601
+    with a zone) replays the sweep at that instant."""
+    at = datetime.fromisoformat(now) if now else runtime.get_clock().now()
+    result = knowledge_reminders.sweep(
+        runtime.get_session_factory(),
+        now=at,
+        enqueue=deliver_notification.delay,
+        settings=runtime.get_settings(),
+    )
+    return {
+        "reminders": result.reminders,
+        "notifications": result.notifications,
+        "failed": result.failed,
+    }
 
 
 # ---------------------------------------------------------------- learned routing suggestion
@@ -162,3 +186,26 @@ def recover_lost_calls() -> int:
         bell=bell.for_settings(settings) if settings.acd.enabled else None,
     )
     return len(closed)
+
+
+# ---------------------------------------------------------------- monthly reports
+
+
+@shared_task(name="figures.monthly_reports", ignore_result=True, acks_late=True)
+def monthly_reports(month: str | None = None) -> dict[str, int]:
+    """Each unit's report of ``month`` (default: the month before this one, in the centre's
+    time) written and e-mailed to its heads; running it again sends nothing twice."""
+    settings = runtime.get_settings()
+    now = runtime.get_clock().now()
+    reports = monthly.monthly_reports(
+        runtime.get_session_factory(),
+        settings=settings,
+        month=month or monthly.previous_month(now, settings.tz),
+        now=now,
+        enqueue=deliver_notification.delay,
+    )
+    return {
+        "units": len(reports),
+        "sent": sum(len(r.notification_ids) for r in reports),
+        "failed": sum(r.error is not None for r in reports),
+    }

@@ -41,6 +41,19 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 240},
     },
+    # Knowledge articles due for review or about to expire: their units are reminded once.
+    "knowledge-reminders": {
+        "task": "knowledge.remind_reviews",
+        "schedule": crontab(minute=17),
+        "options": {"expires": 3000},
+    },
+    # Each unit's report of last month to its heads (hotline.figures.monthly), at 06:00 on
+    # the 1st in the centre's time zone (the app's `timezone`); a day to get through.
+    "monthly-reports": {
+        "task": "figures.monthly_reports",
+        "schedule": crontab(minute=0, hour=6, day_of_month=1),
+        "options": {"expires": 86400},
+    },
     # Calls left open by a SIP edge that died (its host never came back to restart it).
     "recover-lost-calls": {
         "task": "calls.recover_lost_calls",

@@ -332,6 +332,8 @@ def test_run_serves_the_api_seeds_demo_users_and_stops_everything_on_sigterm(env
         assert proc.poll() is None, "".join(lines)
         children = _children_of(proc.pid)
         assert len(children) == 3  # web, worker + beat, SIP edge
+        shared = f"PROMETHEUS_MULTIPROC_DIR={(env / 'metrics').resolve()}".encode()  # core.metrics
+        assert all(shared in Path(f"/proc/{pid}/environ").read_bytes() for pid in children)
         _sign_in_as_admin(port, "".join(lines))
 
         proc.send_signal(signal.SIGTERM)
