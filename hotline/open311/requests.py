@@ -1,0 +1,386 @@
+"""Filing an Open311 request into the same intake as a call, and reading requests back.
+
+POST: the service code is the category, the service's name the title (so the rule pack
+sees the words a caller would have said), the attributes fill the intake fields they name;
+`hotline.intake.submit` then classifies, dispatches and arms the clocks exactly as for a
+call, with the channel `open311`. Intake here is synchronous, so the request id (the
+ticket number) comes back at once. A token comes back as well, for clients that follow the
+token path: the ticket number with a MAC under the installation's secret, so
+`tokens/{token}` checks it and answers the number without a table of its own, and the POST
+writes nothing beyond the intake itself (keeping the token as the submission's idempotency
+key cost a savepoint, a look-up and an insert: half the POST's throughput)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from core.errors import InvalidInput, NotFound
+from dispatch import reference
+from dispatch.models import Assignment, AssignmentRole, AssignmentStatus
+from hotline import intake
+from hotline.open311 import mapping, services
+from hotline.open311.models import Open311Client
+from tickets.models import Channel, RequestType, Ticket, TicketCreate, Urgency
+
+WINDOW = timedelta(days=90)  # the spec's longest date range, and the default one
+PAGE_SIZE = 1000  # the spec's default "first 1000 requests"
+MAX_IDS = 200
+MAX_DESCRIPTION = 4000
+
+
+class Rejected(InvalidInput):
+    """A request the spec's 400 answers, every problem named."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems), problems=list(problems))
+        self.problems = list(problems)
+
+
+@dataclass
+class PostedRequest:
+    """A POST's parameters as the client sent them (text), attributes by code."""
+
+    service_code: str = ""
+    lat: str = ""
+    long: str = ""
+    address_string: str = ""
+    address_id: str = ""
+    email: str = ""
+    device_id: str = ""
+    account_id: str = ""
+    first_name: str = ""
+    last_name: str = ""
+    phone: str = ""
+    description: str = ""
+    media_url: str = ""
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Filed:
+    service_request_id: str
+    token: str
+    service_notice: str
+    account_id: str | None
+
+
+def _coordinate(text: str, name: str, bound: float, problems: list[str]) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        problems.append(f"{name}: {text!r} is not a number")
+        return None
+    if not math.isfinite(value) or not -bound <= value <= bound:
+        problems.append(f"{name}: {text!r} is outside -{bound:g}..{bound:g} (WGS-84 degrees)")
+        return None
+    return value
+
+
+def _location(posted: PostedRequest, problems: list[str]) -> dict[str, Any]:
+    lat, lon = posted.lat.strip(), posted.long.strip()
+    address, address_id = posted.address_string.strip(), posted.address_id.strip()
+    found: dict[str, Any] = {}
+    if lat or lon:
+        if not (lat and lon):
+            problems.append("lat and long are given together or not at all")
+        else:
+            found["latitude"] = _coordinate(lat, "lat", 90, problems)
+            found["longitude"] = _coordinate(lon, "long", 180, problems)
+    elif not (address or address_id):
+        problems.append("a location is required: lat and long, address_string or address_id")
+    if len(address) > 250:
+        problems.append("address_string is longer than 250 characters")
+    if len(address_id) > 40:
+        problems.append("address_id is longer than 40 characters")
+    found["address"] = address or (f"address_id {address_id}" if address_id else None)
+    return found
+
+
+def _attributes(posted: PostedRequest, problems: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for code in sorted(posted.attributes):
+        attribute = services.ATTRIBUTES_BY_CODE.get(code)
+        if attribute is None:
+            problems.append(f"attribute[{code}] is not an attribute of this service")
+            continue
+        value, problem = attribute.check(posted.attributes[code])
+        if problem:
+            problems.append(problem)
+        elif value is not None:
+            values[code] = value
+    for attribute in services.ATTRIBUTES:
+        if attribute.required and attribute.code not in posted.attributes:
+            problems.append(f"attribute[{attribute.code}] ({attribute.description}) is required")
+    return values
+
+
+def _ticket_data(posted: PostedRequest, service: services.Service) -> TicketCreate:
+    problems: list[str] = []
+    location = _location(posted, problems)
+    values = _attributes(posted, problems)
+    description = posted.description.strip()
+    if len(description) > MAX_DESCRIPTION:
+        problems.append(f"description is longer than {MAX_DESCRIPTION} characters")
+    first, last = posted.first_name.strip(), posted.last_name.strip()
+    # 张 + 三丰 is 张三丰; John + Smith is John Smith
+    name = f"{first} {last}".strip() if (first + last).isascii() else last + first
+    if len(name) > 100:
+        problems.append("first_name and last_name are longer than 100 characters together")
+    media = posted.media_url.strip()
+    if media and (len(media) > 500 or not media.startswith(("http://", "https://"))):
+        problems.append("media_url must be an http(s) URL of at most 500 characters")
+    if problems:
+        raise Rejected(problems)
+    detail = values.get("ADDRESS_DETAIL")
+    address = " ".join(p for p in (location.get("address"), detail) if p) or None
+    text = description or service.name
+    if media:
+        text = f"{text}\n附件：{media}"
+    data: dict[str, Any] = {
+        "channel": Channel.open311,
+        "caller_name": name or None,
+        "caller_phone": posted.phone.strip() or None,
+        "address": address[:300] if address else None,
+        "latitude": location.get("latitude"),
+        "longitude": location.get("longitude"),
+        "title": service.name,
+        "description": text,
+        "category_code": service.code,
+        "category_name": service.name,
+        "urgency": Urgency(values.get("URGENCY", Urgency.normal.value)),
+        "request_type": RequestType(values.get("REQUEST_TYPE", RequestType.help.value)),
+    }
+    if "OCCURRED_AT" in values:
+        data["occurred_at"] = datetime.fromisoformat(values["OCCURRED_AT"])
+    try:
+        return TicketCreate.model_validate(data)
+    except ValidationError as exc:
+        names = {"caller_phone": "phone", "caller_name": "first_name/last_name"}
+        raise Rejected(
+            [
+                f"{names.get(str(e['loc'][0]), str(e['loc'][0]))}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            ]
+        ) from None
+
+
+def file_request(
+    session: Session,
+    *,
+    client: Open311Client,
+    posted: PostedRequest,
+    now: datetime,
+    tz: ZoneInfo,
+    secret: str,
+    fallback_unit_code: str | None = None,
+) -> Filed:
+    code = posted.service_code.strip()
+    if not code:
+        raise Rejected(["service_code is required"])
+    service = services.get_service(session, code=code)
+    data = _ticket_data(posted, service)
+    submission = intake.submit(
+        session,
+        data=data,
+        actor=None,
+        now=now,
+        fallback_unit_code=fallback_unit_code,
+        tz=tz,
+    )
+    ticket = submission.ticket
+    notice = f"已受理，工单编号 {ticket.number}"
+    if submission.dispatch and submission.dispatch.assignments:
+        units = reference.snapshot(session).units_by_id
+        lead = submission.dispatch.assignments[0]
+        notice += f"，已派至{units[lead.unit_id].name}办理"
+    else:
+        notice += "，正在分派承办单位"
+    return Filed(
+        service_request_id=ticket.number,
+        token=make_token(ticket.number, secret=secret),
+        service_notice=notice,
+        account_id=posted.account_id.strip() or None,
+    )
+
+
+def _mac(number: str, secret: str) -> str:
+    digest = hmac.new(secret.encode(), f"open311-token:{number}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()[:16]).decode().rstrip("=")
+
+
+def make_token(number: str, *, secret: str) -> str:
+    return f"{number}.{_mac(number, secret)}"
+
+
+def resolve_token(session: Session, *, token: str, secret: str) -> str:
+    """The request id a POST's token stands for."""
+    number, _, mac = token.partition(".")
+    if len(token) > 100 or not hmac.compare_digest(mac, _mac(number, secret)):
+        raise NotFound(f"no request for token {token!r}")
+    found = session.exec(select(Ticket.number).where(col(Ticket.number) == number)).first()
+    if found is None:
+        raise NotFound(f"no request for token {token!r}")
+    return found
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _lead(column: Any) -> Any:
+    """A column of the ticket's lead assignment (主办): the live one, or the last one that
+    finished; read along with the ticket, one index look-up per row."""
+    return (
+        select(column)
+        .where(
+            col(Assignment.ticket_id) == col(Ticket.id),
+            col(Assignment.role) == AssignmentRole.lead,
+            col(Assignment.status) != AssignmentStatus.withdrawn,
+        )
+        .order_by(col(Assignment.id).desc())
+        .limit(1)
+        .correlate(Ticket)
+        .scalar_subquery()
+    )
+
+
+# Only what a request shows (hotline.open311.mapping.Shown), not whole tickets: a page is
+# up to 1000 of them.
+_SHOWN = sa_select(
+    *(getattr(Ticket, name) for name in mapping.SHOWN_COLUMNS),
+    _lead(Assignment.unit_id).label("lead_unit_id"),
+    _lead(Assignment.close_due_at).label("lead_close_due_at"),
+)
+
+
+def _public(session: Session, rows: Sequence[Any], tz: ZoneInfo) -> list[dict[str, Any]]:
+    units = reference.snapshot(session).units_by_id
+    names = services.catalogue(session).by_code
+    found = []
+    for row in rows:
+        service = names.get(row.category_code or "")
+        unit = units.get(row.lead_unit_id) if row.lead_unit_id is not None else None
+        found.append(
+            mapping.public_request(
+                row,
+                lead=mapping.Lead(unit.name, row.lead_close_due_at) if unit else None,
+                service_name=service.name if service else None,
+                tz=tz,
+            )
+        )
+    return found
+
+
+def get_request(session: Session, *, request_id: str, tz: ZoneInfo) -> dict[str, Any]:
+    rows = session.execute(
+        _SHOWN.where(col(Ticket.number) == request_id, col(Ticket.confidential).is_(False))
+    ).all()
+    if not rows:
+        # a confidential ticket answers as a missing one
+        raise NotFound(f"no service request {request_id!r}")
+    return _public(session, rows, tz)[0]
+
+
+@dataclass(frozen=True)
+class RequestQuery:
+    ids: tuple[str, ...] = ()
+    service_codes: tuple[str, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+    states: frozenset[str] = frozenset()
+    page: int = 1
+    page_size: int = PAGE_SIZE
+
+
+def parse_query(params: Mapping[str, str]) -> RequestQuery:
+    """GET requests' parameters; every problem named (400)."""
+    problems: list[str] = []
+
+    def listed(name: str) -> tuple[str, ...]:
+        return tuple(v.strip() for v in params.get(name, "").split(",") if v.strip())
+
+    def moment(name: str) -> datetime | None:
+        text = params.get(name, "").strip()
+        if not text:
+            return None
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            problems.append(f"{name}: {text!r} is not an ISO 8601 date and time")
+            return None
+        if value.tzinfo is None:
+            problems.append(f"{name}: {text!r} needs its time zone (Z or +08:00)")
+            return None
+        return value
+
+    def number(name: str, default: int, top: int) -> int:
+        text = params.get(name, "").strip()
+        if not text:
+            return default
+        if not text.isdigit() or not 1 <= int(text) <= top:
+            problems.append(f"{name}: {text!r} is not a whole number from 1 to {top}")
+            return default
+        return int(text)
+
+    ids = listed("service_request_id")
+    if len(ids) > MAX_IDS:
+        problems.append(f"service_request_id lists more than {MAX_IDS} ids")
+    states = set(listed("status"))
+    if states - {mapping.OPEN, mapping.CLOSED}:
+        bad = ", ".join(sorted(states - {mapping.OPEN, mapping.CLOSED}))
+        problems.append(f"status: {bad} is not open or closed")
+    start, end = moment("start_date"), moment("end_date")
+    if start and end:
+        if start > end:
+            problems.append("start_date is after end_date")
+        elif end - start > WINDOW:
+            problems.append("start_date to end_date spans more than 90 days")
+    query = RequestQuery(
+        ids=ids,
+        service_codes=listed("service_code"),
+        start=start,
+        end=end,
+        states=frozenset(states),
+        page=number("page", 1, 10_000),
+        page_size=number("page_size", PAGE_SIZE, PAGE_SIZE),
+    )
+    if problems:
+        raise Rejected(problems)
+    return query
+
+
+def list_requests(
+    session: Session, *, query: RequestQuery, now: datetime, tz: ZoneInfo
+) -> list[dict[str, Any]]:
+    """Newest first. With ids, those requests and no other filter (the spec); otherwise
+    within a window of at most 90 days, by default the last 90."""
+    stmt = _SHOWN.where(col(Ticket.confidential).is_(False))
+    if query.ids:
+        stmt = stmt.where(col(Ticket.number).in_(query.ids))
+    else:
+        end = query.end or (query.start + WINDOW if query.start else now)
+        start = query.start or end - WINDOW
+        stmt = stmt.where(col(Ticket.created_at) >= start, col(Ticket.created_at) <= end)
+        if query.service_codes:
+            stmt = stmt.where(col(Ticket.category_code).in_(query.service_codes))
+        if query.states and query.states != {mapping.OPEN, mapping.CLOSED}:
+            stmt = stmt.where(
+                col(Ticket.status).in_(sorted(mapping.statuses_for(set(query.states))))
+            )
+    stmt = (
+        stmt.order_by(col(Ticket.created_at).desc(), col(Ticket.id).desc())
+        .offset((query.page - 1) * query.page_size)
+        .limit(query.page_size)
+    )
+    return _public(session, list(session.execute(stmt).all()), tz)
