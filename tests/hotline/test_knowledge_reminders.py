@@ -58,6 +58,7 @@ def _article(factory, world, clock, *, unit="WATER", publish=True, **fields) -> 
     with session_scope(factory) as session:
         handler = session.get(User, world["handlers"][unit])
         supervisor = session.get(User, world["supervisor"])
+        assert handler is not None
         article = service.create_article(
             session,
             user=handler,
@@ -70,6 +71,7 @@ def _article(factory, world, clock, *, unit="WATER", publish=True, **fields) -> 
             ),
             now=clock.now(),
         )
+        assert handler is not None and supervisor is not None and article.id is not None
         if publish:
             service.submit_for_review(session, user=handler, article_id=article.id, now=clock.now())
             service.approve_article(

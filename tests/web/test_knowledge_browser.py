@@ -38,7 +38,9 @@ def _usage(site, article_id: int) -> None:
         demo = session.scalars(
             select(KnowledgeArticle).order_by(col(KnowledgeArticle.id)).limit(4)
         ).all()
+        assert operator.id is not None
         for n, article in enumerate([*demo, *demo[:2], demo[0]]):
+            assert article.id is not None and article.published_version is not None
             session.add(
                 KnowledgeUse(
                     article_id=article.id,
