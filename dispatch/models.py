@@ -131,6 +131,8 @@ class Assignment(SQLModel, table=True):
     __table_args__ = (
         Index("ix_assignment_next_escalation", "next_escalation_at"),
         Index("ix_assignment_unit_status", "unit_id", "status"),
+        # hotline.figures: the lead assignments started since the period began, one range
+        Index("ix_assignment_role_started", "role", "started_at", "ticket_id", "unit_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -66,6 +66,9 @@ class Ticket(SQLModel, table=True):
         # range per urgency, read in order a page at a time (web/pages/queues_data.py);
         # without it each page sorted the whole queue.
         Index("ix_ticket_status_urgency_created", "status", "urgency", "created_at", "id"),
+        # 重复诉求率 (hotline.figures): the callers and categories of a period and the
+        # window before it, read from the index alone
+        Index("ix_ticket_created_caller", "created_at", "caller_phone", "category_code", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -111,7 +114,11 @@ class TicketEvent(SQLModel, table=True):
     """Append-only audit of every change to a ticket."""
 
     __tablename__ = "ticket_event"
-    __table_args__ = (UniqueConstraint("ticket_id", "seq", name="uq_ticket_event_seq"),)
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "seq", name="uq_ticket_event_seq"),
+        # hotline.figures: the tickets with an action since the period began, one range
+        Index("ix_ticket_event_action_at", "action", "at", "ticket_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="ticket.id", index=True)

@@ -64,6 +64,7 @@ class Context:
     )
     repeat_window: timedelta = REPEAT_WINDOW
     since: datetime | None = None  # the period's start: no event of its tickets is earlier
+    until: datetime | None = None  # the period's end: no ticket counted is taken in later
 
 
 @dataclass(frozen=True)
@@ -184,18 +185,56 @@ def repeat_request_rate(ctx: Context) -> Definition:
     ``category_code``) taken in during the ``repeat_window`` (30 days) before this one:
     earlier ticket at or after this one's ``created_at`` − window, strictly before it."""
     counted = and_(T.c.caller_phone.is_not(None), T.c.category_code.is_not(None))
-    earlier = exists(
-        select(T2.c.id).where(
-            T2.c.caller_phone == T.c.caller_phone,
-            T2.c.category_code == T.c.category_code,
-            T2.c.created_at < T.c.created_at,
-            T2.c.created_at >= _minus(ctx.dialect, T.c.created_at, ctx.repeat_window),
-            T2.c.id != T.c.id,
-        )
-    )
     return Definition(
-        "repeat_request_rate", "重复诉求率", Level.ticket, and_(counted, earlier), counted
+        "repeat_request_rate", "重复诉求率", Level.ticket, and_(counted, _repeat(ctx)), counted
     )
+
+
+def _repeat(ctx: Context) -> ColumnElement[bool]:
+    """The ticket had an earlier one of the same caller and category within the window.
+
+    With the period known (``since``, ``until``): an uncorrelated IN over the period's
+    repeats, read once — the tickets of the window before the period and of the period
+    (``ix_ticket_created_caller``), each with the latest intake of its caller and category
+    strictly before its own (``max(created_at)`` over its (caller, category) partition, its
+    own instant's peers excluded): a repeat when that is within the window. One sort, no
+    probe per ticket. Without the period, a correlated EXISTS."""
+    if ctx.since is None or ctx.until is None:
+        return exists(select(T2.c.id).where(*_same(ctx, T2, T)))
+    recent = table_of(Ticket).alias("recent")
+    previous = func.max(recent.c.created_at).over(
+        partition_by=(recent.c.caller_phone, recent.c.category_code),
+        order_by=recent.c.created_at,
+        range_=(None, 0),
+        exclude="group",
+    )
+    latest = (
+        select(recent.c.id, recent.c.created_at, previous.label("previous"))
+        .where(
+            recent.c.created_at >= ctx.since - ctx.repeat_window,
+            recent.c.created_at < ctx.until,
+            recent.c.caller_phone.is_not(None),
+            recent.c.category_code.is_not(None),
+        )
+        .subquery("latest")
+    )
+    repeats = select(latest.c.id).where(
+        latest.c.created_at >= ctx.since,
+        latest.c.previous >= _minus(ctx.dialect, latest.c.created_at, ctx.repeat_window),
+    )
+    return T.c.id.in_(repeats)
+
+
+def _same(ctx: Context, earlier: Any, later: Any) -> list[ColumnElement[bool]]:
+    """``earlier`` is another ticket of ``later``'s caller and category, within the window
+    before it."""
+    return [
+        earlier.c.caller_phone == later.c.caller_phone,
+        earlier.c.category_code == later.c.category_code,
+        earlier.c.created_at < later.c.created_at,
+        earlier.c.created_at >= _minus(ctx.dialect, later.c.created_at, ctx.repeat_window),
+        earlier.c.id != later.c.id,
+    ]
 
 
 def _minus(dialect: str, column: Any, span: timedelta) -> _Column[Any]:

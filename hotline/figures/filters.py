@@ -84,7 +84,13 @@ class Scope:
 
     def assignment_where(self) -> list[ColumnElement[bool]]:
         """The conditions on a lead assignment (``A``) joined to its ticket (``T``)."""
-        where = [A.c.role == AssignmentRole.lead, *self.ticket_where(with_unit=False)]
+        # a ticket's assignments start after its intake: bounded by the period's start, the
+        # period's lead assignments are one range of (role, started_at)
+        where = [
+            A.c.role == AssignmentRole.lead,
+            A.c.started_at >= self.filters.start,
+            *self.ticket_where(with_unit=False),
+        ]
         if self.unit_ids is not None:
             where.append(A.c.unit_id.in_(self.unit_ids))
         return where

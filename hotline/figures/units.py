@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from core.errors import InvalidInput
 from dispatch.models import AssignmentStatus
-from hotline.figures.compute import Figure, context, drill, per_unit
+from hotline.figures.compute import Figure, context, count_where, drill, tune
 from hotline.figures.definitions import (
     Context,
     Definition,
@@ -133,8 +133,7 @@ def unit_rates(
     scope = resolve(session, filters)
     ctx = context(session, now=now, filters=filters)
     response, resolution = on_time_sign_rate(ctx), on_time_close_rate(ctx)
-    counts = per_unit(session, scope=scope, definitions=[response, resolution])
-    satisfied = _satisfaction_by_unit(session, scope, ctx)
+    counts, satisfied = _counts_by_unit(session, scope, ctx, response, resolution)
     found: list[UnitRates] = []
     for unit_id in sorted(counts.keys() | satisfied.keys()):
         own = Scope(filters, (unit_id,))
@@ -186,23 +185,36 @@ def _completed_by_unit(d: Definition) -> tuple[ColumnElement[bool], ColumnElemen
     return and_(completed, d.numerator), and_(completed, d.denominator)
 
 
-def _satisfaction_by_unit(
-    session: Session, scope: Scope, ctx: Context
-) -> dict[int, tuple[int, int]]:
-    """满意率 per unit: the surveyed tickets on which the unit completed a lead assignment
-    (each ticket once per unit, though 重办 gave the unit two rounds of it)."""
+def _counts_by_unit(
+    session: Session, scope: Scope, ctx: Context, response: Definition, resolution: Definition
+) -> tuple[dict[int, dict[str, tuple[int, int]]], dict[int, tuple[int, int]]]:
+    """响应率 and 解决率 per unit (as compute.per_unit counts them) and 满意率 per unit —
+    the surveyed tickets on which the unit completed a lead assignment, each ticket once per
+    unit though 重办 gave the unit two rounds of it — in one pass over the period's lead
+    assignments."""
+    tune(session)
     numerator, denominator = _completed_by_unit(satisfaction_rate(ctx))
     query = (
         select(
             A.c.unit_id,
+            *(count_where(c) for d in (response, resolution) for c in (d.numerator, d.denominator)),
             func.count(func.distinct(case((numerator, T.c.id)))),
             func.count(func.distinct(case((denominator, T.c.id)))),
         )
         .select_from(A.join(T, A.c.ticket_id == T.c.id))
-        .where(*scope.assignment_where(), A.c.status == AssignmentStatus.completed)
+        .where(*scope.assignment_where())
         .group_by(A.c.unit_id)
     )
-    return {row[0]: (int(row[1]), int(row[2])) for row in session.execute(query) if row[2]}
+    counts: dict[int, dict[str, tuple[int, int]]] = {}
+    satisfied: dict[int, tuple[int, int]] = {}
+    for row in session.execute(query):
+        counts[row[0]] = {
+            response.name: (int(row[1]), int(row[2])),
+            resolution.name: (int(row[3]), int(row[4])),
+        }
+        if row[6]:
+            satisfied[row[0]] = (int(row[5]), int(row[6]))
+    return counts, satisfied
 
 
 def _satisfaction_figure(scope: Scope, ctx: Context, counts: tuple[int, int]) -> Figure:
