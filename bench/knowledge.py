@@ -9,7 +9,10 @@ PostgreSQL database of its own, then measures, `--repeats` times:
 - suggest: the console's live suggestions — every prefix of each query as its words arrive
   (every 2, 3 or 4 characters, in turn, then the whole), limit 5, latency p95;
 - relevance (the same every repeat: the scoring is deterministic): `kb_top1_hit_rate`,
-  `kb_top3_hit_rate` over the queries whose labelled article is in service, and
+  `kb_top3_hit_rate` over the queries whose labelled article is in service, the same for
+  the held-out queries (bench/data/kb_eval_holdout.yaml, written before the last tuning and
+  never tuned on: `kb_top3_hit_rate_holdout`; they are searched and timed with the others,
+  not suggested), and
   `expired_shown`: hits, in any search or suggestion, of an article that was expired or
   retired (must be 0).
 
@@ -28,7 +31,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,7 +54,7 @@ from bench._common import (
     sqlite_database,
     verdicts,
 )
-from bench._knowledge_articles import Article, EvalSet, as_rows, filler, load_eval
+from bench._knowledge_articles import Article, EvalSet, Query, as_rows, filler, load_eval
 from core.db import make_engine, make_session_factory
 from dispatch.models import Unit, UnitLevel
 from hotline.knowledge.models import ArticleStatus, KnowledgeArticle, KnowledgeArticleVersion
@@ -200,6 +203,7 @@ class Pass:
     search_s: list[float] = field(default_factory=list)
     suggest_s: list[float] = field(default_factory=list)
     ranked: dict[int, list[int]] = field(default_factory=dict)  # query index → article ids
+    ranked_holdout: dict[int, list[int]] = field(default_factory=dict)  # the same, held out
     out_of_service_shown: int = 0
 
 
@@ -219,6 +223,8 @@ def run_pass(
 
     for i, query in enumerate(evaluation.queries):
         result.ranked[i] = timed_search(query.text, SEARCH_LIMIT)
+    for i, query in enumerate(evaluation.holdout):
+        result.ranked_holdout[i] = timed_search(query.text, SEARCH_LIMIT)
     if suggest:
         for query in evaluation.queries:
             for prefix in prefixes(query.text):
@@ -227,13 +233,17 @@ def run_pass(
 
 
 def relevance(
-    evaluation: EvalSet, ids: dict[str, int], ranked: dict[int, list[int]]
+    evaluation: EvalSet,
+    ids: dict[str, int],
+    ranked: dict[int, list[int]],
+    queries: Sequence[Query] | None = None,
 ) -> dict[str, Any]:
-    """Hit rates over the queries whose labelled article is in service; for the others, how
-    often their (expired or retired) article came back."""
+    """Hit rates over the queries (the tuned set unless given) whose labelled article is in
+    service; for the others, how often their (expired or retired) article came back."""
+    queries = evaluation.queries if queries is None else queries
     top1 = top3 = judged = labelled_out_shown = 0
     misses = []
-    for i, query in enumerate(evaluation.queries):
+    for i, query in enumerate(queries):
         found = ranked[i]
         wanted = ids[query.article]
         if not evaluation.in_service(query.article):
@@ -249,7 +259,7 @@ def relevance(
         "kb_top1_hit_rate": round(top1 / judged, 4) if judged else None,
         "kb_top3_hit_rate": round(top3 / judged, 4) if judged else None,
         "queries_judged": judged,
-        "queries_out_of_service": len(evaluation.queries) - judged,
+        "queries_out_of_service": len(queries) - judged,
         "out_of_service_labels_shown": labelled_out_shown,
         "misses": misses,
     }
@@ -317,18 +327,28 @@ def measure_backend(
             result["postgres_version"] = postgres_version(corpora["full"].engine)
         for name, corpus in corpora.items():
             per_pass = [pass_figures(r) for r in runs[name]]
-            quality = relevance(evaluation, corpus.ids, runs[name][0].ranked)
-            stable = all(r.ranked == runs[name][0].ranked for r in runs[name])
+            first = runs[name][0]
+            quality = relevance(evaluation, corpus.ids, first.ranked)
+            held_out = relevance(evaluation, corpus.ids, first.ranked_holdout, evaluation.holdout)
+            stable = all(
+                (r.ranked, r.ranked_holdout) == (first.ranked, first.ranked_holdout)
+                for r in runs[name]
+            )
             result[name] = {
                 "articles_in_service": corpus.articles,
                 "articles_out_of_service": len(corpus.out_of_service),
                 "index_build_s": round(corpus.build_s, 2),
                 **combine(per_pass),
                 **{k: v for k, v in quality.items() if k != "misses"},
+                "kb_top1_hit_rate_holdout": held_out["kb_top1_hit_rate"],
+                "kb_top3_hit_rate_holdout": held_out["kb_top3_hit_rate"],
+                "queries_judged_holdout": held_out["queries_judged"],
+                "out_of_service_labels_shown_holdout": held_out["out_of_service_labels_shown"],
                 "expired_shown": sum(r.out_of_service_shown for r in runs[name]),
                 "rankings_same_every_repeat": stable,
                 "repeats": per_pass,
                 "misses": quality["misses"],
+                "misses_holdout": held_out["misses"],
             }
         full, base = result["full"], result["baseline"]
         for key in ("search_p95_ms", "suggest_p95_ms"):
@@ -351,12 +371,18 @@ def figures(backends: dict[str, dict[str, Any]], *, articles: int, repeats: int)
         "suggest_p95_ms_worst": max(f["suggest_p95_ms_worst"] for f in fulls),
         "kb_top3_hit_rate": min(f["kb_top3_hit_rate"] for f in fulls),
         "kb_top1_hit_rate": min(f["kb_top1_hit_rate"] for f in fulls),
+        "kb_top3_hit_rate_holdout": _lowest(f["kb_top3_hit_rate_holdout"] for f in fulls),
         "expired_shown": sum(
             b[name]["expired_shown"] for b in backends.values() for name in ("baseline", "full")
         ),
     }
     out["targets"] = verdicts(out, TARGETS)
     return out | {"backends": backends, "machine": machine()}
+
+
+def _lowest(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
 
 
 def report(
@@ -380,6 +406,7 @@ def report(
     out["evaluation"] = {
         "articles": len(evaluation.articles),
         "queries": len(evaluation.queries),
+        "queries_holdout": len(evaluation.holdout),
     }
     return out
 
@@ -394,7 +421,8 @@ def _readable(result: dict[str, Any], emit: Callable[[str], None]) -> None:
                 f"{db:>8} {name:>8} {f['articles_in_service']:>7,} articles: search p50 "
                 f"{f['search_p50_ms']} p95 {f['search_p95_ms']} (worst {f['search_p95_ms_worst']})"
                 f" ms, suggest p95 {f['suggest_p95_ms']} (worst {f['suggest_p95_ms_worst']}) ms,"
-                f" top1 {f['kb_top1_hit_rate']} top3 {f['kb_top3_hit_rate']},"
+                f" top1 {f['kb_top1_hit_rate']} top3 {f['kb_top3_hit_rate']}"
+                f" (held out {f['kb_top3_hit_rate_holdout']}),"
                 f" build {f['index_build_s']} s"
             )
 

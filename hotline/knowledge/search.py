@@ -5,11 +5,18 @@ The search document (`KnowledgeSearchDoc`, one row per article in service) holds
 the published version (hotline/knowledge/terms.py: jieba words, pinyin pairs, character
 bigrams). Neither database needs a Chinese parser: the terms are computed here, FTS5 splits
 them on spaces (unicode61) and PostgreSQL receives a ready tsvector (A words, B pinyin,
-C grams) and tsquery — literals no text search configuration touches. The database returns
-up to `CANDIDATES` documents holding two of the query's most telling concepts (else one of
-them; else, when no word matched, any of its bigrams), ranked by bm25 / ts_rank; terms.score
-ranks them again and gives each hit its reason. Asking for two concepts first keeps a large
-base fast (the database ranks the few articles holding both, not the thousands naming one).
+C grams) and tsquery — literals no text search configuration touches.
+
+How a large base stays fast (issue 18: 100,000 articles): first, how many articles hold
+each of the caller's concepts (SQLite: counted in FTS5's index, up to a bound; PostgreSQL:
+estimated from ANALYZE's statistics of the vector's lexemes, as its planner does). The
+rarest of the most telling concepts, as many as `budget` articles hold between them, pick
+the candidates: up to `CANDIDATES` articles the database ranks (FTS5's bm25; PostgreSQL: the
+weight of the concepts held, from the GIN index alone, never reading the TOASTed vectors
+as ts_rank would). A concept half the base holds (工作, 通知) picks none and only counts in
+the scoring; when all are that common, pairs of them pick, else the newest articles
+holding the rarest. terms.score ranks the candidates again, a concept counting less the
+more articles of this base hold it, and gives each hit its reason.
 
 Only versions in service are returned: the search joins the article (its published version
 must be the indexed one, and not retired) and that version's own validity, compared with the
@@ -18,274 +25,48 @@ must be the indexed one, and not retired) and that version's own validity, compa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol
+import math
+from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
-    Select,
-    and_,
     cast,
     column,
-    delete,
-    func,
-    or_,
-    select,
     table,
     text,
 )
-from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
-from hotline.knowledge.models import (
-    ArticleStatus,
-    KnowledgeArticle,
-    KnowledgeArticleVersion,
-    KnowledgeSearchDoc,
+from hotline.knowledge import search_base as base
+from hotline.knowledge.search_base import (
+    CANDIDATES,
+    REBUILD_PAGE,
+    Bind,
+    Clause,
+    KnowledgeHit,
+    KnowledgeIndex,
+    _SqlIndex,
 )
 from hotline.knowledge.terms import (
     ConceptTerms,
-    Document,
     DocumentTerms,
-    Match,
-    Query,
     Synonyms,
-    default_synonyms,
-    document_terms,
-    normalise,
-    parse_query,
-    score,
 )
 
-CANDIDATES = 200  # rows the database ranks before they are scored here
+__all__ = [
+    "CANDIDATES",
+    "REBUILD_PAGE",
+    "Bind",
+    "KnowledgeHit",
+    "KnowledgeIndex",
+    "PostgresKnowledgeIndex",
+    "SqliteKnowledgeIndex",
+    "drop_fts",
+    "ensure_fts",
+    "make_index",
+]
 
-_ARTICLES = KnowledgeArticle.__table__  # type: ignore[attr-defined]
-_VERSIONS = KnowledgeArticleVersion.__table__  # type: ignore[attr-defined]
-_DOCS = KnowledgeSearchDoc.__table__  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True)
-class KnowledgeHit:
-    article_id: int
-    number: str
-    version: int  # the published version found, to cite
-    title: str
-    score: float
-    matches: tuple[Match, ...] = field(default_factory=tuple)
-
-    @property
-    def matched_words(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(w for m in self.matches for w in m.article_words))
-
-
-# ---------------------------------------------------------------- the index
-
-
-class KnowledgeIndex(Protocol):
-    def index(self, article: KnowledgeArticle) -> None:
-        """Make the article's published version searchable (or remove it if none)."""
-
-    def remove(self, article_id: int) -> None: ...
-
-    def rebuild(self) -> int:
-        """Index every article in service again; returns how many."""
-        ...
-
-    def search(
-        self, query: str, *, now: datetime, region: str | None = None, limit: int = 10
-    ) -> list[KnowledgeHit]:
-        """Articles in service at `now` (and for `region`, besides city-wide ones), best
-        first, each with the words that matched."""
-        ...
-
-
-Bind = Session | Connection | Engine
-
-
-class _SqlIndex:
-    """What both databases share: the documents, the filter of what is in service, scoring."""
-
-    def __init__(self, bind: Bind, synonyms: Synonyms | None = None) -> None:
-        self._bind = bind
-        self.synonyms = synonyms or default_synonyms()
-
-    @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        if isinstance(self._bind, Session):
-            yield self._bind.connection()
-        elif isinstance(self._bind, Connection):
-            yield self._bind
-        else:
-            with self._bind.begin() as conn:
-                self._prepare(conn)
-                yield conn
-
-    def _prepare(self, conn: Connection) -> None:
-        """Storage the migrations do not own (SQLite's FTS5 table)."""
-
-    def index(self, article: KnowledgeArticle) -> None:
-        if article.id is None:
-            raise ValueError("the article has not been saved")
-        if article.published_version is None or article.status == ArticleStatus.retired:
-            self.remove(article.id)
-            return
-        with self._connection() as conn:
-            row = conn.execute(
-                select(_VERSIONS).where(
-                    _VERSIONS.c.article_id == article.id,
-                    _VERSIONS.c.version == article.published_version,
-                )
-            ).one()
-            terms = document_terms(KnowledgeArticleVersion.model_construct(**row._mapping))
-            conn.execute(delete(_DOCS).where(_DOCS.c.article_id == article.id))
-            conn.execute(
-                _DOCS.insert().values(
-                    article_id=article.id,
-                    version=article.published_version,
-                    words=" ".join(terms.words),
-                    pinyin=" ".join(terms.pinyin),
-                    grams=" ".join(terms.grams),
-                    document=self._vector(terms),
-                )
-            )
-
-    def remove(self, article_id: int) -> None:
-        with self._connection() as conn:
-            conn.execute(delete(_DOCS).where(_DOCS.c.article_id == article_id))
-
-    def rebuild(self) -> int:
-        """Index every article in service again (after a restore or a change of jieba's
-        dictionary or the term rules); returns how many."""
-        with self._connection() as conn:
-            conn.execute(delete(_DOCS))
-            rows = conn.execute(
-                select(_ARTICLES.c.id, _ARTICLES.c.published_version, _ARTICLES.c.status).where(
-                    _ARTICLES.c.published_version.is_not(None),
-                    _ARTICLES.c.status != ArticleStatus.retired.value,
-                )
-            ).all()
-        for article_id, published, status in rows:
-            self.index(
-                KnowledgeArticle.model_construct(
-                    id=article_id, published_version=published, status=ArticleStatus(status)
-                )
-            )
-        return len(rows)
-
-    def search(
-        self, query: str, *, now: datetime, region: str | None = None, limit: int = 10
-    ) -> list[KnowledgeHit]:
-        parsed = parse_query(query, self.synonyms)
-        if parsed.empty or limit <= 0:
-            return []
-        in_service = [
-            or_(_VERSIONS.c.valid_from.is_(None), _VERSIONS.c.valid_from <= now),
-            or_(_VERSIONS.c.valid_until.is_(None), _VERSIONS.c.valid_until > now),
-        ]
-        if region is not None:
-            in_service.append(or_(_VERSIONS.c.region.is_(None), _VERSIONS.c.region == region))
-        stmt = (
-            select(
-                _DOCS.c.article_id,
-                _ARTICLES.c.number,
-                _DOCS.c.version,
-                _VERSIONS.c.title,
-                _DOCS.c.words,
-                _DOCS.c.pinyin,
-                _DOCS.c.grams,
-            )
-            .select_from(
-                _DOCS.join(
-                    _ARTICLES,
-                    and_(
-                        _ARTICLES.c.id == _DOCS.c.article_id,
-                        _ARTICLES.c.published_version == _DOCS.c.version,
-                        _ARTICLES.c.status != ArticleStatus.retired.value,
-                    ),
-                ).join(
-                    _VERSIONS,
-                    and_(
-                        _VERSIONS.c.article_id == _DOCS.c.article_id,
-                        _VERSIONS.c.version == _DOCS.c.version,
-                    ),
-                )
-            )
-            .where(*in_service)
-        )
-        groups = parsed.candidate_terms()
-        ranked: list[tuple[float, int, KnowledgeHit]] = []
-        if len(groups) >= 2:
-            # Articles holding two of the concepts first: few, and where the answer is
-            # nearly always; the database need not rank every article naming one of them.
-            ranked = self._ranked(stmt, parsed, groups, pairs=True)
-        if len(ranked) < limit and groups:
-            ranked = self._ranked(stmt, parsed, groups, pairs=False)
-        if not ranked and parsed.grams:
-            # No word of the query matched as said: the scoring falls back to the query's
-            # characters (terms.score), so fetch the articles holding any of them.
-            fallback = (ConceptTerms(grams=tuple(sorted(parsed.grams))),)
-            ranked = self._ranked(stmt, parsed, fallback, pairs=False)
-        ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
-        return [hit for _, _, hit in ranked[:limit]]
-
-    def _ranked(
-        self,
-        stmt: Select[Any],
-        parsed: Query,
-        groups: tuple[ConceptTerms, ...],
-        *,
-        pairs: bool,
-    ) -> list[tuple[float, int, KnowledgeHit]]:
-        with self._connection() as conn:
-            rows = conn.execute(self._matching(stmt, groups, pairs).limit(CANDIDATES)).all()
-        ranked = []
-        for order, row in enumerate(rows):
-            doc = Document(
-                words=frozenset(row.words.split()),
-                pinyin=frozenset(row.pinyin.split()),
-                grams=frozenset(row.grams.split()),
-                title=normalise(row.title),
-            )
-            points, matches = score(parsed, doc)
-            if matches:
-                hit = KnowledgeHit(
-                    article_id=row.article_id,
-                    number=row.number,
-                    version=row.version,
-                    title=row.title,
-                    score=points,
-                    matches=matches,
-                )
-                ranked.append((points, -order, hit))  # ties: the database's rank
-        return ranked
-
-    def _vector(self, terms: DocumentTerms) -> Any:
-        return None
-
-    def _matching(
-        self, stmt: Select[Any], groups: tuple[ConceptTerms, ...], pairs: bool
-    ) -> Select[Any]:
-        """`stmt` restricted to the articles holding any of the groups (with `pairs`: two of
-        them), best first by the database's rank."""
-        raise NotImplementedError
-
-
-def _either(groups: list[str], pairs: bool, and_: str, or_: str) -> str:
-    if not pairs:
-        return f" {or_} ".join(groups)
-    return f" {or_} ".join(
-        f"({a} {and_} {b})" for i, a in enumerate(groups) for b in groups[i + 1 :]
-    )
-
-
-# FTS5 keeps its index in shadow tables (knowledge_fts_data, _idx, ...) that Alembic's schema
-# comparison cannot be told to skip (hotline/migrate.py), so the migrations do not create it:
-# the SQLite index does, once per database, from the documents already there. Triggers keep
-# it in step with knowledge_search, whoever writes that table.
 _FTS_DDL = (
     "CREATE VIRTUAL TABLE knowledge_fts USING fts5(words, pinyin, grams, "
     "content='knowledge_search', content_rowid='article_id', tokenize='unicode61')",
@@ -353,9 +134,7 @@ class SqliteKnowledgeIndex(_SqlIndex):
         if not self._fts_ready:
             self._fts_ready = ensure_fts(conn)
 
-    def _matching(
-        self, stmt: Select[Any], groups: tuple[ConceptTerms, ...], pairs: bool
-    ) -> Select[Any]:
+    def _expression(self, clause: Clause) -> str:
         def group(terms: ConceptTerms) -> str:
             parts = [f"(words : ({' AND '.join(map(_fts_phrase, alt))}))" for alt in terms.words]
             for name, kind in (("pinyin", terms.pinyin), ("grams", terms.grams)):
@@ -363,12 +142,41 @@ class SqliteKnowledgeIndex(_SqlIndex):
                     parts.append(f"({name} : ({' OR '.join(map(_fts_phrase, kind))}))")
             return "(" + " OR ".join(parts) + ")"
 
-        fts_query = _either([group(g) for g in groups], pairs, "AND", "OR")
-        return (
-            stmt.join(_FTS, _FTS.c.rowid == _DOCS.c.article_id)
-            .where(text("knowledge_fts MATCH :fts_query").bindparams(fts_query=fts_query))
-            .order_by(_FTS.c.rank)
+        return "(" + " AND ".join(map(group, clause)) + ")"
+
+    def _held(self, conn: Connection, clauses: list[Clause]) -> list[int]:
+        counts = ", ".join(
+            f"(SELECT count(*) FROM (SELECT rowid FROM knowledge_fts WHERE knowledge_fts "
+            f"MATCH :q{i} LIMIT {self.budget + 1}))"
+            for i in range(len(clauses))
         )
+        params = {f"q{i}": self._expression(c) for i, c in enumerate(clauses)}
+        return list(conn.execute(text(f"SELECT {counts}"), params).one())
+
+    def _candidates(
+        self, conn: Connection, clauses: list[tuple[Clause, float]], *, newest: bool = False
+    ) -> list[int]:
+        """FTS5's bm25 (which weighs the rarer terms more itself) over the clauses."""
+        query = " OR ".join(self._expression(c) for c, _ in clauses)
+        order = "rowid DESC" if newest else "rank"
+        rows = conn.execute(
+            text(
+                "SELECT rowid FROM knowledge_fts WHERE knowledge_fts MATCH :q "
+                f"ORDER BY {order} LIMIT :n"
+            ),
+            {"q": query, "n": base.CANDIDATES},
+        )
+        return [article_id for (article_id,) in rows]
+
+
+_DEFAULT_MATCH_SHARE = 0.005  # PostgreSQL's DEFAULT_TS_MATCH_SEL
+_LEXEME_STATS = text(
+    "SELECT s.most_common_elems::text::text[] AS lexemes, "
+    "s.most_common_elem_freqs AS shares, c.reltuples AS rows "
+    "FROM pg_stats AS s JOIN pg_class AS c ON c.oid = 'knowledge_search'::regclass "
+    "WHERE s.schemaname = current_schema() AND s.tablename = 'knowledge_search' "
+    "AND s.attname = 'document'"
+)
 
 
 def _lexeme(term: str) -> str:
@@ -380,8 +188,15 @@ class PostgresKnowledgeIndex(_SqlIndex):
     would need a Chinese one) touches them; ranks are ts_rank over the GIN-indexed vector."""
 
     _WEIGHTS = ("A", "B", "C")
+    budget = 6_000  # a heap page read for each (the vectors themselves never)
+    common_groups = 2  # its estimates of a pair are a guess (correlated words)
+    _stats: tuple[list[str], list[float], float] | None = None
+    _stats_read: bool | None = None
 
-    def _vector(self, terms: DocumentTerms) -> Any:
+    def _vector_of(self, value: Any) -> Any:
+        return cast(value, TSVECTOR())
+
+    def _vector_text(self, terms: DocumentTerms) -> str | None:
         lexemes, position = [], 0
         for weight, kind in zip(
             self._WEIGHTS, (terms.words, terms.pinyin, terms.grams), strict=True
@@ -389,22 +204,104 @@ class PostgresKnowledgeIndex(_SqlIndex):
             for term in kind:
                 position += 1
                 lexemes.append(f"{_lexeme(term)}:{position}{weight}")
-        return cast(" ".join(lexemes), TSVECTOR())
+        return " ".join(lexemes)
 
-    def _matching(
-        self, stmt: Select[Any], groups: tuple[ConceptTerms, ...], pairs: bool
-    ) -> Select[Any]:
+    def _tsquery(self, clause: Clause) -> str:
+        """Lexemes without weights: the GIN index answers such a query alone (a weight
+        would make PostgreSQL fetch and read every matching vector again); a word that
+        is also some article's bigram is thus a candidate there too, and the scoring
+        here tells them apart."""
+
         def group(terms: ConceptTerms) -> str:
-            parts = ["(" + " & ".join(f"{_lexeme(t)}:A" for t in alt) + ")" for alt in terms.words]
-            parts += [f"{_lexeme(t)}:B" for t in terms.pinyin]
-            parts += [f"{_lexeme(t)}:C" for t in terms.grams]
+            parts = ["(" + " & ".join(map(_lexeme, alt)) + ")" for alt in terms.words]
+            parts += [_lexeme(t) for t in (*terms.pinyin, *terms.grams)]
             return "(" + " | ".join(parts) + ")"
 
-        tsquery = cast(_either([group(g) for g in groups], pairs, "&", "|"), TSQUERY())
-        document: ColumnElement[Any] = _DOCS.c.document
-        return stmt.where(document.op("@@")(tsquery)).order_by(
-            func.ts_rank(document, tsquery).desc()
+        return " & ".join(map(group, clause))
+
+    def _held(self, conn: Connection, clauses: list[Clause]) -> list[int]:
+        """Estimates, as the planner makes them, from the statistics ANALYZE keeps of the
+        vector's most common lexemes (a lexeme not among them: half the least common's
+        share, at most 0.5 %). Counting would read a heap page for every article holding
+        a common word (工作: half the base), or worse, the planner would scan the table and
+        read every vector. Never analyzed, every clause looks rare: slower, the same results."""
+        return self._estimates(conn, clauses, outside=None)
+
+    def _held_in_base(self, conn: Connection, clauses: list[Clause], held: list[int]) -> list[int]:
+        """For the scoring, a lexeme outside the statistics' most common ones is taken as
+        rare (held by one article): their floor share would make 低保 and 申请 alike."""
+        return self._estimates(conn, clauses, outside=0.0)
+
+    def _estimates(
+        self, conn: Connection, clauses: list[Clause], outside: float | None
+    ) -> list[int]:
+        stats = self._lexeme_stats(conn)
+        if stats is None:
+            return [1] * len(clauses)
+        lexemes, shares, rows = stats
+        share = dict(zip(lexemes, shares, strict=False))
+        # after the lexemes' shares: the least and the most common's, and the nulls'
+        floor = min(_DEFAULT_MATCH_SHARE, shares[len(lexemes)] / 2) if outside is None else outside
+
+        def lexeme(term: str) -> float:
+            return share.get(term, floor)
+
+        def group(terms: ConceptTerms) -> float:
+            parts = [math.prod(map(lexeme, alt)) for alt in terms.words]
+            parts += [lexeme(t) for t in (*terms.pinyin, *terms.grams)]
+            return 1 - math.prod(1 - p for p in parts)
+
+        return [
+            min(self.budget + 1, max(1, round(math.prod(map(group, c)) * rows))) for c in clauses
+        ]
+
+    def _lexeme_stats(self, conn: Connection) -> tuple[list[str], list[float], float] | None:
+        """ANALYZE's statistics, read once per index (they change when ANALYZE runs)."""
+        if self._stats_read is None:
+            found = conn.execute(_LEXEME_STATS).first()
+            self._stats = None
+            if found is not None and found.lexemes and found.rows and found.rows > 0:
+                self._stats = (found.lexemes, found.shares, found.rows)
+            self._stats_read = True
+        return self._stats
+
+    def _candidates(
+        self, conn: Connection, clauses: list[tuple[Clause, float]], *, newest: bool = False
+    ) -> list[int]:
+        """The articles holding the most (by weight) of the clauses, the shorter first
+        among equals: read from the GIN index and the row's own columns, never the
+        (TOASTed) vector itself, which ts_rank would read for every matching article."""
+        union = " UNION ALL ".join(
+            f"SELECT article_id, {i} AS clause, CAST(:w{i} AS float8) AS weight, "
+            f"pg_column_size(document) AS size FROM knowledge_search "
+            f"WHERE document @@ CAST(:q{i} AS tsquery)"
+            for i in range(len(clauses))
         )
+        params: dict[str, Any] = {f"q{i}": self._tsquery(c) for i, (c, _) in enumerate(clauses)}
+        params |= {f"w{i}": weight for i, (_, weight) in enumerate(clauses)}
+        if newest:
+            # Common, as the planner knows too: it walks the primary key down, reading
+            # vectors until enough match, a few hundred.
+            rows = conn.execute(
+                text(f"SELECT article_id FROM ({union}) AS held ORDER BY article_id DESC LIMIT :n"),
+                params | {"n": base.CANDIDATES},
+            )
+            return [article_id for (article_id,) in rows]
+        # MATERIALIZED: planned apart from the LIMIT, the GIN index is used (with the
+        # LIMIT the planner may walk the primary key, reading vectors until enough match:
+        # seconds when few do).
+        # A clause counts its weight times how rare it is: 1 + ln((budget + 1) / held),
+        # held counted here, from the rows read anyway.
+        rows = conn.execute(
+            text(
+                f"WITH held AS MATERIALIZED ({union}), scored AS (SELECT article_id, size, "
+                "weight * (1 + ln((:budget + 1) / count(*) OVER (PARTITION BY clause))) "
+                "AS points FROM held) SELECT article_id FROM scored GROUP BY article_id "
+                "ORDER BY sum(points) DESC, min(size), article_id LIMIT :n"
+            ),
+            params | {"n": base.CANDIDATES, "budget": float(self.budget)},
+        )
+        return [article_id for (article_id,) in rows]
 
 
 def make_index(bind: Bind, synonyms: Synonyms | None = None) -> KnowledgeIndex:

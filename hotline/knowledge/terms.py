@@ -213,6 +213,8 @@ class ConceptTerms:
     words: tuple[tuple[str, ...], ...] = ()
     pinyin: tuple[str, ...] = ()
     grams: tuple[str, ...] = ()
+    weight: float = 1.0  # the concept's (`Concept.weight`)
+    word: str = ""  # the concept's (`Concept.word`)
 
 
 @dataclass(frozen=True)
@@ -234,17 +236,20 @@ class Query:
         concepts are left to the scoring."""
         matters = [c for c in self.concepts if not is_setting(c.word)] or list(self.concepts)
         chosen = sorted(matters, key=lambda c: (not c.joined, c.weight), reverse=True)
-        out = []
-        for concept in chosen[:CANDIDATE_CONCEPTS]:
-            words = tuple(dict.fromkeys(alt for alt in (*concept.words, *concept.official) if alt))
-            if concept.known or not _CJK.fullmatch(concept.word):
-                out.append(ConceptTerms(words))
-                continue
-            grams = bigrams(concept.word) if len(concept.word) >= 3 else []
-            out.append(
-                ConceptTerms(words, tuple(dict.fromkeys(pinyin_pairs(concept.word))), tuple(grams))
-            )
-        return tuple(out)
+        return tuple(_concept_terms(c) for c in chosen[:CANDIDATE_CONCEPTS])
+
+    def concept_terms(self) -> tuple[ConceptTerms, ...]:
+        """What an article holds when each of the concepts matches it, in order."""
+        return tuple(_concept_terms(c) for c in self.concepts)
+
+
+def _concept_terms(concept: Concept) -> ConceptTerms:
+    words = tuple(dict.fromkeys(alt for alt in (*concept.words, *concept.official) if alt))
+    if concept.known or not _CJK.fullmatch(concept.word):
+        return ConceptTerms(words, weight=concept.weight, word=concept.word)
+    grams = bigrams(concept.word) if len(concept.word) >= 3 else []
+    sounds = tuple(dict.fromkeys(pinyin_pairs(concept.word)))
+    return ConceptTerms(words, sounds, tuple(grams), weight=concept.weight, word=concept.word)
 
 
 SETTING_WEIGHT = 0.5
@@ -257,6 +262,16 @@ _PLACE = re.compile(
 # frequency, scaled so a middling word (路灯, 电梯: ~12) counts 1.
 _RARITY_SCALE = 12.0
 _RARITY_BOUNDS = (0.6, 1.25)
+
+
+def base_rarity(held: int, common: int) -> float:
+    """How much a concept says in the knowledge base itself, from how many articles hold
+    it (`held`, counted up to `common` + 1): 1 for a concept one article holds, down to
+    1/2 for one held by `common` articles or more. Words every article of a base says (a
+    unit's name in every notice, 小区, 办理) say little there, whatever jieba's corpus says."""
+    if held <= 1:
+        return 1.0
+    return max(0.5, 1.0 - 0.5 * math.log(held) / math.log(max(common, 2)))
 
 
 def is_setting(word: str) -> bool:
@@ -344,14 +359,38 @@ class Match:
     kind: str
 
 
-@dataclass(frozen=True)
 class Document:
-    """An article's terms, as the scoring reads them."""
+    """An article's terms, as the scoring reads them: given as sets, or as the
+    space-separated text the index stores, split only when the scoring needs that kind
+    (most queries never look at an article's pinyin or bigrams)."""
 
-    words: frozenset[str]
-    pinyin: frozenset[str]
-    grams: frozenset[str]
-    title: str = ""  # normalised: a concept the title names counts more
+    def __init__(
+        self,
+        words: frozenset[str] | str,
+        pinyin: frozenset[str] | str = frozenset(),
+        grams: frozenset[str] | str = frozenset(),
+        title: str = "",  # normalised: a concept the title names counts more
+    ) -> None:
+        self._given = {"words": words, "pinyin": pinyin, "grams": grams}
+        self.title = title
+
+    def _kind(self, name: str) -> frozenset[str]:
+        given = self._given[name]
+        if isinstance(given, str):
+            given = self._given[name] = frozenset(given.split())
+        return given
+
+    @property
+    def words(self) -> frozenset[str]:
+        return self._kind("words")
+
+    @property
+    def pinyin(self) -> frozenset[str]:
+        return self._kind("pinyin")
+
+    @property
+    def grams(self) -> frozenset[str]:
+        return self._kind("grams")
 
 
 _FACTORS = {"word": 1.0, "synonym": 0.9, "pinyin": 0.8}
@@ -369,7 +408,7 @@ def _match(concept: Concept, doc: Document) -> tuple[Match, float] | None:
     if concept.known or not _CJK.fullmatch(concept.word):
         return None
     if len(concept.word) >= 2:
-        sounds = set(pinyin_pairs(concept.word))
+        sounds = _sounds(concept.word)
         if sounds <= doc.pinyin:
             return Match(concept.word, _sounding(sounds, doc), "pinyin"), _FACTORS["pinyin"]
     if len(concept.word) >= 3:
@@ -381,12 +420,16 @@ def _match(concept: Concept, doc: Document) -> tuple[Match, float] | None:
     return None
 
 
-def _sounding(sounds: set[str], doc: Document) -> tuple[str, ...]:
+@lru_cache(maxsize=65536)
+def _sounds(word: str) -> frozenset[str]:
+    return frozenset(pinyin_pairs(word))
+
+
+def _sounding(sounds: frozenset[str], doc: Document) -> tuple[str, ...]:
     """The article's word (else its characters) that sounds like the caller's."""
-    for word in sorted(doc.words, key=len):
-        if sounds <= set(pinyin_pairs(word)):
-            return (word,)
-    return tuple(g for g in sorted(doc.grams) if set(pinyin_pairs(g)) & sounds)
+    for word in sorted((w for w in doc.words if sounds <= _sounds(w)), key=len)[:1]:
+        return (word,)
+    return tuple(g for g in sorted(doc.grams) if _sounds(g) & sounds)
 
 
 TITLE_BONUS = 0.5  # a matched concept the title names: the article is about it
@@ -396,9 +439,21 @@ def _in_title(match: Match, title: str) -> bool:
     return bool(title) and match.kind != "fuzzy" and all(w in title for w in match.article_words)
 
 
-def score(query: Query, doc: Document) -> tuple[float, tuple[Match, ...]]:
+def score(
+    query: Query, doc: Document, in_base: Mapping[str, float] | None = None
+) -> tuple[float, tuple[Match, ...]]:
+    """The article's points for the query, and the reasons. `in_base`: how much each
+    concept says in this knowledge base (`base_rarity`), besides jieba's general corpus."""
+    in_base = in_base or {}
     found = [
-        (c.weight * m[1] * (1 + TITLE_BONUS * _in_title(m[0], doc.title)), c.word, m[0])
+        (
+            c.weight
+            * in_base.get(c.word, 1.0)
+            * m[1]
+            * (1 + TITLE_BONUS * _in_title(m[0], doc.title)),
+            c.word,
+            m[0],
+        )
         for c in query.concepts
         if (m := _match(c, doc))
     ]

@@ -52,6 +52,33 @@ def test_given_the_labelled_set_then_it_is_big_enough_and_mostly_in_service():
     assert not any(q.text in titles for q in EVAL.queries)
 
 
+def test_given_the_held_out_set_then_it_is_new_queries_for_the_same_articles():
+    in_service = [q for q in EVAL.holdout if EVAL.in_service(q.article)]
+    assert len(in_service) >= 60
+    assert not {q.text for q in EVAL.holdout} & {q.text for q in EVAL.queries}
+    assert {q.article for q in EVAL.holdout} <= {a.key for a in EVAL.articles}
+
+
+def test_given_a_held_out_query_also_in_the_tuned_set_then_loading_refuses(tmp_path):
+    from bench._knowledge_articles import EVAL_PATH
+
+    copied = tmp_path / "holdout.yaml"
+    first = EVAL.queries[0]
+    copied.write_text(f"queries:\n  - {{q: {first.text}, article: {first.article}}}\n")
+    with pytest.raises(ValueError, match="also in the tuned set"):
+        load_eval(EVAL_PATH, copied)
+
+
+def test_given_the_held_out_searches_then_their_hit_rate_is_counted_apart(corpus, ranked):
+    quality = relevance(EVAL, corpus.ids, ranked.ranked_holdout, EVAL.holdout)
+    judged = [(i, q) for i, q in enumerate(EVAL.holdout) if EVAL.in_service(q.article)]
+    top3 = sum(corpus.ids[q.article] in ranked.ranked_holdout[i][:3] for i, q in judged)
+    assert len(ranked.ranked_holdout) == len(EVAL.holdout)
+    assert quality["queries_judged"] == len(judged)
+    assert quality["kb_top3_hit_rate"] == round(top3 / len(judged), 4)
+    assert quality["out_of_service_labels_shown"] == 0
+
+
 def test_given_a_transcript_then_suggestions_search_each_prefix_as_words_arrive():
     assert prefixes("暖气一点都不热屋里才十五度") == [
         "暖气",
@@ -119,7 +146,9 @@ def test_given_a_tiny_run_then_the_figures_have_their_keys(backend):
         "kb_top3_hit_rate",
         "expired_shown",
         "search_p95_ms_ratio_vs_52",
+        "kb_top3_hit_rate_holdout",
     } <= set(full)
     assert full["expired_shown"] == 0 and full["queries_out_of_service"] == 2
     out = figures({backend: result}, articles=120, repeats=1)
     assert set(TARGETS) <= set(out) and set(out["targets"]) == set(TARGETS)
+    assert out["kb_top3_hit_rate_holdout"] is None  # this run had no held-out queries

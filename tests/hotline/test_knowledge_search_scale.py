@@ -1,0 +1,146 @@
+"""How knowledge search stays fast on a large base without losing the article that answers:
+the rarest of the caller's words pick the candidates the database ranks, common ones only
+count in the scoring, and a word every article says counts less (issue 18). Budgets are
+made small here so that a handful of articles plays a large base."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from hotline.knowledge import search_base as search_module  # the constants live there
+from hotline.knowledge import service
+from hotline.knowledge.models import KnowledgeArticleCreate
+from hotline.knowledge.search import make_index
+from hotline.knowledge.terms import (
+    Document,
+    base_rarity,
+    default_synonyms,
+    parse_query,
+    score,
+)
+from tests.factories import build_world
+
+COMMON = "街道办理"  # every notice says where and how
+
+
+@pytest.fixture
+def world(session, clock):
+    return build_world(session, clock.now())
+
+
+@pytest.fixture
+def publish(session, world, clock):
+    supervisor = world.staff["supervisor"]
+
+    def publish(title, body):
+        data = KnowledgeArticleCreate(
+            title=title,
+            body=body,
+            category_code="020301",
+            owner_unit_id=world.units["WATER"].id,
+        )
+        article = service.create_article(session, user=supervisor, data=data, now=clock.now())
+        service.submit_for_review(session, user=supervisor, article_id=article.id, now=clock.now())
+        service.approve_article(session, user=supervisor, article_id=article.id, now=clock.now())
+        return article
+
+    return publish
+
+
+@pytest.fixture
+def base(publish):
+    notices = [
+        publish(
+            f"第{i}号{COMMON}通知", f"请到街道便民服务窗口办理第{i}项业务，办理时限五个工作日。"
+        )
+        for i in range(8)
+    ]
+    dibao = publish("城乡居民最低生活保障申请", "申请低保，到户籍所在地街道办理，提交收入证明。")
+    return notices, dibao
+
+
+def analyzed(session):
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE knowledge_search"))
+
+
+def test_the_rare_word_picks_the_candidates_when_common_ones_would_fill_them(
+    session, clock, base, monkeypatch
+):
+    notices, dibao = base
+    analyzed(session)
+    index = make_index(session)
+    index.budget = 4  # 街道 and 办理 (9 articles) are common
+    monkeypatch.setattr(search_module, "CANDIDATES", 3)
+
+    hits = index.search("街道办理低保要什么", now=clock.now())
+
+    assert hits[0].article_id == dibao.id
+    assert "低保" in hits[0].matched_words
+
+
+def test_when_every_word_is_common_the_newest_articles_holding_them_are_ranked(
+    session, clock, base, monkeypatch
+):
+    notices, dibao = base
+    analyzed(session)
+    index = make_index(session)
+    index.budget = 2
+    monkeypatch.setattr(search_module, "CANDIDATES", 3)
+
+    hits = index.search("街道", now=clock.now())
+
+    assert {h.article_id for h in hits} == {dibao.id, notices[-1].id, notices[-2].id}
+
+
+def test_how_many_articles_hold_a_word_is_known_well_enough_to_tell_rare_from_common(session, base):
+    analyzed(session)
+    index = make_index(session)
+    concepts = parse_query("街道 低保", default_synonyms()).concept_terms()
+    with index._connection() as conn:
+        held = dict(
+            zip(
+                [c.word for c in concepts],
+                index._held(conn, [(c,) for c in concepts]),
+                strict=True,
+            )
+        )
+
+    assert held["街道"] >= 9 > held["低保"] >= 1
+
+
+def test_a_word_every_article_of_the_base_says_counts_less():
+    assert base_rarity(1, 10_000) == 1.0
+    assert base_rarity(10_000, 10_000) == base_rarity(90_000, 10_000) == 0.5
+    assert 1.0 > base_rarity(30, 10_000) > base_rarity(3_000, 10_000) > 0.5
+
+    query = parse_query("街道低保", default_synonyms())
+    notice = Document("街道 办理", title="街道办理通知")
+    dibao = Document("低保 申请", title="低保申请")
+    common = {"街道": base_rarity(9_000, 10_000), "低保": base_rarity(3, 10_000)}
+    plain = score(query, notice)[0] / score(query, dibao)[0]
+    weighed = score(query, notice, common)[0] / score(query, dibao, common)[0]
+    assert weighed < plain
+
+
+def test_a_document_splits_its_terms_only_when_asked():
+    doc = Document("供水 中断", "gongshui", "供水 水中")
+
+    assert doc.words == frozenset({"供水", "中断"})
+    assert doc.grams == frozenset({"供水", "水中"})
+    assert doc.pinyin == frozenset({"gongshui"})
+
+
+def test_a_rebuild_in_pages_indexes_every_article_in_service_once(
+    session, clock, base, monkeypatch
+):
+    notices, dibao = base
+    monkeypatch.setattr(search_module, "REBUILD_PAGE", 2)
+    index = make_index(session)
+
+    assert index.rebuild() == len(notices) + 1
+
+    hits = index.search("街道", now=clock.now(), limit=50)
+    assert sorted(h.article_id for h in hits) == sorted(a.id for a in [*notices, dibao])
+    assert [h.article_id for h in index.search("低保", now=clock.now())] == [dibao.id]
