@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 
+from core import logging_setup
 from core.settings import Settings, get_settings
 from dispatch import classifier
 from dispatch.notify import CLAIM_TTL
@@ -110,4 +111,6 @@ def make_app(settings: Settings | None = None) -> Celery:
     return app
 
 
+# Workers and beat log in the platform's format; a task logs with the ids of what queued it.
+logging_setup.connect_celery()
 app = make_app()

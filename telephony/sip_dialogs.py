@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
+from core import logging_setup
 from telephony import sip_message as sm
 from telephony.endpoint import (
     CallDirection,
@@ -322,6 +323,7 @@ class SipDialogs(SipTransactions):
                 self._hangup(call, Disposition.FAILED)
 
     def _serve(self, call: SipCall) -> None:
+        logging_setup.bind(call=call.call_id)  # the thread's own context: every line of the call
         try:
             # In the call's own thread: a key check that asks the database would, on the
             # thread starting every call's handler, hold up the greetings of those behind it.
@@ -560,7 +562,8 @@ class SipDialogs(SipTransactions):
                 call._decide_key()
                 if self._on_ended is None:
                     raise RuntimeError("the SIP edge is not started")
-                self._on_ended(call)
+                with logging_setup.bound(call=call.call_id):  # its transcription task too
+                    self._on_ended(call)
             except Exception:
                 log.exception("on_ended failed for %s", call.call_id)
 

@@ -24,12 +24,19 @@ from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
 from dispatch import classifier
-from web import api, assets, docs, errors, health, live, pages
+from web import api, assets, docs, errors, health, live, metrics, open311, pages
 from web.api import acd as acd_api
 from web.api import agents as agents_api
 from web.deps import OPENAPI_MODELS, LoopLimiter
 from web.guards import RejectNul
-from web.pages import agent_panel, call_control, missed_calls, wallboard
+from web.pages import agent_panel, call_control, console_knowledge, missed_calls, wallboard
+from web.pages import figures as figures_pages
+from web.pages import figures_admin as figures_admin_pages
+from web.pages import figures_export as figures_export_pages
+from web.pages import knowledge as knowledge_pages
+from web.pages import knowledge_forms as knowledge_forms_pages
+from web.pages import public as public_pages
+from web.request_ids import RequestIds
 
 
 class LazySessionFactory:
@@ -75,6 +82,7 @@ def create_app(
     app.state.intake_limiter = LoopLimiter(settings.web.intake_concurrency)
     errors.install(app)
     app.add_middleware(RejectNul)
+    app.add_middleware(RequestIds)  # X-Request-ID: on every log line of the request
     for router in api.ROUTERS:
         app.include_router(router, prefix=api.PREFIX)
     app.include_router(agents_api.router, prefix=api.PREFIX)
@@ -83,12 +91,21 @@ def create_app(
     assets.install(app)
     docs.install(app)
     health.install(app)
+    metrics.install(app)
 
     pages.install(app)
     app.include_router(agent_panel.router)
     app.include_router(call_control.router)
+    app.include_router(console_knowledge.router)
     app.include_router(missed_calls.router)
+    app.include_router(figures_pages.router)
+    app.include_router(figures_export_pages.router)
+    app.include_router(figures_admin_pages.router)
     app.include_router(wallboard.router)
+    app.include_router(knowledge_forms_pages.router)  # /knowledge/new before /knowledge/{id}
+    app.include_router(knowledge_pages.router)
+    app.include_router(open311.router)
+    app.include_router(public_pages.router)
     live.install(app)
 
     return app

@@ -93,7 +93,7 @@ def test_given_redis_broker_when_a_worker_dies_mid_delivery_then_the_message_ret
 def test_given_no_broker_url_when_app_is_made_then_filesystem_queue_serves_both_ends(tmp_path):
     app = make_app(Settings(environment="test", data_dir=tmp_path))
     options = app.conf.broker_transport_options
-    assert app.conf.broker_url == "filesystem://"
+    assert app.conf.broker_url == "filesystem://localhost//"
     assert options["data_folder_in"] == options["data_folder_out"]
     for key in ("data_folder_in", "processed_folder", "control_folder"):
         assert Path(options[key]).is_dir() and tmp_path in Path(options[key]).parents
