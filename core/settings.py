@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "change-me-in-production"
@@ -233,11 +233,13 @@ class Settings(BaseSettings):
     )
 
     environment: Literal["development", "test", "production"] = "development"
-    data_dir: Path = Path("var")
+    data_dir: Path = Field(default=Path("var"), validate_default=True)  # made absolute
     database_url: str | None = None
     broker_url: str | None = None
     timezone: str = "Asia/Shanghai"
     secret_key: str = DEFAULT_SECRET
+    # Log lines: readable text, or one JSON object a line for a log collector (core.logging_setup).
+    log_format: Literal["text", "json"] = "text"
 
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
@@ -248,6 +250,12 @@ class Settings(BaseSettings):
     asr: AsrSettings = Field(default_factory=AsrSettings)
     acd: AcdSettings = Field(default_factory=AcdSettings)
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Resolved once, here: every process and message then means the same directory.
+        return value.expanduser().resolve()
+
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Settings:
         if self.environment != "development" and self.secret_key == DEFAULT_SECRET:
@@ -257,7 +265,12 @@ class Settings(BaseSettings):
             )
         if self.environment == "production" and len(self.secret_key) < 32:
             raise ValueError("HOTLINE_SECRET_KEY must be at least 32 characters in production")
-        ZoneInfo(self.timezone)  # raises on an unknown zone name
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"HOTLINE_TIMEZONE {self.timezone!r} is not a time zone (e.g. Asia/Shanghai)"
+            ) from None
         return self
 
     @property
@@ -269,7 +282,7 @@ class Settings(BaseSettings):
     @property
     def broker(self) -> str:
         """The Celery broker: Redis in production, kombu's filesystem transport embedded."""
-        return self.broker_url or "filesystem://"
+        return self.broker_url or "filesystem://localhost//"  # kombu warns without a host
 
     @property
     def broker_folder(self) -> Path:

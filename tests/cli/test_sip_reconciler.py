@@ -68,7 +68,9 @@ def test_given_operators_stuck_on_calls_that_never_existed_when_the_edge_runs_th
     try:
         wait_until(lambda: state(li) is not AgentState.on_call, 10, message="li freed")
         line = re.compile(
-            r"WARNING hotline\.calls\.reconciler: reconciler repaired a stuck state: "
+            # the one log format: level, process, logger, [ids]: message
+            r"WARNING sip hotline\.calls\.reconciler\b[^:\n]*: "
+            r"reconciler repaired a stuck state: "
             rf"agent_call_missing \(call left-by-a-crash@edge, agent {li}\)"
         )  # written once the pass is over: a moment after the move
         wait_until(lambda: line.search("".join(lines)), 5, message="the repair's log line")
