@@ -54,19 +54,100 @@ class ValidationErrorResponse(ErrorResponse):
     )
 
 
-def _documented(description: str, model: type[BaseModel] = ErrorResponse) -> dict[str, Any]:
-    return {"model": model, "description": description}
+# One example body per status, as the handlers below really write them.
+ERROR_EXAMPLES: dict[int, dict[str, Any]] = {
+    400: {
+        "error": {
+            "code": "bad_request",
+            "message": "There was an error parsing the body",
+            "details": {},
+        }
+    },
+    401: {
+        "error": {
+            "code": "unauthorized",
+            "message": "a bearer token is required",
+            "details": {},
+        }
+    },
+    403: {
+        "error": {
+            "code": "forbidden",
+            "message": "role handler may not do this",
+            "details": {"role": "handler", "allowed": ["admin", "dispatcher", "supervisor"]},
+        }
+    },
+    404: {
+        "error": {
+            "code": "not_found",
+            "message": "ticket 4711 does not exist",
+            "details": {"ticket_id": 4711},
+        }
+    },
+    409: {
+        "error": {
+            "code": "illegal_transition",
+            "message": "cannot close a ticket in status dispatched",
+            "details": {"status": "dispatched"},
+        }
+    },
+    422: {
+        "error": {
+            "code": "validation_error",
+            "message": "invalid request: caller_phone: String should match pattern "
+            "'^\\+?[0-9\\- ]{3,32}$'",
+            "details": [
+                {
+                    "field": "caller_phone",
+                    "in": "body",
+                    "loc": ["body", "caller_phone"],
+                    "message": "String should match pattern '^\\+?[0-9\\- ]{3,32}$'",
+                    "type": "string_pattern_mismatch",
+                }
+            ],
+        },
+        "detail": [
+            {
+                "type": "string_pattern_mismatch",
+                "loc": ["body", "caller_phone"],
+                "msg": "String should match pattern '^\\+?[0-9\\- ]{3,32}$'",
+                "input": "一三八",
+                "ctx": {"pattern": "^\\+?[0-9\\- ]{3,32}$"},
+            }
+        ],
+    },
+}
+
+
+def _documented(
+    status: int, description: str, model: type[BaseModel] = ErrorResponse
+) -> dict[str, Any]:
+    return {
+        "model": model,
+        "description": description,
+        "content": {"application/json": {"example": ERROR_EXAMPLES[status]}},
+    }
 
 
 # Every operation may answer these; the routers pass them as `responses=`.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _documented("the body could not be read (not UTF-8, not the declared form)"),
-    401: _documented("no bearer token, or not a valid one"),
-    403: _documented("your role may not do this"),
-    404: _documented("no such object, or not one you may see"),
-    409: _documented("the request clashes with the object's current state"),
-    422: _documented("the request is not valid", ValidationErrorResponse),
+    400: _documented(400, "the body could not be read (not UTF-8, not the declared form)"),
+    401: _documented(401, "no bearer token, or not a valid one"),
+    403: _documented(403, "your role may not do this"),
+    404: _documented(404, "no such object, or not one you may see"),
+    409: _documented(409, "the request clashes with the object's current state"),
+    422: _documented(422, "the request is not valid", ValidationErrorResponse),
 }
+
+
+def error_responses(why: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """An operation's own `responses=`: when and why it answers each of these statuses
+    (in the words of that operation), in place of the router's general description. The
+    shape and the example stay those of ERROR_RESPONSES."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status, reason in why.items():
+        out[status] = {**ERROR_RESPONSES[status], "description": reason}
+    return out
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from accounts.models import User
 from hotline.calls import acd_figures
 from hotline.calls.acd_figures import AgentFigures, Figures, Interval
 from web.deps import ClockDep, IsoDateTime, RowId, SessionDep, Supervisor
-from web.errors import ERROR_RESPONSES
+from web.errors import ERROR_RESPONSES, error_responses
 
 router = APIRouter(prefix="/acd", tags=["acd"], responses=ERROR_RESPONSES)
 
@@ -114,7 +114,17 @@ def _agent(user_id: int, figures: AgentFigures, users: dict[int, User]) -> Agent
     )
 
 
-@router.get("/figures", response_model=AcdFigures)
+@router.get(
+    "/figures",
+    response_model=AcdFigures,
+    summary="Contact-centre figures (ACD)",
+    responses=error_responses(
+        {
+            403: "only supervisors and administrators read the figures",
+            422: "the range is invalid: more than 92 days or 3000 intervals, or `to` before `from`",
+        }
+    ),
+)
 def figures(
     request: Request,
     session: SessionDep,

@@ -26,9 +26,10 @@ from core.bell import Bell
 from core.db import saved_id
 from core.errors import Forbidden, InvalidInput, NotFound
 from core.settings import Settings
+from web.api import examples as ex
 from web.auth import SUPERVISION
 from web.deps import ClockDep, IntakeStaff, PathId, SessionDep
-from web.errors import ERROR_RESPONSES
+from web.errors import ERROR_RESPONSES, error_responses
 
 router = APIRouter(prefix="/agents", tags=["agents"], responses=ERROR_RESPONSES)
 
@@ -115,7 +116,12 @@ def apply_move(
     return agents.sign_out(session, target_id, now, bell=ring)
 
 
-@router.get("", response_model=list[AgentRead])
+@router.get(
+    "",
+    response_model=list[AgentRead],
+    summary="List operators at their seats",
+    responses=error_responses({403: "units' handlers take no calls"}),
+)
 def list_agents(session: SessionDep, _: IntakeStaff, all: bool = False) -> list[AgentRead]:
     """By state, then seat."""
     found = agents.list_agents(session, signed_in_only=not all)
@@ -126,13 +132,37 @@ def list_agents(session: SessionDep, _: IntakeStaff, all: bool = False) -> list[
     return [agent_read(a, users[a.user_id]) for a in found]
 
 
-@router.get("/me", response_model=AgentRead)
+@router.get(
+    "/me",
+    response_model=AgentRead,
+    summary="Your own seat state",
+    responses=error_responses({403: "units' handlers take no calls"}),
+)
 def my_state(session: SessionDep, user: IntakeStaff, clock: ClockDep) -> AgentRead:
+    """Your state at the console (signed out, not ready, ready, ringing, in a call, wrap-up); a
+    wrap-up that is over is shown as ready."""
     agents.end_wrap_ups(session, clock.now(), user_id=saved_id(user))
     return agent_read(agents.status(session, saved_id(user), clock.now()), user)
 
 
-@router.post("/me/state", response_model=AgentRead)
+@router.post(
+    "/me/state",
+    response_model=AgentRead,
+    summary="Change your own seat state",
+    responses=error_responses(
+        {
+            403: "units' handlers take no calls",
+            409: "the move is not allowed in your state (ready while ringing, sign-out in a call)",
+            422: "signing in needs an extension; not ready needs a reason",
+        }
+    ),
+    openapi_extra=ex.body(
+        sign_in=ex.AGENT_SIGN_IN,
+        ready=ex.AGENT_READY,
+        pause=ex.AGENT_BREAK,
+        sign_out=ex.AGENT_SIGN_OUT,
+    ),
+)
 def move_me(
     move: AgentMove, request: Request, session: SessionDep, user: IntakeStaff, clock: ClockDep
 ) -> AgentRead:
@@ -148,7 +178,25 @@ def move_me(
     return agent_read(moved, user)
 
 
-@router.post("/{user_id}/state", response_model=AgentRead)
+@router.post(
+    "/{user_id}/state",
+    response_model=AgentRead,
+    summary="Change an operator's seat state",
+    responses=error_responses(
+        {
+            403: "another operator's state: only a supervisor's or an administrator's sign-out",
+            404: "no such user",
+            409: "the move is not allowed in the operator's state",
+            422: "signing in needs an extension; not ready needs a reason",
+        }
+    ),
+    openapi_extra=ex.body(
+        sign_in=ex.AGENT_SIGN_IN,
+        ready=ex.AGENT_READY,
+        pause=ex.AGENT_BREAK,
+        sign_out=ex.AGENT_SIGN_OUT,
+    ),
+)
 def move_agent(
     user_id: PathId,
     move: AgentMove,

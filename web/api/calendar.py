@@ -17,8 +17,9 @@ from core.clock import Clock
 from dispatch import calendar as work_calendar
 from dispatch import policies
 from dispatch.models import CalendarDay, CalendarYear
+from web.api import examples as ex
 from web.deps import Admin, ClockDep, CurrentUser, SessionDep
-from web.errors import ERROR_RESPONSES
+from web.errors import ERROR_RESPONSES, error_responses
 
 router = APIRouter(prefix="/calendar", tags=["calendar"], responses=ERROR_RESPONSES)
 
@@ -69,7 +70,12 @@ class YearConfirmation(BaseModel):
 YearPath = Annotated[int, Path(ge=work_calendar.MIN_YEAR, le=work_calendar.MAX_YEAR)]
 
 
-@router.get("/years/{year}", response_model=YearRead)
+@router.get(
+    "/years/{year}",
+    response_model=YearRead,
+    summary="A year's working-day calendar",
+    responses=error_responses({422: "the year is out of range"}),
+)
 def year(year: YearPath, session: SessionDep, _: CurrentUser) -> YearRead:
     """The working-day calendar of one year, as deadlines will count it."""
     read = YearRead.model_validate(policies.load_calendar(session).year(year), from_attributes=True)
@@ -77,7 +83,19 @@ def year(year: YearPath, session: SessionDep, _: CurrentUser) -> YearRead:
     return read
 
 
-@router.put("/years/{year}/known", response_model=CalendarYear)
+@router.put(
+    "/years/{year}/known",
+    response_model=CalendarYear,
+    summary="Confirm a year's calendar",
+    responses=error_responses(
+        {
+            403: "only administrators confirm",
+            409: "the year is confirmed already",
+            422: "the year is out of range, or the note too long",
+        }
+    ),
+    openapi_extra=ex.body(checked=ex.YEAR_CONFIRM),
+)
 def confirm_year(
     year: YearPath,
     body: YearConfirmation,
@@ -91,7 +109,14 @@ def confirm_year(
     return _mark(request, session, clock, user, year=year, known=True, note=body.note)
 
 
-@router.delete("/years/{year}/known", response_model=CalendarYear)
+@router.delete(
+    "/years/{year}/known",
+    response_model=CalendarYear,
+    summary="Withdraw a year's confirmation",
+    responses=error_responses(
+        {403: "only administrators withdraw", 409: "the year is not confirmed"}
+    ),
+)
 def withdraw_year(
     year: YearPath, request: Request, session: SessionDep, clock: ClockDep, user: Admin
 ) -> CalendarYear:
@@ -127,27 +152,62 @@ def _mark(
     return row
 
 
-@router.get("/days", response_model=list[CalendarDay])
+@router.get(
+    "/days",
+    response_model=list[CalendarDay],
+    summary="List the calendar's overrides",
+    responses=error_responses({422: "the year is out of range"}),
+)
 def list_days(
     session: SessionDep,
     _: CurrentUser,
     year: Annotated[int | None, Query(ge=date.min.year, le=date.max.year)] = None,
 ) -> list[CalendarDay]:
+    """The holidays and make-up working days (调休) entered, by day; all years, or `year`'s."""
     return policies.list_calendar_days(session, year=year)
 
 
-@router.put("/days/{day}", response_model=CalendarDay)
+@router.put(
+    "/days/{day}",
+    response_model=CalendarDay,
+    summary="Set a day as holiday or working day",
+    responses=error_responses(
+        {403: "only administrators edit the calendar", 422: "the day or the name is invalid"}
+    ),
+    openapi_extra=ex.body(holiday=ex.DAY_HOLIDAY, makeup=ex.DAY_MAKEUP),
+)
 def set_day(day: date, body: CalendarDayBody, session: SessionDep, _: Admin) -> CalendarDay:
+    """Mark one day a holiday (`is_workday: false`) or a make-up working day (调休, `true`);
+    deadlines counted from now on follow it."""
     return policies.set_calendar_day(session, day=day, is_workday=body.is_workday, name=body.name)
 
 
-@router.delete("/days/{day}", status_code=204)
+@router.delete(
+    "/days/{day}",
+    status_code=204,
+    summary="Remove a day's override",
+    responses=error_responses(
+        {403: "only administrators edit the calendar", 404: "the day has no override"}
+    ),
+)
 def delete_day(day: date, session: SessionDep, _: Admin) -> Response:
+    """The day counts as an ordinary weekday or weekend again."""
     policies.delete_calendar_day(session, day=day)
     return Response(status_code=204)
 
 
-@router.post("/days/import", response_model=list[CalendarDay])
+@router.post(
+    "/days/import",
+    response_model=list[CalendarDay],
+    summary="Import holidays and make-up days",
+    responses=error_responses(
+        {
+            403: "only administrators edit the calendar",
+            422: "a line is invalid (its number is named); nothing is written",
+        }
+    ),
+    openapi_extra=ex.body(year=ex.CALENDAR_IMPORT),
+)
 def import_days(body: CalendarImport, session: SessionDep, _: Admin) -> list[CalendarDay]:
     """All or nothing: one bad line rejects the whole import."""
     return policies.import_calendar_days(session, text=body.text)

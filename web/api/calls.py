@@ -34,7 +34,7 @@ from web.deps import (
     authenticated,
     check_role,
 )
-from web.errors import ERROR_RESPONSES
+from web.errors import ERROR_RESPONSES, error_responses
 
 router = APIRouter(prefix="/calls", tags=["calls"], responses=ERROR_RESPONSES)
 tickets_router = APIRouter(prefix="/tickets", tags=["calls"], responses=ERROR_RESPONSES)
@@ -59,11 +59,19 @@ class CallPage(BaseModel):
     next_cursor: str | None
 
 
-@router.get("", response_model=CallPage)
+@router.get(
+    "",
+    response_model=CallPage,
+    summary="List phone calls",
+    responses=error_responses(
+        {403: "units' handlers do not see calls", 422: "a filter is invalid"}
+    ),
+)
 def list_calls(
     session: SessionDep, _: IntakeStaff, query: Annotated[CallQuery, Query()]
 ) -> CallPage:
-    """Newest first."""
+    """The centre's call records, newest first, filtered by direction, disposition, caller,
+    ticket or arrival time; `next_cursor` pages on."""
     rows, next_cursor = call_records.list_calls(
         session,
         filters=call_records.CallFilters(**query.model_dump(exclude={"limit", "cursor"})),
@@ -76,9 +84,16 @@ def list_calls(
 @router.get(
     "/{call_id:path}/recording",
     response_class=FileResponse,
-    responses={200: {"content": {"audio/wav": {}}}},
+    responses={
+        **error_responses(
+            {403: "units' handlers do not hear calls", 404: "no such call, or it has no recording"}
+        ),
+        200: {"content": {"audio/wav": {}}},
+    },
+    summary="Download a call's recording",
 )
 def call_recording(call_id: str, session: SessionDep, _: IntakeStaff) -> FileResponse:
+    """The call's recording as a WAV file."""
     path = call_records.recording_of(session, call_id=call_id)
     return FileResponse(path, media_type="audio/wav", filename=path.name)
 
@@ -102,7 +117,17 @@ def _view(
 @router.get(
     "/{call_id:path}/transcript/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        **error_responses(
+            {
+                403: "units' handlers do not see calls",
+                404: "no such call",
+                422: "timeout_s is out of range",
+            }
+        ),
+        200: {"content": {"text/event-stream": {}}},
+    },
+    summary="Follow a call's live transcript (SSE)",
 )
 async def transcript_stream(
     call_id: str,
@@ -152,12 +177,23 @@ async def transcript_stream(
     )
 
 
-@router.get("/{call_id:path}", response_model=CallRead)
+@router.get(
+    "/{call_id:path}",
+    response_model=CallRead,
+    summary="Read a phone call",
+    responses=error_responses({403: "units' handlers do not see calls", 404: "no such call"}),
+)
 def get_call(call_id: str, session: SessionDep, _: IntakeStaff) -> CallRead:
+    """One call record: caller, times, queue, disposition, transcript and the ticket it made."""
     return call_records.call_read(call_records.get_call(session, call_id))
 
 
-@tickets_router.get("/{ticket_id}/calls", response_model=list[CallRead])
+@tickets_router.get(
+    "/{ticket_id}/calls",
+    response_model=list[CallRead],
+    summary="A ticket's calls",
+    responses=error_responses({403: "units' handlers do not see calls", 404: "no such ticket"}),
+)
 def calls_of_ticket(ticket_id: PathId, session: SessionDep, _: IntakeStaff) -> list[CallRead]:
     """The calls that made the ticket or called its caller back."""
     tickets.get_ticket(session, ticket_id)
@@ -167,7 +203,12 @@ def calls_of_ticket(ticket_id: PathId, session: SessionDep, _: IntakeStaff) -> l
     return [call_records.call_read(r) for r in rows]
 
 
-@tickets_router.get("/{ticket_id}/callbacks", response_model=list[CallbackAttemptRead])
+@tickets_router.get(
+    "/{ticket_id}/callbacks",
+    response_model=list[CallbackAttemptRead],
+    summary="A ticket's callback attempts",
+    responses=error_responses({403: "units' handlers do not see calls", 404: "no such ticket"}),
+)
 def callbacks_of_ticket(
     ticket_id: PathId, session: SessionDep, _: IntakeStaff
 ) -> list[CallbackAttemptRead]:

@@ -9,12 +9,17 @@ from core.db import saved_id
 from dispatch import access, escalation_visibility
 from web.api.schemas import EscalationRead
 from web.deps import ClockDep, CurrentUser, PathId, SessionDep
-from web.errors import ERROR_RESPONSES
+from web.errors import ERROR_RESPONSES, error_responses
 
 router = APIRouter(tags=["escalations"], responses=ERROR_RESPONSES)
 
 
-@router.get("/escalations", response_model=list[EscalationRead])
+@router.get(
+    "/escalations",
+    response_model=list[EscalationRead],
+    summary="Escalations addressed to you",
+    responses=error_responses({422: "limit is out of range"}),
+)
 def my_escalations(
     session: SessionDep,
     user: CurrentUser,
@@ -28,7 +33,14 @@ def my_escalations(
     return [EscalationRead.model_validate(s) for s in steps]
 
 
-@router.get("/tickets/{ticket_id}/escalations", response_model=list[EscalationRead])
+@router.get(
+    "/tickets/{ticket_id}/escalations",
+    response_model=list[EscalationRead],
+    summary="A ticket's escalations",
+    responses=error_responses(
+        {404: "no such ticket, or not one you may see (a handler: their unit's only)"}
+    ),
+)
 def ticket_escalations(
     ticket_id: PathId, session: SessionDep, user: CurrentUser
 ) -> list[EscalationRead]:
@@ -42,10 +54,21 @@ def ticket_escalations(
     return [EscalationRead.model_validate(s) for s in steps]
 
 
-@router.post("/escalations/{escalation_id}/ack", response_model=EscalationRead)
+@router.post(
+    "/escalations/{escalation_id}/ack",
+    response_model=EscalationRead,
+    summary="Acknowledge an escalation",
+    responses=error_responses(
+        {
+            404: "no such escalation step, or not one addressed to you or your unit",
+        }
+    ),
+)
 def acknowledge(
     escalation_id: PathId, session: SessionDep, user: CurrentUser, clock: ClockDep
 ) -> EscalationRead:
+    """Acknowledge an escalation step (预警, 催办, 督办, 通报) addressed to you or your unit; it is
+    recorded who did and when. Acknowledging it again changes nothing."""
     return EscalationRead.model_validate(
         escalation_visibility.acknowledge(
             session, escalation_id=escalation_id, user=user, now=clock.now()

@@ -19,6 +19,7 @@ from hotline import intake
 from tickets import search as ticket_search
 from tickets import service as tickets
 from tickets.models import Ticket, TicketCreate, TicketEventRead, TicketRead, TicketUpdate
+from web.api import examples as ex
 from web.api.schemas import (
     CloseAtIntakeBody,
     MergeBody,
@@ -47,7 +48,7 @@ from web.deps import (
     patch_body,
     read_header,
 )
-from web.errors import ERROR_RESPONSES
+from web.errors import ERROR_RESPONSES, error_responses
 
 router = APIRouter(prefix="/tickets", tags=["tickets"], responses=ERROR_RESPONSES)
 
@@ -62,10 +63,21 @@ IDEMPOTENCY_KEY = HeaderSpec(
     "",
     status_code=201,
     response_model=TicketWithAssignments,
-    responses={200: {"description": "an idempotent replay: the ticket created first"}},
-    openapi_extra=merged(
-        json_body_schema(TicketCreate), BEARER_SECURITY, header_parameter(IDEMPOTENCY_KEY)
+    responses={
+        **error_responses(
+            {
+                403: "a unit's handler may not take tickets",
+                422: "a field is invalid (named in `error.details`)",
+            }
+        ),
+        200: {"description": "an idempotent replay: the ticket created first"},
+    },
+    openapi_extra=ex.with_body(
+        merged(json_body_schema(TicketCreate), BEARER_SECURITY, header_parameter(IDEMPOTENCY_KEY)),
+        phone=ex.TICKET_CREATE,
+        anonymous=ex.TICKET_CREATE_ANONYMOUS,
     ),
+    summary="Take a new ticket (受理)",
 )
 async def create_ticket(request: Request) -> Response:
     """受理: the ticket is created, classified by the rules and dispatched in one unit of
@@ -124,7 +136,17 @@ def _create_ticket(
     )
 
 
-@router.get("", response_model=TicketPage)
+@router.get(
+    "",
+    response_model=TicketPage,
+    summary="Search and list tickets",
+    responses=error_responses(
+        {
+            403: "searching by caller phone is for centre staff only",
+            422: "a filter is invalid, e.g. a malformed cursor or date",
+        }
+    ),
+)
 def list_tickets(
     session: SessionDep, user: CurrentUser, query: Annotated[TicketQuery, Query()]
 ) -> TicketPage:
@@ -145,20 +167,53 @@ def list_tickets(
     return TicketPage(items=[ticket_read(t, user) for t in rows], next_cursor=next_cursor)
 
 
-@router.get("/by-number/{number}", response_model=TicketRead)
+@router.get(
+    "/by-number/{number}",
+    response_model=TicketRead,
+    summary="Read a ticket by its number",
+    responses=error_responses(
+        {404: "no such ticket, or not one you may see (a handler: their unit's only)"}
+    ),
+)
 def get_ticket_by_number(number: str, session: SessionDep, user: CurrentUser) -> TicketRead:
+    """One ticket by its number (e.g. 20261205-000123). A handler sees only tickets their unit was
+    given; the caller's identity is masked for whoever may not see it."""
     return ticket_read(access.visible_ticket(session, user=user, number=number), user)
 
 
-@router.get("/{ticket_id}", response_model=TicketRead)
+@router.get(
+    "/{ticket_id}",
+    response_model=TicketRead,
+    summary="Read a ticket",
+    responses=error_responses(
+        {404: "no such ticket, or not one you may see (a handler: their unit's only)"}
+    ),
+)
 def get_ticket(ticket_id: PathId, session: SessionDep, user: CurrentUser) -> TicketRead:
+    """One ticket by id. A handler sees only tickets their unit was given; the caller's identity is
+    masked for whoever may not see it."""
     return ticket_read(access.visible_ticket(session, user=user, ticket_id=ticket_id), user)
 
 
-@router.patch("/{ticket_id}", response_model=TicketRead)
+@router.patch(
+    "/{ticket_id}",
+    response_model=TicketRead,
+    summary="Correct a ticket's intake fields",
+    responses=error_responses(
+        {
+            403: "a unit's handler may not edit tickets",
+            404: "no such ticket",
+            409: "the ticket can no longer be edited (replied, merged, closed or archived)",
+            422: "a field is invalid, or a required field was sent as null",
+        }
+    ),
+    openapi_extra=ex.body(address=ex.TICKET_UPDATE),
+)
 def update_ticket(
     ticket_id: PathId, data: TicketUpdate, session: SessionDep, user: IntakeStaff, clock: ClockDep
 ) -> TicketRead:
+    """Correct what intake recorded (address, category, caller…); only the fields sent change, and
+    each change is kept in the ticket's events."""
     data = patch_body(data, Ticket)
     ticket = tickets.get_ticket(session, ticket_id, for_update=True)
     tickets.update_ticket(
@@ -167,15 +222,37 @@ def update_ticket(
     return ticket_read(ticket, user)
 
 
-@router.get("/{ticket_id}/events", response_model=list[TicketEventRead])
+@router.get(
+    "/{ticket_id}/events",
+    response_model=list[TicketEventRead],
+    summary="A ticket's history",
+    responses=error_responses(
+        {404: "no such ticket, or not one you may see (a handler: their unit's only)"}
+    ),
+)
 def ticket_events(
     ticket_id: PathId, session: SessionDep, user: CurrentUser
 ) -> list[TicketEventRead]:
+    """The append-only audit trail of the ticket, oldest first: intake, dispatch, sign-for,
+    replies, reviews, callbacks."""
     ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
     return event_reads(tickets.events_of(session, saved_id(ticket)), ticket, user)
 
 
-@router.post("/{ticket_id}/close-at-intake", response_model=TicketRead)
+@router.post(
+    "/{ticket_id}/close-at-intake",
+    response_model=TicketRead,
+    summary="Answer directly and close (直接办结)",
+    responses=error_responses(
+        {
+            403: "a unit's handler may not do this",
+            404: "no such ticket",
+            409: "the ticket has been dispatched or closed already",
+            422: "the answer is empty",
+        }
+    ),
+    openapi_extra=ex.body(answer=ex.CLOSE_AT_INTAKE),
+)
 def close_at_intake(
     ticket_id: PathId,
     body: CloseAtIntakeBody,
@@ -190,7 +267,20 @@ def close_at_intake(
     return ticket_read(ticket, user)
 
 
-@router.post("/{ticket_id}/merge", response_model=TicketRead)
+@router.post(
+    "/{ticket_id}/merge",
+    response_model=TicketRead,
+    summary="Merge into another ticket (并单)",
+    responses=error_responses(
+        {
+            403: "a unit's handler may not merge",
+            404: "no such ticket or parent",
+            409: "the parent is closed, or this ticket has merged tickets of its own",
+            422: "a ticket cannot be merged into itself",
+        }
+    ),
+    openapi_extra=ex.body(merge=ex.MERGE),
+)
 def merge_ticket(
     ticket_id: PathId, body: MergeBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
 ) -> TicketRead:

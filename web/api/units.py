@@ -10,14 +10,20 @@ from core.db import saved_id
 from dispatch import units as unit_service
 from dispatch.models import Unit
 from dispatch.units import UnitCreate, UnitUpdate
+from web.api import examples as ex
 from web.api.schemas import UnitNode, UnitRead, unit_read, unit_tree
 from web.deps import Admin, CurrentUser, SessionDep, patch_body
-from web.errors import ERROR_RESPONSES
+from web.errors import ERROR_RESPONSES, error_responses
 
 router = APIRouter(prefix="/units", tags=["units"], responses=ERROR_RESPONSES)
 
 
-@router.get("", response_model=list[UnitNode] | list[UnitRead])
+@router.get(
+    "",
+    response_model=list[UnitNode] | list[UnitRead],
+    summary="List the units (承办单位)",
+    responses=error_responses({422: "an unknown view"}),
+)
 def list_units(
     session: SessionDep,
     _: CurrentUser,
@@ -32,19 +38,52 @@ def list_units(
     return [unit_read(u, by_id) for u in units]
 
 
-@router.get("/{code}", response_model=UnitRead)
+@router.get(
+    "/{code}",
+    response_model=UnitRead,
+    summary="Read a unit",
+    responses=error_responses({404: "no unit with this code"}),
+)
 def get_unit(code: str, session: SessionDep, _: CurrentUser) -> UnitRead:
+    """One unit by its code, with its parent's code and name."""
     unit = unit_service.get_unit(session, code=code)
     return unit_read(unit, unit_service.units_by_id(session, [unit.parent_id]))
 
 
-@router.post("", status_code=201, response_model=UnitRead)
+@router.post(
+    "",
+    status_code=201,
+    response_model=UnitRead,
+    summary="Create a unit",
+    responses=error_responses(
+        {
+            403: "only administrators manage units",
+            409: "a unit with this code exists",
+            422: "a field is invalid, or the parent unit does not exist",
+        }
+    ),
+    openapi_extra=ex.body(street=ex.UNIT_CREATE),
+)
 def create_unit(data: UnitCreate, session: SessionDep, _: Admin) -> UnitRead:
+    """A new unit that tickets can be dispatched to; `parent_code` places it in the tree."""
     unit = unit_service.create_unit(session, data=data)
     return unit_read(unit, unit_service.units_by_id(session, [unit.parent_id]))
 
 
-@router.patch("/{code}", response_model=UnitRead)
+@router.patch(
+    "/{code}",
+    response_model=UnitRead,
+    summary="Change a unit",
+    responses=error_responses(
+        {
+            403: "only administrators manage units",
+            404: "no unit with this code",
+            422: "a field is invalid or set to null, or the parent would make a cycle",
+        }
+    ),
+    openapi_extra=ex.body(head=ex.UNIT_UPDATE),
+)
 def update_unit(code: str, data: UnitUpdate, session: SessionDep, _: Admin) -> UnitRead:
+    """Only the fields sent change; `active: false` stops new dispatches to the unit."""
     unit = unit_service.update_unit(session, code=code, changes=patch_body(data, Unit))
     return unit_read(unit, unit_service.units_by_id(session, [unit.parent_id]))

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body
 from core.db import saved_id
 from dispatch import access, assignments, closing, handling, review, routing
 from dispatch.models import ExtensionStatus
+from web.api import examples as ex
 from web.api.schemas import (
     AssignmentRead,
     CallbackBody,
@@ -41,7 +42,7 @@ from web.deps import (
     Supervisor,
     UnitWorker,
 )
-from web.errors import ERROR_RESPONSES
+from web.errors import ERROR_RESPONSES, error_responses
 
 router = APIRouter(tags=["workflow"], responses=ERROR_RESPONSES)
 
@@ -49,7 +50,20 @@ router = APIRouter(tags=["workflow"], responses=ERROR_RESPONSES)
 # ---------------------------------------------------------------- the centre
 
 
-@router.post("/tickets/{ticket_id}/dispatch", response_model=DispatchRead)
+@router.post(
+    "/tickets/{ticket_id}/dispatch",
+    response_model=DispatchRead,
+    summary="Dispatch a ticket (派单 / 改派)",
+    responses=error_responses(
+        {
+            403: "a unit's handler may not dispatch",
+            404: "no such ticket",
+            409: "the ticket's status does not allow this step (e.g. it is closed already)",
+            422: "an unknown or inactive unit, an unknown policy, a unit named twice",
+        }
+    ),
+    openapi_extra=ex.body(rules=ex.DISPATCH_RULES, manual=ex.DISPATCH_MANUAL),
+)
 def dispatch_ticket(
     ticket_id: PathId,
     session: SessionDep,
@@ -83,7 +97,14 @@ def dispatch_ticket(
     return dispatch_read(session, result, user)
 
 
-@router.get("/tickets/{ticket_id}/assignments", response_model=list[AssignmentRead])
+@router.get(
+    "/tickets/{ticket_id}/assignments",
+    response_model=list[AssignmentRead],
+    summary="A ticket's assignments",
+    responses=error_responses(
+        {404: "no such ticket, or not one you may see (a handler: their unit's only)"}
+    ),
+)
 def ticket_assignments(
     ticket_id: PathId, session: SessionDep, user: CurrentUser
 ) -> list[AssignmentRead]:
@@ -94,7 +115,20 @@ def ticket_assignments(
     )
 
 
-@router.post("/tickets/{ticket_id}/review-reply", response_model=TicketWithAssignments)
+@router.post(
+    "/tickets/{ticket_id}/review-reply",
+    response_model=TicketWithAssignments,
+    summary="Review the unit's reply (审核)",
+    responses=error_responses(
+        {
+            403: "a unit's handler may not review",
+            404: "no such ticket",
+            409: "the ticket has no reply waiting for review",
+            422: "a reason is required when sending the reply back",
+        }
+    ),
+    openapi_extra=ex.body(approve=ex.REVIEW_APPROVE, send_back=ex.REVIEW_SEND_BACK),
+)
 def review_reply(
     ticket_id: PathId,
     body: ReviewReplyBody,
@@ -114,7 +148,19 @@ def review_reply(
     return ticket_with_assignments(session, ticket, user)
 
 
-@router.post("/tickets/{ticket_id}/callback", response_model=TicketWithAssignments)
+@router.post(
+    "/tickets/{ticket_id}/callback",
+    response_model=TicketWithAssignments,
+    summary="Record the callback (回访)",
+    responses=error_responses(
+        {
+            403: "a unit's handler may not record callbacks",
+            404: "no such ticket",
+            409: "the ticket is not waiting for a callback",
+        }
+    ),
+    openapi_extra=ex.body(satisfied=ex.CALLBACK_SATISFIED, dissatisfied=ex.CALLBACK_DISSATISFIED),
+)
 def callback(
     ticket_id: PathId, body: CallbackBody, session: SessionDep, user: IntakeStaff, clock: ClockDep
 ) -> TicketWithAssignments:
@@ -130,7 +176,19 @@ def callback(
     return ticket_with_assignments(session, result.ticket, user)
 
 
-@router.post("/tickets/{ticket_id}/close", response_model=TicketWithAssignments)
+@router.post(
+    "/tickets/{ticket_id}/close",
+    response_model=TicketWithAssignments,
+    summary="Close without a callback (办结)",
+    responses=error_responses(
+        {
+            403: "only dispatchers, supervisors and administrators close",
+            404: "no such ticket",
+            409: "the ticket's status does not allow this step (e.g. it is closed already)",
+        }
+    ),
+    openapi_extra=ex.body(unreachable=ex.CLOSE),
+)
 def close(
     ticket_id: PathId, body: ReasonBody, session: SessionDep, user: Dispatcher, clock: ClockDep
 ) -> TicketWithAssignments:
@@ -141,7 +199,20 @@ def close(
     return ticket_with_assignments(session, ticket, user)
 
 
-@router.post("/tickets/{ticket_id}/review-return", response_model=TicketWithAssignments)
+@router.post(
+    "/tickets/{ticket_id}/review-return",
+    response_model=TicketWithAssignments,
+    summary="Decide on a returned ticket (退单审核)",
+    responses=error_responses(
+        {
+            403: "only dispatchers, supervisors and administrators decide",
+            404: "no such ticket",
+            409: "the ticket has no returned assignment",
+            422: "re-dispatching needs a new lead unit other than the one that returned it",
+        }
+    ),
+    openapi_extra=ex.body(uphold=ex.REVIEW_RETURN_UPHOLD, redispatch=ex.REVIEW_RETURN_REDISPATCH),
+)
 def review_return(
     ticket_id: PathId,
     body: ReviewReturnBody,
@@ -165,7 +236,17 @@ def review_return(
     return ticket_with_assignments(session, result.ticket, user)
 
 
-@router.get("/extensions", response_model=list[ExtensionRead])
+@router.get(
+    "/extensions",
+    response_model=list[ExtensionRead],
+    summary="The queue of extension requests",
+    responses=error_responses(
+        {
+            403: "only dispatchers, supervisors and administrators see the queue",
+            422: "an unknown status",
+        }
+    ),
+)
 def extension_queue(
     session: SessionDep, user: Dispatcher, status: ExtensionStatus | None = ExtensionStatus.pending
 ) -> list[ExtensionRead]:
@@ -176,10 +257,18 @@ def extension_queue(
     ]
 
 
-@router.get("/tickets/{ticket_id}/extensions", response_model=list[ExtensionRead])
+@router.get(
+    "/tickets/{ticket_id}/extensions",
+    response_model=list[ExtensionRead],
+    summary="A ticket's extension requests",
+    responses=error_responses(
+        {404: "no such ticket, or not one you may see (a handler: their unit's only)"}
+    ),
+)
 def ticket_extensions(
     ticket_id: PathId, session: SessionDep, user: CurrentUser
 ) -> list[ExtensionRead]:
+    """Every extension request (延期申请) on the ticket, with its decision."""
     ticket = access.visible_ticket(session, user=user, ticket_id=ticket_id)
     return [
         ExtensionRead.model_validate(r, from_attributes=True)
@@ -187,7 +276,19 @@ def ticket_extensions(
     ]
 
 
-@router.post("/extensions/{extension_id}/decision", response_model=ExtensionRead)
+@router.post(
+    "/extensions/{extension_id}/decision",
+    response_model=ExtensionRead,
+    summary="Decide an extension request",
+    responses=error_responses(
+        {
+            403: "only dispatchers, supervisors and administrators decide",
+            404: "no such extension request",
+            409: "the request was decided already, or its assignment is no longer open",
+        }
+    ),
+    openapi_extra=ex.body(approve=ex.EXTENSION_APPROVE, refuse=ex.EXTENSION_REFUSE),
+)
 def decide_extension(
     extension_id: PathId,
     body: ExtensionDecisionBody,
@@ -195,6 +296,7 @@ def decide_extension(
     user: Dispatcher,
     clock: ClockDep,
 ) -> ExtensionRead:
+    """Approve (the assignment's deadlines move) or refuse a unit's extension request (延期申请)."""
     request = review.decide_extension(
         session,
         extension_id=extension_id,
@@ -206,7 +308,19 @@ def decide_extension(
     return ExtensionRead.model_validate(request, from_attributes=True)
 
 
-@router.post("/tickets/{ticket_id}/reopen", response_model=TicketWithAssignments)
+@router.post(
+    "/tickets/{ticket_id}/reopen",
+    response_model=TicketWithAssignments,
+    summary="Reopen a closed ticket (重办)",
+    responses=error_responses(
+        {
+            403: "only supervisors and administrators reopen",
+            404: "no such ticket",
+            409: "the ticket is not closed",
+        }
+    ),
+    openapi_extra=ex.body(reopen=ex.REOPEN),
+)
 def reopen(
     ticket_id: PathId, body: ReasonBody, session: SessionDep, user: Supervisor, clock: ClockDep
 ) -> TicketWithAssignments:
@@ -217,10 +331,22 @@ def reopen(
     return ticket_with_assignments(session, result.ticket, user)
 
 
-@router.post("/tickets/{ticket_id}/archive", response_model=TicketWithAssignments)
+@router.post(
+    "/tickets/{ticket_id}/archive",
+    response_model=TicketWithAssignments,
+    summary="Archive a closed ticket (归档)",
+    responses=error_responses(
+        {
+            403: "only supervisors and administrators archive",
+            404: "no such ticket",
+            409: "the ticket is not closed",
+        }
+    ),
+)
 def archive(
     ticket_id: PathId, session: SessionDep, user: Supervisor, clock: ClockDep
 ) -> TicketWithAssignments:
+    """A closed ticket is archived (归档): it can no longer be reopened."""
     ticket = closing.archive(session, ticket_id=ticket_id, actor=user, now=clock.now())
     return ticket_with_assignments(session, ticket, user)
 
@@ -228,7 +354,18 @@ def archive(
 # ---------------------------------------------------------------- the unit
 
 
-@router.post("/assignments/{assignment_id}/sign", response_model=AssignmentRead)
+@router.post(
+    "/assignments/{assignment_id}/sign",
+    response_model=AssignmentRead,
+    summary="Sign for an assignment (签收)",
+    responses=error_responses(
+        {
+            403: "only a unit's handler (or an administrator) signs",
+            404: "no such assignment, or not one of your unit's",
+            409: "the assignment is not waiting to be signed for",
+        }
+    ),
+)
 def sign(
     assignment_id: PathId, session: SessionDep, user: UnitWorker, clock: ClockDep
 ) -> AssignmentRead:
@@ -237,25 +374,65 @@ def sign(
     return assignment_read(session, assignment)
 
 
-@router.post("/assignments/{assignment_id}/start", response_model=AssignmentRead)
+@router.post(
+    "/assignments/{assignment_id}/start",
+    response_model=AssignmentRead,
+    summary="Start work on an assignment",
+    responses=error_responses(
+        {
+            403: "only a unit's handler (or an administrator)",
+            404: "no such assignment, or not one of your unit's",
+            409: "the assignment is not signed for (or is past that step)",
+            422: "a co-handling unit does not start: it replies once signed for",
+        }
+    ),
+)
 def start(
     assignment_id: PathId, session: SessionDep, user: UnitWorker, clock: ClockDep
 ) -> AssignmentRead:
+    """The unit begins handling (办理中) the assignment it signed for."""
     assignment = handling.start(session, assignment_id=assignment_id, actor=user, now=clock.now())
     return assignment_read(session, assignment)
 
 
-@router.post("/assignments/{assignment_id}/reply", response_model=AssignmentRead)
+@router.post(
+    "/assignments/{assignment_id}/reply",
+    response_model=AssignmentRead,
+    summary="Reply on an assignment (答复)",
+    responses=error_responses(
+        {
+            403: "only a unit's handler (or an administrator)",
+            404: "no such assignment, or not one of your unit's",
+            409: "the assignment is not signed for, or replied already",
+            422: "the reply is empty",
+        }
+    ),
+    openapi_extra=ex.body(reply=ex.REPLY),
+)
 def reply(
     assignment_id: PathId, body: ReplyBody, session: SessionDep, user: UnitWorker, clock: ClockDep
 ) -> AssignmentRead:
+    """The unit's answer (答复); a lead unit's reply goes to the centre for review (审核)."""
     assignment = handling.reply(
         session, assignment_id=assignment_id, text=body.text, actor=user, now=clock.now()
     )
     return assignment_read(session, assignment)
 
 
-@router.post("/assignments/{assignment_id}/return", response_model=AssignmentRead)
+@router.post(
+    "/assignments/{assignment_id}/return",
+    response_model=AssignmentRead,
+    summary="Return a ticket (退单)",
+    responses=error_responses(
+        {
+            403: "only a unit's handler (or an administrator)",
+            404: "no such assignment, or not one of your unit's",
+            409: "the assignment can no longer be returned",
+            422: "an unknown reason_code",
+        }
+    ),
+    openapi_extra=ex.body(wrong_locality=ex.RETURN),
+)
 def return_ticket(
     assignment_id: PathId, body: ReturnBody, session: SessionDep, user: UnitWorker, clock: ClockDep
 ) -> AssignmentRead:
@@ -272,7 +449,19 @@ def return_ticket(
 
 
 @router.post(
-    "/assignments/{assignment_id}/extensions", status_code=201, response_model=ExtensionRead
+    "/assignments/{assignment_id}/extensions",
+    status_code=201,
+    response_model=ExtensionRead,
+    summary="Ask for an extension (延期申请)",
+    responses=error_responses(
+        {
+            403: "only a unit's handler (or an administrator)",
+            404: "no such assignment, or not one of your unit's",
+            409: "past the reply deadline, or a request is pending already",
+            422: "extend_by or extend_unit is invalid",
+        }
+    ),
+    openapi_extra=ex.body(five_workdays=ex.EXTENSION_REQUEST),
 )
 def request_extension(
     assignment_id: PathId,
