@@ -423,8 +423,10 @@ def call_ends(placed: int, seen: Sequence[Record]) -> dict[str, int]:
 
 # ---------------------------------------------------------------- the ring delay
 
+# The one log format (core/logging_setup.py): ISO time with its offset, level, process,
+# logger, [ids]: message.
 _PICK = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) INFO telephony\.acd: "
+    r"^(\S+) INFO\s+\S+ telephony\.acd(?: \[[^\]]*\])?: "
     r"call (\S+) rings agent \S+ \((\d+)\)"
 )
 _TRACE_TIME = re.compile(r"^-{10,}\s+(\d{4}-\d\d-\d\d)\s+(\d\d:\d\d:\d\d\.\d{6})", re.M)
@@ -439,8 +441,7 @@ def ring_delays_ms(log: str, traces: Iterable[str]) -> list[float]:
     for line in log.splitlines():
         m = _PICK.match(line)
         if m:
-            at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
-            picks[m.group(4)].append(at + int(m.group(2)) / 1000)
+            picks[m.group(3)].append(datetime.fromisoformat(m.group(1)).timestamp())
     invites: dict[str, list[float]] = defaultdict(list)
     for trace in traces:
         stamps = list(_TRACE_TIME.finditer(trace))

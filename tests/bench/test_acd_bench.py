@@ -52,7 +52,9 @@ def test_given_sipps_last_screen_then_its_ends_are_the_cumulative_column():
 
 
 def test_given_a_pick_and_the_seats_invite_then_the_ring_delay_is_their_distance():
-    log = "2026-12-04 22:54:05,481 INFO telephony.acd: call 1-7@h rings agent 1 (8000)\n"
+    # the edge's log line (its time with the offset) and sipp's trace (local time, naive)
+    at = datetime(2026, 12, 4, 22, 54, 5, 481000).astimezone().isoformat(timespec="milliseconds")
+    log = f"{at} INFO    sip telephony.acd [call=1-7@h]: call 1-7@h rings agent 1 (8000)\n"
     trace = (
         "----------------------------------------------- 2026-12-04 22:54:05.493500\n"
         "UDP message received [700] bytes :\n\nINVITE sip:8000@127.0.0.1:5 SIP/2.0\n\n"
