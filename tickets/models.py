@@ -69,6 +69,9 @@ class Ticket(SQLModel, table=True):
         # 重复诉求率 (hotline.figures): the callers and categories of a period and the
         # window before it, read from the index alone
         Index("ix_ticket_created_caller", "created_at", "caller_phone", "category_code", "id"),
+        # Open311 GET requests: a service code's requests by status in the 90-day window,
+        # newest first (bench/open311.py)
+        Index("ix_ticket_category_status_created", "category_code", "status", "created_at", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -1,0 +1,185 @@
+"""bench/open311.py's HTTP side: the real app served by uvicorn in a child process
+(`open311.py --serve`), Open311 rate limits raised for the bench, and a bounded client — a
+few keep-alive `httpx.Client` threads sharing one list of requests, each sent once."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import _common as common
+
+OPEN311 = Path(__file__).resolve().parent / "open311.py"  # runs the server (--serve)
+# Far above anything a 2-core machine can send: the bench measures the work, not the limit.
+BENCH_RATE = 10_000_000
+
+
+def serve(url: str, port: int, now: datetime) -> None:
+    """Child process: one uvicorn worker serving the platform until SIGTERM."""
+    import uvicorn
+
+    from bench._pipeline_plan import bench_settings
+    from core.clock import FrozenClock
+    from core.db import make_engine, make_session_factory
+    from hotline.open311.limits import PostLimits, TokenBucket
+    from web.app import create_app
+
+    app = create_app(
+        settings=bench_settings(url),
+        session_factory=make_session_factory(make_engine(url)),
+        clock=FrozenClock(now),
+    )
+    # web/open311.py reads the buckets from app.state (PostLimits.default() when unset)
+    app.state.open311_limits = PostLimits(
+        TokenBucket(BENCH_RATE, BENCH_RATE), TokenBucket(BENCH_RATE, BENCH_RATE)
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+class Server:
+    def __init__(self, name: str, url: str, now: datetime, workdir: Path) -> None:
+        from tests.services import free_port
+
+        self.name = name
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / f"{name}.log"
+        command = [sys.executable, str(OPEN311), "--serve", url, "--port", str(self.port),
+                   "--now", now.isoformat()]  # fmt: skip
+        with open(self.log, "w") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        from tests.services import port_open
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} server exited: see {self.log}")
+            if port_open("127.0.0.1", self.port):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} server did not listen within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+# One request: (client, index) → the response; `expect` is the status that counts as done.
+Send = Callable[[httpx.Client, int], httpx.Response]
+
+
+def drive(
+    base_url: str,
+    send: Send,
+    n: int,
+    *,
+    concurrency: int,
+    expect: int,
+    server_pid: int | None = None,
+) -> dict[str, Any]:
+    """Send requests 0..n-1 once each, `concurrency` keep-alive clients at a time."""
+    lock = threading.Lock()
+    position = iter(range(n))
+    latencies: list[float] = []
+    failures: Counter[str] = Counter()
+
+    def worker() -> None:
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            while True:
+                with lock:
+                    index = next(position, None)
+                if index is None:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    response = send(client, index)
+                    failed = (
+                        None
+                        if response.status_code == expect
+                        else f"{response.status_code} {response.text[:200]}"
+                    )
+                except httpx.HTTPError as exc:
+                    failed = f"{type(exc).__name__}: {exc}"
+                elapsed = time.perf_counter() - t0
+                with lock:
+                    latencies.append(elapsed)
+                    if failed:
+                        failures[failed] += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, concurrency))]
+    server_cpu = common.cpu_seconds(server_pid) if server_pid else 0.0
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    return {
+        "requests": n,
+        "rate": n / wall,
+        "latency": latencies,
+        "failures": dict(failures),
+        "server_cpu_ms": round((common.cpu_seconds(server_pid) - server_cpu) * 1000 / n, 3)
+        if server_pid
+        else None,
+    }
+
+
+def offset(send: Send, start: int) -> Send:
+    """``send`` for the requests from ``start`` on: a slice of a longer list."""
+
+    def shifted(client: httpx.Client, i: int) -> httpx.Response:
+        return send(client, start + i)
+
+    return shifted
+
+
+def api_ticket(payloads: Sequence[dict[str, Any]], token: str) -> Send:
+    """POST /api/v1/tickets with the operator's bearer token."""
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def send(client: httpx.Client, i: int) -> httpx.Response:
+        return client.post("/api/v1/tickets", json=payloads[i], headers=headers)
+
+    return send
+
+
+def open311_post(forms: Sequence[dict[str, str]], fmt: str) -> Send:
+    """POST /open311/v2/requests.{fmt}, form-encoded as the spec has it."""
+
+    def send(client: httpx.Client, i: int) -> httpx.Response:
+        return client.post(f"/open311/v2/requests.{fmt}", data=forms[i])
+
+    return send
+
+
+def open311_form(data: dict[str, Any], *, api_key: str, service_code: str) -> dict[str, str]:
+    """The same intake as an API ticket, the way a partner system files it."""
+    name = data.get("caller_name") or ""
+    return {
+        "api_key": api_key,
+        "service_code": service_code,
+        "description": data["description"],
+        "address_string": data.get("address") or "榆阳区",
+        "last_name": name[:1],
+        "first_name": name[1:],
+        "phone": data.get("caller_phone") or "",
+        "attribute[REQUEST_TYPE]": data.get("request_type", "help"),
+    }
