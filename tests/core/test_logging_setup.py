@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -21,15 +22,20 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     libraries = {
-        name: (list(logging.getLogger(name).handlers), logging.getLogger(name).propagate)
+        name: (
+            list(logging.getLogger(name).handlers),
+            logging.getLogger(name).propagate,
+            logging.getLogger(name).level,
+        )
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task")
     }
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    for name, (library_handlers, propagate) in libraries.items():
+    for name, (library_handlers, propagate, library_level) in libraries.items():
         logging.getLogger(name).handlers[:] = library_handlers
         logging.getLogger(name).propagate = propagate
+        logging.getLogger(name).setLevel(library_level)
     logging.captureWarnings(False)
 
 
@@ -102,7 +108,9 @@ def test_runs_of_seven_or_more_digits_keep_only_their_last_four(text, masked):
 def test_given_a_number_in_the_arguments_then_the_written_line_is_masked(restore_logging):
     out = _configured("text")
     logging.getLogger("x").warning("caller %s waited %d s", "13812345678", 12)
-    assert "caller *******5678 waited 12 s" in out.getvalue()
+    # masked, the last four kept (138****5678 when accounts.privacy's filter, which the web
+    # app installs, got there first in this process)
+    assert re.search(r"caller (?:\*{7}|138\*{4})5678 waited 12 s", out.getvalue())
     assert "13812345678" not in out.getvalue()
 
 
@@ -131,8 +139,11 @@ def test_ids_belong_to_their_context_thread_and_task():
 
 def test_configure_twice_keeps_one_handler_and_hands_library_loggers_to_it(restore_logging):
     uvicorn_handler = logging.StreamHandler(io.StringIO())
-    logging.getLogger("uvicorn.access").addHandler(uvicorn_handler)
-    logging.getLogger("uvicorn.access").propagate = False
+    access = logging.getLogger("uvicorn.access")
+    access.addHandler(uvicorn_handler)
+    access.propagate = False
+    # a test server of this process (log_level="warning") may have raised its level
+    access.setLevel(logging.INFO)
     _configured("text")
     out = _configured("json")
     ours = [h for h in logging.getLogger().handlers if isinstance(h, logging_setup._HotlineHandler)]

@@ -93,7 +93,7 @@ def test_the_operator_answers_from_a_suggestion_that_follows_the_callers_words(s
 
     page.keyboard.press("Alt+1")
     expect(first.locator(".kb-answer")).to_be_visible()
-    # More words arrive: the list refreshes, and the suggestion the operator opened stays open.
+    # More words arrive while it is open: the list holds still for the operator reading it.
     _caller_says(
         site,
         call_id,

@@ -44,19 +44,23 @@
       box.dispatchEvent(new Event("input", { bubbles: true }));
     }
   });
-  // Knowledge suggestions: a live refresh keeps the suggestion the operator opened open, and
-  // waits while they type feedback in one. "Answer with this article" fills the direct
-  // answer and cites the article's version; Alt+Enter does that and closes at intake.
+  // Knowledge suggestions: the list follows the caller's words, except while the operator
+  // works in it — a suggestion open (being read out), or the focus in the card (typing a
+  // note): then the live refresh waits for the next words. A search the operator types
+  // always runs, and keeps an opened suggestion open. "Answer with this article" fills the
+  // direct answer and cites the article's version; Alt+Enter does that and closes at intake.
   var openArticle = null;
   document.body.addEventListener("toggle", function (event) {
     var hit = event.target.closest && event.target.closest(".kb-hit");
     if (hit && event.target.tagName === "DETAILS" && event.target.open) { openArticle = hit.dataset.article; }
   }, true);
   document.body.addEventListener("htmx:beforeRequest", function (event) {
-    var results = document.getElementById("kb-results");
-    if (!results || event.detail.elt.id !== "kb-live") { return; }
+    var card = document.getElementById("kb-suggest");
+    if (!card || event.detail.elt.id !== "kb-live") { return; }
     var active = document.activeElement;
-    if (active && results.contains(active) && active.tagName === "INPUT") { event.preventDefault(); }
+    var busy = (active && active.id !== "kb-q" && card.contains(active)) ||
+      card.querySelector("#kb-results details[open]") !== null;
+    if (busy) { event.preventDefault(); }
   });
   document.body.addEventListener("htmx:afterSettle", function () {
     if (!openArticle) { return; }
