@@ -54,13 +54,20 @@
     var hit = event.target.closest && event.target.closest(".kb-hit");
     if (hit && event.target.tagName === "DETAILS" && event.target.open) { openArticle = hit.dataset.article; }
   }, true);
-  document.body.addEventListener("htmx:beforeRequest", function (event) {
+  function kbBusy() {
     var card = document.getElementById("kb-suggest");
-    if (!card || event.detail.elt.id !== "kb-live") { return; }
+    if (!card) { return false; }
     var active = document.activeElement;
-    var busy = (active && active.id !== "kb-q" && card.contains(active)) ||
+    return (active && active.id !== "kb-q" && card.contains(active)) ||
       card.querySelector("#kb-results details[open]") !== null;
-    if (busy) { event.preventDefault(); }
+  }
+  document.body.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt.id === "kb-live" && kbBusy()) { event.preventDefault(); }
+  });
+  // …and a live answer already on its way when the operator started is dropped.
+  document.body.addEventListener("htmx:beforeSwap", function (event) {
+    var elt = event.detail.elt;
+    if (elt && elt.id === "kb-live" && kbBusy()) { event.detail.shouldSwap = false; }
   });
   document.body.addEventListener("htmx:afterSettle", function () {
     if (!openArticle) { return; }
