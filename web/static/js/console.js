@@ -64,10 +64,21 @@
   document.body.addEventListener("htmx:beforeRequest", function (event) {
     if (event.detail.elt.id === "kb-live" && kbBusy()) { event.preventDefault(); }
   });
-  // …and a live answer already on its way when the operator started is dropped.
+  // …and an answer already on its way when the operator started is dropped: a live one while
+  // they read or type in the card, even their own search while they write a note.
+  function writingNote() {
+    var active = document.activeElement;
+    if (active && active.closest && active.closest(".kb-feedback")) { return true; }
+    return Array.prototype.some.call(
+      document.querySelectorAll('#kb-results input[name="note"]'),
+      function (input) { return input.value.trim() !== ""; });
+  }
   document.body.addEventListener("htmx:beforeSwap", function (event) {
     var elt = event.detail.elt;
-    if (elt && elt.id === "kb-live" && kbBusy()) { event.detail.shouldSwap = false; }
+    if (!elt) { return; }
+    if ((elt.id === "kb-live" && kbBusy()) || (elt.id === "kb-q" && writingNote())) {
+      event.detail.shouldSwap = false;
+    }
   });
   document.body.addEventListener("htmx:afterSettle", function () {
     if (!openArticle) { return; }
