@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -149,12 +148,9 @@ def test_given_nginx_in_front_of_uvicorn_then_pages_sse_and_limits_work(
             assert stream.headers["content-type"].startswith("text/event-stream")
             assert "content-encoding" not in stream.headers  # not gzipped, not held back
 
-            def speak() -> None:
-                time.sleep(0.5)
-                with session_scope(site.session_factory) as session:
-                    records.set_live_text(session, call_id=call_id, text="小区停水了", now=START)
-
-            threading.Thread(target=speak, daemon=True).start()
+            # the stream is open (its headers came through): the caller speaks now
+            with session_scope(site.session_factory) as session:
+                records.set_live_text(session, call_id=call_id, text="小区停水了", now=START)
             opened = time.monotonic()
             for line in stream.iter_lines():
                 got.append(line)
