@@ -10,7 +10,9 @@ import json
 import os
 import platform
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -302,3 +304,35 @@ def verdicts(result: dict[str, Any], targets: dict[str, tuple[str, float]]) -> d
         met = None if value is None else (value >= bound if op == ">=" else value <= bound)
         out[key] = {"value": value, "target": f"{op} {bound}", "met": met}
     return out
+
+
+class ChildServer:
+    """A web server the benchmark started as a child process on a loopback port: waiting
+    until it listens, and stopping it (SIGTERM, then kill). Subclasses set ``label``,
+    ``port``, ``log`` and ``proc`` when they start it."""
+
+    label: str
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        from tests.services import port_open
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.label} server exited: see {self.log}")
+            if port_open("127.0.0.1", self.port):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.label} server did not listen within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)

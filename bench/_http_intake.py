@@ -94,11 +94,11 @@ def serve(kind: str, url: str, port: int, profile_out: str | None) -> None:
         profiles.dump(profile_out)
 
 
-class Server:
+class Server(common.ChildServer):
     def __init__(self, kind: str, url: str, workdir: Path, profile: bool) -> None:
         from tests.services import free_port
 
-        self.kind = kind
+        self.kind = self.label = kind
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.profile_out = str(workdir / f"{kind}.pstats") if profile else None
@@ -117,27 +117,6 @@ class Server:
             command += ["--profile-out", self.profile_out]
         with open(self.log, "w") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        from tests.services import port_open
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} server exited: see {self.log}")
-            if port_open("127.0.0.1", self.port):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.kind} server did not listen within {timeout:.0f}s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 def load(

@@ -4,7 +4,6 @@ few keep-alive `httpx.Client` threads sharing one list of requests, each sent on
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import threading
@@ -46,11 +45,11 @@ def serve(url: str, port: int, now: datetime) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-class Server:
+class Server(common.ChildServer):
     def __init__(self, name: str, url: str, now: datetime, workdir: Path) -> None:
         from tests.services import free_port
 
-        self.name = name
+        self.name = self.label = name
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / f"{name}.log"
@@ -58,27 +57,6 @@ class Server:
                    "--now", now.isoformat()]  # fmt: skip
         with open(self.log, "w") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        from tests.services import port_open
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} server exited: see {self.log}")
-            if port_open("127.0.0.1", self.port):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} server did not listen within {timeout:.0f}s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 # One request: (client, index) → the response; `expect` is the status that counts as done.
