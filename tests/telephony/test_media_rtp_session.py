@@ -182,7 +182,7 @@ def test_given_a_quiet_caller_when_reading_then_returns_by_the_timeout(peer, ses
     session.start()
     started = time.monotonic()
     assert session.read_frame(0.1) == b""
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2  # not blocked for good; wide for a loaded machine
     # Digital silence is audio too: it comes back as silence frames (pyVoIP spun on it).
     for _ in range(3):
         peer.send_audio(session.local_address, bytes([0xFF]) * FRAME_SAMPLES, pt=codecs.PCMU)

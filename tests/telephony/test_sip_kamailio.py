@@ -125,7 +125,7 @@ def test_given_wrong_password_then_not_registered_and_start_does_not_block(kamai
     began = time.monotonic()
     harness = start_edge(mode="registered", lines=(line,))
     try:
-        assert time.monotonic() - began < 0.5
+        assert time.monotonic() - began < 5  # not the 30 s a blocking start waits
         registration = harness.edge.registrations[0]
         wait_until(lambda: registration.attempts >= 2 and registration.last_status == 401, 5)
         assert not registration.registered.is_set()

@@ -115,7 +115,7 @@ def test_given_registrar_with_qop_digest_then_line_registers_without_blocking_an
     # T1 of 1 s: no REGISTER retransmission on a loaded machine to upset sipp's script.
     harness = start_edge(mode="registered", lines=(line,), register_expires=60, t1=1.0)
     try:
-        assert time.monotonic() - began < 0.5  # pyVoIP blocked here up to 30 s
+        assert time.monotonic() - began < 5  # pyVoIP blocked here up to 30 s
         registration = harness.edge.registrations[0]
         wait_until(registration.registered.is_set, 5, message="registered")
         out, _ = sipp.communicate(timeout=20)

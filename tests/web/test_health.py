@@ -175,15 +175,19 @@ def test_given_a_broker_nobody_listens_on_then_503_and_the_broker_check_fails(
 
 
 def test_given_a_broker_that_never_answers_then_503_within_the_check_timeout(
-    session_factory, clock, silent_port
+    session_factory, clock, silent_port, monkeypatch
 ):
+    # A short timeout, and a bound far above it: the behaviour asked for is "answers instead
+    # of hanging" (a silent broker with no timeout hangs forever), not a figure on a shared
+    # machine where a thread can wait a second for a CPU.
+    monkeypatch.setattr(health, "CHECK_TIMEOUT_S", 0.5)
     client = make_client(session_factory, clock, broker_url=f"redis://127.0.0.1:{silent_port}/0")
     started = time.monotonic()
     response = client.get("/ready")
     elapsed = time.monotonic() - started
     assert response.status_code == 503
     assert response.json()["checks"]["broker"]["status"] == "error"
-    assert elapsed < health.CHECK_TIMEOUT_S + 1.5
+    assert elapsed < 0.5 * 10
 
 
 def test_given_a_check_that_hangs_past_the_timeout_then_it_is_abandoned_and_reported(
