@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -45,7 +46,10 @@ def without_dither(model: Path, *, views: Path | None = None) -> Path:
     if not dithers(model):
         return model
     digest = hashlib.sha256(str(model).encode()).hexdigest()[:16]
-    dest = Path(views or tempfile.gettempdir()) / f"hotline-vosk-{model.name}-{digest}"
+    # One per user: a view another user made (root, before the platform ran as its own
+    # user) may be unreadable here.
+    name = f"hotline-vosk-{os.getuid()}-{model.name}-{digest}"
+    dest = Path(views or tempfile.gettempdir()) / name
     if (dest / "conf" / "mfcc.conf").is_file() and not dithers(dest):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -222,11 +222,27 @@ def preflight(ctx: typer.Context) -> None:
     """12345 government service hotline platform."""
     # The app's callback, run before the chosen command; the check itself runs when the
     # command does (after its options are read: `--help` needs no database).
+    _act_as_data_owner()
     name = ctx.invoked_subcommand
     group = ctx.command
     chosen = group.get_command(ctx, name) if name and hasattr(group, "get_command") else None
     if chosen is not None and name is not None:
         _guard_commands(chosen, (name,))
+
+
+def _act_as_data_owner() -> None:
+    """Root on a data directory an unprivileged user owns becomes that user (cli.privileges)
+    before the command touches anything."""
+    from cli.privileges import PrivilegeError, act_as_data_owner
+
+    try:
+        settings = get_settings()
+    except pydantic.ValidationError:
+        return  # the command reports the setting itself, in its own `error:` line
+    try:
+        act_as_data_owner(settings.data_dir)
+    except PrivilegeError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- ports

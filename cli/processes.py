@@ -341,8 +341,9 @@ def web(
 
 ROOT_WARNING = (
     "running as root (Celery's SecurityWarning below says the same): a task could do "
-    "anything to this machine. Fine for a try in a container; production refuses it — "
-    "run as an unprivileged user that owns the data directory"
+    "anything to this machine. Give the data directory to an unprivileged user "
+    "(`./scripts/run` makes the system user `hotline` and does it) and root's `hotline` "
+    "commands run as that user; production refuses root"
 )
 
 

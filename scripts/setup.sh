@@ -89,3 +89,29 @@ PY
         export HOTLINE_TEST_PG_PORT
     fi
 }
+
+# run_as_platform_user CMD...: as root, run CMD as the unprivileged system user `hotline`,
+# with the data directory (HOTLINE_DATA_DIR, else `var` here) given to it — no process of
+# the platform needs root, and a Celery worker run as root is one any task can turn against
+# the machine. `hotline` commands root runs later on that data become the same user
+# (cli/privileges.py). Not root, or a checkout that user cannot read (say, under /root):
+# CMD as it is, and `hotline run` says that it runs as root.
+run_as_platform_user() {
+    local user=hotline data="${HOTLINE_DATA_DIR:-var}"
+    if [ "$(id -u)" -ne 0 ]; then
+        exec "$@"
+    fi
+    if ! id -u "$user" >/dev/null 2>&1; then
+        say "creating the system user $user (the platform's processes run as it)"
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin "$user"
+    fi
+    if ! (cd "$ROOT" && runuser -u "$user" -- "$VENV/bin/python" -c 'import cli.app') \
+        >/dev/null 2>&1; then
+        say "$user cannot read $ROOT (its directories are closed to other users): running as root"
+        exec "$@"
+    fi
+    mkdir -p "$data"
+    chown -R "$user:$user" "$data"
+    exec "$@"
+}
