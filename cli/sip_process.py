@@ -262,7 +262,8 @@ def sip() -> None:
         # Calls are answered meanwhile; one that comes first decodes on a fresh recognizer.
         threading.Thread(
             target=setup.warm_recognizers,
-            args=(settings, recognizer, prompts, stop),
+            # Stops when the edge starts to stop (its decoders may already be gone).
+            args=(settings, recognizer, prompts, draining),
             name="asr-warm-up",
             daemon=True,
         ).start()

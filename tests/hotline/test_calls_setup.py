@@ -4,6 +4,7 @@ ask for, on the real Vosk model."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -82,6 +83,23 @@ def test_given_broken_warm_up_audio_when_warming_then_logged_and_the_edge_goes_o
     off = warm_settings(tmp_path, vosk_model_dir, warm_recognizers=0)
     assert call_setup.warm_recognizers(off, recognizer, SpokenGreeting(), threading.Event()) == 0
     assert recognizer.stats().created == 0
+
+
+def test_given_the_edge_stopping_when_warming_fails_then_no_error_is_logged(
+    tmp_path, vosk_model_dir, caplog
+):
+    """A stop (Ctrl-C at start) takes the decoders down under the warm-up: that is the
+    stop, not a fault to report at ERROR."""
+    broken = tmp_path / "warmup.wav"
+    broken.write_bytes(b"RIFF not really a wave file")
+    settings = warm_settings(tmp_path, vosk_model_dir, warmup_audio=broken)
+    recognizer = VoskRecognizer(call_setup.asr_config(settings))
+    stopping = threading.Event()
+    stopping.set()
+    with caplog.at_level(logging.INFO):
+        assert call_setup.warm_recognizers(settings, recognizer, FakePrompts(), stopping) == 0
+    assert "ASR warm-up stopped with the edge" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_given_decode_process_settings_then_the_edge_decodes_in_that_many_children(
