@@ -11,6 +11,7 @@ import random
 import secrets
 from datetime import timedelta
 
+import httpx
 from openpyxl import load_workbook
 from playwright.sync_api import Page, expect
 
@@ -20,8 +21,9 @@ from accounts.signin import set_password
 from telephony.endpoint import CallDirection
 from telephony.models import CallRecord, QueueOutcome
 from tests.hotline.figures_fixtures import NOW, L, build_city
-from tests.web.browser import shot, sign_in
+from tests.web.browser import shot, sign_in, wait_for_stream, watch_stream
 from tickets.models import Channel, Ticket
+from web.pages import figures_common
 
 PERIOD = "from=2026-12-01&to=2026-12-07"
 PASSWORD = "Figures-12345"
@@ -178,3 +180,31 @@ def test_the_admin_sets_the_weights_on_the_page(site, page) -> None:
     page.click("#fig-settings button[type=submit]")
     expect(page.locator(".alert.ok")).to_be_visible()
     expect(page.locator("input[name='weights.response']")).to_have_value("40")
+
+
+def test_the_dashboard_reads_its_figures_again_after_a_change(site, page, monkeypatch) -> None:
+    """A ticket taken while the dashboard is open: its stream reports the change, and the
+    figures (cards and charts) are read again LIVE_REFRESH_S later, without a page load."""
+    monkeypatch.setattr(figures_common, "LIVE_REFRESH_S", 1)
+    _populate(site)
+    watch_stream(page)
+    sign_in(page, site, "supervisor")
+    page.goto(f"{site.url}/figures?from=2026-12-01&to=2026-12-09")  # NOW is 9 Dec
+    _charts_drawn(page)
+    wait_for_stream(page)
+    card = page.locator('.fig-card[data-figure="direct_answer_rate"]')
+    before = int(card.get_attribute("data-denominator") or -1)
+    page.evaluate("window.notReloaded = true")
+    assert page.locator("#fig-live").get_attribute("data-refresh-s") == "1"
+
+    response = httpx.post(
+        f"{site.url}/api/v1/tickets",
+        headers={"Authorization": f"Bearer {site.token('operator')}"},
+        json={"channel": "phone", "description": "小区门口的路灯坏了三天了"},
+        timeout=20,
+    )
+    assert response.status_code == 201, response.text
+
+    expect(card).to_have_attribute("data-denominator", str(before + 1), timeout=15_000)
+    assert page.evaluate("window.notReloaded") is True  # swapped in place
+    _charts_drawn(page)  # drawn again from the new data

@@ -30,6 +30,10 @@ WATCHING = require(*CENTRE)
 HANDLER = require(Role.handler)
 ANYONE = require(*CENTRE, Role.handler)
 MAX_DAYS = 92
+# The dashboards re-read their figures this long after the first change the page's live
+# stream reports (tickets; calls for the centre), not at every change: the changes of that
+# time come with the one read, and a busy centre does not re-run the queries every second.
+LIVE_REFRESH_S = 30
 
 CARD_LABELS = {
     "direct_answer_rate": N_("Direct answer rate"),
@@ -247,6 +251,8 @@ def page_context(
         "error": None,
         "export": lambda table, **extra: export_links(chosen, table, **extra),
         "pct": pct,
+        "live_refresh_s": LIVE_REFRESH_S,
+        "read_at": chosen.ask.now.astimezone(chosen.ask.tz).strftime("%H:%M:%S"),
     }
 
 

@@ -86,11 +86,14 @@
     return o;
   }
 
+  var charts = [];
+
   function draw() {
     var source = document.getElementById("fig-data");
     if (!source || !window.echarts) { return; }
     var specs = JSON.parse(source.textContent);
-    var charts = [];
+    charts.forEach(function (c) { c.dispose(); });
+    charts = [];
     document.querySelectorAll("[data-chart]").forEach(function (el) {
       var spec = specs[el.getAttribute("data-chart")];
       if (!spec) { return; }
@@ -99,10 +102,41 @@
       el.setAttribute("data-drawn", "true");
       charts.push(chart);
     });
-    window.addEventListener("resize", function () {
-      charts.forEach(function (c) { c.resize(); });
+  }
+
+  /* Live dashboards: a change on the page's stream (the hidden #fig-bell listens to it) has
+     the figures re-read once, data-refresh-s seconds later, whatever else changes meanwhile
+     (those changes are in that read). The same URL, so the same filters; only #fig-live is
+     swapped, and its charts drawn again. A tab in the background waits until it is shown. */
+  var due = null;
+  var pending = false;
+
+  function refresh() {
+    due = null;
+    if (document.hidden) { pending = true; return; }
+    pending = false;
+    var live = document.getElementById("fig-live");
+    if (!live || !window.htmx) { return; }
+    window.htmx.ajax("GET", window.location.pathname + window.location.search, {
+      target: "#fig-live", select: "#fig-live", swap: "outerHTML"
     });
   }
+
+  document.addEventListener("htmx:sseMessage", function (event) {
+    if (!event.target || event.target.id !== "fig-bell" || due) { return; }
+    var live = document.getElementById("fig-live");
+    var seconds = live ? Number(live.getAttribute("data-refresh-s")) || 30 : 30;
+    due = window.setTimeout(refresh, seconds * 1000);
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && pending) { refresh(); }
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    if (document.querySelector("#fig-live [data-chart]:not([data-drawn])")) { draw(); }
+  });
+  window.addEventListener("resize", function () {
+    charts.forEach(function (c) { c.resize(); });
+  });
 
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", draw);
