@@ -32,6 +32,7 @@ from web.guards import RejectNul
 from web.pages import agent_panel, call_control, console_knowledge, missed_calls, wallboard
 from web.pages import figures as figures_pages
 from web.pages import figures_admin as figures_admin_pages
+from web.pages import figures_calls as figures_calls_pages
 from web.pages import figures_export as figures_export_pages
 from web.pages import knowledge as knowledge_pages
 from web.pages import knowledge_forms as knowledge_forms_pages
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(missed_calls.router)
     app.include_router(figures_pages.router)
     app.include_router(figures_export_pages.router)
+    app.include_router(figures_calls_pages.router)
     app.include_router(figures_admin_pages.router)
     app.include_router(wallboard.router)
     app.include_router(knowledge_forms_pages.router)  # /knowledge/new before /knowledge/{id}

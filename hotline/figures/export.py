@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from core.errors import InvalidInput
-from hotline.figures import board, hotspots
+from hotline.figures import board, call_drill, hotspots
 from hotline.figures import definitions as d
 from hotline.figures.board import Ask
 from hotline.figures.calls import CallFigures
@@ -253,6 +253,31 @@ def _tickets(session: Session, ask: Ask, chosen: RateSettings, p: Mapping[str, s
     return Table("tickets", columns, _streamed(session, query, ask))
 
 
+def _call_list(session: Session, ask: Ask, chosen: RateSettings, p: Mapping[str, str]) -> Table:
+    """The calls behind a call figure (call_drill), as the tickets behind a ticket figure."""
+    name = p.get("figure", "")
+    if name not in call_drill.CALL_FIGURES:
+        raise InvalidInput("no such call figure", field="figure")
+    part = p.get("part", "numerator")
+    if part not in PARTS:
+        raise InvalidInput("part is numerator or denominator", field="part")
+    f = call_drill.figure(session, ask, name)
+    ids = f.numerator_ids if part == "numerator" else f.denominator_ids
+    rows = (
+        (
+            c.arrived_at.astimezone(ask.tz).replace(tzinfo=None),
+            c.caller,
+            c.queue_wait_s,
+            c.outcome,
+            " ".join(filter(None, (c.agent_name, c.agent_extension))) or None,
+            c.ticket_number,
+        )
+        for c in call_drill.all_calls(session, ids)
+    )
+    columns = ("arrived_at", "caller", "queue_wait_s", "queue_outcome", "agent", "number")
+    return Table("call_list", columns, rows)
+
+
 TABLES: dict[str, Builder] = {
     "figures": _figures,
     "units": _units,
@@ -267,6 +292,7 @@ TABLES: dict[str, Builder] = {
     "rising": _rising,
     "located": _located,
     "tickets": _tickets,
+    "call_list": _call_list,
 }
 # What a handler may export (of their own unit): no calls (they belong to no unit) and no
 # centre-wide hot spots.

@@ -126,6 +126,13 @@ def test_the_dashboard_draws_its_charts_and_its_xlsx_holds_the_pages_numbers(sit
         "data-total", str(shown["direct_answer_rate"][1])
     )
 
+    # and from the calls' numbers to the calls they count
+    page.goto(f"{site.url}/figures?{PERIOD}")
+    answered = page.locator("[data-calls=answered]").inner_text()
+    page.locator("[data-calls=answered]").click()
+    expect(page.locator("#fig-drill")).to_have_attribute("data-total", answered.split()[-1])
+    shot(page, "figures-calls")
+
     page.goto(f"{site.url}/figures/hotspots?{PERIOD}")
     _charts_drawn(page)
     assert int(page.locator("#fig-located").get_attribute("data-total") or 0) > 50

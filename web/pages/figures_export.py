@@ -39,6 +39,7 @@ TABLE_TITLES = {
     "rising": N_("Rising topics"),
     "located": N_("Located requests"),
     "tickets": N_("Tickets behind a figure"),
+    "call_list": N_("Calls behind a figure"),
 }
 COLUMNS = {
     "figure": N_("Figure"),
@@ -95,6 +96,11 @@ COLUMNS = {
     "longitude": N_("Longitude"),
     "status": N_("Status"),
     "channel": N_("Channel"),
+    "arrived_at": N_("Arrived"),
+    "caller": N_("Caller"),
+    "queue_wait_s": N_("Queue wait (s)"),
+    "queue_outcome": N_("Left the queue"),
+    "agent": N_("Operator"),
 }
 
 
