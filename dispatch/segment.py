@@ -29,6 +29,7 @@ download) for the learned suggestion (dispatch/classifier.py).
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -124,11 +125,20 @@ def default_synonyms() -> Synonyms:
     return parse_synonyms(DEFAULT_SYNONYMS_PATH.read_text(encoding="utf-8"))
 
 
-def _jieba() -> Any:
+def jieba_module() -> Any:
+    """jieba, quiet, with its dictionary cache one per user: its default, one
+    ``/tmp/jieba.cache`` written 0600 by whoever came first (root running the tests, say),
+    is unreadable to the platform's own user, which would then rebuild the dictionary at
+    every start (seconds) and fail to save it."""
     import jieba
 
     jieba.setLogLevel(60)
+    if jieba.dt.cache_file is None:
+        jieba.dt.cache_file = f"jieba.u{os.getuid()}.cache"
     return jieba
+
+
+_jieba = jieba_module
 
 
 def tokens(text: str) -> list[str]:
