@@ -27,7 +27,7 @@ from core.errors import DomainError, NotFound
 from dispatch import access, escalation_visibility, handling
 from dispatch.assignments import get_assignment
 from dispatch.models import Assignment, ClockUnit
-from hotline import attachments
+from hotline import attachments, citizen_photos
 from web.deps import ClockDep, PathId, SessionDep, SettingsDep
 from web.pages.i18n import _
 from web.pages.labels import refusal
@@ -448,6 +448,36 @@ def attachment(
         media_type=row.content_type,
         headers={
             "Content-Disposition": f"attachment; filename*=UTF-8''{quote(row.filename)}",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox; default-src 'none'",
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+@router.get("/tickets/{ticket_id}/photos/{index}")
+def citizen_photo(
+    ticket_id: PathId,
+    index: int,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    """A photo the citizen sent with a web request before it was dispatched (JPEG or PNG,
+    checked by its first bytes when it came): shown in the page, to whoever may see the
+    ticket; to anyone else, the missing page."""
+    photo, data = citizen_photos.fetch(
+        session,
+        store=attachments.store_for(settings),
+        user=person.user,
+        ticket_id=ticket_id,
+        index=index,
+    )
+    return Response(
+        data,
+        media_type=photo.content_type or "application/octet-stream",
+        headers={
+            "Content-Disposition": f"inline; filename*=UTF-8''{quote(photo.filename)}",
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "sandbox; default-src 'none'",
             "Cache-Control": "private, no-store",

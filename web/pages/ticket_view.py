@@ -30,7 +30,7 @@ from dispatch.models import (
     ExtensionStatus,
 )
 from dispatch.unit_work import ClockState
-from hotline import attachments
+from hotline import attachments, citizen_photos
 from hotline.calls import intake as call_intake
 from tickets import service as tickets
 from tickets.lifecycle import Action, allowed_actions
@@ -110,6 +110,8 @@ EVENT_NAMES = {
     "unit_note": N_("Unit's note"),
     "merge_dismissed": N_("Not the same request as another ticket"),
     "merged_in": N_("A duplicate merged in"),
+    "duplicate_suggested": N_("Possible duplicates found at intake"),
+    "open311_submission": N_("Filed through Open311"),
 }
 
 # What each action's success says (``?done=``).
@@ -243,6 +245,7 @@ def ticket_context(
         session, ticket_id=saved_id(ticket), user=user
     )
     files = attachments.attachments_of(session, ticket_id=saved_id(ticket))
+    photos = citizen_photos.photos_of(session, ticket_id=saved_id(ticket))
     view = ticket_read(ticket, user)
     unconfirmed = unconfirmed_clocks(request, session)
     # The caller's own words stay on the page even where an operator wrote the description;
@@ -253,6 +256,7 @@ def ticket_context(
     return {
         **LABELS,
         "ticket": view,
+        "caller_masked": masked,
         "transcripts": words,
         "assignments": [
             {
@@ -277,6 +281,7 @@ def ticket_context(
         "escalations": steps,
         "extensions": extensions,
         "attachments": files,
+        "citizen_photos": photos,
         "links": _centre_links(
             person,
             saved_id(ticket),
