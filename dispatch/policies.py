@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlmodel import Session, col, select
 
+from core import yaml_fast
 from core.errors import Conflict, InvalidInput, NotFound
 from dispatch import reference, sla
 from dispatch.calendar import DEFAULT_TZ, WorkCalendar
@@ -133,7 +134,7 @@ def _parse_lines(text: str) -> list[_Entry]:
 
 def _parse_yaml(text: str) -> list[_Entry]:
     try:
-        document = yaml.safe_load(text)
+        document = yaml_fast.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -341,7 +342,7 @@ def ensure_default_policies(
 ) -> list[SlaPolicy]:
     """Upsert the policies of the defaults file by name: missing ones are created and
     existing ones are reset to the file's values. Running it twice changes nothing."""
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = yaml_fast.safe_load(path.read_text(encoding="utf-8"))
     result = []
     for number, entry in enumerate(raw, start=1):
         try:

@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from core import yaml_fast
 from core.errors import InvalidInput
 from tickets.models import Channel, RequestType, Urgency
 
@@ -250,7 +251,7 @@ class Pack:
 def _parse(text: str, fmt: PackFormat) -> Any:
     try:
         if fmt == "yaml":
-            return yaml.safe_load(text)
+            return yaml_fast.safe_load(text)
         if fmt == "json":
             return json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import Session, col, select
 
+from core import yaml_fast
 from core.errors import Conflict, InvalidInput, NotFound
 from dispatch import reference
 from dispatch.models import Rule, SlaPolicy, Unit, UnitLevel
@@ -268,7 +269,7 @@ def load_units(session: Session, *, text: str) -> list[Unit]:
     """Create or update units from a YAML catalogue ({units: [...]}), matched by code.
     A parent may be in the same file or already in the database."""
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml_fast.safe_load(text)
     except yaml.YAMLError as exc:
         raise InvalidInput(f"units: not valid YAML: {exc}") from None
     specs, problems = _unit_problems(doc.get("units") if isinstance(doc, dict) else None)

@@ -37,7 +37,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from core import yaml_fast
 
 DEFAULT_SYNONYMS_PATH = Path(__file__).parent / "data" / "synonyms-zh.yaml"
 
@@ -105,7 +105,7 @@ class Synonyms:
 
 
 def parse_synonyms(text: str) -> Synonyms:
-    data = yaml.safe_load(text) or {}
+    data = yaml_fast.safe_load(text) or {}
     table = data.get("synonyms") or {}
     if not isinstance(table, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in table.items()

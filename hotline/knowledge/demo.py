@@ -7,11 +7,11 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-import yaml
 from sqlalchemy import select
 from sqlmodel import Session, col
 
 from accounts.models import Role, User
+from core import yaml_fast
 from dispatch.models import Unit
 from hotline.knowledge import service
 from hotline.knowledge.models import KnowledgeArticleCreate
@@ -25,7 +25,7 @@ def load_demo_articles(
 ) -> int:
     """Publish the demo articles; returns how many. Each is written by its unit's first
     handler (the centre's approver when the unit has none)."""
-    entries = yaml.safe_load(path.read_text("utf-8"))["articles"]
+    entries = yaml_fast.safe_load(path.read_text("utf-8"))["articles"]
     units = {u.code: u for u in session.scalars(select(Unit))}
     writers: dict[int, User] = {}
     for user in session.scalars(
