@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -202,7 +204,6 @@ def run(
             f"{exc.strerror or exc}"
         ) from None
     migrate.upgrade(settings.db_url)
-    users, first_start = _seed_once(settings, SystemClock())
 
     web_argv = [
         sys.executable,
@@ -236,6 +237,52 @@ def run(
         "--schedule",
         str((settings.data_dir / "celerybeat-schedule").resolve()),
     ]
+    children: list[Child] = []
+    os.environ.update(metrics.multiproc_env(settings))  # before any child starts: core.metrics
+    # A stop while the platform is still starting stops what has started (the children run
+    # in sessions of their own: nobody else would).
+    signal.signal(signal.SIGTERM, _stop_starting)
+    try:
+        # The web server first: a first start is waited for at the browser, and seeding the
+        # demo city here, the worker's start and the SIP edge's (its first prompts, the speech
+        # model in every decoder) would otherwise take the CPU its start needs.
+        children.append(start("web server", web_argv))
+        users, first_start = _seed_once(settings, SystemClock())
+        _banner(settings, users, first_start)
+        children.append(start("celery worker+beat", worker_argv))
+        _wait_until_listening(settings, children[0], timeout_s=WEB_START_WAIT_S)
+        children.append(start("SIP edge", SIP_ARGV))
+    except BaseException:
+        stop_all(children)
+        raise
+    raise typer.Exit(supervise(children))
+
+
+def _stop_starting(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+# How long the SIP edge waits for the web server to listen before it starts anyway.
+WEB_START_WAIT_S = 60.0
+
+
+def _wait_until_listening(settings: Settings, web: Child, *, timeout_s: float) -> None:
+    """Until the web server accepts connections, it exits (the supervisor then says so), or
+    `timeout_s` passes."""
+    host = settings.web.host
+    if host in ("", "0.0.0.0", "::"):
+        host = "::1" if host == "::" else "127.0.0.1"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and web.proc.poll() is None:
+        try:
+            with socket.create_connection((host, settings.web.port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+
+
+def _banner(settings: Settings, users: list[dict[str, Any]], first_start: bool) -> None:
+    """Where the platform is, who may sign in, and what needs an administrator."""
     typer.echo("")
     typer.secho("12345 hotline is starting", bold=True)
     typer.echo(f"  data:      {settings.data_dir}")
@@ -277,16 +324,6 @@ def run(
         typer.secho(f"  warning: {ROOT_WARNING}", fg=typer.colors.YELLOW)
     typer.echo("  Ctrl-C stops everything.")
     typer.echo("")
-    children: list[Child] = []
-    os.environ.update(metrics.multiproc_env(settings))  # before any child starts: core.metrics
-    try:
-        children.append(start("web server", web_argv))
-        children.append(start("celery worker+beat", worker_argv))
-        children.append(start("SIP edge", SIP_ARGV))
-    except BaseException:
-        stop_all(children)
-        raise
-    raise typer.Exit(supervise(children))
 
 
 # ---------------------------------------------------------------- production processes
