@@ -87,6 +87,7 @@ KINDS: dict[str, tuple[str, bytes | None]] = {
     "xls": ("application/vnd.ms-excel", _OLE),
     "docx": ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", _ZIP),
     "xlsx": ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", _ZIP),
+    "odt": ("application/vnd.oasis.opendocument.text", _ZIP),
     "txt": ("text/plain; charset=utf-8", None),
 }
 

@@ -4,7 +4,8 @@ the search document of the published version.
 The body is Markdown, not HTML: the source an editor types is what is stored and diffed
 between versions, links and attachments are Markdown links, and a page renders it with raw
 HTML switched off (markdown-it-py), so there is no sanitiser to trust and nothing stored can
-carry a script. Search reads the plain text (`search.plain_text`).
+carry a script. Search reads the plain text (`search.plain_text`). An article's files
+(`KnowledgeFile`) belong to a range of its versions; `[name](attachment:N)` links to one.
 
 Validity: `valid_from` is the first moment an article applies, `valid_until` the first moment
 it no longer does (both UTC; None: open-ended). A published version whose validity does not
@@ -217,3 +218,34 @@ class KnowledgeReminder(SQLModel, table=True):
     kind: ReminderKind = Field(sa_type=enum_type(ReminderKind))
     due: datetime = Field(sa_type=UTCDateTime)
     sent_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class KnowledgeFile(SQLModel, table=True):
+    """A file attached to an article (a policy document, a map): the bytes live in the file
+    store (hotline.attachments) under `storage_key`. It belongs to the versions from
+    `added_in` up to, not including, `removed_in` — so every new version carries the files of
+    the one before unless it removes them, and each version's files stay as they were. A
+    file uploaded but not yet saved with a version has no `added_in` (the edit form holds
+    it); only the article's writers see it."""
+
+    __tablename__ = "knowledge_file"
+    __table_args__ = (Index("ix_knowledge_file_article_added", "article_id", "added_in"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(foreign_key="knowledge_article.id")
+    filename: str = Field(max_length=200)  # as uploaded, cleaned: the download's name
+    content_type: str = Field(max_length=100)
+    size: int
+    sha256: str = Field(max_length=64)
+    storage_key: str = Field(max_length=200, unique=True)
+    uploaded_by: int = Field(foreign_key="user.id")
+    uploaded_at: datetime = Field(sa_type=UTCDateTime)
+    added_in: int | None = None  # the first version that carries it
+    removed_in: int | None = None  # the first version that no longer does
+
+    def in_version(self, version: int) -> bool:
+        return (
+            self.added_in is not None
+            and self.added_in <= version
+            and (self.removed_in is None or version < self.removed_in)
+        )

@@ -7,6 +7,7 @@ update the search index in the same transaction, so search never sees a half-don
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import uuid4
@@ -81,10 +82,12 @@ def edit_article(
     changes: KnowledgeArticleUpdate,
     now: datetime,
     note: str | None = None,
+    also_changed: Sequence[str] = (),
 ) -> KnowledgeArticle:
     """A new version of a draft or published article (the published one stays in service
     until this one is approved). `expected_version` is the version the editor started from:
-    a different head means someone saved in between, and the edit is refused."""
+    a different head means someone saved in between, and the edit is refused. `also_changed`
+    names what changed beside the fields (the files, hotline/knowledge/attachments.py)."""
     article = _locked(session, user=user, article_id=article_id)
     check_write(user, article.owner_unit_id)
     status = next_status(Action.edit, article.status)
@@ -108,10 +111,11 @@ def edit_article(
     if content["owner_unit_id"] != article.owner_unit_id:
         check_write(user, content["owner_unit_id"])  # a unit cannot give an article away
         _check_unit(session, content["owner_unit_id"])
-    changed = [name for name in CONTENT_FIELDS if content[name] != getattr(article, name)]
+    fields = [name for name in CONTENT_FIELDS if content[name] != getattr(article, name)]
+    changed = fields + list(also_changed)
     if not changed:
         raise InvalidInput("nothing changed")
-    for name in changed:
+    for name in fields:
         setattr(article, name, content[name])
     article.version += 1
     article.status = status

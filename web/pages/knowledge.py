@@ -10,6 +10,8 @@ life — is ``knowledge_forms``; what both share is ``knowledge_common``.
     GET  /knowledge/dashboard            used, going stale, feedback open, missing (days=)
     GET  /knowledge/{id}                 the article (version=N: that version and its diff)
 
+Its files (upload, download) are ``knowledge_files``, whose routes this router includes.
+
 Who may do what is the domain's (hotline/knowledge/lifecycle.py); these pages only show the
 buttons a person may use and turn a refusal into words. Every post is CSRF-checked and
 audited (a refusal too)."""
@@ -31,7 +33,7 @@ from hotline.knowledge.lifecycle import CENTRE_APPROVERS
 from hotline.knowledge.models import ArticleStatus
 from hotline.knowledge.search import make_index
 from web.deps import ClockDep, SessionDep
-from web.pages import nav
+from web.pages import knowledge_files, nav
 from web.pages.admin_common import attempt
 from web.pages.i18n import N_, _
 from web.pages.knowledge_common import (
@@ -51,6 +53,7 @@ from web.pages.people import Person
 from web.pages.templating import render
 
 router = APIRouter(include_in_schema=False)
+router.include_router(knowledge_files.router)  # /knowledge/files/{id}, /knowledge/{id}/files
 
 
 def _waiting(session: Session, person: Person, now: datetime) -> int:

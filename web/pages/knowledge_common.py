@@ -5,6 +5,8 @@ safe, and the article page (shown after a step too, with what was refused)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -18,7 +20,7 @@ from starlette.responses import Response
 from accounts.models import Role
 from core.errors import Conflict, DomainError, Forbidden, IllegalTransition
 from dispatch import units as unit_service
-from hotline.knowledge import reports
+from hotline.knowledge import attachments, reports
 from hotline.knowledge.lifecycle import CENTRE_APPROVERS, CENTRE_EDITORS
 from hotline.knowledge.models import ArticleStatus
 from web.pages.i18n import N_, _
@@ -52,6 +54,8 @@ FIELD_NAMES = {
     "valid_until": N_("Valid through"),
     "review_due": N_("Review due"),
 }
+# A version's "fields changed" names its files too (hotline.knowledge.attachments.CHANGE).
+CHANGE_NAMES = FIELD_NAMES | {"attachments": N_("Attachments")}
 NOTICES = {
     "created": N_("Draft saved."),
     "saved": N_("New version saved."),
@@ -66,9 +70,30 @@ NOTICES = {
 MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
 
-def render_markdown(text: str) -> Markup:
+# An article's own file in its Markdown: [name](attachment:12), ![map](attachment:13).
+ATTACHMENT_LINK = re.compile(r"^attachment:(\d{1,9})$")
+
+
+def render_markdown(text: str, files: Collection[int] | None = None) -> Markup:
+    """The Markdown as HTML, its attachment: links made links to the files (an image shown
+    in place). With `files` — the ids the version carries — a link to any other file leads
+    to the version's list of files instead."""
+    env: dict[str, Any] = {}
+    tokens = MARKDOWN.parse(text, env)
+    for token in tokens:
+        for child in token.children or ():
+            attr = {"image": "src", "link_open": "href"}.get(child.type)
+            found = ATTACHMENT_LINK.match(str(child.attrGet(attr) or "")) if attr else None
+            if attr is None or found is None:
+                continue
+            file_id = int(found[1])
+            if files is not None and file_id not in files:
+                child.attrSet(attr, "#kb-files")
+            else:
+                inline = "?inline=1" if child.type == "image" else ""
+                child.attrSet(attr, f"/knowledge/files/{file_id}{inline}")
     # Safe to mark: with html off, markdown-it escapes every tag the text holds.
-    return Markup(MARKDOWN.render(text))
+    return Markup(MARKDOWN.renderer.render(tokens, MARKDOWN.options, env))
 
 
 def _notice(request: Request) -> str | None:
@@ -94,6 +119,8 @@ def in_words(exc: DomainError) -> str:
         return _("Nothing changed: edit a field before saving.")
     if "reason is required" in exc.message:
         return _("Give a reason.")
+    if exc.details.get("problem") == "gone":
+        return _("An uploaded file is no longer kept: choose it again.")
     if "no active unit" in exc.message:
         return _("Choose an active unit.")
     return _("Not accepted: %(detail)s", detail=exc.message)
@@ -118,6 +145,15 @@ def _tabs(person: Person) -> list[tuple[str, str]]:
     return tabs
 
 
+def file_size(size: int) -> str:
+    """A file's size as people read it: 980 B, 12.5 KB, 3.2 MB."""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
 def page_context(request: Request, person: Person, current: str) -> dict[str, Any]:
     return {
         "kb_tabs": _tabs(person),
@@ -125,7 +161,8 @@ def page_context(request: Request, person: Person, current: str) -> dict[str, An
         "notice": _notice(request),
         "error": None,
         "status_names": STATUS_NAMES,
-        "field_names": FIELD_NAMES,
+        "field_names": CHANGE_NAMES,
+        "file_size": file_size,
         # "valid until" is the first moment no longer valid; people read the last valid day
         "last_day": lambda v: v - timedelta(microseconds=1) if v else None,
     }
@@ -156,10 +193,17 @@ def article_page(
     view = reports.article_view(session, user=person.user, article_id=article_id, version=version)
     user = person.user
     state = view.article.status
+    saved = attachments.saved_files(session, article_id=article_id)
+    shown = [f for f in saved if f.in_version(view.shown.version)]
+    file_changes = attachments.changes_by_version(saved)
     context = page_context(request, person, "")
     context.update(
         view=view,
-        body=render_markdown(view.shown.body),
+        body=render_markdown(view.shown.body, files={f.id for f in shown if f.id is not None}),
+        files=shown,
+        file_changes=file_changes,
+        shown_changes=file_changes.get(view.shown.version) if view.diff else None,
+        images=attachments.IMAGES,
         may_submit=view.may_write and state == ArticleStatus.draft,
         may_review=user.role in CENTRE_APPROVERS and state == ArticleStatus.in_review,
         may_retire=user.role in CENTRE_EDITORS and state != ArticleStatus.retired,

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from accounts.models import Role
 from core.clock import Clock
 from core.errors import Conflict, DomainError, Forbidden, IllegalTransition, NotFound
-from hotline.knowledge import service
+from hotline.knowledge import attachments, service
 from hotline.knowledge.lifecycle import may_write
 from hotline.knowledge.models import CATEGORY_CODE, KnowledgeArticleCreate, KnowledgeArticleUpdate
 from web.deps import ClockDep, SessionDep
@@ -45,6 +45,7 @@ from web.pages.knowledge_common import (
     page_context,
     small_id,
 )
+from web.pages.knowledge_files import FileForm, Ids, Uploads, files_context, take_uploads
 from web.pages.people import NotAllowed, Person
 from web.pages.templating import render
 
@@ -204,6 +205,7 @@ def _form_page(
     error: str | None = None,
     conflict: int | None = None,
     merged: list[str] | None = None,
+    files: FileForm | None = None,
     status: int = 200,
 ) -> Response:
     units = active_units(session)
@@ -220,6 +222,8 @@ def _form_page(
         merged=merged or [],
         units=units,
     )
+    if article is not None:
+        context.update(files_context(request, session, article, files or FileForm()))
     return render(request, "knowledge/form.html", context, status_code=status)
 
 
@@ -348,6 +352,9 @@ def edit(
     valid_until: Field = "",
     review_due: Field = "",
     note: Field = "",
+    files: Uploads = [],  # noqa: B006 (FastAPI copies it)
+    staged: Ids = [],  # noqa: B006
+    remove: Ids = [],  # noqa: B006
 ) -> Response:
     article = service.get_article(session, user=person.user, article_id=article_id)
     form = _form_values(
@@ -364,7 +371,11 @@ def edit(
         note,
     )
     data, errors = _parse(form, _zone(request))
-    if errors:
+    # The chosen files are kept first, so a refusal below loses none already accepted.
+    file_form = take_uploads(
+        request, session, clock, person, article, files=files, staged=staged, remove=remove
+    )
+    if errors or file_form.errors:
         return _form_page(
             request,
             session,
@@ -373,6 +384,10 @@ def edit(
             article=article,
             expected_version=expected_version,
             errors=errors,
+            error=_("Not saved: a file was refused (see Attachments); nothing typed is lost.")
+            if file_form.errors
+            else None,
+            files=file_form,
             status=422,
         )
     changes = KnowledgeArticleUpdate.model_validate(data)
@@ -381,7 +396,7 @@ def edit(
         request,
         clock,
         person,
-        lambda: service.edit_article(
+        lambda: attachments.save_version(
             session,
             user=person.user,
             article_id=article_id,
@@ -389,10 +404,16 @@ def edit(
             changes=changes,
             now=clock.now(),
             note=form["note"],
+            add=file_form.staged,
+            remove=file_form.remove,
         ),
         action="knowledge.page.edit",
         target=article.number,
-        detail={"expected_version": expected_version},
+        detail={
+            "expected_version": expected_version,
+            "add": file_form.staged,
+            "remove": file_form.remove,
+        },
     )
     if refused is None:
         return done_redirect(f"/knowledge/{article_id}", "saved")
@@ -412,6 +433,7 @@ def edit(
             conflict=article.version,
             merged=[_(FIELD_NAMES[n]) for n in theirs],
             errors={n: _("Changed by them too: compare before saving.") for n in both},
+            files=file_form,
             error=_(
                 "Someone else saved version %(version)s while you were editing. Your text "
                 "is kept below: compare it with the current version, then save again.",
@@ -428,6 +450,7 @@ def edit(
         expected_version=expected_version,
         errors=_refusal_fields(refused),
         error=in_words(refused),
+        files=file_form,
         status=409 if isinstance(refused, Conflict) else 422,
     )
 
