@@ -1,10 +1,12 @@
-"""One decoder process: the child side of `asr.processes`, run as `python -m asr.decoder_child`.
+"""One decoder process: the child side of `asr.processes`, forked by the zygote that loaded
+the speech model (asr/zygote.py) or run as `python -m asr.decoder_child`.
 
-`DecoderProcesses` (asr.processes) starts it with the child's end of a socket pair and the
-number of decoder threads; the process loads the speech model when the parent says "hello",
-then decodes the streams the parent opens in it, each stream's requests in order, until the
-parent says stop or goes away. The requests and answers are pickled tuples over the socket:
-`(rid, op, stream, arg)` in, `(rid, ok, value)` out.
+Either way it gets the child's end of a socket pair and the number of decoder threads; the
+process loads the speech model when the parent says "hello" (a forked one finds it loaded
+already, shared with its zygote and siblings), then decodes the streams the parent opens
+in it, each stream's requests in order, until the parent says stop or goes away. The
+requests and answers are pickled tuples over the socket: `(rid, op, stream, arg)` in,
+`(rid, ok, value)` out.
 """
 
 from __future__ import annotations

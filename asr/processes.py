@@ -12,17 +12,25 @@ child when they open and stay there, so a child with one stream more than the ot
 otherwise be held to one core while the other child's core idled (bench/calls.py, 2 cores,
 one thread per child: 9 live calls failed with the machine at 140 %).
 
-The shape. `DecoderProcesses` starts `processes` children (`python -m asr.decoder_child`,
-a socket pair between them; the child's serving loop is asr/decoder_child.py). Each loads
-the model once and keeps its own pool of warmed recognizers (a `VoskRecognizer`). A stream
-lives in one child, the one with the fewest streams when it was opened; its audio goes
-there over a pipe in the batches the live transcriber sends (0.4 s or more), and the child
-feeds the engine 20 ms frames as ever, so the transcript is the one an offline decode
+The shape. `DecoderProcesses` starts `processes` children, a socket pair between the
+parent and each (the child's serving loop is asr/decoder_child.py). By default they share
+one loaded model: a fork server (asr/zygote.py, started like any child) loads it once and
+forks the children, which share its pages copy-on-write (bench/asr_memory.py: a forked
+child adds ~55 MB once it has decoded a call, one that loads the Korean model ~565 MB).
+With `share_model=False` each child is `python -m asr.decoder_child` and loads the model
+itself. Each keeps its own pool of warmed recognizers (a `VoskRecognizer`). A stream lives
+in one child, the one with the fewest streams when it was opened; its audio goes there over
+a pipe in the batches the live transcriber sends (0.4 s or more), and the child feeds the
+engine 20 ms frames as ever, so the transcript is the one an offline decode
 gives. Live admission (`max_live_streams`) is counted here, over all children.
 
 When a child dies (libvosk aborts, the OOM killer), its streams fail with `AsrError` — the
 live transcriber gives up and the call is transcribed offline from its recording — and the
-child is started again in the background; meanwhile the others take the new streams.
+child is started again in the background (forked again: no model to load); meanwhile the
+others take the new streams. When the zygote dies, the children go on decoding and the
+zygote is started again, with the same growing delay; a child that dies meanwhile waits for
+it. The parent never forks (it runs threads): `subprocess.Popen`, not multiprocessing,
+whose spawn would import the parent's __main__ (the whole CLI) again in every child.
 """
 
 from __future__ import annotations
@@ -43,10 +51,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from asr.config import AsrConfig
 from asr.recognizer import DEFAULT_SAMPLE_RATE, AsrError, Partial, Transcript, check_pcm
+from asr.zygote import Zygote
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,7 @@ class DecoderStats:
     ready: int  # children answering now
     live: int  # live streams admitted and not yet closed, over all children
     restarts: int  # children started again after dying
+    zygote_restarts: int = 0  # the model-sharing fork server started again after dying
 
 
 class DecoderProcesses:
@@ -77,14 +87,20 @@ class DecoderProcesses:
     `load()` starts the children and waits until each has loaded the model (a bad model
     path is then one clear `AsrError`); streams opened before that, or while every child is
     down, are refused (`try_open_stream` returns None: the call is transcribed offline).
-    `close()` stops the children.
+    `close()` stops the children (and the zygote). `share_model=False`: each child loads the
+    model itself (the way before the zygote, kept to measure against).
     """
 
     # Each child decodes its streams in turn on its own threads: no DecodeSlots in the parent.
     decodes_elsewhere = True
 
     def __init__(
-        self, config: AsrConfig | None = None, *, processes: int = 1, threads: int = 1
+        self,
+        config: AsrConfig | None = None,
+        *,
+        processes: int = 1,
+        threads: int = 1,
+        share_model: bool = True,
     ) -> None:
         if processes < 1:
             raise AsrError(f"need at least one decoder process, got {processes}")
@@ -92,17 +108,26 @@ class DecoderProcesses:
             raise AsrError(f"need at least one decoder thread per process, got {threads}")
         self.config = config or AsrConfig()
         self.threads = threads
+        self._zygote = (
+            Zygote(self.config, threads=threads, on_death=self._zygote_died)
+            if share_model
+            else None
+        )
         self._children = [
-            _Child(index, self.config, self._child_died, threads=threads)
+            _Child(index, self.config, self._child_died, threads=threads, zygote=self._zygote)
             for index in range(processes)
         ]
         self._lock = threading.Lock()
         self._live = 0
         self._restarts = 0
+        self._zygote_restarts = 0
         self._closed = False
 
     def load(self, timeout: float = START_TIMEOUT_S) -> None:
         try:
+            if self._zygote is not None:
+                self._zygote.start()
+                self._zygote.wait_ready(timeout)
             for child in self._children:
                 child.start()
             for child in self._children:
@@ -175,17 +200,25 @@ class DecoderProcesses:
                 ready=sum(c.ready for c in self._children),
                 live=self._live,
                 restarts=self._restarts,
+                zygote_restarts=self._zygote_restarts,
             )
 
     def pids(self) -> list[int | None]:
         """The children's process ids (None: not running); for operators and tests."""
         return [c.pid for c in self._children]
 
+    @property
+    def zygote_pid(self) -> int | None:
+        """The process that forks the children (None: `share_model=False`, or not started)."""
+        return None if self._zygote is None else self._zygote.pid
+
     def close(self, timeout: float = 10.0) -> None:
         with self._lock:
             self._closed = True
         for child in self._children:
             child.stop(timeout)
+        if self._zygote is not None:
+            self._zygote.stop(timeout)
 
     def _pick(self) -> _Child | None:
         """The running child with the fewest streams, counted as taken (under `_lock`)."""
@@ -207,6 +240,18 @@ class DecoderProcesses:
             target=child.restart,
             args=(lambda: self._closed,),
             name=f"asr-decoder-{child.index}-restart",
+            daemon=True,
+        ).start()
+
+    def _zygote_died(self, zygote: Zygote) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._zygote_restarts += 1
+        threading.Thread(
+            target=zygote.restart,
+            args=(lambda: self._closed, RESTART_DELAY_S, START_TIMEOUT_S),
+            name="asr-zygote-restart",
             daemon=True,
         ).start()
 
@@ -281,6 +326,17 @@ class RemoteStream:
             raise AsrError(f"the stream is {self._state}; it accepts no more audio")
 
 
+class _Process(Protocol):
+    """A decoder process as the parent holds it: a `subprocess.Popen`, or a
+    `zygote.Forked`."""
+
+    pid: int
+
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+    def kill(self) -> None: ...
+
+
 class _Child:
     """The parent's side of one decoder process: a socket, the requests awaiting an answer,
     and a thread reading the answers."""
@@ -292,15 +348,17 @@ class _Child:
         on_death: Callable[[_Child], None],
         *,
         threads: int = 1,
+        zygote: Zygote | None = None,
     ) -> None:
         self.index = index
         self._threads = threads
+        self._zygote = zygote
         self._config = config
         self._on_death = on_death
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._pending: dict[int, Future] = {}
-        self._process: subprocess.Popen | None = None
+        self._process: _Process | None = None
         self._conn: Connection | None = None
         self._ready = threading.Event()
         self._start_error: str | None = None
@@ -310,26 +368,16 @@ class _Child:
         self.pid: int | None = None
 
     def start(self) -> None:
-        """Start the process; `wait_ready` then waits for its model."""
+        """Start the process (forked by the zygote, else its own program); `wait_ready`
+        then waits for its model."""
         ours, theirs = socket.socketpair()
+        process: _Process
         try:
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_ROOT), env.get("PYTHONPATH"))))
-            # Not multiprocessing: its spawn would import the parent's __main__ (the whole
-            # CLI) again in every child, and fork is unsafe in a threaded parent.
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "asr.decoder_child",
-                    str(theirs.fileno()),
-                    str(self._threads),
-                ],
-                pass_fds=[theirs.fileno()],
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
-        except OSError as exc:
+            if self._zygote is not None:
+                process = self._zygote.fork(theirs, START_TIMEOUT_S)
+            else:
+                process = self._popen(theirs)
+        except (OSError, AsrError) as exc:
             ours.close()
             raise AsrError(f"cannot start decoder process {self.index}: {exc}") from None
         finally:
@@ -346,6 +394,16 @@ class _Child:
             target=self._read, args=(conn, process), name=f"asr-decoder-{self.index}", daemon=True
         ).start()
         hello.add_done_callback(self._hello_done)
+
+    def _popen(self, theirs: socket.socket) -> subprocess.Popen:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_ROOT), env.get("PYTHONPATH"))))
+        return subprocess.Popen(
+            [sys.executable, "-m", "asr.decoder_child", str(theirs.fileno()), str(self._threads)],
+            pass_fds=[theirs.fileno()],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
 
     def _hello_done(self, future: Future) -> None:
         if future.exception() is None:
@@ -386,7 +444,7 @@ class _Child:
                 f"decoder process {self.index} did not answer within {timeout:g} s"
             ) from None
 
-    def _read(self, conn: Connection, process: subprocess.Popen) -> None:
+    def _read(self, conn: Connection, process: _Process) -> None:
         while True:
             try:
                 rid, ok, value = conn.recv()

@@ -114,13 +114,21 @@ class Platform:
         raise RuntimeError(f"hotline sip did not listen within {timeout:.0f}s")
 
     def pids(self) -> list[int]:
-        """The SIP process and its children (the decoder processes)."""
-        pids = [self.proc.pid]
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+        """The SIP process and its descendants (the decoder processes, and the zygote that
+        forks them: asr/zygote.py), the SIP process first."""
+        pids: list[int] = []
+        todo = [self.proc.pid]
+        while todo:
+            pids.append(todo.pop(0))
             try:
-                pids += [int(pid) for pid in (task / "children").read_text().split()]
+                tasks = list(Path(f"/proc/{pids[-1]}/task").iterdir())
             except OSError:
-                continue  # the thread ended meanwhile
+                continue  # it ended meanwhile
+            for task in tasks:
+                try:
+                    todo += [int(pid) for pid in (task / "children").read_text().split()]
+                except OSError:
+                    continue  # the thread ended meanwhile
         return pids
 
     def cpu(self) -> float:

@@ -34,6 +34,11 @@ def alive(pid: int) -> bool:
         return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
 def live_transcript(recognizer, pcm: bytes, partials: list[str] | None = None):
     stream = recognizer.try_open_stream()
     assert stream is not None
@@ -89,13 +94,15 @@ def test_given_a_bad_grammar_then_the_stream_fails_with_a_clear_error_and_the_ch
     assert decoder_processes.stats().ready == 2
 
 
+@pytest.mark.parametrize("share_model", [True, False], ids=["forked", "own-model"])
 def test_given_a_child_killed_mid_call_then_that_call_goes_offline_and_the_child_comes_back(
-    vosk_config, monkeypatch
+    vosk_config, monkeypatch, share_model
 ):
     monkeypatch.setattr(procs, "RESTART_DELAY_S", (0.05, 0.05))
     pcm, _ = read_wav(speak(REPORT))
-    decoders = DecoderProcesses(vosk_config, processes=1)
+    decoders = DecoderProcesses(vosk_config, processes=1, share_model=share_model)
     decoders.load()
+    zygote = decoders.zygote_pid
     try:
         stream, live = live_transcript(decoders, pcm[: len(pcm) // 2])
         pid = decoders.pids()[0]
@@ -108,19 +115,30 @@ def test_given_a_child_killed_mid_call_then_that_call_goes_offline_and_the_child
             message="the child started again",
         )
         assert decoders.stats().restarts == 1 and decoders.stats().live == 0
+        if share_model:  # forked again by the same zygote: the model was not loaded again
+            assert parent_of(decoders.pids()[0]) == zygote == decoders.zygote_pid
+            assert decoders.stats().zygote_restarts == 0
         _, again = live_transcript(decoders, pcm)
         assert again.finish(timeout=30).text  # the new child decodes
     finally:
         decoders.close()
     assert not alive(decoders.pids()[0])
+    assert zygote is None or not alive(zygote)
 
 
-def test_given_a_bad_model_path_when_loading_then_one_clear_error_and_no_child_left(tmp_path):
-    decoders = DecoderProcesses(AsrConfig(model_path=tmp_path / "none"), processes=2)
+@pytest.mark.parametrize("share_model", [True, False], ids=["forked", "own-model"])
+def test_given_a_bad_model_path_when_loading_then_one_clear_error_and_no_child_left(
+    tmp_path, share_model
+):
+    decoders = DecoderProcesses(
+        AsrConfig(model_path=tmp_path / "none"), processes=2, share_model=share_model
+    )
     with pytest.raises(AsrError, match="does not exist"):
         decoders.load()
     assert decoders.stats().ready == 0
-    for pid in decoders.pids():
+    started = [pid for pid in [*decoders.pids(), decoders.zygote_pid] if pid is not None]
+    assert started  # the one that found the model missing
+    for pid in started:
         wait_until(lambda: not alive(pid), timeout=10, message="the child gone")
     assert decoders.try_open_stream() is None
 
@@ -153,7 +171,7 @@ def test_given_the_parent_killed_then_its_children_exit(vosk_config, tmp_path):
         f"d = DecoderProcesses(AsrConfig(model_path={str(vosk_config.model_path)!r}),"
         " processes=1)\n"
         "d.load()\n"
-        "print(d.pids()[0], flush=True)\n"
+        "print(d.pids()[0], d.zygote_pid, flush=True)\n"
         "sys.stdin.read()\n"
     )
     parent = subprocess.Popen(
@@ -164,11 +182,12 @@ def test_given_the_parent_killed_then_its_children_exit(vosk_config, tmp_path):
         cwd=procs._ROOT,
     )
     try:
-        child = int(parent.stdout.readline())
-        assert alive(child)
+        child, zygote = map(int, parent.stdout.readline().split())
+        assert alive(child) and alive(zygote)
         parent.kill()
         parent.wait(10)
         wait_until(lambda: not alive(child), timeout=10, message="the orphaned child exits")
+        wait_until(lambda: not alive(zygote), timeout=10, message="the orphaned zygote exits")
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -201,6 +220,132 @@ def test_given_one_child_with_threads_when_streams_decode_at_once_then_each_equa
 def test_given_no_decoder_thread_then_refused():
     with pytest.raises(AsrError, match="at least one decoder thread"):
         DecoderProcesses(AsrConfig(), threads=0)
+
+
+# ------------------------------------------------------------ one model, forked children
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """The process's Rss and Pss (its share of every page it maps), in kB."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        fields = dict(line.split(":", 1) for line in rollup if ":" in line and "-" not in line)
+    return {key: int(fields[key].split()[0]) for key in ("Rss", "Pss")}
+
+
+def threads_of(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_given_a_shared_model_then_one_single_threaded_zygote_forks_children_that_decode(
+    decoder_processes, recognizer
+):
+    zygote = decoder_processes.zygote_pid
+    assert zygote is not None and parent_of(zygote) == os.getpid()
+    # The model is loaded and libvosk left no thread behind: the zygote may fork.
+    assert threads_of(zygote) == 1
+    pids = decoder_processes.pids()
+    assert len(set(pids)) == 2 and all(parent_of(pid) == zygote for pid in pids)
+    assert all(threads_of(pid) == 1 + decoder_processes.threads for pid in pids)
+    texts = ["가로등이 고장 났어요. 빨리 고쳐 주세요.", "도로에 물이 새고 있어요."]
+    audio = [read_wav(speak(text))[0] for text in texts]
+    calls = [live_transcript(decoder_processes, pcm) for pcm in audio]
+    assert {stream.process_index for stream, _ in calls} == {0, 1}  # one in each child
+    for pcm, (stream, live) in zip(audio, calls, strict=True):
+        assert live.finish(timeout=60) == transcribe_pcm(
+            recognizer=recognizer, pcm16=pcm, sample_rate=8000
+        )
+        stream.close()
+    assert threads_of(zygote) == 1
+
+
+def test_given_forked_children_then_they_share_the_models_pages(vosk_config):
+    own = DecoderProcesses(vosk_config, processes=1, share_model=False)
+    own.load()
+    try:
+        alone = memory_kb(own.pids()[0])["Rss"]  # one process with the model to itself
+    finally:
+        own.close()
+    shared = DecoderProcesses(vosk_config, processes=2)
+    shared.load()
+    try:
+        pids = [*shared.pids(), shared.zygote_pid]
+        total = sum(memory_kb(pid)["Pss"] for pid in pids)
+        rss = [memory_kb(pid)["Rss"] for pid in pids]
+    finally:
+        shared.close()
+    # Each maps the whole model, yet the three together count for about one of it: loaded
+    # in each, two children alone would count twice.
+    assert all(r > alone * 0.8 for r in rss), (rss, alone)
+    assert total < alone * 1.5, (total, alone)
+
+
+def test_given_the_zygote_killed_then_the_children_go_on_and_a_new_one_forks_the_next(
+    vosk_config, recognizer, monkeypatch
+):
+    monkeypatch.setattr(procs, "RESTART_DELAY_S", (0.05, 0.05))
+    pcm, _ = read_wav(speak(REPORT))
+    decoders = DecoderProcesses(vosk_config, processes=2)
+    decoders.load()
+    first = decoders.zygote_pid
+    assert first is not None
+    seen = {first, *decoders.pids()}
+    try:
+        os.kill(first, signal.SIGKILL)
+        wait_until(
+            lambda: decoders.stats().zygote_restarts == 1 and decoders.zygote_pid != first,
+            timeout=60,
+            message="the zygote started again",
+        )
+        second = decoders.zygote_pid
+        seen.add(second)
+        assert decoders.stats().ready == 2 and decoders.stats().restarts == 0
+        stream, live = live_transcript(decoders, pcm)  # the old children still decode
+        assert live.finish(timeout=30) == transcribe_pcm(
+            recognizer=recognizer, pcm16=pcm, sample_rate=8000
+        )
+        stream.close()
+        orphan = decoders.pids()[1]
+        os.kill(orphan, signal.SIGKILL)
+        wait_until(
+            lambda: decoders.stats().ready == 2 and decoders.pids()[1] != orphan,
+            timeout=60,
+            message="the child forked by the new zygote",
+        )
+        assert parent_of(decoders.pids()[1]) == second
+        seen.update(decoders.pids())
+        _, again = live_transcript(decoders, pcm)
+        assert again.finish(timeout=30).text
+    finally:
+        decoders.close()
+    for pid in seen:
+        assert not alive(pid), pid  # close() left nothing behind, the old children included
+
+
+def test_given_a_thread_running_then_the_zygote_refuses_to_fork():
+    script = (
+        "import socket, threading\n"
+        "from asr import zygote\n"
+        "from asr.recognizer import AsrError\n"
+        "done = threading.Event()\n"
+        "threading.Thread(target=done.wait, daemon=True).start()\n"
+        "ours, theirs = socket.socketpair()\n"
+        "try:\n"
+        "    zygote._fork(theirs.fileno(), 1, close=())\n"
+        "    print('forked')\n"
+        "except AsrError as exc:\n"
+        "    print(exc)\n"
+        "done.set()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=procs._ROOT,
+        check=True,
+    ).stdout
+    assert "runs 2 threads; it forks only while it runs one" in out
+    assert "forked" not in out
 
 
 # ------------------------------------------------------- the order a child serves requests
