@@ -11,9 +11,22 @@ temp dir). Then, ``--runs`` (3) times, interleaving the two cities call by call:
   ``hotline.figures.compute`` over every definition, ``unit_rates``, ``overdue`` and the
   volume by day — each call in a session of its own, ``--repeats`` (20) calls: p50, p95;
 - ``unit_rates``: ``hotline.figures.unit_rates`` for the same month alone, p50, p95;
+- ``dashboard_scan``: the same dashboard by the exact scan (``summary=False``), ``--scan-repeats``
+  (3) calls per run, p50 — what the summaries save;
 - ``export``: a CSV of the whole year (every ticket) streamed to a file in a child process
   of its own (bench/_analytics_export.py, or hotline.figures.export once it exists), its
   seconds and its resident-memory growth (peak − before).
+
+The figures' summary tables (hotline.figures.summary) are built once after the load
+(``summary_full_build_s``) and the dashboard read through them; ``summary_matches_scan`` says
+the dashboard's counts equal the exact scan's. After the runs, ``--runs`` times, a day's
+changes: every ticket with an audit event in the day before ``now`` (the generated city's
+last day of work: its new tickets, signs, replies, callbacks) gets one more event, and the
+summaries are refreshed a day later, so the deadlines that passed in the day are judged again
+too (``summary_incremental_refresh_ms``, ``summary_incremental_days`` counted again); just
+before that refresh, one dashboard of the month before that day, its changed days counted
+live (``dashboard_before_refresh_ms``: the worst a reader sees if the refresh stopped for a
+day).
 
 Per backend: each figure's median over the runs and the worst run; ``*_ratio_vs_<n>``
 compares the full city with the baseline measured in the same run. The top-level figures
@@ -35,7 +48,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +61,12 @@ from sqlmodel import Session
 
 from bench._analytics_data import Loaded, Shape, load, month_of
 from bench._common import machine, percentile, say, verdicts
-from core.db import make_engine, make_session_factory
+from core.db import make_engine, make_session_factory, table_of
 from dispatch.calendar import DEFAULT_TZ
 from hotline import migrate
-from hotline.figures import Filters, compute, overdue, unit_rates
+from hotline.figures import Filters, compute, overdue, summary, summary_read, unit_rates
 from hotline.figures.filters import T, resolve
+from tickets.models import TicketEvent
 
 TARGETS = {
     "dashboard_p95_ms": ("<=", 300.0),
@@ -105,8 +119,16 @@ def database(db: str, label: str) -> Iterator[Engine]:
 # ---------------------------------------------------------------- what a dashboard reads
 
 
-def volume_by_day(session: Session, filters: Filters) -> list[tuple[str, int]]:
-    """Tickets taken in per Beijing-time day under ``filters``."""
+def volume_by_day(
+    session: Session, filters: Filters, now: datetime = NOW, *, exact: bool = False
+) -> list[tuple[str, int]]:
+    """Tickets taken in per Beijing-time day under ``filters``: from the summary tables
+    where they answer, unless ``exact``."""
+    counted = (
+        None if exact else summary_read.tickets_by_day(session, resolve(session, filters), now)
+    )
+    if counted is not None:
+        return [(d.isoformat(), n) for d, n in counted.items()]
     if session.get_bind().dialect.name == "sqlite":
         day = func.date(T.c.created_at, "+8 hours")
     else:
@@ -121,12 +143,15 @@ def volume_by_day(session: Session, filters: Filters) -> list[tuple[str, int]]:
     return [(str(d), int(n)) for d, n in rows]
 
 
-def dashboard(session: Session, filters: Filters, now: datetime) -> dict[str, Any]:
-    """Every figure a centre dashboard shows for ``filters``, as plain counts."""
-    figures = compute(session, filters=filters, now=now)
-    rates = unit_rates(session, filters=filters, now=now)
-    late = overdue(session, filters=filters, now=now)
-    volume = volume_by_day(session, filters)
+def dashboard(
+    session: Session, filters: Filters, now: datetime, *, exact: bool = False
+) -> dict[str, Any]:
+    """Every figure a centre dashboard shows for ``filters``, as plain counts; through the
+    summary tables where built, or (``exact``) by the scan."""
+    figures = compute(session, filters=filters, now=now, summary=not exact)
+    rates = unit_rates(session, filters=filters, now=now, summary=not exact)
+    late = overdue(session, filters=filters, now=now, summary=not exact)
+    volume = volume_by_day(session, filters, now, exact=exact)
     return {
         "figures": {n: [f.numerator, f.denominator] for n, f in figures.items()},
         "units_ranked": len(rates),
@@ -171,13 +196,24 @@ def _ms(values: list[float], q: float) -> float:
 
 
 def one_run(
-    engines: dict[str, Engine], month: Filters, year: Filters, repeats: int, tmp: str
+    engines: dict[str, Engine],
+    month: Filters,
+    year: Filters,
+    repeats: int,
+    tmp: str,
+    scan_repeats: int = 3,
 ) -> dict[str, dict[str, Any]]:
     load_before = os.getloadavg()[0]
-    times: dict[str, dict[str, list[float]]] = {n: {"dash": [], "rates": []} for n in engines}
+    times: dict[str, dict[str, list[float]]] = {
+        n: {"dash": [], "rates": [], "scan": []} for n in engines
+    }
     for _ in range(repeats):
         for name, engine in engines.items():
             times[name]["dash"].append(_call(engine, lambda s: dashboard(s, month, NOW))[0])
+    for _ in range(scan_repeats):
+        for name, engine in engines.items():
+            seconds = _call(engine, lambda s: dashboard(s, month, NOW, exact=True))[0]
+            times[name]["scan"].append(seconds)
     for _ in range(repeats):
         for name, engine in engines.items():
             seconds = _call(engine, lambda s: unit_rates(s, filters=month, now=NOW))[0]
@@ -191,6 +227,7 @@ def one_run(
             "dashboard_p95_ms": _ms(t["dash"], 95),
             "unit_rates_p50_ms": round(statistics.median(t["rates"]) * 1000, 3),
             "unit_rates_p95_ms": _ms(t["rates"], 95),
+            "dashboard_scan_p50_ms": round(statistics.median(t["scan"] or [0.0]) * 1000, 3),
             "export_s": made["seconds"],
             "export_rows": made["rows"],
             "export_via": made["via"],
@@ -201,6 +238,47 @@ def one_run(
             "loadavg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
     return out
+
+
+def build_summaries(engine: Engine) -> float:
+    """The summaries' first (full) build at ``NOW``: its seconds."""
+    started = time.perf_counter()
+    with make_session_factory(engine)() as session:
+        summary.refresh(session, now=NOW)
+        session.commit()
+    return time.perf_counter() - started
+
+
+def a_days_changes(engine: Engine, day: int) -> dict[str, float]:
+    """The tickets of the day before ``NOW`` changed again ``day`` days later, the summaries
+    refreshed then: the refresh's milliseconds and the days it counted again."""
+    at = NOW + timedelta(days=day)
+    e = table_of(TicketEvent)
+    factory = make_session_factory(engine)
+    with factory() as session:
+        active = session.scalars(
+            select(e.c.ticket_id).where(e.c.at >= NOW - timedelta(days=1), e.c.at < NOW).distinct()
+        ).all()
+        rows = [
+            {"ticket_id": t, "seq": 1000 + day, "at": at, "actor": "bench", "action": "note",
+             "data": {}}
+            for t in active
+        ]  # fmt: skip
+        if rows:
+            session.execute(e.insert(), rows)
+        session.commit()
+    start, end = month_of(at)
+    stale = _call(engine, lambda s: dashboard(s, Filters(start=start, end=end), at))[0]
+    started = time.perf_counter()
+    with factory() as session:
+        done = summary.refresh(session, now=at)
+        session.commit()
+    return {
+        "summary_incremental_refresh_ms": round((time.perf_counter() - started) * 1000, 3),
+        "dashboard_before_refresh_ms": round(stale * 1000, 3),
+        "summary_incremental_days": done.days,
+        "summary_incremental_tickets": len(active),
+    }
 
 
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -232,16 +310,24 @@ def measure_backend(
             loaded[name] = load(engine, Shape(tickets=n, events=e, now=NOW))
             say(f"{db}: loaded in {loaded[name].load_s:.1f} s")
             engines[name] = engine
+        built: dict[str, float] = {}
+        for name, engine in engines.items():
+            built[name] = build_summaries(engine)
+            say(f"{db}: {name} summaries built in {built[name]:.1f} s")
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hotline-export-"))
-        shown = {}
+        shown, matches = {}, {}
         for name, engine in engines.items():  # warm up; keep what the dashboard showed
             shown[name] = _call(engine, lambda s: dashboard(s, month, NOW))[1]
+            exact = _call(engine, lambda s: dashboard(s, month, NOW, exact=True))[1]
+            matches[name] = _same(shown[name], exact)
         per_run: dict[str, list[dict[str, Any]]] = {"baseline": [], "full": []}
         for run in range(runs):
             say(f"{db}: run {run + 1}/{runs}")
             for name, figures in one_run(engines, month, year, repeats, tmp).items():
                 per_run[name].append(figures)
                 say(f"{db}: {name} {figures}")
+        changes = [a_days_changes(engines["full"], day) for day in range(1, runs + 1)]
+        say(f"{db}: a day's changes {changes}")
         result: dict[str, Any] = {}
         for name in engines:
             result[name] = {
@@ -249,9 +335,12 @@ def measure_backend(
                 "events": loaded[name].events,
                 "assignments": loaded[name].assignments,
                 "load_s": round(loaded[name].load_s, 1),
+                "summary_full_build_s": round(built[name], 3),
+                "summary_matches_scan": matches[name],
                 **combine(per_run[name]),
                 "runs": per_run[name],
             }
+        result["full"] |= combine(changes) | {"incremental_runs": changes}
         full, base = result["full"], result["baseline"]
         for key in ("dashboard_p95_ms", "unit_rates_p95_ms", "export_s"):
             full[f"{key}_ratio_vs_{baseline}"] = (
@@ -263,6 +352,16 @@ def measure_backend(
             with engines["full"].connect() as conn:
                 result["postgres_version"] = conn.exec_driver_sql("SHOW server_version").scalar()
         return result
+
+
+def _same(fast: dict[str, Any], exact: dict[str, Any]) -> bool:
+    late, exact_late = fast["overdue"], exact["overdue"]
+    return (
+        {k: v for k, v in fast.items() if k != "overdue"}
+        == {k: v for k, v in exact.items() if k != "overdue"}
+        and late[0] == exact_late[0]
+        and abs(late[1] - exact_late[1]) <= 0.001
+    )
 
 
 def figures(backends: dict[str, dict[str, Any]], **sizes: int) -> dict[str, Any]:
@@ -278,6 +377,12 @@ def figures(backends: dict[str, dict[str, Any]], **sizes: int) -> dict[str, Any]
         out[key] = max(f[source] for f in fulls)
         out[f"{key}_worst"] = max(f[f"{source}_worst"] for f in fulls)
     out["export_rows"] = min(f["export_rows"] for f in fulls)
+    for key in ("summary_full_build_s", "summary_incremental_refresh_ms"):
+        out[key] = max(f[key] for f in fulls)
+    out["summary_incremental_refresh_ms_worst"] = max(
+        f["summary_incremental_refresh_ms_worst"] for f in fulls
+    )
+    out["summary_matches_scan"] = all(f["summary_matches_scan"] for f in fulls)
     out["targets"] = verdicts(out, TARGETS)
     return out | {"backends": backends, "machine": machine()}
 
@@ -307,8 +412,15 @@ def _readable(result: dict[str, Any], emit: Callable[[str], None]) -> None:
                 f"{f['dashboard_p95_ms']} (worst {f['dashboard_p95_ms_worst']}) ms, unit_rates "
                 f"p95 {f['unit_rates_p95_ms']} (worst {f['unit_rates_p95_ms_worst']}) ms, "
                 f"export {f['export_rows']:,} rows {f['export_s']} s "
-                f"(+{f['export_rss_growth_mib']} MiB)"
+                f"(+{f['export_rss_growth_mib']} MiB), summaries built in "
+                f"{f['summary_full_build_s']} s, same as the scan: {f['summary_matches_scan']}"
             )
+        full = figs["full"]
+        emit(
+            f"{db:>8} a day's changes: refresh {full['summary_incremental_refresh_ms']} (worst "
+            f"{full['summary_incremental_refresh_ms_worst']}) ms, "
+            f"{full['summary_incremental_days']} days counted again"
+        )
 
 
 def main() -> None:

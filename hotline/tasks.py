@@ -20,7 +20,7 @@ from core.errors import InvalidInput
 from dispatch import classifier, escalation, notify
 from dispatch.models import NotificationStatus
 from hotline.calls import intake, recovery, setup
-from hotline.figures import monthly
+from hotline.figures import monthly, summary
 from hotline.knowledge import reminders as knowledge_reminders
 
 # ---------------------------------------------------------------- SLA and notifications
@@ -186,6 +186,17 @@ def recover_lost_calls() -> int:
         bell=bell.for_settings(settings) if settings.acd.enabled else None,
     )
     return len(closed)
+
+
+# ---------------------------------------------------------------- figures
+
+
+@shared_task(name="figures.refresh_summaries", ignore_result=True)
+def refresh_figure_summaries() -> dict[str, int]:
+    """Count again the days of the figures' summary tables that changed (idempotent: a second
+    run finds nothing new)."""
+    done = summary.refresh_in(runtime.get_session_factory(), now=runtime.get_clock().now())
+    return {"days": done.days, "watermark": done.watermark, "full": int(done.full)}
 
 
 # ---------------------------------------------------------------- monthly reports

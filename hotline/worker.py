@@ -55,6 +55,13 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(minute=0, hour=6, day_of_month=1),
         "options": {"expires": 86400},
     },
+    # The figures' summary tables (hotline.figures.summary): the days that changed, counted
+    # again; the pages stay exact between runs, this keeps them fast.
+    "figure-summaries": {
+        "task": "figures.refresh_summaries",
+        "schedule": crontab(minute="*"),
+        "options": {"expires": 55},
+    },
     # Calls left open by a SIP edge that died (its host never came back to restart it).
     "recover-lost-calls": {
         "task": "calls.recover_lost_calls",

@@ -8,7 +8,12 @@
   selects of ticket ids, and ``overdue`` (count and days late on the policy's clock);
 * ``units`` — 响应率 / 解决率 / 满意率 per unit, the weighted score (``Weights``, 30/35/35 by
   default), the graded bands (分档) and the rank;
-* ``calls`` — 接通率, 15 s / 30 s, average wait and abandonment on hotline.calls.acd_figures.
+* ``calls`` — 接通率, 15 s / 30 s, average wait and abandonment on hotline.calls.acd_figures;
+* ``summary`` / ``summary_read`` — the same counts per day of intake (and unit, category,
+  district, channel) in summary tables kept incrementally by a beat task, read by
+  ``compute``, ``overdue``, ``unit_rates`` and the board whenever they can answer exactly
+  (``summary=False``: always the scan). A month's dashboard at 1,000,000 tickets reads a few
+  thousand summary rows instead of the month's tickets, assignments and events.
 
 Indexes the queries rely on (migration 0019; PostgreSQL plans checked with EXPLAIN ANALYZE
 at 1,000,000 tickets and 3,000,000 events, bench/analytics.py):

@@ -5,24 +5,28 @@ select of the ticket ids behind its numerator and its denominator for drill-down
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, FromClause, Select, case, func, select, text
+from sqlalchemy import ColumnElement, FromClause, Select, select
 from sqlmodel import Session
 
 from core.db import table_of
-from dispatch import reference, sla
+from dispatch import reference
 from dispatch.calendar import WorkCalendar
-from dispatch.models import ClockUnit, SlaPolicy
+from dispatch.models import SlaPolicy
+from hotline.figures import summary_read
 from hotline.figures.definitions import (
     ALL,
+    NAMES,
     Context,
     Definition,
     Level,
+    count_where,
     overdue_rate,
 )
 from hotline.figures.filters import A, Filters, Scope, T, resolve
+from hotline.figures.summary import late_days, tune
 
 P = table_of(SlaPolicy)
 
@@ -33,46 +37,45 @@ DefinitionOf = Callable[[Context], Definition]
 class Figure:
     """One figure's counts. ``rate`` is None when nothing was counted below the line.
     ``numerator_ids`` / ``denominator_ids`` select the ids of the tickets behind each count
-    (one column, ``ticket_id``, each ticket once), for a page to order and page through."""
+    (one column, ``ticket_id``, each ticket once), for a page to order and page through; they
+    are built when asked (``*_select`` holds the select or a function making it): building
+    them for every unit of a ranking cost more than reading its counts."""
 
     name: str
     zh: str
     numerator: int
     denominator: int
-    numerator_ids: Select[int]
-    denominator_ids: Select[int]
+    numerator_select: Select[int] | Callable[[], Select[int]] = field(repr=False, compare=False)
+    denominator_select: Select[int] | Callable[[], Select[int]] = field(repr=False, compare=False)
 
     @property
     def rate(self) -> float | None:
         return self.numerator / self.denominator if self.denominator else None
 
+    @property
+    def numerator_ids(self) -> Select[int]:
+        return _select(self.numerator_select)
 
-def count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
-    """How many rows meet ``condition`` (0 when none), as one aggregate column."""
-    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+    @property
+    def denominator_ids(self) -> Select[int]:
+        return _select(self.denominator_select)
+
+
+def _select(made: Select[int] | Callable[[], Select[int]]) -> Select[int]:
+    return made if isinstance(made, Select) else made()
+
+
+def drilled(
+    scope: Scope, level: Level, condition: ColumnElement[bool]
+) -> Callable[[], Select[int]]:
+    """``drill``, when asked."""
+    return lambda: drill(scope, level, condition)
 
 
 def context(session: Session, *, now: datetime, filters: Filters) -> Context:
     """The default context: clocks judged at ``now``, the default survey scale and window."""
     dialect = session.get_bind().dialect.name
     return Context(now=now, dialect=dialect, since=filters.start, until=filters.end)
-
-
-def tune(session: Session) -> None:
-    """PostgreSQL settings for the figures' queries, for the rest of the transaction:
-
-    * ``work_mem`` 64 MB: each audit test (``ticket.id IN (SELECT ticket_id ...)``) must be
-      a *hashed* subplan. Past ``hash_mem`` (2 × the default 4 MB: some 200,000 ids, a
-      quarter's 直接办结 at 1,000,000 tickets a year) PostgreSQL plans a plain subplan that
-      rescans the list for every ticket — a year's figures did not finish (estimated cost
-      8·10⁹; stopped after 3 minutes), and take 28 s with it. 64 MB hashes some 3,000,000
-      ids;
-    * JIT off: the aggregates cost enough to cross ``jit_above_cost``, and compiling their
-      dozens of CASE expressions took longer (170 ms to 6 s measured at 1,000,000
-      tickets) than running them: index range scans and hashes gain nothing from it."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL jit = off"))
-        session.execute(text("SET LOCAL work_mem = '64MB'"))
 
 
 def _rows(scope: Scope, level: Level) -> tuple[list[ColumnElement[bool]], FromClause]:
@@ -96,10 +99,14 @@ def compute(
     now: datetime,
     definitions: Iterable[DefinitionOf] = ALL,
     ctx: Context | None = None,
+    summary: bool = True,
 ) -> dict[str, Figure]:
-    """The figures under ``filters``, clocks judged at ``now``: one aggregate query for the
-    ticket figures, one for the unit (assignment) figures."""
+    """The figures under ``filters``, clocks judged at ``now``: from the summary tables where
+    they answer (hotline.figures.summary; ``summary=False`` never), else one aggregate query
+    for the ticket figures, one for the unit (assignment) figures. The drill-down selects
+    always read the base tables."""
     scope = resolve(session, filters)
+    use_summary = summary and ctx is None
     ctx = ctx or context(session, now=now, filters=filters)
     tune(session)
     made = [define(ctx) for define in definitions]
@@ -108,21 +115,32 @@ def compute(
         mine = [d for d in made if d.level is level]
         if not mine:
             continue
-        where, source = _rows(scope, level)
-        columns = []
+        counted = None
+        if use_summary and all(d.name in NAMES for d in mine):
+            counted = summary_read.counts(session, scope, now, level)
+        if counted is None:
+            counted = _scan(session, scope, level, mine)
         for d in mine:
-            columns += [count_where(d.numerator), count_where(d.denominator)]
-        row = session.execute(select(*columns).select_from(source).where(*where)).one()
-        for index, d in enumerate(mine):
             found[d.name] = Figure(
                 name=d.name,
                 zh=d.zh,
-                numerator=int(row[2 * index]),
-                denominator=int(row[2 * index + 1]),
-                numerator_ids=drill(scope, level, d.numerator),
-                denominator_ids=drill(scope, level, d.denominator),
+                numerator=counted[d.name][0],
+                denominator=counted[d.name][1],
+                numerator_select=drilled(scope, level, d.numerator),
+                denominator_select=drilled(scope, level, d.denominator),
             )
     return {d.name: found[d.name] for d in made}
+
+
+def _scan(
+    session: Session, scope: Scope, level: Level, mine: Sequence[Definition]
+) -> dict[str, tuple[int, int]]:
+    where, source = _rows(scope, level)
+    columns = []
+    for d in mine:
+        columns += [count_where(d.numerator), count_where(d.denominator)]
+    row = session.execute(select(*columns).select_from(source).where(*where)).one()
+    return {d.name: (int(row[2 * i]), int(row[2 * i + 1])) for i, d in enumerate(mine)}
 
 
 def per_unit(
@@ -171,15 +189,21 @@ def overdue(
     filters: Filters,
     now: datetime,
     calendar: WorkCalendar | None = None,
+    summary: bool = True,
 ) -> Overdue:
-    """超期件数 and 超期天数. The late assignments are few next to the tickets: they are read
-    (the deadline, the end, the policy's unit) and their lateness summed here, where the
-    working-day calendar is."""
+    """超期件数 and 超期天数: from the summary tables where they answer (the holiday calendar
+    the database holds; ``summary=False`` never), else read here. The late assignments are
+    few next to the tickets: they are read (the deadline, the end, the policy's unit) and
+    their lateness summed here, where the working-day calendar is."""
     scope = resolve(session, filters)
     ctx = context(session, now=now, filters=filters)
-    figure = compute(session, filters=filters, now=now, definitions=[overdue_rate], ctx=ctx)[
-        "overdue_rate"
-    ]
+    figure = compute(
+        session, filters=filters, now=now, definitions=[overdue_rate], summary=summary
+    )["overdue_rate"]
+    if summary and calendar is None:
+        found = summary_read.late(session, scope, now, reference.snapshot(session).calendar)
+        if found is not None:
+            return Overdue(figure, *found)
     late = overdue_rate(ctx).numerator
     calendar = calendar or reference.snapshot(session).calendar
     rows = session.execute(
@@ -187,11 +211,7 @@ def overdue(
         .select_from(A.join(T, A.c.ticket_id == T.c.id).join(P, A.c.policy_id == P.c.id))
         .where(*scope.assignment_where(), late)
     ).all()
-    days: list[float] = []
-    for due, replied, ended, unit in rows:
-        until = replied or (min(ended, now) if ended else now)
-        if ClockUnit(unit) is ClockUnit.workdays:
-            days.append(sla.elapsed(due, until, ClockUnit.workdays, calendar))
-        else:
-            days.append(sla.elapsed(due, until, ClockUnit.hours, calendar) / 24)
+    days = [
+        late_days(due, replied, ended, unit, now, calendar) for due, replied, ended, unit in rows
+    ]
     return Overdue(figure, sum(days), max(days) if days else None)

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select, true
+from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement as _Column
 
 from core.db import table_of
@@ -74,6 +74,11 @@ class Definition:
     level: Level
     numerator: ColumnElement[bool]
     denominator: ColumnElement[bool]
+
+
+def count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    """How many rows meet ``condition`` (0 when none), as one aggregate column."""
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
 def _event(ctx: Context, action: Action) -> ColumnElement[bool]:

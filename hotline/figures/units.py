@@ -8,12 +8,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, case, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlmodel import Session
 
 from core.errors import InvalidInput
-from dispatch.models import AssignmentStatus
-from hotline.figures.compute import Figure, context, count_where, drill, tune
+from hotline.figures import summary_read
+from hotline.figures.compute import Figure, context, count_where, drilled, tune
 from hotline.figures.definitions import (
     Context,
     Definition,
@@ -23,6 +23,7 @@ from hotline.figures.definitions import (
     satisfaction_rate,
 )
 from hotline.figures.filters import A, Filters, Scope, T, resolve
+from hotline.figures.summary import UNIT_SATISFACTION, unit_satisfaction
 
 RATES = ("response", "resolution", "satisfaction")
 
@@ -124,16 +125,20 @@ def unit_rates(
     now: datetime,
     weights: Weights | None = None,
     bands: Sequence[Band] = DEFAULT_BANDS,
+    summary: bool = True,
 ) -> list[UnitRates]:
     """Every unit with lead assignments under ``filters``: its three rates, score, band and
     rank, best first. Ranks follow the score, ties sharing a rank (1, 1, 3); units without a
-    score come last, unranked and unbanded."""
+    score come last, unranked and unbanded. The counts come from the summary tables where
+    they answer (hotline.figures.summary; ``summary=False`` never)."""
     weights = weights or Weights()
     bands = check_bands(bands)
     scope = resolve(session, filters)
     ctx = context(session, now=now, filters=filters)
     response, resolution = on_time_sign_rate(ctx), on_time_close_rate(ctx)
-    counts, satisfied = _counts_by_unit(session, scope, ctx, response, resolution)
+    found_counts = _summary_counts(session, scope, now) if summary else None
+    counts, satisfied = found_counts or _counts_by_unit(session, scope, ctx, response, resolution)
+    happy = (satisfaction_rate(ctx), *unit_satisfaction(ctx))
     found: list[UnitRates] = []
     for unit_id in sorted(counts.keys() | satisfied.keys()):
         own = Scope(filters, (unit_id,))
@@ -142,7 +147,7 @@ def unit_rates(
             unit_id=unit_id,
             response=_figure(own, response, mine.get(response.name, (0, 0))),
             resolution=_figure(own, resolution, mine.get(resolution.name, (0, 0))),
-            satisfaction=_satisfaction_figure(own, ctx, satisfied.get(unit_id, (0, 0))),
+            satisfaction=_satisfaction_figure(own, happy, satisfied.get(unit_id, (0, 0))),
         )
         entry.score, entry.weights_used = score(
             {
@@ -175,14 +180,24 @@ def _figure(scope: Scope, d: Definition, counts: tuple[int, int]) -> Figure:
         zh=d.zh,
         numerator=counts[0],
         denominator=counts[1],
-        numerator_ids=drill(scope, d.level, d.numerator),
-        denominator_ids=drill(scope, d.level, d.denominator),
+        numerator_select=drilled(scope, d.level, d.numerator),
+        denominator_select=drilled(scope, d.level, d.denominator),
     )
 
 
-def _completed_by_unit(d: Definition) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
-    completed = A.c.status == AssignmentStatus.completed
-    return and_(completed, d.numerator), and_(completed, d.denominator)
+def _summary_counts(
+    session: Session, scope: Scope, now: datetime
+) -> tuple[dict[int, dict[str, tuple[int, int]]], dict[int, tuple[int, int]]] | None:
+    """As ``_counts_by_unit``, from the summary tables; None when they cannot answer."""
+    per_unit = summary_read.unit_counts(session, scope, now)
+    if per_unit is None:
+        return None
+    names = (on_time_sign_rate.__name__, on_time_close_rate.__name__)
+    counts = {u: {n: mine[n] for n in names} for u, mine in per_unit.items()}
+    satisfied = {
+        u: mine[UNIT_SATISFACTION] for u, mine in per_unit.items() if mine[UNIT_SATISFACTION][1]
+    }
+    return counts, satisfied
 
 
 def _counts_by_unit(
@@ -193,7 +208,7 @@ def _counts_by_unit(
     unit though 重办 gave the unit two rounds of it — in one pass over the period's lead
     assignments."""
     tune(session)
-    numerator, denominator = _completed_by_unit(satisfaction_rate(ctx))
+    numerator, denominator = unit_satisfaction(ctx)
     query = (
         select(
             A.c.unit_id,
@@ -217,14 +232,17 @@ def _counts_by_unit(
     return counts, satisfied
 
 
-def _satisfaction_figure(scope: Scope, ctx: Context, counts: tuple[int, int]) -> Figure:
-    d = satisfaction_rate(ctx)
-    numerator, denominator = _completed_by_unit(d)
+def _satisfaction_figure(
+    scope: Scope,
+    happy: tuple[Definition, ColumnElement[bool], ColumnElement[bool]],
+    counts: tuple[int, int],
+) -> Figure:
+    d, numerator, denominator = happy
     return Figure(
         name=d.name,
         zh=d.zh,
         numerator=counts[0],
         denominator=counts[1],
-        numerator_ids=drill(scope, Level.assignment, numerator),
-        denominator_ids=drill(scope, Level.assignment, denominator),
+        numerator_select=drilled(scope, Level.assignment, numerator),
+        denominator_select=drilled(scope, Level.assignment, denominator),
     )

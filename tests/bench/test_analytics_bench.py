@@ -143,8 +143,15 @@ def test_given_a_tiny_run_then_the_figures_have_their_keys(backend):
         "export_rss_growth_mib",
         "dashboard_p95_ms_ratio_vs_100",
         "unit_rates_p95_ms_ratio_vs_100",
+        "dashboard_scan_p50_ms",
+        "summary_full_build_s",
+        "summary_incremental_refresh_ms",
+        "summary_incremental_refresh_ms_worst",
     } <= set(full)
+    # the dashboard timed reads the summary tables, and they give the scan's numbers
+    assert full["summary_matches_scan"] and result["baseline"]["summary_matches_scan"]
     assert full["export_rows"] == 400 and result["baseline"]["export_rows"] == 100
     assert full["export_via"] == "hotline.figures.export"
     out = figures({backend: result}, tickets=400, events=1_200, baseline=100, repeats=2, runs=1)
     assert set(TARGETS) <= set(out) and set(out["targets"]) == set(TARGETS)
+    assert out["summary_matches_scan"] and "summary_incremental_refresh_ms" in out

@@ -329,11 +329,11 @@ def test_uploads_no_version_took_are_purged_with_their_bytes(session, world, clo
 def test_the_migration_makes_the_files_table_the_model_declares_and_takes_it_away(
     fresh_db_url,
 ):
-    migrate.upgrade(fresh_db_url, "0025")
+    migrate.upgrade(fresh_db_url, "0023")
 
     ours = [d for d in migrate.differences(fresh_db_url) if "knowledge_file" in repr(d)]
     assert ours == []
-    migrate.downgrade(fresh_db_url, "0025-1")
+    migrate.downgrade(fresh_db_url, "0023-1")
     engine = make_engine(fresh_db_url)
     try:
         assert "knowledge_file" not in inspect(engine).get_table_names()

@@ -1,7 +1,7 @@
 """knowledge article files: attached to a range of an article's versions
 
-Revision ID: 0025
-Revises: 0024
+Revision ID: 0023
+Revises: 0022
 Create Date: 2026-12-05 09:00:00
 
 """
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0025"
-down_revision: str | Sequence[str] | None = "0021"
+revision: str = "0023"
+down_revision: str | Sequence[str] | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
