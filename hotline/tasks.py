@@ -19,8 +19,10 @@ from core.db import session_scope
 from core.errors import InvalidInput
 from dispatch import classifier, escalation, notify
 from dispatch.models import NotificationStatus
+from hotline import attachments
 from hotline.calls import intake, recovery, setup
 from hotline.figures import monthly, summary
+from hotline.knowledge import attachments as knowledge_files
 from hotline.knowledge import reminders as knowledge_reminders
 
 # ---------------------------------------------------------------- SLA and notifications
@@ -99,6 +101,25 @@ def remind_knowledge_reviews(now: str | None = None) -> dict[str, int]:
         "notifications": result.notifications,
         "failed": result.failed,
     }
+
+
+# Uploads an editor made on an article's form and never saved with a version are kept this
+# long (a form left open over lunch still saves them), then forgotten with their bytes.
+UNSAVED_KNOWLEDGE_FILES_KEPT = timedelta(days=1)
+
+
+@shared_task(name="knowledge.purge_unsaved_files", ignore_result=True)
+def purge_unsaved_knowledge_files(now: str | None = None) -> int:
+    """Forget knowledge-article uploads no version took within UNSAVED_KNOWLEDGE_FILES_KEPT;
+    how many."""
+    at = datetime.fromisoformat(now) if now else runtime.get_clock().now()
+    settings = runtime.get_settings()
+    with session_scope(runtime.get_session_factory()) as session:
+        return knowledge_files.purge_unsaved(
+            session,
+            store=attachments.store_for(settings),
+            before=at - UNSAVED_KNOWLEDGE_FILES_KEPT,
+        )
 
 
 # ---------------------------------------------------------------- learned routing suggestion

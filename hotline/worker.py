@@ -48,6 +48,12 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(minute=17),
         "options": {"expires": 3000},
     },
+    # Knowledge-article uploads never saved with a version, forgotten after a day.
+    "knowledge-unsaved-files": {
+        "task": "knowledge.purge_unsaved_files",
+        "schedule": crontab(hour=4, minute=10),
+        "options": {"expires": 3600},
+    },
     # Each unit's report of last month to its heads (hotline.figures.monthly), at 06:00 on
     # the 1st in the centre's time zone (the app's `timezone`); a day to get through.
     "monthly-reports": {

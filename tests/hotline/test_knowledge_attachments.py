@@ -339,3 +339,39 @@ def test_the_migration_makes_the_files_table_the_model_declares_and_takes_it_awa
         assert "knowledge_file" not in inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_the_nightly_task_purges_what_no_version_took_after_a_day(
+    session, world, clock, store, tmp_path
+):
+    from sqlmodel import Session
+
+    from core import runtime
+    from core.settings import Settings
+    from hotline import tasks
+    from hotline.worker import BEAT_SCHEDULE
+
+    settings = Settings(environment="test", data_dir=tmp_path)
+    settings.web.attachment_dir = store.root
+    article = draft(session, world, clock)
+    [left] = stage(session, world, clock, store, article, Upload("b.png", samples.png())).kept
+    session.commit()
+    left_id, left_key = left.id, left.storage_key
+    connection = session.connection()
+    runtime.set_runtime(
+        settings=settings,
+        session_factory=lambda: Session(bind=connection, join_transaction_mode="create_savepoint"),
+        clock=clock,
+    )
+    try:
+        clock.advance(timedelta(hours=23))
+        assert tasks.purge_unsaved_knowledge_files.run() == 0  # a form left open: kept
+        clock.advance(timedelta(hours=2))
+        assert tasks.purge_unsaved_knowledge_files.run() == 1
+    finally:
+        runtime.reset_runtime()
+    session.expire_all()
+    assert session.get(KnowledgeFile, left_id) is None
+    with pytest.raises(FileNotFoundError):
+        store.get(left_key)
+    assert BEAT_SCHEDULE["knowledge-unsaved-files"]["task"] == "knowledge.purge_unsaved_files"
