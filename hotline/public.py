@@ -1,7 +1,8 @@
 """The public site's logic (web.pages.public): a citizen's request entering the same intake
 as a call, the short lookup code that lets its sender follow it, the public timeline and
-rating of one request, the public list and GeoJSON of recent requests, and the bounded
-in-process limiter that keeps the site from being flooded.
+rating of one request (a request merged into another follows the other's progress), and the
+public list and GeoJSON of recent requests. The limits that keep the site from being flooded
+are hotline.public_limits.
 
 What the public sees is chosen here, not in the templates: no name, phone, description,
 address text or reply of another person's request ever leaves this module for the list or
@@ -14,8 +15,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
-from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,12 +24,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlmodel import Session, col
 
+from accounts.privacy import mask_text
 from core.db import saved_id
 from core.errors import Conflict, NotFound
 from dispatch import closing, reference
 from dispatch.assignments import assignments_of
 from dispatch.models import AssignmentRole
-from hotline import attachments, intake
+from hotline import attachments, duplicates, intake
 from tickets import service as tickets
 from tickets.models import Channel, Satisfaction, Status, Ticket, TicketCreate
 
@@ -172,7 +172,9 @@ def submit_request(
     """The request through the same intake as a call (classified, dispatched, clocked);
     the same form sent twice (its `idempotency_key`) is one ticket. Every photo is checked
     before anything is written; they are kept on the lead unit's assignment when the rules
-    dispatched the ticket, and listed on the ticket's record in any case."""
+    dispatched the ticket, and listed on the ticket's record in any case. With no operator
+    to see that a call reported the same matter, its likely duplicates are recorded for
+    the dispatcher (hotline.duplicates.suggest_at_intake)."""
     for photo in photos:
         attachments.check(photo, limits)
     districts = [u.district for u in reference.snapshot(session).units.values() if u.district]
@@ -188,6 +190,8 @@ def submit_request(
     ticket = submission.ticket
     if submission.created and photos:
         _keep_photos(session, ticket=ticket, photos=photos, store=store, limits=limits, now=now)
+    if submission.created:
+        duplicates.suggest_at_intake(session, ticket=ticket, now=now)
     return Submitted(ticket, submission.created, lookup_code(secret, ticket.number))
 
 
@@ -311,17 +315,13 @@ class PublicView:
     reply: str | None = None
     can_rate: bool = False
     satisfaction: str | None = None
+    merged: bool = False  # joined another request about the same matter, and follows it
 
 
-def public_view(session: Session, *, ticket: Ticket) -> PublicView:
-    """What the sender sees: received, dispatched to which unit, the reply once the centre
-    approved it, closing, rating and reopening — never the centre's internal notes, the
-    handlers' names or another unit's working."""
-    events = tickets.events_of(session, saved_id(ticket))
-    units = reference.snapshot(session).units
+def _steps(session: Session, ticket: Ticket, units: Any) -> list[Step]:
     steps: list[Step] = []
     pending_reply: str | None = None
-    for event in events:
+    for event in tickets.events_of(session, saved_id(ticket)):
         action = event.action
         changed = event.data.get("set") or {}
         if action == "create":
@@ -348,16 +348,71 @@ def public_view(session: Session, *, ticket: Ticket) -> PublicView:
             steps.append(Step("reopened", event.at))
         elif action == "merge":
             steps.append(Step("merged", event.at))
+    return steps
+
+
+# What a merged request's sender sees of the ticket it joined: the work on it from then on,
+# never its sender's rating.
+_FOLLOWED = frozenset({"dispatched", "replied", "closed", "reopened"})
+
+
+def _merged_into(
+    session: Session, ticket: Ticket, steps: list[Step], units: Any
+) -> tuple[Ticket, list[Step]] | None:
+    """The ticket a merged request joined, and the sender's timeline: their own steps up
+    to the merge (the merge naming the unit now handling the matter), then the other
+    ticket's dispatches, approved replies (its sender's name and numbers masked), closing
+    and reopening."""
+    merged_at = next((s.at for s in reversed(steps) if s.kind == "merged"), None)
+    if ticket.parent_id is None or merged_at is None:
+        return None
+    parent = session.get(Ticket, ticket.parent_id)
+    if parent is None:
+        return None
+    theirs = _steps(session, parent, units)
+    handling = next(
+        (s.unit for s in reversed(theirs) if s.kind == "dispatched" and s.at <= merged_at), None
+    )
+    own = [s for s in steps if s.at < merged_at or s.kind != "closed"]
+    own = [s if s.kind != "merged" else Step("merged", s.at, unit=handling) for s in own]
+    names = [parent.caller_name, (parent.caller_name or "").replace(" ", "")]
+    later = [
+        Step(
+            s.kind,
+            s.at,
+            unit=s.unit,
+            text=mask_text(s.text, names=names) if s.text else None,
+        )
+        for s in theirs
+        if s.at >= merged_at and s.kind in _FOLLOWED
+    ]
+    return parent, own + later
+
+
+def public_view(session: Session, *, ticket: Ticket) -> PublicView:
+    """What the sender sees: received, dispatched to which unit, the reply once the centre
+    approved it, closing, rating and reopening — never the centre's internal notes, the
+    handlers' names or another unit's working. A request merged (并单) into another
+    follows the other's progress: "one reply reaches every caller"."""
+    units = reference.snapshot(session).units
+    steps = _steps(session, ticket, units)
+    status = PUBLIC_STATUS[ticket.status]
+    followed = _merged_into(session, ticket, steps, units)
+    if followed is not None:
+        parent, steps = followed
+        if ticket.status == Status.merged:
+            status = PUBLIC_STATUS[parent.status]
     reply = next((s.text for s in reversed(steps) if s.kind == "replied"), None)
     return PublicView(
         number=ticket.number,
-        status=PUBLIC_STATUS[ticket.status],
+        status=status,
         category=ticket.category_name,
         created_at=ticket.created_at,
         steps=steps,
         reply=reply,
         can_rate=ticket.status == Status.reviewed,
         satisfaction=ticket.satisfaction.value if ticket.satisfaction else None,
+        merged=followed is not None,
     )
 
 
@@ -472,70 +527,3 @@ def geojson(items: Sequence[PublicItem]) -> dict[str, Any]:
             if item.latitude is not None and item.longitude is not None
         ],
     }
-
-
-# ---------------------------------------------------------------- rate limits
-
-
-class Limiter:
-    """At most `limit` hits per key in any `window`, in this process only (each web worker
-    keeps its own, so the real bound is `limit` × workers). It remembers at most `max_keys`
-    keys, the least recently seen forgotten first, so a flood of addresses cannot grow it
-    without end."""
-
-    def __init__(self, *, limit: int, window: timedelta, max_keys: int = 10_000) -> None:
-        self.limit = limit
-        self.window = window
-        self.max_keys = max_keys
-        self._hits: OrderedDict[str, deque[datetime]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _recent(self, key: str, now: datetime) -> deque[datetime]:
-        hits = self._hits.get(key)
-        if hits is None:
-            hits = self._hits[key] = deque()
-            while len(self._hits) > self.max_keys:
-                self._hits.popitem(last=False)
-        else:
-            self._hits.move_to_end(key)
-        while hits and hits[0] <= now - self.window:
-            hits.popleft()
-        return hits
-
-    def blocked(self, key: str, now: datetime) -> bool:
-        with self._lock:
-            return len(self._recent(key, now)) >= self.limit
-
-    def hit(self, key: str, now: datetime) -> bool:
-        """Count one hit; False (and not counted) when the key is already at its limit."""
-        with self._lock:
-            hits = self._recent(key, now)
-            if len(hits) >= self.limit:
-                return False
-            hits.append(now)
-            return True
-
-    def __len__(self) -> int:
-        return len(self._hits)
-
-
-@dataclass
-class Limits:
-    """The public site's limiters: submissions per client address and per phone number,
-    failed lookups per client address."""
-
-    per_address: Limiter = field(
-        default_factory=lambda: Limiter(limit=10, window=timedelta(hours=1))
-    )
-    per_phone: Limiter = field(default_factory=lambda: Limiter(limit=5, window=timedelta(days=1)))
-    failed_lookups: Limiter = field(
-        default_factory=lambda: Limiter(limit=10, window=timedelta(minutes=15))
-    )
-
-    def allow_submission(self, *, address: str, phone: str | None, now: datetime) -> bool:
-        phone_key = re.sub(r"\D", "", phone or "")
-        if phone_key and self.per_phone.blocked(phone_key, now):
-            return False
-        if not self.per_address.hit(address, now):
-            return False
-        return not phone_key or self.per_phone.hit(phone_key, now)

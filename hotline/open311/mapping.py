@@ -104,8 +104,15 @@ def _names(ticket: Shown) -> list[str]:
     return [name, name.replace(" ", "")]
 
 
-def status_notes(ticket: Shown) -> str | None:
+def status_notes(ticket: Shown, *, merged_into: str | None = None) -> str | None:
+    """The request's public note. A request merged (并单) into another is closed here, as
+    Open311 servers close a duplicate: the note names the request that carries the work
+    on (unless that one is confidential), whose progress a client follows; when that one
+    is done, the same reply reaches this request (its status stays closed, the note
+    becomes the reply)."""
     if ticket.status == Status.merged:
+        if merged_into:
+            return f"与相同诉求的工单 {merged_into} 合并办理，办理进度请查询该工单"
         return "与相同诉求的工单合并办理"
     if ticket.status in _REPLY_PUBLIC and ticket.reply:
         return mask_text(ticket.reply, names=_names(ticket))
@@ -116,13 +123,20 @@ def status_notes(ticket: Shown) -> str | None:
 
 
 def public_request(
-    ticket: Shown, *, lead: Lead | None, service_name: str | None, tz: ZoneInfo
+    ticket: Shown,
+    *,
+    lead: Lead | None,
+    service_name: str | None,
+    tz: ZoneInfo,
+    merged_into: str | None = None,
 ) -> dict[str, Any]:
-    """The spec's request element, its fields in the spec's order."""
+    """The spec's request element, its fields in the spec's order. No contact detail of
+    the sender (name, phone, e-mail, device, account) is a field, and `media_url` stays
+    empty: the sender's media is a link for the centre's staff, not republished unseen."""
     return {
         "service_request_id": ticket.number,
         "status": open_or_closed(ticket.status),
-        "status_notes": status_notes(ticket),
+        "status_notes": status_notes(ticket, merged_into=merged_into),
         "service_name": service_name or ticket.category_name,
         "service_code": ticket.category_code,
         "description": mask_text(ticket.description, names=_names(ticket)),

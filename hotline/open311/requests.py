@@ -3,12 +3,14 @@
 POST: the service code is the category, the service's name the title (so the rule pack
 sees the words a caller would have said), the attributes fill the intake fields they name;
 `hotline.intake.submit` then classifies, dispatches and arms the clocks exactly as for a
-call, with the channel `open311`. Intake here is synchronous, so the request id (the
-ticket number) comes back at once. A token comes back as well, for clients that follow the
-token path: the ticket number with a MAC under the installation's secret, so
-`tokens/{token}` checks it and answers the number without a table of its own, and the POST
-writes nothing beyond the intake itself (keeping the token as the submission's idempotency
-key cost a savepoint, a look-up and an insert: half the POST's throughput)."""
+call, with the channel `open311`; the sender's e-mail, the client's account id and the
+media link go on the ticket's record for the centre's staff (never fetched, never shown
+back), and its likely duplicates are recorded for the dispatcher (hotline.duplicates).
+Intake here is synchronous, so the request id (the ticket number) comes back at once. A
+token comes back as well, for clients that follow the token path: the ticket number with a
+MAC under the installation's secret, so `tokens/{token}` checks it and answers the number
+without a table of its own (keeping the token as the submission's idempotency key cost a
+savepoint, a look-up and an insert: half the POST's throughput)."""
 
 from __future__ import annotations
 
@@ -16,28 +18,38 @@ import base64
 import hashlib
 import hmac
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 from sqlalchemy import select as sa_select
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from core.errors import InvalidInput, NotFound
 from dispatch import reference
 from dispatch.models import Assignment, AssignmentRole, AssignmentStatus
-from hotline import intake
+from hotline import duplicates, intake
 from hotline.open311 import mapping, services
 from hotline.open311.models import Open311Client
-from tickets.models import Channel, RequestType, Ticket, TicketCreate, Urgency
+from tickets import service as tickets
+from tickets.models import Channel, RequestType, Status, Ticket, TicketCreate, Urgency
 
 WINDOW = timedelta(days=90)  # the spec's longest date range, and the default one
 PAGE_SIZE = 1000  # the spec's default "first 1000 requests"
 MAX_IDS = 200
 MAX_DESCRIPTION = 4000
+MAX_MEDIA_URL = 500
+MAX_EMAIL = 254
+MAX_ACCOUNT_ID = 100
+_EMAIL = re.compile(r"^[^@\s<>\"'(),;:]{1,64}@[^@\s<>\"'(),;:]+\.[^@\s<>\"'(),;:.]{2,63}$")
+SUBMITTED = "open311_submission"  # the note of what was filed, kind
+ACTOR = "open311"
 
 
 class Rejected(InvalidInput):
@@ -126,8 +138,65 @@ def _attributes(posted: PostedRequest, problems: list[str]) -> dict[str, str]:
     return values
 
 
-def _ticket_data(posted: PostedRequest, service: services.Service) -> TicketCreate:
+def _media_url(text: str, problems: list[str]) -> str | None:
+    """A link to the sender's photo or video, for a person to open: an absolute http(s)
+    URL to a named host, without credentials, at most MAX_MEDIA_URL characters. The
+    server never fetches it (no request to an address a client chose)."""
+    url = text.strip()
+    if not url:
+        return None
+    problem = f"media_url must be an http(s) URL of at most {MAX_MEDIA_URL} characters"
+    if len(url) > MAX_MEDIA_URL or any(c.isspace() or c in '<>"\\' for c in url):
+        problems.append(problem)
+        return None
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        problems.append(problem)
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or not port_ok:
+        problems.append(problem)
+        return None
+    if parts.username is not None or parts.password is not None:
+        problems.append("media_url must not carry a user name or password")
+        return None
+    return url
+
+
+def _email(text: str, problems: list[str]) -> str | None:
+    email = text.strip()
+    if not email:
+        return None
+    if len(email) > MAX_EMAIL or not _EMAIL.match(email):
+        problems.append(f"email: {email[:60]!r} is not an e-mail address")
+        return None
+    return email
+
+
+def _kept(posted: PostedRequest, problems: list[str]) -> dict[str, str]:
+    """What the centre keeps of the sender beyond the ticket's fields, for its staff only:
+    the e-mail (a way to reach them), the client's account id (the partner can reach them
+    through it) and the media link. Not the device_id: it identifies a phone, not a
+    person to answer, and handling the request does not need it (PIPL's "minimum
+    necessary")."""
+    account = posted.account_id.strip()
+    if len(account) > MAX_ACCOUNT_ID:
+        problems.append(f"account_id is longer than {MAX_ACCOUNT_ID} characters")
+    kept = {
+        "email": _email(posted.email, problems),
+        "account_id": account[:MAX_ACCOUNT_ID] or None,
+        "media_url": _media_url(posted.media_url, problems),
+    }
+    return {k: v for k, v in kept.items() if v}
+
+
+def _ticket_data(
+    posted: PostedRequest, service: services.Service
+) -> tuple[TicketCreate, dict[str, str]]:
+    """The ticket's fields, and what else the centre keeps (``_kept``)."""
     problems: list[str] = []
+    kept = _kept(posted, problems)
     location = _location(posted, problems)
     values = _attributes(posted, problems)
     description = posted.description.strip()
@@ -138,16 +207,11 @@ def _ticket_data(posted: PostedRequest, service: services.Service) -> TicketCrea
     name = f"{first} {last}".strip() if (first + last).isascii() else last + first
     if len(name) > 100:
         problems.append("first_name and last_name are longer than 100 characters together")
-    media = posted.media_url.strip()
-    if media and (len(media) > 500 or not media.startswith(("http://", "https://"))):
-        problems.append("media_url must be an http(s) URL of at most 500 characters")
     if problems:
         raise Rejected(problems)
     detail = values.get("ADDRESS_DETAIL")
     address = " ".join(p for p in (location.get("address"), detail) if p) or None
     text = description or service.name
-    if media:
-        text = f"{text}\n附件：{media}"
     data: dict[str, Any] = {
         "channel": Channel.open311,
         "caller_name": name or None,
@@ -165,7 +229,7 @@ def _ticket_data(posted: PostedRequest, service: services.Service) -> TicketCrea
     if "OCCURRED_AT" in values:
         data["occurred_at"] = datetime.fromisoformat(values["OCCURRED_AT"])
     try:
-        return TicketCreate.model_validate(data)
+        return TicketCreate.model_validate(data), kept
     except ValidationError as exc:
         names = {"caller_phone": "phone", "caller_name": "first_name/last_name"}
         raise Rejected(
@@ -190,7 +254,7 @@ def file_request(
     if not code:
         raise Rejected(["service_code is required"])
     service = services.get_service(session, code=code)
-    data = _ticket_data(posted, service)
+    data, kept = _ticket_data(posted, service)
     submission = intake.submit(
         session,
         data=data,
@@ -200,6 +264,16 @@ def file_request(
         tz=tz,
     )
     ticket = submission.ticket
+    # the provenance and the sender's other details, on the ticket's record for its staff
+    tickets.add_note(
+        session,
+        ticket=ticket,
+        actor=ACTOR,
+        now=now,
+        kind=SUBMITTED,
+        data={"client_id": client.id, "client": client.name, **kept},
+    )
+    duplicates.suggest_at_intake(session, ticket=ticket, now=now)
     notice = f"已受理，工单编号 {ticket.number}"
     if submission.dispatch and submission.dispatch.assignments:
         units = reference.snapshot(session).units_by_id
@@ -257,10 +331,19 @@ def _lead(column: Any) -> Any:
 
 # Only what a request shows (hotline.open311.mapping.Shown), not whole tickets: a page is
 # up to 1000 of them.
+_PARENT = aliased(Ticket)
+# the request a merged one joined, named unless it is confidential
+_MERGED_INTO = (
+    select(col(_PARENT.number))
+    .where(col(_PARENT.id) == col(Ticket.parent_id), col(_PARENT.confidential).is_(False))
+    .correlate(Ticket)
+    .scalar_subquery()
+)
 _SHOWN = sa_select(
     *(getattr(Ticket, name) for name in mapping.SHOWN_COLUMNS),
     _lead(Assignment.unit_id).label("lead_unit_id"),
     _lead(Assignment.close_due_at).label("lead_close_due_at"),
+    _MERGED_INTO.label("merged_into"),
 )
 
 
@@ -277,6 +360,7 @@ def _public(session: Session, rows: Sequence[Any], tz: ZoneInfo) -> list[dict[st
                 lead=mapping.Lead(unit.name, row.lead_close_due_at) if unit else None,
                 service_name=service.name if service else None,
                 tz=tz,
+                merged_into=row.merged_into if row.status == Status.merged else None,
             )
         )
     return found

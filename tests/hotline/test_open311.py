@@ -91,7 +91,8 @@ def test_a_filed_request_is_classified_dispatched_and_clocked_like_a_call(
         e.action
         for e in session.exec(select(TicketEvent).where(TicketEvent.ticket_id == ticket.id))
     ]
-    assert actions == ["create", "dispatch"]
+    # and the note of what was filed, by which client (hotline.open311.requests._kept)
+    assert actions == ["create", "dispatch", "note"]
     assert (
         filed.service_notice == f"已受理，工单编号 {ticket.number}，已派至人力资源和社会保障局办理"
     )
@@ -153,7 +154,8 @@ def test_without_a_description_the_service_name_is_the_text(session, world, app_
         address_id="A-1001",
         media_url="https://img.example.org/1.jpg",
     )
-    assert ticket.description == "劳动报酬\n附件：https://img.example.org/1.jpg"
+    # the media link is kept on the ticket's record, not in the text the public reads
+    assert ticket.description == "劳动报酬"
     assert ticket.address == "address_id A-1001"
 
 

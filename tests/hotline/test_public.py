@@ -18,7 +18,7 @@ from sqlmodel import col
 from core.errors import Conflict
 from dispatch import handling, review
 from dispatch.models import Assignment, AssignmentRole, Attachment
-from hotline import public
+from hotline import public, public_limits
 from hotline.attachments import AttachmentRefused, DirectoryStore, Limits, Upload
 from tests.factories import build_world
 from tickets import service as tickets
@@ -331,7 +331,7 @@ def test_given_requests_then_the_list_and_geojson_leave_out_confidential_and_per
 
 
 def test_given_a_limiter_then_it_counts_per_key_forgets_old_hits_and_stays_bounded(clock):
-    limiter = public.Limiter(limit=2, window=timedelta(minutes=10), max_keys=3)
+    limiter = public_limits.Limiter(limit=2, window=timedelta(minutes=10), max_keys=3)
     now = clock.now()
     assert limiter.hit("a", now) and limiter.hit("a", now)
     assert not limiter.hit("a", now) and limiter.blocked("a", now)
@@ -343,9 +343,9 @@ def test_given_a_limiter_then_it_counts_per_key_forgets_old_hits_and_stays_bound
 
 
 def test_given_submission_limits_then_per_address_and_per_phone_across_addresses(clock):
-    limits = public.Limits(
-        per_address=public.Limiter(limit=3, window=timedelta(hours=1)),
-        per_phone=public.Limiter(limit=2, window=timedelta(days=1)),
+    limits = public_limits.Limits(
+        per_address=public_limits.Limiter(limit=3, window=timedelta(hours=1)),
+        per_phone=public_limits.Limiter(limit=2, window=timedelta(days=1)),
     )
     now = clock.now()
     assert limits.allow_submission(address="1.1.1.1", phone="138-0000-1234", now=now)

@@ -17,7 +17,7 @@ from core.clock import FrozenClock
 from core.settings import Settings
 from dispatch import handling, review
 from dispatch.models import Assignment
-from hotline import public
+from hotline import public, public_limits
 from tickets.models import Status, Ticket
 from web.app import create_app
 from web.pages.public import PHOTO_MAX_BYTES
@@ -205,9 +205,9 @@ def test_given_a_post_from_another_site_then_refused(client, world, session):
 def test_given_too_many_submissions_then_429_per_address_and_per_phone(
     client, world, session, app, clock
 ):
-    app.state.public_limits = public.Limits(
-        per_address=public.Limiter(limit=3, window=timedelta(hours=1)),
-        per_phone=public.Limiter(limit=2, window=timedelta(days=1)),
+    app.state.public_limits = public_limits.Limits(
+        per_address=public_limits.Limiter(limit=3, window=timedelta(hours=1)),
+        per_phone=public_limits.Limiter(limit=2, window=timedelta(days=1)),
     )
     assert _send(client).status_code == 200
     assert _send(client).status_code == 200
@@ -243,8 +243,8 @@ def test_given_number_and_code_then_the_timeline_and_a_wrong_code_shows_nothing(
 def test_given_many_wrong_codes_then_the_address_is_refused_even_the_right_one(
     client, world, session, app
 ):
-    app.state.public_limits = public.Limits(
-        failed_lookups=public.Limiter(limit=3, window=timedelta(minutes=15))
+    app.state.public_limits = public_limits.Limits(
+        failed_lookups=public_limits.Limiter(limit=3, window=timedelta(minutes=15))
     )
     number, code = _keys(_send(client).text)
     for guess in ("AAAAAA", "BBBBBB", "CCCCCC"):

@@ -32,7 +32,7 @@ from starlette.responses import Response
 
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput
-from hotline import attachments
+from hotline import attachments, public_limits
 from hotline import public as site
 from tickets.models import Satisfaction
 from web.pages.i18n import N_, _
@@ -95,13 +95,15 @@ _PHONE = re.compile(r"^\+?[0-9][0-9\- ]{5,19}$")
 _LIMITS_LOCK = threading.Lock()
 
 
-def _limits(request: Request) -> site.Limits:
-    """The app's limiters, made on first use (a test puts tighter ones in their place)."""
+def _limits(request: Request) -> public_limits.Limits:
+    """The app's limiters, made on first use: shared through Redis when the platform has
+    one (several web processes), else this process's (a test puts tighter ones in their
+    place)."""
     state = request.app.state
     with _LIMITS_LOCK:
         if getattr(state, "public_limits", None) is None:
-            state.public_limits = site.Limits()
-        limits: site.Limits = state.public_limits
+            state.public_limits = public_limits.Limits.for_settings(state.settings)
+        limits: public_limits.Limits = state.public_limits
     return limits
 
 
@@ -305,9 +307,11 @@ async def submit(request: Request) -> Response:
             errors["photos"] = _("Your photos were not kept: choose them again, please.")
         return _new_form(request, values=values, errors=errors, form_id=form_id, status=422)
     now = _now(request)
-    if not _limits(request).allow_submission(
-        address=_address(request), phone=checked.phone, now=now
-    ):
+    # in a worker thread: a shared limiter asks Redis
+    allowed = await run_in_threadpool(
+        _limits(request).allow_submission, address=_address(request), phone=checked.phone, now=now
+    )
+    if not allowed:
         return _new_form(
             request,
             values=values,
@@ -401,7 +405,7 @@ async def _lookup(
     """The request's page if number and code (or phone digits) fit; every miss counts
     against the client's address, and too many misses refuse it for a while."""
     limits, now, address = _limits(request), _now(request), _address(request)
-    if limits.failed_lookups.blocked(address, now):
+    if await run_in_threadpool(limits.failed_lookups.blocked, address, now):
         return _track_form(
             request,
             number=number,
@@ -426,7 +430,7 @@ async def _lookup(
 
     view, notice = await run_in_threadpool(work)
     if view is None:
-        limits.failed_lookups.hit(address, now)
+        await run_in_threadpool(limits.failed_lookups.hit, address, now)
         return _track_form(
             request,
             number=number,

@@ -43,7 +43,9 @@ QUEUE_HINTS = {
     Queue.extensions: N_("Units ask for more time: approve (the deadline moves) or refuse."),
     Queue.replies: N_("Lead units' replies: approve for the callback, or send back."),
     Queue.callbacks: N_("Call the caller back: satisfied closes, dissatisfied reopens."),
-    Queue.merge: N_("Open tickets from the same phone or address within two weeks."),
+    Queue.merge: N_(
+        "Open tickets from the same phone or address, or with a similar text, within two weeks."
+    ),
 }
 NOTICES = {
     "dispatched": N_("Ticket %(number)s dispatched."),

@@ -28,7 +28,7 @@ from dispatch.models import (
     ExtensionStatus,
     Unit,
 )
-from hotline.duplicates import dismissed_with
+from hotline.duplicates import dismissed_with, suggested_pairs
 from tickets.models import MergeDismissal, Status, Ticket, Urgency
 
 MERGE_WINDOW = timedelta(days=14)  # a duplicate is reported within two weeks of the first
@@ -150,6 +150,9 @@ def _merge_pairs(session: Session, now: datetime) -> tuple[dict[int, int], dict[
     the few tickets with a dismissed pair: few objects, so no garbage collection pause."""
     rows = _window(session, now)
     dismissed = dismissed_pairs(session, [row[0] for row in rows])
+    # a web or Open311 request whose text alone resembles an open ticket's (hotline.duplicates)
+    suggested = suggested_pairs(session, since=now - MERGE_WINDOW)
+    window = {row[0] for row in rows} if suggested else set()
     watched = {b for _, b in dismissed}
     # every ticket sharing a phone or an address with a ticket of a dismissed pair
     groups: dict[str, list[int]] = {}
@@ -177,6 +180,15 @@ def _merge_pairs(session: Session, now: datetime) -> tuple[dict[int, int], dict[
                 original = min(
                     first_phone.get(phone or "", ticket_id),
                     first_address.get(address or "", ticket_id),
+                )
+            if (original is None or original == ticket_id) and ticket_id in suggested:
+                original = next(
+                    (
+                        other
+                        for other in suggested[ticket_id]
+                        if other in window and (other, ticket_id) not in dismissed
+                    ),
+                    None,
                 )
             if original is not None and original != ticket_id:
                 found[ticket_id] = original

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from sqlmodel import Session
 from starlette.responses import Response
 
+from core.db import saved_id
 from core.errors import DomainError, NotFound
 from dispatch import access, closing, review
 from dispatch.handling import RETURN_REASONS
@@ -372,9 +373,22 @@ def decide_extension(
 def _merge_context(session: Session, person: Person, ticket_id: int, now: Any) -> dict[str, Any]:
     context = ticket_context(session, person.user, ticket_id)
     row: Ticket = context["row"]
-    candidates = queues_data.merge_candidates(session, ticket=row, now=now)
+    # the same caller or address, a similar text, or suggested at a web or Open311 intake
+    found = duplicates.review_candidates(
+        session, ticket=row, now=now, window=queues_data.MERGE_WINDOW
+    )
     return context | {
-        "candidates": [ticket_read(t, person.user) for t in candidates],
+        "candidates": [ticket_read(c.ticket, person.user) for c in found],
+        "why": {
+            saved_id(c.ticket): {
+                "same_caller": c.same_caller,
+                "same_address": c.same_address,
+                "similarity": round(c.similarity * 100),
+                "similar": c.similarity >= duplicates.SIMILAR,
+                "score": f"{c.score:.2f}",
+            }
+            for c in found
+        },
         "waiting": row.status in queues_data.MERGEABLE,
         "reason": "",
         "problem": None,
