@@ -9,7 +9,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,14 @@ OPEN311 = Path(__file__).resolve().parent / "open311.py"  # runs the server (--s
 BENCH_RATE = 10_000_000
 
 
-def serve(url: str, port: int, now: datetime) -> None:
-    """Child process: one uvicorn worker serving the platform until SIGTERM."""
+def serve(url: str, port: int, now: datetime, broker: str | None = None) -> None:
+    """Child process: one uvicorn worker serving the platform until SIGTERM; with `broker`,
+    as production runs it (web and Open311 requests compared with the open tickets by a
+    worker: here the tasks wait in the broker, and the bench times that work apart)."""
+    import os
+
+    if broker:  # before hotline.worker is imported: its Celery app reads it from there
+        os.environ["HOTLINE_BROKER_URL"] = broker
     import uvicorn
 
     from bench._pipeline_plan import bench_settings
@@ -33,8 +40,11 @@ def serve(url: str, port: int, now: datetime) -> None:
     from hotline.open311.limits import PostLimits, TokenBucket
     from web.app import create_app
 
+    settings = bench_settings(url)
+    if broker:
+        settings = settings.model_copy(update={"broker_url": broker})
     app = create_app(
-        settings=bench_settings(url),
+        settings=settings,
         session_factory=make_session_factory(make_engine(url)),
         clock=FrozenClock(now),
     )
@@ -46,7 +56,9 @@ def serve(url: str, port: int, now: datetime) -> None:
 
 
 class Server(common.ChildServer):
-    def __init__(self, name: str, url: str, now: datetime, workdir: Path) -> None:
+    def __init__(
+        self, name: str, url: str, now: datetime, workdir: Path, broker: str | None = None
+    ) -> None:
         from tests.services import free_port
 
         self.name = self.label = name
@@ -54,7 +66,7 @@ class Server(common.ChildServer):
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / f"{name}.log"
         command = [sys.executable, str(OPEN311), "--serve", url, "--port", str(self.port),
-                   "--now", now.isoformat()]  # fmt: skip
+                   "--now", now.isoformat()] + (["--broker", broker] if broker else [])  # fmt: skip
         with open(self.log, "w") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
@@ -160,4 +172,72 @@ def open311_form(data: dict[str, Any], *, api_key: str, service_code: str) -> di
         "first_name": name[1:],
         "phone": data.get("caller_phone") or "",
         "attribute[REQUEST_TYPE]": data.get("request_type", "help"),
+    }
+
+
+# ---------------------------------------------------------------- the comparison by a worker
+
+BENCH_REDIS_DB = 13  # the suite's tests take fresh indexes from 1 up; this one is the bench's
+DEFERRED_SAMPLE = 100
+
+
+@contextmanager
+def deferred_broker() -> Iterator[str]:
+    """A Redis database for the tasks the web server defers, emptied before and after."""
+    import redis
+
+    from tests.services import redis_server
+
+    host, port = redis_server()
+    url = f"redis://{host}:{port}/{BENCH_REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+def deferred_work(broker: str, db_url: str, now: datetime) -> dict[str, Any]:
+    """What the web server left to the workers: the tasks waiting in the broker, and the time
+    a worker takes for one (`hotline.duplicates.suggest_later`, timed in this process on the
+    newest Open311 requests, in sessions rolled back so that the sample stays as it was)."""
+    import redis
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from core.db import make_engine, make_session_factory
+    from hotline import duplicates
+    from tickets.models import Channel, Ticket
+
+    waiting = int(redis.Redis.from_url(broker).llen("celery"))
+    engine = make_engine(db_url)
+    factory = make_session_factory(engine)
+    spent: list[float] = []
+    recorded = 0
+    try:
+        with factory() as session:
+            ids: list[int] = list(
+                session.scalars(
+                    select(col(Ticket.id))
+                    .where(col(Ticket.channel) == Channel.open311)
+                    .order_by(col(Ticket.id).desc())
+                    .limit(DEFERRED_SAMPLE)
+                )
+            )
+        for ticket_id in ids:
+            with factory() as session:
+                t0 = time.perf_counter()
+                recorded += duplicates.suggest_later(session, ticket_id=ticket_id, now=now)
+                spent.append(time.perf_counter() - t0)
+                session.rollback()
+    finally:
+        engine.dispose()
+    return {
+        "compared": "by a worker",
+        "tasks_waiting": waiting,
+        "worker_ms": common.summary_ms(spent) if spent else None,
+        "sampled": len(spent),
+        "found_duplicates": recorded,
     }

@@ -298,7 +298,7 @@ def get_run(servers: dict[str, web.Server], repeats: int) -> dict[str, Any]:
 
 def measure_backend(
     db: str, *, tickets: int, baseline: int, posts: int, concurrency: int, repeats: int,
-    runs: int,
+    runs: int, defer: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     payloads = [
         d.model_dump(mode="json", exclude_none=True)
@@ -322,7 +322,8 @@ def measure_backend(
             loaded = load(engines[name], Shape(tickets=n, events=3 * n, now=NOW))
             load_s[name] = round(loaded.load_s, 1)
             say(f"{db}: loaded in {loaded.load_s:.1f} s")
-        servers = {"post": web.Server("post", post_url, NOW, workdir)}
+        broker = stack.enter_context(web.deferred_broker()) if defer else None
+        servers = {"post": web.Server("post", post_url, NOW, workdir, broker)}
         servers |= {name: web.Server(name, urls[name], NOW, workdir) for name in urls}
         for server in servers.values():
             stack.callback(server.stop)
@@ -357,6 +358,9 @@ def measure_backend(
             per_run.append(figures)
 
         result = combine(per_run, baseline)
+        result["duplicates"] = (
+            web.deferred_work(broker, post_url, NOW) if broker else {"compared": "inline"}
+        )
         result |= {"tickets": tickets, "baseline": baseline, "load_s": load_s,
                    "answers_checked": checks, "runs": per_run}  # fmt: skip
         if db == "postgres":
@@ -414,8 +418,10 @@ def figures(backends: dict[str, dict[str, Any]], **sizes: int) -> dict[str, Any]
     return out | {"backends": backends, "machine": machine()}
 
 
-def report(*, dbs: list[str], tickets: dict[str, int], **plan: int) -> dict[str, Any]:
-    backends = {db: measure_backend(db, tickets=tickets[db], **plan) for db in dbs}
+def report(
+    *, dbs: list[str], tickets: dict[str, int], defer: bool = True, **plan: int
+) -> dict[str, Any]:
+    backends = {db: measure_backend(db, tickets=tickets[db], defer=defer, **plan) for db in dbs}
     return figures(backends, **plan)
 
 
@@ -443,9 +449,20 @@ def main() -> None:
     parser.add_argument("--serve", metavar="DB_URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--now", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--broker",
+        default="redis",
+        help="'redis' (default: production's way, the duplicate comparison by a worker, "
+        "timed apart) or 'none' (compared inline, as the embedded platform does)",
+    )
     args = parser.parse_args()
     if args.serve:
-        web.serve(args.serve, args.port, datetime.fromisoformat(args.now))
+        web.serve(
+            args.serve,
+            args.port,
+            datetime.fromisoformat(args.now),
+            None if args.broker in ("", "none") else args.broker,
+        )
         return
     dbs = args.db or ["postgres", "sqlite"]
     result = report(
@@ -456,6 +473,7 @@ def main() -> None:
         concurrency=max(1, min(args.concurrency, 16)),
         repeats=max(1, min(args.get_repeats, 200)),
         runs=max(1, min(args.runs, 5)),
+        defer=args.broker not in ("", "none"),
     )
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))

@@ -15,18 +15,21 @@ never suggested again, here or in the merge-candidates queue."""
 
 from __future__ import annotations
 
+import logging
 import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, or_, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from core.db import saved_id
+from core.clock import Clock
+from core.db import after_commit, saved_id, session_scope
 from core.errors import Conflict, InvalidInput
 from dispatch.assignments import Actor, lock_ticket, who
 from tickets import service as tickets
@@ -39,6 +42,8 @@ SCAN = 300  # the newest recent tickets (and of the same category) compared by t
 TEXT = 500  # the characters of a text compared (a long transcript's start says what it is)
 # the same in a web or Open311 request (suggest_at_intake)
 INTAKE_SCAN, INTAKE_KEY_SCAN, INTAKE_TEXT = 100, 20, 200
+log = logging.getLogger(__name__)
+
 SUGGESTED = "duplicate_suggested"  # the note's kind
 RULE = "hotline.duplicates"  # the note's rule: the queue finds the notes by an indexed column
 OPEN = (
@@ -381,3 +386,72 @@ def dismiss(
             data={"other": other.number, "other_id": saved_id(other)},
         )
     return row
+
+
+# ---------------------------------------------------------------- inline or by a worker
+
+# What defers the comparison of a request no operator took: given the new ticket's id once
+# its intake has committed (production: a Celery task, `send_suggest_task`).
+Defer = Callable[[int], object]
+_SETTLED = frozenset({Status.merged, Status.closed, Status.archived})
+
+
+def suggest_after_intake(
+    session: Session, *, ticket: Ticket, now: datetime, defer: Defer | None
+) -> None:
+    """`suggest_at_intake` now, in the intake's own transaction — or, with `defer`, by a
+    worker once the intake has committed: the comparison is most of what a web or Open311
+    intake costs, and the dispatcher it is for looks minutes later, so a web process serving
+    citizens and partner systems (production: several, workers beside them) need not carry
+    it. The embedded platform compares inline: one machine, the same CPU either way."""
+    if defer is None:
+        suggest_at_intake(session, ticket=ticket, now=now)
+    else:
+        after_commit(session, partial(defer, saved_id(ticket)))
+
+
+def suggest_later(session: Session, *, ticket_id: int, now: datetime) -> int:
+    """The deferred comparison (the worker's task): how many likely duplicates were recorded.
+    Nothing for a ticket gone or settled meanwhile, or compared already (a task delivered
+    twice records once)."""
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None or ticket.status in _SETTLED:
+        return 0
+    done = session.scalar(
+        select(func.count())
+        .select_from(TicketEvent)
+        .where(
+            col(TicketEvent.ticket_id) == ticket_id,
+            col(TicketEvent.action) == Action.note.value,
+            col(TicketEvent.rule) == RULE,
+        )
+    )
+    if done:
+        return 0
+    return len(suggest_at_intake(session, ticket=ticket, now=now))
+
+
+def send_suggest_task(ticket_id: int) -> None:
+    """Send the Celery task `duplicates.suggest_at_intake` for the ticket."""
+    from hotline.worker import app
+
+    app.send_task("duplicates.suggest_at_intake", args=[ticket_id])
+
+
+def by_worker(session_factory: Callable[[], Session], clock: Clock) -> Defer:
+    """`Defer` to a worker; while the broker cannot take the task, compared here in a unit of
+    work of its own (the ticket is committed already: nothing to undo, nothing to lose)."""
+
+    def defer(ticket_id: int) -> None:
+        try:
+            send_suggest_task(ticket_id)
+        except Exception as exc:  # kombu's errors for a broker away are of several kinds
+            log.warning(
+                "duplicates of ticket %s compared here: the broker did not take the task (%s)",
+                ticket_id,
+                exc,
+            )
+            with session_scope(session_factory) as session:
+                suggest_later(session, ticket_id=ticket_id, now=clock.now())
+
+    return defer

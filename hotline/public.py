@@ -168,13 +168,15 @@ def submit_request(
     now: datetime,
     idempotency_key: str,
     tz: ZoneInfo,
+    defer_duplicates: duplicates.Defer | None = None,
 ) -> Submitted:
     """The request through the same intake as a call (classified, dispatched, clocked);
     the same form sent twice (its `idempotency_key`) is one ticket. Every photo is checked
     before anything is written; they are kept on the lead unit's assignment when the rules
     dispatched the ticket, and listed on the ticket's record in any case. With no operator
     to see that a call reported the same matter, its likely duplicates are recorded for
-    the dispatcher (hotline.duplicates.suggest_at_intake)."""
+    the dispatcher (hotline.duplicates.suggest_at_intake; by a worker with
+    `defer_duplicates`)."""
     for photo in photos:
         attachments.check(photo, limits)
     districts = [u.district for u in reference.snapshot(session).units.values() if u.district]
@@ -191,7 +193,7 @@ def submit_request(
     if submission.created and photos:
         _keep_photos(session, ticket=ticket, photos=photos, store=store, limits=limits, now=now)
     if submission.created:
-        duplicates.suggest_at_intake(session, ticket=ticket, now=now)
+        duplicates.suggest_after_intake(session, ticket=ticket, now=now, defer=defer_duplicates)
     return Submitted(ticket, submission.created, lookup_code(secret, ticket.number))
 
 

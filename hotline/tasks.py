@@ -19,7 +19,7 @@ from core.db import session_scope
 from core.errors import InvalidInput
 from dispatch import classifier, escalation, notify
 from dispatch.models import NotificationStatus
-from hotline import attachments
+from hotline import attachments, duplicates
 from hotline.calls import intake, recovery, setup
 from hotline.figures import monthly, summary
 from hotline.knowledge import attachments as knowledge_files
@@ -120,6 +120,14 @@ def purge_unsaved_knowledge_files(now: str | None = None) -> int:
             store=attachments.store_for(settings),
             before=at - UNSAVED_KNOWLEDGE_FILES_KEPT,
         )
+
+
+@shared_task(name="duplicates.suggest_at_intake", ignore_result=True)
+def suggest_duplicates(ticket_id: int) -> int:
+    """The likely duplicates of a web or Open311 request, recorded for the dispatcher after
+    its intake committed (hotline.duplicates.suggest_after_intake); how many."""
+    with session_scope(runtime.get_session_factory()) as session:
+        return duplicates.suggest_later(session, ticket_id=ticket_id, now=runtime.get_clock().now())
 
 
 # ---------------------------------------------------------------- learned routing suggestion

@@ -257,6 +257,7 @@ def _file(
     api_key: str,
     posted: requests.PostedRequest,
     now: datetime,
+    defer_duplicates: Callable[[int], object] | None = None,
 ) -> requests.Filed:
     with session_scope(factory) as session:
         client = clients.authenticate(session, key=api_key)
@@ -275,6 +276,7 @@ def _file(
             tz=settings.tz,
             secret=settings.secret_key,
             fallback_unit_code=settings.dispatch.fallback_unit_code,
+            defer_duplicates=defer_duplicates,
         )
 
 
@@ -310,6 +312,7 @@ async def post_request(fmt: str, request: Request) -> Response:
             flat.get("api_key", ""),
             _posted(params),
             now,
+            state.defer_duplicates,
             limiter=state.intake_limiter.current(),
         )
     except DomainError as exc:

@@ -249,6 +249,7 @@ def file_request(
     tz: ZoneInfo,
     secret: str,
     fallback_unit_code: str | None = None,
+    defer_duplicates: duplicates.Defer | None = None,
 ) -> Filed:
     code = posted.service_code.strip()
     if not code:
@@ -273,7 +274,7 @@ def file_request(
         kind=SUBMITTED,
         data={"client_id": client.id, "client": client.name, **kept},
     )
-    duplicates.suggest_at_intake(session, ticket=ticket, now=now)
+    duplicates.suggest_after_intake(session, ticket=ticket, now=now, defer=defer_duplicates)
     notice = f"已受理，工单编号 {ticket.number}"
     if submission.dispatch and submission.dispatch.assignments:
         units = reference.snapshot(session).units_by_id

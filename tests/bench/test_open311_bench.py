@@ -160,3 +160,8 @@ def test_given_a_tiny_run_then_the_json_has_its_keys_and_the_answers_check(backe
     assert out["get_requests_p95_ms"] > 0
     assert set(out["targets"]) == set(TARGETS)
     assert ("explain" in result) == (backend == "postgres")
+    # production's way: the comparison left to a worker, its tasks waiting, timed apart
+    deferred = result["duplicates"]
+    assert deferred["compared"] == "by a worker"
+    assert deferred["tasks_waiting"] == 2 * 10 + 2 * 20  # the Open311 posts and warm-ups
+    assert deferred["sampled"] > 0 and deferred["worker_ms"]["p50"] > 0

@@ -229,3 +229,100 @@ def test_given_a_merged_web_request_then_its_timeline_follows_the_ticket_it_join
     kinds = [s.kind for s in view.steps]
     assert kinds == ["received", "dispatched", "merged", "replied", "closed"]  # no rating
     assert view.status == "closed" and view.reply == "李*您好，已恢复供水"
+
+
+# ---------------------------------------------------------------- by a worker
+
+
+def test_given_a_defer_then_compared_after_the_commit_by_the_task_once(
+    session, clock, tmp_path, world
+):
+    call = _call(session, clock)
+    session.commit()
+    deferred: list[int] = []
+    web = public.submit_request(
+        session, request=WEB, photos=[], store=DirectoryStore(tmp_path),
+        limits=public.photo_limits(Limits(max_bytes=1024, types=frozenset({"png"})), 1024),
+        secret=SECRET, now=clock.now(), idempotency_key="form-defer-0001", tz=TZ,
+        defer_duplicates=deferred.append,
+    ).ticket  # fmt: skip
+    assert deferred == [] and _suggestions(session, web) == []  # not before the commit
+    session.commit()
+    assert deferred == [web.id]
+    assert _suggestions(session, web) == []  # the web request did not compare
+
+    assert duplicates.suggest_later(session, ticket_id=web.id, now=clock.now()) == 1
+    [note] = _suggestions(session, web)
+    assert note["candidates"][0]["id"] == call.id
+    # a task delivered twice records once; a ticket gone records nothing
+    assert duplicates.suggest_later(session, ticket_id=web.id, now=clock.now()) == 0
+    assert duplicates.suggest_later(session, ticket_id=10**9, now=clock.now()) == 0
+
+
+def test_given_a_rolled_back_intake_then_nothing_is_deferred(session, clock, tmp_path, world):
+    session.commit()
+    deferred: list[int] = []
+    public.submit_request(
+        session, request=WEB, photos=[], store=DirectoryStore(tmp_path),
+        limits=public.photo_limits(Limits(max_bytes=1024, types=frozenset({"png"})), 1024),
+        secret=SECRET, now=clock.now(), idempotency_key="form-defer-0002", tz=TZ,
+        defer_duplicates=deferred.append,
+    )  # fmt: skip
+    session.rollback()
+    session.commit()
+    assert deferred == []
+
+
+def test_given_the_broker_away_then_the_request_is_compared_where_it_came_in(
+    session, clock, tmp_path, world, monkeypatch, caplog
+):
+    from sqlmodel import Session
+
+    def broker_away(ticket_id: int) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(duplicates, "send_suggest_task", broker_away)
+    _call(session, clock)
+    session.commit()
+    connection = session.connection()
+    defer = duplicates.by_worker(
+        lambda: Session(bind=connection, join_transaction_mode="create_savepoint"), clock
+    )
+    web = public.submit_request(
+        session, request=WEB, photos=[], store=DirectoryStore(tmp_path),
+        limits=public.photo_limits(Limits(max_bytes=1024, types=frozenset({"png"})), 1024),
+        secret=SECRET, now=clock.now(), idempotency_key="form-defer-0003", tz=TZ,
+        defer_duplicates=defer,
+    ).ticket  # fmt: skip
+    session.commit()
+    session.expire_all()
+    assert len(_suggestions(session, web)) == 1
+    assert "compared here: the broker did not take the task" in caplog.text
+
+
+def test_the_task_compares_a_request_with_the_runtime_session_and_clock(
+    session, clock, tmp_path, world
+):
+    from sqlmodel import Session
+
+    from core import runtime
+    from core.settings import Settings
+    from hotline import tasks
+
+    _call(session, clock)
+    web = _web(session, clock, tmp_path, key="form-defer-0004")
+    session.commit()
+    for note in [e for e in tickets.events_of(session, web.id) if e.rule == duplicates.RULE]:
+        session.delete(note)  # as if deferred: not compared yet
+    session.commit()
+    connection = session.connection()
+    runtime.set_runtime(
+        settings=Settings(environment="test", data_dir=tmp_path),
+        session_factory=lambda: Session(bind=connection, join_transaction_mode="create_savepoint"),
+        clock=clock,
+    )
+    try:
+        assert tasks.suggest_duplicates.run(web.id) == 1
+        assert tasks.suggest_duplicates.run(web.id) == 0
+    finally:
+        runtime.reset_runtime()

@@ -336,6 +336,7 @@ async def submit(request: Request) -> Response:
                 now=now,
                 idempotency_key=form_id or secrets.token_urlsafe(24),
                 tz=settings.tz,
+                defer_duplicates=request.app.state.defer_duplicates,
             )
             return done.ticket.number, done.code, done.created
 
