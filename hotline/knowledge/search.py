@@ -10,13 +10,15 @@ C grams) and tsquery — literals no text search configuration touches.
 How a large base stays fast (issue 18: 100,000 articles): first, how many articles hold
 each of the caller's concepts (SQLite: counted in FTS5's index, up to a bound; PostgreSQL:
 estimated from ANALYZE's statistics of the vector's lexemes, as its planner does). The
-rarest of the most telling concepts, as many as `budget` articles hold between them, pick
-the candidates: up to `CANDIDATES` articles the database ranks (FTS5's bm25; PostgreSQL: the
-weight of the concepts held, from the GIN index alone, never reading the TOASTed vectors
-as ts_rank would). A concept half the base holds (工作, 通知) picks none and only counts in
-the scoring; when all are that common, pairs of them pick, else the newest articles
-holding the rarest. terms.score ranks the candidates again, a concept counting less the
-more articles of this base hold it, and gives each hit its reason.
+rarest of the caller's concepts (settings such as 物业 too: this base's counts decide, not
+jieba's corpus), as many as `budget` articles hold between them, pick the candidates: up
+to `CANDIDATES` articles the database ranks (FTS5's bm25; PostgreSQL: the weight of the
+concepts held, each by its rarest alternative held, from the GIN index alone, never
+reading the TOASTed vectors as ts_rank would). A concept half the base holds (工作, 通知)
+picks none, but ranks those the rarer ones pick (paired with them, so it reads no more
+articles) and counts in the scoring; when all are that common, pairs of them pick, else
+the newest articles holding the rarest. terms.score ranks the candidates again, a concept
+counting less the more articles of this base hold it, and gives each hit its reason.
 
 Only versions in service are returned: the search joins the article (its published version
 must be the indexed one, and not retired) and that version's own validity, compared with the
@@ -271,13 +273,21 @@ class PostgresKnowledgeIndex(_SqlIndex):
         """The articles holding the most (by weight) of the clauses, the shorter first
         among equals: read from the GIN index and the row's own columns, never the
         (TOASTed) vector itself, which ts_rank would read for every matching article."""
+        # One branch per alternative of a single concept (医保, or the synonym 医疗保险),
+        # as FTS5's bm25 weighs each term: the rarer alternative an article holds counts
+        # more than the common one, not the concept's commonest way of being said.
+        branches = [
+            (i, j, query)
+            for i, (clause, _) in enumerate(clauses)
+            for j, query in enumerate(self._alternatives(clause))
+        ]
         union = " UNION ALL ".join(
-            f"SELECT article_id, {i} AS clause, CAST(:w{i} AS float8) AS weight, "
+            f"SELECT article_id, {i} AS clause, {j} AS alt, CAST(:w{i} AS float8) AS weight, "
             f"pg_column_size(document) AS size FROM knowledge_search "
-            f"WHERE document @@ CAST(:q{i} AS tsquery)"
-            for i in range(len(clauses))
+            f"WHERE document @@ CAST(:q{i}_{j} AS tsquery)"
+            for i, j, _ in branches
         )
-        params: dict[str, Any] = {f"q{i}": self._tsquery(c) for i, (c, _) in enumerate(clauses)}
+        params: dict[str, Any] = {f"q{i}_{j}": query for i, j, query in branches}
         params |= {f"w{i}": weight for i, (_, weight) in enumerate(clauses)}
         if newest:
             # Common, as the planner knows too: it walks the primary key down, reading
@@ -290,18 +300,30 @@ class PostgresKnowledgeIndex(_SqlIndex):
         # MATERIALIZED: planned apart from the LIMIT, the GIN index is used (with the
         # LIMIT the planner may walk the primary key, reading vectors until enough match:
         # seconds when few do).
-        # A clause counts its weight times how rare it is: 1 + ln((budget + 1) / held),
-        # held counted here, from the rows read anyway.
+        # An alternative counts its clause's weight times how rare it is:
+        # 1 + ln((budget + 1) / held), held counted here, from the rows read anyway; a
+        # clause counts its best alternative the article holds.
         rows = conn.execute(
             text(
-                f"WITH held AS MATERIALIZED ({union}), scored AS (SELECT article_id, size, "
-                "weight * (1 + ln((:budget + 1) / count(*) OVER (PARTITION BY clause))) "
-                "AS points FROM held) SELECT article_id FROM scored GROUP BY article_id "
+                f"WITH held AS MATERIALIZED ({union}), scored AS (SELECT article_id, clause, "
+                "size, weight * (1 + ln((:budget + 1) / count(*) OVER (PARTITION BY clause, "
+                "alt))) AS points FROM held), best AS (SELECT article_id, max(points) AS "
+                "points, min(size) AS size FROM scored GROUP BY article_id, clause) "
+                "SELECT article_id FROM best GROUP BY article_id "
                 "ORDER BY sum(points) DESC, min(size), article_id LIMIT :n"
             ),
             params | {"n": base.CANDIDATES, "budget": float(self.budget)},
         )
         return [article_id for (article_id,) in rows]
+
+    def _alternatives(self, clause: Clause) -> list[str]:
+        """The clause's tsquery, split into its alternatives when it is one concept."""
+        if len(clause) != 1:
+            return [self._tsquery(clause)]
+        (terms,) = clause
+        alternatives = ["(" + " & ".join(map(_lexeme, alt)) + ")" for alt in terms.words]
+        alternatives += [_lexeme(t) for t in (*terms.pinyin, *terms.grams)]
+        return alternatives or [self._tsquery(clause)]
 
 
 def make_index(bind: Bind, synonyms: Synonyms | None = None) -> KnowledgeIndex:

@@ -38,6 +38,7 @@ from hotline.knowledge.terms import (
     base_rarity,
     default_synonyms,
     document_terms,
+    either,
     normalise,
     parse_query,
     score,
@@ -95,6 +96,7 @@ class _SqlIndex:
 
     budget = 10_000  # articles the database ranks to pick the candidates, at most
     common_groups = 3  # when every group is common: the rarest, paired, pick the candidates
+    boosts = 3  # common groups that rank the candidates the others pick, the rarest first
 
     def __init__(self, bind: Bind, synonyms: Synonyms | None = None) -> None:
         self._bind = bind
@@ -283,6 +285,7 @@ class _SqlIndex:
         newest = False
         if not found:
             return []
+        common = [clause[0] for clause, _, fits in found if not fits][: self.boosts]
         if not any(fits for _, _, fits in found):
             rarest = [clause[0] for clause, _, _ in found[: self.common_groups]]
             pairs: list[Clause] = [
@@ -296,6 +299,12 @@ class _SqlIndex:
         clauses = [(clause, sum(g.weight for g in clause)) for clause, n, fits in found if fits]
         if not clauses:
             return []
+        if common and not newest:
+            # A common concept picks no candidates, but among those picked, the ones that
+            # also hold it rank higher: 检修 among the thousands holding 停电. Paired with
+            # the picking concepts, it reads no more articles than they do.
+            picking = either([g for clause, _ in clauses for g in clause])
+            clauses += [((picking, g), g.weight) for g in common]
         ids = self._candidates(conn, clauses, newest=newest)
         if not ids:
             return []

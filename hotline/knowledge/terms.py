@@ -26,14 +26,15 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pypinyin import lazy_pinyin
 
+from core import yaml_fast
 from dispatch.segment import default_synonyms as slip_corrections
+from dispatch.segment import jieba_module
 from hotline.knowledge.models import KnowledgeArticleVersion
 
 DEFAULT_SYNONYMS_PATH = Path(__file__).parent / "data" / "synonyms.yaml"
@@ -52,7 +53,12 @@ STOP_WORDS = frozenset(
     "不能 不会 不要 要不要 这边 那边 家里 我家 好像 咋 咋办 咋弄 怎么弄 我该 里面 有人 没有 "
     "一点 还有 啥 去哪 去哪里 哪里办 多长时间 时候 什么时候 一直不 那么 这么 然后 就是 "
     "还是 但是 可是 因为 所以 如果 的话 人家 大家 自己 他们 我们家 听说 一下子 好几天 "
-    "半天 那段 一段 这片 那片 这块 不能不".split()
+    "半天 那段 一段 这片 那片 这块 不能不 "
+    # how a caller asks, hedges and stresses: never what the call is about either
+    "是不是 是否 不是 有没有 能否 需要 必须 直接 一个人 特别 非常 十分 天天 每天 经常 "
+    "好多 很多 好久 很久 这么久 谁 谁来 谁管 找谁 哪家 这算 算不算 算是 老是 总是 "
+    "一般 大概 大约 左右 之前 以前 以后 之后 刚 刚才 刚刚 一下下 行不行 可能 估计 "
+    "我想问一下 想问一下 问一下 请问一下 打听 了解 了解一下 这种 那种 这些 那些".split()
 )
 
 
@@ -76,10 +82,7 @@ def plain_text(markdown: str) -> str:
 
 
 def _jieba() -> Any:
-    import jieba
-
-    jieba.setLogLevel(60)
-    return jieba
+    return jieba_module()  # quiet, its dictionary cache one per user (dispatch.segment)
 
 
 def _in_dictionary(word: str) -> bool:
@@ -164,7 +167,7 @@ class Synonyms:
 
 
 def parse_synonyms(source: str) -> Synonyms:
-    data = yaml.safe_load(source) or {}
+    data = yaml_fast.safe_load(source) or {}
     table = data.get("synonyms") or {}
     if not isinstance(table, dict) or not all(
         isinstance(k, str) and isinstance(v, list) and all(isinstance(t, str) for t in v)
@@ -202,7 +205,10 @@ class Concept:
         return {t for alt in (*self.words, *self.official) for t in alt}
 
 
-CANDIDATE_CONCEPTS = 4
+# Guessed names (two of jieba's pieces put together) pick candidates only in a query of
+# fewer words than this: else 窗户里 or 往我家, matched by their sounds and characters,
+# would fill the candidates.
+GUESSES_PICK = 4
 
 
 @dataclass(frozen=True)
@@ -228,19 +234,31 @@ class Query:
         return not (self.concepts or self.pinyin or self.grams)
 
     def candidate_terms(self) -> tuple[ConceptTerms, ...]:
-        """For the query's most telling concepts, what an article holds when the concept
-        matches it (`_match`). The database picks the candidates that are scored from the
-        articles holding them: left to every word the caller said, the articles full of 申请,
-        困难 or a street's name would fill the candidates of a large base and push out the
-        one about 低保. Settings, guessed names and all but the `CANDIDATE_CONCEPTS` rarest
-        concepts are left to the scoring."""
-        matters = [c for c in self.concepts if not is_setting(c.word)] or list(self.concepts)
-        chosen = sorted(matters, key=lambda c: (not c.joined, c.weight), reverse=True)
-        return tuple(_concept_terms(c) for c in chosen[:CANDIDATE_CONCEPTS])
+        """What an article holds when each concept matches it (`_match`), to pick the
+        candidates that are scored. Every concept may pick, settings and guessed names too:
+        how many articles of the base hold each decides (search_base), not how rare the word
+        is in jieba's corpus — 物业 or 投诉 name the matter in a base of notices about pipes
+        and power lines. The articles full of 申请, 困难 or a street's name do not fill the
+        candidates: a concept too many articles hold picks none and only counts in the
+        scoring."""
+        said = [c for c in self.concepts if not c.joined]
+        guessed = [c for c in self.concepts if c.joined][: max(0, GUESSES_PICK - len(said))]
+        return tuple(_concept_terms(c) for c in (*said, *guessed))
 
     def concept_terms(self) -> tuple[ConceptTerms, ...]:
         """What an article holds when each of the concepts matches it, in order."""
         return tuple(_concept_terms(c) for c in self.concepts)
+
+
+def either(groups: Sequence[ConceptTerms]) -> ConceptTerms:
+    """What an article holds when any of the groups matches it."""
+    return ConceptTerms(
+        words=tuple(dict.fromkeys(alt for g in groups for alt in g.words)),
+        pinyin=tuple(dict.fromkeys(t for g in groups for t in g.pinyin)),
+        grams=tuple(dict.fromkeys(t for g in groups for t in g.grams)),
+        weight=max((g.weight for g in groups), default=1.0),
+        word="|".join(g.word for g in groups),
+    )
 
 
 def _concept_terms(concept: Concept) -> ConceptTerms:
@@ -267,11 +285,12 @@ _RARITY_BOUNDS = (0.6, 1.25)
 def base_rarity(held: int, common: int) -> float:
     """How much a concept says in the knowledge base itself, from how many articles hold
     it (`held`, counted up to `common` + 1): 1 for a concept one article holds, down to
-    1/2 for one held by `common` articles or more. Words every article of a base says (a
-    unit's name in every notice, 小区, 办理) say little there, whatever jieba's corpus says."""
+    1/10 for one held by `common` articles or more (an idf: the log of the share). Words
+    every article of a base says (a unit's name in every notice, 小区, 办理) say little
+    there, whatever jieba's corpus says."""
     if held <= 1:
         return 1.0
-    return max(0.5, 1.0 - 0.5 * math.log(held) / math.log(max(common, 2)))
+    return max(0.1, 1.0 - 0.9 * math.log(held) / math.log(max(common, 2)))
 
 
 def is_setting(word: str) -> bool:
@@ -376,19 +395,18 @@ class Document:
 
     def _kind(self, name: str) -> frozenset[str]:
         given = self._given[name]
-        if isinstance(given, str):
-            given = self._given[name] = frozenset(given.split())
-        return given
+        return frozenset(given.split()) if isinstance(given, str) else given
 
-    @property
+    # Split once, on first use: the scoring asks for an article's words once per concept.
+    @cached_property
     def words(self) -> frozenset[str]:
         return self._kind("words")
 
-    @property
+    @cached_property
     def pinyin(self) -> frozenset[str]:
         return self._kind("pinyin")
 
-    @property
+    @cached_property
     def grams(self) -> frozenset[str]:
         return self._kind("grams")
 
@@ -399,11 +417,12 @@ _FUZZY_SHARE = 0.5  # of a word's bigrams the article must hold
 
 
 def _match(concept: Concept, doc: Document) -> tuple[Match, float] | None:
+    words = doc.words
     for alt in concept.words:
-        if set(alt) <= doc.words:
+        if all(w in words for w in alt):
             return Match(concept.word, alt, "word"), _FACTORS["word"]
     for alt in concept.official:
-        if set(alt) <= doc.words:
+        if all(w in words for w in alt):
             return Match(concept.word, alt, "synonym"), _FACTORS["synonym"]
     if concept.known or not _CJK.fullmatch(concept.word):
         return None

@@ -112,8 +112,8 @@ def test_how_many_articles_hold_a_word_is_known_well_enough_to_tell_rare_from_co
 
 def test_a_word_every_article_of_the_base_says_counts_less():
     assert base_rarity(1, 10_000) == 1.0
-    assert base_rarity(10_000, 10_000) == base_rarity(90_000, 10_000) == 0.5
-    assert 1.0 > base_rarity(30, 10_000) > base_rarity(3_000, 10_000) > 0.5
+    assert base_rarity(10_000, 10_000) == base_rarity(90_000, 10_000) == 0.1
+    assert 1.0 > base_rarity(30, 10_000) > base_rarity(3_000, 10_000) > 0.1
 
     query = parse_query("街道低保", default_synonyms())
     notice = Document("街道 办理", title="街道办理通知")
