@@ -200,7 +200,7 @@ def deferred_broker() -> Iterator[str]:
 
 
 def deferred_work(broker: str, db_url: str, now: datetime) -> dict[str, Any]:
-    """What the web server left to the workers: the tasks waiting in the broker, and the time
+    """What the web server left to the workers: the requests waiting in Redis, and the time
     a worker takes for one (`hotline.duplicates.suggest_later`, timed in this process on the
     newest Open311 requests, in sessions rolled back so that the sample stays as it was)."""
     import redis
@@ -209,9 +209,10 @@ def deferred_work(broker: str, db_url: str, now: datetime) -> dict[str, Any]:
 
     from core.db import make_engine, make_session_factory
     from hotline import duplicates
+    from hotline.duplicates_queue import PENDING_KEY
     from tickets.models import Channel, Ticket
 
-    waiting = int(redis.Redis.from_url(broker).llen("celery"))
+    waiting = int(redis.Redis.from_url(broker).llen(PENDING_KEY))
     engine = make_engine(db_url)
     factory = make_session_factory(engine)
     spent: list[float] = []

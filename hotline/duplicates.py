@@ -28,8 +28,7 @@ from sqlalchemy import func, or_, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from core.clock import Clock
-from core.db import after_commit, saved_id, session_scope
+from core.db import after_commit, saved_id
 from core.errors import Conflict, InvalidInput
 from dispatch.assignments import Actor, lock_ticket, who
 from tickets import service as tickets
@@ -399,10 +398,11 @@ _SETTLED = frozenset({Status.merged, Status.closed, Status.archived})
 def suggest_after_intake(
     session: Session, *, ticket: Ticket, now: datetime, defer: Defer | None
 ) -> None:
-    """`suggest_at_intake` now, in the intake's own transaction — or, with `defer`, by a
-    worker once the intake has committed: the comparison is most of what a web or Open311
-    intake costs, and the dispatcher it is for looks minutes later, so a web process serving
-    citizens and partner systems (production: several, workers beside them) need not carry
+    """`suggest_at_intake` now, in the intake's own transaction — or, with `defer`
+        (hotline.duplicates_queue), by a worker once the intake has committed: the comparison
+        is most of what a web or Open311 intake costs, and the dispatcher it is for looks
+        minutes later, so a web process serving citizens and partner systems (production:
+        several, workers beside them) need not carry
     it. The embedded platform compares inline: one machine, the same CPU either way."""
     if defer is None:
         suggest_at_intake(session, ticket=ticket, now=now)
@@ -429,29 +429,3 @@ def suggest_later(session: Session, *, ticket_id: int, now: datetime) -> int:
     if done:
         return 0
     return len(suggest_at_intake(session, ticket=ticket, now=now))
-
-
-def send_suggest_task(ticket_id: int) -> None:
-    """Send the Celery task `duplicates.suggest_at_intake` for the ticket."""
-    from hotline.worker import app
-
-    app.send_task("duplicates.suggest_at_intake", args=[ticket_id])
-
-
-def by_worker(session_factory: Callable[[], Session], clock: Clock) -> Defer:
-    """`Defer` to a worker; while the broker cannot take the task, compared here in a unit of
-    work of its own (the ticket is committed already: nothing to undo, nothing to lose)."""
-
-    def defer(ticket_id: int) -> None:
-        try:
-            send_suggest_task(ticket_id)
-        except Exception as exc:  # kombu's errors for a broker away are of several kinds
-            log.warning(
-                "duplicates of ticket %s compared here: the broker did not take the task (%s)",
-                ticket_id,
-                exc,
-            )
-            with session_scope(session_factory) as session:
-                suggest_later(session, ticket_id=ticket_id, now=clock.now())
-
-    return defer

@@ -19,7 +19,7 @@ from core.db import session_scope
 from core.errors import InvalidInput
 from dispatch import classifier, escalation, notify
 from dispatch.models import NotificationStatus
-from hotline import attachments, duplicates
+from hotline import attachments, duplicates_queue
 from hotline.calls import intake, recovery, setup
 from hotline.figures import monthly, summary
 from hotline.knowledge import attachments as knowledge_files
@@ -122,12 +122,21 @@ def purge_unsaved_knowledge_files(now: str | None = None) -> int:
         )
 
 
-@shared_task(name="duplicates.suggest_at_intake", ignore_result=True)
-def suggest_duplicates(ticket_id: int) -> int:
-    """The likely duplicates of a web or Open311 request, recorded for the dispatcher after
-    its intake committed (hotline.duplicates.suggest_after_intake); how many."""
-    with session_scope(runtime.get_session_factory()) as session:
-        return duplicates.suggest_later(session, ticket_id=ticket_id, now=runtime.get_clock().now())
+@shared_task(name="duplicates.drain_pending", ignore_result=True)
+def drain_duplicate_checks() -> dict[str, int]:
+    """The web and Open311 requests waiting to be compared with the open tickets
+    (hotline.duplicates_queue), compared; nothing to do without Redis."""
+    settings = runtime.get_settings()
+    if not (settings.broker_url or "").startswith(("redis://", "rediss://")):
+        return {"compared": 0, "suggested": 0}
+    pending = duplicates_queue.client(settings.broker_url or "")
+    try:
+        compared, suggested = duplicates_queue.drain(
+            pending, runtime.get_session_factory(), now=runtime.get_clock().now()
+        )
+    finally:
+        pending.close()
+    return {"compared": compared, "suggested": suggested}
 
 
 # ---------------------------------------------------------------- learned routing suggestion

@@ -48,6 +48,13 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(minute=17),
         "options": {"expires": 3000},
     },
+    # Web and Open311 requests waiting to be compared with the open tickets (production:
+    # hotline.duplicates_queue); the dispatcher sees their suggestions seconds later.
+    "duplicate-checks": {
+        "task": "duplicates.drain_pending",
+        "schedule": 5.0,
+        "options": {"expires": 4},
+    },
     # Knowledge-article uploads never saved with a version, forgotten after a day.
     "knowledge-unsaved-files": {
         "task": "knowledge.purge_unsaved_files",

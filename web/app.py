@@ -24,7 +24,7 @@ from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
 from dispatch import classifier
-from hotline import duplicates
+from hotline import duplicates_queue
 from web import api, assets, docs, errors, health, live, metrics, open311, pages
 from web.api import acd as acd_api
 from web.api import agents as agents_api
@@ -83,10 +83,10 @@ def create_app(
     app.state.session_factory = session_factory or LazySessionFactory(settings.db_url)
     app.state.intake_limiter = LoopLimiter(settings.web.intake_concurrency)
     # Web and Open311 requests are compared with the open tickets by a worker in production
-    # (a broker of its own, workers beside the web processes); inline in the embedded mode.
+    # (Redis, workers beside the web processes); inline in the embedded mode.
     app.state.defer_duplicates = (
-        duplicates.by_worker(app.state.session_factory, app.state.clock)
-        if settings.broker_url
+        duplicates_queue.by_redis(settings.broker_url, app.state.session_factory, app.state.clock)
+        if settings.broker_url and settings.broker_url.startswith(("redis://", "rediss://"))
         else None
     )
     errors.install(app)

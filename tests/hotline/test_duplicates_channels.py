@@ -273,20 +273,61 @@ def test_given_a_rolled_back_intake_then_nothing_is_deferred(session, clock, tmp
     assert deferred == []
 
 
-def test_given_the_broker_away_then_the_request_is_compared_where_it_came_in(
-    session, clock, tmp_path, world, monkeypatch, caplog
+def test_given_redis_then_the_ids_wait_there_and_a_drain_compares_each_once(
+    session, clock, tmp_path, world, redis_url
 ):
     from sqlmodel import Session
 
-    def broker_away(ticket_id: int) -> None:
-        raise ConnectionRefusedError(111, "Connection refused")
+    from hotline import duplicates_queue
 
-    monkeypatch.setattr(duplicates, "send_suggest_task", broker_away)
+    pending = duplicates_queue.client(redis_url)
+    pending.delete(duplicates_queue.PENDING_KEY)
+    connection = session.connection()
+
+    def factory() -> Session:
+        return Session(bind=connection, join_transaction_mode="create_savepoint")
+
+    call = _call(session, clock)
+    session.commit()
+    defer = duplicates_queue.by_redis(redis_url, factory, clock)
+    webs = [
+        public.submit_request(
+            session, request=WEB, photos=[], store=DirectoryStore(tmp_path),
+            limits=public.photo_limits(Limits(max_bytes=1024, types=frozenset({"png"})), 1024),
+            secret=SECRET, now=clock.now(), idempotency_key=f"form-redis-000{n}", tz=TZ,
+            defer_duplicates=defer,
+        ).ticket
+        for n in range(2)
+    ]  # fmt: skip
+    session.commit()
+    assert pending.llen(duplicates_queue.PENDING_KEY) == 2
+    assert all(_suggestions(session, w) == [] for w in webs)
+    pending.lpush(duplicates_queue.PENDING_KEY, "not-an-id", webs[0].id)  # junk; a duplicate
+
+    compared, found = duplicates_queue.drain(pending, factory, now=clock.now())
+    assert compared == 3 and found >= 2  # the junk dropped; the second copy compared, skipped
+    session.expire_all()
+    assert [len(_suggestions(session, w)) for w in webs] == [1, 1]
+    assert call.id in {c["id"] for c in _suggestions(session, webs[0])[0]["candidates"]}
+    assert pending.llen(duplicates_queue.PENDING_KEY) == 0
+    pending.close()
+
+
+def test_given_redis_away_then_the_request_is_compared_where_it_came_in(
+    session, clock, tmp_path, world, caplog
+):
+    from sqlmodel import Session
+
+    from hotline import duplicates_queue
+    from tests.services import free_port
+
     _call(session, clock)
     session.commit()
     connection = session.connection()
-    defer = duplicates.by_worker(
-        lambda: Session(bind=connection, join_transaction_mode="create_savepoint"), clock
+    defer = duplicates_queue.by_redis(
+        f"redis://127.0.0.1:{free_port()}/0",  # nobody listens there
+        lambda: Session(bind=connection, join_transaction_mode="create_savepoint"),
+        clock,
     )
     web = public.submit_request(
         session, request=WEB, photos=[], store=DirectoryStore(tmp_path),
@@ -297,17 +338,18 @@ def test_given_the_broker_away_then_the_request_is_compared_where_it_came_in(
     session.commit()
     session.expire_all()
     assert len(_suggestions(session, web)) == 1
-    assert "compared here: the broker did not take the task" in caplog.text
+    assert "compared here: Redis did not take it" in caplog.text
 
 
-def test_the_task_compares_a_request_with_the_runtime_session_and_clock(
-    session, clock, tmp_path, world
+def test_the_beat_drains_the_waiting_requests_with_the_runtime_session_and_clock(
+    session, clock, tmp_path, world, redis_url
 ):
     from sqlmodel import Session
 
     from core import runtime
     from core.settings import Settings
-    from hotline import tasks
+    from hotline import duplicates_queue, tasks
+    from hotline.worker import BEAT_SCHEDULE
 
     _call(session, clock)
     web = _web(session, clock, tmp_path, key="form-defer-0004")
@@ -315,14 +357,29 @@ def test_the_task_compares_a_request_with_the_runtime_session_and_clock(
     for note in [e for e in tickets.events_of(session, web.id) if e.rule == duplicates.RULE]:
         session.delete(note)  # as if deferred: not compared yet
     session.commit()
+    pending = duplicates_queue.client(redis_url)
+    pending.delete(duplicates_queue.PENDING_KEY)
+    pending.lpush(duplicates_queue.PENDING_KEY, web.id)
     connection = session.connection()
+    factory = lambda: Session(bind=connection, join_transaction_mode="create_savepoint")  # noqa: E731
     runtime.set_runtime(
-        settings=Settings(environment="test", data_dir=tmp_path),
-        session_factory=lambda: Session(bind=connection, join_transaction_mode="create_savepoint"),
+        settings=Settings(environment="test", data_dir=tmp_path, broker_url=redis_url),
+        session_factory=factory,
         clock=clock,
     )
     try:
-        assert tasks.suggest_duplicates.run(web.id) == 1
-        assert tasks.suggest_duplicates.run(web.id) == 0
+        assert tasks.drain_duplicate_checks.run() == {"compared": 1, "suggested": 1}
+        assert tasks.drain_duplicate_checks.run() == {"compared": 0, "suggested": 0}
     finally:
         runtime.reset_runtime()
+        pending.close()
+    runtime.set_runtime(
+        settings=Settings(environment="test", data_dir=tmp_path),  # embedded: no Redis
+        session_factory=factory,
+        clock=clock,
+    )
+    try:
+        assert tasks.drain_duplicate_checks.run() == {"compared": 0, "suggested": 0}
+    finally:
+        runtime.reset_runtime()
+    assert BEAT_SCHEDULE["duplicate-checks"]["task"] == "duplicates.drain_pending"
