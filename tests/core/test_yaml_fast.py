@@ -26,7 +26,8 @@ def test_the_shipped_documents_read_the_same_as_with_pyyamls_own_parser(path: Pa
 
 def test_libyaml_is_used_where_pyyaml_has_it() -> None:
     assert yaml.__with_libyaml__, "PyYAML without libyaml: starts are seconds slower"
-    assert yaml_fast._FAST is yaml.CSafeLoader
+    fast: object = yaml_fast._FAST
+    assert fast is yaml.CSafeLoader
 
 
 @pytest.mark.parametrize(

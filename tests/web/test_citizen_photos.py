@@ -10,6 +10,7 @@ import re
 
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from accounts.models import User
 from accounts.signin import set_password
@@ -43,7 +44,7 @@ def app(session_factory, clock: FrozenClock, tmp_path):
 def waiting(app, session, world, clock):
     """A web request with two photos that no rule routes: it waits for a dispatcher."""
     for username in ("dispatcher", "water.handler", "hrss.handler"):
-        user = session.scalars(select(User).where(User.username == username)).one()
+        user = session.scalars(select(User).where(col(User.username) == username)).one()
         set_password(session, user_id=user.id, password=PASSWORD, now=clock.now())
     settings = app.state.settings
     done = public.submit_request(
@@ -86,7 +87,7 @@ def test_the_dispatcher_sees_the_photos_before_dispatch_and_the_unit_after(
     sign_in(client, "water.handler")
     assert client.get(links[0]).status_code == 404  # not their ticket (yet)
 
-    dispatcher = session.scalars(select(User).where(User.username == "dispatcher")).one()
+    dispatcher = session.scalars(select(User).where(col(User.username) == "dispatcher")).one()
     routing.manual_dispatch(
         session, ticket_id=waiting.id, lead_unit_code="WATER", now=clock.now(), actor=dispatcher
     )
@@ -109,7 +110,7 @@ def test_a_photo_whose_file_is_gone_is_missing_not_an_error(client, app, waiting
 def test_a_request_dispatched_at_once_shows_its_photos_from_the_units_files(
     client, session, world, clock, app
 ) -> None:
-    user = session.scalars(select(User).where(User.username == "dispatcher")).one()
+    user = session.scalars(select(User).where(col(User.username) == "dispatcher")).one()
     set_password(session, user_id=user.id, password=PASSWORD, now=clock.now())
     settings = app.state.settings
     water = dataclasses.replace(ODD, category="090104", description="幸福小区停水三天了")

@@ -10,6 +10,7 @@ import io
 import re
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from accounts.models import User
 from telephony.models import CallRecord, QueueOutcome
@@ -40,7 +41,7 @@ def _calls(session) -> dict[str, int]:
     session.flush()
     first.ticket_id = ticket.id
     first.agent_extension = "8001"
-    operator = session.scalars(select(User).where(User.username == "operator")).one()
+    operator = session.scalars(select(User).where(col(User.username) == "operator")).one()
     first.agent_user_id = operator.id
     session.commit()
     return made
@@ -73,7 +74,7 @@ def test_the_dashboards_call_numbers_list_exactly_the_calls_they_count(
     page = client.get(f"/figures/calls?{DAY}&figure=within_15s").text
     assert "138****5678" in page and "13812345678" not in page
     assert 'href="/tickets/' in page and "T20261203001" in page
-    operator = session.scalars(select(User).where(User.username == "operator")).one()
+    operator = session.scalars(select(User).where(col(User.username) == "operator")).one()
     assert f"{operator.display_name} (8001)" in page
 
 
