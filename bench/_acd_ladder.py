@@ -17,6 +17,7 @@ two packets longer than ``GAP_MAX_MS`` while the noise came (a gap is packets la
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -60,25 +61,109 @@ class Rig:
     caller_audio: Path
     seat_audio: Path
     greeting_s: float
+    # "rtpengine": the edge re-INVITEs both phones of a bridged call to rtpengine (its pid
+    # for the CPU figures); the phones' scenarios answer that re-INVITE.
+    media_relay: str = "own"
+    rtpengine_pid: int | None = None
+
+
+# The phones' answer to the edge's re-INVITE (rtpengine mode): 200 with their media port.
+_REINVITE_ANSWER = """  <recv request="INVITE" timeout="600000"/>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687638 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio MEDIA_PORT RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+      a=ptime:20
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+"""
+
+
+def _scenario(rig: Rig, source: str, name: str, replace: dict[str, str], *, after: str) -> Path:
+    """bench/scenarios/``source`` as ``scenario_with`` writes it, answering the edge's
+    re-INVITE right after the line ``after`` in rtpengine mode."""
+    text = (SCENARIOS / source).read_text()
+    if rig.media_relay == "rtpengine":
+        media = "MEDIA_PORT" if "MEDIA_PORT" in text else "[rtpstream_audio_port]"
+        at = text.index(after) + len(after)
+        text = text[:at] + _REINVITE_ANSWER.replace("MEDIA_PORT", media) + text[at:]
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = rig.workdir / name
+    path.write_text(text)
+    return path
+
+
+def _reinvited_to(msg_file: Path) -> tuple[str, int] | None:
+    """Where the last INVITE a sampled phone received told it to send (sipp's message log)."""
+    text = msg_file.read_text(errors="replace") if msg_file.exists() else ""
+    found = []
+    for block in re.split(r"^-{10,}.*$", text, flags=re.M):
+        if "message received" in block and re.search(r"^INVITE ", block, re.M):
+            port = re.search(r"^m=audio (\d+)", block, re.M)
+            host = re.search(r"^c=IN IP4 (\S+)", block, re.M)
+            if port and host:
+                found.append((host.group(1), int(port.group(1))))
+    return found[-1] if found else None
+
+
+def _follow_reinvites(rig: Rig, n: int, callers_p: list[Peer], seats_p: list[Peer]) -> None:
+    """rtpengine mode: each sampled peer sends where its phone's re-INVITE said (as a phone
+    does), not to the edge it heard first; a seat phone's first INVITE is the edge's own."""
+    deadline = time.monotonic() + 30
+    for i, peer in enumerate(callers_p):
+        msg = rig.workdir / f"caller-peer-{n}-{i}.msg"
+        while (to := _reinvited_to(msg)) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        peer.edge = to
+    for i, peer in enumerate(seats_p):
+        msg = rig.workdir / f"seat-peer-{n}-{i}.msg"
+        while time.monotonic() < deadline:
+            text = msg.read_text(errors="replace") if msg.exists() else ""
+            if text.count("m=audio") >= 3:  # received INVITE, our 200, received re-INVITE
+                break
+            time.sleep(0.1)
+        peer.edge = _reinvited_to(msg)
 
 
 def _seat_scenarios(rig: Rig) -> tuple[Path, Path]:
-    load = scenario_with(
-        rig.workdir,
+    ack = '  <recv request="ACK" crlf="true"/>\n'
+    load = _scenario(
+        rig,
         "acd_seat.xml",
         "acd_seat_load.xml",
         {"MEDIA_PORT": "[rtpstream_audio_port]", "AGENT_FILE": str(rig.seat_audio)},
+        after=ack,
     )
-    text = (SCENARIOS / "acd_seat.xml").read_text()
+    peer = _scenario(
+        rig, "acd_seat.xml", "acd_seat_peer.xml", {"MEDIA_PORT": "[rtp_port]"}, after=ack
+    )
+    text = peer.read_text()
     start, end = text.index("  <nop>"), text.index("</nop>") + len("</nop>\n")
-    peer = rig.workdir / "acd_seat_peer.xml"
-    peer.write_text((text[:start] + text[end:]).replace("MEDIA_PORT", "[rtp_port]"))
+    peer.write_text(text[:start] + text[end:])
     return load, peer
 
 
-def _cpu(rig: Rig) -> tuple[float, float, tuple[float, float]]:
+def _cpu(rig: Rig) -> tuple[float, float, tuple[float, float], float]:
     sip, decoders = rig.platform.cpu_split()
-    return sip, decoders, common.machine_busy()
+    relay = common.cpu_seconds(rig.rtpengine_pid) if rig.rtpengine_pid else 0.0
+    return sip, decoders, common.machine_busy(), relay
 
 
 def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[str, Any]:
@@ -88,9 +173,11 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
     assert n <= len(rig.load)
     order_ready(rig.url, rig.bell, [o.user_id for o in rig.sampled + rig.load])
     load_seat, peer_seat = _seat_scenarios(rig)
-    caller = scenario_with(
-        rig.workdir, "acd_caller.xml", "acd_caller_run.xml", {"AUDIO_FILE": str(rig.caller_audio)}
-    )
+    caller = _scenario(
+        rig, "acd_caller.xml", "acd_caller_run.xml", {"AUDIO_FILE": str(rig.caller_audio)},
+        after="  </nop>\n",
+    )  # fmt: skip
+    relayed = rig.media_relay == "rtpengine"
     ramp_s = n / rate
     # Greeting, the ramp, the bridging (seconds under load: a ticket and records per call),
     # the noise, and room either side.
@@ -110,7 +197,7 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
             start_sipp(
                 peer_seat, workdir=rig.workdir, name=f"seat-peer-{n}-{i}", calls=2,
                 port=rig.sample_ports[i], keys={"rtp_port": seats_p[i].port},
-                timeout_s=bound_s + 30,
+                timeout_s=bound_s + 30, trace=relayed,
             )
             for i in range(len(rig.sampled))
         ]  # fmt: skip
@@ -120,9 +207,11 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
         sample_hold_ms = hold_ms + round(1000 * (rig.greeting_s + 8))
         sample_runs = [
             start_sipp(
-                TEST_SCENARIOS / "uac_call.xml", workdir=rig.workdir, name=f"caller-peer-{n}-{i}",
+                TEST_SCENARIOS / ("uac_call_reinvited.xml" if relayed else "uac_call.xml"),
+                workdir=rig.workdir, name=f"caller-peer-{n}-{i}",
                 calls=1, target=rig.platform.target, hold_ms=sample_hold_ms,
                 keys={"rtp_port": callers_p[i].port, "fmts": "0"}, timeout_s=bound_s + 30,
+                trace=relayed,
             )
             for i in range(len(rig.sampled))
         ]  # fmt: skip
@@ -148,6 +237,8 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
             timeout_s=rig.greeting_s + ramp_s + room_s,
         )
         bridged_before = sum(r.agent_answered_at is not None for r in seen)
+        if relayed:
+            _follow_reinvites(rig, n, callers_p, seats_p)
         cpu0 = _cpu(rig)
         t0 = time.monotonic()
         for peer in callers_p:
@@ -161,10 +252,14 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
         for thread in waiting:
             thread.join(1)
         callers_end = [r.finish(bound_s + 30) for r in [*sample_runs, load_run]]
-        ends = [r.stop() for r in seat_runs] + callers_end
+        # The calls' records end first, then the seats' phones stop: a phone stopped
+        # before the edge's BYE reached it leaves the BYE retransmitted into the next
+        # step's phone on the same port, which counts it as a failed call.
         seen = wait_records(
             rig.url, pids, lambda rs: all(r.ended_at is not None for r in rs), timeout_s=30
         )
+        time.sleep(1.0)  # the agents' BYEs follow the callers' within a relay wake-up
+        ends = [r.stop() for r in seat_runs] + callers_end
     finally:
         for r in runs:
             r.kill()
@@ -188,8 +283,8 @@ def _step_figures(
     seats_p: list[Peer],
     sample_runs: list[Any],
     bridged_before: int,
-    cpu0: tuple[float, float, tuple[float, float]],
-    cpu1: tuple[float, float, tuple[float, float]],
+    cpu0: tuple[float, float, tuple[float, float], float],
+    cpu1: tuple[float, float, tuple[float, float], float],
     window_s: float,
 ) -> dict[str, Any]:
     seat_ends, caller_ends = ends[: 1 + len(rig.sampled)], ends[1 + len(rig.sampled) :]
@@ -260,6 +355,9 @@ def _step_figures(
         "sip_process_cpu_pct": round(100 * sip / window_s, 1),
         "sip_cpu_pct_per_bridged_call": round(100 * sip / window_s / max(1, bridged_before), 3),
         "decoders_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / window_s, 1),
+        "rtpengine_cpu_pct": (
+            round(100 * (cpu1[3] - cpu0[3]) / window_s, 1) if rig.rtpengine_pid else None
+        ),
         "machine_cpu_pct": common.machine_cpu_pct(cpu0[2], cpu1[2]),
         "sipp_tail": None if good else [e.tail[-400:] for e in ends if e.returncode != 0][:2],
     }

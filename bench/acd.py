@@ -2,6 +2,13 @@
 
     .venv/bin/python bench/acd.py [--json] [--repeat 3] [--db sqlite|postgres] [--quick]
     .venv/bin/python bench/acd.py --mode engine [--json]   # the in-process sketch
+    .venv/bin/python bench/acd.py --media-relay rtpengine --steps 50,100,150,200,250,300
+
+``--media-relay rtpengine``: an rtpengine of the bench's own (``telephony.rtpengine.Daemon``,
+userspace) and ``HOTLINE_TELEPHONY__MEDIA_RELAY=rtpengine``: each bridged call's phones are
+re-INVITEd to rtpengine (the scenarios answer it, the sampled peers send where it says) and
+the edge reads rtpengine's taps; the steps add ``rtpengine_cpu_pct``. The steady load is
+skipped in that mode (its callers' scenario waits for the BYE and takes no re-INVITE).
 
 Platform mode (the default): `hotline sip` as a child process, as production runs it, on a
 fresh database (SQLite or PostgreSQL) with operator accounts and seats; every seat's phone
@@ -64,6 +71,7 @@ TARGETS = {
     "lost_calls": ("<=", 0),
     "agent_ring_delay_ms_p95": ("<=", 50),
 }
+STEADY_FIGURES = ("answered_within_15s_share", "lost_calls", "agent_ring_delay_ms_p95")
 # Larger is better for these; the worst of the repeats is then the smallest.
 HIGHER_IS_BETTER = {"bridged_calls_max_good", "bridge_audio_corr_min", "answered_within_15s_share"}
 
@@ -93,6 +101,7 @@ def open_rig(
     max_queue: int,
     keep: Path | None = None,
     warmed: bool = True,
+    media_relay: str = "own",
 ) -> Iterator[tuple[Rig, dict[str, Any]]]:
     """A fresh database with ``sampled`` + ``operators`` operator accounts and seats,
     `hotline sip` on it (``warmed``: once its recognizers are warm), and every seat's phone
@@ -125,6 +134,23 @@ def open_rig(
             # the ladder puts hundreds of calls in the queue within seconds
             "HOTLINE_ACD__OVERFLOW_QUEUE_LONGER_THAN": str(max_queue),
         }
+        rtpengine_pid = None
+        info["media_relay"] = media_relay
+        if media_relay == "rtpengine":
+            from telephony.rtpengine import Daemon
+
+            # Above the edge's RTP (40000-49999); the taps' ports are the OS's (32768+).
+            daemon = Daemon(
+                ng_port=free_udp_port(),
+                port_min=50000,
+                port_max=59999,
+                log_path=workdir / "rtpengine.log",
+            )
+            stack.enter_context(daemon)
+            rtpengine_pid = daemon.pid
+            host, port = daemon.ng_address
+            extra["HOTLINE_TELEPHONY__MEDIA_RELAY"] = "rtpengine"
+            extra["HOTLINE_TELEPHONY__RTPENGINE_NG"] = f"{host}:{port}"
         p = stack.enter_context(
             platform(
                 name="acd",
@@ -148,6 +174,8 @@ def open_rig(
             caller_audio=audio["caller"],
             seat_audio=audio["seat"],
             greeting_s=greeting_s,
+            media_relay=media_relay,
+            rtpengine_pid=rtpengine_pid,
         )
         reg = register(p.target, made, rig.sample_ports + [rig.load_port] * operators, workdir)
         info["registered"] = {"ok": reg.successful, "failed": reg.failed}
@@ -165,6 +193,7 @@ def platform_run(
     rate: float,
     baseline_calls: int,
     keep: Path | None = None,
+    media_relay: str = "own",
 ) -> dict[str, Any]:
     """One repeat: a fresh database and `hotline sip`, baseline, ladder, steady load."""
     result: dict[str, Any] = {"mode": "platform"}
@@ -175,6 +204,7 @@ def platform_run(
         wrap_up_s=load.wrap_up_s,
         max_queue=max(ladder) + SAMPLE,
         keep=keep,
+        media_relay=media_relay,
     ) as (rig, info):
         if baseline_calls:
             common.say(f"baseline: {baseline_calls} calls to the robot ...")
@@ -182,6 +212,9 @@ def platform_run(
             common.say(f"  {result['robot_baseline']}")
         sign_in_all(rig.url, rig.bell, rig.sampled + rig.load)
         result["ladder"] = ladder_run(rig, ladder, rate=rate)
+        if media_relay == "rtpengine":
+            result["steady"] = None
+            return result | info | figures(result)
         common.say(
             f"steady load: {load.calls} calls, {load.agents} agents, "
             f"λ {load.rate:.2f}/s, talk {load.talk_s} s, wrap-up {load.wrap_up_s} s ..."
@@ -214,7 +247,7 @@ def figures(run: dict[str, Any]) -> dict[str, Any]:
     """The issue's keys from one repeat's steps."""
     good = [s for s in run["ladder"] if s["good"]]
     failed = [s for s in run["ladder"] if not s["good"]]
-    steady = run["steady"]
+    steady = run["steady"] or dict.fromkeys(STEADY_FIGURES)
     base = run.get("robot_baseline")
     same = next((s for s in run["ladder"] if base and s["calls"] == base["calls"]), None)
     ratio = None
@@ -259,6 +292,7 @@ def main() -> None:
         "--rate", type=float, help="calls/s: placing a ladder step (20), or engine mode's (6)"
     )
     parser.add_argument("--baseline-calls", type=int, default=50)
+    parser.add_argument("--media-relay", choices=("own", "rtpengine"), default="own")
     parser.add_argument("--keep", type=Path, help="keep each repeat's sipp screens and logs here")
     # engine mode (the sketch): calls, rate, agents, hold
     parser.add_argument("--calls", type=int, default=60)
@@ -297,6 +331,7 @@ def main() -> None:
                     rate=args.rate or 20.0,
                     baseline_calls=baseline,
                     keep=args.keep,
+                    media_relay=args.media_relay,
                 )
             )
         result["runs"] = runs

@@ -123,6 +123,8 @@ def sip() -> None:
                     settings.secret_key.encode(), b"sip-registrar-nonce", "sha256"
                 ).hexdigest(),
                 edge_id=me.id,
+                media_relay=t.media_relay,
+                rtpengine_ng=t.rtpengine_ng,
             )
         )
     except (PromptError, AsrError, ValueError) as exc:

@@ -86,6 +86,11 @@ class TelephonySettings(BaseModel):
     # edge has not done so for `edge_stale_after_s` is closed from its recording.
     edge_heartbeat_s: float = Field(default=10.0, gt=0)
     edge_stale_after_s: float = Field(default=60.0, gt=0)
+    # Bridged calls' media: "own" (the edge relays it, telephony.bridge) or "rtpengine" (the
+    # phones are re-INVITEd to the rtpengine at `rtpengine_ng`, host:port of its ng listener;
+    # the edge keeps taps for the recording and the live transcript).
+    media_relay: Literal["own", "rtpengine"] = "own"
+    rtpengine_ng: str = ""
 
     @model_validator(mode="after")
     def _check_callbacks(self) -> TelephonySettings:
@@ -97,6 +102,8 @@ class TelephonySettings(BaseModel):
             )
         if any(m <= 0 for m in self.callback_retry_minutes):
             raise ValueError("telephony.callback_retry_minutes must be positive")
+        if self.media_relay == "rtpengine" and not self.rtpengine_ng:
+            raise ValueError("telephony.media_relay rtpengine needs telephony.rtpengine_ng")
         return self
 
 

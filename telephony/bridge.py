@@ -37,6 +37,9 @@ the other leg, whose session paces it out at 20 ms a packet.
   third party takes the agent's place; when the third party leaves the call is two-party again.
 - Silent monitoring (``monitor``): a supervisor's leg hears everyone mixed; what it says goes
   nowhere.
+- With ``relay`` (rtpengine mode, ``telephony.media_relay``) the phones talk through
+  rtpengine: the relays read its taps (recording, transcript, monitoring mixes) and pass
+  nothing on; hold, transfers and three-way first bring the media back to the edge.
 - The agent's phone may transfer with its own key: its REFER (``SipCall.on_refer``, set here
   on whichever leg is the agent's) starts a blind transfer, and the phone is told the outcome
   before our BYE. A REFER with Replaces is declined: the call it would replace (the phone's
@@ -55,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from telephony.endpoint import FRAME_BYTES, FRAME_MS, Call, CallFailed, Disposition
+from telephony.media_relay import RelayedCall, RtpengineRelay
 from telephony.mixer import Mixer
 from telephony.recording import Side, StereoRecorder, recording_path
 from telephony.sip_refer import Refer
@@ -126,8 +130,14 @@ class Bridge:
         refer_target: Callable[[str], str | None] = str,
         refer_ring_timeout: float = 20.0,
         mix_skew_ms: int = 400,
+        relay: RtpengineRelay | None = None,
     ) -> None:
         self.legs = {Side.CALLER: caller, Side.AGENT: agent}
+        # rtpengine carries the phones' audio while ``_relayed`` is set; the relays then
+        # read its taps (``telephony.media_relay``).
+        self.relay = relay
+        self._relayed: RelayedCall | None = None
+        self._give_back_lock = threading.Lock()
         self.dial = dial
         self.on_transfer = on_transfer
         self._transfer: Transfer | None = None  # the attempt under way
@@ -171,6 +181,8 @@ class Bridge:
 
     # --- running ---------------------------------------------------------------------
     def start(self) -> None:
+        if self.relay is not None:
+            self._relayed = self.relay.take(self.legs[Side.CALLER], self.legs[Side.AGENT])
         self._started_at = time.monotonic()
         for side in (Side.CALLER, Side.AGENT):
             thread = threading.Thread(
@@ -203,6 +215,9 @@ class Bridge:
 
     def hold(self) -> None:
         """The agent puts the caller on hold: hold audio to the caller, nothing to the agent."""
+        if not self._media_here():
+            log.error("bridge of %s: not held: the media stays on rtpengine", self._name)
+            return
         with self._lock:
             if self._held_since is None:
                 self._held_since = time.monotonic()
@@ -216,7 +231,32 @@ class Bridge:
                 self.legs[Side.CALLER].clear_audio()
 
     # --- the relays --------------------------------------------------------------------
+    @property
+    def _name(self) -> str:
+        return self.legs[Side.CALLER].call_id
+
+    def _media_here(self) -> bool:
+        """Bring the phones' media back from rtpengine to the edge (what hold, transfers and
+        three-way need); False when a phone refused and it stays there."""
+        with self._give_back_lock:
+            relayed = self._relayed
+            if relayed is None:
+                return True
+            if not relayed.give_back():
+                return False
+            self._relayed = None
+            return True
+
     def _read(self, leg: Call) -> bytes | None:
+        relayed = self._relayed
+        side = None if relayed is None else relayed.side_of(leg)
+        if relayed is not None and side is not None:
+            if relayed.any_moved() and not self._media_here():
+                log.error("bridge of %s: media split between edge and rtpengine", self._name)
+                self.stop()
+            if self._relayed is relayed:
+                return relayed.read(side, self.read_timeout_s)
+            return b""  # given back meanwhile: the leg itself from the next read
         reader = getattr(leg, "read_frames", None)
         if reader is None:
             return leg.read_frame(self.read_timeout_s)
@@ -310,6 +350,8 @@ class Bridge:
             log.exception("bridge on_audio failed")
 
     def _pass_on(self, side: Side, other_side: Side, other: Call, pcm: bytes) -> None:
+        if self._relayed is not None:
+            return  # rtpengine carries it; this was the tap's copy
         if self.held:
             transfer = self._transfer
             if side is Side.AGENT and transfer is not None and transfer.leg is not None:
@@ -410,6 +452,8 @@ class Bridge:
     ) -> Transfer:
         if self.dial is None:
             raise TransferRefused("this bridge has no way to dial (no dial given)")
+        if not self._media_here():
+            raise TransferRefused("the media could not come back from rtpengine")
         with self._lock:
             if self.ended.is_set():
                 raise TransferRefused("the call has ended")
@@ -566,6 +610,11 @@ class Bridge:
         uri = self.refer_target(refer.target)
         if uri is None:
             return False
+        if self._relayed is not None:  # the media comes back by re-INVITE: not on this thread
+            threading.Thread(
+                target=self._refer_off_thread, args=(uri, refer), name="bridge-refer", daemon=True
+            ).start()
+            return True
         try:
             transfer = self._start_transfer(
                 TransferKind.BLIND, uri, self.refer_ring_timeout, report=refer.notify
@@ -574,6 +623,15 @@ class Bridge:
             log.info("bridge: REFER from %s declined: %s", leg.call_id, exc)
             return False
         return transfer is not None
+
+    def _refer_off_thread(self, uri: str, refer: Refer) -> None:
+        try:
+            self._start_transfer(
+                TransferKind.BLIND, uri, self.refer_ring_timeout, report=refer.notify
+            )
+        except TransferRefused as exc:
+            log.info("bridge of %s: REFER declined: %s", self._name, exc)
+            refer.notify(603, "Declined")
 
     def _agent_left(self, leg: Call) -> bool:
         """The agent's leg ended while a transfer was under way: a consultation completes
@@ -735,6 +793,9 @@ class Bridge:
                 self.result.talk_s = time.monotonic() - self._started_at
         if self._recorder is not None:
             self._recorder.close()
+        relayed = self._relayed
+        if relayed is not None:
+            relayed.end()
 
 
 def bridge_calls(

@@ -203,6 +203,10 @@ class _QueuedCall:
         self.flow.discard_backlog()
         _enter(call, CallState.BRIDGED)
         _hook(self.hooks.on_bridged, call, leg, connected.offer)
+        # rtpengine mode (``telephony.media_relay``): the edge's calls name the relay; the
+        # factory passes its options on to ``Bridge``.
+        relay = getattr(call, "media_relay", None)
+        options = {} if relay is None else {"relay": relay}
         try:
             bridge = self.hooks.bridge_factory(
                 call,
@@ -210,6 +214,7 @@ class _QueuedCall:
                 recording_dir=self.flow.settings.recording_dir,
                 hold_audio=self.flow.prompts.pcm(HOLD),
                 on_audio=lambda side, pcm: self.hooks.on_audio(call, side, pcm),
+                **options,
             )
             bridge.start()
             bridge.wait()

@@ -16,9 +16,8 @@ third address, ``unsubscribe`` stops it. ``query`` reads a call's per-stream cou
 ``relay_bridge`` sets up an operator bridge that way (caller ↔ agent through rtpengine) and
 ``MediaTap`` is the edge's side of it: the copies of both parties, read as the bridge's own
 relay reads them, into the stereo WAV and the live transcript's ``on_audio``. ``Daemon``
-runs an rtpengine of our own on loopback (tests, ``bench/relay.py``). The edge does not use
-any of this yet: it still relays bridged calls itself (``telephony.bridge``) — putting the
-phones' media on rtpengine needs a re-INVITE of each phone, which the edge does not send.
+runs an rtpengine of our own on loopback (tests, ``bench/relay.py``). The edge uses it for
+bridged calls when ``media_relay`` is ``rtpengine`` (``telephony.media_relay``).
 
 Nothing here imports the SIP stack: SDP bodies pass as strings.
 """
@@ -508,9 +507,14 @@ class MediaTap:
             made.append(sub)
         return tuple(made)
 
-    def start(self) -> None:
-        for side, session in self.sessions.items():
+    def start_sessions(self) -> None:
+        """Only the sessions: whoever reads them (``telephony.bridge``) starts no threads here."""
+        for session in self.sessions.values():
             session.start()
+
+    def start(self) -> None:
+        self.start_sessions()
+        for side in self.sessions:
             thread = threading.Thread(
                 target=self._read, args=(side,), name=f"tap-{side.value}", daemon=True
             )

@@ -75,9 +75,18 @@ class SipConfig:
     # MD5 alone by default: baresip 1.0 refuses a 401 with any other challenge in it.
     digest_algorithms: tuple[str, ...] = ("MD5",)
     edge_id: str = ""  # written with each binding: which edge the phone registered with
+    # Bridged calls' media: "own" relays it here (``telephony.bridge``); "rtpengine" puts the
+    # phones on the rtpengine whose ng listener is ``rtpengine_ng`` ("host:port"), the edge
+    # reading taps for the recording and transcript (``telephony.media_relay``).
+    media_relay: str = "own"
+    rtpengine_ng: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in ("direct", "registered"):
             raise ValueError(f"mode must be direct or registered, not {self.mode!r}")
         if self.mode == "registered" and not self.lines:
             raise ValueError("registered mode needs at least one line")
+        if self.media_relay not in ("own", "rtpengine"):
+            raise ValueError(f"media_relay must be own or rtpengine, not {self.media_relay!r}")
+        if self.media_relay == "rtpengine" and not self.rtpengine_ng:
+            raise ValueError("media_relay rtpengine needs rtpengine_ng (host:port)")

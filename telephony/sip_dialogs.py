@@ -1,8 +1,9 @@
 """The SIP edge's dialogs and calls: ``SipCall`` (a ``telephony.endpoint.Call``), the media it
 speaks through, and the dialog layer of ``SipEdge``: the table of live calls, requests inside
-a dialog (re-INVITE → 200 with the same SDP, the ACK that carries a delayed answer, BYE both
-ways, CANCEL → 487, OPTIONS → 200, REFER → 202 and sipfrag NOTIFYs), starting a call's media
-and handler, and ending a call once, freeing what it held.
+a dialog (re-INVITE → 200 with the same SDP, or 491 while ours is pending (``sip_reinvite``),
+the ACK that carries a delayed answer, BYE both ways, CANCEL → 487, OPTIONS → 200, REFER →
+202 and sipfrag NOTIFYs), starting a call's media and handler, and ending a call once,
+freeing what it held.
 
 REFER (RFC 3515, a phone's transfer key) is parsed and answered by ``telephony.sip_refer``.
 
@@ -36,6 +37,7 @@ from telephony.sip_sdp import CODECS, PCMU, Offer, build_sdp, read_offer
 from telephony.sip_transactions import SipTransactions, TxKey
 
 if TYPE_CHECKING:
+    from telephony.media_relay import RtpengineRelay
     from telephony.sip_refer import Refer
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,9 @@ class SipCall:
         self._responses: dict[int, bytes] = {}  # our last response per INVITE CSeq
         self._acks: dict[int, bytes] = {}  # our ACK per outbound INVITE CSeq
         self._keys: set[TxKey] = set()  # (branch, method) of our requests, dropped at the end
+        self._reinvite_lock = threading.Lock()  # one re-INVITE of ours at a time (sip_reinvite)
+        self._reinviting = False  # ours is pending: the peer's meets 491 (RFC 3261 §14.2)
+        self.reinvites_received = 0  # answered 200 (``telephony.media_relay`` watches it)
         # How ``call_id`` is decided when that may ask the database (``CallKeys.new_call``):
         # by the call's handler thread or the thread that reports the end, whichever comes
         # first, never the SIP receive thread (``_decide_key``).
@@ -218,6 +223,11 @@ class SipCall:
         return 0 if media is None else media.queued_ms
 
     @property
+    def media_relay(self) -> RtpengineRelay | None:
+        """Where a bridge puts this call's media: None, the edge's own relay."""
+        return self._edge.media_relay
+
+    @property
     def held_by_peer(self) -> bool:
         """The far end put the call on hold (an agent's hold key): a bridge plays its hold
         audio to the other side meanwhile."""
@@ -286,6 +296,15 @@ class SipDialogs(SipTransactions):
         self._observed: queue.Queue[SipCall | None] = queue.Queue()
         self._on_call: CallHandler | None = None
         self._on_ended: CallObserver | None = None
+        self.media_relay: RtpengineRelay | None = None
+        if config.media_relay == "rtpengine":
+            from telephony import media_relay, rtpengine  # the own relay's edge needs neither
+
+            self.media_relay = media_relay.RtpengineRelay(
+                ng=rtpengine.NgClient(media_relay.ng_address(config.rtpengine_ng)),
+                tap_host=self.advertised_host,
+                edge=self,  # type: ignore[arg-type]  # ReInvites, the class SipEdge has
+            )
 
     @property
     def live_calls(self) -> int:
@@ -380,6 +399,9 @@ class SipDialogs(SipTransactions):
         self, call: SipCall, message: sm.LenientSIPMessage, source: tuple[str, int]
     ) -> None:
         cseq = message.cseq[0]
+        if call._reinviting:  # glare: both ends re-INVITE at once
+            call._responses[cseq] = self._final_response(message, source, 491, "Request Pending")
+            return
         offer, problem = read_offer(message)
         if offer is None and message.raw_message.body:
             call._responses[cseq] = self._final_response(
@@ -402,6 +424,7 @@ class SipDialogs(SipTransactions):
                 log.info("call %s: the peer's media is now %s", call.call_id, direction)
             call.remote_direction = direction
         call._sdp_version += 1
+        call.reinvites_received += 1
         call._responses[cseq] = self._final_response(
             message,
             source,

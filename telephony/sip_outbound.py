@@ -21,9 +21,10 @@ from telephony import sip_message as sm
 from telephony.endpoint import CallDirection, CallFailed, CallState, Disposition
 from telephony.rtp_ports import NoFreeRtpPort
 from telephony.sip_config import ALLOW, SipLine
-from telephony.sip_dialogs import SipCall, SipDialogs, utc_now
+from telephony.sip_dialogs import SipCall, utc_now
 from telephony.sip_registrar import split_alias
 from telephony.sip_registration import digest_authorization, parse_challenge
+from telephony.sip_reinvite import ReInvites
 from telephony.sip_sdp import DTMF_PT, PCMA, PCMU, build_sdp, read_offer
 
 BUSY_CODES = frozenset({486, 600, 603})
@@ -63,8 +64,9 @@ def _wait_final(tx: _ClientTx, timeout: float, cancel: threading.Event | None) -
     return tx.final.is_set()
 
 
-class OutboundCalls(SipDialogs):
-    """The user-agent client part of ``SipEdge``: ``dial`` and its INVITE."""
+class OutboundCalls(ReInvites):
+    """The user-agent client part of ``SipEdge``: ``dial`` and its INVITE; re-INVITEs
+    (``reinvite``) from ``ReInvites``."""
 
     _draining: bool = False  # SipEdge.drain sets it (InboundCalls holds the instance's)
 
