@@ -17,6 +17,7 @@ from telephony import codecs
 from telephony.endpoint import CallState
 from telephony.sip_reinvite import TIMED_OUT, ReinviteRefused, glare_delay, with_origin
 from telephony.sip_sdp import build_sdp
+from tests.conftest import wait_until
 from tests.telephony.sip_peers import (
     HOST,
     RtpPeer,
@@ -62,12 +63,20 @@ def _invites(trace: Path) -> list[str]:
 
 
 def _hears(peer: RtpPeer, call, seconds: float = 0.4) -> bool:
+    """The tone sent now reaches `peer` (polled: its packets are on their way over loopback)."""
     before = len(peer.packets)
     call.send_audio(tone(400, seconds))
     call.wait_sent(5)
-    time.sleep(0.2)  # the last packets' way over loopback
-    fresh = [p.payload for p in peer.packets[before:] if p.payload_type == codecs.PCMU]
-    return rms(b"".join(codecs.decoder(codecs.PCMU)(p) for p in fresh)) > 1000
+
+    def loud() -> bool:
+        fresh = [p.payload for p in peer.packets[before:] if p.payload_type == codecs.PCMU]
+        return rms(b"".join(codecs.decoder(codecs.PCMU)(p) for p in fresh)) > 1000
+
+    try:
+        wait_until(loud, 5, message="the tone at the peer")
+    except AssertionError:
+        return False
+    return True
 
 
 def test_given_answered_call_when_reinvited_then_200_acked_and_media_moves(
