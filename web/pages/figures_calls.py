@@ -30,6 +30,14 @@ CALL_LABELS = {
     "within_30s": N_("Answered within 30 s"),
     "abandon_rate": N_("Abandon rate"),
 }
+# What a list holds, in the words of the people who read it (not "numerator").
+PART_LABELS = {
+    "answer_rate": N_("answered by an operator"),
+    "within_15s": N_("answered within 15 s"),
+    "within_30s": N_("answered within 30 s"),
+    "abandon_rate": N_("hung up while waiting (short abandons left out)"),
+}
+COUNTED = N_("calls counted (short abandons left out)")
 OUTCOMES = {
     "agent": N_("an operator answered"),
     "robot": N_("the voice robot took it"),
@@ -68,6 +76,7 @@ def calls_behind(
         **page_context(request, session, person, chosen, "calls"),
         "figure_label": _(CALL_LABELS[name]),
         "part": part,
+        "part_label": _(PART_LABELS[name] if part == "numerator" else COUNTED),
         "count": f.numerator if part == "numerator" else f.denominator,
         "rows": rows,
         "total": total,
