@@ -42,6 +42,7 @@ from web.pages.figures_common import (
     export_links,
     guarded,
     page_context,
+    page_number,
     pct,
     refused,
 )
@@ -379,7 +380,7 @@ def drill(
             "tickets",
             person,
         )
-    page = max(1, min(10_000, int(q["page"]) if q.get("page", "").isdigit() else 1))
+    page = page_number(request)
     size = 50
     f = board.figure(session, chosen.ask, name)
     ids = f.numerator_ids if part == "numerator" else f.denominator_ids

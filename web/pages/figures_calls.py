@@ -16,6 +16,7 @@ from web.pages.figures_common import (
     export_links,
     guarded,
     page_context,
+    page_number,
     refused,
 )
 from web.pages.i18n import N_, _
@@ -68,7 +69,7 @@ def calls_behind(
     if part not in export.PARTS:
         problem = BadFilter("part", N_("part is numerator or denominator"))
         return refused(request, session, problem, "calls", person)
-    page = max(1, min(10_000, int(q["page"]) if q.get("page", "").isdigit() else 1))
+    page = page_number(request)
     f = call_drill.figure(session, chosen.ask, name)
     ids = f.numerator_ids if part == "numerator" else f.denominator_ids
     rows, total = call_drill.calls(session, ids, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)

@@ -256,6 +256,12 @@ def page_context(
     }
 
 
+def page_number(request: Request) -> int:
+    """The `page` asked for (1 when absent or not a number; at most 10,000)."""
+    raw = request.query_params.get("page", "")
+    return max(1, min(10_000, int(raw) if raw.isdigit() else 1))
+
+
 def export_links(chosen: Chosen, table: str, **extra: str) -> dict[str, str]:
     query = chosen.query(**extra)
     return {
