@@ -154,7 +154,13 @@ _READ_FRAMES = 50
 
 
 class _CallerGone(Exception):
-    """The call ended under the flow; unwinds to the flow's top."""
+    """The call ended under the flow; unwinds to the flow's top. ``speech``: what the caller
+    said over a prompt that was being kept (``_Flow.play``'s ``keep_speech``) when the call
+    ended — a caller who says it all over the greeting and hangs up loses nothing."""
+
+    def __init__(self, speech: list[bytes] | None = None) -> None:
+        super().__init__()
+        self.speech = speech or []
 
 
 @dataclass
@@ -256,7 +262,7 @@ class _Flow:
         while done < frames:
             got = self.read(self.settings.read_timeout_s, frames - done)
             if got is None:
-                raise _CallerGone
+                raise _CallerGone(kept)
             if not got:
                 done += self.timeout_frames
                 loud_run = 0
@@ -286,7 +292,7 @@ class _Flow:
                         kept = list(recent)
         # The frame count is only an estimate of the playing time: wait for the real end.
         if not call.wait_sent(timeout=2.0) and call.ended.is_set():
-            raise _CallerGone
+            raise _CallerGone(kept)
         return _Played(speech=kept or [])
 
     def read_key(self, timeout: float) -> str | None:
@@ -343,8 +349,16 @@ class _Flow:
             with WavRecorder(recording_path(s.recording_dir, call.call_id)) as recorder:
                 path = recorder.path
                 reason = self._listen(recorder, endpointer, played.speech)
-        except _CallerGone:
+        except _CallerGone as gone:
             reason = EndReason.HANGUP
+            if path is None and gone.speech:
+                # Hung up before the beep, having spoken over the prompt: that is the report.
+                with WavRecorder(recording_path(s.recording_dir, call.call_id)) as recorder:
+                    path = recorder.path
+                    for frame in gone.speech:
+                        _hook(self.hooks.on_audio, call, frame)
+                        endpointer.feed(frame)
+                    recorder.write(b"".join(gone.speech))
         log.info(
             "call %s report ended: %s after %d frames",
             call.call_id,

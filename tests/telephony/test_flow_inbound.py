@@ -185,6 +185,20 @@ def test_given_no_barge_in_when_the_caller_talks_over_the_greeting_then_all_spee
     assert _wav_seconds(path) == pytest.approx(len(rec.audio) * 0.02, abs=0.01)
 
 
+def test_given_a_caller_who_says_it_all_over_the_greeting_and_hangs_up_then_it_is_recorded(
+    prompts, settings
+):
+    rec = Recorder()
+    call = FakeCall(frames=speech(2000), hangup_at_ms=180)  # before the 200 ms greeting ends
+    serve_inbound(call, prompts=prompts, hooks=rec.hooks(), settings=settings)
+
+    _, path, reason = rec.events[-1]
+    assert reason is EndReason.HANGUP and path is not None
+    assert _wav_seconds(path) == pytest.approx(0.18, abs=0.03)  # from the speech's start
+    assert b"".join(rec.audio) == Path(path).read_bytes()[44:]
+    assert call.heard(prompts) == ["greeting", "beep"]
+
+
 # ---------------------------------------------------------------- menu
 DEADLINE = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)  # 17:30 in Beijing
 TICKET = "20261127000042"
