@@ -4,6 +4,7 @@ read from /proc and its log file) on a database seeded with the demo city and a 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,6 +268,9 @@ def platform(**kwargs: Any) -> Iterator[Platform]:
     finally:
         started.stop()
         logs[started.name] = started.log_lines()
+        if keep := os.environ.get("HOTLINE_BENCH_KEEP_LOGS"):  # a directory for the whole log
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(started.log, Path(keep) / f"sip-{started.name}.log")
 
 
 def seed(url: str, rule_words: list[str]) -> dict[str, Any]:

@@ -125,8 +125,15 @@ def concurrency_step(
         )
     seen = settled(url, run.pid, calls, timeout_s=60)
     sent = np.frombuffer(audio.pcm, dtype="<i2").astype(np.float64)
-    recorded = [wav_samples(c.recording_path) for c in seen if c.answered]
+    answered_calls = [c for c in seen if c.answered]
+    recorded = [wav_samples(c.recording_path) for c in answered_calls]
     correlations = [correlation(sent, samples) for samples in recorded]
+    # the calls to look up in the SIP process's log (HOTLINE_BENCH_KEEP_LOGS keeps it)
+    bad_calls = sorted(
+        (x, c.call_id)
+        for c, x in zip(answered_calls, correlations, strict=True)
+        if x <= GOOD_CORRELATION
+    )[:8]
     # What a bad recording looks like next to the good ones: longer by a reader's timeout or
     # more (silence put in for packets that came too late), shorter (frames lost), or empty.
     seconds = [round(samples.size / RATE, 2) for samples in recorded]
@@ -167,6 +174,7 @@ def concurrency_step(
             "median": round(statistics.median(correlations), 5) if correlations else None,
             "below_0_99": bad,
             "worst_with_recorded_s": bad_recordings,
+            "worst_call_ids": [call_id for _, call_id in bad_calls],
             "good_recorded_s_median": statistics.median(good_seconds) if good_seconds else None,
             # the worst recording, stretch by stretch: [at (s), found at in what was sent
             # (s), correlation] (_call_audio.alignment)

@@ -38,6 +38,9 @@ the greeting and hangs up. The figures, each against its target (issue 15 §6):
     python bench/calls.py --part asr # only the live-ASR comparison (~25 minutes)
     python bench/calls.py --part calls --profile-sip sip.pstats   # cProfile, every thread
 
+A failed step names its worst calls (`worst_call_ids`); with HOTLINE_BENCH_KEEP_LOGS=DIR the
+SIP process's whole log is kept there, to read those calls' story.
+
 Progress goes to stderr. Only loopback is used; every step is bounded (calls, sipp
 timeouts, waits) and the child processes and temp files go away on exit, Ctrl-C included.
 
