@@ -1,6 +1,7 @@
 """bench/open311.py's HTTP side: the real app served by uvicorn in a child process
-(`open311.py --serve`), Open311 rate limits raised for the bench, and a bounded client — a
-few keep-alive `httpx.Client` threads sharing one list of requests, each sent once."""
+(`open311.py --serve`), Open311 rate limits raised for the bench (still counted: in Redis
+with a broker, as in production), and a bounded client — a few keep-alive `httpx.Client`
+threads sharing one list of requests, each sent once."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def serve(url: str, port: int, now: datetime, broker: str | None = None) -> None
     from bench._pipeline_plan import bench_settings
     from core.clock import FrozenClock
     from core.db import make_engine, make_session_factory
+    from hotline import public_limits
     from hotline.open311.limits import PostLimits, TokenBucket
     from web.app import create_app
 
@@ -48,9 +50,16 @@ def serve(url: str, port: int, now: datetime, broker: str | None = None) -> None
         session_factory=make_session_factory(make_engine(url)),
         clock=FrozenClock(now),
     )
-    # web/open311.py reads the buckets from app.state (PostLimits.default() when unset)
-    app.state.open311_limits = PostLimits(
-        TokenBucket(BENCH_RATE, BENCH_RATE), TokenBucket(BENCH_RATE, BENCH_RATE)
+    # web/open311.py reads the buckets from app.state (PostLimits.for_settings when unset):
+    # with a broker in Redis as production keeps them, each POST's two buckets one script
+    # call each, else in the process
+    unlimited = (float(BENCH_RATE), BENCH_RATE)
+    app.state.open311_limits = (
+        PostLimits.shared(
+            public_limits.redis_client(broker), per_key=unlimited, per_address=unlimited
+        )
+        if broker
+        else PostLimits(TokenBucket(*unlimited), TokenBucket(*unlimited))
     )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 

@@ -2,8 +2,9 @@
 
 Per backend, in throwaway databases (PostgreSQL ``bench_open311_<pid>_<label>`` on the test
 suite's server, dropped after; SQLite files in a temp dir), each served by the real app in
-a uvicorn child process of its own on 127.0.0.1 (frozen clock at ``NOW``; the per-process
-Open311 rate limits raised through ``app.state.open311_limits``):
+a uvicorn child process of its own on 127.0.0.1 (frozen clock at ``NOW``; the Open311 rate
+limits raised through ``app.state.open311_limits``, yet counted — in Redis with the default
+``--broker redis``, as production shares them between web processes):
 
 - ``post``: a demo city (``hotline.seed.seed_demo``'s units, policies and rule pack), an
   operator token and an Open311 API key issued with ``hotline.open311.clients.issue``. Each
@@ -461,7 +462,8 @@ def main() -> None:
             args.serve,
             args.port,
             datetime.fromisoformat(args.now),
-            None if args.broker in ("", "none") else args.broker,
+            # a server started without --broker (the GET cities) has none
+            args.broker if "://" in args.broker else None,
         )
         return
     dbs = args.db or ["postgres", "sqlite"]

@@ -5,7 +5,8 @@ anything, and a refused ticket waits in the manual dispatch queue with the reaso
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +22,16 @@ from tickets.lifecycle import Action
 from tickets.models import Ticket, TicketCreate
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Note:
+    """An in-place event (`tickets.service.add_note`'s) about the new ticket, written with it
+    in the intake's own statement instead of a flush of its own."""
+
+    actor: str
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,11 +53,12 @@ def submit(
     auto_dispatch: bool = True,
     fallback_unit_code: str | None = None,
     tz: ZoneInfo = ZoneInfo("Asia/Shanghai"),
+    notes: Sequence[Note] = (),
 ) -> Submission:
     """Intake, then dispatch by rules, in one write: the ticket is decided in memory and
-    reaches the database already dispatched (or queued), with both events and its
-    assignments — one statement on PostgreSQL, no read-modify-write of rows just
-    written."""
+    reaches the database already dispatched (or queued), with both events, its
+    assignments and `notes` after them — one statement on PostgreSQL, no
+    read-modify-write of rows just written."""
     # The reference data first: its revision check begins the transaction.
     reference.snapshot(session)
     outcome: dict[str, Any] = {}
@@ -78,6 +90,15 @@ def submit(
             return None
         return companion
 
+    def then(ticket: Ticket, events: list[dict[str, Any]]) -> Companion | None:
+        companion = dispatch(ticket, events)
+        for note in notes:
+            data = {"kind": note.kind, **note.data}
+            events.append(
+                tickets.apply(ticket, action=Action.note, actor=note.actor, now=now, data=data)
+            )
+        return companion
+
     intake = create_ticket(
         session,
         data=data,
@@ -86,7 +107,7 @@ def submit(
         idempotency_key=idempotency_key,
         idempotency_scope=idempotency_scope,
         tz=tz,
-        then=dispatch,
+        then=then,
     )
     submission = Submission(intake.ticket, intake.created)
     if intake.created:

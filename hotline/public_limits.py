@@ -13,7 +13,11 @@ the site is how a citizen reaches the government when the phone lines are busy, 
 cache failing must not turn into the web channel refusing every request. The per-process
 limiter still stops a flood from one address (at `limit` × processes, the bound the site
 had before); after a failure Redis is left alone for `RETRY`, so an outage costs one
-connection timeout per process every few seconds, not one per request."""
+connection timeout per process every few seconds, not one per request.
+
+The Open311 POST buckets (hotline.open311.limits) are shared the same way, with the same
+client, outage handling (`Outage`) and hashed keys, and a token bucket script (`BUCKETS`)
+beside the sliding window's."""
 
 from __future__ import annotations
 
@@ -23,9 +27,10 @@ import re
 import secrets
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import redis
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 RETRY = timedelta(seconds=10)  # Redis is not asked again this long after it failed
 TIMEOUT_S = 0.25  # a loopback or LAN Redis answers in well under a millisecond
 PREFIX = "hotline:public-limit"
+T = TypeVar("T")
 
 
 class Window(Protocol):
@@ -104,9 +110,89 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
+# Token buckets (hotline.open311.limits): each `tokens` and the time `at` they were counted,
+# in a hash. For each bucket in order: refill for the time since, up to the burst, then take
+# a token if there is one, else stop there — in one script, as above, and one call for
+# several buckets. ARGV: now (ms), then for each bucket its refill per ms, its burst and
+# its key's lifetime (ms: the time to refill from empty, after which a missing key is the
+# same full bucket). Returns {0, 0} when every bucket gave a token, else {the position of
+# the first that had none (from 1), the milliseconds until it has one (at least 1)}. A
+# clock behind the one that counted last refills nothing and does not move `at` back.
+BUCKETS = """
+local now = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[3 * i - 1])
+  local burst = tonumber(ARGV[3 * i])
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(state[1])
+  local at = tonumber(state[2])
+  if tokens == nil or at == nil then
+    tokens = burst
+    at = now
+  end
+  if now > at then
+    tokens = math.min(burst, tokens + (now - at) * rate)
+    at = now
+  end
+  local wait = 0
+  if tokens < 1 then
+    wait = math.max(1, math.ceil((1 - tokens) / rate))
+  else
+    tokens = tokens - 1
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(at))
+  redis.call('PEXPIRE', key, ARGV[3 * i + 1])
+  if wait > 0 then
+    return {i, wait}
+  end
+end
+return {0, 0}
+"""
 
-def _ms(moment: datetime) -> int:
+
+def ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
+
+
+def hashed_key(prefix: str, name: str, key: str) -> str:
+    """The Redis key of `key` under limiter `name`: a hash, so that no phone number or
+    address is readable in Redis."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"{prefix}:{name}:{digest}"
+
+
+class Outage:
+    """Whether a shared limiter asks Redis: not for `RETRY` after a failure (the limiter
+    answers from its process's own count meanwhile), with one warning per outage."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._down_until: datetime | None = None
+
+    def up(self, now: datetime) -> bool:
+        return self._down_until is None or now >= self._down_until
+
+    def failed(self, now: datetime, exc: Exception) -> None:
+        if self._down_until is None:
+            log.warning("%s: Redis failed (%s); counting in this process only", self.what, exc)
+        self._down_until = now + RETRY
+
+    def answered(self) -> None:
+        self._down_until = None
+
+    def guarded(self, now: datetime, shared: Callable[[], T], local: Callable[[], T]) -> T:
+        """`shared()` while Redis answers, else `local()`."""
+        import redis
+
+        if self.up(now):
+            try:
+                value = shared()
+            except redis.RedisError as exc:
+                self.failed(now, exc)
+            else:
+                self.answered()
+                return value
+        return local()
 
 
 class SharedLimiter:
@@ -129,57 +215,31 @@ class SharedLimiter:
         self.window = window
         self.fallback = fallback or Limiter(limit=limit, window=window)
         self._script = client.register_script(_HIT)
-        self._down_until: datetime | None = None
+        self.outage = Outage(f"public-site limiter {name}")
 
     def _key(self, key: str) -> str:
-        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        return f"{PREFIX}:{self.name}:{digest}"
-
-    def _up(self, now: datetime) -> bool:
-        return self._down_until is None or now >= self._down_until
-
-    def _failed(self, now: datetime, exc: Exception) -> None:
-        if self._down_until is None:
-            log.warning(
-                "public-site limiter %s: Redis failed (%s); counting in this process only",
-                self.name,
-                exc,
-            )
-        self._down_until = now + RETRY
+        return hashed_key(PREFIX, self.name, key)
 
     def blocked(self, key: str, now: datetime) -> bool:
-        import redis
+        def shared() -> bool:
+            since = ms(now - self.window)
+            return int(self.client.zcount(self._key(key), f"({since}", "+inf")) >= self.limit
 
-        if self._up(now):
-            try:
-                since = _ms(now - self.window)
-                count = int(self.client.zcount(self._key(key), f"({since}", "+inf"))
-            except redis.RedisError as exc:
-                self._failed(now, exc)
-            else:
-                self._down_until = None
-                return count >= self.limit
-        return self.fallback.blocked(key, now)
+        return self.outage.guarded(now, shared, lambda: self.fallback.blocked(key, now))
 
     def hit(self, key: str, now: datetime) -> bool:
-        import redis
-
-        if self._up(now):
+        def shared() -> bool:
             window_ms = max(1, int(self.window.total_seconds() * 1000))
-            member = f"{_ms(now)}-{secrets.token_hex(6)}"
-            try:
-                taken = self._script(
-                    keys=[self._key(key)], args=[_ms(now), window_ms, self.limit, member]
-                )
-            except redis.RedisError as exc:
-                self._failed(now, exc)
-            else:
-                self._down_until = None
-                # counted here as well, so that an outage starts from what was seen
-                if taken:
-                    self.fallback.hit(key, now)
-                return bool(taken)
-        return self.fallback.hit(key, now)
+            member = f"{ms(now)}-{secrets.token_hex(6)}"
+            taken = self._script(
+                keys=[self._key(key)], args=[ms(now), window_ms, self.limit, member]
+            )
+            # counted here as well, so that an outage starts from what was seen
+            if taken:
+                self.fallback.hit(key, now)
+            return bool(taken)
+
+        return self.outage.guarded(now, shared, lambda: self.fallback.hit(key, now))
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -196,7 +256,8 @@ def redis_client(url: str) -> redis.Redis:
     )
 
 
-def _shared_url(settings: Settings) -> str | None:
+def shared_url(settings: Settings) -> str | None:
+    """The Redis the limits are shared through: the platform's broker, when it is one."""
     url = settings.broker
     return url if url.startswith(("redis://", "rediss://", "unix://")) else None
 
@@ -235,7 +296,7 @@ class Limits:
     @classmethod
     def for_settings(cls, settings: Settings) -> Limits:
         """Shared through Redis when the platform has one, else in this process."""
-        url = _shared_url(settings)
+        url = shared_url(settings)
         return cls.shared(redis_client(url)) if url else cls()
 
     def allow_submission(self, *, address: str, phone: str | None, now: datetime) -> bool:

@@ -35,9 +35,8 @@ from core.errors import InvalidInput, NotFound
 from dispatch import reference
 from dispatch.models import Assignment, AssignmentRole, AssignmentStatus
 from hotline import duplicates, intake
-from hotline.open311 import mapping, services
+from hotline.open311 import clients, mapping, services
 from hotline.open311.models import Open311Client
-from tickets import service as tickets
 from tickets.models import Channel, RequestType, Status, Ticket, TicketCreate, Urgency
 
 WINDOW = timedelta(days=90)  # the spec's longest date range, and the default one
@@ -49,6 +48,9 @@ MAX_EMAIL = 254
 MAX_ACCOUNT_ID = 100
 _EMAIL = re.compile(r"^[^@\s<>\"'(),;:]{1,64}@[^@\s<>\"'(),;:]+\.[^@\s<>\"'(),;:.]{2,63}$")
 SUBMITTED = "open311_submission"  # the note of what was filed, kind
+# The note's keys that reach the sender, shown under the rule of the caller's name and
+# number (web.api.schemas.event_reads): not to who may not see a confidential caller.
+SENDER_CONTACT = frozenset({"email", "account_id"})
 ACTOR = "open311"
 
 
@@ -243,7 +245,7 @@ def _ticket_data(
 def file_request(
     session: Session,
     *,
-    client: Open311Client,
+    client: clients.Verified | Open311Client,
     posted: PostedRequest,
     now: datetime,
     tz: ZoneInfo,
@@ -256,6 +258,11 @@ def file_request(
         raise Rejected(["service_code is required"])
     service = services.get_service(session, code=code)
     data, kept = _ticket_data(posted, service)
+    # the provenance and the sender's other details, on the ticket's record for its staff,
+    # written with the ticket
+    provenance = intake.Note(
+        ACTOR, SUBMITTED, {"client_id": client.id, "client": client.name, **kept}
+    )
     submission = intake.submit(
         session,
         data=data,
@@ -263,17 +270,9 @@ def file_request(
         now=now,
         fallback_unit_code=fallback_unit_code,
         tz=tz,
+        notes=[provenance],
     )
     ticket = submission.ticket
-    # the provenance and the sender's other details, on the ticket's record for its staff
-    tickets.add_note(
-        session,
-        ticket=ticket,
-        actor=ACTOR,
-        now=now,
-        kind=SUBMITTED,
-        data={"client_id": client.id, "client": client.name, **kept},
-    )
     duplicates.suggest_after_intake(session, ticket=ticket, now=now, defer=defer_duplicates)
     notice = f"已受理，工单编号 {ticket.number}"
     if submission.dispatch and submission.dispatch.assignments:

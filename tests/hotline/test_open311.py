@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlmodel import Session, select
+from sqlalchemy import update
+from sqlmodel import Session, col, select
 
 from core.errors import Conflict, InvalidInput, NotFound
 from dispatch import reference, rulebook
@@ -31,9 +32,11 @@ def world(session, clock):
 
 
 @pytest.fixture
-def app_client(session, world, clock) -> Open311Client:
-    client, _ = clients.issue(session, name="市民 App", actor="admin:test", now=clock.now())
-    return client
+def app_client(session, world, clock) -> clients.Verified:
+    client, key = clients.issue(session, name="市民 App", actor="admin:test", now=clock.now())
+    verified = clients.authenticate(session, key=key, now=clock.now())
+    assert verified is not None
+    return verified
 
 
 def _posted(**changes: object) -> requests.PostedRequest:
@@ -174,16 +177,55 @@ def test_tokens_made_up_or_made_under_another_secret_resolve_to_nothing(
 def test_client_keys_are_stored_hashed_checked_and_revoked(session, world, clock):
     client, key = clients.issue(session, name="  网格  App ", actor="admin:test", now=clock.now())
     assert client.name == "网格 App" and key not in client.key_hash and len(key) >= 43
-    assert clients.authenticate(session, key=key) == client
-    assert clients.authenticate(session, key=key + "x") is None
+    verified = clients.Verified(client.id, "网格 App")
+    assert clients.authenticate(session, key=key, now=clock.now()) == verified
+    assert clients.authenticate(session, key=key + "x", now=clock.now()) is None
+    # remembered now, and still refused from the next request on once revoked here
+    assert clients.authenticate(session, key=key, now=clock.now()) == verified
     clients.revoke(session, client_id=client.id, actor="admin:test", now=clock.now())
-    assert clients.authenticate(session, key=key) is None
+    assert clients.authenticate(session, key=key, now=clock.now()) is None
     with pytest.raises(Conflict):
         clients.revoke(session, client_id=client.id, actor="admin:test", now=clock.now())
     with pytest.raises(NotFound):
         clients.revoke(session, client_id=client.id + 100, actor="admin:test", now=clock.now())
     with pytest.raises(InvalidInput):
         clients.issue(session, name=" ", actor="admin:test", now=clock.now())
+
+
+def _revoked_elsewhere(session, client_id: int, now: datetime) -> None:
+    """What another process's revocation does to this one: the row changes, nothing else."""
+    session.execute(
+        update(Open311Client)
+        .where(col(Open311Client.id) == client_id)
+        .values(revoked_at=now, revoked_by="admin:other-process")
+    )
+
+
+def test_given_a_key_revoked_by_another_process_then_refused_within_the_stated_bound(
+    session, world, clock
+):
+    client, key = clients.issue(session, name="网格 App", actor="admin:test", now=clock.now())
+    assert clients.authenticate(session, key=key, now=clock.now()) is not None
+    _revoked_elsewhere(session, client.id, clock.now())
+    # this process remembered the key: it may take it until VERIFIED_FOR has passed ...
+    clock.advance(clients.VERIFIED_FOR - timedelta(seconds=1))
+    assert clients.authenticate(session, key=key, now=clock.now()) is not None
+    # ... and not a moment longer
+    clock.advance(timedelta(seconds=1))
+    assert clients.authenticate(session, key=key, now=clock.now()) is None
+    clock.advance(clients.VERIFIED_FOR * 10)
+    assert clients.authenticate(session, key=key, now=clock.now()) is None
+
+
+def test_given_an_unknown_key_then_it_is_read_again_each_time(session, world, clock):
+    client, key = clients.issue(session, name="网格 App", actor="admin:test", now=clock.now())
+    _revoked_elsewhere(session, client.id, clock.now())
+    assert clients.authenticate(session, key=key, now=clock.now()) is None
+    # a refusal is never remembered: the row is what answers
+    session.execute(
+        update(Open311Client).where(col(Open311Client.id) == client.id).values(revoked_at=None)
+    )
+    assert clients.authenticate(session, key=key, now=clock.now()) is not None
 
 
 def test_requests_page_newest_first(session, world, app_client, clock):

@@ -408,7 +408,7 @@ def admin(client, session, world, clock):
     return client
 
 
-def test_admin_issues_a_key_shown_once_and_revokes_it(admin, session):
+def test_admin_issues_a_key_shown_once_and_revokes_it(admin, session, clock):
     token = _csrf(admin.get("/admin/open311").text)
     page = admin.post("/admin/open311", data={"csrf_token": token, "name": "街道网格 App"})
     assert page.status_code == 200
@@ -418,7 +418,9 @@ def test_admin_issues_a_key_shown_once_and_revokes_it(admin, session):
     assert row.name == "街道网格 App" and row.created_by == "admin:admin"
     assert issued not in row.key_hash and len(row.key_hash) == 64
     assert issued not in admin.get("/admin/open311").text
-    assert clients.authenticate(session, key=issued) is not None
+    assert clients.authenticate(session, key=issued, now=clock.now()) is not None
+    # the web process has taken the key, and remembers it (hotline.open311.clients) ...
+    assert _post(admin, issued, fmt="json").status_code == 201
     refused = admin.post("/admin/open311", data={"csrf_token": token, "name": "  "})
     assert refused.status_code == 422
     done = admin.post(
@@ -426,7 +428,9 @@ def test_admin_issues_a_key_shown_once_and_revokes_it(admin, session):
     )
     assert done.status_code == 303
     session.expire_all()
-    assert clients.authenticate(session, key=issued) is None
+    assert clients.authenticate(session, key=issued, now=clock.now()) is None
+    # ... yet refuses it from the next request on, on the same frozen clock
+    assert _errors_json(_post(admin, issued, fmt="json"), 403)
     again = admin.post(f"/admin/open311/{row.id}/revoke", data={"csrf_token": token})
     assert again.status_code == 409
 

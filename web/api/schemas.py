@@ -28,6 +28,7 @@ from dispatch.models import (
     UnitLevel,
 )
 from dispatch.routing import DispatchResult
+from hotline.open311.requests import SENDER_CONTACT
 from tickets.models import (
     Channel,
     RequestType,
@@ -145,7 +146,9 @@ def _masked_caller(fields: dict[str, Any], *, names: list[str | None]) -> dict[s
 
 def event_reads(events: list[TicketEvent], ticket: Ticket, user: User) -> list[TicketEventRead]:
     """The audit carries every value a field ever had, the caller's identity included: every
-    name the caller ever had is masked wherever it appears."""
+    name the caller ever had is masked wherever it appears, and the sender's contact kept on
+    a note (an Open311 request's e-mail and account id) is left out, under the rule of the
+    caller's name and number."""
     reads = [TicketEventRead.model_validate(e) for e in events]
     if not ticket.confidential or privacy.sees_caller_identity(user):
         return reads
@@ -156,13 +159,18 @@ def event_reads(events: list[TicketEvent], ticket: Ticket, user: User) -> list[T
         r.model_copy(
             update={
                 "reason": privacy.mask_text(r.reason, names=names) if r.reason else r.reason,
-                "data": {**r.data, "set": _masked_caller(r.data["set"], names=names)}
-                if "set" in r.data
-                else r.data,
+                "data": _masked_data(r.data, names=names),
             }
         )
         for r in reads
     ]
+
+
+def _masked_data(data: dict[str, Any], *, names: list[str | None]) -> dict[str, Any]:
+    masked = {k: v for k, v in data.items() if k not in SENDER_CONTACT}
+    if isinstance(masked.get("set"), dict):
+        masked["set"] = _masked_caller(masked["set"], names=names)
+    return masked
 
 
 def assignment_reads(session: Session, assignments: list[Assignment]) -> list[AssignmentRead]:
