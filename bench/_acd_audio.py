@@ -6,8 +6,9 @@ instead: the caller's peer is in its sipp's SDP, the seat's peer in the seat's s
 Each peer sends band-limited noise of its own (``tests/telephony/bridge_audio``), paced as a
 phone sends it, and keeps every packet it receives with its arrival time; what the other
 leg's peer received is then compared with what this one sent (best-lag normalised
-cross-correlation), and the arrival times say whether the edge kept the pace (the longest
-gap between two packets while the noise was coming)."""
+cross-correlation of the packets in sequence order, as a phone's jitter buffer plays them;
+how many arrived out of order is counted), and the arrival times say whether the edge kept
+the pace (the longest gap between two packets while the noise was coming)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from telephony import codecs
 from telephony.endpoint import FRAME_BYTES
-from telephony.rtp_packet import build_rtp, parse_rtp
+from telephony.rtp_packet import MalformedPacket, build_rtp, parse_rtp
 from tests.telephony.bridge_audio import best_lag_correlation, noise, on_the_wire
 
 HOST = "127.0.0.1"
@@ -39,10 +40,12 @@ class Peer:
         self.sock.settimeout(0.1)
         self.port: int = self.sock.getsockname()[1]
         self.sent_pcm = on_the_wire(noise(NOISE_S, seed))
-        self.arrivals: list[tuple[float, bytes]] = []  # (monotonic, μ-law payload)
+        # (monotonic arrival, sequence number, μ-law payload)
+        self.arrivals: list[tuple[float, int, bytes]] = []
         self.edge: tuple[str, int] | None = None
         self.send_started: float | None = None
         self.late_ms = 0.0  # the most this peer's own sending fell behind its schedule
+        self.strays = 0  # datagrams dropped: not RTP, or not from the edge (or rtpengine)
         self._latched = threading.Event()
         self._stop = threading.Event()
         self._sender: threading.Thread | None = None
@@ -55,13 +58,22 @@ class Peer:
                 data, source = self.sock.recvfrom(2048)
             except (TimeoutError, OSError):
                 continue
-            packet = parse_rtp(data)
+            try:
+                packet = parse_rtp(data)
+            except MalformedPacket:
+                self.strays += 1
+                continue
             if packet.payload_type != codecs.PCMU:
                 continue
-            self.arrivals.append((time.monotonic(), packet.payload))
             if self.edge is None:
                 self.edge = source
                 self._latched.set()
+            elif source != self.edge:
+                # Not from where this phone's media is (a port the OS handed on while
+                # something still sent to it): a phone would drop it too.
+                self.strays += 1
+                continue
+            self.arrivals.append((time.monotonic(), packet.sequence, packet.payload))
 
     def speak(self, *, wait_s: float) -> bool:
         """Send the noise once the edge's address is known (within ``wait_s``); False when
@@ -103,13 +115,15 @@ class Peer:
         thread.start()
         return thread
 
-    def heard_since(self, start: float, seconds: float) -> tuple[bytes, float | None, int]:
-        """What came from ``start`` for ``seconds`` (+1 s of delivery): the PCM, the longest
-        gap between two packets in ms (None: fewer than two) and the packet count."""
-        window = [(t, p) for t, p in self.arrivals if start <= t <= start + seconds + 1.0]
-        pcm = b"".join(codecs.ulaw_decode(p) for _, p in window)
+    def heard_since(self, start: float, seconds: float) -> Heard:
+        """What came from ``start`` for ``seconds`` (+1 s of delivery), in sequence order
+        (the speaker's peer numbers its packets from 0, so no wrap within the noise)."""
+        window = [a for a in self.arrivals if start <= a[0] <= start + seconds + 1.0]
+        in_order = sorted(window, key=lambda a: a[1])
+        pcm = b"".join(codecs.ulaw_decode(p) for _, _, p in in_order)
         gaps = [b[0] - a[0] for a, b in zip(window, window[1:], strict=False)]
-        return pcm, (round(1000 * max(gaps), 1) if gaps else None), len(window)
+        reordered = sum(b[1] < a[1] for a, b in zip(window, window[1:], strict=False))
+        return Heard(pcm, round(1000 * max(gaps), 1) if gaps else None, len(window), reordered)
 
     def close(self) -> None:
         self._stop.set()
@@ -117,6 +131,14 @@ class Peer:
             self._sender.join(NOISE_S + 2)
         self._thread.join(1)
         self.sock.close()
+
+
+@dataclass(frozen=True)
+class Heard:
+    pcm: bytes
+    max_gap_ms: float | None  # the longest gap between two arrivals (None: fewer than two)
+    packets: int
+    reordered: int  # packets that arrived after one with a higher sequence number
 
 
 @dataclass(frozen=True)
@@ -130,18 +152,21 @@ class LegCheck:
     # that grows is silence put in (the other leg ran dry), one that shrinks audio lost.
     slip_ms: float = 0.0
     clean_pieces: float = 0.0  # share of the 0.5 s pieces heard with correlation >= 0.99
+    reordered: int = 0  # packets that arrived out of order (the phone reorders them)
 
 
 def check_leg(speaker: Peer, listener: Peer) -> LegCheck:
     if speaker.send_started is None:
         return LegCheck(0.0, None, 0)
-    heard, gap, packets = listener.heard_since(speaker.send_started, NOISE_S)
+    got = listener.heard_since(speaker.send_started, NOISE_S)
     # Shorter than what was sent (packets lost): padded with silence, which counts against it.
-    heard = heard.ljust(len(speaker.sent_pcm), b"\0")
+    heard = got.pcm.ljust(len(speaker.sent_pcm), b"\0")
     correlation = best_lag_correlation(speaker.sent_pcm, heard)
     lags, clean = pieces(speaker.sent_pcm, heard)
     slip = sum(abs(b - a) for a, b in zip(lags, lags[1:], strict=False)) / 8
-    return LegCheck(round(correlation, 5), gap, packets, round(slip, 1), clean)
+    return LegCheck(
+        round(correlation, 5), got.max_gap_ms, got.packets, round(slip, 1), clean, got.reordered
+    )
 
 
 def pieces(sent: bytes, heard: bytes, piece_s: float = 0.5) -> tuple[list[int], float]:

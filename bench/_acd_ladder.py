@@ -33,17 +33,22 @@ from bench._acd_platform import (
     Record,
     order_ready,
     records,
+    ring_delays_ms,
     scenario_with,
     start_sipp,
     wait_records,
 )
-from bench._call_platform import Platform
+from bench._call_platform import Platform, ThreadSampler
 from tests.telephony.sip_peers import SCENARIOS as TEST_SCENARIOS
 
 SAMPLE = 6  # sampled calls a step (the rig's sampled operators)
 CORR_MIN = 0.99
 GAP_MAX_MS = 200.0
 CALLER_MEDIA, SEAT_MEDIA = 20000, 30000  # sipp's rtp_stream ports start here (the edge: 40000+)
+# The sampled sipps' own media ports (-mp, and the 3 after it), fixed apart from the above,
+# the edge's RTP (40000-49999), rtpengine's (50000-59999) and the OS's ephemeral ports (the
+# taps'): a port picked free by the bench may be taken by the edge before sipp binds it.
+SAMPLE_CALLER_MEDIA, SAMPLE_SEAT_MEDIA = 25000, 26000
 
 
 @dataclass
@@ -67,8 +72,10 @@ class Rig:
     rtpengine_pid: int | None = None
 
 
-# The phones' answer to the edge's re-INVITE (rtpengine mode): 200 with their media port.
+# The phones' answer to the edge's re-INVITE (rtpengine mode): 200 with their media port,
+# again for a retransmitted re-INVITE (the edge's timer A ran out before our 200 came).
 _REINVITE_ANSWER = """  <recv request="INVITE" timeout="600000"/>
+  <label id="91"/>
   <send retrans="500">
     <![CDATA[
       SIP/2.0 200 OK
@@ -91,6 +98,7 @@ _REINVITE_ANSWER = """  <recv request="INVITE" timeout="600000"/>
       a=ptime:20
     ]]>
   </send>
+  <recv request="INVITE" optional="true" next="91"/>
   <recv request="ACK" crlf="true"/>
 """
 
@@ -123,16 +131,23 @@ def _reinvited_to(msg_file: Path) -> tuple[str, int] | None:
     return found[-1] if found else None
 
 
-def _follow_reinvites(rig: Rig, n: int, callers_p: list[Peer], seats_p: list[Peer]) -> None:
+def _follow_reinvites(
+    rig: Rig, n: int, callers_p: list[Peer], seats_p: list[Peer], seen: list[Record]
+) -> None:
     """rtpengine mode: each sampled peer sends where its phone's re-INVITE said (as a phone
-    does), not to the edge it heard first; a seat phone's first INVITE is the edge's own."""
-    deadline = time.monotonic() + 30
+    does), not to the edge it heard first; a seat phone's first INVITE is the edge's own.
+    Only the sampled calls that were bridged are waited for (a bounded wait: the step's
+    calls hang up on their own clock meanwhile)."""
+    answered = {r.agent_extension for r in seen if r.agent_answered_at is not None}
+    deadline = time.monotonic() + 10
     for i, peer in enumerate(callers_p):
         msg = rig.workdir / f"caller-peer-{n}-{i}.msg"
         while (to := _reinvited_to(msg)) is None and time.monotonic() < deadline:
             time.sleep(0.1)
         peer.edge = to
     for i, peer in enumerate(seats_p):
+        if rig.sampled[i].extension not in answered:
+            continue  # its seat was never rung: no re-INVITE will come
         msg = rig.workdir / f"seat-peer-{n}-{i}.msg"
         while time.monotonic() < deadline:
             text = msg.read_text(errors="replace") if msg.exists() else ""
@@ -160,6 +175,40 @@ def _seat_scenarios(rig: Rig) -> tuple[Path, Path]:
     return load, peer
 
 
+# A thread's kernel name (15 bytes of its Python name) -> its group in ``sip_threads_cpu_s``:
+# bench/_call_platform's groups, plus the bridge's own threads.
+_THREAD_GROUPS = (
+    ("rtp-loop", "rtp_loop"),
+    ("bridge-", "bridge_relays"),  # two per bridged call: they read the legs
+    ("tap-pump", "tap_pump"),  # rtpengine mode: every call's taps
+    ("sip-recv", "sip_recv"),
+    ("sip-timers", "sip_timers"),
+    ("sip-start", "sip_start"),
+    ("sip-ended", "sip_ended_observer"),
+    ("queue-records", "queue_records"),
+    ("call-finish", "call_finishers"),
+    ("call-transcript", "transcript_waiters"),
+    ("call-", "call_flows"),
+    ("asr-decoder", "decoder_pipes"),
+    ("asr-", "live_transcribers"),
+    ("cdr-partials", "partial_writer"),
+    ("acd", "acd"),
+    ("python", "main"),
+)
+
+
+class _Threads(ThreadSampler):
+    """Where the SIP process's CPU went in a step, by thread group (``_THREAD_GROUPS``)."""
+
+    def groups(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for tid, (name, cpu) in self._last.items():
+            group = next((g for prefix, g in _THREAD_GROUPS if name.startswith(prefix)), name)
+            out[group] = out.get(group, 0.0) + cpu - self._first[tid]
+        out["unattributed"] = self.total - sum(out.values())
+        return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v}
+
+
 def _cpu(rig: Rig) -> tuple[float, float, tuple[float, float], float]:
     sip, decoders = rig.platform.cpu_split()
     relay = common.cpu_seconds(rig.rtpengine_pid) if rig.rtpengine_pid else 0.0
@@ -171,7 +220,9 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
     ``room_s``: how long the calls stay up for their bridging before the noise plays (a
     loaded platform takes seconds to open a ticket and the records of each call)."""
     assert n <= len(rig.load)
-    order_ready(rig.url, rig.bell, [o.user_id for o in rig.sampled + rig.load])
+    # An operator a previous step left on a call cannot take one of this step's.
+    busy = order_ready(rig.url, rig.bell, [o.user_id for o in rig.sampled + rig.load])
+    log_from = rig.platform.log.stat().st_size  # this step's picks are logged after this
     load_seat, peer_seat = _seat_scenarios(rig)
     caller = _scenario(
         rig, "acd_caller.xml", "acd_caller_run.xml", {"AUDIO_FILE": str(rig.caller_audio)},
@@ -191,13 +242,13 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
             start_sipp(
                 # room for calls rung again after a failed ring; stopped once callers end
                 load_seat, workdir=rig.workdir, name=f"seats-{n}", calls=2 * n,
-                port=rig.load_port, media_port=SEAT_MEDIA, timeout_s=bound_s,
+                port=rig.load_port, media_port=SEAT_MEDIA, timeout_s=bound_s, trace=True,
             )
         ] + [
             start_sipp(
                 peer_seat, workdir=rig.workdir, name=f"seat-peer-{n}-{i}", calls=2,
                 port=rig.sample_ports[i], keys={"rtp_port": seats_p[i].port},
-                timeout_s=bound_s + 30, trace=relayed,
+                media_port=SAMPLE_SEAT_MEDIA + 10 * i, timeout_s=bound_s + 30, trace=relayed,
             )
             for i in range(len(rig.sampled))
         ]  # fmt: skip
@@ -211,7 +262,7 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
                 workdir=rig.workdir, name=f"caller-peer-{n}-{i}",
                 calls=1, target=rig.platform.target, hold_ms=sample_hold_ms,
                 keys={"rtp_port": callers_p[i].port, "fmts": "0"}, timeout_s=bound_s + 30,
-                trace=relayed,
+                media_port=SAMPLE_CALLER_MEDIA + 10 * i, trace=relayed,
             )
             for i in range(len(rig.sampled))
         ]  # fmt: skip
@@ -238,15 +289,16 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
         )
         bridged_before = sum(r.agent_answered_at is not None for r in seen)
         if relayed:
-            _follow_reinvites(rig, n, callers_p, seats_p)
+            _follow_reinvites(rig, n, callers_p, seats_p, seen)
         cpu0 = _cpu(rig)
         t0 = time.monotonic()
-        for peer in callers_p:
-            peer.speak(wait_s=1.0)
-        waiting = [peer.speak_when_heard(wait_s=3.0) for peer in seats_p]
-        # The noise plays out in real time; then 1.5 s for the last packets to come.
-        time.sleep(NOISE_S + 1.5)
-        cpu1 = _cpu(rig)
+        with _Threads(rig.platform, 1.0) as threads:
+            for peer in callers_p:
+                peer.speak(wait_s=1.0)
+            waiting = [peer.speak_when_heard(wait_s=3.0) for peer in seats_p]
+            # The noise plays out in real time; then 1.5 s for the last packets to come.
+            time.sleep(NOISE_S + 1.5)
+            cpu1 = _cpu(rig)
         window_s = time.monotonic() - t0
         measured_end = datetime.now(UTC)
         for thread in waiting:
@@ -270,7 +322,23 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
         rig, n, seen, ends, callers_p, seats_p, sample_runs, bridged_before, cpu0, cpu1, window_s
     )
     figures["stayed_up_through_measurement"] = stayed_up
-    figures["good"] = figures["good"] and stayed_up == n + len(rig.sampled)
+    # Queue pick → the seat's phone receiving the INVITE (the edge's log, the seats' trace):
+    # how long the step's calls waited on the edge's side of a ring.
+    trace = rig.workdir / f"seats-{n}.msg"
+    with open(rig.platform.log, "rb") as log:
+        log.seek(log_from)
+        picks = log.read().decode(errors="replace")
+    delays = ring_delays_ms(picks, [trace.read_text(errors="replace") if trace.exists() else ""])
+    figures["ring_delay_ms"] = {
+        "rings": len(delays),
+        "p50": round(common.percentile(delays, 50), 1) if delays else None,
+        "p95": round(common.percentile(delays, 95), 1) if delays else None,
+        "max": round(max(delays), 1) if delays else None,
+    }
+    # CPU seconds of the SIP process's threads in the window, by group
+    figures["sip_threads_cpu_s"] = threads.groups()
+    figures["operators_busy_at_start"] = len(busy)
+    figures["good"] = figures["good"] and stayed_up == n + len(rig.sampled) and not busy
     return figures
 
 
@@ -310,6 +378,9 @@ def _step_figures(
                 "packets": [up.packets, down.packets],
                 "slip_ms": [up.slip_ms, down.slip_ms],
                 "clean_pieces": [up.clean_pieces, down.clean_pieces],
+                "reordered": [up.reordered, down.reordered],
+                # datagrams the caller's and the seat's peer dropped (not RTP, or a stranger's)
+                "strays": [callers_p[i].strays, seats_p[seat].strays],
                 # how late the benchmark's own senders were (caller's, seat's)
                 "sender_late_ms": [
                     round(callers_p[i].late_ms, 1),

@@ -85,39 +85,106 @@ def bell_of(data_dir: Path) -> Any:
     return doorbell.for_settings(SimpleNamespace(broker_url=None, data_dir=data_dir))
 
 
-def order_ready(url: str, bell: Any, ready: Sequence[int], off: Iterable[int] = ()) -> None:
+_BUSY = (AgentState.wrap_up, AgentState.ringing, AgentState.on_call)
+_HELD_BY_A_CALL = (AgentState.ringing, AgentState.on_call)
+
+
+@dataclass(frozen=True)
+class Busy:
+    """An operator a move had to leave alone: ringing or on a call (the console cannot take
+    them off it either), with the call the row names."""
+
+    user_id: int
+    state: str
+    call_key: str | None
+
+
+def order_ready(
+    url: str, bell: Any, ready: Sequence[int], off: Iterable[int] = (), *, wait_s: float = 60
+) -> list[Busy]:
     """Operators ``ready`` go ready in this order — the first is the longest idle, so the
     queue offers it the next call — through not ready, as the console moves them; ``off``
-    go not ready (break). Waits (bounded) for wrap-ups to end first."""
+    go not ready (break). Waits (bounded by ``wait_s``) for calls and wrap-ups to end first;
+    an operator still ringing or on a call after that is left as they are (no console move
+    is allowed from there) and returned."""
     engine, factory = common.session_factory(url)
+    wanted = [*ready, *off]
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + wait_s
+        while True:
             with factory() as session:
                 busy = session.scalar(
                     select(col(AgentStatus.user_id))
                     .where(
-                        col(AgentStatus.state).in_(
-                            [AgentState.wrap_up, AgentState.ringing, AgentState.on_call]
-                        )
+                        col(AgentStatus.state).in_(_BUSY),
+                        col(AgentStatus.user_id).in_(wanted),
                     )
                     .limit(1)
                 )
-            if busy is None:
+            if busy is None or time.monotonic() >= deadline:
                 break
             time.sleep(0.3)
-        for user_id in [*ready, *off]:
+        left: list[Busy] = []
+        for user_id in wanted:
             with session_scope(factory) as session:
-                state = agents.status(session, user_id, datetime.now(UTC)).state
-                if state != AgentState.not_ready:
+                agent = agents.status(session, user_id, datetime.now(UTC))
+                if agent.state in _HELD_BY_A_CALL:
+                    left.append(Busy(user_id, agent.state.value, agent.call_key))
+                    continue
+                if agent.state not in (AgentState.not_ready, AgentState.signed_out):
                     agents.set_not_ready(
                         session, user_id, NotReadyReason.break_, datetime.now(UTC), bell=bell
                     )
+        held = {b.user_id for b in left}
         for user_id in ready:
+            if user_id in held:
+                continue
             with session_scope(factory) as session:
-                agents.set_ready(session, user_id, datetime.now(UTC), bell=bell)
+                if (
+                    agents.status(session, user_id, datetime.now(UTC)).state
+                    != AgentState.signed_out
+                ):
+                    agents.set_ready(session, user_id, datetime.now(UTC), bell=bell)
+        return left
     finally:
         engine.dispose()
+
+
+def stand_down(
+    url: str, bell: Any, user_ids: Sequence[int], *, wait_s: float = 45
+) -> dict[str, Any]:
+    """The end of a run: every operator on a break, so that nothing is offered while the
+    platform stops. After a bad step calls may still be up (a caller sipp killed before its
+    BYE: the platform's stop ends them) and an operator may still be shown on a call that
+    has ended (a stuck state the reconciler repairs within its period): both are waited for
+    (``wait_s``, past one reconcile period), left as they are, and reported — the step's
+    figures are printed either way."""
+    left = order_ready(url, bell, [], user_ids, wait_s=wait_s)
+    keys = [b.call_key for b in left if b.call_key]
+    c = table_of(CallRecord).c
+    engine, factory = common.session_factory(url)
+    try:
+        with factory() as session:
+            ended = {
+                r.call_id: r.ended_at
+                for r in session.execute(
+                    select(c.call_id, c.ended_at).where(c.call_id.in_(keys))
+                ).all()
+            }
+    finally:
+        engine.dispose()
+    # A call whose record has not ended is still up in the edge (the platform's stop hangs
+    # it up); one that ended, or has no record, has left its operator stuck.
+    live = [b for b in left if b.call_key in ended and ended[b.call_key] is None]
+    return {
+        "operators_held_by_a_call": len(left),
+        "on_live_calls": len(live),
+        "stuck": [
+            {"user_id": b.user_id, "state": b.state, "call": b.call_key}
+            for b in left
+            if b not in live
+        ],
+    }
 
 
 def sign_out_all(url: str, bell: Any, user_ids: Iterable[int]) -> None:

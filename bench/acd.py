@@ -36,7 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pstats
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -52,8 +54,9 @@ sys.path.insert(0, str(ROOT))
 from bench import _common as common
 from bench._acd_ladder import SAMPLE, Rig, ladder_step, robot_baseline
 from bench._acd_load import Load, steady_load
-from bench._acd_platform import bell_of, make_operators, order_ready, register, sign_in_all
+from bench._acd_platform import bell_of, make_operators, register, sign_in_all, stand_down
 from bench._call_platform import logs, platform
+from bench._profiling import hot_spots
 from telephony import codecs
 from telephony.prompts import BEEP, PromptSet
 from tests.speech import deterministic_vosk_model
@@ -91,6 +94,23 @@ def database(kind: str) -> Iterator[tuple[str, str]]:
             yield url, f"postgresql {version}"
 
 
+def _free_ports_below_ephemeral(count: int, start: int = 27_000) -> list[int]:
+    """UDP ports for the seats' phones, free now and below the OS's ephemeral ports
+    (32768+): they are registered once and listened on again at every step, and an
+    ephemeral port (a tap's, an ng request's, a peer's) may be taken meanwhile."""
+    ports: list[int] = []
+    for port in range(start, 32_768):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"no {count} free UDP ports in {start}-32767")
+
+
 @contextmanager
 def open_rig(
     *,
@@ -102,6 +122,7 @@ def open_rig(
     keep: Path | None = None,
     warmed: bool = True,
     media_relay: str = "own",
+    profile: Path | None = None,
 ) -> Iterator[tuple[Rig, dict[str, Any]]]:
     """A fresh database with ``sampled`` + ``operators`` operator accounts and seats,
     `hotline sip` on it (``warmed``: once its recognizers are warm), and every seat's phone
@@ -160,17 +181,19 @@ def open_rig(
                 model=model_dir,
                 warmed=warmed,
                 extra_env=extra,
+                profile=profile,
             )
         )
+        seat_ports = _free_ports_below_ephemeral(sampled + 1)
         rig = Rig(
             platform=p,
             url=url,
             workdir=workdir,
             bell=bell_of(p.data_dir),
             sampled=made[:sampled],
-            sample_ports=[free_udp_port() for _ in range(sampled)],
+            sample_ports=seat_ports[:sampled],
             load=made[sampled:],
-            load_port=free_udp_port(),
+            load_port=seat_ports[sampled],
             caller_audio=audio["caller"],
             seat_audio=audio["seat"],
             greeting_s=greeting_s,
@@ -180,9 +203,17 @@ def open_rig(
         reg = register(p.target, made, rig.sample_ports + [rig.load_port] * operators, workdir)
         info["registered"] = {"ok": reg.successful, "failed": reg.failed}
         common.say(f"seats registered: {reg.successful} ok, {reg.failed} failed")
-        yield rig, info
-        order_ready(url, rig.bell, [], [o.user_id for o in made])
+        try:
+            yield rig, info
+        finally:
+            # Never raises for an operator still on a call (a bad step's leftovers): the
+            # run's figures are printed, the leftovers reported with them.
+            info["teardown"] = stand_down(url, rig.bell, [o.user_id for o in made])
     info["platform_log"] = logs.get("acd")
+    if profile is not None and profile.exists():
+        stats = pstats.Stats(str(profile))
+        # the profiled time pstats keeps; typeshed does not declare it
+        info["profile"] = hot_spots(stats, wall=stats.total_tt)  # type: ignore[attr-defined]
 
 
 def platform_run(
@@ -194,6 +225,7 @@ def platform_run(
     baseline_calls: int,
     keep: Path | None = None,
     media_relay: str = "own",
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """One repeat: a fresh database and `hotline sip`, baseline, ladder, steady load."""
     result: dict[str, Any] = {"mode": "platform"}
@@ -205,6 +237,7 @@ def platform_run(
         max_queue=max(ladder) + SAMPLE,
         keep=keep,
         media_relay=media_relay,
+        profile=profile,
     ) as (rig, info):
         if baseline_calls:
             common.say(f"baseline: {baseline_calls} calls to the robot ...")
@@ -212,15 +245,15 @@ def platform_run(
             common.say(f"  {result['robot_baseline']}")
         sign_in_all(rig.url, rig.bell, rig.sampled + rig.load)
         result["ladder"] = ladder_run(rig, ladder, rate=rate)
-        if media_relay == "rtpengine":
-            result["steady"] = None
-            return result | info | figures(result)
-        common.say(
-            f"steady load: {load.calls} calls, {load.agents} agents, "
-            f"λ {load.rate:.2f}/s, talk {load.talk_s} s, wrap-up {load.wrap_up_s} s ..."
-        )
-        result["steady"] = steady_load(rig, load)
-        common.say(f"  {result['steady']}")
+        result["steady"] = None
+        if media_relay != "rtpengine":
+            common.say(
+                f"steady load: {load.calls} calls, {load.agents} agents, "
+                f"λ {load.rate:.2f}/s, talk {load.talk_s} s, wrap-up {load.wrap_up_s} s ..."
+            )
+            result["steady"] = steady_load(rig, load)
+            common.say(f"  {result['steady']}")
+    # After the rig is down: its teardown and the platform's log are in ``info`` then.
     return result | info | figures(result)
 
 
@@ -294,6 +327,12 @@ def main() -> None:
     parser.add_argument("--baseline-calls", type=int, default=50)
     parser.add_argument("--media-relay", choices=("own", "rtpengine"), default="own")
     parser.add_argument("--keep", type=Path, help="keep each repeat's sipp screens and logs here")
+    parser.add_argument(
+        "--profile-sip",
+        type=Path,
+        help="cProfile every thread of `hotline sip` (CPU clock) into this file; the hot "
+        "spots go in the output (slows the SIP process: its figures are not the bench's)",
+    )
     # engine mode (the sketch): calls, rate, agents, hold
     parser.add_argument("--calls", type=int, default=60)
     parser.add_argument("--agents", type=int, default=30)
@@ -332,6 +371,7 @@ def main() -> None:
                     baseline_calls=baseline,
                     keep=args.keep,
                     media_relay=args.media_relay,
+                    profile=args.profile_sip.resolve() if args.profile_sip else None,
                 )
             )
         result["runs"] = runs

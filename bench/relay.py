@@ -210,7 +210,11 @@ def rtpengine_relay(legs: Legs, workdir: Path, *, tap: bool = False) -> Iterator
     """One rtpengine per run: each call set up by offer (caller) and answer (agent); with
     ``tap``, an edge child subscribes to both sides of every call and records them."""
     calls = len(legs.socks) // 2
-    low = random.randrange(20_000, 50_000, 2)
+    # rtpengine's ports: 8 a call (caller, agent, two taps; RTP and RTCP each) with room for
+    # ports held by others, below the OS's ephemeral ports (32768+: the legs', the taps')
+    # where that fits — a port taken in its window fails an offer or a subscription.
+    span = 12 * calls + 200
+    low = random.randrange(20_000, max(20_002, 32_768 - span), 2)
     ng_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     ng_sock.bind((HOST, 0))
     ng_port = ng_sock.getsockname()[1]
@@ -218,7 +222,7 @@ def rtpengine_relay(legs: Legs, workdir: Path, *, tap: bool = False) -> Iterator
     daemon = Daemon(
         ng_port=ng_port,
         port_min=low,
-        port_max=low + 8 * calls + 100,
+        port_max=low + span,
         log_path=workdir / "rtpengine.log",
         extra_args=["--log-level=4"],
     )

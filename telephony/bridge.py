@@ -38,8 +38,9 @@ the other leg, whose session paces it out at 20 ms a packet.
 - Silent monitoring (``monitor``): a supervisor's leg hears everyone mixed; what it says goes
   nowhere.
 - With ``relay`` (rtpengine mode, ``telephony.media_relay``) the phones talk through
-  rtpengine: the relays read its taps (recording, transcript, monitoring mixes) and pass
-  nothing on; hold, transfers and three-way first bring the media back to the edge.
+  rtpengine: the process's tap pump hands its taps' audio to ``_tapped`` (recording,
+  transcript, monitoring mixes) and the relays only wait for a hang-up; hold, transfers and
+  three-way first bring the media back to the edge.
 - The agent's phone may transfer with its own key: its REFER (``SipCall.on_refer``, set here
   on whichever leg is the agent's) starts a blind transfer, and the phone is told the outcome
   before our BYE. A REFER with Replaces is declined: the call it would replace (the phone's
@@ -75,6 +76,9 @@ from telephony.transfer import (
 log = logging.getLogger(__name__)
 
 _READ_FRAMES = 50  # frames one read may take (a second's worth after a stall)
+# How often a relay waiting on a relayed call looks again on its own (the tap pump wakes it
+# when a leg ends or a phone moves its media).
+_RELAYED_WAIT_S = 2.0
 
 
 @dataclass
@@ -183,6 +187,8 @@ class Bridge:
     def start(self) -> None:
         if self.relay is not None:
             self._relayed = self.relay.take(self.legs[Side.CALLER], self.legs[Side.AGENT])
+            if self._relayed is not None:
+                self._relayed.start(self._tapped)
         self._started_at = time.monotonic()
         for side in (Side.CALLER, Side.AGENT):
             thread = threading.Thread(
@@ -245,18 +251,22 @@ class Bridge:
             if not relayed.give_back():
                 return False
             self._relayed = None
+            relayed.wake()  # the relays read the legs themselves from now on
             return True
 
     def _read(self, leg: Call) -> bytes | None:
         relayed = self._relayed
         side = None if relayed is None else relayed.side_of(leg)
-        if relayed is not None and side is not None:
+        while relayed is not None and side is not None:
+            # rtpengine carries the audio and the tap pump hands it to ``_tapped``: this
+            # relay only waits for its leg to end or the media to come back to the edge.
             if relayed.any_moved() and not self._media_here():
                 log.error("bridge of %s: media split between edge and rtpengine", self._name)
                 self.stop()
-            if self._relayed is relayed:
-                return relayed.read(side, self.read_timeout_s)
-            return b""  # given back meanwhile: the leg itself from the next read
+            if self._relayed is not relayed:
+                break  # given back: the leg itself from now on
+            if not relayed.wait(side, _RELAYED_WAIT_S):
+                return None
         reader = getattr(leg, "read_frames", None)
         if reader is None:
             return leg.read_frame(self.read_timeout_s)
@@ -340,6 +350,12 @@ class Bridge:
             assert transfer.leg is not None
             return transfer.leg
         return self.legs[Side.CALLER if side is Side.AGENT else Side.AGENT]
+
+    def _tapped(self, side: Side, pcm: bytes) -> None:
+        """What ``side`` said, from rtpengine's tap (the tap pump's thread): recorded and
+        mixed for any monitoring supervisor as the relay does with a leg's audio."""
+        self._record(side, pcm)
+        self._to_mixers(side.value, pcm)
 
     def _record(self, side: Side, pcm: bytes) -> None:
         if self._recorder is not None:
@@ -791,11 +807,11 @@ class Bridge:
                 self._held_since = None
             if self._started_at and not self.result.talk_s:
                 self.result.talk_s = time.monotonic() - self._started_at
-        if self._recorder is not None:
-            self._recorder.close()
         relayed = self._relayed
         if relayed is not None:
-            relayed.end()
+            relayed.end()  # the taps' last audio into the recording before it closes
+        if self._recorder is not None:
+            self._recorder.close()
 
 
 def bridge_calls(

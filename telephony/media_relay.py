@@ -5,9 +5,12 @@ was dialled with it too. When the two are bridged, ``RtpengineRelay.take`` moves
 phones' media onto rtpengine: the caller's SDP is offered to rtpengine, the agent is
 re-INVITEd with rtpengine's offer, the agent's answer is rtpengine's ``answer``, and the
 caller is re-INVITEd with what rtpengine made of it; then rtpengine taps both parties to the
-edge (``rtpengine.MediaTap``'s sessions), which the bridge reads instead of the legs — for
-the stereo recording, the live transcript and any monitoring supervisor's mix. The phones
-hear each other, keys included (RFC 4733 passes through), without Python in the path.
+edge (``rtpengine.MediaTap``'s receive-only sessions), and the process's ``TapPump`` hands
+what each said to the bridge — the stereo recording, the live transcript and any
+monitoring supervisor's mix — five times a second for every relayed call at once; the
+bridge's own relay threads only wait for a hang-up or for the media to come back
+(``RelayedCall.wait``). The phones hear each other, keys included (RFC 4733 passes
+through), without Python in the path.
 
 Anything that needs the edge to touch the audio — hold (the console's or the agent phone's
 key), transfers, three-way — first gives the media back (``RelayedCall.give_back``: both
@@ -27,7 +30,15 @@ import threading
 from typing import Any, Protocol
 
 from telephony.recording import Side
-from telephony.rtpengine import AGENT_TAG, CALLER_TAG, MediaTap, NgClient, RtpengineError
+from telephony.rtpengine import (
+    AGENT_TAG,
+    CALLER_TAG,
+    MediaTap,
+    NgClient,
+    RtpengineError,
+    Sink,
+    TapPump,
+)
 from telephony.sip_sdp import build_sdp
 
 log = logging.getLogger(__name__)
@@ -87,6 +98,7 @@ class RelayedCall:
         self._marks = {side: leg.reinvites_received for side, leg in self.legs.items()}
         self._ended = False
         self._lock = threading.Lock()
+        self._wake = {side: threading.Event() for side in self.legs}
 
     def side_of(self, leg: Any) -> Side | None:
         for side, mine in self.legs.items():
@@ -100,15 +112,31 @@ class RelayedCall:
     def any_moved(self) -> bool:
         return self.moved(Side.CALLER) or self.moved(Side.AGENT)
 
-    def read(self, side: Side, timeout: float) -> bytes | None:
-        """What ``side`` said (its tap copy) as ``Call.read_frames``: None once the leg
-        ended, ``b""`` when nothing came."""
-        if self.legs[side].ended.is_set():
-            return None
-        pcm = self.tap.sessions[side].read_frames(timeout, 50)
-        if self.legs[side].ended.is_set():
-            return None
-        return pcm or b""
+    def start(self, sink: Sink) -> None:
+        """The taps' audio to ``sink`` (the bridge's recording, live transcript and
+        monitoring mixes), from the relay's ``TapPump``."""
+        self.tap.open(sink)
+        self.relay.pump.add(self)
+
+    def pump(self, now: float) -> None:
+        """The pump's sweep: a leg that ended or a phone that moved its media wakes the
+        bridge's relays (``wait``); what each party said goes to the sink."""
+        if self.any_moved() or any(leg.ended.is_set() for leg in self.legs.values()):
+            self.wake()
+        self.tap.pump(now)
+
+    def wait(self, side: Side, timeout: float) -> bool:
+        """Block the bridge's relay of ``side`` until something may have changed for it (a
+        leg ended, a phone moved its media, the media given back) or ``timeout``; False once
+        its leg has ended. The audio does not pass here: the pump hands it on."""
+        woken = self._wake[side]
+        woken.wait(timeout)
+        woken.clear()
+        return not self.legs[side].ended.is_set()
+
+    def wake(self) -> None:
+        for event in self._wake.values():
+            event.set()
 
     def give_back(self) -> bool:
         """Both phones' media back to the edge's own ports, then the rtpengine call ends.
@@ -142,12 +170,15 @@ class RelayedCall:
         return True
 
     def end(self) -> None:
-        """Stop the taps and delete the call in rtpengine (once)."""
+        """Stop the taps — what they still held goes to the sink first — and delete the
+        call in rtpengine (once)."""
         with self._lock:
             if self._ended:
                 return
             self._ended = True
+        self.relay.pump.remove(self)
         self.tap.stop()
+        self.wake()
         try:
             self.relay.ng.delete(call_id=self.call_id)
         except RtpengineError as exc:
@@ -157,10 +188,13 @@ class RelayedCall:
 class RtpengineRelay:
     """Puts bridged calls' media on rtpengine (ng at ``ng``); taps arrive at ``tap_host``."""
 
-    def __init__(self, *, ng: NgClient, tap_host: str, edge: Reinviting) -> None:
+    def __init__(
+        self, *, ng: NgClient, tap_host: str, edge: Reinviting, pump: TapPump | None = None
+    ) -> None:
         self.ng = ng
         self.tap_host = tap_host
         self.edge = edge
+        self.pump = pump if pump is not None else TapPump.shared()  # every call's taps
 
     def take(self, caller: Any, agent: Any) -> RelayedCall | None:
         """Move both phones onto rtpengine; None (both still on the edge's own ports)
@@ -217,7 +251,6 @@ class RtpengineRelay:
             tap.stop()
             self._delete(call_id)
             return None
-        tap.start_sessions()
         log.info("call %s: media on rtpengine (%s)", caller.call_id, call_id)
         return RelayedCall(
             self, call_id=call_id, caller=caller, agent=agent, tap=tap, to_caller=to_caller

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 DTMF_KEYS = "0123456789*#ABCD"
 _MAX_DATAGRAM = 2048
+_SEQ_TS_SSRC = struct.Struct("!HII")  # bytes 2-11 of the RTP header
+_PLAIN_V2 = 0x80  # the first byte of a version 2 packet without padding, extension, CSRCs
 # A gap longer than this in the sender's timestamps is a new timeline (a re-INVITE to another
 # media server, a restarted phone), not silence to be reproduced sample by sample.
 _MAX_FILL_SAMPLES = 60 * 8000
@@ -174,7 +176,11 @@ class RtpSession:
         self._buffer: dict[int, tuple[bytes, float, bool]] = {}
         self._heap: list[int] = []
         self._play_ts: int | None = None
-        self._pending = bytearray()
+        self._pending = bytearray()  # PCM ready for the reader
+        # Payloads moved out of the jitter buffer after ``_pending``, decoded when read (one
+        # table lookup a read, not one a packet); ``_ready`` counts both in PCM bytes.
+        self._undecoded: list[bytes] = []
+        self._ready = 0
         self._ssrc: int | None = None
         self._max_ts: int | None = None
         self._base_seq = 0
@@ -286,18 +292,28 @@ class RtpSession:
                     "" if self._latch else " (a phone behind NAT needs rtp_latch)",
                 )
             return False
-        try:
-            packet = parse_rtp(data)
-        except MalformedPacket as exc:
-            self._stats["malformed"] += 1
-            log.debug("malformed RTP from %s: %s", source, exc)
-            return False
-        if packet.payload_type == self.payload_type:
-            if not packet.payload:
+        if len(data) > 12 and data[0] == _PLAIN_V2:
+            # No CSRCs, extension or padding: nearly every packet of every phone. Read in
+            # place (what ``parse_rtp`` reads of it), without building an ``RtpPacket``.
+            payload_type, marker = data[1] & 0x7F, data[1] >= 0x80
+            sequence, timestamp, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+            payload = data[12:]
+        else:
+            try:
+                packet = parse_rtp(data)
+            except MalformedPacket as exc:
+                self._stats["malformed"] += 1
+                log.debug("malformed RTP from %s: %s", source, exc)
+                return False
+            payload_type, marker = packet.payload_type, packet.marker
+            sequence, timestamp, ssrc = packet.sequence, packet.timestamp, packet.ssrc
+            payload = packet.payload
+        if payload_type == self.payload_type:
+            if not payload:
                 self._stats["malformed"] += 1
                 return False
             audio = True
-        elif packet.payload_type == self.dtmf_payload_type:
+        elif payload_type == self.dtmf_payload_type:
             audio = False
         else:
             self._stats["other_payload"] += 1  # comfort noise, RTCP on a muxed port, …
@@ -315,15 +331,15 @@ class RtpSession:
                     )
                 self._remote = source
             self._stats["received"] += 1
-            if packet.ssrc != self._ssrc:
-                self._new_stream(packet)
-            self._count_sequence(packet.sequence)
-            ts = _unwrap(packet.timestamp, self._max_ts, 32)
+            if ssrc != self._ssrc:
+                self._new_stream(ssrc)
+            self._count_sequence(sequence)
+            ts = _unwrap(timestamp, self._max_ts, 32)
             if self._max_ts is None or ts > self._max_ts:
                 self._max_ts = ts
             if audio:
-                return self._buffer_audio(ts, packet, now)
-        self._on_event(packet)
+                return self._buffer_audio(ts, payload, marker, now)
+        self._on_event(RtpPacket(marker, payload_type, sequence, timestamp, ssrc, payload))
         return False
 
     def _may_latch(self, source: tuple[str, int]) -> bool:
@@ -331,12 +347,12 @@ class RtpSession:
             return False
         return self._latch_from is None or source[0] in self._latch_from
 
-    def _new_stream(self, packet: RtpPacket) -> None:
+    def _new_stream(self, ssrc: int) -> None:
         if self._ssrc is not None:
-            log.info("RTP source changed SSRC %08x -> %08x", self._ssrc, packet.ssrc)
+            log.info("RTP source changed SSRC %08x -> %08x", self._ssrc, ssrc)
             self._lost_before += self._stream_lost()
             self._flush_buffer_to_pending()
-        self._ssrc = packet.ssrc
+        self._ssrc = ssrc
         self._max_ts = None
         self._max_seq = None
         self._stream_received = 0
@@ -356,7 +372,7 @@ class RtpSession:
             return 0
         return max(0, self._max_seq - self._base_seq + 1 - self._stream_received)
 
-    def _buffer_audio(self, ts: int, packet: RtpPacket, now: float) -> bool:
+    def _buffer_audio(self, ts: int, payload: bytes, marker: bool, now: float) -> bool:
         if self._play_ts is not None and ts < self._play_ts:
             self._stats["late"] += 1
             return False
@@ -364,7 +380,7 @@ class RtpSession:
             return False  # duplicate
         if len(self._heap) >= _MAX_BUFFERED:
             self._buffer.pop(heapq.heappop(self._heap), None)
-        self._buffer[ts] = (packet.payload, now, packet.marker)
+        self._buffer[ts] = (payload, now, marker)
         heapq.heappush(self._heap, ts)
         return True
 
@@ -416,25 +432,29 @@ class RtpSession:
         while True:
             with self._cond:
                 while True:
-                    if len(self._pending) >= FRAME_BYTES:
+                    if self._ready >= FRAME_BYTES:
                         if max_frames > 1:  # what else the jitter buffer may give now
                             now = time.monotonic()
-                            while len(self._pending) < limit and not self._advance(
+                            while self._ready < limit and not self._advance(
                                 now, flush=self._closed
                             ):
                                 pass
-                        size = min(limit, len(self._pending) // FRAME_BYTES * FRAME_BYTES)
+                        self._decode_pending()
+                        size = min(limit, self._ready // FRAME_BYTES * FRAME_BYTES)
                         frames = bytes(self._pending[:size])
                         del self._pending[:size]
+                        self._ready -= size
                         return frames
                     now = time.monotonic()
                     wait = self._advance(now, flush=self._closed)
                     if wait == 0:
                         continue
                     if self._closed:
-                        if self._pending:
+                        if self._ready:
+                            self._decode_pending()
                             frame = bytes(self._pending) + bytes(FRAME_BYTES - len(self._pending))
                             self._pending.clear()
+                            self._ready = 0
                             return frame
                         return None
                     remaining = deadline - now
@@ -473,14 +493,22 @@ class RtpSession:
             if not (flush or marker or span >= self._jitter_samples or waited >= self._jitter_s):
                 return self._jitter_s - waited
             if gap <= _MAX_FILL_SAMPLES:
+                self._decode_pending()  # what came before the gap goes first
                 self._pending += bytes(2 * gap)
+                self._ready += 2 * gap
             self._play_ts = ts
             return 0
         heapq.heappop(self._heap)
         del self._buffer[ts]
-        self._pending += self._decode(payload)
+        self._undecoded.append(payload)
+        self._ready += 2 * len(payload)  # G.711: a byte a sample, two bytes of PCM
         self._play_ts = ts + len(payload)
         return 0
+
+    def _decode_pending(self) -> None:
+        if self._undecoded:
+            self._pending += self._decode(b"".join(self._undecoded))
+            self._undecoded.clear()
 
     def _flush_buffer_to_pending(self) -> None:
         while self._heap:
@@ -585,6 +613,23 @@ class RtpSession:
         calls this every tick."""
         if now - self._due > MAX_SEND_BEHIND_S:
             self._due = now  # after a stall, resume the pace instead of bursting
+        remote = self._remote
+        if (
+            (remote is None or not remote[1] or remote[0] in _HOLD_HOSTS)
+            and not self._out
+            and not self._in_flight
+            and not self._dtmf_out
+            and self._dtmf_now is None
+        ):
+            # Nowhere to send and nothing queued (a leg whose media moved to rtpengine, a
+            # phone on hold): only the clock runs on, as ``_send_one`` would move it.
+            packets = 0
+            while self._due <= now + TICK_S / 2:
+                packets += 1
+                self._due += FRAME_SAMPLES / 8000
+            self._seq = (self._seq + packets) & 0xFFFF
+            self._ts = (self._ts + packets * FRAME_SAMPLES) & 0xFFFFFFFF
+            return
         while self._due <= now + TICK_S / 2:
             self._send_one()
             self._due += FRAME_SAMPLES / 8000

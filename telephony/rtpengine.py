@@ -14,12 +14,14 @@ returned rewritten for the first) and a ``delete``. ``subscribe_request`` /
 third address, ``unsubscribe`` stops it. ``query`` reads a call's per-stream counters.
 
 ``relay_bridge`` sets up an operator bridge that way (caller ↔ agent through rtpengine) and
-``MediaTap`` is the edge's side of it: the copies of both parties, read as the bridge's own
-relay reads them, into the stereo WAV and the live transcript's ``on_audio``. ``Daemon``
+``MediaTap`` is the edge's side of it: the copies of both parties arrive on receive-only
+sessions (``telephony.rtp_receiver``) and the process's one ``TapPump`` reads every call's
+five times a second into the stereo WAV and the live transcript's ``on_audio``. ``Daemon``
 runs an rtpengine of our own on loopback (tests, ``bench/relay.py``). The edge uses it for
 bridged calls when ``media_relay`` is ``rtpengine`` (``telephony.media_relay``).
 
-Nothing here imports the SIP stack: SDP bodies pass as strings.
+Nothing here imports the SIP stack: SDP bodies pass as strings; the bencoding is
+``telephony.bencode``.
 """
 
 from __future__ import annotations
@@ -30,104 +32,25 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from telephony.bencode import Bencodable, BencodeError, bdecode, bencode
 from telephony.endpoint import FRAME_BYTES
-from telephony.media_loop import MediaLoop
 from telephony.recording import Side, StereoRecorder
-from telephony.rtp_session import RtpSession
+from telephony.rtp_receiver import RtpReceiver
 
 log = logging.getLogger(__name__)
 
-Bencodable = bytes | str | int | Sequence[Any] | Mapping[str, Any]
-
 _MAX_DATAGRAM = 65_535
+# Frames one pump of one side takes at most: 10 s (a pump held up that long).
+_PUMP_MAX_FRAMES = 500
 
 
 class RtpengineError(Exception):
     """rtpengine answered ``error`` (its ``error-reason``), or did not answer at all."""
-
-
-class BencodeError(ValueError):
-    """A datagram that is not well-formed bencode."""
-
-
-# --------------------------------------------------------------------------- bencode
-
-
-def bencode(value: Bencodable) -> bytes:
-    """Bencode ``value``: str as UTF-8 bytes, bool as 0/1, dict keys sorted (as BEP 3 asks)."""
-    out = bytearray()
-    _encode(value, out)
-    return bytes(out)
-
-
-def _encode(value: Any, out: bytearray) -> None:
-    if isinstance(value, bool | int):
-        out += b"i%de" % int(value)
-    elif isinstance(value, str | bytes):
-        raw = value.encode() if isinstance(value, str) else value
-        out += b"%d:" % len(raw) + raw
-    elif isinstance(value, Mapping):
-        out += b"d"
-        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in value.items())
-        for key, item in items:
-            out += b"%d:" % len(key) + key
-            _encode(item, out)
-        out += b"e"
-    elif isinstance(value, Sequence):
-        out += b"l"
-        for item in value:
-            _encode(item, out)
-        out += b"e"
-    else:
-        raise TypeError(f"cannot bencode {type(value).__name__}")
-
-
-def bdecode(data: bytes) -> Any:
-    """Decode one bencoded value; byte strings come back as str (UTF-8, undecodable bytes
-    kept as surrogates), so an SDP reads as text."""
-    value, end = _decode(data, 0)
-    if end != len(data):
-        raise BencodeError(f"{len(data) - end} bytes after the value")
-    return value
-
-
-def _decode(data: bytes, at: int) -> tuple[Any, int]:
-    if at >= len(data):
-        raise BencodeError("truncated")
-    lead = data[at : at + 1]
-    if lead == b"i":
-        end = data.find(b"e", at)
-        if end < 0:
-            raise BencodeError("unterminated integer")
-        try:
-            return int(data[at + 1 : end]), end + 1
-        except ValueError as exc:
-            raise BencodeError("bad integer") from exc
-    if lead in (b"l", b"d"):
-        items: list[Any] = []
-        at += 1
-        while data[at : at + 1] != b"e":
-            if at >= len(data):
-                raise BencodeError("unterminated list or dict")
-            item, at = _decode(data, at)
-            items.append(item)
-        if lead == b"l":
-            return items, at + 1
-        if len(items) % 2:
-            raise BencodeError("dict with a key and no value")
-        return dict(zip(items[::2], items[1::2], strict=True)), at + 1
-    colon = data.find(b":", at)
-    if colon < 0 or not data[at:colon].isdigit():
-        raise BencodeError(f"unexpected byte {lead!r}")
-    end = colon + 1 + int(data[at:colon])
-    if end > len(data):
-        raise BencodeError("truncated string")
-    return data[colon + 1 : end].decode("utf-8", "surrogateescape"), end
 
 
 # --------------------------------------------------------------------------- the client
@@ -453,14 +376,93 @@ def relay_bridge(
     return RelayedBridge(call_id, to_caller=to_caller, to_agent=to_agent, taps=taps)
 
 
+Sink = Callable[[Side, bytes], None]
+"""Where a tap's audio goes: ``sink(side, pcm)``, each side's frames in order."""
+
+
+class Pumped(Protocol):
+    def pump(self, now: float) -> None: ...
+
+
+class TapPump:
+    """One thread per process reading every tap (``MediaTap``, or the edge's relayed calls
+    around theirs) every ``interval_s``: what each party said since is handed on in one
+    piece. Two reader threads per call, each woken ten times a second, were most of the
+    SIP process's CPU at a hundred relayed calls (the wake-ups, not the audio); one sweep
+    over every call five times a second reads the same audio.
+
+    ``remove`` waits for a sweep under way: once it returns, the item is not pumped again.
+    """
+
+    _shared: TapPump | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self, *, interval_s: float = 0.2, name: str = "tap-pump") -> None:
+        self.interval_s = interval_s
+        self.name = name
+        self._items: dict[int, Pumped] = {}
+        self._lock = threading.RLock()  # held through a sweep
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sweeps = 0
+        self.late_sweeps = 0  # sweeps that began a whole interval late (a busy process)
+
+    @classmethod
+    def shared(cls) -> TapPump:
+        with cls._shared_lock:
+            if cls._shared is None or cls._shared._stop.is_set():
+                cls._shared = cls()
+            return cls._shared
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: Pumped) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                raise RuntimeError(f"tap pump {self.name} is stopped")
+            self._items[id(item)] = item
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+
+    def remove(self, item: Pumped) -> None:
+        with self._lock:
+            self._items.pop(id(item), None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(2 + self.interval_s)
+
+    def _run(self) -> None:
+        due = time.monotonic()
+        while not self._stop.is_set():
+            due += self.interval_s
+            with self._lock:
+                now = time.monotonic()
+                for item in list(self._items.values()):
+                    try:
+                        item.pump(now)
+                    except Exception:
+                        log.exception("tap pump: reading %r failed", item)
+            self.sweeps += 1
+            delay = due - time.monotonic()
+            if delay < -self.interval_s:
+                self.late_sweeps += 1
+                due = time.monotonic()  # resume the pace rather than sweep back to back
+            elif delay > 0:
+                self._stop.wait(delay)
+
+
 class MediaTap:
     """The edge's side of a relayed bridge: rtpengine sends a copy of what each party says
-    to one ``RtpSession`` per side here, and one thread per side reads it as the bridge's
-    relay did — every frame that came, gaps as silence — into the stereo WAV (caller left)
-    and ``on_audio`` (the live transcript). Nothing is sent to the phones from here.
-
-    The sessions still pace comfort silence to their remote (rtpengine's tap port, which
-    drops it): ``RtpSession`` has no receive-only mode yet."""
+    to one ``RtpReceiver`` per side here (receive-only, locked to the port rtpengine sends
+    the copy from; nothing is sent from here), and the process's ``TapPump`` reads both
+    every 200 ms as the bridge's relay read a leg — every frame that came, a stretch with
+    nothing as silence — into a ``sink``: by default the stereo WAV (caller left) and
+    ``on_audio`` (the live transcript); the edge's bridge gives its own
+    (``telephony.media_relay``)."""
 
     def __init__(
         self,
@@ -468,30 +470,26 @@ class MediaTap:
         host: str,
         payload_type: int = 0,
         recording: Path | None = None,
-        on_audio: Callable[[Side, bytes], None] | None = None,
+        on_audio: Sink | None = None,
         read_timeout_s: float = 0.2,
-        loop: MediaLoop | None = None,
     ) -> None:
         self.host = host
         self.payload_type = payload_type
         self.sessions = {
-            side: RtpSession(
-                local_host=host,
-                port=0,
-                sock=None,
-                remote=None,
-                payload_type=payload_type,
-                dtmf_payload_type=None,
-                loop=loop,
-            )
+            side: RtpReceiver(local_host=host, port=0, remote=None, payload_type=payload_type)
             for side in (Side.CALLER, Side.AGENT)
         }
         self.on_audio = on_audio
+        # A side that sent nothing this long is taken as this long silent (a reader's timeout).
         self.read_timeout_s = read_timeout_s
+        self._silence = bytes(round(read_timeout_s * 50) * FRAME_BYTES)
         self._recorder = StereoRecorder(recording) if recording is not None else None
         self.recording = recording
-        self._stopped = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._sink: Sink = self._record
+        self._quiet_since = dict.fromkeys(self.sessions, 0.0)
+        self._pump: TapPump | None = None
+        self._lock = threading.Lock()  # one reader at a time: the pump, or stop's last read
+        self._stopped = False
 
     def subscribe(self, ng: NgClient, *, call_id: str) -> tuple[Subscription, ...]:
         """Ask rtpengine for both sides' copies, to our two sessions."""
@@ -507,41 +505,58 @@ class MediaTap:
             made.append(sub)
         return tuple(made)
 
-    def start_sessions(self) -> None:
-        """Only the sessions: whoever reads them (``telephony.bridge``) starts no threads here."""
-        for session in self.sessions.values():
+    def open(self, sink: Sink | None = None) -> None:
+        """Ready to be pumped (``pump``) into ``sink`` (default: the recording and
+        ``on_audio``) by whoever pumps it: ``start`` has the shared pump do it."""
+        if sink is not None:
+            self._sink = sink
+        now = time.monotonic()
+        for side, session in self.sessions.items():
             session.start()
+            self._quiet_since[side] = now
 
-    def start(self) -> None:
-        self.start_sessions()
-        for side in self.sessions:
-            thread = threading.Thread(
-                target=self._read, args=(side,), name=f"tap-{side.value}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
+    def start(self, pump: TapPump | None = None) -> None:
+        self.open()
+        self._pump = pump if pump is not None else TapPump.shared()
+        self._pump.add(self)
 
-    def _read(self, side: Side) -> None:
-        session = self.sessions[side]
-        silence = bytes(round(self.read_timeout_s * 50) * FRAME_BYTES)
-        while not self._stopped.is_set():
-            pcm = session.read_frames(self.read_timeout_s, 50)
-            if pcm is None:
+    def pump(self, now: float) -> None:
+        """Hand on what each side said since the last pump (the pump's thread)."""
+        with self._lock:
+            if self._stopped:
                 return
-            pcm = pcm or silence  # nothing came: the time still passed, for the file and ASR
-            if self._recorder is not None:
-                self._recorder.write(side, pcm)
-            if self.on_audio is not None:
-                try:
-                    self.on_audio(side, pcm)
-                except Exception:
-                    log.exception("tap on_audio failed")
+            for side, session in self.sessions.items():
+                pcm = session.read_frames(0, _PUMP_MAX_FRAMES)
+                if pcm:
+                    self._quiet_since[side] = now
+                    self._sink(side, pcm)
+                    continue
+                # Nothing came: the time still passed, for the file and the ASR.
+                while now - self._quiet_since[side] >= self.read_timeout_s:
+                    self._quiet_since[side] += self.read_timeout_s
+                    self._sink(side, self._silence)
+
+    def _record(self, side: Side, pcm: bytes) -> None:
+        if self._recorder is not None:
+            self._recorder.write(side, pcm)
+        if self.on_audio is not None:
+            try:
+                self.on_audio(side, pcm)
+            except Exception:
+                log.exception("tap on_audio failed")
 
     def stop(self) -> None:
-        self._stopped.set()
-        for session in self.sessions.values():
-            session.stop()
-        for thread in self._threads:
-            thread.join(self.read_timeout_s + 2.0)
+        """Stop pumping; what the sockets still held goes to the sink, then the recording
+        is closed."""
+        if self._pump is not None:
+            self._pump.remove(self)
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            for side, session in self.sessions.items():
+                session.stop()
+                while pcm := session.read_frames(0, _PUMP_MAX_FRAMES):
+                    self._sink(side, pcm)
         if self._recorder is not None:
             self._recorder.close()

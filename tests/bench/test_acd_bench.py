@@ -9,16 +9,26 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from accounts import agents
+from accounts.models import AgentState
+from core.db import session_scope
+from telephony.endpoint import CallDirection
+from telephony.models import CallRecord
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # bench/ reaches tests/ by path, as when run as a program
 
+from bench import _common as common  # noqa: E402
 from bench._acd_load import Load, steady_load  # noqa: E402
 from bench._acd_platform import (  # noqa: E402
     Record,
     call_ends,
+    make_operators,
+    order_ready,
     ring_delays_ms,
     sign_in_all,
     sipp_end,
+    stand_down,
 )
 from bench.acd import TARGETS, figures, ladder_run, open_rig  # noqa: E402
 
@@ -39,6 +49,47 @@ def test_given_calls_without_a_record_or_an_outcome_then_they_are_lost():
     assert (ends["answered"], ends["abandoned"], ends["overflowed"]) == (1, 1, 1)
     assert ends["no_outcome"] == 1 and ends["records"] == 4
     assert ends["lost_calls"] == 3
+
+
+def _on_call(url: str, user_id: int, call_id: str, *, ended: bool) -> None:
+    """The operator rung and answered for ``call_id``, whose record is still up or ended."""
+    now = datetime.now(UTC)
+    _, factory = common.session_factory(url)
+    with session_scope(factory) as session:
+        session.add(
+            CallRecord.model_validate(
+                {
+                    "call_id": call_id,
+                    "direction": CallDirection.INBOUND,
+                    "arrived_at": now,
+                    "ended_at": now if ended else None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        )
+        rung = agents.reserve(session, [], call_id, now)  # the longest idle: ``user_id``
+        assert rung is not None and rung.user_id == user_id
+        assert agents.answered(session, user_id, call_id, now) is not None
+
+
+def test_given_operators_still_on_calls_at_the_end_then_stand_down_reports_them_not_raises():
+    with common.sqlite_database() as url:
+        ops = make_operators(url, ["8000", "8001", "8002"])
+        sign_in_all(url, None, ops)
+        order_ready(url, None, [o.user_id for o in ops])
+        _on_call(url, ops[0].user_id, "live-1@h", ended=False)  # its caller never hung up
+        _on_call(url, ops[1].user_id, "gone-1@h", ended=True)  # ended, operator not released
+
+        out = stand_down(url, None, [o.user_id for o in ops], wait_s=0.5)
+
+        assert out["operators_held_by_a_call"] == 2
+        assert out["on_live_calls"] == 1
+        assert out["stuck"] == [{"user_id": ops[1].user_id, "state": "on_call", "call": "gone-1@h"}]
+        _, factory = common.session_factory(url)
+        with factory() as session:
+            states = [agents.status(session, o.user_id, datetime.now(UTC)).state for o in ops]
+        assert states == [AgentState.on_call, AgentState.on_call, AgentState.not_ready]
 
 
 def test_given_sipps_last_screen_then_its_ends_are_the_cumulative_column():
