@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.orm import sessionmaker
@@ -17,6 +18,7 @@ from core.db import make_engine, make_session_factory
 from core.settings import get_settings
 from hotline import migrate
 from hotline.open311 import clients
+from hotline.open311.models import Open311Client
 
 
 @pytest.fixture
@@ -45,8 +47,10 @@ def test_add_list_and_revoke_a_client(cli):
     assert match, added.output
     ident, key = int(match.group(1)), match.group(2)
     with cli() as session:
-        client = clients.authenticate(session, key=key)
-        assert client is not None and client.id == ident and key not in client.key_hash
+        verified = clients.authenticate(session, key=key, now=datetime.now(UTC))
+        assert verified is not None and verified.id == ident and verified.name == "市民 App"
+        client = session.get(Open311Client, ident)
+        assert client is not None and key not in client.key_hash
         assert client.created_by.startswith("cli:")
 
     listed = runner.invoke(app, ["open311", "client", "list"])
@@ -55,7 +59,7 @@ def test_add_list_and_revoke_a_client(cli):
     revoked = runner.invoke(app, ["open311", "client", "revoke", str(ident)])
     assert revoked.exit_code == 0, revoked.output
     with cli() as session:
-        assert clients.authenticate(session, key=key) is None
+        assert clients.authenticate(session, key=key, now=datetime.now(UTC)) is None
 
     again = runner.invoke(app, ["open311", "client", "revoke", str(ident)])
     assert again.exit_code == 1 and "already revoked" in again.output
