@@ -8,6 +8,9 @@ PostgreSQL database of its own, then measures, `--repeats` times:
 - search: each evaluation query once (limit 10), latency p50/p95;
 - suggest: the console's live suggestions — every prefix of each query as its words arrive
   (every 2, 3 or 4 characters, in turn, then the whole), limit 5, latency p95;
+- `search_cpu_p95_ms` / `suggest_cpu_p95_ms`: the same searches' CPU time in this thread
+  (Python, and on SQLite the database engine too; not PostgreSQL's server), which a loaded
+  machine does not inflate as it does wall-clock latency;
 - relevance (the same every repeat: the scoring is deterministic): `kb_top1_hit_rate`,
   `kb_top3_hit_rate` over the queries whose labelled article is in service, the same for
   the held-out queries (bench/data/kb_eval_holdout.yaml, written before the last tuning and
@@ -18,7 +21,10 @@ PostgreSQL database of its own, then measures, `--repeats` times:
 
 A baseline of 1,000 articles is measured in the same run, interleaved repeat by repeat,
 and `p95_ratio_vs_1000` compares the two. Per backend: the median over the repeats and the
-worst repeat (never the best); the top-level keys are the worse backend's.
+worst repeat (never the best); the top-level keys are the worse backend's. Both backends
+rank with the same code from the same counts (hotline/knowledge/search_base.py): with both
+measured, `rankings_across_backends` counts the queries whose articles or order differ
+between them (0 expected).
 
     python bench/knowledge.py --json [--articles N] [--db sqlite|postgres] [--repeats 3]
 """
@@ -202,6 +208,9 @@ class Pass:
 
     search_s: list[float] = field(default_factory=list)
     suggest_s: list[float] = field(default_factory=list)
+    # this thread's CPU time: Python and SQLite's engine, not PostgreSQL's server
+    search_cpu_s: list[float] = field(default_factory=list)
+    suggest_cpu_s: list[float] = field(default_factory=list)
     ranked: dict[int, list[int]] = field(default_factory=dict)  # query index → article ids
     ranked_holdout: dict[int, list[int]] = field(default_factory=dict)  # the same, held out
     out_of_service_shown: int = 0
@@ -213,12 +222,14 @@ def run_pass(
     result = Pass()
 
     def timed_search(text: str, limit: int) -> list[int]:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         hits = index.search(text, now=now, limit=limit)
-        elapsed = time.perf_counter() - started
+        elapsed, used = time.perf_counter() - started, time.thread_time() - cpu
         found = [h.article_id for h in hits]
         result.out_of_service_shown += sum(1 for a in found if a in corpus.out_of_service)
-        (result.suggest_s if limit == SUGGEST_LIMIT else result.search_s).append(elapsed)
+        suggesting = limit == SUGGEST_LIMIT
+        (result.suggest_s if suggesting else result.search_s).append(elapsed)
+        (result.suggest_cpu_s if suggesting else result.search_cpu_s).append(used)
         return found
 
     for i, query in enumerate(evaluation.queries):
@@ -274,12 +285,14 @@ def pass_figures(run: Pass) -> dict[str, Any]:
         "search_p50_ms": round(statistics.median(run.search_s) * 1000, 3),
         "search_p95_ms": _ms(run.search_s, 95),
         "search_max_ms": _ms(run.search_s, 100),
+        "search_cpu_p95_ms": _ms(run.search_cpu_s, 95),
         "searches": len(run.search_s),
     }
     if run.suggest_s:
         figures |= {
             "suggest_p50_ms": round(statistics.median(run.suggest_s) * 1000, 3),
             "suggest_p95_ms": _ms(run.suggest_s, 95),
+            "suggest_cpu_p95_ms": _ms(run.suggest_cpu_s, 95),
             "suggestions": len(run.suggest_s),
         }
     return figures
@@ -346,6 +359,9 @@ def measure_backend(
                 "out_of_service_labels_shown_holdout": held_out["out_of_service_labels_shown"],
                 "expired_shown": sum(r.out_of_service_shown for r in runs[name]),
                 "rankings_same_every_repeat": stable,
+                # every query's articles in order, by evaluation key (filler by number):
+                # compared across the backends by `report`, then dropped
+                "_rankings": _by_key(corpus, first),
                 "repeats": per_pass,
                 "misses": quality["misses"],
                 "misses_holdout": held_out["misses"],
@@ -356,6 +372,33 @@ def measure_backend(
                 round(full[key] / base[key], 2) if base[key] else None
             )
         return result
+
+
+def _by_key(corpus: Corpus, run: Pass) -> list[list[str]]:
+    keys = {article_id: key for key, article_id in corpus.ids.items()}
+    return [
+        [keys.get(a, f"#{a}") for a in ranked]
+        for ranked in (*run.ranked.values(), *run.ranked_holdout.values())
+    ]
+
+
+def same_rankings(backends: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Whether every backend returned the same articles in the same order for every query
+    (the articles are loaded in the same order, so ids match), per corpus; pops the
+    rankings kept for it."""
+    if len(backends) < 2:
+        for figs in backends.values():
+            for name in ("baseline", "full"):
+                figs[name].pop("_rankings", None)
+        return None
+    out: dict[str, Any] = {}
+    for name in ("baseline", "full"):
+        rankings = [figs[name].pop("_rankings") for figs in backends.values()]
+        differing = sum(
+            1 for per_query in zip(*rankings, strict=True) if len({tuple(r) for r in per_query}) > 1
+        )
+        out[name] = {"queries": len(rankings[0]), "differing": differing}
+    return out
 
 
 def figures(backends: dict[str, dict[str, Any]], *, articles: int, repeats: int) -> dict[str, Any]:
@@ -402,7 +445,10 @@ def report(
         )
         for db in dbs
     }
+    same = same_rankings(backends)
     out = figures(backends, articles=articles, repeats=repeats)
+    if same is not None:
+        out["rankings_across_backends"] = same
     out["evaluation"] = {
         "articles": len(evaluation.articles),
         "queries": len(evaluation.queries),

@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import model_validator
-from sqlalchemy import Column, Index, Text, UniqueConstraint, event
+from sqlalchemy import DDL, Column, Index, Text, UniqueConstraint, event
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlmodel import Field, SQLModel
 
@@ -155,11 +155,19 @@ SearchVector = Text().with_variant(TSVECTOR(), "postgresql")
 
 class KnowledgeSearchDoc(SQLModel, table=True):
     """The search terms of an article's published version, one row per searchable article:
-    jieba words, pinyin of adjacent characters, and character bigrams (space-separated).
-    Derived data: written on publish, removed on retire, rebuilt from the versions."""
+    jieba words, pinyin of adjacent characters, character bigrams, and the characters and
+    bigrams of the title (space-separated).
+    Derived data: written on publish, removed on retire, rebuilt from the versions.
+
+    On PostgreSQL the terms live out of line (toast_tuple_target): finding the articles
+    that hold a term reads the row of each, and a narrow row is ~70 to a page, not 4. No
+    parallel workers: starting them costs more than the few thousand rows a search reads."""
 
     __tablename__ = "knowledge_search"
-    __table_args__ = (Index("ix_knowledge_search_document", "document", postgresql_using="gin"),)
+    __table_args__ = (
+        Index("ix_knowledge_search_document", "document", postgresql_using="gin"),
+        {"postgresql_with": {"toast_tuple_target": 128, "parallel_workers": 0}},
+    )
 
     article_id: int = Field(
         foreign_key="knowledge_article.id",
@@ -171,6 +179,85 @@ class KnowledgeSearchDoc(SQLModel, table=True):
     pinyin: str = Field(sa_type=Text)
     grams: str = Field(sa_type=Text)
     document: str | None = Field(default=None, sa_type=SearchVector)
+    # the title's characters and bigrams: whether the title names a word (so that
+    # migration 0024 could make them for the documents already there, without jieba)
+    title: str = Field(default="", sa_type=Text, sa_column_kwargs={"server_default": ""})
+    length: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # how many words
+
+
+# SQLite's full-text index over knowledge_search (its words, pinyin, bigrams and title as
+# FTS5 columns), kept in step by triggers whoever writes the table. Migration 0024 creates the
+# same for migrated databases; `create_all` gets it from here. A batch migration that
+# rebuilds knowledge_search on SQLite drops the triggers: it must create them again.
+FTS_DDL = (
+    "CREATE VIRTUAL TABLE knowledge_fts USING fts5(words, pinyin, grams, title, "
+    "content='knowledge_search', content_rowid='article_id', tokenize='unicode61')",
+    "CREATE TRIGGER knowledge_fts_insert AFTER INSERT ON knowledge_search BEGIN "
+    "INSERT INTO knowledge_fts(rowid, words, pinyin, grams, title) "
+    "VALUES (new.article_id, new.words, new.pinyin, new.grams, new.title); END",
+    "CREATE TRIGGER knowledge_fts_delete AFTER DELETE ON knowledge_search BEGIN "
+    "INSERT INTO knowledge_fts(knowledge_fts, rowid, words, pinyin, grams, title) "
+    "VALUES ('delete', old.article_id, old.words, old.pinyin, old.grams, old.title); END",
+    "CREATE TRIGGER knowledge_fts_update AFTER UPDATE ON knowledge_search BEGIN "
+    "INSERT INTO knowledge_fts(knowledge_fts, rowid, words, pinyin, grams, title) "
+    "VALUES ('delete', old.article_id, old.words, old.pinyin, old.grams, old.title); "
+    "INSERT INTO knowledge_fts(rowid, words, pinyin, grams, title) "
+    "VALUES (new.article_id, new.words, new.pinyin, new.grams, new.title); END",
+)
+FTS_DROP = (
+    "DROP TRIGGER IF EXISTS knowledge_fts_update",
+    "DROP TRIGGER IF EXISTS knowledge_fts_delete",
+    "DROP TRIGGER IF EXISTS knowledge_fts_insert",
+    "DROP TABLE IF EXISTS knowledge_fts",
+)
+for _ddl in FTS_DDL:
+    event.listen(
+        KnowledgeSearchDoc.__table__,  # type: ignore[attr-defined]
+        "after_create",
+        DDL(_ddl).execute_if(dialect="sqlite"),
+    )
+for _ddl in FTS_DROP:
+    event.listen(
+        KnowledgeSearchDoc.__table__,  # type: ignore[attr-defined]
+        "before_drop",
+        DDL(_ddl).execute_if(dialect="sqlite"),
+    )
+
+# PostgreSQL's: the articles whose vector matches a tsquery, always by the GIN index. Its
+# planner sees a narrow table and a cheap @@ and may scan it all, reading (de-TOASTing) a
+# vector per row: half a second at 100,000 articles. The setting holds in the function only.
+HOLDING_DDL = (
+    "CREATE FUNCTION knowledge_holding(q tsquery) "
+    "RETURNS TABLE (article_id integer, length integer) "
+    "LANGUAGE sql STABLE SET enable_seqscan = off AS "
+    "$$ SELECT s.article_id, s.length FROM knowledge_search AS s WHERE s.document @@ q $$"
+)
+HOLDING_DROP = "DROP FUNCTION IF EXISTS knowledge_holding(tsquery)"
+event.listen(
+    KnowledgeSearchDoc.__table__,  # type: ignore[attr-defined]
+    "after_create",
+    DDL(HOLDING_DDL).execute_if(dialect="postgresql"),
+)
+event.listen(
+    KnowledgeSearchDoc.__table__,  # type: ignore[attr-defined]
+    "before_drop",
+    DDL(HOLDING_DROP).execute_if(dialect="postgresql"),
+)
+
+
+class KnowledgeTerm(SQLModel, table=True):
+    """How many articles of the search index hold each term — the ranking's idf, the same
+    numbers on both databases (hotline/knowledge/search_base.py keeps them with the index:
+    on publish, retire and rebuild). `kind`: w a word, p a pinyin pair, g a bigram, and #
+    the totals (term "articles": how many are indexed; "words": their words together, for
+    the average length)."""
+
+    __tablename__ = "knowledge_term"
+
+    # the term first: a search looks its terms up whatever their kind
+    term: str = Field(max_length=64, primary_key=True)
+    kind: str = Field(max_length=1, primary_key=True)
+    articles: int
 
 
 class UseKind(StrEnum):

@@ -1,11 +1,27 @@
 """What both knowledge search engines share (hotline/knowledge/search.py has the SQLite FTS5
 and PostgreSQL implementations and `make_index`): the hit with its reasons, the
-`KnowledgeIndex` protocol, and `_SqlIndex` — the search documents, the filter of what is in
-service, the choice of candidates by the rarest concepts, and the scoring here."""
+`KnowledgeIndex` protocol, and `_SqlIndex` — the search documents and the counts of their
+terms (knowledge_term), the choice of candidates, and their ranking (ranking.Ranker).
+
+A database only answers "which articles hold this term (these terms)": SQLite from its FTS5
+index, PostgreSQL from the GIN index of its tsvector. Everything else is decided here, from
+the same numbers, so the same query finds the same articles in the same order on either:
+
+1. The counts: how many articles hold each of the query's terms, from knowledge_term (kept
+   with the index on publish, retire and rebuild; exact on both databases).
+2. The candidates (hotline/knowledge/candidates.py): the articles holding the rarest ways
+   of saying the caller's concepts, within a budget, scored per concept as the ranking
+   would; the best `CANDIDATES` are ranked.
+3. The ranking (ranking.Ranker, BM25 with a title field, over the candidates' terms), with a
+   tie-break that means something: how much of the query the title names, then how often
+   operators answered with the article, then the more recently published, then the newer.
+Only articles in service at the moment asked are returned (and for the region asked).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,41 +32,51 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     or_,
     select,
+    text,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlmodel import Session
 
+from hotline.knowledge.candidates import Candidates
 from hotline.knowledge.models import (
     ArticleStatus,
     KnowledgeArticle,
     KnowledgeArticleVersion,
     KnowledgeSearchDoc,
+    KnowledgeTerm,
+    KnowledgeUse,
+    UseKind,
 )
+from hotline.knowledge.ranking import Document, Match, Ranked, Ranker, TermStats
 from hotline.knowledge.terms import (
-    ConceptTerms,
-    Document,
+    MAX_TERM_LENGTH,
     DocumentTerms,
-    Match,
     Query,
     Synonyms,
-    base_rarity,
     default_synonyms,
     document_terms,
-    either,
     normalise,
     parse_query,
-    score,
 )
 
-CANDIDATES = 200  # articles the database picks to be scored here
 REBUILD_PAGE = 500  # versions indexed per statement by a rebuild
-Clause = tuple[ConceptTerms, ...]  # groups an article must all hold
+COUNT_PAGE = 2_000  # knowledge_term rows written per statement
+FIELDS = (("w", "words"), ("p", "pinyin"), ("g", "grams"))  # knowledge_term.kind, column
+TOTALS = "#"  # knowledge_term.kind of the totals
 
 _ARTICLES = KnowledgeArticle.__table__  # type: ignore[attr-defined]
 _VERSIONS = KnowledgeArticleVersion.__table__  # type: ignore[attr-defined]
 _DOCS = KnowledgeSearchDoc.__table__  # type: ignore[attr-defined]
+_TERMS = KnowledgeTerm.__table__  # type: ignore[attr-defined]
+_USES = KnowledgeUse.__table__  # type: ignore[attr-defined]
+_ADD_COUNTS = text(
+    "INSERT INTO knowledge_term (term, kind, articles) VALUES (:term, :kind, :articles) "
+    "ON CONFLICT (term, kind) DO UPDATE SET articles = knowledge_term.articles + "
+    "excluded.articles"
+)
 
 
 @dataclass(frozen=True)
@@ -91,12 +117,27 @@ class KnowledgeIndex(Protocol):
 Bind = Session | Connection | Engine
 
 
-class _SqlIndex:
-    """What both databases share: the documents, the filter of what is in service, scoring."""
+def term_counts(terms: DocumentTerms | Row[Any]) -> Counter[tuple[str, str]]:
+    """The knowledge_term rows one article adds: one for each of its terms, and the totals."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for kind, name in FIELDS:
+        given = getattr(terms, name)
+        # an index written before 0024 may hold longer terms: knowledge_term has no room
+        held = [t for t in (given.split() if isinstance(given, str) else given) if _countable(t)]
+        counts.update((kind, t) for t in held)
+        if kind == "w":
+            counts[(TOTALS, "words")] += len(held)
+    counts[(TOTALS, "articles")] += 1
+    return counts
 
-    budget = 10_000  # articles the database ranks to pick the candidates, at most
-    common_groups = 3  # when every group is common: the rarest, paired, pick the candidates
-    boosts = 3  # common groups that rank the candidates the others pick, the rarest first
+
+def _countable(term: str) -> bool:
+    return len(term) <= MAX_TERM_LENGTH
+
+
+class _SqlIndex(Candidates):
+    """What both databases share: the documents and their counts, the filter of what is in
+    service, the choice of candidates (`Candidates`) and the ranking."""
 
     def __init__(self, bind: Bind, synonyms: Synonyms | None = None) -> None:
         self._bind = bind
@@ -110,11 +151,9 @@ class _SqlIndex:
             yield self._bind
         else:
             with self._bind.begin() as conn:
-                self._prepare(conn)
                 yield conn
 
-    def _prepare(self, conn: Connection) -> None:
-        """Storage the migrations do not own (SQLite's FTS5 table)."""
+    # ------------------------------------------------------------ writing
 
     def index(self, article: KnowledgeArticle) -> None:
         if article.id is None:
@@ -129,8 +168,9 @@ class _SqlIndex:
                     _VERSIONS.c.version == article.published_version,
                 )
             ).one()
-            terms = document_terms(KnowledgeArticleVersion.model_construct(**row._mapping))
-            conn.execute(delete(_DOCS).where(_DOCS.c.article_id == article.id))
+            terms = document_terms(row)  # the row: no model to build (or configure)
+            counts = term_counts(terms)
+            counts.subtract(self._drop(conn, article.id))
             conn.execute(
                 _DOCS.insert().values(
                     article_id=article.id,
@@ -138,18 +178,50 @@ class _SqlIndex:
                     words=" ".join(terms.words),
                     pinyin=" ".join(terms.pinyin),
                     grams=" ".join(terms.grams),
-                    document=self._vector(terms),
+                    title=" ".join(terms.title),
+                    length=len(terms.words),
+                    document=self._vector_of(self._vector_value(terms)),
                 )
             )
+            self._count(conn, counts)
 
     def remove(self, article_id: int) -> None:
         with self._connection() as conn:
-            conn.execute(delete(_DOCS).where(_DOCS.c.article_id == article_id))
+            counts: Counter[tuple[str, str]] = Counter()
+            counts.subtract(self._drop(conn, article_id))
+            self._count(conn, counts)
+
+    def _drop(self, conn: Connection, article_id: int) -> Counter[tuple[str, str]]:
+        """Delete the article's document; the counts it had added."""
+        old = conn.execute(
+            select(_DOCS.c.words, _DOCS.c.pinyin, _DOCS.c.grams).where(
+                _DOCS.c.article_id == article_id
+            )
+        ).first()
+        if old is None:
+            return Counter()
+        conn.execute(delete(_DOCS).where(_DOCS.c.article_id == article_id))
+        return term_counts(old)
+
+    def _count(self, conn: Connection, counts: Counter[tuple[str, str]]) -> None:
+        """Add `counts` to knowledge_term (in key order: two publishing at once wait for
+        each other, never deadlock), and forget the terms no article holds any more."""
+        changes = sorted((key, n) for key, n in counts.items() if n)
+        for start in range(0, len(changes), COUNT_PAGE):
+            conn.execute(
+                _ADD_COUNTS,
+                [
+                    {"kind": kind, "term": term, "articles": n}
+                    for (kind, term), n in changes[start : start + COUNT_PAGE]
+                ],
+            )
+        if any(n < 0 for _, n in changes):
+            conn.execute(delete(_TERMS).where(_TERMS.c.articles <= 0, _TERMS.c.kind != TOTALS))
 
     def rebuild(self) -> int:
         """Index every article in service again (after a restore or a change of jieba's
-        dictionary or the term rules); returns how many. In pages of `REBUILD_PAGE`
-        versions, each written in one statement."""
+        dictionary or the term rules), and count their terms again; returns how many. In
+        pages of `REBUILD_PAGE` versions, each written in one statement."""
         in_service = (
             select(_VERSIONS)
             .join(
@@ -169,11 +241,15 @@ class _SqlIndex:
             words=bindparam("words"),
             pinyin=bindparam("pinyin"),
             grams=bindparam("grams"),
+            title=bindparam("title"),
+            length=bindparam("length"),
             document=self._vector_of(bindparam("document")),
         )
         indexed, after = 0, None
+        counts: Counter[tuple[str, str]] = Counter()
         with self._connection() as conn:
             conn.execute(delete(_DOCS))
+            conn.execute(delete(_TERMS))
             while True:
                 page = (
                     in_service
@@ -182,10 +258,11 @@ class _SqlIndex:
                 )
                 rows = conn.execute(page).all()
                 if not rows:
-                    return indexed
+                    break
                 params = []
                 for row in rows:
-                    terms = document_terms(KnowledgeArticleVersion.model_construct(**row._mapping))
+                    terms = document_terms(row)  # the row: no model to build (or configure)
+                    counts.update(term_counts(terms))
                     params.append(
                         {
                             "article_id": row.article_id,
@@ -193,11 +270,28 @@ class _SqlIndex:
                             "words": " ".join(terms.words),
                             "pinyin": " ".join(terms.pinyin),
                             "grams": " ".join(terms.grams),
-                            "document": self._vector_text(terms),
+                            "title": " ".join(terms.title),
+                            "length": len(terms.words),
+                            "document": self._vector_value(terms),
                         }
                     )
                 conn.execute(insert, params)
                 indexed, after = indexed + len(rows), rows[-1].article_id
+            self._count(conn, counts)
+            self._settle(conn)
+        return indexed
+
+    def _settle(self, conn: Connection) -> None:
+        """After a rebuild: what the database should do with an index written anew."""
+
+    def _vector_value(self, terms: DocumentTerms) -> Any:
+        """What the `document` column holds (PostgreSQL: the lexemes of its tsvector)."""
+        return None
+
+    def _vector_of(self, value: Any) -> Any:
+        return value
+
+    # ------------------------------------------------------------ searching
 
     def search(
         self, query: str, *, now: datetime, region: str | None = None, limit: int = 10
@@ -205,174 +299,174 @@ class _SqlIndex:
         parsed = parse_query(query, self.synonyms)
         if parsed.empty or limit <= 0:
             return []
-        in_service = [
-            or_(_VERSIONS.c.valid_from.is_(None), _VERSIONS.c.valid_from <= now),
-            or_(_VERSIONS.c.valid_until.is_(None), _VERSIONS.c.valid_until > now),
-        ]
-        if region is not None:
-            in_service.append(or_(_VERSIONS.c.region.is_(None), _VERSIONS.c.region == region))
-        stmt = (
-            select(
-                _DOCS.c.article_id,
-                _ARTICLES.c.number,
-                _DOCS.c.version,
-                _VERSIONS.c.title,
-                _DOCS.c.words,
-                _DOCS.c.pinyin,
-                _DOCS.c.grams,
-            )
-            .select_from(
-                _DOCS.join(
-                    _ARTICLES,
-                    and_(
-                        _ARTICLES.c.id == _DOCS.c.article_id,
-                        _ARTICLES.c.published_version == _DOCS.c.version,
-                        _ARTICLES.c.status != ArticleStatus.retired.value,
-                    ),
-                ).join(
-                    _VERSIONS,
-                    and_(
-                        _VERSIONS.c.article_id == _DOCS.c.article_id,
-                        _VERSIONS.c.version == _DOCS.c.version,
-                    ),
-                )
-            )
-            .where(*in_service)
-        )
         with self._connection() as conn:
-            concepts = parsed.concept_terms()
-            singles: list[Clause] = [(c,) for c in concepts]
-            counts = self._held(conn, singles) if concepts else []
-            held = {c.word: n for c, n in zip(concepts, counts, strict=True)}
-            in_base = {
-                c.word: base_rarity(n, self.budget)
-                for c, n in zip(concepts, self._held_in_base(conn, singles, counts), strict=True)
-            }
-            chosen = parsed.candidate_terms()
-            ranked = self._ranked(conn, stmt, parsed, chosen, held, in_base)
-            if not ranked:
-                # The most telling words found nothing they say: the others may.
-                others = tuple(c for c in concepts if c.word not in {g.word for g in chosen})
-                ranked = self._ranked(conn, stmt, parsed, others, held, in_base)
-            if not ranked and parsed.grams:
-                # No word of the query matched as said: the scoring falls back to the
-                # query's characters (terms.score), so fetch the articles holding them.
-                grams = tuple(ConceptTerms(grams=(g,)) for g in sorted(parsed.grams))
-                ranked = self._ranked(conn, stmt, parsed, grams, {}, in_base)
-        ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
-        return [hit for _, _, hit in ranked[:limit]]
+            stats = self._stats(conn, parsed)
+            ranker = Ranker(parsed, stats)
+            picking = [a for a in parsed.alternatives if a.concept in parsed.picking]
+            others = [a for a in parsed.alternatives if a.concept not in parsed.picking]
+            hits: list[KnowledgeHit] = []
+            # The most telling words first; if they find nothing they say, the others may;
+            # if no word matched as said, the query's characters (never the newest articles
+            # holding some of them: that tells nothing).
+            for alternatives, newest in (
+                (picking, True),
+                (others, True),
+                (parsed.spelling(), False),
+            ):
+                if not alternatives:
+                    continue
+                ids = self._candidates(conn, parsed, stats, alternatives, newest=newest)
+                hits = self._ranked(conn, ids, ranker, now=now, region=region, limit=limit)
+                if hits:
+                    break
+        return hits
+
+    def _stats(self, conn: Connection, query: Query) -> TermStats:
+        """The counts of the query's terms (and the totals), from knowledge_term."""
+        alternatives = (*query.alternatives, *query.fallback())
+        keys = {(a.field, t) for a in alternatives for t in a.terms}
+        terms = sorted({t for _, t in keys} | {"articles", "words"})
+        rows = conn.execute(
+            select(_TERMS.c.kind, _TERMS.c.term, _TERMS.c.articles).where(
+                self._among(_TERMS.c.term, "terms", str)
+            ),
+            {"terms": self._values(terms)},
+        ).all()
+        held = {(kind, term): n for kind, term, n in rows if (kind, term) in keys}
+        totals = {term: n for kind, term, n in rows if kind == TOTALS}
+        return TermStats(totals.get("articles", 0), totals.get("words", 0), held)
+
+    def _last_id(self, conn: Connection) -> int:
+        return conn.execute(select(func.max(_DOCS.c.article_id))).scalar() or 0
 
     def _ranked(
         self,
         conn: Connection,
-        stmt: Select[Any],
-        parsed: Query,
-        groups: tuple[ConceptTerms, ...],
-        held: dict[str, int],
-        in_base: dict[str, float],
-    ) -> list[tuple[float, int, KnowledgeHit]]:
-        """The candidates the database picks, scored here: the articles holding the most of
-        the query's groups, by the database's rank. The rarest groups pick them, as many as
-        hold `budget` articles between them: a group half the base holds (工作, 通知) would
-        have the database rank tens of thousands of articles for nothing; it still counts
-        in the scoring. When even the rarest is that common, the articles holding two of
-        the groups pick them; when those are still that many, the newest of them (ranking
-        tens of thousands of articles that all say 街道 and 通知 tells nothing)."""
-        if not groups:
-            return []
-        counts = [held[g.word] for g in groups] if all(g.word in held for g in groups) else None
-        found = self._within_budget(conn, [(g,) for g in groups], counts)
-        newest = False
-        if not found:
-            return []
-        common = [clause[0] for clause, _, fits in found if not fits][: self.boosts]
-        if not any(fits for _, _, fits in found):
-            rarest = [clause[0] for clause, _, _ in found[: self.common_groups]]
-            pairs: list[Clause] = [
-                (a, b) for i, a in enumerate(rarest) for b in rarest[i + 1 :]
-            ] or [(g,) for g in rarest]
-            singles = found
-            found = self._within_budget(conn, pairs)
-            newest = not any(fits for _, _, fits in found)
-            if newest:  # the rarest pair some article holds, else the rarest group
-                found = [(clause, n, True) for clause, n, _ in (found or singles)[:1]]
-        clauses = [(clause, sum(g.weight for g in clause)) for clause, n, fits in found if fits]
-        if not clauses:
-            return []
-        if common and not newest:
-            # A common concept picks no candidates, but among those picked, the ones that
-            # also hold it rank higher: 检修 among the thousands holding 停电. Paired with
-            # the picking concepts, it reads no more articles than they do.
-            picking = either([g for clause, _ in clauses for g in clause])
-            clauses += [((picking, g), g.weight) for g in common]
-        ids = self._candidates(conn, clauses, newest=newest)
+        ids: list[int],
+        ranker: Ranker,
+        *,
+        now: datetime,
+        region: str | None,
+        limit: int,
+    ) -> list[KnowledgeHit]:
+        """The candidates in service, ranked (module docstring, step 3)."""
         if not ids:
             return []
-        order = {article_id: -i for i, article_id in enumerate(ids)}
-        rows = conn.execute(stmt.where(_DOCS.c.article_id.in_(ids))).all()
-        ranked = []
-        for row in rows:
-            doc = Document(row.words, row.pinyin, row.grams, title=normalise(row.title))
-            points, matches = score(parsed, doc, in_base)
-            if matches:
-                hit = KnowledgeHit(
-                    article_id=row.article_id,
-                    number=row.number,
-                    version=row.version,
-                    title=row.title,
-                    score=points,
-                    matches=matches,
-                )
-                ranked.append((points, order[row.article_id], hit))  # ties: the database's
-        return ranked
-
-    def _vector(self, terms: DocumentTerms) -> Any:
-        return self._vector_of(self._vector_text(terms))
-
-    def _vector_text(self, terms: DocumentTerms) -> str | None:
-        return None
-
-    def _vector_of(self, value: Any) -> Any:
-        return value
-
-    def _within_budget(
-        self, conn: Connection, clauses: list[Clause], counts: list[int] | None = None
-    ) -> list[tuple[Clause, int, bool]]:
-        """The clauses some article holds, the rarest first: each with how many articles
-        hold it (counted up to `budget` + 1) and whether it fits, with the rarer ones,
-        within the `budget` of articles the database ranks."""
-        counted = sorted(
-            (
-                (c, n)
-                for c, n in zip(clauses, counts or self._held(conn, clauses), strict=True)
-                if n
+        fields = {a.field for a in (*ranker.query.alternatives, *ranker.query.fallback())}
+        rows = conn.execute(
+            _in_service(now, region, pinyin="p" in fields, grams="g" in fields).where(
+                self._among(_DOCS.c.article_id, "ids", int)
             ),
-            key=lambda found: found[1],
+            {"ids": self._values(ids)},
+        ).all()
+        ranked: list[tuple[Ranked, Row[Any]]] = []
+        for row in rows:
+            doc = Document(
+                row.words,
+                getattr(row, "pinyin", ""),
+                getattr(row, "grams", ""),
+                title=normalise(row.title),
+            )
+            result = ranker.rank(doc)
+            if result.matches:
+                ranked.append((result, row))
+        ranked.sort(key=lambda r: (r[0].points, r[0].title_share), reverse=True)
+        uses = self._uses(conn, ranked, limit)
+
+        def order(item: tuple[Ranked, Row[Any]]) -> tuple[Any, ...]:
+            result, row = item
+            published = row.published_at.timestamp() if row.published_at else 0.0
+            return (
+                -result.points,
+                -result.title_share,
+                -uses.get(row.article_id, 0),
+                -published,
+                -row.article_id,
+            )
+
+        ranked.sort(key=order)
+        return [
+            KnowledgeHit(
+                article_id=row.article_id,
+                number=row.number,
+                version=row.version,
+                title=row.title,
+                score=result.points,
+                matches=result.matches,
+            )
+            for result, row in ranked[:limit]
+        ]
+
+    def _uses(
+        self, conn: Connection, ranked: list[tuple[Ranked, Row[Any]]], limit: int
+    ) -> dict[int, int]:
+        """How often operators answered with each article tied (same points, same share of
+        the title) with another one among the first `limit`: asked only then."""
+        keys = [(result.points, result.title_share) for result, _ in ranked]
+        shown = Counter(keys)
+        tied = {key for key in keys[:limit] if shown[key] > 1}
+        ids = [row.article_id for (_, row), key in zip(ranked, keys, strict=True) if key in tied]
+        if not ids:
+            return {}
+        rows = conn.execute(
+            select(_USES.c.article_id, func.count())
+            .where(
+                self._among(_USES.c.article_id, "ids", int),
+                _USES.c.kind == UseKind.answered.value,
+            )
+            .group_by(_USES.c.article_id),
+            {"ids": self._values(ids)},
+        ).all()
+        return {article_id: n for article_id, n in rows}  # noqa: C416 (rows of two)
+
+    # ------------------------------------------------------------ the database's part
+
+    def _among(self, column: Any, name: str, kind: type) -> Any:
+        """`column` is one of the values bound as `name` (`_values`): one parameter, where
+        an IN list of thousands would be rendered into the statement each time."""
+        raise NotImplementedError
+
+    def _values(self, values: Sequence[Any]) -> Any:
+        return list(values)
+
+
+def _in_service(now: datetime, region: str | None, *, pinyin: bool, grams: bool) -> Select[Any]:
+    """The indexed documents of articles in service at `now` (published, not retired, the
+    indexed version the published one, valid at `now`, for the region or the whole city),
+    with what the ranking reads."""
+    conditions = [
+        or_(_VERSIONS.c.valid_from.is_(None), _VERSIONS.c.valid_from <= now),
+        or_(_VERSIONS.c.valid_until.is_(None), _VERSIONS.c.valid_until > now),
+    ]
+    if region is not None:
+        conditions.append(or_(_VERSIONS.c.region.is_(None), _VERSIONS.c.region == region))
+    columns = [
+        _DOCS.c.article_id,
+        _ARTICLES.c.number,
+        _ARTICLES.c.published_at,
+        _DOCS.c.version,
+        _VERSIONS.c.title,
+        _DOCS.c.words,
+    ]
+    columns += [_DOCS.c.pinyin] if pinyin else []
+    columns += [_DOCS.c.grams] if grams else []
+    return (
+        select(*columns)
+        .select_from(
+            _DOCS.join(
+                _ARTICLES,
+                and_(
+                    _ARTICLES.c.id == _DOCS.c.article_id,
+                    _ARTICLES.c.published_version == _DOCS.c.version,
+                    _ARTICLES.c.status != ArticleStatus.retired.value,
+                ),
+            ).join(
+                _VERSIONS,
+                and_(
+                    _VERSIONS.c.article_id == _DOCS.c.article_id,
+                    _VERSIONS.c.version == _DOCS.c.version,
+                ),
+            )
         )
-        out, total = [], 0
-        for clause, held in counted:
-            total += held
-            out.append((clause, held, total <= self.budget))
-        return out
-
-    def _held_in_base(self, conn: Connection, clauses: list[Clause], held: list[int]) -> list[int]:
-        """How many articles hold each clause, for `base_rarity` (`held`: as `_held` said)."""
-        return held
-
-    def _held(self, conn: Connection, clauses: list[Clause]) -> list[int]:
-        """For each clause (groups an article must all hold), how many articles hold it,
-        counted up to `budget` + 1 (the count stops there: more is "common")."""
-        raise NotImplementedError
-
-    def _candidates(
-        self, conn: Connection, clauses: list[tuple[Clause, float]], *, newest: bool = False
-    ) -> list[int]:
-        """Up to `CANDIDATES` articles holding any of the weighted clauses, best first (with
-        `newest`: the most recently created first, ranking nothing)."""
-        raise NotImplementedError
-
-
-# FTS5 keeps its index in shadow tables (knowledge_fts_data, _idx, ...) that Alembic's schema
-# comparison cannot be told to skip (hotline/migrate.py), so the migrations do not create it:
-# the SQLite index does, once per database, from the documents already there. Triggers keep
-# it in step with knowledge_search, whoever writes that table.
+        .where(*conditions)
+    )

@@ -1,22 +1,22 @@
-"""How citizens' words and articles become search terms, and how an article is scored
-against a query (pure; the index in search.py stores the terms and picks the candidates).
+"""How citizens' words and articles become search terms (pure; the index in search_base.py
+stores the terms and the counts of them, ranking.py ranks the articles it fetches).
 
 An article's terms, from its published version's title, body, policy source and number:
 - words: jieba's search-mode segmentation (`cut_for_search`), so 公积金 finds 住房公积金;
 - pinyin: the toneless pinyin of every two adjacent characters, so a name or word written
   with other characters of the same sound (章建国 for 张建国, as speech recognition and fast
   typing produce) still matches;
-- grams: every two adjacent characters, the fallback for a word with a wrong character.
+- grams: every two adjacent characters, the fallback for a word with a wrong character, and
+  a word's characters side by side however jieba cut the article (路 / 灯不亮 holds 路灯);
+- title: the title's characters and bigrams, to tell whether the title names a word.
 
-A query becomes concepts: the caller's content words (stop words dropped), each with its
-alternatives — the word, its search-mode parts, the official terms of the synonym table.
-Scoring goes concept by concept (word 1.0, synonym 0.9, same sound 0.8, near spelling 0.5 ×
-share of bigrams), the same on both databases, and names the reason for every match. A
-concept weighs more the longer and the rarer the word (jieba's corpus frequency: 低保 says
-more than 申请), less when it names a place (滨河路, 小区), and half again when the article's
-title holds it. A word
-jieba's dictionary knows is taken as said; only unknown ones (slips, names) are also matched
-by sound and spelling, so 施工 does not find 临时供水 (shi gong).
+A query becomes concepts: the caller's content words (stop words dropped; a spoken form
+such as 水管子 also as written, 水管), each weighted — longer and rarer in jieba's corpus
+says more (低保 more than 申请), a place less — and each with its alternatives: the word,
+its search-mode parts, the official terms of the synonym table, their characters side by
+side, and for a word jieba does not know (a slip, a name) its sound and its spelling. A
+word jieba's dictionary knows is taken as said; only unknown ones are also matched by sound
+and spelling, so 施工 does not find 临时供水 (shi gong).
 """
 
 from __future__ import annotations
@@ -25,17 +25,16 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cache, cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pypinyin import lazy_pinyin
 
 from core import yaml_fast
 from dispatch.segment import default_synonyms as slip_corrections
 from dispatch.segment import jieba_module
-from hotline.knowledge.models import KnowledgeArticleVersion
 
 DEFAULT_SYNONYMS_PATH = Path(__file__).parent / "data" / "synonyms.yaml"
 
@@ -89,8 +88,11 @@ def _in_dictionary(word: str) -> bool:
     return bool(_jieba().get_FREQ(word))  # prefixes of longer words are there with 0
 
 
+MAX_TERM_LENGTH = 32  # longer runs of letters or digits are not words anyone says
+
+
 def _keep(term: str) -> bool:
-    return bool(_TERM.match(term))
+    return len(term) <= MAX_TERM_LENGTH and bool(_TERM.match(term))
 
 
 def search_words(text: str) -> list[str]:
@@ -123,14 +125,52 @@ def bigrams(text: str) -> list[str]:
     return grams
 
 
+_LATIN = re.compile(r"[0-9a-z]+")
+
+
+def title_terms(text: str) -> list[str]:
+    """What the index keeps of a normalised title, to tell whether it names a word: its
+    Chinese characters and their bigrams, its runs of letters and digits (the same rule as
+    migration 0024's, which has no jieba)."""
+    terms: list[str] = []
+    for run in _CJK.findall(text):
+        terms.extend(run)
+        terms.extend(bigrams(run))
+    terms.extend(t for t in _LATIN.findall(text) if len(t) <= MAX_TERM_LENGTH)
+    return _distinct(terms)
+
+
+def in_title(words: Sequence[str]) -> tuple[str, ...]:
+    """The title terms a title naming all of `words` holds (`title_terms`)."""
+    terms: list[str] = []
+    for word in words:
+        long_chinese = len(word) >= 2 and _CJK.fullmatch(word)
+        terms.extend(bigrams(word) if long_chinese else title_terms(word))
+    return tuple(_distinct(terms))
+
+
 @dataclass(frozen=True)
 class DocumentTerms:
     words: list[str]
     pinyin: list[str]
     grams: list[str]
+    title: list[str] = field(default_factory=list)
 
 
-def document_terms(version: KnowledgeArticleVersion) -> DocumentTerms:
+class VersionText(Protocol):
+    """What of a version is searched (a KnowledgeArticleVersion, or its row)."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def body(self) -> str: ...
+    @property
+    def policy_source(self) -> str | None: ...
+    @property
+    def document_number(self) -> str | None: ...
+
+
+def document_terms(version: VersionText) -> DocumentTerms:
     parts = [version.title, plain_text(version.body)]
     parts += [p for p in (version.policy_source, version.document_number) if p]
     text = normalise("\n".join(parts))
@@ -138,6 +178,7 @@ def document_terms(version: KnowledgeArticleVersion) -> DocumentTerms:
         words=_distinct(search_words(text))[:MAX_TERMS],
         pinyin=_distinct(pinyin_pairs(text))[:MAX_TERMS],
         grams=_distinct(bigrams(text))[:MAX_TERMS],
+        title=title_terms(normalise(version.title)),
     )
 
 
@@ -200,9 +241,7 @@ class Concept:
     # Two of jieba's pieces put together (章 建国 → 章建国): a guess at a name, not a word
     # the caller is known to have said.
     joined: bool = False
-
-    def terms(self) -> set[str]:
-        return {t for alt in (*self.words, *self.official) for t in alt}
+    at: int = 0  # where in the query the caller said it (for words said side by side)
 
 
 # Guessed names (two of jieba's pieces put together) pick candidates only in a query of
@@ -211,16 +250,36 @@ class Concept:
 GUESSES_PICK = 4
 
 
-@dataclass(frozen=True)
-class ConceptTerms:
-    """What an article holds when a concept matches it: all the words of one alternative,
-    or one of the pinyin pairs, or one of the bigrams."""
+# How sure a match is: the word said, an official term of the synonym table, the same
+# sound, a near spelling (times the share of its bigrams held, half at least); the same
+# characters of a word or term the article's segmentation cut otherwise, CHARS times less.
+FACTORS = {"word": 1.0, "synonym": 0.85, "pinyin": 0.75, "fuzzy": 0.5}
+CHARS = 0.9
 
-    words: tuple[tuple[str, ...], ...] = ()
-    pinyin: tuple[str, ...] = ()
-    grams: tuple[str, ...] = ()
-    weight: float = 1.0  # the concept's (`Concept.weight`)
-    word: str = ""  # the concept's (`Concept.word`)
+
+@dataclass(frozen=True)
+class Alternative:
+    """One way an article holds a concept: all of `terms` in `field` (w: its words, p: the
+    pinyin pairs of its characters, g: its bigrams — the word's characters side by side,
+    however jieba cut the article), or for a near spelling (not `every`) half of its
+    bigrams. `kind` is the reason a hit gives: word, synonym, pinyin (same sound), fuzzy;
+    `sure` how sure a match is (FACTORS)."""
+
+    concept: int  # the concept's place in `Query.concepts`
+    kind: str
+    field: str
+    terms: tuple[str, ...]
+    every: bool = True
+    sure: float = 1.0
+    chars_of: str = ""  # the word whose characters `terms` are (the reason names it)
+
+    def in_title(self) -> Alternative | None:
+        """The same, held in the title (words and characters: a title is not searched by
+        sound)."""
+        if not self.every or self.field not in ("w", "g"):
+            return None
+        terms = in_title(self.terms)
+        return replace(self, field="t", terms=terms) if terms else None
 
 
 @dataclass(frozen=True)
@@ -233,41 +292,89 @@ class Query:
     def empty(self) -> bool:
         return not (self.concepts or self.pinyin or self.grams)
 
-    def candidate_terms(self) -> tuple[ConceptTerms, ...]:
-        """What an article holds when each concept matches it (`_match`), to pick the
-        candidates that are scored. Every concept may pick, settings and guessed names too:
-        how many articles of the base hold each decides (search_base), not how rare the word
-        is in jieba's corpus — 物业 or 投诉 name the matter in a base of notices about pipes
-        and power lines. The articles full of 申请, 困难 or a street's name do not fill the
-        candidates: a concept too many articles hold picks none and only counts in the
-        scoring."""
-        said = [c for c in self.concepts if not c.joined]
-        guessed = [c for c in self.concepts if c.joined][: max(0, GUESSES_PICK - len(said))]
-        return tuple(_concept_terms(c) for c in (*said, *guessed))
+    @cached_property
+    def alternatives(self) -> tuple[Alternative, ...]:
+        """Every way an article may hold each concept, in the concepts' order."""
+        return tuple(a for i, c in enumerate(self.concepts) for a in _alternatives(i, c))
 
-    def concept_terms(self) -> tuple[ConceptTerms, ...]:
-        """What an article holds when each of the concepts matches it, in order."""
-        return tuple(_concept_terms(c) for c in self.concepts)
+    @cached_property
+    def picking(self) -> frozenset[int]:
+        """The concepts that may pick the candidates the database fetches. Every concept
+        may — settings such as 物业 too: how many articles of the base hold it decides
+        (search_base), not how rare the word is in jieba's corpus — except guessed names in
+        a long query (窗户里, 往我家, matched by sound and spelling, would fill them)."""
+        said = [i for i, c in enumerate(self.concepts) if not c.joined]
+        guessed = [i for i, c in enumerate(self.concepts) if c.joined]
+        return frozenset(said + guessed[: max(0, GUESSES_PICK - len(said))])
+
+    @cached_property
+    def overlapping(self) -> tuple[int, ...]:
+        """For each concept, the first concept its word overlaps (建国 in 章建国, 来水 in
+        自来水; itself if none): the ranking counts overlapping words once, the better."""
+        first: list[int] = []
+        for i, concept in enumerate(self.concepts):
+            word = concept.word
+            first.append(
+                next(
+                    (
+                        first[j]
+                        for j, other in enumerate(self.concepts[:i])
+                        if word in other.word or other.word in word
+                    ),
+                    i,
+                )
+            )
+        return tuple(first)
+
+    def fallback(self) -> tuple[Alternative, ...]:
+        """When no word of the query matched as said: its characters (Ranker scores them as
+        a near spelling of the whole query)."""
+        if len(self.grams) < 2:
+            return ()
+        grams = tuple(sorted(self.grams))
+        return (Alternative(-1, "fuzzy", "g", grams, every=False, sure=FACTORS["fuzzy"]),)
+
+    def spelling(self) -> tuple[Alternative, ...]:
+        """The fallback's bigrams one by one, each its own concept (numbered -1, -2, …), to
+        fetch the articles holding the most of them."""
+        grams = [t for alt in self.fallback() for t in alt.terms]
+        return tuple(
+            Alternative(-1 - i, "fuzzy", "g", (g,), every=False, sure=FACTORS["fuzzy"])
+            for i, g in enumerate(grams)
+        )
 
 
-def either(groups: Sequence[ConceptTerms]) -> ConceptTerms:
-    """What an article holds when any of the groups matches it."""
-    return ConceptTerms(
-        words=tuple(dict.fromkeys(alt for g in groups for alt in g.words)),
-        pinyin=tuple(dict.fromkeys(t for g in groups for t in g.pinyin)),
-        grams=tuple(dict.fromkeys(t for g in groups for t in g.grams)),
-        weight=max((g.weight for g in groups), default=1.0),
-        word="|".join(g.word for g in groups),
-    )
-
-
-def _concept_terms(concept: Concept) -> ConceptTerms:
-    words = tuple(dict.fromkeys(alt for alt in (*concept.words, *concept.official) if alt))
+def _alternatives(i: int, concept: Concept) -> list[Alternative]:
+    out = [Alternative(i, "word", "w", alt, sure=FACTORS["word"]) for alt in concept.words]
+    out += [
+        Alternative(i, "synonym", "w", alt, sure=FACTORS["synonym"])
+        for alt in concept.official
+        if alt not in concept.words
+    ]
+    # The same characters side by side, cut otherwise: jieba makes 路 灯不亮 of 路灯不亮.
+    out += [
+        Alternative(
+            i,
+            kind,
+            "g",
+            tuple(dict.fromkeys(bigrams(word))),
+            sure=FACTORS[kind] * CHARS,
+            chars_of=word,
+        )
+        for kind, alts in (("word", concept.words[:1]), ("synonym", concept.official))
+        for alt in alts
+        if len(alt) == 1 and len(word := alt[0]) >= 2 and _CJK.fullmatch(word)
+    ]
+    out = [a for a in out if a.terms]
     if concept.known or not _CJK.fullmatch(concept.word):
-        return ConceptTerms(words, weight=concept.weight, word=concept.word)
-    grams = bigrams(concept.word) if len(concept.word) >= 3 else []
-    sounds = tuple(dict.fromkeys(pinyin_pairs(concept.word)))
-    return ConceptTerms(words, sounds, tuple(grams), weight=concept.weight, word=concept.word)
+        return out
+    pairs = tuple(sorted(sounds(concept.word)))
+    if pairs:
+        out.append(Alternative(i, "pinyin", "p", pairs, sure=FACTORS["pinyin"]))
+    if len(concept.word) >= 3:
+        grams = tuple(dict.fromkeys(bigrams(concept.word)))
+        out.append(Alternative(i, "fuzzy", "g", grams, every=False, sure=FACTORS["fuzzy"]))
+    return out
 
 
 SETTING_WEIGHT = 0.5
@@ -280,17 +387,6 @@ _PLACE = re.compile(
 # frequency, scaled so a middling word (路灯, 电梯: ~12) counts 1.
 _RARITY_SCALE = 12.0
 _RARITY_BOUNDS = (0.6, 1.25)
-
-
-def base_rarity(held: int, common: int) -> float:
-    """How much a concept says in the knowledge base itself, from how many articles hold
-    it (`held`, counted up to `common` + 1): 1 for a concept one article holds, down to
-    1/10 for one held by `common` articles or more (an idf: the log of the share). Words
-    every article of a base says (a unit's name in every notice, 小区, 办理) say little
-    there, whatever jieba's corpus says."""
-    if held <= 1:
-        return 1.0
-    return max(0.1, 1.0 - 0.9 * math.log(held) / math.log(max(common, 2)))
 
 
 def is_setting(word: str) -> bool:
@@ -330,6 +426,17 @@ def _with_lone_characters(words: Sequence[str]) -> list[str]:
     return joined
 
 
+_SPOKEN_SUFFIXES = ("儿", "子")  # 水管子, 味儿: how the word is said, not written
+
+
+def _spoken_stem(word: str) -> str | None:
+    """The written word a spoken one stands for (水管子 → 水管, 门口儿 → 门口), when jieba
+    knows it and not the spoken one."""
+    if len(word) >= 3 and word.endswith(_SPOKEN_SUFFIXES) and _in_dictionary(word[:-1]):
+        return word[:-1]
+    return None
+
+
 def parse_query(query: str, synonyms: Synonyms) -> Query:
     text = slip_corrections().apply(normalise(query))
     concepts: dict[str, Concept] = {}
@@ -343,9 +450,20 @@ def parse_query(query: str, synonyms: Synonyms) -> Query:
         parts: tuple[str, ...] = ()
         if split:
             parts = tuple(p for p in search_words(word) if p != word and len(p) > 1)
-        words = ((word,), parts) if parts else ((word,),)
+        words: tuple[tuple[str, ...], ...] = ((word,), parts) if parts else ((word,),)
+        known = _in_dictionary(word)
+        stem = _spoken_stem(word) if not known else None
+        if stem is not None:
+            words += ((stem,),)
+            official += synonyms.official(stem)
         concepts[word] = Concept(
-            word, words, official, _weight(word), known=_in_dictionary(word), joined=joined
+            word,
+            words,
+            official,
+            _weight(word),
+            known=known,
+            joined=joined,
+            at=max(0, text.find(word)),
         )
 
     for word in synonyms.found_in(text):
@@ -365,132 +483,7 @@ def parse_query(query: str, synonyms: Synonyms) -> Query:
     )
 
 
-# ---------------------------------------------------------------- hits
-
-
-@dataclass(frozen=True)
-class Match:
-    """Why an article was found: the caller's word, the article's words it matched, and
-    how — "word", "synonym", "pinyin" (same sound) or "fuzzy" (near spelling)."""
-
-    query_word: str
-    article_words: tuple[str, ...]
-    kind: str
-
-
-class Document:
-    """An article's terms, as the scoring reads them: given as sets, or as the
-    space-separated text the index stores, split only when the scoring needs that kind
-    (most queries never look at an article's pinyin or bigrams)."""
-
-    def __init__(
-        self,
-        words: frozenset[str] | str,
-        pinyin: frozenset[str] | str = frozenset(),
-        grams: frozenset[str] | str = frozenset(),
-        title: str = "",  # normalised: a concept the title names counts more
-    ) -> None:
-        self._given = {"words": words, "pinyin": pinyin, "grams": grams}
-        self.title = title
-
-    def _kind(self, name: str) -> frozenset[str]:
-        given = self._given[name]
-        return frozenset(given.split()) if isinstance(given, str) else given
-
-    # Split once, on first use: the scoring asks for an article's words once per concept.
-    @cached_property
-    def words(self) -> frozenset[str]:
-        return self._kind("words")
-
-    @cached_property
-    def pinyin(self) -> frozenset[str]:
-        return self._kind("pinyin")
-
-    @cached_property
-    def grams(self) -> frozenset[str]:
-        return self._kind("grams")
-
-
-_FACTORS = {"word": 1.0, "synonym": 0.9, "pinyin": 0.8}
-_FUZZY_FACTOR = 0.5
-_FUZZY_SHARE = 0.5  # of a word's bigrams the article must hold
-
-
-def _match(concept: Concept, doc: Document) -> tuple[Match, float] | None:
-    words = doc.words
-    for alt in concept.words:
-        if all(w in words for w in alt):
-            return Match(concept.word, alt, "word"), _FACTORS["word"]
-    for alt in concept.official:
-        if all(w in words for w in alt):
-            return Match(concept.word, alt, "synonym"), _FACTORS["synonym"]
-    if concept.known or not _CJK.fullmatch(concept.word):
-        return None
-    if len(concept.word) >= 2:
-        sounds = _sounds(concept.word)
-        if sounds <= doc.pinyin:
-            return Match(concept.word, _sounding(sounds, doc), "pinyin"), _FACTORS["pinyin"]
-    if len(concept.word) >= 3:
-        grams = bigrams(concept.word)
-        held = [g for g in grams if g in doc.grams]
-        share = len(held) / len(grams)
-        if share >= _FUZZY_SHARE:
-            return Match(concept.word, tuple(held), "fuzzy"), _FUZZY_FACTOR * share
-    return None
-
-
 @lru_cache(maxsize=65536)
-def _sounds(word: str) -> frozenset[str]:
+def sounds(word: str) -> frozenset[str]:
+    """The pinyin pairs of a word (章建国: zhangjian, jianguo)."""
     return frozenset(pinyin_pairs(word))
-
-
-def _sounding(sounds: frozenset[str], doc: Document) -> tuple[str, ...]:
-    """The article's word (else its characters) that sounds like the caller's."""
-    for word in sorted((w for w in doc.words if sounds <= _sounds(w)), key=len)[:1]:
-        return (word,)
-    return tuple(g for g in sorted(doc.grams) if _sounds(g) & sounds)
-
-
-TITLE_BONUS = 0.5  # a matched concept the title names: the article is about it
-
-
-def _in_title(match: Match, title: str) -> bool:
-    return bool(title) and match.kind != "fuzzy" and all(w in title for w in match.article_words)
-
-
-def score(
-    query: Query, doc: Document, in_base: Mapping[str, float] | None = None
-) -> tuple[float, tuple[Match, ...]]:
-    """The article's points for the query, and the reasons. `in_base`: how much each
-    concept says in this knowledge base (`base_rarity`), besides jieba's general corpus."""
-    in_base = in_base or {}
-    found = [
-        (
-            c.weight
-            * in_base.get(c.word, 1.0)
-            * m[1]
-            * (1 + TITLE_BONUS * _in_title(m[0], doc.title)),
-            c.word,
-            m[0],
-        )
-        for c in query.concepts
-        if (m := _match(c, doc))
-    ]
-    found.sort(key=lambda f: f[0], reverse=True)
-    total, matches, counted = 0.0, list[Match](), list[str]()
-    for gain, word, match in found:
-        # Overlapping words (建国 in 章建国) are one thing the caller said: the better
-        # match of the two is the reason, and counts once.
-        if any(word in other or other in word for other in counted):
-            continue
-        counted.append(word)
-        matches.append(match)
-        total += gain
-    if not matches and len(query.grams) >= 2:
-        # The words themselves were mangled: fall back to the characters of the query.
-        held = sorted(query.grams & doc.grams)
-        share = len(held) / len(query.grams)
-        if share >= _FUZZY_SHARE:
-            matches.append(Match("".join(sorted(query.grams)), tuple(held), "fuzzy"))
-            total = _FUZZY_FACTOR * share
-    return round(total, 4), tuple(matches)

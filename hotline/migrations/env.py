@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel.sql.sqltypes import AutoString
 
 from core.db import UTCDateTime, make_engine
+from hotline.migrate import include_object
 from hotline.tables import metadata
 
 config = context.config
@@ -47,6 +48,7 @@ def run_migrations(connection: Connection) -> None:
         render_as_batch=True,
         render_item=render_item,
         compare_type=True,
+        include_object=include_object,  # SQLite's FTS5 shadow tables are no strays
         # core.db's SQLite engine begins real transactions, so a failed migration
         # rolls back entirely on SQLite as on PostgreSQL.
         transactional_ddl=True,

@@ -1,24 +1,20 @@
 """How knowledge search stays fast on a large base without losing the article that answers:
-the rarest of the caller's words pick the candidates the database ranks, common ones only
-count in the scoring, and a word every article says counts less (issue 18). Budgets are
-made small here so that a handful of articles plays a large base."""
+the rarest of the caller's words fetch the candidates, common ones only count among those,
+how many articles hold each word is counted exactly as articles are published and retired,
+and a word every article says counts less (issue 18). Budgets are made small here so that a
+handful of articles plays a large base."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
 
-from hotline.knowledge import search_base as search_module  # the constants live there
-from hotline.knowledge import service
+from hotline.knowledge import candidates, service
+from hotline.knowledge import search_base as search_module
 from hotline.knowledge.models import KnowledgeArticleCreate
+from hotline.knowledge.ranking import Document, Ranker, TermStats
 from hotline.knowledge.search import make_index
-from hotline.knowledge.terms import (
-    Document,
-    base_rarity,
-    default_synonyms,
-    parse_query,
-    score,
-)
+from hotline.knowledge.terms import default_synonyms, parse_query
 from tests.factories import build_world
 
 COMMON = "街道办理"  # every notice says where and how
@@ -72,12 +68,12 @@ def test_the_rare_word_picks_the_candidates_when_common_ones_would_fill_them(
     analyzed(session)
     index = make_index(session)
     index.budget = 4  # 街道 and 办理 (9 articles) are common
-    monkeypatch.setattr(search_module, "CANDIDATES", 3)
+    monkeypatch.setattr(candidates, "CANDIDATES", 3)
 
     hits = index.search("街道办理低保要什么", now=clock.now())
 
     assert hits[0].article_id == dibao.id
-    assert "低保" in hits[0].matched_words
+    assert "低保" in {m.query_word for m in hits[0].matches}
 
 
 def test_when_every_word_is_common_the_newest_articles_holding_them_are_ranked(
@@ -87,41 +83,49 @@ def test_when_every_word_is_common_the_newest_articles_holding_them_are_ranked(
     analyzed(session)
     index = make_index(session)
     index.budget = 2
-    monkeypatch.setattr(search_module, "CANDIDATES", 3)
+    monkeypatch.setattr(candidates, "CANDIDATES", 3)
 
     hits = index.search("街道", now=clock.now())
 
     assert {h.article_id for h in hits} == {dibao.id, notices[-1].id, notices[-2].id}
 
 
-def test_how_many_articles_hold_a_word_is_known_well_enough_to_tell_rare_from_common(session, base):
-    analyzed(session)
+def test_how_many_articles_hold_each_word_is_counted_exactly_on_publish_and_retire(
+    session, world, clock, base
+):
+    notices, dibao = base
     index = make_index(session)
-    concepts = parse_query("街道 低保", default_synonyms()).concept_terms()
-    with index._connection() as conn:
-        held = dict(
-            zip(
-                [c.word for c in concepts],
-                index._held(conn, [(c,) for c in concepts]),
-                strict=True,
-            )
-        )
+    query = parse_query("街道 低保", default_synonyms())
 
-    assert held["街道"] >= 9 > held["低保"] >= 1
+    def held(word):
+        with index._connection() as conn:
+            stats = index._stats(conn, query)
+        return stats.held.get(("w", word), 0), stats.articles
+
+    assert held("街道") == (len(notices) + 1, len(notices) + 1)
+    assert held("低保") == (1, len(notices) + 1)
+
+    service.retire_article(
+        session, user=world.staff["supervisor"], article_id=dibao.id, reason="废止", now=clock.now()
+    )
+
+    assert held("街道") == (len(notices), len(notices))
+    assert held("低保") == (0, len(notices))
 
 
 def test_a_word_every_article_of_the_base_says_counts_less():
-    assert base_rarity(1, 10_000) == 1.0
-    assert base_rarity(10_000, 10_000) == base_rarity(90_000, 10_000) == 0.1
-    assert 1.0 > base_rarity(30, 10_000) > base_rarity(3_000, 10_000) > 0.1
-
     query = parse_query("街道低保", default_synonyms())
     notice = Document("街道 办理", title="街道办理通知")
     dibao = Document("低保 申请", title="低保申请")
-    common = {"街道": base_rarity(9_000, 10_000), "低保": base_rarity(3, 10_000)}
-    plain = score(query, notice)[0] / score(query, dibao)[0]
-    weighed = score(query, notice, common)[0] / score(query, dibao, common)[0]
-    assert weighed < plain
+    rare = TermStats(10_000, 20_000, {("w", "街道"): 3, ("w", "低保"): 3})
+    common = TermStats(10_000, 20_000, {("w", "街道"): 9_000, ("w", "低保"): 3})
+
+    def ratio(stats):
+        ranker = Ranker(query, stats)
+        return ranker.rank(notice).points / ranker.rank(dibao).points
+
+    assert ratio(common) < ratio(rare)
+    assert common.idf("w", "街道") < common.idf("w", "低保") == rare.idf("w", "低保")
 
 
 def test_a_document_splits_its_terms_only_when_asked():
