@@ -11,7 +11,8 @@ limits raised through ``app.state.open311_limits``, yet counted — in Redis wit
   run sends ``--posts`` requests of each kind — ``POST /api/v1/tickets`` (JSON body), then
   ``POST /open311/v2/requests.json`` and ``.xml`` (form-encoded, the same caller texts,
   service codes from the catalogue) — from ``--concurrency`` (4) keep-alive client threads,
-  in 4 slices that interleave the three kinds, the order rotating. ``post_requests_ratio``:
+  in slices of 100 that interleave the three kinds, the order rotating (short slices: a
+  burst of other work on a shared machine falls on all three kinds alike). ``post_requests_ratio``:
   the slower Open311 format's rate over the API's in the same run; ``post_cpu_ratio`` the
   same from the server's CPU time per request.
 - ``get``: a year of a city's tickets built by bench/_analytics_data.py (``COPY`` on
@@ -221,21 +222,22 @@ def _ms(values: list[float], q: float) -> float:
 
 
 POST_KINDS = ("api", "json", "xml")
-POST_ROUNDS = 4
+POST_SLICE = 100  # requests of one kind sent in a row
 
 
 def post_run(
     server: web.Server, sends: dict[str, web.Send], n: int, concurrency: int, run: int
 ) -> dict[str, Any]:
-    """One run of the three POST kinds: ``n`` requests each, sent in POST_ROUNDS slices
+    """One run of the three POST kinds: ``n`` requests each, sent in slices of about POST_SLICE
     that interleave the kinds (the order rotating slice by slice and run by run), so that
     a burst of other work on the shared machine hits all three alike."""
     wall = dict.fromkeys(POST_KINDS, 0.0)
     cpu = dict.fromkeys(POST_KINDS, 0.0)
     latencies: dict[str, list[float]] = {kind: [] for kind in POST_KINDS}
     failures: dict[str, Counter[str]] = {kind: Counter() for kind in POST_KINDS}
-    for r in range(POST_ROUNDS):
-        lo, hi = r * n // POST_ROUNDS, (r + 1) * n // POST_ROUNDS
+    rounds = max(1, round(n / POST_SLICE))
+    for r in range(rounds):
+        lo, hi = r * n // rounds, (r + 1) * n // rounds
         turn = (run + r) % 3
         for kind in POST_KINDS[turn:] + POST_KINDS[:turn]:
             got = web.drive(server.base_url, web.offset(sends[kind], lo), hi - lo,
@@ -443,7 +445,7 @@ def main() -> None:
     parser.add_argument("--sqlite-tickets", type=int, help="default: --tickets")
     parser.add_argument("--baseline", type=int, default=10_000)
     parser.add_argument("--db", choices=("sqlite", "postgres"), action="append")
-    parser.add_argument("--posts", type=int, default=400, help="per kind per run")
+    parser.add_argument("--posts", type=int, default=1000, help="per kind per run")
     parser.add_argument("--concurrency", type=int, default=4, help="client threads")
     parser.add_argument("--get-repeats", type=int, default=10, help="rounds of 6 queries")
     parser.add_argument("--runs", type=int, default=3)
