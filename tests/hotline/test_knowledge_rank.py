@@ -13,7 +13,6 @@ import pytest
 
 from hotline.knowledge import candidates, service
 from hotline.knowledge.models import (
-    KnowledgeArticleCreate,
     KnowledgeArticleUpdate,
     KnowledgeArticleVersion,
     KnowledgeUse,
@@ -24,6 +23,7 @@ from hotline.knowledge.search import make_index
 from hotline.knowledge.search_base import term_counts
 from hotline.knowledge.terms import default_synonyms, document_terms, normalise, parse_query
 from tests.factories import build_world
+from tests.hotline.knowledge_publishing import publisher
 
 # Notices written from one template, and the articles that answer: many hold the same
 # words in the same places, so the order among equals matters.
@@ -55,21 +55,7 @@ def world(session, clock):
 
 @pytest.fixture
 def publish(session, world, clock):
-    supervisor = world.staff["supervisor"]
-
-    def publish(title, body):
-        data = KnowledgeArticleCreate(
-            title=title,
-            body=body,
-            category_code="020301",
-            owner_unit_id=world.units["WATER"].id,
-        )
-        article = service.create_article(session, user=supervisor, data=data, now=clock.now())
-        service.submit_for_review(session, user=supervisor, article_id=article.id, now=clock.now())
-        service.approve_article(session, user=supervisor, article_id=article.id, now=clock.now())
-        return article
-
-    return publish
+    return publisher(session, world, clock)
 
 
 def expected_order(session, articles, query_text):

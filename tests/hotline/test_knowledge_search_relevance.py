@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from hotline.knowledge import candidates, service
-from hotline.knowledge.models import KnowledgeArticleCreate
+from hotline.knowledge import candidates
 from hotline.knowledge.search import make_index
 from hotline.knowledge.terms import default_synonyms, parse_query
 from tests.factories import build_world
+from tests.hotline.knowledge_publishing import publisher
 
 
 @pytest.fixture
@@ -22,21 +22,7 @@ def world(session, clock):
 
 @pytest.fixture
 def publish(session, world, clock):
-    supervisor = world.staff["supervisor"]
-
-    def publish(title, body):
-        data = KnowledgeArticleCreate(
-            title=title,
-            body=body,
-            category_code="020301",
-            owner_unit_id=world.units["WATER"].id,
-        )
-        article = service.create_article(session, user=supervisor, data=data, now=clock.now())
-        service.submit_for_review(session, user=supervisor, article_id=article.id, now=clock.now())
-        service.approve_article(session, user=supervisor, article_id=article.id, now=clock.now())
-        return article
-
-    return publish
+    return publisher(session, world, clock)
 
 
 def analyzed(session):

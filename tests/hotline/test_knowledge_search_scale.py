@@ -11,11 +11,11 @@ from sqlalchemy import text
 
 from hotline.knowledge import candidates, service
 from hotline.knowledge import search_base as search_module
-from hotline.knowledge.models import KnowledgeArticleCreate
 from hotline.knowledge.ranking import Document, Ranker, TermStats
 from hotline.knowledge.search import make_index
 from hotline.knowledge.terms import default_synonyms, parse_query
 from tests.factories import build_world
+from tests.hotline.knowledge_publishing import publisher
 
 COMMON = "街道办理"  # every notice says where and how
 
@@ -27,21 +27,7 @@ def world(session, clock):
 
 @pytest.fixture
 def publish(session, world, clock):
-    supervisor = world.staff["supervisor"]
-
-    def publish(title, body):
-        data = KnowledgeArticleCreate(
-            title=title,
-            body=body,
-            category_code="020301",
-            owner_unit_id=world.units["WATER"].id,
-        )
-        article = service.create_article(session, user=supervisor, data=data, now=clock.now())
-        service.submit_for_review(session, user=supervisor, article_id=article.id, now=clock.now())
-        service.approve_article(session, user=supervisor, article_id=article.id, now=clock.now())
-        return article
-
-    return publish
+    return publisher(session, world, clock)
 
 
 @pytest.fixture
