@@ -40,6 +40,7 @@ THREAD_GROUPS = (
     ("asr-decoder", "decoder_pipes"),
     ("asr-", "live_transcribers"),
     ("cdr-partials", "partial_writer"),
+    ("cdr-writer", "record_writer"),
     ("python", "main"),
 )
 

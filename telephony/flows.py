@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from telephony.endpoint import FRAME_BYTES, FRAME_MS, Call, CallState, IllegalCallTransition
+from telephony.endpoint import (
+    FRAME_BYTES,
+    FRAME_MS,
+    SAMPLE_RATE,
+    Call,
+    CallState,
+    IllegalCallTransition,
+)
+from telephony.loudness import SpeechKeeper
 from telephony.prompts import BEEP, STATUSES, date_pieces, digit_pieces
 from telephony.recording import (
     Endpointer,
@@ -151,6 +159,9 @@ _MAX_BACKLOG_FRAMES = 3000
 # Frames taken in one read at most: a reader is woken every few ticks (telephony.media_loop)
 # and takes what came meanwhile; after a stall, a second's worth at a time.
 _READ_FRAMES = 50
+# How often a call's thread reads the caller's audio while a prompt nothing interrupts plays
+# (``_Flow._play_through``): rarely, and the receive buffer holds a second of it at most.
+_PROMPT_READ_EVERY_S = 1.0
 
 
 class _CallerGone(Exception):
@@ -253,6 +264,8 @@ class _Flow:
         pcm = b"".join(self.prompts.pcm(p) for p in pieces)
         self.discard_backlog()
         call.send_audio(pcm)
+        if not (keys_interrupt or barge_in):
+            return self._play_through(pcm, keep_speech=keep_speech)
         frames = math.ceil(len(pcm) / FRAME_BYTES)
         start_frames = max(1, self.settings.endpointer.speech_start_ms // FRAME_MS)
         recent: deque[bytes] = deque(maxlen=start_frames + 5)
@@ -294,6 +307,35 @@ class _Flow:
         if not call.wait_sent(timeout=2.0) and call.ended.is_set():
             raise _CallerGone(kept)
         return _Played(speech=kept or [])
+
+    def _play_through(self, pcm: bytes, *, keep_speech: bool) -> _Played:
+        """``play`` where nothing stops the prompt: the caller's audio read about once a
+        second, not paced (``_PROMPT_READ_EVERY_S``); the speech kept as when paced."""
+        call = self.call
+        frames = math.ceil(len(pcm) / FRAME_BYTES)
+        ep = self.settings.endpointer
+        speech = SpeechKeeper(ep.threshold_dbfs, ep.speech_start_ms // FRAME_MS)
+        done = 0
+        waits = math.ceil((len(pcm) / (2 * SAMPLE_RATE) + 2.0) / _PROMPT_READ_EVERY_S)
+        for _ in range(waits):
+            sent = call.wait_sent(timeout=_PROMPT_READ_EVERY_S)
+            while done < frames:  # what came meanwhile, without waiting
+                got = self.read(0, frames - done)
+                if got is None:
+                    raise _CallerGone(speech.kept)
+                if not got:
+                    break
+                done += len(got)
+                if keep_speech and speech.feed(got):
+                    log.info("call %s: the caller speaks over the prompt: kept", call.call_id)
+            if sent or call.ended.is_set():
+                break
+            if done >= frames:  # the caller's clock says it is over: its real end, 2 s at most
+                call.wait_sent(timeout=2.0)
+                break
+        if call.ended.is_set():
+            raise _CallerGone(speech.kept)
+        return _Played(speech=speech.kept or [])
 
     def read_key(self, timeout: float) -> str | None:
         key = self.call.read_dtmf(timeout)

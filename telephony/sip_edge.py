@@ -15,9 +15,10 @@ is built of, each in its own module, bottom up:
 * transactions (``sip_transactions``; pyVoIP has none): requests and 2xx/non-2xx final
   responses retransmitted on T1..T2 until answered or ACKed, retransmitted INVITEs absorbed
   (also for a short while after the call ended);
-* dialogs (``sip_dialogs``, ``sip_inbound``, ``sip_outbound``): 100 Trying at once, immediate
-  answer, CANCEL → 487, re-INVITE → 200 with the same SDP, OPTIONS → 200, BYE both ways,
-  outbound INVITE with CANCEL on ring timeout; SDP offer/answer in ``sip_sdp``;
+* dialogs (``sip_dialogs``, ``sip_inbound``, ``sip_outbound``): immediate answer (100 Trying
+  first only when the answer waits: RFC 3261 §17.2.1), CANCEL → 487, re-INVITE → 200 with
+  the same SDP, OPTIONS → 200, BYE both ways, outbound INVITE with CANCEL on ring timeout;
+  SDP offer/answer in ``sip_sdp``;
 * registration (``sip_registration``): ``Registration`` per ``SipLine``, non-blocking, digest
   with qop=auth (pyVoIP 1.6.8 has no qop and digests the wrong URI), refreshed before expiry;
 * media: ``telephony.rtp_session`` (PCMU or PCMA as negotiated; pyVoIP sends μ-law whatever it

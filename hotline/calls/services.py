@@ -1,6 +1,8 @@
 """The platform behind the SIP edge: `CallServices` gives the call flows their hooks (ticket
 at answer, live audio to the recognizer, the end of the report, the status line, callback
-numbers) and finishes each call in a small pool, so nothing runs in a call's thread for long."""
+numbers) and finishes each call in a small pool, so nothing runs in a call's thread for long;
+the call records at answer and at the end go through one writer, many calls a transaction
+(``record_writer``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session
+
 from accounts import privacy
 from asr.dialogue import TimedStream
 from asr.live import DecodeSlots, LiveTranscriber, LiveTranscriptUnavailable
@@ -22,9 +26,11 @@ from core.clock import Clock
 from core.db import after_commit, session_scope
 from core.runtime import SessionFactory
 from core.settings import Settings
+from dispatch import segment
 from hotline.calls.dialogue import CALLER, OPERATOR, CallDialogue, final_dialogue
 from hotline.calls.intake import attach_transcript, open_ticket
 from hotline.calls.partials import PartialWriter
+from hotline.calls.record_writer import CallRecordWriter
 from hotline.calls.records import end_values, get_call, recorded_at, set_dialogue, upsert_call
 from hotline.calls.setup import asr_config
 from hotline.calls.status_line import lookup_status
@@ -46,6 +52,9 @@ log = logging.getLogger(__name__)
 
 
 ABANDON_AFTER_S = 60.0
+# How long a call's flow waits for its record at answer (the writer's batch to commit);
+# beyond it the hook fails (logged), the call goes on and its end opens the ticket again.
+ANSWER_WRITE_TIMEOUT_S = 30.0
 # How long a caller's new live stream waits for the stream an operator's side gives up.
 YIELD_WAIT_S = 1.0
 
@@ -85,6 +94,8 @@ class CallServices:
         self._tickets: dict[str, int] = {}
         self._lock = threading.Lock()
         self._writer = PartialWriter(session_factory, clock, settings.telephony.partial_interval_s)
+        # Every call's record at answer and at its end, many calls a transaction.
+        self._records = CallRecordWriter(session_factory)
         # Decoder processes take streams in turn by themselves; threads here need slots.
         self._slots = (
             None
@@ -99,6 +110,7 @@ class CallServices:
             thread_name_prefix="call-transcript",
         )
         self._futures: set[Future] = set()
+        warm_dispatch()
 
     def hooks(self) -> FlowHooks:
         return FlowHooks(
@@ -114,7 +126,8 @@ class CallServices:
         """A report starts: the call's ticket, its record (with ``record``'s columns too),
         and its live transcript."""
         now = self.clock.now()
-        with session_scope(self.session_factory) as session:
+
+        def write(session: Session) -> tuple[int | None, str]:
             ticket = open_ticket(session, call=call, now=now, settings=self.settings)
             # Where the report will be recorded and who answered, from the start: an edge
             # that dies mid-call leaves what crash recovery needs to close the call.
@@ -122,13 +135,16 @@ class CallServices:
             if recorded_at(session, call.call_id) is None:
                 owner["recording_path"] = str(next_recording(self.settings, call.call_id))
             upsert_call(session, call=call, now=now, ticket_id=ticket.id, **owner, **record)
-            ticket_id = ticket.id
+            return ticket.id, ticket.number
+
+        # Written with the other calls' records of the moment, durable before the greeting.
+        ticket_id, number = self._records.submit(write).result(ANSWER_WRITE_TIMEOUT_S)
         if ticket_id is not None:
             with self._lock:
                 self._tickets[call.call_id] = ticket_id
         # the caller's number stays out of the log in clear (it may be a confidential caller)
         caller = privacy.mask_phone(call.remote_number) or "anonymous"
-        log.info("call %s from %s: ticket %s", call.call_id, caller, ticket.number)
+        log.info("call %s from %s: ticket %s", call.call_id, caller, number)
         self.start_live(call)
 
     def track_ticket(self, call_id: str, ticket_id: int) -> None:
@@ -287,11 +303,22 @@ class CallServices:
             timer = threading.Timer(ABANDON_AFTER_S, self._abandon, args=(call.call_id,))
             timer.daemon = True
             timer.start()
-        try:
-            with session_scope(self.session_factory) as session:
-                upsert_call(session, call=call, now=self.clock.now(), **end_values(call))
-        except Exception:
-            log.exception("recording the end of call %s failed", call.call_id)
+        # Written with the other calls' writes of the moment (``CallRecordWriter``); ``drain``
+        # waits for it.
+        now, values = self.clock.now(), end_values(call)
+        written: Future[None] = Future()  # done either way: a failure is logged, not raised
+        with self._lock:
+            self._futures.add(written)
+        written.add_done_callback(self._done)
+        self._records.submit(
+            lambda session: upsert_call(session, call=call, now=now, **values)
+        ).add_done_callback(partial(self._ended_written, call.call_id, written))
+
+    @staticmethod
+    def _ended_written(call_id: str, written: Future[None], future: Future[None]) -> None:
+        if future.exception() is not None:
+            log.error("recording the end of call %s failed", call_id, exc_info=future.exception())
+        written.set_result(None)
 
     def _abandon(self, call_id: str) -> None:
         with self._lock:
@@ -445,12 +472,21 @@ class CallServices:
         self.drain()
         self._waiters.shutdown(wait=True)
         self._pool.shutdown(wait=True)
+        self._records.close()
         self._writer.stop()
         with self._lock:
             live = [*self._live.values(), *self._operator_live.values()]
             self._live, self._operator_live = {}, {}
         for transcriber in live:
             transcriber.cancel()
+
+
+def warm_dispatch() -> None:
+    """jieba (the rules segment a transcript with it) imported and its dictionary loaded
+    before the first call: the first report's end did it, and compiling jieba's tables
+    (without cached bytecode) and loading its dictionary held the GIL for about a second
+    (py-spy, bench/calls.py's first step) while every call of the process waited."""
+    segment.jieba_module().dt.initialize()
 
 
 def next_recording(settings: Settings, call_id: str) -> Path:

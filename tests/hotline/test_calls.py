@@ -213,6 +213,7 @@ def test_every_call_gets_a_record_answered_or_cancelled(db, make_services):
 
     services.on_ended(answered)
     services.on_ended(cancelled)
+    services.drain()  # the ends are written by the record writer
 
     done = db.one(CallRecord, CallRecord.call_id == "ans@pbx.test")
     assert (done.wait_s, done.talk_s, done.disposition) == (4.0, 95.0, Disposition.COMPLETED)
@@ -312,6 +313,7 @@ def test_given_menu_callers_then_status_is_read_back_and_callback_requests_reach
         settings=call_setup.flow_settings(settings),
     )
     services.on_ended(status_call)
+    services.drain()
     heard = status_call.heard(prompts)
     assert "status_dispatched" in heard and "deadline" in heard
     assert db.one(CallRecord, CallRecord.call_id == "status@pbx.test").ticket_id is None

@@ -110,6 +110,11 @@ class FakeCall:
 
     def read_frame(self, timeout: float) -> bytes | None:
         if self.ended.is_set():
+            # As a real call: what arrived before the end is still read, then None.
+            if self._cursor < len(self._frames) and FRAME_MS * (self._cursor + 1) < self.now_ms:
+                self._cursor += 1
+                self.frames_read += 1
+                return self._frames[self._cursor - 1]
             return None
         if self._cursor < len(self._frames):
             arrives = FRAME_MS * (self._cursor + 1)

@@ -197,7 +197,7 @@ def test_given_200_never_acked_then_call_ends_failed_with_a_bye(edges):
         starts = []
         while not starts or not starts[-1].startswith(b"BYE "):
             starts.append(sock.recv(65535))
-    assert starts[0].startswith(b"SIP/2.0 100 ") and starts[1].startswith(b"SIP/2.0 200 ")
+    assert starts[0].startswith(b"SIP/2.0 200 ")  # answered at once: no 100 before it
     assert sum(s.startswith(b"SIP/2.0 200 ") for s in starts) >= 5  # T1, 2T1, 4T1, ...
     wait_until(lambda: harness.ended, 5)
     assert harness.ended[0].disposition == Disposition.FAILED
@@ -218,7 +218,6 @@ def test_given_invite_without_sdp_then_we_offer_in_200_and_take_the_answer_from_
             f"Contact: <sip:c@127.0.0.1:{port}>\r\n"
         )
         sock.sendto(invite, harness.edge.address)
-        assert sock.recv(65535).startswith(b"SIP/2.0 100 ")
         ok = sock.recv(65535).decode()
         assert ok.startswith("SIP/2.0 200 ") and "RTP/AVP 0 8 101" in ok  # our offer
         to = re.search(r"^To: (.*)$", ok, re.M).group(1).strip()
@@ -475,7 +474,6 @@ def test_given_a_slow_call_key_check_then_the_200_does_not_wait_for_it_and_every
             ),
             harness.edge.address,
         )
-        assert sock.recv(65535).startswith(b"SIP/2.0 100 ")
         ok = sock.recv(65535).decode()  # while the check is still held
         assert ok.startswith("SIP/2.0 200 ") and not release.is_set()
         to = re.search(r"^To: (.*)$", ok, re.M).group(1).strip()
