@@ -8,7 +8,13 @@ phone sends it, and keeps every packet it receives with its arrival time; what t
 leg's peer received is then compared with what this one sent (best-lag normalised
 cross-correlation of the packets in sequence order, as a phone's jitter buffer plays them;
 how many arrived out of order is counted), and the arrival times say whether the edge kept
-the pace (the longest gap between two packets while the noise was coming)."""
+the pace (the longest gap between two packets while the noise was coming).
+
+Until its noise starts a peer sends μ-law silence every 20 ms (``_keep_alive``), as a phone
+sends RTP all the time: a sampled call waits tens of seconds for the rest of its step to be
+bridged, and a call silent that long is one that rtpengine (its ``--timeout``, 60 s) and the
+edge (its media timeout) rightly end. The silence has an SSRC and sequence numbers of its
+own, above the noise's, so a straggler in a listener's window sorts after the noise."""
 
 from __future__ import annotations
 
@@ -26,6 +32,9 @@ from tests.telephony.bridge_audio import best_lag_correlation, noise, on_the_wir
 
 HOST = "127.0.0.1"
 NOISE_S = 6.0
+_SILENCE = b"\xff" * 160  # 20 ms of μ-law silence
+_KEEP_ALIVE_SEQ = 40_000  # the silence's first sequence number: after any noise packet's
+_KEEP_ALIVE_MAX = 15_000  # packets: 5 minutes at most
 
 
 class Peer:
@@ -51,6 +60,8 @@ class Peer:
         self._sender: threading.Thread | None = None
         self._thread = threading.Thread(target=self._receive, name="acd-peer", daemon=True)
         self._thread.start()
+        self._idle = threading.Thread(target=self._keep_alive, name="acd-peer-idle", daemon=True)
+        self._idle.start()
 
     def _receive(self) -> None:
         while not self._stop.is_set():
@@ -74,6 +85,30 @@ class Peer:
                 self.strays += 1
                 continue
             self.arrivals.append((time.monotonic(), packet.sequence, packet.payload))
+
+    def _keep_alive(self) -> None:
+        """Silence to wherever this phone's media goes now (``edge``: latched, or moved by a
+        re-INVITE), every 20 ms until the noise starts (or ``close``)."""
+        start = time.monotonic()
+        for i in range(_KEEP_ALIVE_MAX):
+            if self._stop.wait(max(0.0, start + 0.02 * i - time.monotonic())):
+                return
+            if self.send_started is not None:
+                return
+            to = self.edge
+            if to is None:
+                continue
+            packet = build_rtp(
+                payload_type=codecs.PCMU,
+                sequence=_KEEP_ALIVE_SEQ + i % 20_000,
+                timestamp=i * 160,
+                ssrc=0x7000 + self.seed,
+                payload=_SILENCE,
+            )
+            try:
+                self.sock.sendto(packet, to)
+            except OSError:
+                return
 
     def speak(self, *, wait_s: float) -> bool:
         """Send the noise once the edge's address is known (within ``wait_s``); False when
@@ -130,6 +165,7 @@ class Peer:
         if self._sender is not None:
             self._sender.join(NOISE_S + 2)
         self._thread.join(1)
+        self._idle.join(1)
         self.sock.close()
 
 

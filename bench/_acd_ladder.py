@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from bench._acd_platform import (
     records,
     ring_delays_ms,
     scenario_with,
+    seat_answers_ms,
     start_sipp,
     wait_records,
 )
@@ -46,8 +48,8 @@ CORR_MIN = 0.99
 GAP_MAX_MS = 200.0
 CALLER_MEDIA, SEAT_MEDIA = 20000, 30000  # sipp's rtp_stream ports start here (the edge: 40000+)
 # The sampled sipps' own media ports (-mp, and the 3 after it), fixed apart from the above,
-# the edge's RTP (40000-49999), rtpengine's (50000-59999) and the OS's ephemeral ports (the
-# taps'): a port picked free by the bench may be taken by the edge before sipp binds it.
+# the edge's RTP (40000-49999, its rtpengine taps' too), rtpengine's (50000-59999) and the
+# OS's ephemeral ports: a port picked free by the bench may be taken before sipp binds it.
 SAMPLE_CALLER_MEDIA, SAMPLE_SEAT_MEDIA = 25000, 26000
 
 
@@ -157,6 +159,24 @@ def _follow_reinvites(
         peer.edge = _reinvited_to(msg)
 
 
+def _follow_early(
+    rig: Rig, n: int, callers_p: list[Peer], seats_p: list[Peer], stop: threading.Event
+) -> None:
+    """rtpengine mode: each sampled peer follows its phone's re-INVITE as soon as it comes,
+    so that its keep-alive silence goes to rtpengine from then on, as a phone's RTP would
+    (``_follow_reinvites`` waits for the stragglers before the noise)."""
+    while not stop.wait(0.25):
+        for i, peer in enumerate(callers_p):
+            to = _reinvited_to(rig.workdir / f"caller-peer-{n}-{i}.msg")
+            if to is not None:
+                peer.edge = to
+        for i, peer in enumerate(seats_p):
+            msg = rig.workdir / f"seat-peer-{n}-{i}.msg"
+            text = msg.read_text(errors="replace") if msg.exists() else ""
+            if text.count("m=audio") >= 3:  # received INVITE, our 200, received re-INVITE
+                peer.edge = _reinvited_to(msg)
+
+
 def _seat_scenarios(rig: Rig) -> tuple[Path, Path]:
     ack = '  <recv request="ACK" crlf="true"/>\n'
     load = _scenario(
@@ -237,6 +257,14 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
     callers_p = [Peer(seed=100 + i) for i in range(len(rig.sampled))]
     seats_p = [Peer(seed=200 + i) for i in range(len(rig.sampled))]
     runs = []
+    following = threading.Event()
+    if relayed:
+        threading.Thread(
+            target=_follow_early,
+            args=(rig, n, callers_p, seats_p, following),
+            name="acd-follow",
+            daemon=True,
+        ).start()
     try:
         seat_runs = [
             start_sipp(
@@ -289,6 +317,7 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
         )
         bridged_before = sum(r.agent_answered_at is not None for r in seen)
         if relayed:
+            following.set()
             _follow_reinvites(rig, n, callers_p, seats_p, seen)
         cpu0 = _cpu(rig)
         t0 = time.monotonic()
@@ -313,6 +342,7 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
         time.sleep(1.0)  # the agents' BYEs follow the callers' within a relay wake-up
         ends = [r.stop() for r in seat_runs] + callers_end
     finally:
+        following.set()
         for r in runs:
             r.kill()
         for peer in callers_p + seats_p:
@@ -328,12 +358,29 @@ def ladder_step(rig: Rig, n: int, *, rate: float, room_s: float = 30.0) -> dict[
     with open(rig.platform.log, "rb") as log:
         log.seek(log_from)
         picks = log.read().decode(errors="replace")
-    delays = ring_delays_ms(picks, [trace.read_text(errors="replace") if trace.exists() else ""])
+    seats_trace = trace.read_text(errors="replace") if trace.exists() else ""
+    delays = ring_delays_ms(picks, [seats_trace])
     figures["ring_delay_ms"] = {
         "rings": len(delays),
         "p50": round(common.percentile(delays, 50), 1) if delays else None,
         "p95": round(common.percentile(delays, 95), 1) if delays else None,
         "max": round(max(delays), 1) if delays else None,
+    }
+    # The load seats' sipp: INVITE (ring or re-INVITE) in → its 200 out, and INVITEs the
+    # edge had to send again. A late phone is the bench's, not the edge's.
+    answers, again = seat_answers_ms(seats_trace)
+    figures["seat_phone_answer_ms"] = {
+        "answers": len(answers),
+        "p50": round(common.percentile(answers, 50), 1) if answers else None,
+        "p95": round(common.percentile(answers, 95), 1) if answers else None,
+        "max": round(max(answers), 1) if answers else None,
+        "invites_again": again,
+    }
+    # What the edge's log says went wrong in the step (missed rings, fallbacks, errors).
+    figures["edge_log"] = {
+        "rings_missed": picks.count(" did not answer ("),
+        "own_relay_fallbacks": picks.count("own relay)") + picks.count("back to the own relay"),
+        "errors": picks.count(" ERROR"),
     }
     # CPU seconds of the SIP process's threads in the window, by group
     figures["sip_threads_cpu_s"] = threads.groups()

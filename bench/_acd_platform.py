@@ -532,3 +532,33 @@ def ring_delays_ms(log: str, traces: Iterable[str]) -> list[float]:
                 delays.append(max(0.0, 1000 * (later[0] - pick)))
                 arrivals.remove(later[0])
     return delays
+
+
+def seat_answers_ms(trace: str) -> tuple[list[float], int]:
+    """The seats' phone itself (its sipp trace): INVITE received → its 200 sent, per INVITE
+    (the queue's ring, and in rtpengine mode the edge's re-INVITE), in ms; and how many
+    INVITEs came again (the edge's timer A fired: the phone answered late). Tells a late
+    answer of the bench's own phone from a late edge."""
+    received: dict[tuple[str, str], float] = {}
+    answers: list[float] = []
+    again = 0
+    stamps = list(_TRACE_TIME.finditer(trace))
+    for i, stamp in enumerate(stamps):
+        end = stamps[i + 1].start() if i + 1 < len(stamps) else len(trace)
+        block = trace[stamp.end() : end]
+        call_id = re.search(r"^Call-ID:\s*(\S+)", block, re.M | re.I)
+        cseq = re.search(r"^CSeq:\s*(\d+)\s+INVITE", block, re.M | re.I)
+        if call_id is None or cseq is None:
+            continue
+        key = (call_id.group(1), cseq.group(1))
+        at = datetime.strptime(f"{stamp.group(1)} {stamp.group(2)}", "%Y-%m-%d %H:%M:%S.%f")
+        if "message received" in block and re.search(r"^INVITE ", block, re.M):
+            if key in received:
+                again += 1
+            else:
+                received[key] = at.timestamp()
+        elif "message sent" in block and re.search(r"^SIP/2\.0 200", block, re.M):
+            got = received.pop(key, None)
+            if got is not None:
+                answers.append(1000 * (at.timestamp() - got))
+    return answers, again

@@ -125,6 +125,7 @@ def sip() -> None:
                 edge_id=me.id,
                 media_relay=t.media_relay,
                 rtpengine_ng=t.rtpengine_ng,
+                rtp_timeout_s=t.rtp_timeout_s,
             )
         )
     except (PromptError, AsrError, ValueError) as exc:

@@ -91,6 +91,9 @@ class TelephonySettings(BaseModel):
     # the edge keeps taps for the recording and the live transcript).
     media_relay: Literal["own", "rtpengine"] = "own"
     rtpengine_ng: str = ""
+    # A bridged call (own relay or rtpengine) whose phone sent no RTP for this long — a caller
+    # gone without a BYE — is hung up on both sides; 0 never. A leg on hold is exempt.
+    rtp_timeout_s: float = Field(default=60.0, ge=0)
 
     @model_validator(mode="after")
     def _check_callbacks(self) -> TelephonySettings:

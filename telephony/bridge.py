@@ -39,8 +39,10 @@ the other leg, whose session paces it out at 20 ms a packet.
   nowhere.
 - With ``relay`` (rtpengine mode, ``telephony.media_relay``) the phones talk through
   rtpengine: the process's tap pump hands its taps' audio to ``_tapped`` (recording,
-  transcript, monitoring mixes) and the relays only wait for a hang-up; hold, transfers and
-  three-way first bring the media back to the edge.
+  transcript, monitoring mixes) and the relays only wait for a hang-up; rtpengine plays the
+  hold audio itself, transfers and three-way first bring the media back to the edge.
+- A leg whose phone sent no RTP for the media timeout (``rtp_timeout_s``, the edge's
+  setting by default; ``telephony.media_timeout``) ends the call: both legs get our BYE.
 - The agent's phone may transfer with its own key: its REFER (``SipCall.on_refer``, set here
   on whichever leg is the agent's) starts a blind transfer, and the phone is told the outcome
   before our BYE. A REFER with Replaces is declined: the call it would replace (the phone's
@@ -60,6 +62,7 @@ from pathlib import Path
 
 from telephony.endpoint import FRAME_BYTES, FRAME_MS, Call, CallFailed, Disposition
 from telephony.media_relay import RelayedCall, RtpengineRelay
+from telephony.media_timeout import MediaWatch, expects_media
 from telephony.mixer import Mixer
 from telephony.recording import Side, StereoRecorder, recording_path
 from telephony.sip_refer import Refer
@@ -100,6 +103,8 @@ class BridgeResult:
     three_way_s: float = 0.0  # time with a third party in the call
     mix_dropped_ms: int = 0  # mixed audio dropped to keep the delay bound (three-way, monitors)
     monitored_by: list[str] = field(default_factory=list)  # supervisors' URIs, as they joined
+    # The side whose phone went silent past the media timeout, ending the call; None: not so.
+    media_timeout: Side | None = None
 
 
 def _ignore(side: Side, pcm: bytes) -> None:
@@ -135,8 +140,14 @@ class Bridge:
         refer_ring_timeout: float = 20.0,
         mix_skew_ms: int = 400,
         relay: RtpengineRelay | None = None,
+        rtp_timeout_s: float | None = None,
     ) -> None:
         self.legs = {Side.CALLER: caller, Side.AGENT: agent}
+        # A leg silent this long ends the call (``telephony.media_timeout``); by default the
+        # edge's setting, which its calls carry (0, never, for calls that carry none).
+        if rtp_timeout_s is None:
+            rtp_timeout_s = float(getattr(caller, "rtp_timeout_s", 0.0))
+        self._watch = MediaWatch(rtp_timeout_s)
         # rtpengine carries the phones' audio while ``_relayed`` is set; the relays then
         # read its taps (``telephony.media_relay``).
         self.relay = relay
@@ -220,7 +231,13 @@ class Bridge:
         return self._held_since is not None
 
     def hold(self) -> None:
-        """The agent puts the caller on hold: hold audio to the caller, nothing to the agent."""
+        """The agent puts the caller on hold: hold audio to the caller, nothing to the agent
+        (on rtpengine, rtpengine plays it; if it cannot, the media comes back here)."""
+        relayed = self._relayed
+        if relayed is not None and self._held_since is None and relayed.hold(self._hold_audio):
+            with self._lock:
+                self._held_since = time.monotonic()
+            return
         if not self._media_here():
             log.error("bridge of %s: not held: the media stays on rtpengine", self._name)
             return
@@ -235,6 +252,9 @@ class Bridge:
                 self.result.hold_s += time.monotonic() - self._held_since
                 self._held_since = None
                 self.legs[Side.CALLER].clear_audio()
+        relayed = self._relayed
+        if relayed is not None:
+            relayed.unhold()
 
     # --- the relays --------------------------------------------------------------------
     @property
@@ -267,6 +287,9 @@ class Bridge:
                 break  # given back: the leg itself from now on
             if not relayed.wait(side, _RELAYED_WAIT_S):
                 return None
+            if self._tap_quiet(relayed, side):
+                self._time_out(side)
+                return None
         reader = getattr(leg, "read_frames", None)
         if reader is None:
             return leg.read_frame(self.read_timeout_s)
@@ -285,6 +308,9 @@ class Bridge:
                     self._wait_for_other_reader()
                     last = leg
                 pcm = self._read(leg)
+                if pcm is not None and self._silent_too_long(side, leg):
+                    self._time_out(side)
+                    pcm = None
                 if pcm is None:
                     if self.legs[side] is not leg:
                         continue  # the leg was replaced and hung up: read the new one
@@ -331,6 +357,50 @@ class Bridge:
             for extra in [self._third, *self._monitors]:
                 if extra is not None:
                     extra.hangup()
+
+    def _tap_quiet(self, relayed: RelayedCall, side: Side) -> bool:
+        """rtpengine mode: ``side``'s tap carried nothing for the media timeout, and
+        rtpengine, asked, heard nothing from the phone either."""
+        key = ("tap", side)
+        expected = not relayed.holding  # held on rtpengine: its taps are blocked too
+        if not self._watch.quiet(
+            key, relayed.packets_in(side), time.monotonic(), expected=expected
+        ):
+            return False
+        if relayed.still_heard(side, self._watch.timeout_s):
+            log.warning(
+                "bridge of %s: rtpengine hears the %s but its copies do not reach the edge "
+                "(a firewall on the edge's RTP ports?): the recording and transcript miss them",
+                self._name,
+                side.value,
+            )
+            self._watch.forget(key)
+            return False
+        return True
+
+    def _silent_too_long(self, side: Side, leg: Call) -> bool:
+        """The edge's own relay: ``leg``'s phone sent nothing for the media timeout."""
+        count = getattr(leg, "packets_in", None)
+        expected = expects_media(leg) and not (side is Side.AGENT and self._phone_held)
+        return self._watch.quiet(id(leg), count, time.monotonic(), expected=expected)
+
+    def _time_out(self, side: Side) -> None:
+        """``side``'s phone went silent (gone without a BYE): both legs get our BYE, each
+        recorded as ended by the media timeout."""
+        with self._lock:
+            if self.ended.is_set():
+                return
+            self.ended.set()
+            self.result.media_timeout = side
+        log.warning(
+            "bridge of %s: no RTP from the %s for %.0f s: both legs hung up (media timeout)",
+            self._name,
+            side.value,
+            self._watch.timeout_s,
+        )
+        self._abandon_transfer()
+        for leg in self.legs.values():
+            getattr(leg, "hangup_media_timeout", leg.hangup)()
 
     def _wait_for_other_reader(self) -> None:
         """The consultation's (or three-way's) reader of the leg that just became the

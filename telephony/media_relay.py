@@ -12,12 +12,20 @@ bridge's own relay threads only wait for a hang-up or for the media to come back
 (``RelayedCall.wait``). The phones hear each other, keys included (RFC 4733 passes
 through), without Python in the path.
 
-Anything that needs the edge to touch the audio — hold (the console's or the agent phone's
-key), transfers, three-way — first gives the media back (``RelayedCall.give_back``: both
-phones re-INVITEd to the edge's ports, the rtpengine call deleted) and then runs on the
-edge's own relay, as in ``own`` mode. A phone's own re-INVITE (a hold key, a session
-refresh) is answered by the edge with its own port, as always; the bridge sees it
-(``moved``) and gives the other phone's media back too.
+The console's hold stays on rtpengine (``RelayedCall.hold``): rtpengine plays the hold audio
+to the caller (ng ``play media``, the audio sent along as a μ-law WAV) and blocks each
+party's media to the other; unhold is ``stop media`` and ``unblock media``. Anything else
+that needs the edge to touch the audio — transfers, three-way, a hold rtpengine refused —
+first gives the media back (``RelayedCall.give_back``: both phones re-INVITEd to the edge's
+ports, the rtpengine call deleted) and then runs on the edge's own relay, as in ``own``
+mode. A phone's own re-INVITE (a hold key, a session refresh) is answered by the edge with
+its own port, as always; the bridge sees it (``moved``) and gives the other phone's media
+back too.
+
+The taps' sockets come from the edge's RTP ports (``ports``, the edge's allocator), so a
+firewall opened for the edge's range lets rtpengine's copies in; they go back at the end.
+A party whose tap carried nothing for the edge's media timeout has gone silent
+(``telephony.media_timeout``): the bridge hangs the call up.
 
 If setting up fails (rtpengine away, a phone refusing the re-INVITE) the call stays on — or
 is put back on — the edge's own relay, with a warning: a caller is never left unbridged.
@@ -26,10 +34,14 @@ is put back on — the edge's own relay, with a warning: a caller is never left 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
+import time
 from typing import Any, Protocol
 
+from telephony import codecs
 from telephony.recording import Side
+from telephony.rtp_ports import RtpPortAllocator
 from telephony.rtpengine import (
     AGENT_TAG,
     CALLER_TAG,
@@ -75,6 +87,27 @@ def phone_sdp(leg: Any) -> bytes:
     )
 
 
+# rtpengine takes a media file in one ng datagram (``play media``'s ``blob``): at most 64 KB, so
+# the hold audio goes as μ-law (a byte a sample), its first 6 s looped — the built-in hold
+# music's arpeggio repeats every 2 s.
+_HOLD_BLOB_S = 6
+_HOLD_REPEATS = 10_000  # 16 hours of a 6 s loop: until ``stop media``
+_WAVE_FORMAT_MULAW = 7
+
+
+def hold_wav(pcm: bytes, *, max_s: float = _HOLD_BLOB_S) -> bytes:
+    """``pcm`` (16-bit, 8 kHz mono; at most ``max_s`` of it) as a μ-law WAV file's bytes."""
+    data = codecs.ulaw_encode(pcm[: int(max_s * 8000) * 2])
+    fmt = struct.pack("<HHIIHHH", _WAVE_FORMAT_MULAW, 1, 8000, 8000, 1, 8, 0)
+    chunks = [
+        b"fmt " + struct.pack("<I", len(fmt)) + fmt,
+        b"fact" + struct.pack("<II", 4, len(data)),  # samples: what a non-PCM WAV must say
+        b"data" + struct.pack("<I", len(data)) + data,
+    ]
+    body = b"WAVE" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
 class RelayedCall:
     """One bridged call whose phones send to rtpengine; the edge reads its taps."""
 
@@ -99,6 +132,7 @@ class RelayedCall:
         self._ended = False
         self._lock = threading.Lock()
         self._wake = {side: threading.Event() for side in self.legs}
+        self.holding = False  # rtpengine plays the hold audio to the caller (``hold``)
 
     def side_of(self, leg: Any) -> Side | None:
         for side, mine in self.legs.items():
@@ -137,6 +171,77 @@ class RelayedCall:
     def wake(self) -> None:
         for event in self._wake.values():
             event.set()
+
+    def packets_in(self, side: Side) -> int:
+        """What ``side``'s phone has sent so far, as its tap saw it (the media timeout's sign
+        of life: the phones send to rtpengine, the edge receives only the taps)."""
+        return self.tap.packets_in(side)
+
+    def still_heard(self, side: Side, within_s: float) -> bool:
+        """Whether rtpengine itself received RTP from ``side``'s phone within ``within_s``
+        (``query``'s "last packet" of the party's streams): a quiet tap with a phone that
+        still sends is a tap whose copies do not reach the edge (a firewall on the edge's
+        RTP ports, say), not a phone gone. False when rtpengine cannot tell."""
+        tag = CALLER_TAG if side is Side.CALLER else AGENT_TAG
+        try:
+            answer = self.relay.ng.query(call_id=self.call_id)
+        except RtpengineError as exc:
+            log.info("call %s: rtpengine query failed: %s", self.call_id, exc)
+            return False
+        party = answer.get("tags", {}).get(tag, {})
+        last = [
+            stream["last packet"]
+            for media in party.get("medias", [])
+            for stream in media.get("streams", [])
+            if "RTP" in stream.get("flags", []) and isinstance(stream.get("last packet"), int)
+        ]
+        return bool(last) and time.time() - max(last) < within_s
+
+    def hold(self, audio: bytes) -> bool:
+        """The caller hears ``audio`` looped, played by rtpengine (``play media``), and the
+        parties no longer hear each other (``block media`` each way). rtpengine 10.5 blocks
+        a party's taps with its flow to the other party (the ``to-tag`` does not spare
+        them; ``silence media`` neither), so the recording and the live transcript get
+        silence while the call is held. False, nothing changed, when rtpengine refused."""
+        ng, call_id = self.relay.ng, self.call_id
+        playing = False
+        try:
+            ng.command(
+                "play media",
+                call_id=call_id,
+                from_tag=CALLER_TAG,  # who hears it
+                blob=hold_wav(audio),
+                repeat_times=_HOLD_REPEATS,
+            )
+            playing = True
+            for source, to in ((AGENT_TAG, CALLER_TAG), (CALLER_TAG, AGENT_TAG)):
+                ng.command("block media", call_id=call_id, from_tag=source, to_tag=to)
+        except RtpengineError as exc:
+            log.warning("call %s: rtpengine did not hold (%s)", self.call_id, exc)
+            if playing:
+                self._resume()
+            return False
+        self.holding = True
+        log.info("call %s: held on rtpengine", self.call_id)
+        return True
+
+    def unhold(self) -> None:
+        """The hold audio stops and the parties hear each other again."""
+        if self.holding:
+            self.holding = False
+            self._resume()
+
+    def _resume(self) -> None:
+        ng, call_id = self.relay.ng, self.call_id
+        commands = [("stop media", {"from_tag": CALLER_TAG})] + [
+            ("unblock media", {"from_tag": source, "to_tag": to})
+            for source, to in ((CALLER_TAG, AGENT_TAG), (AGENT_TAG, CALLER_TAG))
+        ]
+        for name, params in commands:
+            try:
+                ng.command(name, call_id=call_id, **params)
+            except RtpengineError as exc:  # "stop media" with nothing playing, say
+                log.info("call %s: rtpengine %s: %s", self.call_id, name, exc)
 
     def give_back(self) -> bool:
         """Both phones' media back to the edge's own ports, then the rtpengine call ends.
@@ -189,12 +294,19 @@ class RtpengineRelay:
     """Puts bridged calls' media on rtpengine (ng at ``ng``); taps arrive at ``tap_host``."""
 
     def __init__(
-        self, *, ng: NgClient, tap_host: str, edge: Reinviting, pump: TapPump | None = None
+        self,
+        *,
+        ng: NgClient,
+        tap_host: str,
+        edge: Reinviting,
+        pump: TapPump | None = None,
+        ports: RtpPortAllocator | None = None,
     ) -> None:
         self.ng = ng
         self.tap_host = tap_host
         self.edge = edge
         self.pump = pump if pump is not None else TapPump.shared()  # every call's taps
+        self.ports = ports  # the edge's RTP ports, for the taps (None: any free port)
 
     def take(self, caller: Any, agent: Any) -> RelayedCall | None:
         """Move both phones onto rtpengine; None (both still on the edge's own ports)
@@ -229,7 +341,7 @@ class RtpengineRelay:
             )
             self._delete(call_id)
             return None
-        tap = MediaTap(host=self.tap_host, payload_type=caller.payload_type)
+        tap = MediaTap(host=self.tap_host, payload_type=caller.payload_type, ports=self.ports)
         caller_moved = False
         try:
             to_caller = self.ng.answer(

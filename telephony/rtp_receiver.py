@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import socket
 import time
 
 from telephony.endpoint import FRAME_BYTES
@@ -58,13 +59,14 @@ class RtpReceiver(RtpSession):
         port: int,
         remote: tuple[str, int] | None,
         payload_type: int,
+        sock: socket.socket | None = None,
         jitter_ms: int = 60,
         receive_buffer_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         super().__init__(
             local_host=local_host,
             port=port,
-            sock=None,
+            sock=sock,  # bound already (``RtpPortAllocator``), or bound here to ``port``
             remote=None,
             payload_type=payload_type,
             dtmf_payload_type=None,

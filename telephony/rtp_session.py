@@ -242,6 +242,13 @@ class RtpSession:
         return self._remote
 
     @property
+    def packets_in(self) -> int:
+        """Packets taken from the phone (audio, keys, comfort noise and other payload types):
+        its sign of life for a media timeout (``telephony.media_timeout``); no lock."""
+        stats = self._stats
+        return stats["received"] + stats["other_payload"]
+
+    @property
     def stats(self) -> dict[str, int]:
         with self._cond:
             out = dict(self._stats)
@@ -284,12 +291,15 @@ class RtpSession:
             self._stats["foreign_source"] += 1
             if source not in self._foreign_logged and len(self._foreign_logged) < 8:
                 self._foreign_logged.add(source)
-                log.warning(
+                moved = remote is not None and (not remote[1] or remote[0] in _HOLD_HOSTS)
+                log.log(
+                    # a phone's last packets after its media moved away (a relay) are expected
+                    logging.INFO if moved else logging.WARNING,
                     "RTP from %s dropped on %s: the call's media is %s%s",
                     source,
                     self.local_address,
                     remote,
-                    "" if self._latch else " (a phone behind NAT needs rtp_latch)",
+                    "" if self._latch or moved else " (a phone behind NAT needs rtp_latch)",
                 )
             return False
         if len(data) > 12 and data[0] == _PLAIN_V2:
@@ -344,6 +354,12 @@ class RtpSession:
 
     def _may_latch(self, source: tuple[str, int]) -> bool:
         if not self._latch or self._latched:
+            return False
+        remote = self._remote
+        if remote is not None and (not remote[1] or remote[0] in _HOLD_HOSTS):
+            # The media went elsewhere (a relay took it: ``sip_reinvite.NOWHERE``) or the
+            # phone holds (c=0.0.0.0): a packet it sent before it moved must not bring our
+            # comfort silence back to it as a second stream beside the relay's.
             return False
         return self._latch_from is None or source[0] in self._latch_from
 

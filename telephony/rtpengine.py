@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from telephony.bencode import Bencodable, BencodeError, bdecode, bencode
 from telephony.endpoint import FRAME_BYTES
 from telephony.recording import Side, StereoRecorder
+from telephony.rtp_ports import RtpPortAllocator
 from telephony.rtp_receiver import RtpReceiver
 
 log = logging.getLogger(__name__)
@@ -472,13 +473,32 @@ class MediaTap:
         recording: Path | None = None,
         on_audio: Sink | None = None,
         read_timeout_s: float = 0.2,
+        ports: RtpPortAllocator | None = None,
     ) -> None:
         self.host = host
         self.payload_type = payload_type
-        self.sessions = {
-            side: RtpReceiver(local_host=host, port=0, remote=None, payload_type=payload_type)
-            for side in (Side.CALLER, Side.AGENT)
-        }
+        # With ``ports`` (the edge's allocator) the taps listen in the edge's RTP range, so a
+        # firewall opened for it is enough, and ``stop`` gives them back; else any free port.
+        self._ports = ports
+        self.sessions: dict[Side, RtpReceiver] = {}
+        try:
+            for side in (Side.CALLER, Side.AGENT):
+                port, sock = (0, None) if ports is None else ports.allocate()
+                try:
+                    self.sessions[side] = RtpReceiver(
+                        local_host=host,
+                        port=port,
+                        sock=sock,
+                        remote=None,
+                        payload_type=payload_type,
+                    )
+                except Exception:
+                    if ports is not None:
+                        ports.release(port)
+                    raise
+        except Exception:
+            self._release()
+            raise
         self.on_audio = on_audio
         # A side that sent nothing this long is taken as this long silent (a reader's timeout).
         self.read_timeout_s = read_timeout_s
@@ -487,6 +507,9 @@ class MediaTap:
         self.recording = recording
         self._sink: Sink = self._record
         self._quiet_since = dict.fromkeys(self.sessions, 0.0)
+        # Each side's packets at the pump's last look: the party's sign of life
+        # (``telephony.media_timeout``; in rtpengine mode the taps are all the edge receives).
+        self._packets = dict.fromkeys(self.sessions, 0)
         self._pump: TapPump | None = None
         self._lock = threading.Lock()  # one reader at a time: the pump, or stop's last read
         self._stopped = False
@@ -527,6 +550,7 @@ class MediaTap:
                 return
             for side, session in self.sessions.items():
                 pcm = session.read_frames(0, _PUMP_MAX_FRAMES)
+                self._packets[side] = session.packets_in
                 if pcm:
                     self._quiet_since[side] = now
                     self._sink(side, pcm)
@@ -535,6 +559,10 @@ class MediaTap:
                 while now - self._quiet_since[side] >= self.read_timeout_s:
                     self._quiet_since[side] += self.read_timeout_s
                     self._sink(side, self._silence)
+
+    def packets_in(self, side: Side) -> int:
+        """What ``side``'s party had sent when the pump last read its tap."""
+        return self._packets[side]
 
     def _record(self, side: Side, pcm: bytes) -> None:
         if self._recorder is not None:
@@ -558,5 +586,13 @@ class MediaTap:
                 session.stop()
                 while pcm := session.read_frames(0, _PUMP_MAX_FRAMES):
                     self._sink(side, pcm)
+            self._release()
         if self._recorder is not None:
             self._recorder.close()
+
+    def _release(self) -> None:
+        """Close the sessions' sockets and give their ports back to the edge's allocator."""
+        for session in self.sessions.values():
+            session.stop()  # again after ``stop``'s last read: it closes once
+            if self._ports is not None:
+                self._ports.release(session.local_address[1])

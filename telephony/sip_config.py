@@ -80,6 +80,10 @@ class SipConfig:
     # reading taps for the recording and transcript (``telephony.media_relay``).
     media_relay: str = "own"
     rtpengine_ng: str = ""
+    # A bridged call whose phone sent no RTP for this long (a caller gone without a BYE) is
+    # hung up on both sides (``telephony.media_timeout``); 0: never. A held leg is exempt.
+    # `hotline sip` sets it from ``TelephonySettings.rtp_timeout_s`` (60 s by default).
+    rtp_timeout_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("direct", "registered"):
@@ -90,3 +94,5 @@ class SipConfig:
             raise ValueError(f"media_relay must be own or rtpengine, not {self.media_relay!r}")
         if self.media_relay == "rtpengine" and not self.rtpengine_ng:
             raise ValueError("media_relay rtpengine needs rtpengine_ng (host:port)")
+        if self.rtp_timeout_s < 0:
+            raise ValueError("rtp_timeout_s must be >= 0 (0: no media timeout)")

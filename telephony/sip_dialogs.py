@@ -19,7 +19,7 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from core import logging_setup
 from telephony import sip_message as sm
@@ -31,8 +31,10 @@ from telephony.endpoint import (
     Disposition,
     check_transition,
 )
+from telephony.media_timeout import MEDIA_TIMEOUT
 from telephony.rtp_ports import RtpPortAllocator
 from telephony.sip_config import ALLOW, SipConfig
+from telephony.sip_media import EndedMedia, Media
 from telephony.sip_sdp import CODECS, PCMU, Offer, build_sdp, read_offer
 from telephony.sip_transactions import SipTransactions, TxKey
 
@@ -41,23 +43,6 @@ if TYPE_CHECKING:
     from telephony.sip_refer import Refer
 
 log = logging.getLogger(__name__)
-
-
-class Media(Protocol):
-    """What the edge needs of a call's RTP (``telephony.rtp_session.RtpSession``)."""
-
-    @property
-    def stats(self) -> dict[str, int]: ...
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def set_remote(self, addr: tuple[str, int]) -> None: ...
-    def read_frame(self, timeout: float) -> bytes | None: ...
-    def send_audio(self, pcm16: bytes) -> None: ...
-    def wait_sent(self, timeout: float | None = None) -> bool: ...
-    def clear_audio(self) -> None: ...
-    def send_dtmf(self, key: str) -> bool: ...
-    @property
-    def queued_ms(self) -> int: ...
 
 
 MediaFactory = Callable[..., Media]
@@ -150,6 +135,10 @@ class SipCall:
         self._reinvite_lock = threading.Lock()  # one re-INVITE of ours at a time (sip_reinvite)
         self._reinviting = False  # ours is pending: the peer's meets 491 (RFC 3261 §14.2)
         self.reinvites_received = 0  # answered 200 (``telephony.media_relay`` watches it)
+        # A bridge hangs up a leg silent this long (``telephony.media_timeout``; 0: never),
+        # and says so here when it did.
+        self.rtp_timeout_s = edge.config.rtp_timeout_s
+        self.media_timed_out = False
         # How ``call_id`` is decided when that may ask the database (``CallKeys.new_call``):
         # by the call's handler thread or the thread that reports the end, whichever comes
         # first, never the SIP receive thread (``_decide_key``).
@@ -210,6 +199,16 @@ class SipCall:
     def hangup(self) -> None:
         self._edge._hangup(self, Disposition.COMPLETED)
 
+    def hangup_media_timeout(self) -> None:
+        """BYE: the bridge's media timeout (no RTP for ``rtp_timeout_s``) ended the call."""
+        self.media_timed_out = True
+        self._edge._hangup(self, MEDIA_TIMEOUT)
+
+    @property
+    def packets_in(self) -> int:
+        """RTP packets from the phone so far (audio, keys, comfort noise): a sign of life."""
+        return getattr(self._media, "packets_in", 0)
+
     # --- for a bridge (``telephony.endpoint.BridgeableCall``) ---------------------------
     def send_dtmf(self, key: str) -> bool:
         media = self._media
@@ -237,48 +236,6 @@ class SipCall:
         return f"<SipCall {self.direction.value} {self.call_id} {self.state.value}>"
 
 
-class EndedMedia:
-    """What a call reads after it ended: what was received and not read yet, then None."""
-
-    def __init__(self, media: Media) -> None:
-        self.stats = media.stats
-        self._media = media
-
-    def read_frame(self, timeout: float) -> bytes | None:
-        frame = self._media.read_frame(0)
-        return frame or None
-
-    def read_frames(self, timeout: float, max_frames: int) -> bytes | None:
-        reader = getattr(self._media, "read_frames", None)
-        frames = self._media.read_frame(0) if reader is None else reader(0, max_frames)
-        return frames or None
-
-    def send_audio(self, pcm: bytes) -> None:
-        pass
-
-    def wait_sent(self, timeout: float | None = None) -> bool:
-        return False
-
-    def clear_audio(self) -> None:
-        pass
-
-    def send_dtmf(self, key: str) -> bool:
-        return False
-
-    @property
-    def queued_ms(self) -> int:
-        return 0
-
-    def set_remote(self, addr: tuple[str, int]) -> None:
-        pass
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
 class SipDialogs(SipTransactions):
     """The dialog layer of ``SipEdge``, over its transactions: live calls by Call-ID, their
     media (from ``media_factory`` on ports of ``config.rtp_low``..``rtp_high``) and handler
@@ -303,6 +260,7 @@ class SipDialogs(SipTransactions):
             self.media_relay = media_relay.RtpengineRelay(
                 ng=rtpengine.NgClient(media_relay.ng_address(config.rtpengine_ng)),
                 tap_host=self.advertised_host,
+                ports=self._ports,  # the taps' ports are the edge's: one firewall range
                 edge=self,  # type: ignore[arg-type]  # ReInvites, the class SipEdge has
             )
 

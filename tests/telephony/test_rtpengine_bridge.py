@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from telephony import codecs
+from telephony import codecs, media_relay
 from telephony.acd import Acd, AcdConfig
 from telephony.acd_dial import DialRinger
 from telephony.acd_memory import MemoryAgentPool
@@ -231,9 +231,12 @@ def test_given_rtpengine_mode_then_phones_talk_through_rtpengine_and_the_edge_re
     assert by_leg[agent_leg.call_id] == Disposition.COMPLETED
 
 
-def test_given_hold_in_rtpengine_mode_then_both_phones_come_back_to_the_edge_and_hear_it(
-    edges, ng, rtp, agent_rtp, tmp_path
+def test_given_rtpengine_cannot_play_the_hold_audio_then_both_phones_come_back_to_the_edge(
+    edges, ng, rtp, agent_rtp, tmp_path, monkeypatch
 ):
+    # rtpengine plays the hold audio itself (tests/telephony/test_rtpengine_edge.py); a file
+    # it cannot read makes it refuse, and the edge then plays it on its own relay.
+    monkeypatch.setattr(media_relay, "hold_wav", lambda pcm: b"not a media file")
     seat_port = free_udp_port()
     agent_trace, caller_trace = tmp_path / "agent.log", tmp_path / "caller.log"
     agent_phone = start_sipp(
@@ -263,7 +266,7 @@ def test_given_hold_in_rtpengine_mode_then_both_phones_come_back_to_the_edge_and
         caller_leg, agent_leg = centre.bridged[0]
         bridge = centre.bridges[0]
 
-        bridge.hold()  # the console's hold: the edge plays the hold audio, so media comes back
+        bridge.hold()  # rtpengine refuses to play: the media comes back, the edge plays it
 
         assert bridge.held and ng.list_calls() == []
         assert reinvited_to(caller_trace)[-1] == (HOST, caller_leg.rtp_port)
