@@ -36,7 +36,7 @@ from telephony.queue_flow import QueueHooks, serve_queue
 from telephony.recording import Side
 from telephony.rtp_packet import build_rtp
 from telephony.rtp_session import RtpSession
-from telephony.rtpengine import Daemon, NgClient
+from telephony.rtpengine import NgClient
 from telephony.sip_config import SipConfig
 from telephony.sip_reinvite import NOWHERE
 from tests.conftest import wait_until
@@ -52,28 +52,14 @@ from tests.telephony.sip_peers import (
     start_edge,
     start_sipp,
 )
-from tests.telephony.test_rtpengine_bridge import reinvited_to, relay_address
+from tests.telephony.test_rtpengine_bridge import (  # noqa: F401 - ng, agent_rtp: fixtures
+    agent_rtp,
+    ng,
+    reinvited_to,
+    relay_address,
+)
 
 HOLD_MUSIC = hold_music(2.0)  # one turn of the arpeggio: C5 E5 G5 E5, 0.5 s each
-
-
-@pytest.fixture
-def ng(tmp_path: Path) -> Iterator[NgClient]:
-    low = random.randrange(40_000, 59_000, 2)  # a window of its own for parallel workers
-    with Daemon(
-        ng_port=free_udp_port(),
-        port_min=low,
-        port_max=low + 200,
-        log_path=tmp_path / "rtpengine.log",
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def agent_rtp() -> Iterator[RtpPeer]:
-    peer = RtpPeer()
-    yield peer
-    peer.close()
 
 
 @pytest.fixture
