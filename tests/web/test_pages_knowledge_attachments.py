@@ -347,6 +347,8 @@ def test_a_handler_attaches_a_pdf_the_centre_publishes_and_an_operator_opens_it(
     expect(page.locator(".alert.ok")).to_have_text("草稿已保存。")
     article_url = page.url.split("?")[0]
     page.click("#kb-actions a.button")
+    page.wait_for_url("**/edit")
+    page.wait_for_load_state("load")  # htmx listens for the files' change before they come
 
     pdf = samples.pdf("Temporary water supply points")
     page.set_input_files(
