@@ -5,26 +5,8 @@ still gets 100 Trying and 180 Ringing at once."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
-import pytest
-
-from tests.telephony.sip_peers import HOST, RtpPeer, start_edge
-
-
-@pytest.fixture
-def edges() -> Iterator[list]:
-    started: list = []
-    yield started
-    for harness in started:
-        harness.edge.stop()
-
-
-@pytest.fixture
-def rtp() -> Iterator[RtpPeer]:
-    peer = RtpPeer()
-    yield peer
-    peer.close()
+from tests.telephony.sip_peers import HOST, start_edge
 
 
 def _invite(port: int, rtp_port: int, call_id: str) -> bytes:

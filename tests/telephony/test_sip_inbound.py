@@ -7,7 +7,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -27,21 +26,6 @@ from tests.telephony.sip_peers import (
     start_sipp,
     tone,
 )
-
-
-@pytest.fixture
-def edges() -> Iterator[list]:
-    started: list = []
-    yield started
-    for harness in started:
-        harness.edge.stop()
-
-
-@pytest.fixture
-def rtp() -> Iterator[RtpPeer]:
-    peer = RtpPeer()
-    yield peer
-    peer.close()
 
 
 def _edge(edges: list, handler=None, **config):
