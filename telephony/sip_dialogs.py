@@ -37,6 +37,7 @@ from telephony.sip_config import ALLOW, SipConfig
 from telephony.sip_media import EndedMedia, Media
 from telephony.sip_sdp import CODECS, PCMU, Offer, build_sdp, read_offer
 from telephony.sip_transactions import SipTransactions, TxKey
+from telephony.sip_transport import gil_handover_for
 
 if TYPE_CHECKING:
     from telephony.media_relay import RtpengineRelay
@@ -527,6 +528,7 @@ class SipDialogs(SipTransactions):
         self._ports.release(call.rtp_port)  # closes the socket if no media took it over
         with self._lock:
             self._dialogs.pop(call.sip_call_id, None)
+            gil_handover_for(len(self._dialogs))
             for key in call._keys:  # our requests' transactions (final responses we sent
                 self._pending.pop(key, None)  # keep retransmitting until their ACK)
                 self._retx.pop(("req",) + key, None)

@@ -34,6 +34,7 @@ from telephony.sip_sdp import (
     build_sdp,
     read_offer,
 )
+from telephony.sip_transport import gil_handover_for
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class InboundCalls(SipDialogs):
         call._invite, call._invite_source = message, source
         with self._lock:
             self._dialogs[call_id] = call
+            gil_handover_for(len(self._dialogs))
         if self.config.answer_delay > 0:
             call._responses[cseq] = self._respond(message, source, 100, "Trying")
             call._responses[cseq] = self._respond(

@@ -26,6 +26,7 @@ from telephony.sip_registrar import split_alias
 from telephony.sip_registration import digest_authorization, parse_challenge
 from telephony.sip_reinvite import ReInvites
 from telephony.sip_sdp import DTMF_PT, PCMA, PCMU, build_sdp, read_offer
+from telephony.sip_transport import gil_handover_for
 
 BUSY_CODES = frozenset({486, 600, 603})
 
@@ -110,6 +111,7 @@ class OutboundCalls(ReInvites):
         call._remote_header = f"<{uri}>"
         with self._lock:
             self._dialogs[call.sip_call_id] = call
+            gil_handover_for(len(self._dialogs))
         tx = self._send_invite(call, line, authorization=None)
         if (
             _wait_final(tx, ring_timeout, cancel)

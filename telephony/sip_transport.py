@@ -24,20 +24,33 @@ from telephony.sip_config import SipConfig
 log = logging.getLogger(__name__)
 
 _BATCH = 64  # datagrams taken per wake-up at most, so that stop() is seen within a batch
-# The interpreter's switch interval in a process with a SIP edge. Its threads that answer
-# calls and move RTP (receive, media loop) hand the GIL over at every socket call and must
-# then wait for it while call threads run Python (the database work of a call's ticket):
-# up to the interval each time, 5 ms by default. Call setup at 200 calls/s was answered in
-# 188 ms (p50) with 5 ms, 56 ms with 1 ms, 20 ms with 0.5 ms (bench/calls.py, 2 cores,
-# 2026-12-04); a CPU-bound thread is interrupted more often, which costs it a little (the
-# hand-over), not the process's throughput.
-SWITCH_INTERVAL_S = 0.0005
+# The interpreter's switch interval in a process with a SIP edge, by how many calls it
+# carries. Its threads that answer calls and move RTP (receive, media loop) hand the GIL over
+# at every socket call and must then wait for it while call threads run Python: up to the
+# interval each time. Call setup at 200 calls/s was answered in 188 ms (p50) with Python's
+# 5 ms, 56 ms with 1 ms, 20 ms with 0.5 ms (bench/calls.py, 2 cores, 2026-12-04). But every
+# thread waiting for the GIL wakes once an interval to ask for it, and with hundreds of call
+# threads woken by their audio that is hundreds of thousands of futile wake-ups a second: at
+# 0.5 ms, 400 calls at once took the call threads 25 s of CPU in a 40 s step (12 s of it in
+# the kernel, 2.9 million context switches in 15 s), the media loop starved and recordings
+# lost their audio; at 2 ms 500 calls did the same; at 5 ms 500 calls ran clean
+# (2026-12-05). So the interval grows with the calls: 0.5 ms up to 50 calls, 5 ms from 500.
+SWITCH_INTERVAL_MIN_S = 0.0005
+SWITCH_INTERVAL_MAX_S = 0.005
+SWITCH_INTERVAL_PER_CALL_S = 0.00001
 
 
-def quicken_gil_handover(interval_s: float = SWITCH_INTERVAL_S) -> None:
-    """Lower the process's switch interval to ``interval_s`` (never raise it)."""
-    if sys.getswitchinterval() > interval_s:
-        sys.setswitchinterval(interval_s)
+def gil_handover_for(calls: int) -> float:
+    """Set the process's switch interval for an edge carrying ``calls`` (see above); it is
+    changed only when it moves by more than a tenth. Returns the interval set."""
+    interval = min(
+        SWITCH_INTERVAL_MAX_S, max(SWITCH_INTERVAL_MIN_S, calls * SWITCH_INTERVAL_PER_CALL_S)
+    )
+    current = sys.getswitchinterval()
+    if abs(current - interval) > 0.1 * interval:
+        sys.setswitchinterval(interval)
+        return interval
+    return current
 
 
 class EdgeSIPClient(SIPClient):
@@ -67,7 +80,7 @@ class EdgeSIPClient(SIPClient):
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        quicken_gil_handover()
+        gil_handover_for(0)
         self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.s.bind((self.myIP, self.myPort))
         self.out = self.s

@@ -111,6 +111,8 @@ class CallServices:
         )
         self._futures: set[Future] = set()
         warm_dispatch()
+        if enqueue_transcription is None:
+            warm_transcription_queue()
 
     def hooks(self) -> FlowHooks:
         return FlowHooks(
@@ -487,6 +489,22 @@ def warm_dispatch() -> None:
     (without cached bytecode) and loading its dictionary held the GIL for about a second
     (py-spy, bench/calls.py's first step) while every call of the process waited."""
     segment.jieba_module().dt.initialize()
+
+
+def warm_transcription_queue() -> None:
+    """The Celery app that takes the recordings to transcribe, imported and made ready
+    before the first call. The first call whose report had no live stream imported it (and
+    Celery's task-message and event modules) in a finisher thread: under 300 calls at once
+    that import held the process for seconds (py-spy: other threads queued on the import
+    lock, the media loop starved, callers' packets came too late to be recorded), which was
+    the unexplained early stall of the first step of bench/calls.py. Nothing here connects
+    to the broker."""
+    from hotline.worker import app
+
+    app.finalize(auto=True)
+    app.amqp  # noqa: B018  (lazy: the task-message module and its routes)
+    app.producer_pool  # noqa: B018
+    app.events.Dispatcher  # noqa: B018  (the task-sent event dispatcher, on its first use)
 
 
 def next_recording(settings: Settings, call_id: str) -> Path:
