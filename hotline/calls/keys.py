@@ -10,7 +10,10 @@ thread) made the SIP receive thread wait for the GIL behind hundreds of lookups 
 greetings queue behind each other under load. ``KnownKeys`` does both right: the call threads
 hand their keys to one thread, which looks up everything waiting in one query
 (``call_id IN (…)``) and answers each; a burst of calls costs one round trip, an idle edge
-none."""
+none. On PostgreSQL that thread keeps one connection in autocommit for its lookups: a
+session per lookup cost a pool checkout with its ping, BEGIN and COMMIT — four round trips
+and the ORM's Python for a one-row read — and the lookups were a seventh of the SIP
+process's CPU at 200 calls/s (py-spy, bench/calls.py, 2026-12-05)."""
 
 from __future__ import annotations
 
@@ -19,9 +22,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Engine, bindparam, select
 
-from core.db import session_scope, table_of
+from core.db import table_of
 from core.runtime import SessionFactory
 from telephony.models import CallRecord
 
@@ -46,6 +49,11 @@ class KnownKeys:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.queries = 0  # how many lookups ran (tests: a burst is one query)
+        self._conn: Connection | None = None  # PostgreSQL: the lookups' own, in autocommit
+        table = table_of(CallRecord)
+        self._stmt = select(table.c.call_id).where(
+            table.c.call_id.in_(bindparam("keys", expanding=True))
+        )
 
     def __call__(self, key: str) -> bool:
         answer: Future[bool] = Future()
@@ -68,22 +76,21 @@ class KnownKeys:
             answer.set_exception(RuntimeError("the call-key lookup is closed"))
 
     def _run(self) -> None:
-        table = table_of(CallRecord)
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
                     self._cond.wait()
                 if self._closed:
+                    self._drop_connection(broken=False)
                     return
                 batch = self._pending[: self._batch_max]
                 del self._pending[: self._batch_max]
             keys = sorted({key for key, _ in batch})
             try:
-                with session_scope(self._factory) as session:
-                    stmt = select(table.c.call_id).where(table.c.call_id.in_(keys))
-                    found = set(session.scalars(stmt))
+                found = self._lookup(keys)
                 self.queries += 1
             except Exception as exc:  # every caller logs it and goes on with its key
+                self._drop_connection()
                 for _, answer in batch:
                     if not answer.done():
                         answer.set_exception(exc)
@@ -91,6 +98,27 @@ class KnownKeys:
             for key, answer in batch:
                 if not answer.done():
                     answer.set_result(key in found)
+
+    def _lookup(self, keys: list[str]) -> set[str]:
+        if self._conn is None:
+            with self._factory() as session:
+                bind = session.get_bind()
+                if bind.dialect.name != "postgresql" or not isinstance(bind, Engine):
+                    # SQLite: in-process, no round trips to save (and its sessions begin
+                    # with BEGIN IMMEDIATE, which a held connection would keep).
+                    return set(session.scalars(self._stmt, {"keys": keys}))
+            self._conn = bind.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return set(self._conn.execute(self._stmt, {"keys": keys}).scalars())
+
+    def _drop_connection(self, *, broken: bool = True) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                if broken:
+                    conn.invalidate()  # it may be the broken one: never back into the pool
+                conn.close()
+            except Exception:
+                log.debug("closing the call-key lookups' connection failed", exc_info=True)
 
 
 def known_call_key(session_factory: SessionFactory) -> Callable[[str], bool]:

@@ -9,7 +9,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import event, select
 
 from hotline.calls.keys import KnownKeys, known_call_key
 from hotline.calls.records import end_values, upsert_call
@@ -116,3 +117,30 @@ def test_given_the_database_away_then_every_waiting_call_hears_it_and_keeps_its_
     with caplog.at_level(logging.WARNING, logger="telephony.sip_call_keys"):
         assert keys.new_call("d@h") == "d@h"
     assert any("database away" in r.getMessage() for r in caplog.records)
+
+
+def test_given_lookups_one_after_another_then_postgresql_keeps_one_connection_for_them(db):
+    """Each lookup used to take a session: a pool checkout with its ping, BEGIN and COMMIT
+    around a one-row read; on PostgreSQL the lookups' thread keeps one connection in
+    autocommit. A connection that breaks is dropped and the next lookup takes a new one."""
+    with db.session() as s:
+        upsert_call(s, call=FakeCall(call_id="old@h"), now=datetime.now(UTC))
+        s.commit()
+    engine = db.session().get_bind()
+    checkouts: list[object] = []
+    event.listen(engine, "checkout", lambda *args: checkouts.append(args))
+    known = KnownKeys(db.factory)
+    try:
+        answers = [known(key) for key in ("a@h", "old@h", "b@h")]
+        postgres = engine.dialect.name == "postgresql"
+        assert len(checkouts) == (1 if postgres else 3)
+        if postgres:
+            known._conn.invalidate()  # the server went away under it
+            with pytest.raises(Exception):
+                known("c@h")  # that lookup fails (its callers keep their keys) ...
+            assert known("old@h") is True  # ... and the next one has a new connection
+            assert len(checkouts) == 2
+    finally:
+        known.close()
+    assert answers == [False, True, False]
+    assert known.queries == (4 if postgres else 3)
