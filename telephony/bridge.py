@@ -42,7 +42,8 @@ the other leg, whose session paces it out at 20 ms a packet.
   transcript, monitoring mixes) and the relays only wait for a hang-up; rtpengine plays the
   hold audio itself, transfers and three-way first bring the media back to the edge.
 - A leg whose phone sent no RTP for the media timeout (``rtp_timeout_s``, the edge's
-  setting by default; ``telephony.media_timeout``) ends the call: both legs get our BYE.
+  setting by default; ``telephony.media_timeout``) ends the call: both legs get our BYE and
+  are recorded with the disposition ``media_timeout``.
 - The agent's phone may transfer with its own key: its REFER (``SipCall.on_refer``, set here
   on whichever leg is the agent's) starts a blind transfer, and the phone is told the outcome
   before our BYE. A REFER with Replaces is declined: the call it would replace (the phone's
@@ -352,8 +353,10 @@ class Bridge:
         finally:
             self.ended.set()
             self._abandon_transfer()
-            if not keep_caller:
-                self.legs[other_side].hangup()  # either side's end is the end of both
+            # Either side's end is the end of both; after a media timeout ``_time_out`` hangs
+            # both up itself, each recorded as the timeout's (not as a plain hang-up).
+            if not keep_caller and self.result.media_timeout is None:
+                self.legs[other_side].hangup()
             for extra in [self._third, *self._monitors]:
                 if extra is not None:
                     extra.hangup()

@@ -64,6 +64,9 @@ class Disposition(str, enum.Enum):
     NO_ANSWER = "no_answer"  # outbound: ring timeout
     BUSY = "busy"  # outbound: 486/600/603
     FAILED = "failed"  # signalling or media failure
+    # A bridged call hung up by the edge because one of its phones sent no RTP for the
+    # media timeout (``telephony.media_timeout``): gone without a BYE. An answered call.
+    MEDIA_TIMEOUT = "media_timeout"
     # Inbound: turned away unanswered (503: every call slot or RTP port busy) — a missed call
     # the centre must call back; its record keeps the caller's number.
     REFUSED = "refused"

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from telephony.endpoint import Disposition
 
-# How a call ended by the media timeout is recorded: a media failure. (A disposition of its
-# own would be a value of ``Disposition``; ``SipCall.media_timed_out`` tells it apart.)
-MEDIA_TIMEOUT = Disposition.FAILED
+# How a call ended by the media timeout is recorded: a disposition of its own (both legs;
+# ``SipCall.media_timed_out`` says so too), not ``failed``, which is the edge's own failure.
+MEDIA_TIMEOUT = Disposition.MEDIA_TIMEOUT
 
 _SENDING = "sendrecv"
 

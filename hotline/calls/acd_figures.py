@@ -72,7 +72,8 @@ DEFINITIONS: dict[str, str] = {
     "offered": "inbound calls that arrived in the interval, whatever became of them",
     "queued": "offered calls that joined the operators' queue (queued_at set); calls the "
     "robot takes by design or refused calls never join it",
-    "answered": "queued calls an operator answered (queue_outcome agent)",
+    "answered": "queued calls an operator answered (queue_outcome agent), however they ended "
+    "afterwards: a call whose phone went silent (disposition media_timeout) included",
     "answered_within_target": "answered calls whose wait (queue_left_at − queued_at) was at "
     "most answer_target_s (15 s)",
     "answered_within_30s": "answered calls whose wait was at most 30 s",
