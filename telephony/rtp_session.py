@@ -168,6 +168,10 @@ class RtpSession:
         self._closed = False
         self._started = False
         self._stopped = False  # read by the loop without a lock: a plain flag
+        # Out of the loop's send pass (``MediaLoop._park``): nowhere to send, nothing queued.
+        # Set and cleared by the loop's thread; whoever gives the session work while it is set
+        # asks the loop to ``unpark`` it (``_work_given``).
+        self._parked = False
         # Whoever drains the socket holds this: the loop, or a reader the loop kept waiting.
         self._recv_lock = threading.Lock()
 
@@ -236,6 +240,7 @@ class RtpSession:
         with self._cond:
             self._remote = _normalise(addr)
             self._latched = False
+        self._work_given()
 
     @property
     def remote(self) -> tuple[str, int] | None:
@@ -539,6 +544,7 @@ class RtpSession:
         encoded = self._encode(pcm16)
         with self._out_cond:
             self._out += encoded
+        self._work_given()
 
     def clear_audio(self) -> None:
         with self._out_cond:
@@ -560,7 +566,15 @@ class RtpSession:
         packets = max(2, round(duration_ms / 20))
         with self._out_cond:
             self._dtmf_out.append((DTMF_KEYS.index(key.upper()), packets))
+        self._work_given()
         return True
+
+    def _work_given(self) -> None:
+        """Something to send, or somewhere to send it: a parked session is ticked again. (The
+        loop marks a session parked before it looks at its work a last time, so work given
+        just then is seen by one side or the other.)"""
+        if self._parked and self._loop is not None:
+            self._loop.unpark(self)
 
     def _send_event(self) -> bool:
         """Send the next packet of a queued key, if any (the loop's thread); True if sent."""
@@ -624,31 +638,43 @@ class RtpSession:
                 self._out_cond.wait(remaining)
             return True
 
-    def _send_due(self, now: float) -> None:
-        """Send the packets due by ``now`` (one a tick, more after a late tick); the loop
-        calls this every tick."""
-        if now - self._due > MAX_SEND_BEHIND_S:
-            self._due = now  # after a stall, resume the pace instead of bursting
+    def _idle(self) -> bool:
+        """Nowhere to send and nothing queued: a leg whose media moved to rtpengine, a phone
+        holding (c=0.0.0.0)."""
         remote = self._remote
-        if (
+        return (
             (remote is None or not remote[1] or remote[0] in _HOLD_HOSTS)
             and not self._out
             and not self._in_flight
             and not self._dtmf_out
             and self._dtmf_now is None
-        ):
-            # Nowhere to send and nothing queued (a leg whose media moved to rtpengine, a
-            # phone on hold): only the clock runs on, as ``_send_one`` would move it.
-            packets = 0
-            while self._due <= now + TICK_S / 2:
-                packets += 1
-                self._due += FRAME_SAMPLES / 8000
-            self._seq = (self._seq + packets) & 0xFFFF
-            self._ts = (self._ts + packets * FRAME_SAMPLES) & 0xFFFFFFFF
-            return
+        )
+
+    def _send_due(self, now: float) -> bool:
+        """Send the packets due by ``now`` (one a tick, more after a late tick); the loop
+        calls this every tick. True when the session is idle (``_idle``): the loop parks it."""
+        if now - self._due > MAX_SEND_BEHIND_S:
+            self._due = now  # after a stall, resume the pace instead of bursting
+        remote = self._remote  # a talking session (most of them) is told apart inline
+        if (remote is None or not remote[1] or remote[0] in _HOLD_HOSTS) and self._idle():
+            self._resume(now)  # only the clock runs on, as ``_send_one`` would move it
+            return True
         while self._due <= now + TICK_S / 2:
             self._send_one()
             self._due += FRAME_SAMPLES / 8000
+        return False
+
+    def _resume(self, now: float) -> None:
+        """Move the clock (the next packet's time, sequence number and timestamp) on to
+        ``now`` without sending: the packets of a session with nowhere to send, ticked idle
+        or parked meanwhile, as ``_send_one`` would have moved it."""
+        frame_s = FRAME_SAMPLES / 8000
+        if self._due > now + TICK_S / 2:
+            return
+        packets = int((now + TICK_S / 2 - self._due) // frame_s) + 1
+        self._due += packets * frame_s
+        self._seq = (self._seq + packets) & 0xFFFF
+        self._ts = (self._ts + packets * FRAME_SAMPLES) & 0xFFFFFFFF
 
     def _send_one(self) -> None:
         if (self._dtmf_out or self._dtmf_now is not None) and self._send_event():

@@ -5,6 +5,7 @@ gives each call its port."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -298,3 +299,56 @@ def test_given_a_media_loop_held_up_then_the_reader_takes_the_audio_from_the_soc
         assert session.read_frame(0.05) == b""  # and nothing more was there
     finally:
         session.stop()
+
+
+class _ReadableSession:
+    """What the loop needs of a session, with audio waiting at every tick: a socket that
+    stays readable (a datagram nobody takes) and a count of its reader's wake-ups."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((HOST, 0))
+        self._sock.sendto(b"x", self._sock.getsockname())
+        self._stopped = False
+        self._parked = False
+        self._recv_lock = threading.Lock()
+        self.wakes: list[int] = []
+        self.loop_tick = 0
+
+    def _drain(self, limit: int) -> bool:
+        return True  # audio buffered
+
+    def _send_due(self, now: float) -> bool:
+        return False  # not idle: stays ticked
+
+    def _idle(self) -> bool:
+        return False
+
+    def _wake_reader(self) -> None:
+        self.wakes.append(self.loop_tick)
+
+
+def test_given_many_readers_with_audio_then_each_tick_wakes_only_its_share_of_them():
+    """Each reader is woken every fifth tick, but not all on the same tick: every thread
+    woken waits for the GIL, so waking them all at once made a crowd at each fifth tick."""
+    loop = MediaLoop(wake_readers_every=5)  # not started: the test ticks it
+    sessions = [_ReadableSession() for _ in range(10)]
+    try:
+        for session in sessions:
+            loop.add(session)
+        woken_per_tick = []
+        for tick in range(10):
+            for session in sessions:
+                session.loop_tick = tick
+            before = sum(len(s.wakes) for s in sessions)
+            loop._tick(time.monotonic())
+            loop.ticks += 1
+            woken_per_tick.append(sum(len(s.wakes) for s in sessions) - before)
+    finally:
+        for session in sessions:
+            session._sock.close()
+        loop.stop()
+
+    assert woken_per_tick == [2] * 10
+    for session in sessions:  # every fifth tick, each on its own phase
+        assert len(session.wakes) == 2 and session.wakes[1] - session.wakes[0] == 5
