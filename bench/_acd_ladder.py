@@ -107,10 +107,14 @@ _REINVITE_ANSWER = """  <recv request="INVITE" timeout="600000"/>
 
 def _scenario(rig: Rig, source: str, name: str, replace: dict[str, str], *, after: str) -> Path:
     """bench/scenarios/``source`` as ``scenario_with`` writes it, answering the edge's
-    re-INVITE right after the line ``after`` in rtpengine mode."""
+    re-INVITE right after the line ``after`` in rtpengine mode (with the media port the
+    scenario's own SDP offers: ``MEDIA_PORT``, ``[rtp_port]`` or sipp's rtp_stream port)."""
     text = (SCENARIOS / source).read_text()
     if rig.media_relay == "rtpengine":
-        media = "MEDIA_PORT" if "MEDIA_PORT" in text else "[rtpstream_audio_port]"
+        media = next(
+            (port for port in ("MEDIA_PORT", "[rtp_port]") if port in text),
+            "[rtpstream_audio_port]",
+        )
         at = text.index(after) + len(after)
         text = text[:at] + _REINVITE_ANSWER.replace("MEDIA_PORT", media) + text[at:]
     for old, new in replace.items():

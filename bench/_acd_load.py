@@ -11,6 +11,12 @@ Figures: every placed call's end by the call records (``lost_calls``, see
 ``_acd_platform.call_ends``), sipp's own count of ends beside it, the share of queued calls
 an operator answered within 15 s of joining the queue, and the ring delay (queue pick →
 the seat's phone receiving the INVITE) from the edge's log and the seats' sipp trace.
+
+In rtpengine mode (``Rig.media_relay``) the edge re-INVITEs both phones of each bridged call
+to rtpengine when the operator answers: the seats answer that re-INVITE before their talk
+begins, the callers whenever it comes (``acd_caller_poisson.xml``; an overflowed call gets
+none). The phones send no RTP in either mode (a signalling load): the bench sets the edge's
+media timeout to 0 and rtpengine's own to an hour (``bench/acd.py``'s ``open_rig``).
 """
 
 from __future__ import annotations
@@ -23,14 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import _common as common
-from bench._acd_ladder import Rig
+from bench._acd_ladder import Rig, _scenario
 from bench._acd_platform import (
     HOST,
     SCENARIOS,
     call_ends,
     order_ready,
     ring_delays_ms,
-    scenario_with,
     start_sipp,
     wait_records,
 )
@@ -75,9 +80,10 @@ def steady_load(rig: Rig, load: Load) -> dict[str, Any]:
             f"{max(0, round(1000 * t - 1000 * i / CREATE_RATE))}\n" for i, t in enumerate(times)
         )
     )
-    seat = scenario_with(
-        rig.workdir, "acd_seat_talk.xml", "acd_seat_talk_run.xml",
+    seat = _scenario(
+        rig, "acd_seat_talk.xml", "acd_seat_talk_run.xml",
         {"TALK_MS": str(round(1000 * load.talk_s))},
+        after='<recv request="ACK" crlf="true"/>\n',  # the talk begins after the re-INVITE
     )  # fmt: skip
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # both sides' media, unread
     sink.bind((HOST, 0))

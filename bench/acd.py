@@ -7,8 +7,8 @@
 ``--media-relay rtpengine``: an rtpengine of the bench's own (``telephony.rtpengine.Daemon``,
 userspace) and ``HOTLINE_TELEPHONY__MEDIA_RELAY=rtpengine``: each bridged call's phones are
 re-INVITEd to rtpengine (the scenarios answer it, the sampled peers send where it says) and
-the edge reads rtpengine's taps; the steps add ``rtpengine_cpu_pct``. The steady load is
-skipped in that mode (its callers' scenario waits for the BYE and takes no re-INVITE).
+the edge reads rtpengine's taps; the steps add ``rtpengine_cpu_pct``. The steady load runs
+in that mode too: its callers and seats answer the edge's re-INVITE to rtpengine.
 
 Platform mode (the default): `hotline sip` as a child process, as production runs it, on a
 fresh database (SQLite or PostgreSQL) with operator accounts and seats; every seat's phone
@@ -135,6 +135,7 @@ def open_rig(
     operators: int,
     wrap_up_s: float,
     max_queue: int,
+    max_calls: int | None = None,
     keep: Path | None = None,
     warmed: bool = True,
     media_relay: str = "own",
@@ -166,7 +167,8 @@ def open_rig(
         common.say(f"{len(extensions)} operators and seats ...")
         made = make_operators(url, extensions)
         extra = {
-            "HOTLINE_TELEPHONY__MAX_CALLS": str(2 * max_queue + 50),
+            # a call is two dialogs once bridged (the caller's and the seat's)
+            "HOTLINE_TELEPHONY__MAX_CALLS": str(max_calls or 2 * max_queue + 50),
             "HOTLINE_ACD__WRAP_UP_S": str(wrap_up_s),
             # the ladder puts hundreds of calls in the queue within seconds
             "HOTLINE_ACD__OVERFLOW_QUEUE_LONGER_THAN": str(max_queue),
@@ -186,6 +188,9 @@ def open_rig(
                 port_min=50000,
                 port_max=59999,
                 log_path=workdir / "rtpengine.log",
+                # The steady load's phones send no RTP, as above: rtpengine's own media
+                # timeout (60 s) would drop the media of a call whose drawn talk is longer.
+                extra_args=("--timeout=3600",),
             )
             stack.enter_context(daemon)
             rtpengine_pid = daemon.pid
@@ -256,6 +261,9 @@ def platform_run(
         operators=max(max(ladder), load.agents),
         wrap_up_s=load.wrap_up_s,
         max_queue=max(ladder) + SAMPLE,
+        # room for the ladder's top step and for every caller of the steady load at once
+        # (sized from the ladder alone, a short ladder refused steady-load calls with 503)
+        max_calls=2 * max(max(ladder) + SAMPLE, load.calls) + 50,
         keep=keep,
         media_relay=media_relay,
         profile=profile,
@@ -266,14 +274,12 @@ def platform_run(
             common.say(f"  {result['robot_baseline']}")
         sign_in_all(rig.url, rig.bell, rig.sampled + rig.load)
         result["ladder"] = ladder_run(rig, ladder, rate=rate)
-        result["steady"] = None
-        if media_relay != "rtpengine":
-            common.say(
-                f"steady load: {load.calls} calls, {load.agents} agents, "
-                f"λ {load.rate:.2f}/s, talk {load.talk_s} s, wrap-up {load.wrap_up_s} s ..."
-            )
-            result["steady"] = steady_load(rig, load)
-            common.say(f"  {result['steady']}")
+        common.say(
+            f"steady load: {load.calls} calls, {load.agents} agents, "
+            f"λ {load.rate:.2f}/s, talk {load.talk_s} s, wrap-up {load.wrap_up_s} s ..."
+        )
+        result["steady"] = steady_load(rig, load)
+        common.say(f"  {result['steady']}")
     # After the rig is down: its teardown and the platform's log are in ``info`` then.
     return result | info | figures(result)
 
