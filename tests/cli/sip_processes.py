@@ -9,11 +9,19 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+from sqlmodel import Session
+
+from accounts import agents
+from accounts.models import Role
+from accounts.service import create_user
+from core.db import saved_id, session_scope
 from tests.conftest import wait_until
-from tests.telephony.sip_peers import HOST, free_udp_port, free_udp_run
+from tests.telephony.sip_peers import HOST, free_udp_port, free_udp_run, output, run_sipp
 
 HOTLINE = Path(sys.executable).parent / "hotline"
 
@@ -74,3 +82,30 @@ def start_edge(env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
 def sipp_out(sipp) -> str:
     sipp.kill()
     return sipp.communicate(timeout=10)[0] or ""
+
+
+def register_seat(edge_port: int, phone: int, password: str, lines: list[str]) -> None:
+    """Seat 1001's phone (sipp on ``phone``) registers to the edge with digest auth; fails
+    the test with the edge's log if it is refused."""
+    registered = run_sipp(
+        "uac_register.xml",
+        target=f"{HOST}:{edge_port}",
+        service="1001",
+        port=phone,
+        keys={"contact": f"<sip:1001@{HOST}:{phone}>", "expires": 300},
+        extra=["-au", "1001", "-ap", password],
+        timeout=5,
+    )
+    assert registered.returncode == 0, output(registered) + "".join(lines)
+
+
+def ready_operator(factory: Callable[[], Session], now: datetime) -> int:
+    """Operator 李 signed in at seat 1001 and ready; their user id."""
+    with session_scope(factory) as session:
+        operator, _ = create_user(
+            session, username="li", display_name="李", role=Role.operator, now=now
+        )
+        session.flush()
+        agents.sign_in(session, operator, "1001", "", now)
+        agents.set_ready(session, saved_id(operator), now)
+        return saved_id(operator)

@@ -17,14 +17,20 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from accounts import agents
-from accounts.models import AgentState, Role
-from accounts.service import create_user
-from core.db import make_engine, make_session_factory, saved_id, session_scope
+from accounts.models import AgentState
+from core.db import make_engine, make_session_factory, session_scope
 from telephony.endpoint import Disposition
 from telephony.models import CallRecord, QueueOutcome
-from tests.cli.sip_processes import HOTLINE, edge_env, sipp_out, start_edge
+from tests.cli.sip_processes import (
+    HOTLINE,
+    edge_env,
+    ready_operator,
+    register_seat,
+    sipp_out,
+    start_edge,
+)
 from tests.conftest import START, wait_until
-from tests.telephony.sip_peers import HOST, RtpPeer, free_udp_port, output, run_sipp, start_sipp
+from tests.telephony.sip_peers import HOST, RtpPeer, free_udp_port, start_sipp
 
 
 @dataclass
@@ -68,27 +74,11 @@ def centre(request, tmp_path: Path) -> Iterator[Centre]:
     password = re.search(r"password: (\S+)", made.stdout)
     assert password
     factory = make_session_factory(make_engine(edge.db_url))
-    with session_scope(factory) as session:
-        operator, _ = create_user(
-            session, username="li", display_name="李", role=Role.operator, now=START
-        )
-        session.flush()
-        agents.sign_in(session, operator, "1001", "", START)
-        agents.set_ready(session, saved_id(operator), START)
-        operator_id = saved_id(operator)
+    operator_id = ready_operator(factory, START)
     proc, lines = start_edge(edge.env)
     try:
         phone = free_udp_port()
-        registered = run_sipp(
-            "uac_register.xml",
-            target=f"{HOST}:{edge.port}",
-            service="1001",
-            port=phone,
-            keys={"contact": f"<sip:1001@{HOST}:{phone}>", "expires": 300},
-            extra=["-au", "1001", "-ap", password.group(1)],
-            timeout=5,
-        )
-        assert registered.returncode == 0, output(registered) + "".join(lines)
+        register_seat(edge.port, phone, password.group(1), lines)
         yield Centre(edge.port, phone, factory, operator_id, lines)
     finally:
         proc.terminate()

@@ -17,11 +17,17 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from accounts import agents
-from accounts.models import AgentState, Role
-from accounts.service import create_user
-from core.db import make_engine, make_session_factory, saved_id, session_scope
+from accounts.models import AgentState
+from core.db import make_engine, make_session_factory, session_scope
 from telephony.models import CallRecord, QueueOutcome
-from tests.cli.sip_processes import HOTLINE, edge_env, sipp_out, start_edge
+from tests.cli.sip_processes import (
+    HOTLINE,
+    edge_env,
+    ready_operator,
+    register_seat,
+    sipp_out,
+    start_edge,
+)
 from tests.conftest import wait_until
 from tests.telephony.sip_peers import (
     HOST,
@@ -54,29 +60,13 @@ def test_given_an_operator_ready_at_a_registered_seat_when_a_citizen_calls_then_
     )
     from tests.conftest import START
 
-    with session_scope(factory) as session:
-        operator, _ = create_user(
-            session, username="li", display_name="李", role=Role.operator, now=START
-        )
-        session.flush()
-        agents.sign_in(session, operator, "1001", "", START)
-        agents.set_ready(session, saved_id(operator), START)
-        operator_id = saved_id(operator)
+    operator_id = ready_operator(factory, START)
 
     proc, lines = start_edge(env)
     caller_rtp, agent_rtp = RtpPeer(), RtpPeer()
     phone = free_udp_port()
     try:
-        registered = run_sipp(
-            "uac_register.xml",
-            target=f"{HOST}:{port}",
-            service="1001",
-            port=phone,
-            keys={"contact": f"<sip:1001@{HOST}:{phone}>", "expires": 300},
-            extra=["-au", "1001", "-ap", password.group(1)],
-            timeout=5,
-        )
-        assert registered.returncode == 0, output(registered) + "".join(lines)
+        register_seat(port, phone, password.group(1), lines)
         seat = start_sipp(
             "uas_agent_answer.xml", port=phone, keys={"rtp_port": agent_rtp.port}, timeout=40
         )

@@ -28,11 +28,11 @@ from hotline.calls import intake
 from hotline.calls.recovery import EDGE_LOST
 from telephony.models import CallRecord, QueueOutcome, TranscribedBy
 from tests.asr.conftest import vosk_model_dir  # noqa: F401 - the fixture full_recognizer needs
-from tests.cli.sip_processes import HOTLINE, edge_env, sipp_out, start_edge
+from tests.cli.sip_processes import HOTLINE, edge_env, register_seat, sipp_out, start_edge
 from tests.conftest import START, wait_until
 from tests.hotline.conftest import LEAK, frames_of, full_recognizer  # noqa: F401 - a fixture
 from tests.telephony.bridge_audio import best_lag_correlation, noise, on_the_wire, paced_send
-from tests.telephony.sip_peers import HOST, RtpPeer, free_udp_port, output, run_sipp, start_sipp
+from tests.telephony.sip_peers import HOST, RtpPeer, free_udp_port, start_sipp
 from tickets.models import Status, Ticket
 
 STEREO_BYTES_PER_S = 8000 * 2 * 2
@@ -74,16 +74,7 @@ def test_given_an_edge_killed_mid_bridge_when_it_starts_again_then_call_recordin
     said_by_caller = b"".join(frames_of(LEAK)).ljust(5 * 16000, b"\0")[: 5 * 16000]
     said_by_operator = noise(5.0, 7)
     try:
-        registered = run_sipp(
-            "uac_register.xml",
-            target=f"{HOST}:{edge.port}",
-            service="1001",
-            port=phone,
-            keys={"contact": f"<sip:1001@{HOST}:{phone}>", "expires": 300},
-            extra=["-au", "1001", "-ap", password.group(1)],
-            timeout=5,
-        )
-        assert registered.returncode == 0, output(registered) + "".join(lines)
+        register_seat(edge.port, phone, password.group(1), lines)
         # The seat's phone hangs up 10 s after answering without a BYE: the kill comes first.
         seat = start_sipp(
             "uas_agent_answer.xml", port=phone, keys={"rtp_port": seat_rtp.port}, timeout=60
