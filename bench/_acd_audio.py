@@ -151,13 +151,17 @@ class Peer:
         return thread
 
     def heard_since(self, start: float, seconds: float) -> Heard:
-        """What came from ``start`` for ``seconds`` (+1 s of delivery), in sequence order
-        (the speaker's peer numbers its packets from 0, so no wrap within the noise)."""
+        """What came from ``start`` for ``seconds`` (+1 s of delivery), in sequence order.
+        The numbers are the edge's (its leg's session starts them at random), so they may
+        wrap within the noise: ordered by ``extended_sequences``. Sorted by the bare 16-bit
+        numbers, a wrap put the noise's end before its start (an own-relay run of
+        2026-12-05: correlation 0.03, 11 of 12 pieces clean, a 7 s "slip")."""
         window = [a for a in self.arrivals if start <= a[0] <= start + seconds + 1.0]
-        in_order = sorted(window, key=lambda a: a[1])
+        extended = extended_sequences([seq for _, seq, _ in window])
+        in_order = [a for _, a in sorted(zip(extended, window, strict=True), key=lambda x: x[0])]
         pcm = b"".join(codecs.ulaw_decode(p) for _, _, p in in_order)
         gaps = [b[0] - a[0] for a, b in zip(window, window[1:], strict=False)]
-        reordered = sum(b[1] < a[1] for a, b in zip(window, window[1:], strict=False))
+        reordered = sum(b < a for a, b in zip(extended, extended[1:], strict=False))
         return Heard(pcm, round(1000 * max(gaps), 1) if gaps else None, len(window), reordered)
 
     def close(self) -> None:
@@ -167,6 +171,20 @@ class Peer:
         self._thread.join(1)
         self._idle.join(1)
         self.sock.close()
+
+
+def extended_sequences(sequences: list[int]) -> list[int]:
+    """RTP sequence numbers in arrival order, unwrapped (RFC 3550 A.1): each taken as the
+    one nearest the previous, so 65535 is followed by 65536, not 0."""
+    extended: list[int] = []
+    for seq in sequences:
+        if not extended:
+            extended.append(seq)
+            continue
+        last = extended[-1]
+        delta = (seq - last) & 0xFFFF
+        extended.append(last + delta if delta < 0x8000 else last + delta - 0x10000)
+    return extended
 
 
 @dataclass(frozen=True)
