@@ -121,7 +121,9 @@ def test_given_nginx_in_front_of_uvicorn_then_pages_sse_and_limits_work(
             )
         )
 
-    with running_nginx(config, https_port), httpx.Client(verify=False, timeout=10) as client:
+    # 30 s: a CI run on 2 busy cores once took over 10 s to pass the first request through
+    # (the site cold, the other worker's browser tests running); a hung proxy still fails.
+    with running_nginx(config, https_port), httpx.Client(verify=False, timeout=30) as client:
         # plain HTTP is sent to HTTPS
         moved = client.get(f"http://127.0.0.1:{http_port}/public/", follow_redirects=False)
         assert moved.status_code == 301
