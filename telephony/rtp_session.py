@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from telephony import codecs
+from telephony import codecs, rtp_ports
 from telephony.endpoint import FRAME_BYTES, FRAME_SAMPLES
 from telephony.media_loop import MAX_SEND_BEHIND_S, TICK_S, MediaLoop
 from telephony.rtp_packet import HEADER, MalformedPacket, RtpPacket, parse_rtp
@@ -125,7 +125,7 @@ class RtpSession:
         latch: bool = False,
         latch_from: Collection[str] | None = None,
         jitter_ms: int = 60,
-        receive_buffer_bytes: int = 4 * 1024 * 1024,
+        receive_buffer_bytes: int = rtp_ports.RECEIVE_BUFFER_BYTES,
         loop: MediaLoop | None = None,
     ) -> None:
         self._decode = codecs.decoder(payload_type)  # raises UnsupportedCodec for anything else
@@ -149,10 +149,14 @@ class RtpSession:
             )
             sock.bind((local_host, port))
         self._sock = sock
-        # Headroom for bursts while recognition holds the CPU; the kernel caps it at rmem_max.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
-        sock.setblocking(False)
-        self.local_address: tuple[str, int] = sock.getsockname()[:2]
+        ready = rtp_ports.prepared_address(sock)
+        if ready is not None and receive_buffer_bytes == rtp_ports.RECEIVE_BUFFER_BYTES:
+            # Made ready by the edge's RtpPortAllocator off the SIP receive thread.
+            self.local_address: tuple[str, int] = ready
+        else:
+            # Headroom for bursts while recognition holds the CPU (capped at rmem_max).
+            rtp_ports.prepare(sock, receive_buffer_bytes)
+            self.local_address = sock.getsockname()[:2]
         self._loop = loop
 
         self._stats = {
@@ -227,7 +231,8 @@ class RtpSession:
         self._stopped = True
         if self._started and self._loop is not None:
             self._loop.remove(self)
-        self._sock.close()
+        if not rtp_ports.close_later(self._sock):  # the allocator's thread closes its own
+            self._sock.close()
         with self._out_cond:
             self._closed_out = True
             self._out_cond.notify_all()

@@ -113,6 +113,7 @@ class SipEdge(InboundCalls, OutboundCalls, ReferHandling):
         if self._transport is not None:
             raise RuntimeError("the SIP edge is already started")
         self._on_call, self._on_ended = on_call, on_ended
+        self._ports.open()
         self._timer_thread = Timers()
         self._observer = threading.Thread(target=self._observe, name="sip-ended", daemon=True)
         self._observer.start()
@@ -155,6 +156,7 @@ class SipEdge(InboundCalls, OutboundCalls, ReferHandling):
                 self._register_answers.clear()
                 self._registers_waiting.clear()
         self._timers.stop()
+        self._ports.close()  # the sockets bound ahead; the calls' were released above
         self._observed.put(None)
         if self._observer is not None:
             self._observer.join(5)

@@ -10,8 +10,9 @@ must copy Via/From/To/Call-ID/CSeq verbatim (§8.2.6.2).
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
+import threading
 from dataclasses import dataclass, field
 
 import pyVoIP.VoIP  # noqa: F401  (pyVoIP.SIP alone hits a circular import in 1.6.8)
@@ -391,12 +392,43 @@ def stamp_via(via: str, source: tuple[str, int]) -> str:
     return ";".join(out)
 
 
+class _RandomHex:
+    """Cryptographically random hex (RFC 3261 §19.3 asks that of tags and branches) from
+    ``os.urandom`` 4 KiB at a time: each call of it is a system call that hands the GIL
+    over, and the SIP receive thread made one or two per call it answered (uuid4)."""
+
+    _CHUNK = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._at = 0
+
+    def __call__(self, digits: int) -> str:
+        size = (digits + 1) // 2
+        with self._lock:
+            if self._at + size > len(self._pool):
+                self._pool, self._at = os.urandom(self._CHUNK), 0
+            piece = self._pool[self._at : self._at + size]
+            self._at += size
+        return piece.hex()[:digits]
+
+    def forget(self) -> None:
+        """A forked child must not hand out its parent's bytes again."""
+        self._lock = threading.Lock()
+        self._pool, self._at = b"", 0
+
+
+_random_hex = _RandomHex()
+os.register_at_fork(after_in_child=_random_hex.forget)
+
+
 def new_branch() -> str:
-    return "z9hG4bK" + uuid.uuid4().hex[:24]
+    return "z9hG4bK" + _random_hex(24)
 
 
 def new_tag() -> str:
-    return uuid.uuid4().hex[:12]
+    return _random_hex(12)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pyVoIP.SIP import SIPClient
 
 from telephony import sip_message as sm
 from telephony.sip_config import SipConfig
+from telephony.udp_held import HeldUdp
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class EdgeSIPClient(SIPClient):
         )
         self._on_datagram = on_datagram
         self._thread: threading.Thread | None = None
+        self._held: HeldUdp | None = None
 
     def start(self) -> None:
         gil_handover_for(0)
@@ -85,6 +87,8 @@ class EdgeSIPClient(SIPClient):
         self.s.bind((self.myIP, self.myPort))
         self.out = self.s
         self.myPort = self.s.getsockname()[1]
+        # Datagrams in and out without handing the GIL over (telephony/udp_held.py).
+        self._held = HeldUdp(self.s) if HeldUdp.available() else None
         self.NSD = True
         self._thread = threading.Thread(target=self.recv_loop, name="sip-recv", daemon=True)
         self._thread.start()
@@ -102,7 +106,13 @@ class EdgeSIPClient(SIPClient):
                 return
             for _ in range(_BATCH if ready else 0):
                 try:
-                    data, source = self.s.recvfrom(65535)
+                    if self._held is not None:
+                        got = self._held.recv()
+                        if got is None:
+                            break
+                        data, source = got
+                    else:
+                        data, source = self.s.recvfrom(65535)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
@@ -110,6 +120,8 @@ class EdgeSIPClient(SIPClient):
                         return
                     # ICMP errors of earlier sends surface here; the socket stays usable.
                     log.debug("SIP receive error: %s", exc)
+                    continue
+                if not data:
                     continue
                 try:
                     self._on_datagram(data, source[:2])
@@ -120,7 +132,8 @@ class EdgeSIPClient(SIPClient):
 
     def send(self, data: bytes, address: tuple[str, int]) -> None:
         try:
-            self.s.sendto(data, address)
+            if self._held is None or not self._held.send(data, address):
+                self.s.sendto(data, address)
         except OSError as exc:
             log.warning("SIP send to %s:%s failed: %s", *address, exc)
 
