@@ -82,7 +82,11 @@ class Platform:
                     p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
                 ),
                 **({"HOTLINE_BENCH_PROFILE": str(profile)} if profile else {}),
-                **{k: v for k, v in os.environ.items() if k == "HOTLINE_BENCH_SWITCH_INTERVAL"},
+                **{
+                    k: v
+                    for k, v in os.environ.items()
+                    if k in ("HOTLINE_BENCH_SWITCH_INTERVAL", "HOTLINE_BENCH_GC_LOG")
+                },
                 **extra_env,
             }
         )

@@ -106,12 +106,37 @@ def _named(*_: Any) -> None:
     sys.setprofile(None)  # once, at the thread's start: no cost afterwards
 
 
+def _log_gc_pauses(path: Path, at_least_s: float = 0.01) -> None:
+    """Append each garbage-collector pause of at least ``at_least_s`` to ``path``: the time,
+    the generation, the pause and the objects it looked at."""
+    import gc
+
+    began: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+            return
+        pause = time.perf_counter() - began[0]
+        if pause >= at_least_s:
+            with path.open("a") as out:
+                generation = info["generation"]
+                out.write(
+                    f"{time.time():.3f} gen{generation} {pause * 1000:.1f} ms collected "
+                    f"{info['collected']} objects {len(gc.get_objects(generation))}\n"
+                )
+
+    gc.callbacks.append(callback)
+
+
 def run_cli_instrumented() -> None:
     """`python -m bench._profiling sip`: the `hotline` command with every thread named in
     the kernel (always) and, when ``HOTLINE_BENCH_PROFILE`` names a file, cProfile in every
     thread on its CPU clock, dumped there at exit (pstats format)."""
     from cli.app import app
 
+    if os.environ.get("HOTLINE_BENCH_GC_LOG"):  # experiments: the collector's pauses
+        _log_gc_pauses(Path(os.environ["HOTLINE_BENCH_GC_LOG"]))
     if os.environ.get("HOTLINE_BENCH_SWITCH_INTERVAL"):  # experiments: the GIL's hand-over
         sys.setswitchinterval(float(os.environ["HOTLINE_BENCH_SWITCH_INTERVAL"]))
     path = os.environ.get("HOTLINE_BENCH_PROFILE")

@@ -252,6 +252,12 @@ def sip() -> None:
         typer.echo(f"  prompts:    {prompts.directory} ({len(made)} generated)")
         typer.echo(f"  recordings: {settings.recording_dir}")
         typer.echo(f"  edge:       {me.id} ({len(closed)} lost call(s) recovered)")
+        from core.runtime import keep_start_up_out_of_full_collections
+
+        logging.getLogger(__name__).info(
+            "%d start-up objects kept out of the garbage collector's full passes",
+            keep_start_up_out_of_full_collections(),
+        )
         if t.callback_uri:
             dialer = CallbackDialer(services=services, endpoint=edge, prompts=prompts, flow=flow)
             # No callback is claimed or dialled once the drain begins (a survey under way

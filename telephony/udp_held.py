@@ -39,24 +39,14 @@ def _libc() -> ctypes.PyDLL | None:
         recvfrom, sendto = libc.recvfrom, libc.sendto
     except (OSError, AttributeError):
         return None
-    recvfrom.restype = ctypes.c_ssize_t
-    recvfrom.argtypes = [
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_size_t,
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.POINTER(ctypes.c_uint32),
-    ]
-    sendto.restype = ctypes.c_ssize_t
-    sendto.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint32,
-    ]
+    # ssize_t recvfrom(int, void *, size_t, int, struct sockaddr *, socklen_t *)
+    # ssize_t sendto(int, const void *, size_t, int, const struct sockaddr *, socklen_t)
+    for function, buffer, address, length in (
+        (recvfrom, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)),
+        (sendto, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint32),
+    ):
+        function.restype = ctypes.c_ssize_t
+        function.argtypes = [ctypes.c_int, buffer, ctypes.c_size_t, ctypes.c_int, address, length]
     return libc
 
 

@@ -64,6 +64,15 @@ def test_given_an_edge_killed_mid_call_when_it_starts_again_then_the_call_is_clo
 
         second, lines2 = start_edge(env)
         assert "1 lost call(s) recovered" in "".join(lines2)
+        # Then what start-up made is kept out of the collector's full passes (core.runtime).
+        wait_until(
+            lambda: (
+                "start-up objects kept out of the garbage collector's full passes"
+                in "".join(lines2)
+            ),
+            30,
+            message="the start-up objects frozen",
+        )
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0, "".join(lines2)
     finally:
