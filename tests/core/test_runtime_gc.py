@@ -41,7 +41,7 @@ def test_start_up_is_frozen_its_garbage_collected_and_later_cycles_still_are(
     gc.disable()  # no automatic pass may decide it for us
     try:
         frozen = keep_start_up_out_of_full_collections()
-        assert frozen == gc.get_freeze_count() > 0
+        assert frozen > 0 and gc.get_freeze_count() > 0  # (frozen ones may die since)
         assert left_by_start_up() is None
         assert gc.is_tracked(kept)
         assert not any(o is kept for o in gc.get_objects())  # the permanent generation
