@@ -265,6 +265,17 @@ def test_given_rtpengine_cannot_play_the_hold_audio_then_both_phones_come_back_t
         wait_until(lambda: centre.bridged and ng.list_calls(), 15, message="on rtpengine")
         caller_leg, agent_leg = centre.bridged[0]
         bridge = centre.bridges[0]
+        # rtpengine sets up a playback against the media it carries: hold once the caller's
+        # RTP has reached it (asked too early, it took the unreadable file without an error
+        # in 2 of ~5 loaded runs, and the call stayed held on rtpengine).
+        wait_until(
+            lambda: (
+                bridge._relayed is not None
+                and bridge._relayed.still_heard(media_relay.Side.CALLER, 2.0)
+            ),
+            15,
+            message="rtpengine hears the caller",
+        )
 
         bridge.hold()  # rtpengine refuses to play: the media comes back, the edge plays it
 
