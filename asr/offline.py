@@ -17,6 +17,9 @@ from asr.recognizer import (
     check_sample_rate,
 )
 
+# Audio given to a stream at a time when a whole recording is transcribed: 50 frames.
+OFFLINE_CHUNK_MS = 1000
+
 
 def frames(pcm16: bytes, *, sample_rate: int, frame_ms: int = FRAME_MS) -> Iterator[bytes]:
     step = sample_rate * frame_ms // 1000 * 2
@@ -33,16 +36,18 @@ def transcribe_pcm(
 ) -> Transcript:
     """The transcript of 16-bit mono PCM, decoded exactly as live calls are.
 
-    Fed in the live path's 20 ms frames on purpose: the engine adapts to the speaker as it
-    goes, so how audio is chunked changes the result, and a recording transcribed offline
-    must read as it would have live.
+    Decoded in the live path's 20 ms frames on purpose (a stream's `accept` cuts what it is
+    given into those): the engine adapts to the speaker as it goes, so how audio is chunked
+    changes the result, and a recording transcribed offline must read as it would have
+    live. Given `OFFLINE_CHUNK_MS` at a time: a stream reads its running text once per
+    `accept`, which nobody reads here, and a decoder process takes one trip per chunk.
     """
     data = check_pcm(pcm16)
     rate = check_sample_rate(sample_rate)
     stream = recognizer.open_stream(sample_rate=rate, grammar=grammar)
     try:
-        for frame in frames(data, sample_rate=rate):
-            stream.accept(frame)
+        for chunk in frames(data, sample_rate=rate, frame_ms=OFFLINE_CHUNK_MS):
+            stream.accept(chunk)
         return stream.finish()
     finally:
         stream.close()

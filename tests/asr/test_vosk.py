@@ -111,6 +111,54 @@ def test_given_speech_when_streamed_then_partials_arrive_before_the_end(recogniz
     assert final.text
 
 
+class _CountingRecognizer:
+    """A KaldiRecognizer that counts the running-text reads made of it."""
+
+    def __init__(self, rec) -> None:
+        self.rec = rec
+        self.partial_reads = 0
+
+    def PartialResult(self) -> str:  # noqa: N802 - libvosk's name
+        self.partial_reads += 1
+        return self.rec.PartialResult()
+
+    def __getattr__(self, name: str):
+        return getattr(self.rec, name)
+
+
+@pytest.mark.parametrize("batch_ms", [1000, 380])
+def test_given_speech_in_batches_when_accepted_then_as_in_frames_and_one_partial_read_each(
+    recognizer, batch_ms
+):
+    """A live call's decoder gets its audio in batches (`live_batch_s`) and publishes one
+    running text per batch, so the stream reads it once per `accept`, after the batch's
+    last frame, not after each of its 20 ms frames (~10 % of the decoder's CPU); the
+    engine still decodes 20 ms frames, so the transcript, word times included, is the one
+    frame-by-frame feeding gives, and the last running text too."""
+    pcm, rate = read_wav(speak(STREETLIGHT + " " + LEAK))
+    by_frame, frame_partials = stream_decode(recognizer, pcm, sample_rate=rate)
+
+    stream = recognizer.open_stream(sample_rate=rate)
+    counting = _CountingRecognizer(stream._engine.rec)
+    stream._engine.rec = counting
+    batches = list(frames(pcm, sample_rate=rate, frame_ms=batch_ms))
+    partials = []
+    try:
+        for batch in batches:
+            partial = stream.accept(batch)
+            if partial is not None:
+                partials.append(partial.text)
+        by_batch = stream.finish()
+    finally:
+        stream._engine.rec = counting.rec
+        stream.close()
+
+    assert by_batch == by_frame
+    assert_words_fit(by_batch)
+    assert 0 < counting.partial_reads <= len(batches)
+    assert partials and partials[-1] == frame_partials[-1]
+
+
 def test_given_a_16khz_recording_when_transcribed_then_words_fit_its_duration(recognizer):
     wav = speak(LEAK, rate=16000)
     transcript = transcribe_wav(recognizer=recognizer, path=wav)
