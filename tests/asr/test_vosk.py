@@ -118,7 +118,7 @@ class _CountingRecognizer:
         self.rec = rec
         self.partial_reads = 0
 
-    def PartialResult(self) -> str:  # noqa: N802 - libvosk's name
+    def PartialResult(self) -> str:  # libvosk's name
         self.partial_reads += 1
         return self.rec.PartialResult()
 
@@ -126,7 +126,7 @@ class _CountingRecognizer:
         return getattr(self.rec, name)
 
 
-@pytest.mark.parametrize("batch_ms", [1000, 380])
+@pytest.mark.parametrize("batch_ms", [1000, 380, 30, 1010])
 def test_given_speech_in_batches_when_accepted_then_as_in_frames_and_one_partial_read_each(
     recognizer, batch_ms
 ):
@@ -134,7 +134,8 @@ def test_given_speech_in_batches_when_accepted_then_as_in_frames_and_one_partial
     running text per batch, so the stream reads it once per `accept`, after the batch's
     last frame, not after each of its 20 ms frames (~10 % of the decoder's CPU); the
     engine still decodes 20 ms frames, so the transcript, word times included, is the one
-    frame-by-frame feeding gives, and the last running text too."""
+    frame-by-frame feeding gives, and the last running text too — also when the pieces
+    are not whole frames (30 ms packets; a batch of them): the rest of a frame waits."""
     pcm, rate = read_wav(speak(STREETLIGHT + " " + LEAK))
     by_frame, frame_partials = stream_decode(recognizer, pcm, sample_rate=rate)
 
