@@ -11,6 +11,7 @@ from bench import _common as common
 from bench._call_steps import (
     GOOD_CORRELATION,
     LAG_BOUND_S,
+    LAG_P95_BOUND_S,
     SETUP_HOLD_MS,
     failed_at,
     largest,
@@ -26,7 +27,7 @@ TARGETS = {
     "setup_cps_ok": (">=", 200),
     "answer_delay_ms_p50": ("<=", 100),
     "answer_delay_ms_p50_at_200cps": ("<=", 20),
-    "transcript_lag_ms_p95": ("<=", 1000),
+    "transcript_lag_ms_p95_at_capacity": ("<=", 1000),
 }
 SETUP_TARGET_RATE = 200  # answer_delay_ms_p50_at_200cps
 ANSWER_DELAY_RATE = 20  # answer_delay_ms_p50: at 20 calls/s, as before
@@ -171,6 +172,7 @@ def add_asr_figures(
         "platform_capped": bool(asr_steps[-1]["all_sustained"]),
         "raw_vosk_streams": raw_capacity,
         "lag_bound_s": LAG_BOUND_S,
+        "lag_p95_bound_s": LAG_P95_BOUND_S,
         "default_max_live_streams": os.cpu_count(),
     }
     ratios = [r["ratio"] for r in runs if r["ratio"] is not None]

@@ -85,7 +85,12 @@ class Platform:
                 **{
                     k: v
                     for k, v in os.environ.items()
-                    if k in ("HOTLINE_BENCH_SWITCH_INTERVAL", "HOTLINE_BENCH_GC_LOG")
+                    if k
+                    in (
+                        "HOTLINE_BENCH_SWITCH_INTERVAL",
+                        "HOTLINE_BENCH_GC_LOG",
+                        "HOTLINE_ASR__LIVE_BATCH_S",
+                    )
                 },
                 **extra_env,
             }

@@ -29,6 +29,10 @@ from tickets.models import Status
 
 GOOD_CORRELATION = 0.99
 LAG_BOUND_S = 2.0  # AsrSettings.live_lag_s, the platform's own bound for a live transcript
+# ... and the step's p95 within the issue's transcript-lag target: a live-ASR step passes
+# only at the service level the capacity is quoted at (both sides alike). With the 2 s
+# bound alone, both sides' top steps ran at lag p95 1.2-1.9 s (2026-12-06).
+LAG_P95_BOUND_S = 1.0
 SETUP_HOLD_MS = 1000
 
 
@@ -47,6 +51,11 @@ class Plan:
 
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
+
+
+def p95_within(lags_s: Sequence[float]) -> bool:
+    """A live-ASR step's lags meet the p95 bound (`LAG_P95_BOUND_S`)."""
+    return bool(lags_s) and common.percentile(lags_s, 95) <= LAG_P95_BOUND_S
 
 
 def quantiles_ms(values_s: Sequence[float]) -> dict[str, Any] | None:
@@ -265,7 +274,7 @@ def platform_asr_step(
     return {
         "streams": streams,
         "sustained": sustained,
-        "all_sustained": run.returncode == 0 and sustained == streams,
+        "all_sustained": run.returncode == 0 and sustained == streams and p95_within(lags),
         "recordings": sorted(c.recording_path for c in seen if c.recording_path),
         "transcripts": outcomes(seen),
         "ticket_status": dict(Counter(c.ticket_status for c in seen)),
@@ -292,14 +301,20 @@ def platform_asr_step(
 
 
 def raw_asr_step(
-    model: Any, recognizers: list, pcms: Sequence[bytes], streams: int, spread_s: float
+    model: Any,
+    recognizers: list,
+    pcms: Sequence[bytes],
+    streams: int,
+    spread_s: float,
+    partial_every: int = 1,
 ) -> dict[str, Any]:
     """`streams` threads each feed an utterance (stream i: `pcms[i % len(pcms)]`) to its
-    own recogniser in real time, 20 ms frames with a partial read after each, as a live
-    call does; a stream is sustained when its final result comes within the lag bound of
-    its audio's end — the platform's criterion too (how far behind a call's decoder fell on
-    the way is not recorded there); `max_behind_ms` says how late the worst frame was
-    decoded here."""
+    own recogniser in real time, 20 ms frames as RTP brings them, with a partial read after
+    every `partial_every` frames (1: after each, the baseline the target was set on; the
+    platform reads one per live batch, `--raw-partials batch`); a stream is sustained when
+    its final result comes within the lag bound of its audio's end — the platform's
+    criterion too (how far behind a call's decoder fell on the way is not recorded there);
+    `max_behind_ms` says how late the worst frame was decoded here."""
     while len(recognizers) < streams:  # as the platform's pool: fresh ones when it is short
         recognizers.append(new_recognizer(model))
     audio = [pcms[i % len(pcms)] for i in range(streams)]
@@ -318,7 +333,7 @@ def raw_asr_step(
                 time.sleep(due - now)
             else:
                 worst = max(worst, now - due)
-            if not rec.AcceptWaveform(pcm[i : i + FRAME]):
+            if not rec.AcceptWaveform(pcm[i : i + FRAME]) and (n + 1) % partial_every == 0:
                 rec.PartialResult()
         rec.FinalResult()
         lags[index] = time.monotonic() - (began + len(pcm) / 2 / RATE)
@@ -337,7 +352,7 @@ def raw_asr_step(
     return {
         "streams": streams,
         "sustained": sustained,
-        "all_sustained": sustained == streams,
+        "all_sustained": sustained == streams and p95_within(lags),
         "distinct_audio": len({hash(pcm) for pcm in audio}),
         "audio_s": round(sum(len(pcm) for pcm in audio) / 2 / RATE / streams, 2),
         "cpu_pct": round(100 * cpu / wall, 1),
@@ -345,6 +360,7 @@ def raw_asr_step(
         "machine_cpu_pct": machine,
         "others_cpu_pct": round(machine - 100 * cpu / wall, 1),
         "wall_s": round(wall, 1),
+        "partial_every_frames": partial_every,
         "final_lag_ms": quantiles_ms([x for x in lags if x != float("inf")]),
         "max_behind_ms": ms(max(behind)),
     }
@@ -407,8 +423,10 @@ class AsrComparison:
         warm_pcm: bytes,
         plan: Plan,
         workdir: Path,
+        raw_partial_every: int = 1,
     ) -> None:
         self.p, self.url, self.model, self.audio = p, url, model, audio
+        self.raw_partial_every = raw_partial_every
         self.plan, self.workdir = plan, workdir
         self.scenario = speak_scenario(audio, workdir)
         common.say(f"raw Vosk: warming {max(plan.asr_streams)} recognizers ...")
@@ -430,7 +448,12 @@ class AsrComparison:
         self.raw_turns += 1
         pcms = heard[turn % len(heard) :] + heard[: turn % len(heard)]
         step = raw_asr_step(
-            self.model, self.recognizers, pcms, streams, self.plan.asr_start_spread_s
+            self.model,
+            self.recognizers,
+            pcms,
+            streams,
+            self.plan.asr_start_spread_s,
+            self.raw_partial_every,
         )
         common.say(
             f"  sustained {step['sustained']}/{streams}, final lag "

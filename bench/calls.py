@@ -14,12 +14,16 @@ the greeting and hangs up. The figures, each against its target (issue 15 §6):
                            `concurrency_failed_step`: whose CPU ran out there)
   live_asr_capacity_ratio_min, _median, _runs
                            concurrent calls the platform transcribes live within the lag
-                           bound (BYE -> transcript attached <= live_lag_s) / real-time
-                           streams raw Vosk decodes within the same bound, same cores,
+                           bounds (BYE -> transcript attached: every call <= live_lag_s,
+                           2 s, and the step's p95 <= 1 s, the lag target) / real-time
+                           streams raw Vosk decodes within the same bounds, same cores,
                            same audio, same run, both warmed alike and stepped alike;
                            the comparison repeated `--asr-repeats` times (3), alternating
                            which side meets each step first; a step either side misses
-                           is run once more and the second try counts (`first_try`)
+                           is run once more and the second try counts (`first_try`);
+                           raw Vosk reads a partial after every 20 ms frame, the baseline
+                           the target was set on (`--raw-partials batch`: once per the
+                           platform's live batch, as the platform reads since 2026-12-06)
                                                                target: min >= 0.95
                            (`live_asr_capacity_ratio`: the median, the old key)
   setup_cps_ok             the highest stepped sipp call rate (INVITE, 200, ACK, a 1 s
@@ -29,9 +33,11 @@ the greeting and hangs up. The figures, each against its target (issue 15 §6):
                            INVITE sent -> 200 received (sipp rtd), median at 200 calls/s
                                                                        target <= 20 ms
   answer_delay_ms_p50      the same at 20 calls/s (the old key)       target <= 100 ms
-  transcript_lag_ms_p95    BYE received -> live transcript attached to the ticket (the
-                           ticket event's time), calls within live capacity (and
-                           `_at_capacity`: the top sustained step's)  target <= 1000 ms
+  transcript_lag_ms_p95_at_capacity
+                           BYE received -> live transcript attached to the ticket (the
+                           ticket event's time), p95 at the top sustained step (and
+                           `transcript_lag_ms_p95`: over every sustained step)
+                                                                      target <= 1000 ms
 
     python bench/calls.py            # readable figures (~40 minutes on 2 cores)
     python bench/calls.py --json     # one JSON object on stdout
@@ -84,6 +90,7 @@ from bench._call_steps import (
 )
 from bench._sipp import speak_scenario
 from bench.asr import new_recognizer
+from core.settings import AsrSettings
 from hotline.calls.setup import decode_threads as platform_decode_threads
 from telephony.prompts import BEEP, PromptSet
 from tests.speech import deterministic_vosk_model
@@ -145,6 +152,7 @@ def run(
     decode_threads: int | None = None,
     profile_sip: Path | None = None,
     asr_repeats: int = 1,
+    raw_partials: str = "frame",
 ) -> dict[str, Any]:
     from asr.vosk_engine import load_model
 
@@ -277,7 +285,19 @@ def run(
                 result["decode_threads"] = platform_decode_threads(
                     decode_threads, result["decode_processes"]
                 )
-                comparison = AsrComparison(p, url, model, asr_audio, warm_pcm, plan, workdir)
+                # The platform's live batch, in 20 ms frames: its partial cadence.
+                batch_frames = max(1, round(AsrSettings().live_batch_s / 0.02))
+                result["raw_partials"] = raw_partials
+                comparison = AsrComparison(
+                    p,
+                    url,
+                    model,
+                    asr_audio,
+                    warm_pcm,
+                    plan,
+                    workdir,
+                    raw_partial_every=batch_frames if raw_partials == "batch" else 1,
+                )
                 repeats: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
                 steps = plan.asr_streams
                 for n in range(asr_repeats):
@@ -349,6 +369,13 @@ def main() -> None:
         "default 3)",
     )
     parser.add_argument(
+        "--raw-partials",
+        choices=["frame", "batch"],
+        default="frame",
+        help="raw Vosk reads its partial after every 20 ms frame (the baseline the target "
+        "was set on) or once per the platform's live batch, as the platform does",
+    )
+    parser.add_argument(
         "--asr-steps",
         metavar="N,N,...",
         help="live-ASR steps instead of the plan's (e.g. 12,14,16)",
@@ -393,6 +420,7 @@ def main() -> None:
         decode_threads=args.decode_threads,
         profile_sip=args.profile_sip.resolve() if args.profile_sip else None,
         asr_repeats=max(1, args.asr_repeats),
+        raw_partials=args.raw_partials,
     )
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
