@@ -520,8 +520,17 @@ class AsrComparison:
             pair(streams, live=live_on(), raw=raw_on())
             if not live_on() and not raw_on():
                 break
-        live_between = refine(asr_steps, "streams", "all_sustained")
-        raw_between = refine(raw_steps, "streams", "all_sustained")
+        # A repeat starts 2 below the capacity found before: a side that misses its first
+        # step there goes down 2 at a time until one passes (halving towards 0 once said 8
+        # where the truth lay between 14 and 16).
+        for steps_of, live in ((asr_steps, True), (raw_steps, False)):
+            while steps_of and largest(by_size(steps_of), "streams", "all_sustained") == 0:
+                lower = min(s["streams"] for s in steps_of) - 2
+                if lower < 1:
+                    break
+                pair(lower, live=live, raw=not live)
+        live_between = refine(by_size(asr_steps), "streams", "all_sustained")
+        raw_between = refine(by_size(raw_steps), "streams", "all_sustained")
         if live_between == raw_between and live_between:
             pair(live_between, live=True, raw=True)
         else:
@@ -529,10 +538,11 @@ class AsrComparison:
                 pair(live_between, live=True, raw=False)
             if raw_between:
                 pair(raw_between, live=False, raw=True)
-        return (
-            sorted(raw_steps, key=lambda s: s["streams"]),
-            sorted(asr_steps, key=lambda s: s["streams"]),
-        )
+        return by_size(raw_steps), by_size(asr_steps)
+
+
+def by_size(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(steps, key=lambda s: s["streams"])
 
 
 def _brief(step: dict[str, Any]) -> dict[str, Any]:
