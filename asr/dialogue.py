@@ -197,12 +197,6 @@ class TimedStream:
     def position_s(self) -> float:
         return self._bytes / self._bytes_per_s
 
-    @property
-    def busy(self) -> bool:
-        """The wrapped stream's: a stream decoding elsewhere says whether it has audio
-        there still (`LiveTranscriber` feeds an idle one early); any other is never idle."""
-        return bool(getattr(self._stream, "busy", True))
-
     def accept(self, pcm16: bytes) -> Partial | None:
         partial = self._stream.accept(pcm16)
         self._bytes += len(pcm16)

@@ -31,12 +31,6 @@ log = logging.getLogger(__name__)
 
 # Audio a stream decodes per turn in a slot, before the slot passes to the next stream.
 QUANTUM_S = 0.5
-# A stream decoding elsewhere (``busy`` says whether it still has audio there) is given
-# what has come once this much has and its decoder has nothing of it left, without
-# waiting for a whole batch: a decoder that keeps up then holds ~0.2 s of a call, not up
-# to a batch, when the caller hangs up — what it still has to decode then is the lag. One
-# that does not keep up still gets whole batches.
-EAGER_S = 0.2
 
 
 class DecodeSlots:
@@ -110,12 +104,6 @@ class LiveTranscriber:
         self._lag_bytes = int(lag_s * self._bytes_per_s)
         self._limit_bytes = int(backlog_limit_s * self._bytes_per_s)
         self._batch_bytes = max(2, int(batch_s * self._bytes_per_s))
-        # Only a stream that says whether it is busy is fed early (see EAGER_S).
-        self._eager_bytes = (
-            min(self._batch_bytes, max(2, int(EAGER_S * self._bytes_per_s)))
-            if hasattr(stream, "busy")
-            else self._batch_bytes
-        )
         self._slots = slots or DecodeSlots(1)  # none shared: decodes whenever it has audio
         # A turn takes at least a whole batch: a batch is one trip to a decoder process.
         self._quantum_frames = max(1, int(max(QUANTUM_S, batch_s) * 1000 / FRAME_MS))
@@ -161,10 +149,7 @@ class LiveTranscriber:
                     f"live decoding fell more than "
                     f"{self._limit_bytes / self._bytes_per_s:g} s behind"
                 )
-            if self._pending_bytes >= self._batch_bytes or (
-                self._pending_bytes >= self._eager_bytes
-                and self._pending_bytes - len(frame) < self._eager_bytes
-            ):
+            if self._pending_bytes >= self._batch_bytes:
                 self._cond.notify()
 
     def finish(self, timeout: float = 30.0) -> Transcript:
@@ -199,13 +184,11 @@ class LiveTranscriber:
         try:
             while True:
                 with self._cond:
-                    # A batch, the end, or a failure; frames short of a batch wait for more,
-                    # unless the decoder is idle and they are past EAGER_S.
+                    # A batch, the end, or a failure; frames short of a batch wait for more.
                     while (
                         self._pending_bytes < self._batch_bytes
                         and not self._ending
                         and self._failure is None
-                        and not (self._pending_bytes >= self._eager_bytes and self._idle())
                     ):
                         self._cond.wait()
                     if self._failure is not None:
@@ -227,9 +210,6 @@ class LiveTranscriber:
         finally:
             self._stream.close()
             self._done.set()
-
-    def _idle(self) -> bool:
-        return not getattr(self._stream, "busy", True)
 
     def _decode_some(self) -> None:
         """Up to a quantum of the pending audio in one `accept` (the engine still decodes

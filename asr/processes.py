@@ -289,11 +289,6 @@ class RemoteStream:
     def process_index(self) -> int:
         return self._child.index
 
-    @property
-    def busy(self) -> bool:
-        """Some audio given is not decoded yet (its answer has not come)."""
-        return any(not future.done() for future in self._in_flight)
-
     def accept(self, pcm16: bytes) -> Partial | None:
         self._check_open()
         data = check_pcm(pcm16)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -193,44 +192,3 @@ def test_given_one_slot_for_two_calls_when_fed_then_they_take_turns_and_both_com
     assert two.finish(timeout=10).text == " ".join(str(i) for i in range(10))
     assert first.closed and second.closed
     assert slots._busy == 0
-
-
-class _ElsewhereStream(GatedStream):
-    """A stream decoding elsewhere: it says whether it still has audio there (``busy``)."""
-
-    def __init__(self, *, busy: bool) -> None:
-        super().__init__()
-        self.gate.set()
-        self.busy = busy
-        self.batches: list[int] = []
-
-    def accept(self, pcm16: bytes):
-        self.batches.append(len(pcm16) // FRAME)
-        return super().accept(pcm16)
-
-
-def test_given_a_decoder_elsewhere_that_keeps_up_then_its_audio_goes_early_a_busy_one_batches():
-    """At hang-up what the decoder has not had yet is the transcript's lag: a decoder
-    process with nothing left of a call gets its audio at 0.2 s (EAGER_S), not a whole
-    batch later; one still busy with it gets whole batches, as every in-process stream."""
-    idle = _ElsewhereStream(busy=False)
-    live = LiveTranscriber(idle, batch_s=1.0)
-    feed_all(live, numbered_frames(10))
-    wait_until(lambda: idle.batches == [10], timeout=10)
-    feed_all(live, numbered_frames(2))
-
-    busy = _ElsewhereStream(busy=True)
-    behind = LiveTranscriber(busy, batch_s=1.0)
-    feed_all(behind, numbered_frames(49))
-    in_process = GatedStream()
-    in_process.gate.set()
-    own = LiveTranscriber(in_process, batch_s=1.0)
-    feed_all(own, numbered_frames(49))
-    time.sleep(0.2)  # what a wrongly eager decoder thread would have taken by now
-    assert busy.batches == [] and in_process.frames == [] and idle.batches == [10]
-    feed_all(behind, numbered_frames(1))
-    wait_until(lambda: busy.batches == [50], timeout=10)
-
-    for transcriber, stream, count in ((live, idle, 12), (behind, busy, 50), (own, in_process, 49)):
-        final = transcriber.finish(timeout=10)
-        assert len(stream.frames) == count and final.text
