@@ -176,7 +176,7 @@ class VoskRecognizer:
                 "give at least 0.5 s of speech"
             )
         key = self._key(rate, None)
-        batch_ms = max(FRAME_MS, round(self.config.live_batch_s * 1000) // FRAME_MS * FRAME_MS)
+        batch_ms = max(FRAME_MS, round(self.config.live_batch_s * 1000))  # the stream frames it
         target = min(count, self.config.pool_limit)  # the pool keeps no more
         added = 0
         for _ in range(target):  # bounded even while calls take warmed ones meanwhile

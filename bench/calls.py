@@ -76,6 +76,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # tests.speech (espeak-ng speech, G.711) and tests.services (PostgreSQL) are not installed.
 sys.path.insert(0, str(ROOT))
 
+from asr.recognizer import FRAME_MS
 from bench import _common as common
 from bench._call_audio import RATE, caller_audio, warmup_audio
 from bench._call_figures import TARGETS, add_asr_figures, add_call_figures, human
@@ -285,8 +286,12 @@ def run(
                 result["decode_threads"] = platform_decode_threads(
                     decode_threads, result["decode_processes"]
                 )
-                # The platform's live batch, in 20 ms frames: its partial cadence.
-                batch_frames = max(1, round(AsrSettings().live_batch_s / 0.02))
+                # The platform's live batch (as passed to it, or its default), in frames: its
+                # partial cadence.
+                batch_s = float(
+                    os.environ.get("HOTLINE_ASR__LIVE_BATCH_S", AsrSettings().live_batch_s)
+                )
+                batch_frames = max(1, round(batch_s * 1000 / FRAME_MS))
                 result["raw_partials"] = raw_partials
                 comparison = AsrComparison(
                     p,
