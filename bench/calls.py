@@ -282,10 +282,14 @@ def run(
                     ),
                 },
             ) as p:
-                result["decode_processes"] = len(p.pids()) - 1
-                result["decode_threads"] = platform_decode_threads(
-                    decode_threads, result["decode_processes"]
-                )
+                # The SIP process, then (when it decodes in children) the zygote and them.
+                result["decode_processes"] = max(0, len(p.pids()) - 2)
+                if result["decode_processes"]:
+                    result["decode_threads"] = platform_decode_threads(
+                        decode_threads, result["decode_processes"]
+                    )
+                else:  # the SIP process's own threads, `decode_slots` of them at once
+                    result["decode_slots"] = (os.cpu_count() or 1) + 1
                 # The platform's live batch (as passed to it, or its default), in frames: its
                 # partial cadence.
                 batch_s = float(
