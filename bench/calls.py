@@ -92,6 +92,7 @@ from bench._call_steps import (
 from bench._sipp import speak_scenario
 from bench.asr import new_recognizer
 from core.settings import AsrSettings
+from hotline.calls.setup import decode_slots as platform_decode_slots
 from hotline.calls.setup import decode_threads as platform_decode_threads
 from telephony.prompts import BEEP, PromptSet
 from tests.speech import deterministic_vosk_model
@@ -289,7 +290,7 @@ def run(
                         decode_threads, result["decode_processes"]
                     )
                 else:  # the SIP process's own threads, `decode_slots` of them at once
-                    result["decode_slots"] = (os.cpu_count() or 1) + 1
+                    result["decode_slots"] = platform_decode_slots(None)
                 # The platform's live batch (as passed to it, or its default), in frames: its
                 # partial cadence.
                 batch_s = float(

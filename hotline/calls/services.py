@@ -7,7 +7,6 @@ the call records at answer and at the end go through one writer, many calls a tr
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from hotline.calls.intake import attach_transcript, open_ticket
 from hotline.calls.partials import PartialWriter
 from hotline.calls.record_writer import CallRecordWriter
 from hotline.calls.records import end_values, get_call, recorded_at, set_dialogue, upsert_call
-from hotline.calls.setup import asr_config
+from hotline.calls.setup import asr_config, decode_slots
 from hotline.calls.status_line import lookup_status
 from telephony.endpoint import (
     Call,
@@ -100,7 +99,7 @@ class CallServices:
         self._slots = (
             None
             if getattr(recognizer, "decodes_elsewhere", False)
-            else DecodeSlots(settings.asr.decode_slots or (os.cpu_count() or 1) + 1)
+            else DecodeSlots(decode_slots(settings.asr.decode_slots))
         )
         self._pool = ThreadPoolExecutor(max_workers=finishers, thread_name_prefix="call-finish")
         # Waiting for a live transcript to drain is not work: a waiter per live stream, so

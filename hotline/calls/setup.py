@@ -72,6 +72,13 @@ def decode_threads(setting: int | None, processes: int) -> int:
     return max(1, math.ceil((os.cpu_count() or 1) / max(1, processes)))
 
 
+def decode_slots(setting: int | None) -> int:
+    """Live streams decoding at once in the SIP process's threads (`asr.decode_processes`
+    0): the setting, else one per CPU plus one, so that a core does not idle while a
+    decoder waits for the GIL (asr.live.DecodeSlots)."""
+    return setting or (os.cpu_count() or 1) + 1
+
+
 def warm_recognizers(
     settings: Settings,
     recognizer: VoskRecognizer | DecoderProcesses,
