@@ -9,6 +9,7 @@ import wave
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,6 +54,17 @@ def start_platform_edge(
     return edge, answered
 
 
+def answered_call(answered: queue.Queue, sipp) -> Any:
+    """The call the edge answered for ``sipp``; when none comes, the failure shows sipp's
+    screen (a peer that could not start, a request refused) instead of a bare queue.Empty."""
+    try:
+        return answered.get(timeout=20)
+    except queue.Empty:
+        sipp.kill()
+        out, _ = sipp.communicate(timeout=10)
+        raise AssertionError(f"no call answered within 20 s; sipp:\n{out[-2500:]}") from None
+
+
 @pytest.fixture
 def rtp():
     peer = RtpPeer()
@@ -78,7 +90,7 @@ def test_given_a_sip_caller_speaking_korean_then_the_ticket_is_transcribed_live_
         hold=30000,
     )
     try:
-        call = answered.get(timeout=10)
+        call = answered_call(answered, sipp)
         wait_until(lambda: call.state == CallState.LISTENING, 10, message="listening")
         rtp.send(
             (HOST, call.rtp_port),
@@ -140,7 +152,7 @@ def test_given_a_sip_caller_then_the_recording_is_what_was_sent_and_the_caller_h
     )
     speech = b"".join(frames_of(LEAK))
     try:
-        call = answered.get(timeout=10)
+        call = answered_call(answered, sipp)
         wait_until(lambda: call.state == CallState.LISTENING, 10, message="listening")
         rtp.send((HOST, call.rtp_port), speech + b"".join(silence(2500)), payload_type=codecs.PCMU)
         wait_until(

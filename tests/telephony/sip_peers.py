@@ -1,11 +1,13 @@
 """Real SIP peers for the SIP edge tests: sipp runs, a raw RTP peer, and an edge harness.
 
-Every port is the test's own (the OS picks it), so xdist workers never collide.
+Every port is the test's own (picked above the OS's ephemeral range, or by the OS), so xdist
+workers never collide.
 """
 
 from __future__ import annotations
 
 import queue
+import random
 import re
 import socket
 import struct
@@ -28,7 +30,43 @@ HOST = "127.0.0.1"
 SCENARIOS = Path(__file__).parent / "scenarios"
 
 
+def _reserved_ports() -> range | None:
+    """Ports above the kernel's ephemeral range (32768-60999 on Debian) that no test's fixed RTP
+    range uses (20000-59200): a port picked there is taken by no port-0 socket of a parallel
+    worker and by no edge's RTP allocator between the pick and the peer's bind. None when the
+    ephemeral range leaves too few above it."""
+    try:
+        high = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return range(high + 1, 65500) if 65500 - high > 2000 else None
+
+
+_RESERVED = _reserved_ports()
+_PICK = random.Random()  # seeded from the OS: each xdist worker picks its own ports
+
+
+def _bindable(port: int, count: int = 1) -> bool:
+    socks = []
+    try:
+        for each in range(port, port + count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(sock)
+            sock.bind((HOST, each))
+        return True
+    except OSError:
+        return False
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def free_udp_port() -> int:
+    if _RESERVED is not None:
+        for _ in range(200):
+            port = _PICK.choice(_RESERVED)
+            if _bindable(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
@@ -39,18 +77,8 @@ def free_udp_run(count: int = 4) -> int:
     next ones (RTCP, video), and dies if one of them is in use."""
     for _ in range(50):
         base = free_udp_port() & ~1
-        socks = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind((HOST, port))
+        if _bindable(base, count):
             return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
     raise RuntimeError("no run of free UDP ports")
 
 

@@ -232,6 +232,9 @@ def test_given_an_agent_seat_that_does_not_answer_then_the_next_agent_is_rung_an
         outputs = [
             p.communicate(timeout=30)[0] for p in (silent_phone, answering_phone, caller_phone)
         ]
+        if not centre.ended:  # shown with the failure: which phone did what
+            for name, out in zip(("li", "wang", "caller"), outputs, strict=True):
+                print(f"--- {name}'s sipp ---\n{out[-2500:]}")
     # li's phone got our CANCEL (the scenario's script), wang's our BYE, the caller our 200.
     for phone, out in zip((silent_phone, answering_phone, caller_phone), outputs, strict=True):
         assert phone.returncode == 0, out[-2500:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 import struct
 import wave
 from collections.abc import Iterator
@@ -55,6 +56,15 @@ def ng(tmp_path: Path) -> Iterator[NgClient]:
         log_path=tmp_path / "rtpengine.log",
     ) as client:
         yield client
+
+
+@pytest.fixture
+def silent_ng() -> Iterator[str]:
+    """An ng address where nothing answers: a UDP socket held bound for the test and never
+    read. A port only found free would do until a parallel worker's rtpengine took it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        yield f"{HOST}:{sock.getsockname()[1]}"
 
 
 @pytest.fixture
@@ -306,7 +316,7 @@ def test_given_rtpengine_cannot_play_the_hold_audio_then_both_phones_come_back_t
 
 
 def test_given_rtpengine_away_then_the_bridge_runs_on_the_edge_s_own_relay(
-    edges, rtp, agent_rtp, tmp_path
+    edges, rtp, agent_rtp, silent_ng, tmp_path
 ):
     seat_port = free_udp_port()
     agent_phone = start_sipp(
@@ -317,7 +327,7 @@ def test_given_rtpengine_away_then_the_bridge_runs_on_the_edge_s_own_relay(
         tmp_path,
         seat_port,
         media_relay="rtpengine",
-        rtpengine_ng=f"{HOST}:{free_udp_port()}",
+        rtpengine_ng=silent_ng,
     )
     caller_phone = start_sipp(
         "uac_call.xml",
