@@ -38,6 +38,11 @@ class AsrConfig:
     live_backlog_limit_s: float = 120.0
     # LiveTranscriber: audio handed to the decoder at a time (hotline's ASR__LIVE_BATCH_S).
     live_batch_s: float = 1.0
+    # Decoder processes (asr.processes) start with glibc's malloc asking for transparent
+    # huge pages (`decoder_env`): the decoder walks a graph of hundreds of MB at random, and
+    # with 2 MB pages it spent 11-16 % less CPU on the same audio (2026-12-06, 3 alternated
+    # runs: 40.0-47.5 s against 47.8-53.4 s for 408 s of speech on 6 recognizers).
+    huge_pages: bool = True
 
     def __post_init__(self) -> None:
         if self.pool_size is None:
@@ -72,3 +77,22 @@ def default_model_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise AsrError(f"no model path configured and the {MODEL_PACKAGE} package is not installed")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+# glibc >= 2.35: malloc madvises its heap and its mmapped chunks MADV_HUGEPAGE, so the kernel
+# backs them with 2 MB pages when transparent huge pages are "madvise" (Debian's default) or
+# "always"; older glibc ignores a tunable it does not know, "never" ignores the advice.
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def decoder_env(config: AsrConfig, root: Path) -> dict[str, str]:
+    """The environment a decoder process (or the zygote) starts with: this one, `root` on
+    its PYTHONPATH, and with `config.huge_pages` glibc's huge-page tunable added to any
+    GLIBC_TUNABLES already set (a hugetlb setting given there wins)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(root), env.get("PYTHONPATH"))))
+    if config.huge_pages:
+        tunables = env.get("GLIBC_TUNABLES", "")
+        if "glibc.malloc.hugetlb=" not in tunables:
+            env["GLIBC_TUNABLES"] = ":".join(filter(None, (tunables, HUGE_PAGES_TUNABLE)))
+    return env

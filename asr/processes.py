@@ -38,7 +38,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
-from asr.config import AsrConfig
+from asr.config import AsrConfig, decoder_env
 from asr.recognizer import DEFAULT_SAMPLE_RATE, AsrError, Partial, Transcript, check_pcm
 from asr.zygote import Zygote
 
@@ -396,8 +395,7 @@ class _Child:
         hello.add_done_callback(self._hello_done)
 
     def _popen(self, theirs: socket.socket) -> subprocess.Popen:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_ROOT), env.get("PYTHONPATH"))))
+        env = decoder_env(self._config, _ROOT)
         return subprocess.Popen(
             [sys.executable, "-m", "asr.decoder_child", str(theirs.fileno()), str(self._threads)],
             pass_fds=[theirs.fileno()],

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from asr import decoder_child
-from asr.config import AsrConfig
+from asr.config import AsrConfig, decoder_env
 from asr.recognizer import AsrError
 
 log = logging.getLogger(__name__)
@@ -282,8 +282,7 @@ class Zygote:
         """Start the process and ask it to load the model; `wait_ready` then waits."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_ROOT), env.get("PYTHONPATH"))))
+            env = decoder_env(self._config, _ROOT)
             process = subprocess.Popen(
                 [sys.executable, "-m", "asr.zygote", str(theirs.fileno()), str(self._threads)],
                 pass_fds=[theirs.fileno()],

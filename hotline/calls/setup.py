@@ -40,6 +40,7 @@ def asr_config(settings: Settings) -> AsrConfig:
         live_backlog_limit_s=asr.live_backlog_limit_s,
         live_batch_s=asr.live_batch_s,
         quiet_engine_log=asr.quiet_engine_log,
+        huge_pages=asr.huge_pages,
         **extra,
     )
 

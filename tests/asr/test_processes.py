@@ -415,3 +415,59 @@ def test_given_no_request_then_a_decoder_thread_waits_for_the_next():
     queue.put(7, (5, "open", None))
     thread.join(5)
     assert got == [(7, (5, "open", None))]
+
+
+def _huge_pages_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("AnonHugePages:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _thp_mode() -> str:
+    with open("/sys/kernel/mm/transparent_hugepage/enabled") as mode:
+        return mode.read().split("[", 1)[1].split("]", 1)[0]
+
+
+@pytest.mark.parametrize("share_model", [True, False], ids=["forked", "own-model"])
+@pytest.mark.parametrize("huge_pages", [True, False], ids=["huge-pages", "4k-pages"])
+def test_given_huge_pages_then_the_decoders_model_and_graph_sit_on_2mb_pages(
+    vosk_config, monkeypatch, share_model, huge_pages
+):
+    """The decoder processes start with glibc's huge-page tunable (asr.config.decoder_env;
+    an operator's own GLIBC_TUNABLES kept), so the model and the recognizers' graph sit on
+    transparent huge pages where the kernel's mode gives them on advice ("madvise", Debian's
+    default); without it, on 4 kB pages. Under "always" or "never" the kernel decides alone."""
+    mode = _thp_mode()
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=8")
+    pcm, _ = read_wav(speak(REPORT))
+    config = dataclasses.replace(vosk_config, huge_pages=huge_pages)
+    decoders = DecoderProcesses(config, processes=1, share_model=share_model)
+    decoders.load()
+    try:
+        _, live = live_transcript(decoders, pcm)
+        assert live.finish(timeout=30).text
+        pid = decoders.pids()[0]
+        assert pid is not None
+        huge_kb = _huge_pages_kb(pid)
+    finally:
+        decoders.close()
+    if mode == "madvise":
+        assert (huge_kb >= 100 * 1024) if huge_pages else (huge_kb == 0), huge_kb
+    else:
+        assert mode in ("always", "never"), mode
+
+
+def test_given_huge_pages_off_or_set_by_the_operator_then_the_tunable_is_left_alone(
+    monkeypatch, tmp_path
+):
+    from asr.config import decoder_env
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    off = decoder_env(AsrConfig(huge_pages=False), tmp_path)
+    assert "GLIBC_TUNABLES" not in off and off["PYTHONPATH"] == f"{tmp_path}:/elsewhere"
+    assert decoder_env(AsrConfig(), tmp_path)["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
+    assert decoder_env(AsrConfig(), tmp_path)["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
