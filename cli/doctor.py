@@ -1,7 +1,8 @@
 """`hotline doctor`: what an administrator checks before (or instead of) starting the platform
-— the database, the broker, the speech model, the voice prompts, the ports, the clock and the
-disk the recordings go to — one line each, ok / warn / FAIL, with what is wrong and the fix.
-It changes nothing: no database, data directory or prompt is created by asking."""
+— the database, the broker, the speech model, the voice prompts, the ports, the clock, the
+disk the recordings go to and the decoders' huge pages — one line each, ok / warn / FAIL,
+with what is wrong and the fix. It changes nothing: no database, data directory or prompt
+is created by asking."""
 
 from __future__ import annotations
 
@@ -243,6 +244,48 @@ def check_disk(settings: Settings, *, min_free_bytes: int) -> Check:
     return Check("disk", "ok", free)
 
 
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def check_pages(settings: Settings, *, thp: Path = THP_MODE, libc: str | None = None) -> Check:
+    """Whether the decoder processes get the huge pages they ask for (HOTLINE_ASR__HUGE_PAGES):
+    the kernel's transparent huge pages not "never", and a glibc that knows the tunable."""
+    if not settings.asr.huge_pages:
+        return Check("pages", "ok", "huge pages for the decoders off (HOTLINE_ASR__HUGE_PAGES)")
+    if libc is None:
+        try:
+            libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+        except (ValueError, OSError):
+            libc = ""
+    try:
+        mode = thp.read_text().split("[", 1)[1].split("]", 1)[0]
+    except (OSError, IndexError):
+        return Check(
+            "pages",
+            "warn",
+            f"no transparent huge pages in this kernel ({thp}): "
+            "the decoders run on 4 kB pages and spend more CPU a call",
+        )
+    fix = f"`echo madvise > {thp}` (and transparent_hugepage=madvise on the kernel command line)"
+    if mode == "never":
+        return Check(
+            "pages",
+            "warn",
+            f"transparent huge pages are off ({thp}: never): the "
+            f"decoders run on 4 kB pages and spend more CPU a call; {fix}",
+        )
+    parts = libc.removeprefix("glibc ").split(".")
+    version = tuple(int(p) for p in parts[:2] if p.isdigit())
+    if not libc.startswith("glibc ") or version < (2, 35):
+        return Check(
+            "pages",
+            "warn",
+            f"{libc or 'this C library'} does not know glibc.malloc."
+            "hugetlb (glibc >= 2.35 does): the decoders run on 4 kB pages",
+        )
+    return Check("pages", "ok", f"decoders on transparent huge pages ({mode}, {libc})")
+
+
 def _existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -260,6 +303,7 @@ def run_checks(
         lambda: check_ports(settings),
         lambda: check_clock(settings, clock),
         lambda: check_disk(settings, min_free_bytes=min_free_bytes),
+        lambda: check_pages(settings),
     ]
     return [check() for check in checks]
 
@@ -276,8 +320,9 @@ def doctor(
     """Check what the platform needs and say how to fix what is wrong.
 
     The database (reachable, at head), the broker, the speech model, the voice prompts,
-    the web and SIP ports, the clock against the database server's and the free disk for
-    recordings: ok / warn / FAIL each. Exit status 1 when any check fails.
+    the web and SIP ports, the clock against the database server's, the free disk for
+    recordings and the speech decoders' huge pages: ok / warn / FAIL each. Exit status 1
+    when any check fails.
     """
     settings = get_settings()
     typer.echo(f"data dir: {settings.data_dir} ({data_dir_origin(settings)})")

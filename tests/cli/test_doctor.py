@@ -18,7 +18,7 @@ from tests import services
 from tests.cli.test_config_errors import clean_env, hotline
 from tests.services import free_port
 
-CHECKS = ["database", "broker", "model", "prompts", "ports", "clock", "disk"]
+CHECKS = ["database", "broker", "model", "prompts", "ports", "clock", "disk", "pages"]
 LINE = re.compile(r"^(ok|warn|FAIL)\s+(\w+)\s+(.+)$")
 
 
@@ -191,3 +191,32 @@ def test_given_built_prompts_then_the_prompt_check_is_ok(tmp_path):
 
     check = doctor.check_prompts(settings)
     assert check.status == "warn" and f"1 of {len(prompts.texts)}" in check.detail
+
+
+@pytest.mark.parametrize(
+    ("mode", "libc", "status", "said"),
+    [
+        ("always [madvise] never", "glibc 2.36", "ok", "(madvise, glibc 2.36)"),
+        ("[always] madvise never", "glibc 2.41", "ok", "(always, glibc 2.41)"),
+        ("always madvise [never]", "glibc 2.36", "warn", "echo madvise >"),
+        ("always [madvise] never", "glibc 2.31", "warn", "glibc >= 2.35"),
+        ("always [madvise] never", "", "warn", "this C library"),
+        (None, "glibc 2.36", "warn", "no transparent huge pages in this kernel"),
+    ],
+)
+def test_the_pages_check_says_whether_the_decoders_get_huge_pages(
+    tmp_path, mode, libc, status, said
+):
+    thp = tmp_path / "enabled"
+    if mode is not None:
+        thp.write_text(mode + "\n")
+    found = doctor.check_pages(Settings(), thp=thp, libc=libc)
+    assert (found.name, found.status) == ("pages", status) and said in found.detail
+    off = doctor.check_pages(Settings(asr={"huge_pages": False}), thp=thp, libc=libc)
+    assert off.status == "ok" and "HOTLINE_ASR__HUGE_PAGES" in off.detail
+
+
+def test_given_this_machine_then_the_pages_check_reads_its_kernel_and_libc():
+    found = doctor.check_pages(Settings())
+    mode = doctor.THP_MODE.read_text()
+    assert found.status == ("warn" if "[never]" in mode else "ok"), found.detail
