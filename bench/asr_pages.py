@@ -16,7 +16,7 @@ CPU per second of audio, huge pages, RSS; and `cpu_ratio_huge_vs_4k` (median and
 the per-run ratios, < 1 is a saving). The THP mode (`/sys/kernel/mm/transparent_hugepage/
 enabled`) decides what the advice does: "never" makes both sides alike.
 
-    python bench/asr_pages.py              # ~4 minutes on 2 cores
+    python bench/asr_pages.py              # ~9 minutes on 2 cores
     python bench/asr_pages.py --runs 5 --rounds 2
 """
 
