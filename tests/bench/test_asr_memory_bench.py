@@ -4,24 +4,11 @@ machine: the figures are for the README, not for a test."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.run import bench_json
 
 
 def test_given_one_process_and_one_run_then_the_bench_prints_both_modes_and_their_ratio():
-    done = subprocess.run(
-        [sys.executable, "bench/asr_memory.py", "--processes", "1", "--runs", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    figures = json.loads(done.stdout)
+    figures = bench_json("asr_memory.py", "--processes", "1", "--runs", "1")
     one = figures["processes"]["1"]
     for mode in ("separate", "shared"):
         assert one[mode]["ready_s"]["median"] > 0

@@ -4,33 +4,11 @@ advice. No CPU figure is asserted: those are for the README, not for a test."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.run import bench_json
 
 
 def test_given_one_small_run_then_the_bench_prints_both_sides_and_their_ratio():
-    done = subprocess.run(
-        [
-            sys.executable,
-            "bench/asr_pages.py",
-            "--runs",
-            "1",
-            "--recognizers",
-            "1",
-            "--rounds",
-            "1",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    figures = json.loads(done.stdout)
+    figures = bench_json("asr_pages.py", "--runs", "1", "--recognizers", "1", "--rounds", "1")
     assert figures["same_transcripts"] is True
     for name in ("huge", "4k"):
         assert figures[name]["cpu_s"]["median"] > 0
