@@ -40,8 +40,8 @@ class AsrConfig:
     live_batch_s: float = 1.0
     # Decoder processes (asr.processes) start with glibc's malloc asking for transparent
     # huge pages (`decoder_env`): the decoder walks a graph of hundreds of MB at random, and
-    # with 2 MB pages it spent 11-16 % less CPU on the same audio (2026-12-06, 3 alternated
-    # runs: 40.0-47.5 s against 47.8-53.4 s for 408 s of speech on 6 recognizers).
+    # with 2 MB pages it spent 0.868 / 0.873 (median / worst) of the CPU on the same audio
+    # (bench/asr_pages.py, 2026-12-06: 48.0 / 49.6 s against 55.3 / 56.9 s for 408 s).
     huge_pages: bool = True
 
     def __post_init__(self) -> None:
@@ -80,7 +80,7 @@ def default_model_path() -> Path:
 
 
 # glibc >= 2.35: malloc madvises its heap and its mmapped chunks MADV_HUGEPAGE, so the kernel
-# backs them with 2 MB pages when transparent huge pages are "madvise" (Debian's default) or
+# backs them with 2 MB pages when transparent huge pages are "madvise" (as measured) or
 # "always"; older glibc ignores a tunable it does not know, "never" ignores the advice.
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
 

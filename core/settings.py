@@ -179,9 +179,9 @@ class AsrSettings(BaseModel):
     # call with 1 s batches, 1.56 with 0.7 s, 1.66-1.83 with 0.4 s; 2 s gained no more.
     live_batch_s: float = Field(default=1.0, gt=0, le=2.0)
     # Decoder processes start with glibc's malloc asking for transparent huge pages
-    # (asr.config.decoder_env): 11-16 % less decoder CPU on the same audio, for memory in
-    # 2 MB steps. Decoding in the SIP process (decode_processes 0) gets them only when the
-    # SIP process itself starts with GLIBC_TUNABLES=glibc.malloc.hugetlb=1.
+    # (asr.config.decoder_env): ~13 % less decoder CPU on the same audio, about the same
+    # memory (bench/asr_pages.py). Decoding in the SIP process (decode_processes 0) gets them
+    # only when the SIP process itself starts with GLIBC_TUNABLES=glibc.malloc.hugetlb=1.
     huge_pages: bool = True
     # At start the SIP edge warms this many recognizers (default: one per live stream) on
     # speech in the model's language, so that the first calls after a restart do not pay
