@@ -83,6 +83,16 @@ def default_model_path() -> Path:
 # backs them with 2 MB pages when transparent huge pages are "madvise" (as measured) or
 # "always"; older glibc ignores a tunable it does not know, "never" ignores the advice.
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def thp_mode(path: Path = THP_MODE) -> str | None:
+    """The kernel's transparent huge page mode ("always", "madvise", "never"); None when the
+    kernel has none (or the file says nothing readable)."""
+    try:
+        return path.read_text().split("[", 1)[1].split("]", 1)[0]
+    except (OSError, IndexError):
+        return None
 
 
 def decoder_env(config: AsrConfig, root: Path) -> dict[str, str]:

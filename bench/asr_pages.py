@@ -9,7 +9,7 @@ the speech once, then decodes it `--rounds` more times on each, every time after
 milliseconds of leading silence (so no recognizer meets the exact frames it decoded
 before), in 20 ms frames with a partial after the last: the CPU seconds of that decoding are
 the run's figure, and its `AnonHugePages` from /proc/self/smaps_rollup shows what the kernel
-gave. The speech is espeak-ng's Korean at 8 kHz (a water-pipe report, ~15 s).
+gave. The speech is espeak-ng's Korean at 8 kHz (tests.speech: a water-pipe report, ~15 s).
 
 Prints one JSON object: per side the median and the worst CPU seconds over `--runs` runs,
 CPU per second of audio, huge pages, RSS; and `cpu_ratio_huge_vs_4k` (median and worst of
@@ -28,11 +28,14 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TUNABLE = "glibc.malloc.hugetlb=1"
+sys.path.insert(0, str(ROOT))
+
+from asr.config import HUGE_PAGES_TUNABLE, thp_mode
+from tests.speech import speak
+
 SPEECH = (
     "수도관이 터져서 물이 새고 있습니다. 빨리 와서 고쳐 주세요. "
     "우리 아파트 앞 도로에 물이 넘치고 있어요. 주소는 중앙로 백이십삼 번지입니다. "
@@ -78,18 +81,11 @@ print(json.dumps({
 """
 
 
-def speech(workdir: Path) -> Path:
-    raw, wav = workdir / "speech.wav", workdir / "speech8k.wav"
-    subprocess.run(["espeak-ng", "-v", "ko", "-w", str(raw), SPEECH], check=True)
-    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(wav)], check=True)
-    return wav
-
-
 def side(huge: bool, wav: Path, recognizers: int, rounds: int) -> dict:
     env = dict(os.environ)
     tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and "hugetlb" not in t]
     if huge:
-        tunables.append(TUNABLE)
+        tunables.append(HUGE_PAGES_TUNABLE)
     env["GLIBC_TUNABLES"] = ":".join(tunables)
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(ROOT), str(wav), str(recognizers), str(rounds)],
@@ -111,19 +107,15 @@ def main() -> None:
     parser.add_argument("--recognizers", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
-    with tempfile.TemporaryDirectory(prefix="hotline-bench-pages-") as tmp:
-        wav = speech(Path(tmp))
-        runs: dict[str, list[dict]] = {"huge": [], "4k": []}
-        for n in range(args.runs):
-            order = (True, False) if n % 2 == 0 else (False, True)
-            for huge in order:
-                runs["huge" if huge else "4k"].append(
-                    side(huge, wav, args.recognizers, args.rounds)
-                )
+    wav = speak(SPEECH)  # 8 kHz, cached: the same bytes every run
+    runs: dict[str, list[dict]] = {"huge": [], "4k": []}
+    for n in range(args.runs):
+        order = (True, False) if n % 2 == 0 else (False, True)
+        for huge in order:
+            runs["huge" if huge else "4k"].append(side(huge, wav, args.recognizers, args.rounds))
     ratios = [h["cpu_s"] / f["cpu_s"] for h, f in zip(runs["huge"], runs["4k"], strict=True)]
     result = {
-        "thp_mode": mode.split("[", 1)[1].split("]", 1)[0],
+        "thp_mode": thp_mode(),
         "runs": args.runs,
         "audio_s_per_run": runs["huge"][0]["audio_s"],
         "same_transcripts": {r["heard"] for r in runs["huge"] + runs["4k"]}

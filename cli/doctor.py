@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from asr.config import THP_MODE, thp_mode
 from cli.common import _safe_url, config_error, data_dir_origin, database_location, port_in_use
 from core.clock import Clock, SystemClock
 from core.settings import Settings, get_settings
@@ -244,9 +245,6 @@ def check_disk(settings: Settings, *, min_free_bytes: int) -> Check:
     return Check("disk", "ok", free)
 
 
-THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-
-
 def check_pages(settings: Settings, *, thp: Path = THP_MODE, libc: str | None = None) -> Check:
     """Whether the decoder processes get the huge pages they ask for (HOTLINE_ASR__HUGE_PAGES):
     the kernel's transparent huge pages not "never", and a glibc that knows the tunable."""
@@ -257,9 +255,8 @@ def check_pages(settings: Settings, *, thp: Path = THP_MODE, libc: str | None = 
             libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
         except (ValueError, OSError):
             libc = ""
-    try:
-        mode = thp.read_text().split("[", 1)[1].split("]", 1)[0]
-    except (OSError, IndexError):
+    mode = thp_mode(thp)
+    if mode is None:
         return Check(
             "pages",
             "warn",

@@ -14,7 +14,7 @@ import pytest
 
 from asr import decoder_child
 from asr import processes as procs
-from asr.config import AsrConfig
+from asr.config import AsrConfig, thp_mode
 from asr.live import LiveTranscriber, LiveTranscriptUnavailable
 from asr.offline import frames, transcribe_pcm
 from asr.processes import DecoderProcesses
@@ -226,10 +226,10 @@ def test_given_no_decoder_thread_then_refused():
 
 
 def memory_kb(pid: int) -> dict[str, int]:
-    """The process's Rss and Pss (its share of every page it maps), in kB."""
+    """The process's Rss, Pss (its share of every page it maps) and AnonHugePages, in kB."""
     with open(f"/proc/{pid}/smaps_rollup") as rollup:
         fields = dict(line.split(":", 1) for line in rollup if ":" in line and "-" not in line)
-    return {key: int(fields[key].split()[0]) for key in ("Rss", "Pss")}
+    return {key: int(fields[key].split()[0]) for key in ("Rss", "Pss", "AnonHugePages")}
 
 
 def threads_of(pid: int) -> int:
@@ -417,19 +417,6 @@ def test_given_no_request_then_a_decoder_thread_waits_for_the_next():
     assert got == [(7, (5, "open", None))]
 
 
-def _huge_pages_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        for line in rollup:
-            if line.startswith("AnonHugePages:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _thp_mode() -> str:
-    with open("/sys/kernel/mm/transparent_hugepage/enabled") as mode:
-        return mode.read().split("[", 1)[1].split("]", 1)[0]
-
-
 @pytest.mark.parametrize("share_model", [True, False], ids=["forked", "own-model"])
 @pytest.mark.parametrize("huge_pages", [True, False], ids=["huge-pages", "4k-pages"])
 def test_given_huge_pages_then_the_decoders_model_and_graph_sit_on_2mb_pages(
@@ -439,7 +426,7 @@ def test_given_huge_pages_then_the_decoders_model_and_graph_sit_on_2mb_pages(
     an operator's own GLIBC_TUNABLES kept), so the model and the recognizers' graph sit on
     transparent huge pages where the kernel's mode gives them on advice ("madvise", Debian's
     default); without it, on 4 kB pages. Under "always" or "never" the kernel decides alone."""
-    mode = _thp_mode()
+    mode = thp_mode()
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=8")
     pcm, _ = read_wav(speak(REPORT))
     config = dataclasses.replace(vosk_config, huge_pages=huge_pages)
@@ -450,7 +437,7 @@ def test_given_huge_pages_then_the_decoders_model_and_graph_sit_on_2mb_pages(
         assert live.finish(timeout=30).text
         pid = decoders.pids()[0]
         assert pid is not None
-        huge_kb = _huge_pages_kb(pid)
+        huge_kb = memory_kb(pid)["AnonHugePages"]
     finally:
         decoders.close()
     if mode == "madvise":
