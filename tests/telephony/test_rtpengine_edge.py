@@ -413,7 +413,7 @@ def test_given_a_relayed_call_on_hold_then_rtpengine_plays_the_hold_audio_to_the
             lambda: (
                 rms(b"".join(codecs.ulaw_decode(p.payload) for p in rtp.packets[before:])) > 500
             ),
-            5,
+            15,  # 5 s was missed once by CI on a loaded machine (2026-12-06)
             message="the hold audio at the caller's phone, from rtpengine",
         )
         heard_before = len(agent_rtp.packets)
