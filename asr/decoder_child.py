@@ -41,7 +41,7 @@ def serve(conn: Connection, *, threads: int = 1) -> None:
     decoder threads take the streams with work in turn (round robin, one request each; the
     ending ones first: `_StreamQueue`), so that a child with more streams than its share is
     not held to one core while another child's core idles — libvosk releases the GIL while
-    it decodes. A warm-up runs alongside.
+    it decodes. A warm-up runs alongside, on as many threads.
     """
     from asr.vosk_engine import VoskRecognizer
 
@@ -59,10 +59,29 @@ def serve(conn: Connection, *, threads: int = 1) -> None:
     warm_stop = threading.Event()
 
     def warm(engine: VoskRecognizer, rid: int, data: bytes, count: int, rate: int) -> None:
-        try:
-            reply(rid, True, engine.warm(data, count=count, sample_rate=rate, stop=warm_stop))
-        except AsrError as exc:
-            reply(rid, False, str(exc))
+        # On as many threads as decode (libvosk releases the GIL): one process of two
+        # threads on 2 cores would otherwise warm its pool on one core, twice as long.
+        added: list[int] = []
+        errors: list[str] = []
+
+        def one() -> None:
+            try:
+                added.append(engine.warm(data, count=count, sample_rate=rate, stop=warm_stop))
+            except AsrError as exc:
+                errors.append(str(exc))
+
+        workers = [
+            threading.Thread(target=one, name=f"asr-warm-up-{n}", daemon=True)
+            for n in range(max(1, min(threads, count)))
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        if errors and not sum(added):
+            reply(rid, False, errors[0])
+        else:
+            reply(rid, True, sum(added))
 
     def run(rid: int, op: str, sid: int, arg: Any) -> None:
         try:

@@ -126,6 +126,7 @@ class VoskRecognizer:
         self._idle: list[_Engine] = []  # least recently used first
         self._live = 0
         self._created = 0
+        self._warming = 0  # recognizers being warmed now, by every `warm` running
 
     def load(self) -> None:
         """Load the model now (at start-up) rather than on the first stream."""
@@ -165,7 +166,9 @@ class VoskRecognizer:
         of paying the warm-up while they are live. Fed as a live call feeds: batches of
         `live_batch_s`, each decoded in 20 ms frames with a partial read after the batch.
         Runs in the caller's thread (seconds of CPU per recognizer); `stop` ends it early.
-        Returns how many were added."""
+        Several threads may warm at once (a decoder process warms on each of its decoder
+        threads): together they add up to `count`, each counting the ones the others are
+        warming. Returns how many this call added."""
         data = check_pcm(pcm16)
         rate = check_sample_rate(sample_rate)
         if count < 0:
@@ -180,22 +183,27 @@ class VoskRecognizer:
         target = min(count, self.config.pool_limit)  # the pool keeps no more
         added = 0
         for _ in range(target):  # bounded even while calls take warmed ones meanwhile
-            with self._lock:
-                if sum(e.key == key for e in self._idle) >= target:
-                    break
             if stop is not None and stop.is_set():
                 break
-            engine = _Engine(self._model(), key)
             with self._lock:
-                self._created += 1
-            stream = VoskStream(engine, self._release_offline)
+                if sum(e.key == key for e in self._idle) + self._warming >= target:
+                    break
+                self._warming += 1
             try:
-                for batch in frames(data, sample_rate=rate, frame_ms=batch_ms):
-                    if stop is not None and stop.is_set():
-                        break
-                    stream.accept(batch)
+                engine = _Engine(self._model(), key)
+                with self._lock:
+                    self._created += 1
+                stream = VoskStream(engine, self._release_offline)
+                try:
+                    for batch in frames(data, sample_rate=rate, frame_ms=batch_ms):
+                        if stop is not None and stop.is_set():
+                            break
+                        stream.accept(batch)
+                finally:
+                    stream.close()  # back to the pool, warm
             finally:
-                stream.close()  # back to the pool, warm
+                with self._lock:
+                    self._warming -= 1
             added += 1
         return added
 

@@ -143,6 +143,27 @@ def test_given_a_bad_model_path_when_loading_then_one_clear_error_and_no_child_l
     assert decoders.try_open_stream() is None
 
 
+def test_given_one_child_of_two_threads_when_warming_then_it_warms_the_count_exactly(
+    vosk_config,
+):
+    pcm, _ = read_wav(speak(REPORT))
+    config = AsrConfig(model_path=vosk_config.model_path, pool_size=8, max_live_streams=4)
+    decoders = DecoderProcesses(config, processes=1, threads=2)
+    decoders.load()
+    try:
+        assert decoders.warm(pcm, count=3) == 3  # on both threads, three in all
+        assert decoders.warm(pcm, count=3) == 0
+        streams = [decoders.try_open_stream() for _ in range(3)]
+        assert all(stream is not None for stream in streams)
+        for stream in streams:
+            stream.accept(pcm)
+        assert {stream.finish().text for stream in streams} != {""}
+        for stream in streams:
+            stream.close()
+    finally:
+        decoders.close()
+
+
 def test_given_warm_up_then_shared_among_children_and_bad_audio_is_a_clear_error(vosk_config):
     pcm, _ = read_wav(speak(REPORT))
     config = AsrConfig(model_path=vosk_config.model_path, pool_size=8, max_live_streams=2)

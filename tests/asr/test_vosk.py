@@ -392,6 +392,31 @@ def test_given_warm_up_speech_when_warming_then_the_pool_holds_that_many_and_dec
     assert pool.stats() == PoolStats(idle=3, live=0, created=3)
 
 
+def test_given_two_threads_warming_one_pool_then_together_they_add_exactly_the_count(
+    vosk_config,
+):
+    # A decoder process warms on each of its decoder threads; each counts the recognizers
+    # the other is warming, so the two add the count between them, not a count each.
+    pool = VoskRecognizer(
+        AsrConfig(model_path=vosk_config.model_path, pool_size=8, max_live_streams=2)
+    )
+    warmup, _ = read_wav(speak(STREETLIGHT))
+    added: list[int] = []
+    go = threading.Barrier(2)
+
+    def warm() -> None:
+        go.wait()
+        added.append(pool.warm(warmup, count=3))
+
+    threads = [threading.Thread(target=warm) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sum(added) == 3
+    assert pool.stats() == PoolStats(idle=3, live=0, created=3)
+
+
 def test_given_bad_warm_up_audio_or_a_stop_when_warming_then_error_or_nothing(vosk_config):
     pool = VoskRecognizer(AsrConfig(model_path=vosk_config.model_path, pool_size=2))
     with pytest.raises(AsrError, match="too short"):
