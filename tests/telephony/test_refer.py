@@ -127,9 +127,11 @@ def test_given_a_blind_refer_then_the_phone_hears_200_before_its_bye_and_the_tar
     bridge, caller, agent = _bridge(dial, refer_target=lambda uri: uri + ";resolved")
     told, refer = _notified(agent)
     assert bridge._on_refer(agent, refer)
-    wait_until(lambda: bridge.legs[Side.AGENT] is target, 5, message="handed over")
+    # A's leg is hung up after the 200 is told (the target takes its place just before)
+    wait_until(agent.ended.is_set, 5, message="A's leg hung up")
+    assert bridge.legs[Side.AGENT] is target
     assert told == [(200, "OK", False)]  # told while A's leg still stood
-    assert agent.ended.is_set() and dial.dialled[0][0] == "sip:8002@seats;resolved"
+    assert dial.dialled[0][0] == "sip:8002@seats;resolved"
     assert bridge.result.transfers[0].outcome is TransferOutcome.COMPLETED
     bridge.stop()
     assert bridge.wait(5)
@@ -143,7 +145,7 @@ def test_given_a_refer_to_a_target_that_fails_then_the_phone_is_told_why(disposi
     bridge, caller, agent = _bridge(FakeDial(CallFailed(disposition)))
     told, refer = _notified(agent)
     assert bridge._on_refer(agent, refer)
-    wait_until(lambda: told, 5, message="told")
+    wait_until(lambda: bridge.result.transfers[0].done.is_set(), 5, message="done")
     assert told[0][0] == status and not agent.ended.is_set() and not bridge.held
     bridge.stop()
     assert bridge.wait(5)
