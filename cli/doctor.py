@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from asr.config import THP_MODE, thp_mode
+from asr.config import HUGE_PAGES_TUNABLE, THP_MODE, thp_mode
 from cli.common import _safe_url, config_error, data_dir_origin, database_location, port_in_use
 from core.clock import Clock, SystemClock
 from core.settings import Settings, get_settings
@@ -245,9 +245,19 @@ def check_disk(settings: Settings, *, min_free_bytes: int) -> Check:
     return Check("disk", "ok", free)
 
 
-def check_pages(settings: Settings, *, thp: Path = THP_MODE, libc: str | None = None) -> Check:
+def check_pages(
+    settings: Settings,
+    *,
+    thp: Path = THP_MODE,
+    libc: str | None = None,
+    cpus: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Check:
     """Whether the decoder processes get the huge pages they ask for (HOTLINE_ASR__HUGE_PAGES):
-    the kernel's transparent huge pages not "never", and a glibc that knows the tunable."""
+    the kernel's transparent huge pages not "never", and a glibc that knows the tunable.
+    Decoding in the SIP process's threads (`asr.decode_processes` 0, the default on 1-2
+    CPUs) gets them only when `hotline sip` starts with the tunable in GLIBC_TUNABLES,
+    judged from this environment (`env`), the one `hotline run` hands its processes."""
     if not settings.asr.huge_pages:
         return Check("pages", "ok", "huge pages for the decoders off (HOTLINE_ASR__HUGE_PAGES)")
     if libc is None:
@@ -279,6 +289,20 @@ def check_pages(settings: Settings, *, thp: Path = THP_MODE, libc: str | None = 
             "warn",
             f"{libc or 'this C library'} does not know glibc.malloc."
             "hugetlb (glibc >= 2.35 does): the decoders run on 4 kB pages",
+        )
+    from hotline.calls.setup import default_decode_processes
+
+    processes = settings.asr.decode_processes
+    if processes is None:
+        processes = default_decode_processes(os.cpu_count() if cpus is None else cpus)
+    tunables = (os.environ if env is None else env).get("GLIBC_TUNABLES", "")
+    if processes == 0 and HUGE_PAGES_TUNABLE not in tunables.split(":"):
+        return Check(
+            "pages",
+            "ok",
+            "live calls decode in the SIP process's threads (HOTLINE_ASR__DECODE_PROCESSES "
+            "0, the default on 1-2 CPUs), on 4 kB pages: start hotline with "
+            f"GLIBC_TUNABLES={HUGE_PAGES_TUNABLE} to put them on huge pages ({mode}, {libc})",
         )
     return Check("pages", "ok", f"decoders on transparent huge pages ({mode}, {libc})")
 

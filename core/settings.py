@@ -188,10 +188,12 @@ class AsrSettings(BaseModel):
     # the warm-up while live. Any audio sox reads; default: the greeting prompt.
     warm_recognizers: int | None = Field(default=None, ge=0)
     # Processes the SIP edge decodes live calls in (asr.processes: each has its own GIL and
-    # its own copy of the model, ~550 MB for the Korean one); default one per CPU. 0 decodes
-    # in the SIP process's own threads, bounded by `decode_slots`: less memory and, on 2
-    # cores, ~15 % more live calls (bench/calls.py), but a libvosk crash then takes the SIP
-    # process down, and one GIL serves every decoder however many cores there are.
+    # shares the model its zygote loaded); 0 decodes in the SIP process's own threads,
+    # bounded by `decode_slots`: less memory and, on 2 cores, more live calls
+    # (bench/calls.py), but a libvosk crash then takes the SIP process and its calls down
+    # (crash recovery closes them from their recordings), and one GIL serves every decoder
+    # however many cores there are. Default: 0 on 1-2 CPUs, else one per CPU
+    # (hotline.calls.setup.default_decode_processes).
     decode_processes: int | None = Field(default=None, ge=0)
     # Decoder threads in each of those processes (default: the CPUs shared out among them,
     # so one each with a process per CPU). More runnable decoders than cores only cost CPU.

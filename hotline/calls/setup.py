@@ -45,17 +45,32 @@ def asr_config(settings: Settings) -> AsrConfig:
     )
 
 
+# Up to this many CPUs the SIP edge decodes in its own threads by default. On 2 cores the
+# decoder processes carried fewer live calls than the same decoding in the SIP process's
+# threads in every 3-repeat run of bench/calls.py (live-ASR ratio, min / median: processes
+# 0.67 / 0.88, 0.75 / 0.88, 0.62 / 0.78; threads 1.11 / 1.11, 1.0 / 1.0 — README, figures);
+# from 3 CPUs on, one GIL serving every decoder is the bound the processes remove.
+THREADS_UP_TO_CPUS = 2
+
+
+def default_decode_processes(cpus: int | None) -> int:
+    """`asr.decode_processes` unset: 0 (the SIP process's threads) on a host of up to
+    `THREADS_UP_TO_CPUS` CPUs, else one decoder process per CPU."""
+    cpus = cpus or 1
+    return 0 if cpus <= THREADS_UP_TO_CPUS else cpus
+
+
 def live_recognizer(settings: Settings) -> VoskRecognizer | DecoderProcesses:
-    """The SIP edge's recognizer: decoder processes (default, one per CPU), or the engine
-    in this process's threads when `asr.decode_processes` is 0. Call `load()` before use
-    and `close()` (processes) at the end."""
+    """The SIP edge's recognizer: decoder processes (one per CPU by default from 3 CPUs
+    on), or the engine in this process's threads (`asr.decode_processes` 0, the default on
+    1–2 CPUs). Call `load()` before use and `close()` (processes) at the end."""
     from asr.processes import DecoderProcesses
     from asr.vosk_engine import VoskRecognizer
 
     config = asr_config(settings)
     count = settings.asr.decode_processes
     if count is None:
-        count = os.cpu_count() or 1
+        count = default_decode_processes(os.cpu_count())
     if count == 0:
         return VoskRecognizer(config)
     return DecoderProcesses(

@@ -210,10 +210,25 @@ def test_the_pages_check_says_whether_the_decoders_get_huge_pages(
     thp = tmp_path / "enabled"
     if mode is not None:
         thp.write_text(mode + "\n")
-    found = doctor.check_pages(Settings(), thp=thp, libc=libc)
+    found = doctor.check_pages(Settings(), thp=thp, libc=libc, cpus=4)  # decoder processes
     assert (found.name, found.status) == ("pages", status) and said in found.detail
     off = doctor.check_pages(Settings(asr={"huge_pages": False}), thp=thp, libc=libc)
     assert off.status == "ok" and "HOTLINE_ASR__HUGE_PAGES" in off.detail
+    # Decoding in the SIP process (the default on 2 CPUs): huge pages only with the tunable.
+    threads = doctor.check_pages(Settings(), thp=thp, libc=libc, cpus=2, env={})
+    if status == "ok":
+        assert threads.status == "ok" and "4 kB pages" in threads.detail
+        assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in threads.detail
+        tuned = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"}
+        given = doctor.check_pages(Settings(), thp=thp, libc=libc, cpus=2, env=tuned)
+        assert given.status == "ok" and "decoders on transparent huge pages" in given.detail
+        chosen = Settings(asr={"decode_processes": 2})
+        assert (
+            "decoders on transparent"
+            in doctor.check_pages(chosen, thp=thp, libc=libc, cpus=2, env={}).detail
+        )
+    else:  # the kernel or the C library is what to fix, whichever way the decoding runs
+        assert threads.detail == found.detail
 
 
 def test_given_this_machine_then_the_pages_check_reads_its_kernel_and_libc():

@@ -129,6 +129,16 @@ def test_given_decode_process_settings_then_the_edge_decodes_in_that_many_childr
         == 3
     )
     assert call_setup.decode_threads(None, 4) == 1 and call_setup.decode_threads(5, 4) == 5
+    # On 1-2 CPUs the default decodes in the SIP process's threads (bench/calls.py there:
+    # more live calls than two decoder processes of one thread).
+    for cpus in (1, 2):
+        monkeypatch.setattr(call_setup.os, "cpu_count", lambda cpus=cpus: cpus)
+        assert isinstance(
+            call_setup.live_recognizer(warm_settings(tmp_path, vosk_model_dir)), VoskRecognizer
+        )
+        assert call_setup.default_decode_processes(cpus) == 0
+    assert call_setup.default_decode_processes(None) == 0  # unknown: taken as one CPU
+    assert [call_setup.default_decode_processes(n) for n in (3, 4, 16)] == [3, 4, 16]
     threads = call_setup.live_recognizer(
         warm_settings(tmp_path, vosk_model_dir, decode_processes=0)
     )
