@@ -5,6 +5,7 @@ a handler sees only their unit's tickets. Screenshots of each page in both langu
 from __future__ import annotations
 
 import httpx
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from tests.web.browser import shot, sign_in, wait_for_stream, watch_stream
@@ -72,6 +73,63 @@ def test_sign_in_search_switch_language_sign_out(site, page):
     expect(page).to_have_url(f"{site.url}/signin")
     page.goto(site.url)
     expect(page).to_have_url(f"{site.url}/signin")
+
+
+def test_a_live_refresh_in_flight_never_undoes_the_search_typed_meanwhile(site, page):
+    """The list's live refresh (an SSE event) and a search typed while it is on its way:
+    the search wins, whichever answer comes first."""
+    water = _ticket(site, "榆阳区人民路小区从昨天早上开始停水，到现在还没来水")
+    _ticket(site, "家里暖气一直不热，室温只有十二度，老人孩子都冻感冒了")
+    watch_stream(page)
+    sign_in(page, site, "operator")
+    rows = page.locator("#results tbody tr")
+    page.fill("input[name=q]", water["number"])
+    expect(rows).to_have_count(1)
+    wait_for_stream(page)
+
+    refreshes: list = []  # requests of the list itself (its live refresh), held
+    searches: list = []  # the search form's, held
+    ended: list[str] = []
+    page.on("requestfinished", lambda request: ended.append(request.url))
+    page.on("requestfailed", lambda request: ended.append(request.url))
+
+    def hold(route) -> None:
+        if route.request.headers.get("hx-trigger") == "results":
+            refreshes.append(route)
+        elif route.request.headers.get("hx-request") and "q=&" in route.request.url:
+            searches.append(route)
+        else:
+            route.continue_()
+
+    def until(held: list, what: str) -> None:
+        for _ in range(100):  # bounded: 10 s
+            if held:
+                return
+            page.wait_for_timeout(100)
+        raise AssertionError(f"no {what} within 10 s")
+
+    def release(route) -> None:
+        try:
+            route.continue_()
+        except PlaywrightError:  # htmx aborted it meanwhile
+            return
+        for _ in range(100):
+            if route.request.url in ended:
+                break
+            page.wait_for_timeout(100)
+        page.wait_for_timeout(300)  # htmx's swap and settle
+
+    page.route(f"{site.url}/?*", hold)
+    _ticket(site, "小区门口的路灯坏了一个多月，晚上黑得看不见路")  # a "tickets" event
+    until(refreshes, "live refresh of the list")
+    assert "q=" + water["number"] in refreshes[0].request.url  # the filter it was shown with
+    page.fill("input[name=q]", "")  # the person clears the search meanwhile
+    until(searches, "search request")
+    release(refreshes[0])  # the refresh's answer first (the old filter's one row) ...
+    release(searches[0])  # ... then the search's
+    page.unroute(f"{site.url}/?*")
+    expect(rows).to_have_count(3)
+    assert "q=&" in (page.locator("#results").get_attribute("hx-get") or "")
 
 
 def test_a_handler_sees_only_their_units_tickets(site, page):
