@@ -48,8 +48,9 @@ def asr_config(settings: Settings) -> AsrConfig:
 # Up to this many CPUs the SIP edge decodes in its own threads by default. On 2 cores the
 # decoder processes carried fewer live calls than the same decoding in the SIP process's
 # threads in every 3-repeat run of bench/calls.py (live-ASR ratio, min / median: processes
-# 0.67 / 0.88, 0.75 / 0.88, 0.62 / 0.78; threads 1.11 / 1.11, 1.0 / 1.0 — README, figures);
-# from 3 CPUs on, one GIL serving every decoder is the bound the processes remove.
+# 0.67 / 0.88, 0.75 / 0.88, 0.62 / 0.78, 0.9 / 1.0 on a quiet machine; threads 1.11 / 1.11,
+# 1.0 / 1.0, 1.18 / 1.2 on the same quiet machine — README, figures); from 3 CPUs on, one
+# GIL serving every decoder is the bound the processes remove (reasoned, not measured).
 THREADS_UP_TO_CPUS = 2
 
 
