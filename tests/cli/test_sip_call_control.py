@@ -120,11 +120,19 @@ def test_given_a_bridged_call_when_the_console_transfers_it_then_the_colleague_t
                 ).one()
                 return cc.Controls.parse(record.control)
 
-        wait_until(
-            lambda: (controls().transfer or {}).get("outcome") == "completed",
-            20,
-            message="the transfer completed" + "".join(lines[-20:]),
-        )
+        try:
+            wait_until(
+                lambda: (controls().transfer or {}).get("outcome") == "completed",
+                20,
+                message="the transfer completed",
+            )
+        except AssertionError as exc:  # what the command, the record and the edge said then
+            with factory() as s:
+                found = s.get(CallCommand, command_id)
+                said = None if found is None else (found.state, found.detail, found.done_at)
+            raise AssertionError(
+                f"{exc}; command {said}; controls {controls()}\n" + "".join(lines[-40:])
+            ) from exc
 
         def command() -> CallCommand | None:
             with factory() as s:
